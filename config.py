@@ -1,0 +1,157 @@
+"""All settings of a run: one dataclass with defaults, overridden from the command line.
+
+The whole config is stored in every checkpoint, so a checkpoint alone can rebuild its
+model (`Config.from_dict(ckpt["config"])`) and a resumed run knows every setting.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from errors import UserError
+
+BACKBONES = ("small", "resnet18", "mobilenet_v3_small")
+TEMPORAL = ("lstm", "mean")
+DEVICES = ("auto", "cpu", "cuda")
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+
+
+def _opt(default: Any, help: str, group: str, flag: str | None = None, choices: tuple | None = None):
+    return field(default=default, metadata={"help": help, "group": group, "flag": flag, "choices": choices})
+
+
+@dataclass
+class Config:
+    # --- data ---------------------------------------------------------------------------
+    data_dir: str = _opt("data", "folder of the prepared clip data set (made automatically "
+                         "with synthetic data when the default folder is empty)", "data")
+    sequence_length: int = _opt(30, "frames per clip seen by the model", "data")
+    image_size: int = _opt(32, "side of the square face crop, in pixels", "data")
+    num_workers: int = _opt(0, "DataLoader worker processes (0 loads in the main process, "
+                            "fastest for the small default model on a few cores)", "data")
+    augment: bool = _opt(True, "flip, shift and brightness jitter applied identically to all "
+                         "frames of a training clip", "data")
+    # --- model (these options define the architecture; a resume must keep them) ----------
+    backbone: str = _opt("small", "per-frame CNN", "model", choices=BACKBONES)
+    channels: int = _opt(1, "image channels: 1 grayscale, 3 colour", "model")
+    cnn_width: int = _opt(16, "channels of the first conv block of the small CNN "
+                          "(doubled in each of its three blocks)", "model")
+    feature_dim: int = _opt(64, "size of the per-frame feature vector fed to the LSTM", "model")
+    lstm_hidden: int = _opt(64, "LSTM hidden size", "model")
+    lstm_layers: int = _opt(1, "stacked LSTM layers", "model")
+    dropout: float = _opt(0.3, "dropout before the classifier", "model")
+    temporal: str = _opt("lstm", "how frames are combined: 'lstm' (the detector) or 'mean' "
+                         "(order-blind mean pooling, a baseline)", "model", choices=TEMPORAL)
+    num_classes: int = _opt(2, "output classes (taken from the data set when training starts)",
+                            "model", flag="")
+    # --- optimisation -------------------------------------------------------------------
+    num_epochs: int = _opt(100, "total epochs of the run (on resume: the new total)", "train",
+                           flag="--epochs")
+    batch_size: int = _opt(32, "clips per optimizer step", "train")
+    learning_rate: float = _opt(0.001, "peak learning rate (AdamW), decayed by a cosine "
+                                "schedule to 1%% of it at the last epoch", "train", flag="--lr")
+    weight_decay: float = _opt(0.0001, "AdamW weight decay", "train")
+    grad_clip: float = _opt(1.0, "clip the gradient norm to this (0 disables)", "train")
+    seed: int = _opt(42, "seed of every random choice: same seed, same run", "train")
+    # --- run ------------------------------------------------------------------------------
+    model_dir: str = _opt("models", "folder of the checkpoints, the log and the curves", "run")
+    save_every: int = _opt(10, "also keep checkpoint_epoch_N.pth every N epochs (0: never)",
+                           "run")
+    save_every_steps: int = _opt(0, "also refresh latest_model.pth every N optimizer steps "
+                                 "inside an epoch (0: only at epoch ends)", "run")
+    keep_last: int = _opt(0, "keep only the newest N checkpoint_epoch_*.pth backups "
+                          "(0: keep all)", "run")
+    device: str = _opt("auto", "where to train: auto picks CUDA when present", "run",
+                       choices=DEVICES)
+    amp: str = _opt("auto", "mixed precision on CUDA: auto is bf16 where supported; always "
+                    "off on CPU", "run", choices=AMP_MODES)
+    accum_steps: int = _opt(1, "split each batch into this many micro-batches (same update, "
+                            "less memory)", "run")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Config":
+        """Rebuild from a checkpoint's stored dict; unknown keys (newer versions) are ignored."""
+        known = {f.name for f in fields(cls)}
+        cfg = cls(**{k: v for k, v in values.items() if k in known})
+        cfg.validate()
+        return cfg
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def validate(self) -> None:
+        positive = ["sequence_length", "image_size", "feature_dim", "lstm_hidden", "lstm_layers",
+                    "num_epochs", "batch_size", "cnn_width", "num_classes", "accum_steps"]
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1, "
+                                f"got {getattr(self, name)}")
+        non_negative = ["num_workers", "save_every", "save_every_steps", "keep_last",
+                        "weight_decay", "grad_clip"]
+        for name in non_negative:
+            if getattr(self, name) < 0:
+                raise UserError(f"--{name.replace('_', '-')} cannot be negative")
+        if not self.learning_rate > 0:
+            raise UserError(f"--lr must be positive, got {self.learning_rate}")
+        if not 0 <= self.dropout < 1:
+            raise UserError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.channels not in (1, 3):
+            raise UserError(f"--channels must be 1 (grayscale) or 3 (colour), got {self.channels}")
+        if self.batch_size % self.accum_steps:
+            raise UserError(f"--batch-size {self.batch_size} must be a multiple of "
+                            f"--accum-steps {self.accum_steps}")
+
+
+MODEL_FIELDS = tuple(f.name for f in fields(Config) if f.metadata["group"] == "model")
+TRAINING_FIELDS = ("num_epochs", "batch_size", "learning_rate", "weight_decay", "grad_clip")
+
+
+def flag_of(name: str) -> str:
+    flag = next(f.metadata["flag"] for f in fields(Config) if f.name == name)
+    return flag if flag else "--" + name.replace("_", "-")
+
+
+def _bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected yes or no, got {text!r}")
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    """One option per config field. Defaults are None so that the options a user
+    actually typed can be told apart (they override a resumed checkpoint's values)."""
+    titles = {"data": "data", "model": "model (fixed for the life of a run)",
+              "train": "optimisation", "run": "run"}
+    groups = {key: parser.add_argument_group(title) for key, title in titles.items()}
+    for f in fields(Config):
+        if f.metadata["flag"] == "":
+            continue
+        kind = {"bool": _bool, "int": int, "float": float, "str": str}[f.type]
+        groups[f.metadata["group"]].add_argument(
+            flag_of(f.name), dest=f.name, type=kind, default=None,
+            choices=f.metadata["choices"], metavar=None if f.metadata["choices"] else f.name.upper(),
+            help=f"{f.metadata['help']} (default: {f.default})")
+
+
+def given_options(args: argparse.Namespace) -> dict:
+    """The config values a user gave on the command line."""
+    return {f.name: getattr(args, f.name) for f in fields(Config)
+            if getattr(args, f.name, None) is not None}
+
+
+def build_config(overrides: dict, base: Config | None = None) -> Config:
+    values = (base or Config()).to_dict()
+    values.update(overrides)
+    cfg = Config(**values)
+    cfg.validate()
+    return cfg
+
+
+def architecture_diff(a: Config, b: Config) -> list[str]:
+    """Model options that differ, as 'flag: a -> b' lines."""
+    return [f"{flag_of(n)}: {getattr(a, n)!r} in the checkpoint, {getattr(b, n)!r} now"
+            for n in MODEL_FIELDS if getattr(a, n) != getattr(b, n)]

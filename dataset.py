@@ -1,0 +1,268 @@
+"""Clip storage, the training Dataset, and the data command line.
+
+Storage (one folder, `data/` by default):
+    clips.npy      uint8 array [N, T, C, H, W], memory-mapped at load time
+    manifest.json  one record per clip (id, subject, label, split, source, start, ...),
+                   the class names, the split's subjects; written last, so its presence
+                   marks a complete data set.
+
+Synthetic clips (synthetic.py) and prepared real videos both land in this format, and
+the training suite reads nothing else.
+
+    python dataset.py --synthetic [--data-dir DIR] [--num-subjects N] [--clips-per-subject N] [--seed N]
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset, Sampler
+
+from errors import UserError, run_cli
+
+FORMAT_VERSION = 1
+CLIPS_FILE = "clips.npy"
+MANIFEST_FILE = "manifest.json"
+SPLITS = ("train", "val", "test")
+
+
+# ----------------------------------------------------------------------------- storage
+def dataset_exists(data_dir: str | Path) -> bool:
+    return (Path(data_dir) / MANIFEST_FILE).is_file()
+
+
+def _atomic_replace(tmp: Path, final: Path) -> None:
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, final)
+
+
+def write_clip_store(data_dir: str | Path, clips: np.ndarray | Iterable[np.ndarray],
+                     records: list[dict], meta: dict) -> None:
+    """Write a data set.
+
+    Args:
+        clips: uint8 [N, T, C, H, W], or an iterable of such blocks whose rows follow
+            `records` in order (so big data sets never sit in memory whole).
+        records: one dict per clip with at least id, subject, label and split.
+        meta: must hold `classes` (names, index = label); anything else is kept as is.
+    """
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    blocks = [clips] if isinstance(clips, np.ndarray) else clips
+    out = None
+    row = 0
+    tmp = data_dir / (CLIPS_FILE + ".tmp")
+    for block in blocks:
+        if block.dtype != np.uint8 or block.ndim != 5:
+            raise ValueError("clips must be uint8 [N, T, C, H, W]")
+        if out is None:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
+                                            shape=(len(records),) + block.shape[1:])
+        out[row:row + len(block)] = block
+        row += len(block)
+    if out is None or row != len(records):
+        raise ValueError(f"{row} clips written for {len(records)} records")
+    out.flush()
+    shape = list(out.shape[1:])
+    del out
+    for rec in records:
+        if rec.get("split") not in SPLITS:
+            raise ValueError(f"clip {rec.get('id')} has no split")
+    manifest = {"format_version": FORMAT_VERSION, "clip_shape": shape, **meta,
+                "splits": {s: sorted({r["subject"] for r in records if r["split"] == s})
+                           for s in SPLITS},
+                "clips": records}
+    _atomic_replace(tmp, data_dir / CLIPS_FILE)
+    tmp_manifest = data_dir / (MANIFEST_FILE + ".tmp")
+    tmp_manifest.write_text(json.dumps(manifest, indent=1))
+    _atomic_replace(tmp_manifest, data_dir / MANIFEST_FILE)
+
+
+def load_manifest(data_dir: str | Path) -> dict:
+    path = Path(data_dir) / MANIFEST_FILE
+    if not path.is_file():
+        raise UserError(f"no data set in {data_dir}/ (no {MANIFEST_FILE}); make one with "
+                        f"'python dataset.py --synthetic --data-dir {data_dir}' or prepare "
+                        f"videos with 'python dataset.py --prepare SOURCE --data-dir {data_dir}'")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise UserError(f"{path} is unreadable ({err}); rebuild the data set") from None
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"{path} has format {manifest.get('format_version')}, this code "
+                        f"reads {FORMAT_VERSION}; rebuild the data set")
+    return manifest
+
+
+def data_fingerprint(manifest: dict) -> str:
+    """Identifies a data set by what training sees: clip ids, subjects, labels, splits, shape."""
+    key = [manifest["clip_shape"], manifest["classes"],
+           [(c["id"], c["subject"], c["label"], c["split"]) for c in manifest["clips"]]]
+    return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
+
+
+def open_clips(data_dir: str | Path) -> np.ndarray:
+    path = Path(data_dir) / CLIPS_FILE
+    try:
+        return np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path} is unreadable ({err}); rebuild the data set") from None
+
+
+# ----------------------------------------------------------------------------- training data
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """One seed per (run seed, epoch, clip): augmentation never depends on the order in
+    which clips are drawn or on what ran before, so a resumed run sees the same data."""
+    return (seed * 1_000_003 + epoch * 10_007 + index) % (2**63)
+
+
+class ClipDataset(Dataset):
+    """Clips of one split as (float clip [T, C, H, W] in [0, 1], label).
+
+    Training items are indexed by (index, epoch) pairs from EpochSampler, so that the
+    augmentation of every clip is fixed by (seed, epoch, index).
+    """
+
+    def __init__(self, data_dir: str | Path, split: str, sequence_length: int,
+                 image_size: int, channels: int, augment: bool = False, seed: int = 0):
+        self.manifest = load_manifest(data_dir)
+        self.clips = open_clips(data_dir)
+        self.rows = [i for i, c in enumerate(self.manifest["clips"]) if c["split"] == split]
+        self.labels = [self.manifest["clips"][i]["label"] for i in self.rows]
+        self.subjects = [self.manifest["clips"][i]["subject"] for i in self.rows]
+        stored_t, stored_c = self.clips.shape[1], self.clips.shape[2]
+        if sequence_length > stored_t:
+            raise UserError(f"--sequence-length {sequence_length} is longer than the stored "
+                            f"clips ({stored_t} frames); use at most {stored_t} or rebuild the data")
+        if channels != stored_c:
+            raise UserError(f"--channels {channels} does not match the data set "
+                            f"({stored_c} channel{'s' if stored_c > 1 else ''})")
+        self.sequence_length, self.image_size = sequence_length, image_size
+        self.augment, self.seed = augment, seed
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        index, epoch = item if isinstance(item, tuple) else (item, None)
+        raw = self.clips[self.rows[index]]  # uint8 [T_stored, C, H, W]
+        rng = None
+        if self.augment and epoch is not None:
+            rng = np.random.default_rng(sample_seed(self.seed, epoch, index))
+        # Temporal crop: random for training, centred otherwise.
+        extra = raw.shape[0] - self.sequence_length
+        start = int(rng.integers(0, extra + 1)) if rng is not None and extra else extra // 2
+        clip = torch.from_numpy(np.ascontiguousarray(raw[start:start + self.sequence_length]))
+        clip = clip.float().div_(255.0)
+        if clip.shape[-1] != self.image_size or clip.shape[-2] != self.image_size:
+            clip = F.interpolate(clip, size=(self.image_size, self.image_size),
+                                 mode="bilinear", align_corners=False)
+        if rng is not None:
+            clip = augment_clip(clip, rng)
+        return clip, self.labels[index]
+
+
+def augment_clip(clip: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """The same flip, shift, contrast and brightness for every frame of the clip."""
+    flip, dy, dx = rng.random() < 0.5, rng.integers(-2, 3), rng.integers(-2, 3)
+    contrast, brightness = rng.uniform(0.75, 1.25), rng.uniform(-0.12, 0.12)
+    if flip:
+        clip = clip.flip(-1)
+    clip = torch.roll(clip, shifts=(int(dy), int(dx)), dims=(-2, -1))
+    mean = clip.mean()
+    return ((clip - mean) * contrast + mean + brightness).clamp_(0.0, 1.0)
+
+
+class EpochSampler(Sampler):
+    """Shuffled (index, epoch) pairs; the order depends only on (seed, epoch), and
+    `start` skips the clips already trained on in a resumed epoch without loading them."""
+
+    def __init__(self, size: int, seed: int, shuffle: bool = True):
+        self.size, self.seed, self.shuffle = size, seed, shuffle
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def order(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.size))
+        gen = torch.Generator().manual_seed(self.seed * 7919 + self.epoch)
+        return torch.randperm(self.size, generator=gen).tolist()
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter([(i, self.epoch) for i in self.order()[self.start:]])
+
+    def __len__(self) -> int:
+        return self.size - self.start
+
+
+# ----------------------------------------------------------------------------- command line
+DEFAULT_DATA_DIR = "data"
+
+
+def ensure_dataset(data_dir: str, explicitly_given: bool, seed: int, image_size: int,
+                   sequence_length: int, channels: int) -> None:
+    """Make the built-in synthetic data set when the default data folder holds none.
+
+    A folder the user named explicitly is never filled behind their back: a missing data
+    set there is an error."""
+    if dataset_exists(data_dir):
+        return
+    if explicitly_given:
+        load_manifest(data_dir)  # raises the explanatory error
+    import synthetic
+    if channels != 1:
+        raise UserError("the built-in synthetic data set is grayscale; use --channels 1")
+    print(f"No data set in {data_dir}/: making the built-in synthetic one there "
+          f"(to train on real videos, see 'python dataset.py --help').", flush=True)
+    synthetic.generate(data_dir, seed=seed, image_size=image_size,
+                       sequence_length=max(sequence_length, 30))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Make or prepare the clip data set that training reads.",
+        epilog="Example: python dataset.py --synthetic --data-dir data")
+    parser.add_argument("--synthetic", action="store_true",
+                        help="write the built-in synthetic data set")
+    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
+                        help="output folder (default: data)")
+    parser.add_argument("--num-subjects", type=int, default=16,
+                        help="synthetic subjects (default: 16); split 10/3/3 train/val/test")
+    parser.add_argument("--clips-per-subject", type=int, default=40,
+                        help="synthetic clips per subject, half alert, half drowsy (default: 40)")
+    parser.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
+    parser.add_argument("--image-size", type=int, default=32, help="frame side (default: 32)")
+    parser.add_argument("--sequence-length", type=int, default=30,
+                        help="frames per clip (default: 30)")
+    parser.add_argument("--force", action="store_true",
+                        help="overwrite a data set already in --data-dir")
+    args = parser.parse_args(argv)
+    if not args.synthetic:
+        parser.error("say what to make: --synthetic")
+    if args.num_subjects < 3 or args.clips_per_subject < 2:
+        raise UserError("need --num-subjects of at least 3 (train, val and test each get one) "
+                        "and --clips-per-subject of at least 2")
+    if dataset_exists(args.data_dir) and not args.force:
+        raise UserError(f"{args.data_dir}/ already holds a data set; add --force to replace it "
+                        f"or choose another --data-dir")
+    import synthetic
+    summary = synthetic.generate(args.data_dir, seed=args.seed, num_subjects=args.num_subjects,
+                                 clips_per_subject=args.clips_per_subject,
+                                 image_size=args.image_size, sequence_length=args.sequence_length)
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
