@@ -85,13 +85,13 @@ class Config:
                     "num_epochs", "batch_size", "cnn_width", "num_classes", "accum_steps"]
         for name in positive:
             if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1, "
+                raise UserError(f"{flag_of(name)} must be at least 1, "
                                 f"got {getattr(self, name)}")
         non_negative = ["num_workers", "save_every", "save_every_steps", "keep_last",
                         "weight_decay", "grad_clip"]
         for name in non_negative:
             if getattr(self, name) < 0:
-                raise UserError(f"--{name.replace('_', '-')} cannot be negative")
+                raise UserError(f"{flag_of(name)} cannot be negative")
         if not self.learning_rate > 0:
             raise UserError(f"--lr must be positive, got {self.learning_rate}")
         if not 0 <= self.dropout < 1:

@@ -161,7 +161,7 @@ class ClipDataset(Dataset):
         # Temporal crop: random for training, centred otherwise.
         extra = raw.shape[0] - self.sequence_length
         start = int(rng.integers(0, extra + 1)) if rng is not None and extra else extra // 2
-        clip = torch.from_numpy(np.ascontiguousarray(raw[start:start + self.sequence_length]))
+        clip = torch.from_numpy(np.array(raw[start:start + self.sequence_length]))  # copy out of the memory map
         clip = clip.float().div_(255.0)
         if clip.shape[-1] != self.image_size or clip.shape[-2] != self.image_size:
             clip = F.interpolate(clip, size=(self.image_size, self.image_size),
@@ -250,9 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.synthetic:
         parser.error("say what to make: --synthetic")
-    if args.num_subjects < 3 or args.clips_per_subject < 2:
-        raise UserError("need --num-subjects of at least 3 (train, val and test each get one) "
-                        "and --clips-per-subject of at least 2")
+    if args.num_subjects < 3 or args.clips_per_subject < 2 or args.sequence_length < 16:
+        raise UserError("need --num-subjects of at least 3 (train, val and test each get one), "
+                        "--clips-per-subject of at least 2 and --sequence-length of at least 16")
     if dataset_exists(args.data_dir) and not args.force:
         raise UserError(f"{args.data_dir}/ already holds a data set; add --force to replace it "
                         f"or choose another --data-dir")

@@ -1,0 +1,303 @@
+"""Checkpoint files: the one module that writes, reads, links, archives and deletes them.
+
+Layout of a model folder (default `models/`):
+    latest_model.pth          after every epoch (and on interruption, mid-epoch)
+    best_model.pth            whenever validation accuracy beats the best so far
+    checkpoint_epoch_N.pth    every `save_every` epochs (N = completed epochs)
+    archive/<time>/           earlier runs, moved aside when a new run starts
+
+Safety rules, each one a failure seen in other frameworks:
+- Every file is written to a temporary name in the same folder, flushed, fsynced and
+  renamed over the old one: a crash leaves the old file or the new one, never a torn one.
+- Every file carries a checksum of its contents, verified on load, so a file copied
+  halfway or flipped on disk is found out before it is trusted.
+- Files load only with `torch.load(weights_only=True)`: a file that would run code when
+  unpickled is refused, never executed, and there is no unsafe fallback.
+- Retention deletes old epoch backups only after the new save is on disk, and nothing
+  else in the code deletes checkpoint files.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from errors import UserError
+
+FORMAT_VERSION = 1
+LATEST = "latest_model.pth"
+BEST = "best_model.pth"
+ARCHIVE = "archive"
+TMP_SUFFIX = ".tmp"
+RUN_FILES = ("training_log.jsonl", "training_curves.png")
+REQUIRED_KEYS = ("epoch", "model_state_dict", "optimizer_state_dict", "scheduler_state_dict",
+                 "val_acc", "best_val_acc", "train_losses", "val_losses", "train_accuracies",
+                 "val_accuracies", "timestamp", "config")
+
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be used; the message says why and what to do."""
+
+
+class DamagedCheckpoint(CheckpointError):
+    pass
+
+
+class UnsafeCheckpoint(CheckpointError):
+    pass
+
+
+class CheckpointWriteError(CheckpointError):
+    pass
+
+
+def epoch_name(epoch: int) -> str:
+    return f"checkpoint_epoch_{epoch}.pth"
+
+
+# ----------------------------------------------------------------------------- integrity
+def _feed(h: "hashlib._Hash", obj: Any) -> None:
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    elif isinstance(obj, dict):
+        h.update(f"D{len(obj)}".encode())
+        for key in sorted(obj, key=repr):
+            h.update(repr(key).encode())
+            _feed(h, obj[key])
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"L{len(obj)}".encode())
+        for item in obj:
+            _feed(h, item)
+    else:
+        h.update(f"V{obj!r}".encode())
+
+
+def content_checksum(state: dict) -> str:
+    """sha256 over every tensor's bytes and every plain value, in a fixed order."""
+    h = hashlib.sha256()
+    _feed(h, {k: v for k, v in state.items() if k != "checksum"})
+    return "sha256:" + h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- read / write
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # not supported on every platform; the rename itself is still atomic
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _commit(tmp: Path, final: Path) -> None:
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+
+
+def write_checkpoint(state: dict, path: str | Path) -> None:
+    """Atomically write `state` (plus its checksum) to `path`."""
+    path = Path(path)
+    state = dict(state, checksum=content_checksum(state))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _commit(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True) if tmp.parent.is_dir() else None
+        raise CheckpointWriteError(
+            f"could not write {path}: {err.strerror or err}. The checkpoints already on disk "
+            f"are intact; free space or fix the folder, then continue with --resume") from None
+
+
+def load_checkpoint(path: str | Path, verify: bool = True) -> dict:
+    """Load a checkpoint safely (weights only) and check that it is whole."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}; list the available ones with "
+                              f"'python checkpoint_training.py --list'")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise UnsafeCheckpoint(
+            f"refusing to load {path}: it holds Python objects that could run code when "
+            f"loaded ({str(err).splitlines()[0][:120]}). Only load checkpoints written by "
+            f"this suite; delete or move this file if you did not make it") from None
+    except Exception as err:  # torch raises RuntimeError/EOFError/... on torn zips
+        raise DamagedCheckpoint(f"{path} is damaged and cannot be read "
+                                f"({type(err).__name__}: {str(err).splitlines()[0][:100]})") from None
+    if not isinstance(state, dict) or "model_state_dict" not in state:
+        raise CheckpointError(f"{path} is not a checkpoint of this training suite "
+                              f"(no model_state_dict)")
+    if state.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"{path} was written by a newer version of this suite "
+                              f"(format {state['format_version']}); update the code")
+    missing = [k for k in REQUIRED_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"{path} lacks {', '.join(missing)}: not a full training checkpoint")
+    if verify and state.get("checksum") != content_checksum(state):
+        raise DamagedCheckpoint(f"{path} is damaged: its contents do not match its checksum")
+    return state
+
+
+# ----------------------------------------------------------------------------- the folder
+class CheckpointStore:
+    """Owns the model folder: which file each save goes to, retention, archiving, and
+    finding the checkpoint to resume from. The training loop only hands it state."""
+
+    def __init__(self, model_dir: str | Path, save_every: int = 10, keep_last: int = 0):
+        self.dir = Path(model_dir)
+        self.save_every, self.keep_last = save_every, keep_last
+
+    @property
+    def latest(self) -> Path:
+        return self.dir / LATEST
+
+    @property
+    def best(self) -> Path:
+        return self.dir / BEST
+
+    def clean_temp_files(self) -> list[Path]:
+        """Remove the temporary files a killed save leaves behind."""
+        if not self.dir.is_dir():
+            return []
+        stale = [p for p in self.dir.glob(f".*{TMP_SUFFIX}") if p.is_file()]
+        for p in stale:
+            p.unlink(missing_ok=True)
+        return stale
+
+    def checkpoints(self) -> list[Path]:
+        """The run's checkpoint files: latest, best, then backups by epoch."""
+        if not self.dir.is_dir():
+            return []
+        backups = sorted(self.dir.glob("checkpoint_epoch_*.pth"), key=_epoch_of)
+        named = [p for p in (self.latest, self.best) if p.is_file()]
+        others = sorted(p for p in self.dir.glob("*.pth") if p not in named and p not in backups)
+        return named + backups + others
+
+    def has_run(self) -> bool:
+        return bool(self.checkpoints()) or any((self.dir / f).exists() for f in RUN_FILES)
+
+    def save(self, state: dict, is_best: bool = False, epoch_end: bool = True) -> list[str]:
+        """Write latest_model.pth, then link best and epoch backups to it as due.
+        Returns the file names written."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        write_checkpoint(state, self.latest)
+        written = [LATEST]
+        epoch = state["epoch"]
+        if epoch_end and self.save_every and epoch % self.save_every == 0:
+            self._copy_latest_to(self.dir / epoch_name(epoch))
+            written.append(epoch_name(epoch))
+        if is_best:
+            self._copy_latest_to(self.best)
+            written.append(BEST)
+        self.prune()
+        return written
+
+    def _copy_latest_to(self, target: Path) -> None:
+        # latest_model.pth is always replaced by rename, never rewritten in place, so a
+        # hard link is a safe zero-cost copy; filesystems without links get a real copy.
+        tmp = target.with_name(f".{target.name}.{os.getpid()}{TMP_SUFFIX}")
+        try:
+            tmp.unlink(missing_ok=True)
+            try:
+                os.link(self.latest, tmp)
+            except OSError:
+                shutil.copyfile(self.latest, tmp)
+                with open(tmp, "rb+") as fh:
+                    os.fsync(fh.fileno())
+            _commit(tmp, target)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            raise CheckpointWriteError(f"could not write {target}: {err.strerror or err}; "
+                                       f"{self.latest} is saved, continue with --resume") from None
+
+    def prune(self, keep_last: int | None = None) -> list[Path]:
+        """Delete all but the newest `keep_last` epoch backups (0 keeps all). latest,
+        best and archived runs are never touched. The only deletion in the suite."""
+        keep = self.keep_last if keep_last is None else keep_last
+        if not keep:
+            return []
+        backups = sorted(self.dir.glob("checkpoint_epoch_*.pth"), key=_epoch_of)
+        doomed = backups[:-keep]
+        for p in doomed:
+            p.unlink(missing_ok=True)
+        return doomed
+
+    def archive_run(self) -> Path | None:
+        """Move the current run's files into archive/<time>/ so a new run starts clean."""
+        files = self.checkpoints() + [self.dir / f for f in RUN_FILES if (self.dir / f).exists()]
+        files += sorted(self.dir.glob("*.damaged-*"))
+        if not files:
+            return None
+        target = self.dir / ARCHIVE / time.strftime("run_%Y%m%d_%H%M%S")
+        n = 1
+        while target.exists():
+            target = target.with_name(f"{target.name.split('~')[0]}~{n}")
+            n += 1
+        target.mkdir(parents=True)
+        for p in files:
+            os.replace(p, target / p.name)
+        return target
+
+    def find_resumable(self) -> tuple[Path, dict, list[str]]:
+        """The checkpoint to resume from and notes for the user.
+
+        latest_model.pth when intact; when it is damaged, the newest intact epoch backup or
+        best model, and the damaged file is renamed aside (never deleted). When nothing is
+        intact, nothing is changed and the error says so."""
+        if not self.latest.is_file():
+            raise CheckpointError(f"nothing to resume: no {LATEST} in {self.dir}/. Start a new "
+                                  f"run without --resume, or point --model-dir at the run's folder")
+        try:
+            return self.latest, load_checkpoint(self.latest), []
+        except DamagedCheckpoint as err:
+            damage = str(err)
+        candidates = []
+        for path in self.checkpoints():
+            if path == self.latest:
+                continue
+            try:
+                state = load_checkpoint(path)
+            except DamagedCheckpoint:
+                continue
+            candidates.append((state["epoch"], state.get("global_step", 0), path, state))
+        if not candidates:
+            raise CheckpointError(f"{damage}; no intact checkpoint is left in {self.dir}/ to "
+                                  f"resume from. Nothing was changed. Start a new run with --force")
+        _, _, path, state = max(candidates, key=lambda c: (c[0], c[1]))
+        aside = self.latest.with_name(f"{LATEST}.damaged-{time.strftime('%Y%m%d_%H%M%S')}")
+        os.replace(self.latest, aside)
+        return path, state, [f"{damage}", f"moved it aside to {aside.name}",
+                             f"resuming from {path.name} (epoch {state['epoch']}) instead"]
+
+
+def _epoch_of(path: Path) -> int:
+    try:
+        return int(path.stem.rsplit("_", 1)[1])
+    except (IndexError, ValueError):
+        return -1
+
+
+def resolve(name: str, model_dir: str | Path) -> Path:
+    """A checkpoint given as a path, or as a file name inside the model folder."""
+    path = Path(name)
+    if path.is_file() or path.parent != Path("."):
+        return path
+    return Path(model_dir) / name
+
+
+def file_size_mb(path: Path) -> float:
+    return path.stat().st_size / 2**20

@@ -1,0 +1,131 @@
+"""Training with checkpoints, and the tools to look after them.
+
+    python checkpoint_training.py              # continue the run in models/, or start a new one (asks)
+    python checkpoint_training.py --force      # new run; the old one moves to models/archive/
+    python checkpoint_training.py --list       # every checkpoint, with epoch and accuracy
+    python checkpoint_training.py --info best_model.pth
+    python checkpoint_training.py --clean --keep-last 3
+"""
+from __future__ import annotations
+
+import sys
+
+import checkpoint as ckpt
+import train
+from config import Config, given_options
+from errors import UserError, run_cli
+from model import build_model, count_parameters
+
+
+def status_of(path) -> tuple[dict | None, str]:
+    try:
+        return ckpt.load_checkpoint(path), "ok"
+    except ckpt.UnsafeCheckpoint:
+        return None, "UNSAFE (refused: holds code)"
+    except ckpt.DamagedCheckpoint:
+        return None, "DAMAGED"
+    except ckpt.CheckpointError:
+        return None, "not a checkpoint"
+
+
+def pct(value) -> str:
+    return "-" if value is None or value < 0 else f"{100 * value:.2f}%"
+
+
+def position(state: dict) -> str:
+    if state.get("samples_in_epoch"):
+        return f"{state['epoch']}+{state['samples_in_epoch']} clips"
+    return str(state["epoch"])
+
+
+def list_checkpoints(store: ckpt.CheckpointStore) -> int:
+    paths = store.checkpoints()
+    if not paths:
+        print(f"No checkpoints in {store.dir}/. Train with: python checkpoint_training.py")
+        return 0
+    rows = [("file", "epoch", "val acc", "best val acc", "size", "saved at", "status")]
+    for path in paths:
+        state, status = status_of(path)
+        size = f"{ckpt.file_size_mb(path):.2f} MB"
+        if state is None:
+            rows.append((path.name, "-", "-", "-", size, "-", status))
+        else:
+            status = "interrupted mid-epoch" if state.get("samples_in_epoch") else status
+            rows.append((path.name, position(state), pct(state["val_acc"]),
+                         pct(state["best_val_acc"]), size, state["timestamp"], status))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+    archived = sorted((store.dir / ckpt.ARCHIVE).glob("*/")) if (store.dir / ckpt.ARCHIVE).is_dir() else []
+    if archived:
+        print(f"\n{len(archived)} earlier run(s) in {store.dir / ckpt.ARCHIVE}/: "
+              + ", ".join(p.name for p in archived))
+    return 0
+
+
+def summarize(values: list[float], as_pct: bool) -> str:
+    if not values:
+        return "-"
+    fmt = (lambda v: f"{100 * v:.2f}%") if as_pct else (lambda v: f"{v:.4f}")
+    best = max(values) if as_pct else min(values)
+    return f"first {fmt(values[0])}, last {fmt(values[-1])}, best {fmt(best)}"
+
+
+def info(name: str, model_dir: str) -> int:
+    path = ckpt.resolve(name, model_dir)
+    state = ckpt.load_checkpoint(path)  # damaged / unsafe / missing: a clear error, exit 2
+    cfg = Config.from_dict(state["config"])
+    print(f"file            {path} ({ckpt.file_size_mb(path):.2f} MB)")
+    print(f"saved at        {state['timestamp']}")
+    print(f"integrity       ok ({state.get('checksum', 'no checksum')[:23]}...)")
+    print(f"epoch           {position(state)} of {cfg.num_epochs}"
+          + (f" (interrupted by {state['interrupted']})" if state.get("interrupted") else ""))
+    print(f"global step     {state.get('global_step', '-')}")
+    print(f"val acc         {pct(state['val_acc'])}")
+    print(f"best val acc    {pct(state['best_val_acc'])} (epoch {state.get('best_epoch', '-')})")
+    print(f"parameters      {count_parameters(build_model(cfg)):,}")
+    print(f"data            {cfg.data_dir}/ (fingerprint {state.get('data_fingerprint', '-')})")
+    for split, subjects in state.get("data_splits", {}).items():
+        print(f"  {split:<5} subjects  {', '.join(subjects)}")
+    print("history")
+    print(f"  train loss    {summarize(state['train_losses'], False)}")
+    print(f"  val loss      {summarize(state['val_losses'], False)}")
+    print(f"  train acc     {summarize(state['train_accuracies'], True)}")
+    print(f"  val acc       {summarize(state['val_accuracies'], True)}")
+    for warning in state.get("warnings", []):
+        print(f"warning         {warning}")
+    print("config")
+    for key, value in cfg.to_dict().items():
+        print(f"  {key:<18} {value}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = train.build_parser(
+        prog="checkpoint_training.py",
+        description="Train with checkpoints (continue the run in --model-dir or start a new "
+                    "one), or inspect and tidy the checkpoints.")
+    tools = parser.add_argument_group("checkpoint tools (these do not train)")
+    tools.add_argument("--list", action="store_true", help="table of the checkpoints in --model-dir")
+    tools.add_argument("--info", metavar="NAME", help="everything in one checkpoint (a path, "
+                                                      "or a file name inside --model-dir)")
+    tools.add_argument("--clean", action="store_true",
+                       help="apply --keep-last N to the epoch backups now, listing what goes")
+    args = parser.parse_args(argv)
+    model_dir = given_options(args).get("model_dir", Config.model_dir)
+    store = ckpt.CheckpointStore(model_dir)
+    if args.list:
+        return list_checkpoints(store)
+    if args.info:
+        return info(args.info, model_dir)
+    if args.clean:
+        if not args.keep_last:
+            raise UserError("--clean needs --keep-last N (N >= 1): how many epoch backups to keep")
+        removed = store.prune(args.keep_last)
+        print("\n".join(f"removed {p}" for p in removed) or "nothing to remove")
+        return 0
+    return train.run(args, ask=True)
+
+
+if __name__ == "__main__":
+    run_cli(main)

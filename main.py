@@ -1,0 +1,48 @@
+"""One entry point for everything:
+
+    python main.py --mode train        # train (asks whether to continue an existing run)
+    python main.py --mode evaluate --model models/best_model.pth
+
+`python main.py --mode MODE --help` lists the options of each mode.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from errors import run_cli
+
+MODES = {
+    "train": "train the detector (continue or start new when a run exists)",
+    "evaluate": "score checkpoints on the test split",
+    "checkpoints": "list, inspect or tidy checkpoints (see checkpoint_training.py --help)",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(
+        description="Driver-fatigue detection: train and use a CNN-LSTM on face clips.",
+        epilog="modes: " + "; ".join(f"{m}: {h}" for m, h in MODES.items())
+               + ". Options after --mode MODE go to that mode; see --mode MODE --help.",
+        add_help=False)
+    parser.add_argument("--mode", choices=list(MODES), help="what to do")
+    parser.add_argument("-h", "--help", action="store_true", help="show this help")
+    args, rest = parser.parse_known_args(argv)
+    if args.mode is None:
+        parser.print_help()
+        return 0 if args.help else 2
+    if args.help:
+        rest = ["--help"] + rest
+    if args.mode == "train":
+        import train
+        return train.main(rest, ask=True)
+    if args.mode == "evaluate":
+        import evaluate
+        return evaluate.main(rest)
+    import checkpoint_training
+    return checkpoint_training.main(rest)
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,615 @@
+"""Real driver videos (NTHU-DDD, UTA-RLDD or your own recordings) into the clip storage
+that training reads (see dataset.py), split by subject.
+
+    python dataset.py --prepare SOURCE --format {nthu,rldd,folders} [--data-dir DIR] ...
+    python prepare.py --prepare SOURCE --format ...        (the same)
+
+Each video is decoded at --fps, the face is tracked and cropped on every frame (video.py),
+and the crops are cached per video in DATA_DIR/.prepare/; clips are then cut from the cache
+and written to the store in the order of the sorted video paths. So an interrupted run
+picks up where it stopped, any worker count gives the same bytes, and changing only clip
+options (--sequence-length, --stride, --min-face-fraction, splits) re-cuts without decoding.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import queue
+import random
+import re
+import shutil
+import signal
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+import video
+from errors import UserError, run_cli
+
+FORMATS = ("nthu", "rldd", "folders")
+CACHE_DIR = ".prepare"
+CACHE_VERSION = 1  # bump when per-video processing changes: old caches are then ignored
+TEST_FRACTION = 0.2  # share of subjects for test when the layout names no test subjects
+NTHU_SCENARIOS = ("glasses", "noglasses", "sunglasses", "night_noglasses", "nightglasses")
+RECTIFIED = re.compile(r"^re(?:cti|cit)fi?e?d[_\- ]?", re.IGNORECASE)  # incl. 'recitfied'
+RLDD_NAME = re.compile(r"(0|5|10)(?:_(\d+))?")  # 10.mov, 10_1.mp4 (a video split in parts)
+RLDD_CLASSES = {2: {0: 0, 10: 1}, 3: {0: 0, 5: 1, 10: 2}}
+RLDD_NAMES = {2: ["alert", "drowsy"], 3: ["alert", "low_vigilant", "drowsy"]}
+SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val",
+                 "validation": "val", "dev": "val", "test": "test", "testing": "test",
+                 "eval": "test", "evaluation": "test"}
+
+
+@dataclass(frozen=True)
+class Video:
+    path: str                       # relative to SOURCE, '/'-separated: the record's `source`
+    subject: str
+    split: str | None = None        # fixed by the layout (NTHU set, RLDD fold, split folder)
+    label: int | None = None        # the whole video's class (RLDD, folders)
+    frame_labels: str | None = None  # NTHU: one digit per source frame
+    extra: tuple = ()               # (key, value) pairs copied into each clip record
+
+
+@dataclass
+class Scan:
+    videos: list[Video]
+    classes: list[str]
+    skipped: list[dict] = field(default_factory=list)  # {"source", "reason"}
+    notes: list[str] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- layouts
+def _norm(text: str) -> str:
+    """Spelling-insensitive key: 'night_noglasses' == 'nightNoGlasses'."""
+    return re.sub(r"[^a-z0-9]", "", text.lower())
+
+
+def list_videos(source: Path, skip: Path | None, frame_folders: bool) -> list[str]:
+    """Relative paths of the video files (and, if asked, folders of frame images), sorted."""
+    found = []
+    for root, dirs, files in os.walk(source):
+        here = Path(root)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and
+                         (skip is None or (here / d).resolve() != skip))
+        rel = here.relative_to(source).as_posix()
+        if frame_folders and rel != "." and any(f.lower().endswith(video.IMAGE_EXTENSIONS) for f in files):
+            found.append(rel)
+            dirs[:] = []
+            continue
+        found += [(here / f).relative_to(source).as_posix() for f in files
+                  if f.lower().endswith(video.VIDEO_EXTENSIONS) and not f.startswith(".")]
+    return sorted(found)
+
+
+def read_label_digits(path: Path) -> str:
+    """An NTHU label file: one line with one digit (0 or 1) per frame."""
+    digits = re.sub(r"\s", "", path.read_text(errors="replace"))
+    if not digits or set(digits) - {"0", "1"}:
+        raise ValueError(f"expected one 0/1 digit per frame in {path.name}")
+    return digits
+
+
+def scan_nthu(source: Path, paths: list[str]) -> Scan:
+    scan = Scan([], ["alert", "drowsy"])
+    labels_by_dir: dict[str, dict[str, str]] = {}
+    everywhere: dict[str, list[str]] = {}
+    for root, _, files in os.walk(source):
+        for f in files:
+            if f.lower().endswith("_drowsiness.txt"):
+                rel = (Path(root) / f).relative_to(source).as_posix()
+                labels_by_dir.setdefault(str(Path(rel).parent), {})[_norm(Path(f).stem)] = rel
+                everywhere.setdefault(_norm(Path(f).stem), []).append(rel)
+    chosen: dict[tuple, Video] = {}
+    for rel in paths:
+        parts = Path(rel).parts
+        part = next((p for p in (_norm(x) for x in parts[:-1])
+                     if "train" in p or "eval" in p or "test" in p), "")
+        stem = Path(rel).stem
+        mix = re.fullmatch(r"([^_]+)_(.+)_mix(?:ing)?", stem, re.IGNORECASE)
+        if mix:  # evaluation / test: <subject>_<scenario>_mix.mp4
+            subject, scenario, name = mix[1], mix[2], "mix"
+            key = _norm(f"{subject}{scenario}mixingdrowsiness")
+        elif len(parts) >= 3:  # training: <subject>/<scenario>/<video>.avi
+            subject, scenario, name = parts[-3], parts[-2], RECTIFIED.sub("", stem)
+            key = _norm(f"{subject}{name}drowsiness")
+        else:
+            scan.skipped.append({"source": rel, "reason": "not in <subject>/<scenario>/ and not named <subject>_<scenario>_mix"})
+            continue
+        label = labels_by_dir.get(str(Path(rel).parent), {}).get(key)
+        if label is None and len(everywhere.get(key, [])) == 1:
+            label = everywhere[key][0]  # labels shipped in a separate folder
+        if label is None:
+            scan.skipped.append({"source": rel, "reason": f"no label file {subject}_..._drowsiness.txt for it"})
+            continue
+        try:
+            digits = read_label_digits(source / label)
+        except (OSError, ValueError) as err:
+            scan.skipped.append({"source": rel, "reason": f"bad label file: {err}"})
+            continue
+        scenario = next((s for s in NTHU_SCENARIOS if _norm(s) == _norm(scenario)), scenario)
+        in_train = "train" in part if part else not mix
+        item = Video(rel, subject, "train" if in_train else "test", frame_labels=digits,
+                     extra=(("scenario", scenario),))
+        # A rectified copy beside the original replaces it rather than doubling it.
+        slot = (subject, _norm(scenario), _norm(name))
+        if slot in chosen:
+            keep, drop = sorted((chosen[slot], item), key=lambda v: not RECTIFIED.match(Path(v.path).stem))
+            scan.skipped.append({"source": drop.path, "reason": f"duplicate of {keep.path}"})
+            item = keep
+        chosen[slot] = item
+    scan.videos = sorted(chosen.values(), key=lambda v: v.path)
+    return scan
+
+
+def scan_rldd(paths: list[str], num_classes: int, test_fold: int) -> Scan:
+    scan = Scan([], list(RLDD_NAMES[num_classes]))
+    chosen: dict[tuple, Video] = {}
+    dropped = 0
+    for rel in paths:
+        parts = Path(rel).parts
+        name = RLDD_NAME.fullmatch(Path(rel).stem)
+        if not name or len(parts) < 2:
+            scan.skipped.append({"source": rel, "reason": "not <subject>/<0|5|10>[_part].<ext>"})
+            continue
+        subject = f"{int(parts[-2]):02d}" if parts[-2].isdigit() else parts[-2]
+        folds = [int(m[1]) for p in parts[:-2] if (m := re.fullmatch(r"fold_?(\d+)(?:_part\d+)?", p, re.I))]
+        fold = folds[-1] if folds else ((int(subject) - 1) // 12 + 1 if subject.isdigit() else None)
+        if fold is None:
+            scan.skipped.append({"source": rel, "reason": "no Fold<k>_part<p> folder above it"})
+            continue
+        raw = int(name[1])
+        if raw not in RLDD_CLASSES[num_classes]:
+            dropped += 1
+            continue
+        item = Video(rel, subject, "test" if fold == test_fold else "train",
+                     label=RLDD_CLASSES[num_classes][raw], extra=(("fold", fold),))
+        # The doubled folder (Fold5_part2/Fold5_part2/...) may sit beside a clean copy.
+        slot = (subject, Path(rel).stem)
+        if slot in chosen:
+            scan.skipped.append({"source": rel, "reason": f"duplicate of {chosen[slot].path}"})
+            continue
+        chosen[slot] = item
+    if dropped:
+        scan.notes.append(f"{dropped} low-vigilant (5) videos left out (--rldd-classes 2)")
+    scan.videos = sorted(chosen.values(), key=lambda v: v.path)
+    folds = sorted({dict(v.extra)["fold"] for v in scan.videos})
+    if scan.videos and test_fold not in folds:
+        raise UserError(f"--fold {test_fold} has no videos in this folder (found folds "
+                        f"{', '.join(map(str, folds))}); pick one of those")
+    return scan
+
+
+def _class_order(names: set[str]) -> list[str]:
+    """Numbers numerically; otherwise alphabetical with drowsy-like names last, so that
+    'alert/drowsy', 'awake/sleepy' and 'notdrowsy/drowsy' all make drowsy the class 1."""
+    if all(n.isdigit() for n in names):
+        return sorted(names, key=int)
+    sleepy = re.compile(r"drows|sleep|fatig|tired")
+    negated = re.compile(r"^(non|not|no)[_\- ]?", re.IGNORECASE)
+    return sorted(names, key=lambda n: (bool(sleepy.search(n.lower())) and not negated.match(n), n))
+
+
+def scan_folders(source: Path, paths: list[str]) -> Scan:
+    table: dict[str, str] = {}
+    if (source / "subjects.csv").is_file():  # rows: file (path or name), subject
+        with open(source / "subjects.csv", newline="") as fh:
+            table = {row[0].strip(): row[1].strip() for row in csv.reader(fh)
+                     if len(row) >= 2 and not row[0].startswith("#")}
+    scan = Scan([], [])
+    rows = []
+    for rel in paths:
+        parts = Path(rel).parts
+        if len(parts) < 2:
+            scan.skipped.append({"source": rel, "reason": "not inside a <label>/ folder"})
+            continue
+        name = Path(rel).stem if not (source / rel).is_dir() else Path(rel).name
+        subject = table.get(rel) or table.get(Path(rel).name) or name.split("_", 1)[0]
+        split = SPLIT_FOLDERS.get(parts[-3].lower()) if len(parts) >= 3 else None
+        rows.append((rel, subject, split, parts[-2]))
+    if any(r[2] for r in rows) and not all(r[2] for r in rows):
+        raise UserError("some videos sit under train/val/test folders and some do not; put "
+                        "all of them under split folders, or none (then subjects are split)")
+    scan.classes = _class_order({r[3] for r in rows})
+    scan.videos = [Video(rel, subject, split, label=scan.classes.index(label))
+                   for rel, subject, split, label in rows]
+    return scan
+
+
+# ----------------------------------------------------------------------------- splits
+def _carve(subjects: list[str], fraction: float, seed: int, salt: str) -> list[str]:
+    """A deterministic `fraction` of the subjects (at least one, never all)."""
+    if fraction <= 0 or len(subjects) < 2:
+        return []
+    order = sorted(subjects)
+    random.Random(f"{seed}-{salt}").shuffle(order)
+    return sorted(order[:min(len(order) - 1, max(1, round(len(order) * fraction)))])
+
+
+def assign_splits(videos: list[Video], val_fraction: float, seed: int) -> tuple[dict[str, str], list[str]]:
+    """Subject -> split. Layout-given splits are kept; test, when the layout names none,
+    and val are carved out of the training subjects. A subject never spans two splits."""
+    given: dict[str, set] = {}
+    for v in videos:
+        given.setdefault(v.subject, set()).add(v.split)
+    for subject, splits in sorted(given.items()):
+        if len(splits) > 1:
+            raise UserError(f"subject {subject} has videos in more than one split "
+                            f"({', '.join(sorted(map(str, splits)))}); move them into one")
+    split = {s: next(iter(g)) or "train" for s, g in given.items()}
+    notes = []
+    for name, fraction in (("test", TEST_FRACTION), ("val", val_fraction)):
+        if fraction > 0 and name not in split.values():
+            carved = _carve([s for s, v in split.items() if v == "train"], fraction, seed, name)
+            split.update({s: name for s in carved})
+            if name == "test":
+                notes.append(f"no test subjects in the layout: {len(carved)} training subjects "
+                             f"held out for test")
+    return split, notes
+
+
+# ----------------------------------------------------------------------------- per-video work
+_progress_queue = None
+
+
+def _init_worker(progress_queue) -> None:
+    global _progress_queue
+    _progress_queue = progress_queue
+    cv2.setNumThreads(1)  # one core per worker: parallelism is over videos
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is handled by the main process
+
+
+def _worker_task(task: dict) -> dict:
+    return process_video(task, _progress_queue.put)
+
+
+def process_video(task: dict, progress: Callable[[int], None] | None = None) -> dict:
+    """Decode and crop one video into its cache file; returns timings (not the frames).
+
+    A video OpenCV cannot read is cached as an error, so a rerun does not retry it."""
+    opts, shard = task["frame_options"], Path(task["shard"])
+    tracker = video.FaceTracker(detect_every=opts["detect_every"], detect_width=opts["detect_width"])
+    frame_folder = Path(task["file"]).is_dir()
+    try:
+        faces = video.read_video_faces(task["file"], opts["fps"], opts["image_size"], opts["channels"],
+                                       tracker=tracker, margin=opts["margin"],
+                                       source_fps=opts["frames_fps"] if frame_folder else None,
+                                       progress=progress)
+    except (video.VideoError, cv2.error) as err:
+        message = str(err).strip().splitlines()[-1]
+        _atomic_write(shard.with_suffix(".error"), lambda fh: fh.write(message.encode()))
+        return {"path": task["path"], "errors": 1}
+    _atomic_write(shard, lambda fh: np.savez(fh, frames=faces.frames, face_found=faces.face_found,
+                                              source_index=faces.source_index,
+                                              source_frames=faces.source_frames))
+    return {"path": task["path"], "source_frames": faces.source_frames, "frames": len(faces.frames),
+            "decode_s": faces.decode_seconds, "detect_s": faces.detect_seconds,
+            "total_s": faces.total_seconds}
+
+
+def _atomic_write(path: Path, write: Callable) -> None:
+    """Write to a temporary name and rename: a killed run never leaves half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        write(fh)
+    os.replace(tmp, path)
+
+
+def run_tasks(tasks: list[dict], workers: int, bar: tqdm) -> Iterator[dict]:
+    """Results of process_video as they finish, in this process or in a spawn pool."""
+    if workers <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            yield process_video(task, bar.update)
+        return
+    ctx = mp.get_context("spawn")  # fork is unsafe with OpenCV's and torch's threads
+    progress = ctx.Queue()
+    with ctx.Pool(min(workers, len(tasks)), _init_worker, (progress,)) as pool:
+        results = pool.imap_unordered(_worker_task, tasks)
+        for _ in tasks:
+            while True:
+                try:
+                    result = results.next(timeout=0.2)
+                    break
+                except mp.TimeoutError:
+                    _drain(progress, bar)
+            _drain(progress, bar)
+            yield result
+
+
+def _drain(progress, bar: tqdm) -> None:
+    try:
+        while True:
+            bar.update(progress.get_nowait())
+    except queue.Empty:
+        pass
+
+
+# ----------------------------------------------------------------------------- clips
+def cut_clips(item: Video, found: np.ndarray, source_index: np.ndarray, split: str,
+              sequence_length: int, stride: int, min_face: float) -> tuple[list[dict], list[int], dict]:
+    """Clip records of one video, the start frame of each kept clip, and counts."""
+    n = len(found)
+    labels = None
+    if item.frame_labels is not None:
+        # Label files and decoded videos can differ by a few frames: use the shorter.
+        digits = np.frombuffer(item.frame_labels.encode(), dtype=np.uint8) - ord("0")
+        n = int(np.searchsorted(source_index, len(digits)))
+        labels = digits[source_index[:n]]
+    records, starts, dropped = [], [], 0
+    for start in range(0, n - sequence_length + 1, stride):
+        window = slice(start, start + sequence_length)
+        face = float(found[window].mean())
+        if face < min_face:
+            dropped += 1
+            continue
+        rec = {"id": f"{item.path}@{start}", "subject": item.subject, "split": split,
+               "source": item.path, "start": start, "face_fraction": round(face, 4)}
+        if labels is not None:
+            # Majority of the frame labels; a tie counts as drowsy (missing one costs more).
+            rec["label"] = int(labels[window].mean() >= 0.5)
+            rec["frame_labels"] = "".join(map(str, labels[window]))
+        else:
+            rec["label"] = item.label
+        rec.update(item.extra)
+        records.append(rec)
+        starts.append(start)
+    return records, starts, {"dropped": dropped, "frames": len(found), "found": int(found.sum())}
+
+
+# ----------------------------------------------------------------------------- command line
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="dataset.py --prepare",
+        description="Turn driver videos into the clip data set training reads, split by subject.",
+        epilog="Example: python dataset.py --prepare ~/NTHU-DDD --format nthu --data-dir data/nthu")
+    p.add_argument("--prepare", required=True, metavar="SOURCE", help="folder of the videos, as unpacked")
+    p.add_argument("--format", required=True, choices=FORMATS,
+                   help="layout: nthu (NTHU-DDD), rldd (UTA-RLDD) or folders "
+                        "(<split or any>/<label>/<subject>_<anything>.<ext> or frame folders)")
+    p.add_argument("--data-dir", default="data", help="output folder (default: data)")
+    # 10 fps keeps every cue of drowsiness (a blink lasts 100-400 ms, a closure or yawn
+    # seconds) at a third of the cost of 30 fps; 30 frames = 3 s, stride 15 = half overlap.
+    p.add_argument("--fps", type=float, default=10.0, help="frames per second kept (default: 10)")
+    p.add_argument("--sequence-length", type=int, default=30, help="frames per clip (default: 30)")
+    p.add_argument("--stride", type=int, default=15, help="frames between clip starts (default: 15)")
+    # 64 px lets training use 32 or 64 (the loader resizes); grayscale suits NTHU's infrared.
+    p.add_argument("--image-size", type=int, default=64, help="face crop side in pixels (default: 64)")
+    p.add_argument("--channels", type=int, default=1, choices=(1, 3), help="1 grayscale, 3 colour (default: 1)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help=f"parallel processes, over videos (default: {os.cpu_count() or 1})")
+    p.add_argument("--min-face-fraction", type=float, default=0.5,
+                   help="drop clips where the face was found in fewer of their frames (default: 0.5)")
+    p.add_argument("--rldd-classes", type=int, default=2, choices=(2, 3),
+                   help="rldd: 2 = alert vs drowsy (low-vigilant videos left out), 3 = all (default: 2)")
+    p.add_argument("--fold", type=int, default=1, help="rldd: the test fold, 1-5 (default: 1)")
+    p.add_argument("--val-fraction", type=float, default=0.15,
+                   help="share of training subjects held out for validation (default: 0.15)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the subject split (default: 0)")
+    p.add_argument("--frames-fps", type=float, default=None,
+                   help="folders: frame rate of folders of frame images (default: --fps)")
+    p.add_argument("--detect-every", type=int, default=3, help="run face detection every N kept frames (default: 3)")
+    p.add_argument("--detect-width", type=int, default=160,
+                   help="frame width face detection runs at (default: 160)")
+    p.add_argument("--margin", type=float, default=0.2, help="crop margin around the face, share of its size (default: 0.2)")
+    p.add_argument("--force", action="store_true", help="replace a data set in --data-dir made from something else")
+    args = p.parse_args(argv)
+    checks = [(args.fps > 0, "--fps must be positive"),
+              (args.sequence_length >= 1 and args.stride >= 1, "--sequence-length and --stride must be at least 1"),
+              (args.image_size >= 8, "--image-size must be at least 8"),
+              (args.workers >= 1, "--workers must be at least 1"),
+              (0 <= args.min_face_fraction <= 1, "--min-face-fraction must be between 0 and 1"),
+              (0 <= args.val_fraction < 0.5, "--val-fraction must be in [0, 0.5)"),
+              (args.detect_every >= 1 and args.detect_width >= 48, "--detect-every >= 1 and --detect-width >= 48"),
+              (0 <= args.margin <= 1, "--margin must be between 0 and 1")]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    from dataset import dataset_exists, load_manifest, write_clip_store  # torch: not in workers
+    args = parse_args(argv)
+    started = time.perf_counter()
+    source, data_dir = Path(args.prepare).expanduser(), Path(args.data_dir)
+    scan = scan_source(source, data_dir, args)
+    source = source.resolve()
+    split_of, notes = assign_splits(scan.videos, args.val_fraction, args.seed)
+    scan.notes += notes
+
+    frame_options = {"version": CACHE_VERSION, "fps": args.fps, "image_size": args.image_size,
+                     "channels": args.channels, "detect_every": args.detect_every,
+                     "detect_width": args.detect_width, "margin": args.margin,
+                     "frames_fps": args.frames_fps or args.fps}
+    options = {**frame_options, "format": args.format, "sequence_length": args.sequence_length,
+               "stride": args.stride, "min_face_fraction": args.min_face_fraction,
+               "val_fraction": args.val_fraction, "seed": args.seed}
+    if args.format == "rldd":
+        options.update(fold=args.fold, rldd_classes=args.rldd_classes)
+    # A video's cache file is named by its path and size: a replaced file is redone.
+    sizes = {v.path: _size(source / v.path) for v in scan.videos}
+    fingerprint = _digest([options, [(v.path, sizes[v.path], v.frame_labels and _digest(v.frame_labels))
+                                     for v in scan.videos]])
+    if dataset_exists(data_dir):
+        old = load_manifest(data_dir).get("prepare", {})
+        if old.get("fingerprint") == fingerprint:
+            print(f"Already prepared: {data_dir}/ holds these videos with these options; nothing to do.")
+            return 0
+        if old.get("source_dir") != str(source) and not args.force:
+            raise UserError(f"{data_dir}/ already holds a data set made from something else; add "
+                            f"--force to replace it or choose another --data-dir")
+        (data_dir / "manifest.json").unlink()  # never a manifest that mismatches clips.npy
+
+    cache = data_dir / CACHE_DIR / f"frames-{_digest(frame_options)[:12]}"
+    cache.mkdir(parents=True, exist_ok=True)
+    shard_of = {v.path: cache / f"{_digest([v.path, sizes[v.path]])[:20]}.npz" for v in scan.videos}
+    todo = [{"path": v.path, "file": str(source / v.path), "shard": str(shard_of[v.path]),
+             "frame_options": frame_options} for v in scan.videos
+            if not shard_of[v.path].exists() and not shard_of[v.path].with_suffix(".error").exists()]
+    stats = _process(todo, args.workers, len(scan.videos))
+
+    records, blocks, counts = [], [], Counter()
+    mismatches = []
+    for item in scan.videos:
+        shard = shard_of[item.path]
+        if shard.with_suffix(".error").exists():
+            scan.skipped.append({"source": item.path, "reason": shard.with_suffix(".error").read_text()})
+            continue
+        with np.load(shard) as z:
+            found, index, decoded = z["face_found"], z["source_index"], int(z["source_frames"])
+        if item.frame_labels is not None and len(item.frame_labels) != decoded:
+            mismatches.append({"source": item.path, "frames": decoded, "labels": len(item.frame_labels)})
+        recs, kept, c = cut_clips(item, found, index, split_of[item.subject],
+                                  args.sequence_length, args.stride, args.min_face_fraction)
+        counts.update(c, videos=1)
+        records += recs
+        blocks.append((shard, kept))
+    if not records:
+        raise UserError(f"no clip survived: the videos are shorter than --sequence-length "
+                        f"{args.sequence_length} frames at {args.fps:g} fps, or faces were found in "
+                        f"fewer than --min-face-fraction {args.min_face_fraction} of their frames")
+    scan.skipped.sort(key=lambda s: s["source"])
+    meta = {"classes": scan.classes, "source": args.format, "source_dir": str(source), **options,
+            "prepare": {"fingerprint": fingerprint, "source_dir": str(source)},
+            "skipped_videos": scan.skipped, "label_length_mismatches": mismatches}
+    write_clip_store(data_dir, _clip_blocks(blocks, args.sequence_length), records, meta)
+    _remove_stale(data_dir / CACHE_DIR, cache, set(shard_of.values()))
+    print(summary(args, scan, records, counts, mismatches, stats, split_of,
+                  time.perf_counter() - started, [source / t["path"] for t in todo[:3]]))
+    return 0
+
+
+def scan_source(source: Path, data_dir: Path, args: argparse.Namespace) -> Scan:
+    """The videos of SOURCE in the chosen layout, with subjects, labels and given splits."""
+    if not source.is_dir():
+        raise UserError(f"{source} is not a folder; give the folder the data set was unpacked into")
+    source = source.resolve()
+    paths = list_videos(source, data_dir.resolve(), frame_folders=args.format == "folders")
+    if not paths:
+        raise UserError(f"no videos ({', '.join(video.VIDEO_EXTENSIONS)}) found under {source}")
+    if args.format == "nthu":
+        scan = scan_nthu(source, paths)
+    elif args.format == "rldd":
+        scan = scan_rldd(paths, args.rldd_classes, args.fold)
+    else:
+        scan = scan_folders(source, paths)
+    if not scan.videos:
+        reasons = "; ".join(sorted({s["reason"] for s in scan.skipped}))[:300]
+        raise UserError(f"none of the {len(paths)} videos under {source} fits the '{args.format}' "
+                        f"layout ({reasons}); check --format and the folder")
+    return scan
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.iterdir())
+
+
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+def _process(todo: list[dict], workers: int, total_videos: int) -> Counter:
+    """Run the pending videos with a progress bar over their frames; sum their timings."""
+    stats = Counter(done=total_videos - len(todo))
+    if not todo:
+        return stats
+    started = time.perf_counter()
+    estimate = 0
+    for task in todo:
+        try:
+            with video.VideoReader(task["file"]) as reader:
+                estimate += reader.frame_count()
+        except video.VideoError:
+            pass
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)  # the same single-threaded OpenCV as in the workers
+    bar = tqdm(total=estimate, unit="frame", unit_scale=True, dynamic_ncols=True,
+               desc=f"videos {stats['done']}/{total_videos}")
+    try:
+        for result in run_tasks(todo, workers, bar):
+            stats.update(done=1, processed=1, **{k: v for k, v in result.items() if k != "path"})
+            bar.set_description(f"videos {stats['done']}/{total_videos}")
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"Interrupted after {stats['done']} of {total_videos} videos; run the same "
+              f"command again to continue from there.", file=sys.stderr)
+        raise
+    except OSError as err:  # disk full, permissions: nothing a skipped video would fix
+        raise UserError(f"prepare stopped: {err}; fix that and run the same command again "
+                        f"to continue") from None
+    finally:
+        bar.close()
+        cv2.setNumThreads(threads)
+    stats["workers"] = min(workers, len(todo))
+    stats["seconds"] = time.perf_counter() - started
+    return stats
+
+
+def _clip_blocks(starts: list[tuple[Path, list[int]]], length: int) -> Iterator[np.ndarray]:
+    """uint8 [n, T, C, H, W] per video, in record order: one video in memory at a time."""
+    for shard, kept in starts:
+        if kept:
+            with np.load(shard) as z:
+                frames = z["frames"]
+            yield frames[np.asarray(kept)[:, None] + np.arange(length)]
+
+
+def _remove_stale(root: Path, current: Path, shards: set[Path]) -> None:
+    """Drop caches of other frame options and of videos no longer in SOURCE."""
+    for folder in root.iterdir():
+        if folder != current:
+            shutil.rmtree(folder, ignore_errors=True)
+    for path in current.iterdir():
+        if path.with_suffix(".npz") not in shards:
+            path.unlink()
+
+
+def summary(args: argparse.Namespace, scan: Scan, records: list[dict], counts: Counter,
+            mismatches: list[dict], stats: Counter, split_of: dict[str, str], seconds: float,
+            timed: list[Path]) -> str:
+    """The report printed at the end: videos, frames, faces, clips per split and label, speed."""
+    lines = [f"Prepared {counts['videos']} videos from {args.prepare} ({args.format}) into "
+             f"{args.data_dir}/ in {seconds:.1f} s "
+             f"({stats['processed']} processed now, {stats['done'] - stats['processed']} from the cache)."]
+    if scan.skipped:
+        lines.append(f"  skipped {len(scan.skipped)} videos (all listed in manifest.json):")
+        lines += [f"    {s['source']}: {s['reason']}" for s in scan.skipped[:10]]
+    lines += [f"  note: {note}" for note in scan.notes]
+    lines.append(f"  frames: {counts['frames']} at {args.fps:g} fps, face found in "
+                 f"{100 * counts['found'] / max(1, counts['frames']):.1f}%")
+    if mismatches:
+        worst = max(abs(m["frames"] - m["labels"]) for m in mismatches)
+        lines.append(f"  labels: {len(mismatches)} label files differ in length from their video "
+                     f"(by up to {worst} frames); clipped to the shorter")
+    lines.append(f"  clips: {len(records)} of {args.sequence_length} frames, stride {args.stride}; "
+                 f"{counts['dropped']} dropped (face in < {args.min_face_fraction:g} of their frames)")
+    per = Counter((r["split"], r["label"]) for r in records)
+    lines.append(f"    {'':6}" + "".join(f"{c:>14}" for c in scan.classes) + f"{'subjects':>10}")
+    for split in ("train", "val", "test"):
+        subjects = sum(1 for s in split_of.values() if s == split)
+        lines.append(f"    {split:6}" + "".join(f"{per[split, i]:>14}" for i in range(len(scan.classes)))
+                     + f"{subjects:>10}")
+    if stats["source_frames"]:
+        decode = video.decode_fps(timed)
+        lines.append(f"  speed: {stats['source_frames'] / stats['seconds']:.0f} source frames/s with "
+                     f"{stats['workers']} worker(s), {stats['source_frames'] / stats['total_s']:.0f}/s "
+                     f"per worker; OpenCV decode alone: {decode:.0f} frames/s (1 thread, first "
+                     f"{len(timed)} videos); face detection took "
+                     f"{stats['detect_s'] / max(stats['decode_s'], 1e-9):.2f}x the decode time")
+    lines.append(f"  cache: {args.data_dir}/{CACHE_DIR}/ holds the per-video crops (changing only "
+                 f"clip options reuses them; delete it to free space)")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    run_cli(main)

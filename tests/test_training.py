@@ -1,0 +1,245 @@
+"""The training suite: checkpoint files and contents, resume exactness, the commands."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import torch
+
+import checkpoint
+import checkpoint_training
+import evaluate
+import main as main_entry
+import train
+from conftest import ROOT, run_script, tiny_args
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def assert_same_run(a: dict, b: dict) -> None:
+    """Bit-identical weights, optimizer state and histories."""
+    assert a["epoch"] == b["epoch"]
+    for key in a["model_state_dict"]:
+        assert torch.equal(a["model_state_dict"][key], b["model_state_dict"][key]), key
+    for pid, st in a["optimizer_state_dict"]["state"].items():
+        for name, value in st.items():
+            assert torch.equal(value, b["optimizer_state_dict"]["state"][pid][name])
+    for key in ("train_losses", "val_losses", "train_accuracies", "val_accuracies",
+                "learning_rates"):
+        assert a[key] == b[key], key
+    assert a["best_val_acc"] == b["best_val_acc"]
+
+
+def test_checkpoint_files_and_contents(tiny, tmp_path):
+    assert train.main(tiny("--epochs", "3", "--save-every", "2")) == 0
+    models = tmp_path / "models"
+    names = sorted(p.name for p in models.glob("*.pth"))
+    assert names == ["best_model.pth", "checkpoint_epoch_2.pth", "latest_model.pth"]
+    state = load(models / "latest_model.pth")  # weights_only: plain data only
+    for key in ("epoch", "model_state_dict", "optimizer_state_dict", "scheduler_state_dict",
+                "val_acc", "best_val_acc", "train_losses", "val_losses", "train_accuracies",
+                "val_accuracies", "timestamp", "config", "rng_state", "format_version"):
+        assert key in state, key
+    assert state["epoch"] == 3
+    assert len(state["train_losses"]) == len(state["val_accuracies"]) == 3
+    assert state["val_acc"] == state["val_accuracies"][-1]
+    assert state["best_val_acc"] == max(state["val_accuracies"])
+    datetime.fromisoformat(state["timestamp"])
+    cfg = state["config"]
+    assert (cfg["learning_rate"], cfg["batch_size"], cfg["sequence_length"], cfg["num_epochs"]) \
+        == (0.001, 4, 8, 3)
+    assert load(models / "checkpoint_epoch_2.pth")["epoch"] == 2
+    # best_model.pth is the first epoch that reached the best validation accuracy
+    best = load(models / "best_model.pth")
+    assert best["epoch"] == state["val_accuracies"].index(state["best_val_acc"]) + 1
+    assert (models / "training_curves.png").stat().st_size > 1000
+    assert len((models / "training_log.jsonl").read_text().splitlines()) == 3
+
+
+def test_every_n_and_best_rules(tiny, tmp_path):
+    assert train.main(tiny("--epochs", "5", "--save-every", "2", "--lr", "0.01")) == 0
+    models = tmp_path / "models"
+    assert sorted(p.name for p in models.glob("checkpoint_epoch_*.pth")) == \
+        ["checkpoint_epoch_2.pth", "checkpoint_epoch_4.pth"]
+    history = load(models / "latest_model.pth")["val_accuracies"]
+    best_epochs = [i + 1 for i, acc in enumerate(history) if acc > max(history[:i], default=-1)]
+    assert load(models / "best_model.pth")["epoch"] == best_epochs[-1]
+
+
+def test_resume_is_bit_identical(tiny, tmp_path, monkeypatch):
+    # Reference: 5 epochs in one go.
+    assert train.main(tiny("--epochs", "5", "--model-dir", str(tmp_path / "ref"))) == 0
+    reference = load(tmp_path / "ref" / "latest_model.pth")
+    # Same run, stopped (Ctrl+C) right after epoch 2's checkpoint, then resumed.
+    real_save = checkpoint.CheckpointStore.save
+
+    def save_then_interrupt(self, state, *a, **kw):
+        written = real_save(self, state, *a, **kw)
+        if state["epoch"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return written
+
+    monkeypatch.setattr(checkpoint.CheckpointStore, "save", save_then_interrupt)
+    assert train.main(tiny("--epochs", "5")) == 130
+    monkeypatch.setattr(checkpoint.CheckpointStore, "save", real_save)
+    assert load(tmp_path / "models" / "latest_model.pth")["epoch"] == 2
+    assert train.main(tiny("--epochs", "5", "--resume")) == 0
+    assert_same_run(reference, load(tmp_path / "models" / "latest_model.pth"))
+    log = (tmp_path / "models" / "training_log.jsonl").read_text().splitlines()
+    assert len(log) == 5  # continued, not restarted
+
+
+def test_kill_9_then_resume_is_bit_identical(tiny, tmp_path):
+    args = tiny("--epochs", "6")
+    assert train.main(args) == 0
+    reference = load(tmp_path / "models" / "latest_model.pth")
+    killed_dir = tmp_path / "killed"
+    args = tiny_args(Path(args[1]), killed_dir, "--epochs", "6")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill -9 somewhere after the second epoch's save
+        latest = killed_dir / "latest_model.pth"
+        if latest.exists() and load_or_none(latest) and load_or_none(latest)["epoch"] >= 2:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    resumed = run_script("train.py", *args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_run(reference, load(killed_dir / "latest_model.pth"))
+
+
+def load_or_none(path: Path) -> dict | None:
+    try:
+        return load(path)
+    except Exception:
+        return None
+
+
+def test_resume_extends_training_with_new_horizon(tiny, tmp_path, capsys):
+    assert train.main(tiny("--epochs", "2")) == 0
+    assert train.main(tiny("--epochs", "2", "--resume")) == 0
+    assert "All 2 epochs" in capsys.readouterr().out
+    assert train.main(tiny("--resume", "--epochs", "4")) == 0
+    state = load(tmp_path / "models" / "latest_model.pth")
+    assert state["epoch"] == 4 and state["config"]["num_epochs"] == 4
+    assert state["learning_rates"][2] == pytest.approx(0.001 * train.lr_factor(2, 4))
+
+
+def test_new_run_archives_the_old_one(tiny, tmp_path):
+    assert train.main(tiny("--epochs", "1")) == 0
+    old = (tmp_path / "models" / "latest_model.pth").read_bytes()
+    assert train.main(tiny("--epochs", "1", "--force")) == 0
+    archived = list((tmp_path / "models" / "archive").glob("*/latest_model.pth"))
+    assert len(archived) == 1 and archived[0].read_bytes() == old
+    assert (tmp_path / "models" / "latest_model.pth").exists()
+
+
+def test_prompt_without_terminal_resumes(tiny, tmp_path):
+    assert train.main(tiny("--epochs", "1")) == 0
+    out = run_script("main.py", "--mode", "train", *tiny("--epochs", "2"), input="")
+    assert out.returncode == 0, out.stderr
+    assert "not a terminal" in out.stdout and "Resuming" in out.stdout
+    assert load(tmp_path / "models" / "latest_model.pth")["epoch"] == 2
+
+
+@pytest.mark.parametrize("answer, resumed", [("c", True), ("n", False)])
+def test_prompt_with_terminal(tiny, tmp_path, monkeypatch, capsys, answer, resumed):
+    assert train.main(tiny("--epochs", "1")) == 0
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True, raising=False)
+    monkeypatch.setattr("builtins.input", lambda prompt: answer)
+    assert checkpoint_training.main(tiny("--epochs", "2")) == 0
+    out = capsys.readouterr().out
+    assert "Found a run" in out
+    assert load(tmp_path / "models" / "latest_model.pth")["epoch"] == 2
+    assert (tmp_path / "models" / "archive").exists() == (not resumed)
+
+
+def test_list_and_info(tiny, tmp_path, capsys):
+    assert train.main(tiny("--epochs", "2", "--save-every", "1")) == 0
+    capsys.readouterr()
+    models = str(tmp_path / "models")
+    assert checkpoint_training.main(["--list", "--model-dir", models]) == 0
+    table = capsys.readouterr().out
+    for name in ("latest_model.pth", "best_model.pth", "checkpoint_epoch_1.pth",
+                 "checkpoint_epoch_2.pth"):
+        assert name in table
+    assert checkpoint_training.main(["--info", "latest_model.pth", "--model-dir", models]) == 0
+    info = capsys.readouterr().out
+    assert "learning_rate" in info and "parameters" in info and "epoch           2 of 2" in info
+
+
+def test_evaluate_copied_checkpoint(tiny, tmp_path, capsys):
+    assert train.main(tiny("--epochs", "2")) == 0
+    best = tmp_path / "models" / "best_model.pth"
+    copy = tmp_path / "models" / "experiment_1_best.pth"
+    shutil.copy(best, copy)
+    capsys.readouterr()
+    assert evaluate.main(["--model", str(best), "--model", str(copy)]) == 0
+    out = capsys.readouterr().out
+    assert "experiment_1_best.pth" in out and "confusion matrix" in out and "precision" in out
+    rows = [line for line in out.splitlines() if line.endswith(".pth") is False and "%" in line
+            and line.startswith(str(tmp_path))]
+    assert len({line.split()[-2] for line in rows}) == 1  # the copy scores the same
+
+
+def test_main_train_makes_synthetic_data_when_missing(tmp_path):
+    out = run_script("main.py", "--mode", "train", "--epochs", "1", "--image-size", "16",
+                     "--sequence-length", "8", "--cnn-width", "4", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "making the built-in synthetic one" in out.stdout
+    assert (tmp_path / "data" / "manifest.json").exists()
+    assert (tmp_path / "models" / "best_model.pth").exists()
+    assert "Test accuracy" in out.stdout
+
+
+def test_synthetic_same_seed_same_bytes(tmp_path):
+    for name in ("a", "b"):
+        out = run_script("dataset.py", "--synthetic", "--data-dir", str(tmp_path / name),
+                         "--num-subjects", "3", "--clips-per-subject", "2", "--seed", "5")
+        assert out.returncode == 0, out.stderr
+    for f in ("clips.npy", "manifest.json"):
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
+
+
+@pytest.mark.parametrize("script, args, says", [
+    ("evaluate.py", ["--model", "nowhere.pth"], "no checkpoint at nowhere.pth"),
+    ("train.py", ["--data-dir", "no_such_folder"], "no data set in no_such_folder"),
+    ("train.py", ["--resume", "--model-dir", "empty_models"], "nothing to resume"),
+    ("train.py", ["--epochs", "-3"], "--epochs must be at least 1"),
+    ("train.py", ["--lr", "fast"], "invalid float value"),
+    ("checkpoint_training.py", ["--info", "missing.pth"], "no checkpoint at"),
+])
+def test_bad_input_is_one_clear_line(tmp_path, script, args, says):
+    out = run_script(script, *args, cwd=tmp_path)
+    assert out.returncode != 0
+    assert says in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "data").exists()  # an explicit --data-dir is never filled in
+
+
+def test_resume_refuses_other_architecture(tiny, tmp_path):
+    assert train.main(tiny("--epochs", "1")) == 0
+    latest = tmp_path / "models" / "latest_model.pth"
+    before = latest.read_bytes()
+    out = run_script("train.py", *tiny("--epochs", "2", "--resume", "--lstm-hidden", "16"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "--lstm-hidden: 8 in the checkpoint, 16 now" in out.stderr
+    assert latest.read_bytes() == before
+
+
+def test_main_help_lists_modes():
+    out = run_script("main.py", "--help")
+    assert out.returncode == 0 and "train" in out.stdout and "evaluate" in out.stdout
+    out = run_script("main.py", "--mode", "train", "--help")
+    assert "--resume" in out.stdout and "--epochs" in out.stdout

@@ -1,0 +1,418 @@
+"""Train the fatigue detector, keeping checkpoints that survive any interruption.
+
+    python train.py                      # new run (an earlier run in models/ is archived first)
+    python train.py --resume             # continue exactly where latest_model.pth stopped
+    python train.py --resume --epochs 150   # extend a finished run
+
+The whole loop is in `fit` below, top to bottom. Every random choice is derived from
+(seed, epoch, clip), and the checkpoint holds the position inside the epoch and every RNG
+state, so a run that is stopped (Ctrl+C, SIGTERM, kill -9, power loss) and resumed ends
+with the same weights, bit for bit on CPU, as one that never stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import signal
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+import run_log
+from checkpoint import (FORMAT_VERSION, CheckpointStore, DamagedCheckpoint, load_checkpoint)
+from config import (Config, add_config_args, architecture_diff, build_config, flag_of,
+                    given_options)
+from dataset import (DEFAULT_DATA_DIR, ClipDataset, EpochSampler, data_fingerprint,
+                     ensure_dataset, load_manifest)
+from errors import UserError, run_cli
+from metrics import evaluate_checkpoint, loss_and_accuracy, predict
+from model import autocast_dtype, build_model, count_parameters, pick_device
+
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+# ----------------------------------------------------------------------------- helpers
+class StopRequest:
+    """Ctrl+C and SIGTERM only set a flag; the loop finishes the current step, saves and
+    exits. (Saving inside the handler itself can hang or tear the file.)"""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> "StopRequest":
+        for sig in EXIT_CODES:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signum is None:
+            print(f"\n{signal.Signals(signum).name} received: finishing the current step, then "
+                  f"saving the checkpoint...", file=sys.stderr, flush=True)
+        else:
+            print("\nalready stopping: the checkpoint is being saved, please wait",
+                  file=sys.stderr, flush=True)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES.get(self.signum, 1)
+
+
+def lr_factor(epoch: int, total_epochs: int) -> float:
+    """Cosine decay from 1 to 0.01 over the run; a pure function of (epoch, total), so
+    the schedule can be rebuilt for a new total at the right position."""
+    progress = min(epoch, total_epochs) / max(1, total_epochs)
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def rng_state() -> dict:
+    """Every RNG state, as tensors and plain values (loadable with weights_only=True)."""
+    np_state = np.random.get_state()
+    return {"python": random.getstate(),
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)),
+                      *np_state[2:]],
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate((state["python"][0], tuple(state["python"][1]), state["python"][2]))
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 100_003 + epoch
+
+
+def _quiet_worker(_: int) -> None:
+    # A terminal's Ctrl+C reaches workers too; only the main process decides to stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def make_loader(dataset, batch_size: int, cfg: Config, device: torch.device,
+                sampler=None) -> DataLoader:
+    # Own generator: the DataLoader would otherwise draw its worker seed from the global
+    # torch RNG, and a resumed run would draw at a different moment.
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False,
+                      num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+                      worker_init_fn=_quiet_worker if cfg.num_workers else None,
+                      generator=torch.Generator().manual_seed(cfg.seed))
+
+
+def new_history() -> dict:
+    return {k: [] for k in ("train_losses", "val_losses", "train_accuracies", "val_accuracies",
+                            "learning_rates", "epoch_seconds")}
+
+
+# ----------------------------------------------------------------------------- the loop
+def fit(cfg: Config, store: CheckpointStore, resume: dict | None = None,
+        allow_data_change: bool = False, warnings: list[str] | None = None) -> int:
+    """Train from scratch or from the checkpoint `resume`. Returns the exit code."""
+    device = pick_device(cfg.device)
+    amp_dtype = autocast_dtype(cfg.amp, device)
+    manifest = load_manifest(cfg.data_dir)
+    fingerprint = data_fingerprint(manifest)
+    warnings = list(warnings or []) + list((resume or {}).get("warnings", []))
+    if resume is not None and resume.get("data_fingerprint") not in (None, fingerprint):
+        if not allow_data_change:
+            raise UserError(f"the data set in {cfg.data_dir}/ is not the one this run was "
+                            f"trained on (fingerprint {fingerprint}, checkpoint "
+                            f"{resume['data_fingerprint']}); resume on the original data, or "
+                            f"add --allow-data-change to continue on this one anyway")
+        note = (f"data set changed on resume at epoch {resume['epoch']}: "
+                f"{resume['data_fingerprint']} -> {fingerprint}")
+        print(f"warning: {note}", file=sys.stderr)
+        warnings.append(note)
+
+    data_args = dict(sequence_length=cfg.sequence_length, image_size=cfg.image_size,
+                     channels=cfg.channels)
+    train_set = ClipDataset(cfg.data_dir, "train", augment=cfg.augment, seed=cfg.seed, **data_args)
+    val_set = ClipDataset(cfg.data_dir, "val", **data_args)
+    if not len(train_set) or not len(val_set):
+        raise UserError(f"the data set in {cfg.data_dir}/ needs clips in both the train and the "
+                        f"val split (it has {len(train_set)} and {len(val_set)})")
+    sampler = EpochSampler(len(train_set), cfg.seed)
+    train_loader = make_loader(train_set, cfg.batch_size, cfg, device, sampler=sampler)
+    val_loader = make_loader(val_set, 2 * cfg.batch_size, cfg, device)
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate,
+                                  weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda e: lr_factor(e, cfg.num_epochs))
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+
+    history, best_val_acc, best_epoch, val_acc = new_history(), -1.0, 0, None
+    start_epoch, samples_done, global_step = 0, 0, 0
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, seen
+    if resume is not None:
+        model.load_state_dict(resume["model_state_dict"])
+        optimizer.load_state_dict(resume["optimizer_state_dict"])
+        scheduler.load_state_dict(resume["scheduler_state_dict"])
+        rebuild_schedule(optimizer, scheduler, cfg)
+        if scaler is not None and resume.get("scaler_state_dict"):
+            scaler.load_state_dict(resume["scaler_state_dict"])
+        history = {k: list(resume.get(k, [])) for k in new_history()}
+        best_val_acc, best_epoch = resume["best_val_acc"], resume.get("best_epoch", 0)
+        val_acc, start_epoch = resume["val_acc"], resume["epoch"]
+        samples_done, global_step = resume.get("samples_in_epoch", 0), resume.get("global_step", 0)
+        if samples_done:
+            sums = resume["partial_epoch"].to(device)
+        run_log.truncate_after(cfg.model_dir, start_epoch)
+    if start_epoch >= cfg.num_epochs:
+        print(f"All {cfg.num_epochs} epochs of this run are done (best val acc "
+              f"{100 * best_val_acc:.2f}% at epoch {best_epoch}). To train longer: "
+              f"python train.py --resume --epochs {cfg.num_epochs + 50}")
+        return 0
+
+    def checkpoint_state(epochs_done: int, interrupted: str | None = None) -> dict:
+        return {"format_version": FORMAT_VERSION, "epoch": epochs_done,
+                "global_step": global_step, "samples_in_epoch": samples_done,
+                "partial_epoch": sums.cpu(), "interrupted": interrupted,
+                "model_state_dict": model.state_dict(),
+                "optimizer_state_dict": optimizer.state_dict(),
+                "scheduler_state_dict": scheduler.state_dict(),
+                "scaler_state_dict": scaler.state_dict() if scaler else None,
+                "val_acc": val_acc, "best_val_acc": best_val_acc, "best_epoch": best_epoch,
+                **history, "timestamp": datetime.now().astimezone().isoformat(timespec="seconds"),
+                "config": cfg.to_dict(), "data_fingerprint": fingerprint,
+                "data_splits": manifest["splits"], "rng_state": rng_state(),
+                "warnings": warnings}
+
+    def stop_now(stop: StopRequest, epochs_done: int) -> int:
+        reason = signal.Signals(stop.signum).name
+        store.save(checkpoint_state(epochs_done, interrupted=reason), epoch_end=False)
+        where = (f"epoch {epochs_done + 1}, {samples_done}/{len(train_set)} clips"
+                 if samples_done else f"the end of epoch {epochs_done}")
+        print(f"Stopped by {reason} at {where}; saved {store.latest}.\n"
+              f"Continue with: {resume_command(cfg)}", file=sys.stderr, flush=True)
+        return stop.exit_code
+
+    print(f"Training {cfg.backbone} CNN-{cfg.temporal.upper()} ({count_parameters(model):,} "
+          f"parameters) on {device}{' with ' + str(amp_dtype).split('.')[-1] if amp_dtype else ''}"
+          f": {len(train_set)} train / {len(val_set)} val clips of {cfg.sequence_length} frames "
+          f"from {cfg.data_dir}/, checkpoints in {cfg.model_dir}/", flush=True)
+    with StopRequest() as stop:
+        for epoch in range(start_epoch, cfg.num_epochs):
+            began = time.time()
+            sampler.set_epoch(epoch, samples_done)
+            if samples_done:  # resuming inside this epoch: the RNG as it was at that step
+                set_rng_state(resume["rng_state"])
+            else:
+                torch.manual_seed(epoch_seed(cfg.seed, epoch))
+                sums.zero_()
+            lr = optimizer.param_groups[0]["lr"]
+            model.train()
+            bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.num_epochs}", leave=False,
+                       dynamic_ncols=True, mininterval=0.5)
+            for clips, labels in bar:
+                clips = clips.to(device, non_blocking=True)
+                labels = labels.to(device, non_blocking=True)
+                optimizer.zero_grad(set_to_none=True)
+                # Micro-batches (accum_steps) add up to the same gradient as one batch.
+                for micro_clips, micro_labels in zip(clips.chunk(cfg.accum_steps),
+                                                     labels.chunk(cfg.accum_steps)):
+                    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                        logits = model(micro_clips)
+                        loss = F.cross_entropy(logits.float(), micro_labels)
+                    weight = len(micro_labels) / len(labels)
+                    (scaler.scale(loss * weight) if scaler else loss * weight).backward()
+                    sums += torch.stack([loss.detach().double() * len(micro_labels),
+                                         (logits.argmax(1) == micro_labels).sum().double(),
+                                         torch.tensor(float(len(micro_labels)), device=device,
+                                                      dtype=torch.float64)])
+                if scaler:
+                    scaler.unscale_(optimizer)
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                if scaler:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                global_step += 1
+                samples_done += len(labels)
+                if bar.n % 10 == 0:
+                    loss_sum, correct, seen = sums.tolist()
+                    bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}%",
+                                    refresh=False)
+                if stop.signum is not None:
+                    return stop_now(stop, epoch)
+                if cfg.save_every_steps and global_step % cfg.save_every_steps == 0:
+                    store.save(checkpoint_state(epoch), epoch_end=False)
+            bar.close()
+
+            loss_sum, correct, seen = sums.tolist()
+            val_loss, val_acc = loss_and_accuracy(*predict(model, val_loader, device, amp_dtype))
+            scheduler.step()
+            samples_done = 0
+            for key, value in (("train_losses", loss_sum / seen), ("val_losses", val_loss),
+                               ("train_accuracies", correct / seen), ("val_accuracies", val_acc),
+                               ("learning_rates", lr), ("epoch_seconds", time.time() - began)):
+                history[key].append(value)
+            is_best = val_acc > best_val_acc
+            if is_best:
+                best_val_acc, best_epoch = val_acc, epoch + 1
+            sums.zero_()
+            written = store.save(checkpoint_state(epoch + 1), is_best=is_best)
+            seconds = time.time() - began
+            run_log.append_epoch(cfg.model_dir, {
+                "epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+                "val_loss": val_loss, "val_acc": val_acc, "lr": lr, "seconds": round(seconds, 2),
+                "saved": written, "time": datetime.now().astimezone().isoformat(timespec="seconds")})
+            run_log.plot_curves(cfg.model_dir, history)
+            print(f"epoch {epoch + 1:3d}/{cfg.num_epochs}  train loss {loss_sum / seen:.4f} "
+                  f"acc {100 * correct / seen:5.1f}%  val loss {val_loss:.4f} acc "
+                  f"{100 * val_acc:5.1f}%  lr {lr:.2e}  {seconds:5.1f}s  saved "
+                  f"{', '.join(written)}", flush=True)
+            if stop.signum is not None:  # arrived during validation or the save
+                return stop_now(stop, epoch + 1)
+
+    print(f"Done: best val acc {100 * best_val_acc:.2f}% at epoch {best_epoch}, saved as "
+          f"{store.best}.")
+    test = evaluate_checkpoint(store.best, device=cfg.device)
+    if test["clips"]:
+        print(f"Test accuracy of {store.best.name} on {test['clips']} clips of unseen subjects: "
+              f"{100 * test['accuracy']:.2f}% (details: python evaluate.py --model {store.best})")
+    return 0
+
+
+def rebuild_schedule(optimizer, scheduler, cfg: Config) -> None:
+    """Make the restored schedule follow the current config: a new --lr becomes the base,
+    a new --epochs a new horizon, at the position the run has reached."""
+    for group in optimizer.param_groups:
+        group["initial_lr"] = cfg.learning_rate
+        group["weight_decay"] = cfg.weight_decay
+    scheduler.base_lrs = [cfg.learning_rate] * len(optimizer.param_groups)
+    for group in optimizer.param_groups:
+        group["lr"] = cfg.learning_rate * lr_factor(scheduler.last_epoch, cfg.num_epochs)
+    scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
+
+
+def resume_command(cfg: Config) -> str:
+    extra = "" if cfg.model_dir == Config.model_dir else f" --model-dir {cfg.model_dir}"
+    return f"python train.py --resume{extra}"
+
+
+# ----------------------------------------------------------------------------- starting a run
+def resume_config(state: dict, given: dict, model_dir: str) -> tuple[Config, list[str]]:
+    """The checkpoint's config with the options given now applied; refuses a change of
+    architecture, and lists the other changes."""
+    saved = Config.from_dict(state["config"])
+    given = {k: v for k, v in given.items() if k != "model_dir"}
+    wanted = build_config(given, base=saved)
+    diff = architecture_diff(saved, wanted)
+    if diff:
+        raise UserError("cannot resume with a different model (" + "; ".join(diff) + "). "
+                        "Drop these options to resume, or start a new run with --force")
+    changes = [f"{flag_of(k)} {v} (checkpoint: {getattr(saved, k)})"
+               for k, v in given.items() if getattr(saved, k) != v]
+    wanted.model_dir = model_dir
+    return wanted, changes
+
+
+def ask_to_continue(store: CheckpointStore) -> bool:
+    """The main.py / checkpoint_training.py question: continue the run in the model
+    folder, or start a new one? Never blocks without a terminal: then it continues."""
+    try:
+        state = load_checkpoint(store.latest)
+        where = (f"epoch {state['epoch']}/{state['config'].get('num_epochs')}, best val acc "
+                 f"{100 * state['best_val_acc']:.2f}%, saved {state['timestamp']}")
+    except DamagedCheckpoint as err:
+        where = f"{err}; continuing falls back to the newest intact checkpoint"
+    print(f"Found a run in {store.dir}/: {store.latest.name} ({where}).")
+    if not sys.stdin.isatty():
+        print("Standard input is not a terminal, so continuing that run "
+              "(pass --force to start a new run instead).")
+        return True
+    while True:
+        try:
+            answer = input("Continue it or start a new run? [C]ontinue / [n]ew: ").strip().lower()
+        except EOFError:
+            answer = ""
+        if answer in ("", "c", "continue", "y", "yes", "r", "resume"):
+            return True
+        if answer in ("n", "new"):
+            return False
+        print("Please answer c (continue) or n (new; the old run is archived, not deleted).")
+
+
+def build_parser(prog: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description or "Train the CNN-LSTM fatigue detector.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    action = parser.add_argument_group("what to do")
+    action.add_argument("--resume", action="store_true",
+                        help="continue the run in --model-dir from latest_model.pth (its own "
+                             "config; options given here override it)")
+    action.add_argument("--force", action="store_true",
+                        help="start a new run; an earlier run's files move to "
+                             "<model-dir>/archive/, nothing is deleted")
+    action.add_argument("--allow-data-change", action="store_true",
+                        help="resume even though the data set differs from the checkpoint's")
+    add_config_args(parser)
+    return parser
+
+
+def run(args: argparse.Namespace, ask: bool = False) -> int:
+    """Start or resume a run as the parsed options say (shared by every entry point)."""
+    if args.resume and args.force:
+        raise UserError("--resume and --force contradict each other; choose one")
+    given = given_options(args)
+    model_dir = given.get("model_dir", Config.model_dir)
+    store = CheckpointStore(model_dir)
+    for stale in store.clean_temp_files():
+        print(f"removed {stale}, left by an interrupted save")
+    resume = args.resume
+    if ask and not args.resume and not args.force and store.latest.is_file():
+        resume = ask_to_continue(store)
+    notes: list[str] = []
+    if resume:
+        path, state, notes = store.find_resumable()
+        cfg, changes = resume_config(state, given, model_dir)
+        for note in notes:
+            print(f"warning: {note}", file=sys.stderr)
+        if changes:
+            print("warning: options changed on resume, applied: " + "; ".join(changes),
+                  file=sys.stderr)
+        print(f"Resuming {path} at epoch {state['epoch']}"
+              + (f", {state['samples_in_epoch']} clips into epoch {state['epoch'] + 1}"
+                 if state.get("samples_in_epoch") else ""))
+    else:
+        state = None
+        cfg = build_config(given)
+        if store.has_run():
+            print(f"Moved the previous run's files to {store.archive_run()}/ (nothing deleted).")
+    store.save_every, store.keep_last = cfg.save_every, cfg.keep_last
+    ensure_dataset(cfg.data_dir, explicitly_given="data_dir" in given or
+                   cfg.data_dir != DEFAULT_DATA_DIR, seed=0, image_size=cfg.image_size,
+                   sequence_length=cfg.sequence_length, channels=cfg.channels)
+    if state is None:
+        cfg.num_classes = len(load_manifest(cfg.data_dir)["classes"])
+    return fit(cfg, store, state, allow_data_change=args.allow_data_change, warnings=notes)
+
+
+def main(argv: list[str] | None = None, ask: bool = False) -> int:
+    return run(build_parser().parse_args(argv), ask=ask)
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,358 @@
+"""Video decoding, face tracking and face crops, shared by `prepare.py` (offline, real
+driver videos into clips) and live detection (webcam or video file).
+
+A live detector uses the same three pieces the offline path uses, so a model sees the
+same crops in both:
+
+    reader = VideoReader(0)                          # or a file path; target_fps to resample
+    tracker = FaceTracker()
+    for index, frame in reader:                      # BGR uint8 [H, W, 3]
+        box, found = tracker.update(frame)
+        crop = crop_face(frame, box, image_size=64, channels=1)   # uint8 [C, H, W]
+
+Only the Haar cascade that ships inside opencv-python is used: no model download.
+"""
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import cv2
+import numpy as np
+
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".mov", ".m4v", ".mkv", ".wmv", ".mpg", ".mpeg", ".webm", ".flv")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+CASCADE_FILE = "haarcascade_frontalface_default.xml"
+# CAP_PROP_FPS returns 0, NaN or container nonsense (90000) for some files; anything
+# outside this range is not trusted and the fallback is used instead.
+PLAUSIBLE_FPS = (1.0, 240.0)
+
+Box = tuple[int, int, int, int]  # x, y, width, height in frame pixels
+
+
+class VideoError(Exception):
+    """A video (or frame folder) that cannot be opened or holds no decodable frame."""
+
+
+def _natural_key(path: Path) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+
+class VideoReader:
+    """Frames of a video file, a folder of frame images, or a camera (int index).
+
+    With `target_fps`, frames are resampled by time: output frame k is the source frame
+    shown at time k / target_fps, so 15 and 30 fps sources both give `target_fps` frames a
+    second (frames are repeated when the source is slower). Skipped frames are only
+    grabbed (decoded but not converted to BGR), which is the cheapest OpenCV allows.
+
+    Attributes after (or during) iteration: `fps` (source), `frames_read` (source frames
+    decoded), `decode_seconds` (time inside OpenCV's grab/retrieve/imread).
+    """
+
+    def __init__(self, source: str | Path | int, target_fps: float | None = None,
+                 source_fps: float | None = None, fallback_fps: float = 30.0,
+                 threads: int | None = None):
+        self.source, self.target_fps = source, target_fps
+        self.frames_read, self.decode_seconds = 0, 0.0
+        self._images: list[Path] | None = None
+        self._cap: cv2.VideoCapture | None = None
+        path = None if isinstance(source, int) else Path(source)
+        if path is not None and path.is_dir():
+            self._images = sorted((p for p in path.iterdir()
+                                   if p.suffix.lower() in IMAGE_EXTENSIONS), key=_natural_key)
+            if not self._images:
+                raise VideoError(f"{path} holds no {'/'.join(IMAGE_EXTENSIONS)} frames")
+            reported = 0.0
+        else:
+            if path is not None and not path.is_file():
+                raise VideoError(f"{path} does not exist")
+            # One decoder thread: prepare parallelises over videos instead, and a live
+            # loop is dominated by the camera anyway.
+            params = [cv2.CAP_PROP_N_THREADS, threads] if threads else []
+            self._cap = cv2.VideoCapture(source if path is None else str(path),
+                                         cv2.CAP_ANY, params)
+            if not self._cap.isOpened():
+                raise VideoError(f"OpenCV cannot open {source}")
+            reported = self._cap.get(cv2.CAP_PROP_FPS)
+        self.fps = float(source_fps or (reported if PLAUSIBLE_FPS[0] <= reported <= PLAUSIBLE_FPS[1]
+                                        else fallback_fps))
+
+    def frame_count(self) -> int:
+        """The container's frame count (an estimate: it can be off by a few frames)."""
+        if self._images is not None:
+            return len(self._images)
+        return max(0, int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT)))
+
+    def _grab(self, index: int) -> bool:
+        if self._images is not None:
+            return index < len(self._images)
+        return self._cap.grab()
+
+    def _retrieve(self, index: int) -> np.ndarray | None:
+        if self._images is not None:
+            frame = cv2.imread(str(self._images[index]), cv2.IMREAD_COLOR)
+            return frame
+        ok, frame = self._cap.retrieve()
+        return frame if ok else None
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        """Yields (source frame index, BGR uint8 frame [H, W, 3])."""
+        step = self.fps / self.target_fps if self.target_fps else None
+        out = 0  # next output frame to emit
+        index = 0
+        while True:
+            start = time.perf_counter()
+            if not self._grab(index):
+                break
+            # Source frame `index` covers output frames k with floor(k * step) == index;
+            # the epsilon keeps 29.97 / 10 style ratios from dropping frames to rounding.
+            wanted = step is None or math.floor(out * step + 1e-6) == index
+            frame = self._retrieve(index) if wanted else None
+            self.decode_seconds += time.perf_counter() - start
+            self.frames_read += 1
+            if wanted:
+                if frame is None:
+                    break  # a corrupt tail: keep what was decoded before it
+                if frame.ndim == 2:
+                    frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+                if step is None:
+                    yield index, frame
+                while step is not None and math.floor(out * step + 1e-6) == index:
+                    yield index, frame  # more than once when the source is slower
+                    out += 1
+            index += 1
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+
+    def __enter__(self) -> "VideoReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def iter_frames(path: str | Path, target_fps: float, source_fps: float | None = None
+                ) -> Iterator[tuple[int, np.ndarray]]:
+    """(source index, BGR frame) pairs of a video resampled to `target_fps`.
+
+    The source rate comes from CAP_PROP_FPS (falling back to 30 when the container does not
+    say), or from `source_fps` when given (frame folders have no rate of their own)."""
+    with VideoReader(path, target_fps, source_fps=source_fps) as reader:
+        yield from reader
+
+
+class FaceTracker:
+    """One driver's face box through a video, cheap enough to run on every frame.
+
+    The Haar cascade runs on every `detect_every`-th call only, on a grayscale copy shrunk
+    to `detect_width` pixels. Once a face is known, detection first searches a window
+    around the last box at the expected scale (a fraction of full-frame cost) and falls
+    back to the whole frame when that misses. Between detections, and after a miss, the
+    last box is kept; new detections are blended in with an exponential moving average so
+    that crops do not jitter, unless the face jumped (then the box snaps to it).
+
+    `update` returns (box or None before any face was ever seen, found), where `found` is
+    whether the latest detection attempt saw a face.
+    """
+
+    def __init__(self, detect_every: int = 3, detect_width: int = 160, smoothing: float = 0.5,
+                 scale_factor: float = 1.15, min_neighbors: int = 4,
+                 cascade_path: str | None = None):
+        if detect_every < 1 or detect_width < 48 or not 0 < smoothing <= 1:
+            raise ValueError("detect_every >= 1, detect_width >= 48, 0 < smoothing <= 1")
+        path = cascade_path or cv2.data.haarcascades + CASCADE_FILE
+        self.cascade = cv2.CascadeClassifier(path)
+        if self.cascade.empty():
+            raise RuntimeError(f"cannot load the Haar cascade {path}; reinstall opencv-python<5")
+        self.detect_every, self.detect_width, self.smoothing = detect_every, detect_width, smoothing
+        self.scale_factor, self.min_neighbors = scale_factor, min_neighbors
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the face (call between videos)."""
+        self._box: np.ndarray | None = None  # float x, y, w, h
+        self._found = False
+        self._calls = 0
+        self.detections, self.detect_seconds = 0, 0.0
+
+    @property
+    def box(self) -> Box | None:
+        return None if self._box is None else tuple(int(round(v)) for v in self._box)
+
+    def update(self, frame: np.ndarray) -> tuple[Box | None, bool]:
+        """Feed the next frame (BGR [H, W, 3] or gray [H, W]); returns (box, found)."""
+        if self._calls % self.detect_every == 0:
+            start = time.perf_counter()
+            detected = self.detect(frame)
+            self.detect_seconds += time.perf_counter() - start
+            self.detections += 1
+            self._found = detected is not None
+            if detected is not None:
+                self._blend(np.asarray(detected, dtype=np.float64))
+        self._calls += 1
+        return self.box, self._found
+
+    def detect(self, frame: np.ndarray) -> Box | None:
+        """The largest face in `frame`, searched near the last box first. No smoothing."""
+        if self._box is not None:
+            x, y, w, h = self._box
+            # A window of twice the face: between detections (a few a second) a driver's
+            # face moves well under half its width.
+            found = self._detect_in(frame, (int(x - w / 2), int(y - h / 2), int(2 * w), int(2 * h)),
+                                    face_width=w)
+            if found is not None:
+                return found
+        return self._detect_in(frame, (0, 0, frame.shape[1], frame.shape[0]), face_width=None)
+
+    def _detect_in(self, frame: np.ndarray, window: Box, face_width: float | None) -> Box | None:
+        fh, fw = frame.shape[:2]
+        x0, y0 = max(0, window[0]), max(0, window[1])
+        x1, y1 = min(fw, window[0] + window[2]), min(fh, window[1] + window[3])
+        if x1 - x0 < 24 or y1 - y0 < 24:
+            return None
+        if face_width is None:
+            scale = min(1.0, self.detect_width / (x1 - x0))
+            limits = {"minSize": (24, 24)}
+        else:
+            # Haar's cost grows with the pixels searched at its smallest (24 px) window, and
+            # it misses faces much under ~40 px: shrink so the face is ~48 px and search
+            # only scales near it.
+            scale = min(1.0, 48.0 / face_width)
+            size = face_width * scale
+            limits = {"minSize": (max(24, int(size * 0.6)),) * 2, "maxSize": (int(size * 1.6),) * 2}
+        region = frame[y0:y1, x0:x1]
+        if region.ndim == 3:
+            region = cv2.cvtColor(region, cv2.COLOR_BGR2GRAY)
+        small = cv2.resize(region, (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale))),
+                           interpolation=cv2.INTER_AREA)
+        # Histogram equalisation rescues dark and infrared (night) frames cheaply.
+        small = cv2.equalizeHist(small)
+        faces = self.cascade.detectMultiScale(small, self.scale_factor, self.min_neighbors, **limits)
+        if len(faces) == 0:
+            return None
+        # The driver is the largest face; ties broken by position so results never depend
+        # on the order OpenCV returns them in.
+        fx, fy, fw_, fh_ = max((tuple(int(v) for v in f) for f in faces),
+                               key=lambda f: (f[2] * f[3], -f[1], -f[0]))
+        return (round(x0 + fx / scale), round(y0 + fy / scale), round(fw_ / scale), round(fh_ / scale))
+
+    def _blend(self, new: np.ndarray) -> None:
+        old = self._box
+        if old is not None:
+            jump = np.hypot(*(new[:2] + new[2:] / 2 - old[:2] - old[2:] / 2))
+            if jump < 0.5 * old[2]:
+                self._box = self.smoothing * new + (1 - self.smoothing) * old
+                return
+        self._box = new
+
+
+def square_box(box: Box | None, frame_shape: tuple[int, ...], margin: float = 0.2) -> Box:
+    """The square crop around a face box: `margin` of the face size added on each side,
+    moved (and shrunk only if needed) to lie inside the frame. No box: the centre square."""
+    fh, fw = frame_shape[:2]
+    if box is None:
+        side = min(fh, fw)
+        return ((fw - side) // 2, (fh - side) // 2, side, side)
+    x, y, w, h = box
+    side = min(int(round(max(w, h) * (1 + 2 * margin))), fh, fw)
+    cx, cy = x + w / 2, y + h / 2
+    left = int(round(min(max(cx - side / 2, 0), fw - side)))
+    top = int(round(min(max(cy - side / 2, 0), fh - side)))
+    return (left, top, side, side)
+
+
+def crop_face(frame: np.ndarray, box: Box | None, image_size: int, channels: int,
+              margin: float = 0.2) -> np.ndarray:
+    """Square face crop as uint8 [C, image_size, image_size]: grayscale (C=1) or RGB (C=3).
+
+    `box` is a face box from FaceTracker (None: the centre of the frame)."""
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    x, y, side, _ = square_box(box, frame.shape, margin)
+    crop = frame[y:y + side, x:x + side]
+    shrink = side >= image_size
+    crop = cv2.resize(crop, (image_size, image_size),
+                      interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    if crop.ndim == 2:
+        crop = crop[:, :, None] if channels == 1 else cv2.cvtColor(crop, cv2.COLOR_GRAY2RGB)
+    elif channels == 1:
+        crop = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)[:, :, None]
+    else:
+        crop = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
+    return np.ascontiguousarray(crop.transpose(2, 0, 1))
+
+
+@dataclass
+class VideoFaces:
+    """One video as face crops at the resampled rate (all arrays have N rows)."""
+    frames: np.ndarray          # uint8 [N, C, H, W]
+    face_found: np.ndarray      # bool [N]: the latest detection attempt saw a face
+    source_index: np.ndarray    # int64 [N]: frame index in the source video
+    source_fps: float
+    source_frames: int          # source frames decoded
+    decode_seconds: float
+    detect_seconds: float
+    total_seconds: float
+
+
+def read_video_faces(path: str | Path, fps: float, image_size: int, channels: int,
+                     tracker: FaceTracker | None = None, margin: float = 0.2,
+                     source_fps: float | None = None,
+                     progress: Callable[[int], None] | None = None) -> VideoFaces:
+    """Decode a video at `fps`, track the face and crop it on every frame.
+
+    Args:
+        tracker: its settings are used; it is reset first so every video starts afresh
+            (results never depend on the video before).
+        progress: called now and then with the number of source frames read since the
+            previous call.
+    Raises:
+        VideoError: the file cannot be opened or yields no frame.
+    """
+    start = time.perf_counter()
+    tracker = tracker or FaceTracker()
+    tracker.reset()
+    crops, found, indices = [], [], []
+    reported = 0
+    with VideoReader(path, fps, source_fps=source_fps, threads=1) as reader:
+        for index, frame in reader:
+            box, seen = tracker.update(frame)
+            crops.append(crop_face(frame, box, image_size, channels, margin))
+            found.append(seen)
+            indices.append(index)
+            if progress is not None and reader.frames_read - reported >= 200:
+                progress(reader.frames_read - reported)
+                reported = reader.frames_read
+        if progress is not None and reader.frames_read > reported:
+            progress(reader.frames_read - reported)
+    if not crops:
+        raise VideoError(f"no frame could be decoded from {path}")
+    return VideoFaces(frames=np.stack(crops), face_found=np.array(found, dtype=bool),
+                      source_index=np.array(indices, dtype=np.int64), source_fps=reader.fps,
+                      source_frames=reader.frames_read, decode_seconds=reader.decode_seconds,
+                      detect_seconds=tracker.detect_seconds,
+                      total_seconds=time.perf_counter() - start)
+
+
+def decode_fps(paths: list[str | Path], max_frames: int = 1000) -> float:
+    """OpenCV's own decode speed (read() of every frame, one thread) over the first
+    `max_frames` frames of each file: the ceiling for any per-frame pipeline."""
+    frames, seconds = 0, 0.0
+    for path in paths:
+        try:
+            with VideoReader(path, threads=1) as reader:
+                for _ in reader:
+                    if reader.frames_read >= max_frames:
+                        break
+                frames += reader.frames_read
+                seconds += reader.decode_seconds
+        except VideoError:
+            continue
+    return frames / seconds if seconds > 0 else 0.0
