@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import re
 import shutil
 import time
 from pathlib import Path
@@ -131,10 +132,13 @@ def load_checkpoint(path: str | Path, verify: bool = True) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        culprit = re.search(r"GLOBAL ([\w.]+)", str(err))
+        if culprit is None:  # a garbled pickle stream, not a forbidden object
+            raise DamagedCheckpoint(f"{path} is damaged and cannot be read") from None
         raise UnsafeCheckpoint(
-            f"refusing to load {path}: it holds Python objects that could run code when "
-            f"loaded ({str(err).splitlines()[0][:120]}). Only load checkpoints written by "
-            f"this suite; delete or move this file if you did not make it") from None
+            f"refusing to load {path}: it asks to import {culprit.group(1)}, which could run "
+            f"code; it was not written by this suite. Only load checkpoints you trust, and "
+            f"move this file away if you did not make it") from None
     except Exception as err:  # torch raises RuntimeError/EOFError/... on torn zips
         raise DamagedCheckpoint(f"{path} is damaged and cannot be read "
                                 f"({type(err).__name__}: {str(err).splitlines()[0][:100]})") from None

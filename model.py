@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torchvision
 
 from config import Config
 from errors import UserError
@@ -31,6 +30,7 @@ def small_cnn(channels: int, width: int, feature_dim: int) -> nn.Module:
 def torchvision_cnn(name: str, channels: int, feature_dim: int) -> nn.Module:
     """A torchvision backbone with random weights (nothing is downloaded), its first
     convolution adapted to the channel count and its classifier replaced by a projection."""
+    import torchvision  # imported here: it costs a second at start-up, and is rarely used
     if name == "resnet18":
         net = torchvision.models.resnet18(weights=None)
         if channels != 3:

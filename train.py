@@ -168,6 +168,9 @@ def fit(cfg: Config, store: CheckpointStore, resume: dict | None = None,
         optimizer.load_state_dict(resume["optimizer_state_dict"])
         scheduler.load_state_dict(resume["scheduler_state_dict"])
         rebuild_schedule(optimizer, scheduler, cfg)
+        if resume["config"]["num_epochs"] != cfg.num_epochs:
+            print(f"Learning-rate schedule rebuilt for {cfg.num_epochs} epochs: epoch "
+                  f"{resume['epoch'] + 1} continues at lr {optimizer.param_groups[0]['lr']:.2e}")
         if scaler is not None and resume.get("scaler_state_dict"):
             scaler.load_state_dict(resume["scaler_state_dict"])
         history = {k: list(resume.get(k, [])) for k in new_history()}

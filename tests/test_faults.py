@@ -1,0 +1,236 @@
+"""Interruptions and faults: signals anywhere, damaged and hostile files, changed config
+or data, failing writes, retention. Nothing saved is ever lost or overwritten."""
+from __future__ import annotations
+
+import errno
+import os
+import pickle
+import signal
+
+import pytest
+import torch
+
+import checkpoint
+import checkpoint_training
+import dataset
+import synthetic
+import train
+from conftest import run_script
+from test_training import assert_same_run, load
+
+EPOCHS = ("--epochs", "4")
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_data, tmp_path_factory):
+    """The uninterrupted run every interrupted one must match, bit for bit."""
+    from conftest import tiny_args
+    models = tmp_path_factory.mktemp("reference")
+    assert train.main(tiny_args(tiny_data, models, *EPOCHS)) == 0
+    return load(models / "latest_model.pth")
+
+
+def interrupt(monkeypatch, target, name, when, signum, times=1):
+    """Make target.name send `signum` to this process on its `when`-th call."""
+    real = getattr(target, name)
+    calls = {"n": 0}
+
+    def wrapper(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == when:
+            for _ in range(times):
+                os.kill(os.getpid(), signum)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, wrapper)
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("where", ["batch", "validation", "save"])
+def test_signal_anywhere_then_resume_is_bit_identical(tiny, tmp_path, monkeypatch, capsys,
+                                                      reference, where, signum, code):
+    if where == "batch":  # while loading the 7th clip of the second epoch (12 clips each)
+        interrupt(monkeypatch, dataset.ClipDataset, "__getitem__", 12 + 7, signum)
+    elif where == "validation":
+        interrupt(monkeypatch, train, "predict", 2, signum)
+    else:  # twice, as an impatient user would, in the middle of writing a file
+        interrupt(monkeypatch, checkpoint.torch, "save", 2, signum, times=2)
+    assert train.main(tiny(*EPOCHS)) == code
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert "Continue with: python train.py --resume" in err
+    state = load(tmp_path / "models" / "latest_model.pth")
+    assert state["interrupted"] == signal.Signals(signum).name
+    if where == "batch":
+        assert state["epoch"] == 1 and 0 < state["samples_in_epoch"] < 12
+    assert not list((tmp_path / "models").glob(".*.tmp"))
+    assert train.main(tiny(*EPOCHS, "--resume")) == 0
+    assert_same_run(reference, load(tmp_path / "models" / "latest_model.pth"))
+
+
+def test_save_every_steps_refreshes_latest_mid_epoch(tiny, tmp_path, monkeypatch):
+    seen = []
+    real = checkpoint.CheckpointStore.save
+
+    def spy(self, state, *a, **kw):
+        seen.append((state["epoch"], state["samples_in_epoch"]))
+        return real(self, state, *a, **kw)
+
+    monkeypatch.setattr(checkpoint.CheckpointStore, "save", spy)
+    assert train.main(tiny("--epochs", "2", "--save-every-steps", "2")) == 0
+    # 12 train clips in batches of 4: steps 2, 4 and 6 save mid-epoch, epoch ends too
+    assert seen == [(0, 8), (1, 0), (1, 4), (1, 12), (2, 0)]
+
+
+def test_stale_temp_files_are_removed(tiny, tmp_path, capsys):
+    assert train.main(tiny("--epochs", "1")) == 0
+    stale = tmp_path / "models" / ".latest_model.pth.4242.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    assert train.main(tiny("--epochs", "2", "--resume")) == 0
+    assert not stale.exists() and "left by an interrupted save" in capsys.readouterr().out
+
+
+def truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def flip_byte_in_weights(path):
+    data = bytearray(path.read_bytes())
+    state = load(path)
+    needle = state["model_state_dict"]["head.weight"].numpy().tobytes()
+    at = bytes(data).find(needle)
+    assert at > 0
+    data[at + 1] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [truncate, flip_byte_in_weights])
+def test_damaged_latest_falls_back_to_newest_intact(tiny, tmp_path, capsys, reference, damage):
+    assert train.main(tiny(*EPOCHS, "--save-every", "1")) == 4 - 4  # completes
+    models = tmp_path / "models"
+    # Pretend the run was stopped after epoch 3 and its last save was damaged.
+    (models / "checkpoint_epoch_4.pth").unlink()
+    damage(models / "latest_model.pth")
+    capsys.readouterr()
+    assert checkpoint_training.main(["--list", "--model-dir", str(models)]) == 0
+    listed = capsys.readouterr().out
+    assert [line for line in listed.splitlines() if line.startswith("latest_model.pth")][0] \
+        .endswith("DAMAGED")
+    out = run_script("checkpoint_training.py", "--info", "latest_model.pth", "--model-dir",
+                     str(models))
+    assert out.returncode != 0 and "damaged" in out.stderr and "Traceback" not in out.stderr
+    assert train.main(tiny(*EPOCHS, "--resume")) == 0
+    err = capsys.readouterr().err
+    assert "resuming from checkpoint_epoch_3.pth" in err
+    assert len(list(models.glob("latest_model.pth.damaged-*"))) == 1
+    assert_same_run(reference, load(models / "latest_model.pth"))
+
+
+def test_nothing_intact_changes_nothing(tiny, tmp_path):
+    assert train.main(tiny("--epochs", "2", "--save-every", "1")) == 0
+    models = tmp_path / "models"
+    for path in models.glob("*.pth"):
+        truncate(path)
+    before = {p.name: p.read_bytes() for p in models.iterdir() if p.is_file()}
+    out = run_script("train.py", *tiny("--epochs", "3", "--resume"))
+    assert out.returncode == 2 and "no intact checkpoint" in out.stderr
+    assert {p.name: p.read_bytes() for p in models.iterdir() if p.is_file()} == before
+
+
+class Payload:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('pwned')",))
+
+
+def test_hostile_checkpoint_is_refused_and_never_runs(tiny, tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    marker = tmp_path / "payload_ran"
+    hostile = {"model_state_dict": {}, "epoch": 1, "config": Payload(marker)}
+    for name in ("latest_model.pth", "best_model.pth"):
+        torch.save(hostile, models / name)
+    with pytest.raises(pickle.UnpicklingError):  # the file really is hostile
+        torch.load(models / "latest_model.pth", weights_only=True)
+    runs = [
+        run_script("checkpoint_training.py", "--info", "best_model.pth", "--model-dir", str(models)),
+        run_script("train.py", *tiny("--resume")),
+        run_script("evaluate.py", "--model", str(models / "best_model.pth")),
+        run_script("main.py", "--mode", "train", *tiny(), input=""),
+    ]
+    for out in runs:
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert "refusing to load" in out.stderr and "Traceback" not in out.stderr
+    listing = run_script("checkpoint_training.py", "--list", "--model-dir", str(models))
+    assert "UNSAFE" in listing.stdout
+    assert not marker.exists()
+
+
+def test_architecture_change_is_refused_training_change_applied(tiny, tmp_path, capsys):
+    assert train.main(tiny("--epochs", "2")) == 0
+    out = run_script("train.py", *tiny("--resume", "--epochs", "3", "--cnn-width", "8",
+                                       "--backbone", "resnet18"))
+    assert out.returncode == 2
+    assert "--cnn-width: 4 in the checkpoint, 8 now" in out.stderr
+    assert "--backbone: 'small' in the checkpoint, 'resnet18' now" in out.stderr
+    capsys.readouterr()
+    assert train.main(tiny("--resume", "--epochs", "3", "--lr", "0.0005")) == 0
+    err = capsys.readouterr().err
+    assert "--lr 0.0005 (checkpoint: 0.001)" in err and "--epochs 3 (checkpoint: 2)" in err
+    state = load(tmp_path / "models" / "latest_model.pth")
+    assert state["config"]["learning_rate"] == 0.0005
+    assert state["learning_rates"][2] == pytest.approx(0.0005 * train.lr_factor(2, 3))
+
+
+def test_changed_data_is_refused_unless_allowed(tiny, tiny_data, tmp_path):
+    assert train.main(tiny("--epochs", "1")) == 0
+    other = tmp_path / "other_data"
+    synthetic.generate(other, seed=2, num_subjects=4, clips_per_subject=6, image_size=16,
+                       sequence_length=16)
+    args = tiny("--epochs", "2", "--resume")
+    args[args.index(str(tiny_data))] = str(other)
+    out = run_script("train.py", *args)
+    assert out.returncode == 2 and "--allow-data-change" in out.stderr
+    assert load(tmp_path / "models" / "latest_model.pth")["epoch"] == 1
+    assert train.main(args + ["--allow-data-change"]) == 0
+    state = load(tmp_path / "models" / "latest_model.pth")
+    assert any("data set changed" in w for w in state["warnings"])
+
+
+def test_failed_write_stops_cleanly_and_keeps_old_files(tiny, tmp_path, monkeypatch):
+    real = checkpoint.torch.save
+    calls = {"n": 0}
+
+    def full_disk(obj, fh, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            fh.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(obj, fh, *a, **kw)
+
+    monkeypatch.setattr(checkpoint.torch, "save", full_disk)
+    with pytest.raises(checkpoint.CheckpointWriteError, match="latest_model.pth: No space left"):
+        train.main(tiny("--epochs", "3"))
+    models = tmp_path / "models"
+    assert checkpoint.load_checkpoint(models / "latest_model.pth")["epoch"] == 1
+    assert checkpoint.load_checkpoint(models / "best_model.pth")["epoch"] == 1
+    assert not list(models.glob(".*.tmp"))
+
+
+def test_keep_last_and_clean(tiny, tmp_path, capsys):
+    assert train.main(tiny("--epochs", "1", "--save-every", "1")) == 0
+    assert train.main(tiny("--epochs", "5", "--save-every", "1", "--keep-last", "2",
+                           "--force")) == 0
+    models = tmp_path / "models"
+    assert sorted(p.name for p in models.glob("checkpoint_epoch_*.pth")) == \
+        ["checkpoint_epoch_4.pth", "checkpoint_epoch_5.pth"]
+    assert (models / "latest_model.pth").exists() and (models / "best_model.pth").exists()
+    assert len(list(models.glob("archive/*/checkpoint_epoch_1.pth"))) == 1  # archive untouched
+    capsys.readouterr()
+    assert checkpoint_training.main(["--clean", "--keep-last", "1", "--model-dir", str(models)]) == 0
+    assert "checkpoint_epoch_4.pth" in capsys.readouterr().out
+    assert [p.name for p in models.glob("checkpoint_epoch_*.pth")] == ["checkpoint_epoch_5.pth"]
+    assert len(list(models.glob("archive/*/checkpoint_epoch_1.pth"))) == 1

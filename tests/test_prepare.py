@@ -1,0 +1,248 @@
+"""prepare.py: NTHU-DDD, UTA-RLDD and folder layouts (with their quirks) into clip storage;
+labels, subjects and splits; resume; worker-count independence; training on the result."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import dataset
+import evaluate
+import prepare
+import synthetic_videos as sv
+import train
+import video
+from conftest import run_script, tiny_args
+from errors import UserError
+
+# Small and fast: 5 fps, 16 px crops; 3 s at 30 fps (or 15) gives 15 frames per video.
+FAST = ["--fps", "5", "--image-size", "16", "--detect-every", "2", "--workers", "1"]
+
+
+def face_video(path: Path, seconds: float, fps: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    sv.render_video(path, sv.make_subject(path.stem, rng, fps), seconds, 0.5, rng)
+
+
+def labels(path: Path, digits: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(digits + "\n")
+
+
+@pytest.fixture(scope="module")
+def nthu(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("nthu")
+    train_dir = root / "Training_Dataset"
+    # 001: alert for 1.5 s, then drowsy (the expected clip labels are in the test).
+    face_video(train_dir / "001/noglasses/nonsleepyCombination.avi", 3, 30, 1)
+    labels(train_dir / "001/noglasses/001_nonsleepyCombination_drowsiness.txt", "0" * 45 + "1" * 45)
+    # A label file one frame longer than its video.
+    face_video(train_dir / "001/noglasses/yawning.avi", 3, 30, 2)
+    labels(train_dir / "001/noglasses/001_yawning_drowsiness.txt", "0" * 90 + "1")
+    # The misspelled copy, whose label uses the plain (and differently cased) name.
+    face_video(train_dir / "002/glasses/recitfiednonSleepyCombination.avi", 3, 30, 3)
+    labels(train_dir / "002/glasses/002_nonsleepyCombination_drowsiness.txt", "1" * 90)
+    # Night videos are 15 fps; one is not a video at all.
+    face_video(train_dir / "005/night_noglasses/slowBlinkWithNodding.avi", 3, 15, 4)
+    labels(train_dir / "005/night_noglasses/005_slowBlinkWithNodding_drowsiness.txt", "1" * 45)
+    (train_dir / "005/night_noglasses/sleepyCombination.avi").write_bytes(b"\0garbage" * 500)
+    labels(train_dir / "005/night_noglasses/005_sleepyCombination_drowsiness.txt", "1" * 90)
+    face_video(train_dir / "006/noglasses/yawning.avi", 3, 30, 5)  # no label file
+    # Evaluation: 'nightnoglasses' in the video name, 'night_noglasses' in the label's.
+    face_video(root / "Evaluation_Dataset/004/004_nightnoglasses_mix.mp4", 3, 15, 6)
+    labels(root / "Evaluation_Dataset/004/004_night_noglasses_mixing_drowsiness.txt", "0" * 45)
+    # Test video whose labels were shipped in a separate folder.
+    face_video(root / "Testing_Dataset/010/010_glasses_mix.mp4", 3, 30, 7)
+    labels(root / "Testing_Labels/010_glasses_mixing_drowsiness.txt", "1" * 90)
+    return root
+
+
+@pytest.fixture(scope="module")
+def rldd(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("rldd")
+    videos = ["Fold1_part1/01/0.mp4", "Fold1_part1/01/10.mov", "Fold1_part2/02/0.MOV",
+              "Fold1_part2/02/5.m4v", "Fold1_part2/02/10_1.mp4", "Fold1_part2/02/10_2.mp4",
+              "Fold2_part1/13/0.mp4", "Fold2_part1/13/10.mp4",
+              "Fold5_part2/Fold5_part2/55/0.mp4", "Fold5_part2/Fold5_part2/55/10.m4v"]
+    for seed, rel in enumerate(videos):
+        face_video(root / rel, 2, 30 if seed % 2 else 15, seed)
+    (root / "Fold1_part1/01/notes.txt").write_text("not a video")
+    return root
+
+
+def prepare_dir(source: Path, data: Path, fmt: str, *extra: str) -> dict:
+    assert prepare.main(["--prepare", str(source), "--format", fmt, "--data-dir", str(data),
+                         *FAST, *extra]) == 0
+    return dataset.load_manifest(data)
+
+
+def by_source(manifest: dict) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for rec in manifest["clips"]:
+        out.setdefault(rec["source"], []).append(rec)
+    return out
+
+
+def test_nthu_layout_labels_subjects_and_splits(nthu, tmp_path):
+    m = prepare_dir(nthu, tmp_path, "nthu", "--sequence-length", "8", "--stride", "2")
+    assert m["classes"] == ["alert", "drowsy"] and m["clip_shape"] == [8, 1, 16, 16]
+    clips = by_source(m)
+    assert sorted(clips) == ["Evaluation_Dataset/004/004_nightnoglasses_mix.mp4",
+                             "Testing_Dataset/010/010_glasses_mix.mp4",
+                             "Training_Dataset/001/noglasses/nonsleepyCombination.avi",
+                             "Training_Dataset/001/noglasses/yawning.avi",
+                             "Training_Dataset/002/glasses/recitfiednonSleepyCombination.avi",
+                             "Training_Dataset/005/night_noglasses/slowBlinkWithNodding.avi"]
+    # 15 frames at 5 fps; frames 0-7 come from source frames 0-42 (label 0), 8-14 from 48-84.
+    first = clips["Training_Dataset/001/noglasses/nonsleepyCombination.avi"]
+    assert [(c["start"], c["label"]) for c in first] == [(0, 0), (2, 0), (4, 1), (6, 1)]
+    assert first[2]["frame_labels"] == "00001111"  # a tie counts as drowsy
+    assert [c["label"] for c in clips["Training_Dataset/001/noglasses/yawning.avi"]] == [0] * 4
+    assert {c["label"] for c in clips["Testing_Dataset/010/010_glasses_mix.mp4"]} == {1}
+    assert clips["Evaluation_Dataset/004/004_nightnoglasses_mix.mp4"][0]["scenario"] == "night_noglasses"
+    assert m["label_length_mismatches"] == [
+        {"source": "Training_Dataset/001/noglasses/yawning.avi", "frames": 90, "labels": 91}]
+    skipped = {s["source"]: s["reason"] for s in m["skipped_videos"]}
+    assert set(skipped) == {"Training_Dataset/005/night_noglasses/sleepyCombination.avi",
+                            "Training_Dataset/006/noglasses/yawning.avi"}
+    assert "no label file" in skipped["Training_Dataset/006/noglasses/yawning.avi"]
+    # NTHU's own split: evaluation/test subjects test, one training subject for val.
+    assert m["splits"]["test"] == ["004", "010"]
+    assert len(m["splits"]["val"]) == 1 and len(m["splits"]["train"]) == 2
+    assert set(m["splits"]["val"] + m["splits"]["train"]) == {"001", "002", "005"}
+    assert all(c["face_fraction"] >= 0.5 for c in m["clips"])
+    assert np.mean([c["face_fraction"] for c in m["clips"]]) > 0.9
+    # Rows of clips.npy follow the records: compare one clip with a direct decode.
+    rec_index = next(i for i, c in enumerate(m["clips"]) if c["source"].endswith("slowBlinkWithNodding.avi")
+                     and c["start"] == 2)
+    faces = video.read_video_faces(nthu / m["clips"][rec_index]["source"], 5, 16, 1,
+                                   tracker=video.FaceTracker(detect_every=2))
+    assert np.array_equal(dataset.open_clips(tmp_path)[rec_index], faces.frames[2:10])
+
+
+def test_rldd_folds_classes_and_quirks(rldd, tmp_path):
+    m = prepare_dir(rldd, tmp_path / "two", "rldd", "--sequence-length", "4", "--stride", "2",
+                    "--fold", "5")
+    assert m["classes"] == ["alert", "drowsy"]
+    clips = by_source(m)
+    assert "Fold1_part2/02/5.m4v" not in clips  # low vigilant: left out with 2 classes
+    assert {c["label"] for c in clips["Fold1_part2/02/10_2.mp4"]} == {1}
+    assert {c["label"] for c in clips["Fold1_part2/02/0.MOV"]} == {0}
+    assert clips["Fold5_part2/Fold5_part2/55/0.mp4"][0]["fold"] == 5
+    assert len({c["id"] for c in m["clips"]}) == len(m["clips"])  # 10_1 and 10_2 apart
+    assert m["splits"]["test"] == ["55"]
+    assert sorted(m["splits"]["train"] + m["splits"]["val"]) == ["01", "02", "13"]
+    assert len(clips["Fold1_part1/01/0.mp4"]) == 4  # 2 s at 15 fps: 10 frames at 5 fps
+
+    m3 = prepare_dir(rldd, tmp_path / "three", "rldd", "--sequence-length", "4", "--stride", "2",
+                     "--rldd-classes", "3")
+    assert m3["classes"] == ["alert", "low_vigilant", "drowsy"]
+    assert {c["label"] for c in by_source(m3)["Fold1_part2/02/5.m4v"]} == {1}
+    assert {c["label"] for c in by_source(m3)["Fold1_part1/01/10.mov"]} == {2}
+    assert m3["splits"]["test"] == ["01", "02"]  # fold 1 by default
+
+
+def test_rldd_scan_duplicates_and_folds_without_files():
+    scan = prepare.scan_rldd(["Fold5_part2/55/0.mp4", "Fold5_part2/Fold5_part2/55/0.mp4",
+                              "Fold5_part2/Fold5_part2/55/10.mp4", "37/0.mov", "misc/clip.mp4"],
+                             2, test_fold=4)
+    assert [(v.path, v.subject, v.split) for v in scan.videos] == [
+        ("37/0.mov", "37", "test"),  # no Fold folder: subject 37 belongs to fold 4
+        ("Fold5_part2/55/0.mp4", "55", "train"),
+        ("Fold5_part2/Fold5_part2/55/10.mp4", "55", "train")]
+    assert {s["source"] for s in scan.skipped} == {"Fold5_part2/Fold5_part2/55/0.mp4", "misc/clip.mp4"}
+    with pytest.raises(UserError, match="--fold 3 has no videos"):
+        prepare.scan_rldd(["Fold1_part1/01/0.mp4"], 2, test_fold=3)
+
+
+def test_splits_never_share_a_subject():
+    videos = [prepare.Video(f"v{i}", f"s{i % 9}") for i in range(27)]
+    split, notes = prepare.assign_splits(videos, 0.15, seed=3)
+    assert sorted(split.values()).count("test") == 2 and sorted(split.values()).count("val") == 1
+    assert split == prepare.assign_splits(list(reversed(videos)), 0.15, seed=3)[0]
+    assert split != prepare.assign_splits(videos, 0.15, seed=4)[0]
+    with pytest.raises(UserError, match="subject s1 has videos in more than one split"):
+        prepare.assign_splits([prepare.Video("a", "s1", "train"), prepare.Video("b", "s1", "test")], 0.15, 0)
+
+
+def test_resume_after_interruption_gives_the_same_bytes(rldd, tmp_path, monkeypatch):
+    args = ("--sequence-length", "4", "--stride", "2")
+    prepare_dir(rldd, tmp_path / "straight", "rldd", *args)
+    calls = []
+    real = prepare.process_video
+
+    def interrupted(task, progress=None):
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        calls.append(task["path"])
+        return real(task, progress)
+
+    monkeypatch.setattr(prepare, "process_video", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_dir(rldd, tmp_path / "resumed", "rldd", *args)
+    assert not dataset.dataset_exists(tmp_path / "resumed")
+    monkeypatch.setattr(prepare, "process_video", lambda task, progress=None: calls.append(task["path"])
+                        or real(task, progress))
+    prepare_dir(rldd, tmp_path / "resumed", "rldd", *args)
+    assert len(calls) == 9 and len(set(calls)) == 9  # 3 before, 6 after: nothing twice
+    for name in ("clips.npy", "manifest.json"):
+        assert (tmp_path / "straight" / name).read_bytes() == (tmp_path / "resumed" / name).read_bytes()
+    # Same options again: nothing to do. Other clip options: re-cut without decoding.
+    before = (tmp_path / "resumed/clips.npy").stat().st_mtime_ns
+    prepare_dir(rldd, tmp_path / "resumed", "rldd", *args)
+    assert (tmp_path / "resumed/clips.npy").stat().st_mtime_ns == before
+    m = prepare_dir(rldd, tmp_path / "resumed", "rldd", "--sequence-length", "6", "--stride", "2")
+    assert len(calls) == 9 and m["clip_shape"][0] == 6
+
+
+def test_one_and_two_workers_write_identical_bytes(nthu, tmp_path):
+    prepare_dir(nthu, tmp_path / "one", "nthu", "--sequence-length", "4", "--workers", "1")
+    prepare_dir(nthu, tmp_path / "two", "nthu", "--sequence-length", "4", "--workers", "2")
+    for name in ("clips.npy", "manifest.json"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+
+
+def test_folders_layout_with_a_frame_folder_then_train_and_evaluate(tmp_path):
+    source = tmp_path / "videos"
+    sv.write_videos(source, layout="folders", num_subjects=3, seconds=2.0)
+    rng = np.random.default_rng(9)
+    subject = sv.make_subject("subject04", rng, fps=10)
+    folder = source / "drowsy/subject04_frames"
+    folder.mkdir()
+    for i in range(20):
+        cv2.imwrite(str(folder / f"{i:03d}.jpg"), sv.render_frame(subject, float(i > 10), 0, 0, rng))
+    data = tmp_path / "data"
+    m = prepare_dir(source, data, "folders", "--sequence-length", "8", "--stride", "4",
+                    "--frames-fps", "10")
+    assert m["classes"] == ["alert", "drowsy"]
+    assert {c["label"] for c in by_source(m)["drowsy/subject04_frames"]} == {1}
+    assert all(c["label"] == (c["source"].startswith("drowsy")) for c in m["clips"])
+    subjects = [set(m["splits"][s]) for s in ("train", "val", "test")]
+    assert all(subjects) and sum(map(len, subjects)) == len(set().union(*subjects)) == 4
+    assert all(c["subject"] in m["splits"][c["split"]] for c in m["clips"])
+    # The training suite reads it unchanged.
+    models = tmp_path / "models"
+    assert train.main(tiny_args(data, models, "--epochs", "1")) == 0
+    report = tmp_path / "report.json"
+    assert evaluate.main(["--model", str(models / "best_model.pth"), "--data-dir", str(data),
+                          "--json", str(report)]) == 0
+    assert report.is_file()
+
+
+def test_user_mistakes_are_one_line_errors(nthu, rldd, tmp_path):
+    with pytest.raises(UserError, match="is not a folder"):
+        prepare.main(["--prepare", str(tmp_path / "missing"), "--format", "nthu"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no videos"):
+        prepare.main(["--prepare", str(tmp_path / "empty"), "--format", "rldd"])
+    with pytest.raises(UserError, match="fits the 'nthu' layout"):
+        prepare.main(["--prepare", str(rldd), "--format", "nthu", "--data-dir", str(tmp_path / "d")])
+    prepare_dir(rldd, tmp_path / "d", "rldd", "--sequence-length", "4")
+    with pytest.raises(UserError, match="add --force"):
+        prepare_dir(nthu, tmp_path / "d", "nthu", "--sequence-length", "4")
+    result = run_script("prepare.py", "--prepare", str(tmp_path / "missing"), "--format", "nthu")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "is not a folder" in result.stderr

@@ -1,0 +1,126 @@
+"""video.py (decoding, resampling, face tracking, crops) and synthetic_videos.py."""
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+import synthetic_videos as sv
+import video
+
+
+def iou(a, b) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    w = max(0, min(ax + aw, bx + bw) - max(ax, bx))
+    h = max(0, min(ay + ah, by + bh) - max(ay, by))
+    return w * h / (aw * ah + bw * bh - w * h)
+
+
+def counter_video(path, frames: int, fps: float) -> None:
+    """Frame i is a flat image of brightness 8 * i: decoded frames tell their index."""
+    sv.write_video(path, [np.full((48, 64, 3), 8 * i, np.uint8) for i in range(frames)], fps)
+
+
+def test_tracker_finds_grace_hopper_and_keeps_the_box_on_a_miss():
+    photo = sv.face_photo()
+    tracker = video.FaceTracker(detect_every=1)
+    box, found = tracker.update(photo)
+    assert found and iou(box, sv.PHOTO_FACE) > 0.7
+    blank = np.full_like(photo, 128)
+    assert tracker.update(blank) == (box, False)  # the last box survives a miss
+    shifted = np.roll(photo, 12, axis=1)
+    moved, found = tracker.update(shifted)
+    assert found and box[0] < moved[0] < box[0] + 12  # smoothed: part of the way
+    assert video.FaceTracker().update(blank) == (None, False)
+
+
+def test_tracker_detects_every_nth_frame_only():
+    tracker = video.FaceTracker(detect_every=3)
+    for _ in range(10):
+        tracker.update(sv.face_photo())
+    assert tracker.detections == 4  # frames 0, 3, 6, 9
+
+
+def test_crop_face_geometry_and_colour():
+    frame = np.zeros((100, 120, 3), np.uint8)
+    frame[:, :, 0] = 255  # pure blue in BGR
+    assert video.square_box((0, 0, 50, 50), frame.shape, 0.2) == (0, 0, 70, 70)  # kept inside
+    assert video.square_box((100, 80, 30, 30), frame.shape, 0.2) == (78, 58, 42, 42)
+    assert video.square_box(None, frame.shape) == (10, 0, 100, 100)
+    rgb = video.crop_face(frame, (40, 30, 30, 30), 16, 3)
+    assert rgb.shape == (3, 16, 16) and rgb.dtype == np.uint8
+    assert (rgb[2] == 255).all() and (rgb[0] == 0).all()  # RGB order
+    gray = video.crop_face(frame, None, 8, 1)
+    assert gray.shape == (1, 8, 8) and abs(int(gray[0, 0, 0]) - 29) <= 1  # 0.114 * 255
+
+
+@pytest.mark.parametrize("source_fps,target_fps", [(30, 10), (15, 10), (15, 30)])
+def test_iter_frames_resamples_by_time(tmp_path, source_fps, target_fps):
+    path = tmp_path / f"counter{source_fps}.avi"
+    counter_video(path, 24, source_fps)
+    got = list(video.iter_frames(path, target_fps))
+    ratio = source_fps / target_fps
+    expected = [math.floor(k * ratio + 1e-6) for k in range(math.ceil(24 / ratio))]
+    assert [i for i, _ in got] == expected
+    for index, frame in got:  # the frame shown is really that source frame
+        assert abs(float(frame.mean()) - 8 * index) < 4
+
+
+def test_frame_folder_and_unreadable_file(tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(12):  # natural order: 2.png before 10.png
+        cv2.imwrite(str(folder / f"{i}.png"), np.full((20, 20, 3), 10 * i, np.uint8))
+    got = list(video.iter_frames(folder, 10, source_fps=20))
+    assert [i for i, _ in got] == [0, 2, 4, 6, 8, 10]
+    assert [int(f[0, 0, 0]) for _, f in got] == [0, 20, 40, 60, 80, 100]
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video at all" * 100)
+    with pytest.raises(video.VideoError):
+        video.read_video_faces(broken, 10, 16, 1)
+
+
+def test_read_video_faces_on_a_synthetic_face_video(tmp_path):
+    rng = np.random.default_rng(0)
+    subject = sv.make_subject("s", rng, fps=15)
+    sv.render_video(tmp_path / "s.mp4", subject, 3.0, 1.0, rng)
+    faces = video.read_video_faces(tmp_path / "s.mp4", 10, 24, 1)
+    assert faces.frames.shape == (30, 1, 24, 24) and faces.source_frames == 45
+    assert faces.source_fps == 15 and faces.face_found.mean() > 0.9
+    assert list(faces.source_index[:4]) == [0, 1, 3, 4]
+    assert faces.decode_seconds > 0 and faces.detect_seconds > 0
+
+
+def test_synthetic_drowsiness_differs_in_time():
+    """Alert: only blinks (eyes shut < 0.4 s); drowsy: long closures or yawns (>= 1 s)."""
+    def longest_run(mask: np.ndarray) -> int:
+        best = run = 0
+        for value in mask:
+            run = run + 1 if value else 0
+            best = max(best, run)
+        return best
+
+    fps = 30
+    for seed in range(5):
+        alert = sv.timeline(np.random.default_rng(seed), 30, fps, 0.0)
+        drowsy = sv.timeline(np.random.default_rng(seed), 30, fps, 1.0)
+        assert alert["label"].sum() == 0 and drowsy["label"].all()
+        assert 0 < longest_run(alert["eyes"] > 0.5) < 0.4 * fps
+        assert alert["mouth"].max() == 0 and alert["nod"].max() == 0
+        assert max(longest_run(drowsy["eyes"] > 0.5), longest_run(drowsy["mouth"] > 0.5)) >= fps
+        assert (drowsy["eyes"] > 0.5).mean() > 2 * (alert["eyes"] > 0.5).mean()
+
+
+def test_synthetic_nthu_layout_has_matching_label_files(tmp_path):
+    summary = sv.write_videos(tmp_path, layout="nthu", num_subjects=3, seconds=1.0)
+    assert "18 synthetic videos" in summary  # 2 training subjects x 2 scenarios x 4 + 1 x 2 mix
+    label = tmp_path / "Training_Dataset/001/night_noglasses/001_yawning_drowsiness.txt"
+    assert len(label.read_text().strip()) == 15  # one digit per frame at 15 fps
+    mix = tmp_path / "Evaluation_Dataset/003/003_nightnoglasses_mix.mp4"
+    with video.VideoReader(mix) as reader:
+        frames = sum(1 for _ in reader)
+    labels = (tmp_path / "Evaluation_Dataset/003/003_night_noglasses_mixing_drowsiness.txt").read_text()
+    assert frames == len(labels.strip()) == 30
