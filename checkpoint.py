@@ -23,6 +23,7 @@ import os
 import pickle
 import re
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -161,9 +162,13 @@ class CheckpointStore:
     """Owns the model folder: which file each save goes to, retention, archiving, and
     finding the checkpoint to resume from. The training loop only hands it state."""
 
-    def __init__(self, model_dir: str | Path, save_every: int = 10, keep_last: int = 0):
+    def __init__(self, model_dir: str | Path, save_every: int = 10, keep_last: int = 0,
+                 background: bool = False):
         self.dir = Path(model_dir)
         self.save_every, self.keep_last = save_every, keep_last
+        self.background = background
+        self._writer: threading.Thread | None = None
+        self._error: BaseException | None = None
 
     @property
     def latest(self) -> Path:
@@ -196,19 +201,48 @@ class CheckpointStore:
 
     def save(self, state: dict, is_best: bool = False, epoch_end: bool = True) -> list[str]:
         """Write latest_model.pth, then link best and epoch backups to it as due.
-        Returns the file names written."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        write_checkpoint(state, self.latest)
-        written = [LATEST]
+        Returns the file names written.
+
+        With `background`, the loop is blocked only while the state is copied; the disk
+        write (checksum, fsync, rename, links, retention) runs in a thread. The next save
+        first waits for the previous one, so files are never written concurrently, and a
+        failed write is raised then (or by `wait`)."""
+        self.wait()
         epoch = state["epoch"]
+        names = [LATEST]
         if epoch_end and self.save_every and epoch % self.save_every == 0:
-            self._copy_latest_to(self.dir / epoch_name(epoch))
-            written.append(epoch_name(epoch))
+            names.append(epoch_name(epoch))
         if is_best:
-            self._copy_latest_to(self.best)
-            written.append(BEST)
+            names.append(BEST)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if not self.background:
+            self._write(state, names)
+            return names
+        self._writer = threading.Thread(target=self._write_in_background,
+                                        args=(_snapshot(state), names), name="checkpoint-writer")
+        self._writer.start()
+        return names
+
+    def wait(self) -> None:
+        """Block until the last background save is on disk; raise its error, if any."""
+        if self._writer is not None:
+            self._writer.join()
+            self._writer = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def _write_in_background(self, state: dict, names: list[str]) -> None:
+        try:
+            self._write(state, names)
+        except BaseException as err:  # handed to the training loop by wait()
+            self._error = err
+
+    def _write(self, state: dict, names: list[str]) -> None:
+        write_checkpoint(state, self.latest)
+        for name in names[1:]:
+            self._copy_latest_to(self.dir / name)
         self.prune()
-        return written
 
     def _copy_latest_to(self, target: Path) -> None:
         # latest_model.pth is always replaced by rename, never rewritten in place, so a
@@ -286,6 +320,17 @@ class CheckpointStore:
         os.replace(self.latest, aside)
         return path, state, [f"{damage}", f"moved it aside to {aside.name}",
                              f"resuming from {path.name} (epoch {state['epoch']}) instead"]
+
+
+def _snapshot(obj: Any) -> Any:
+    """A private CPU copy of every tensor, so training can go on changing its own."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _snapshot(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_snapshot(v) for v in obj)
+    return obj
 
 
 def _epoch_of(path: Path) -> int:

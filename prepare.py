@@ -83,7 +83,8 @@ def list_videos(source: Path, skip: Path | None, frame_folders: bool) -> list[st
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and
                          (skip is None or (here / d).resolve() != skip))
         rel = here.relative_to(source).as_posix()
-        if frame_folders and rel != "." and any(f.lower().endswith(video.IMAGE_EXTENSIONS) for f in files):
+        images = any(f.lower().endswith(video.IMAGE_EXTENSIONS) for f in files)
+        if frame_folders and rel != "." and images:
             found.append(rel)
             dirs[:] = []
             continue
@@ -124,13 +125,15 @@ def scan_nthu(source: Path, paths: list[str]) -> Scan:
             subject, scenario, name = parts[-3], parts[-2], RECTIFIED.sub("", stem)
             key = _norm(f"{subject}{name}drowsiness")
         else:
-            scan.skipped.append({"source": rel, "reason": "not in <subject>/<scenario>/ and not named <subject>_<scenario>_mix"})
+            scan.skipped.append({"source": rel, "reason": "not in <subject>/<scenario>/ and "
+                                 "not named <subject>_<scenario>_mix"})
             continue
         label = labels_by_dir.get(str(Path(rel).parent), {}).get(key)
         if label is None and len(everywhere.get(key, [])) == 1:
             label = everywhere[key][0]  # labels shipped in a separate folder
         if label is None:
-            scan.skipped.append({"source": rel, "reason": f"no label file {subject}_..._drowsiness.txt for it"})
+            scan.skipped.append({"source": rel,
+                                 "reason": f"no label file {subject}_..._drowsiness.txt for it"})
             continue
         try:
             digits = read_label_digits(source / label)
@@ -144,7 +147,8 @@ def scan_nthu(source: Path, paths: list[str]) -> Scan:
         # A rectified copy beside the original replaces it rather than doubling it.
         slot = (subject, _norm(scenario), _norm(name))
         if slot in chosen:
-            keep, drop = sorted((chosen[slot], item), key=lambda v: not RECTIFIED.match(Path(v.path).stem))
+            keep, drop = sorted((chosen[slot], item),
+                                key=lambda v: not RECTIFIED.match(Path(v.path).stem))
             scan.skipped.append({"source": drop.path, "reason": f"duplicate of {keep.path}"})
             item = keep
         chosen[slot] = item
@@ -163,7 +167,8 @@ def scan_rldd(paths: list[str], num_classes: int, test_fold: int) -> Scan:
             scan.skipped.append({"source": rel, "reason": "not <subject>/<0|5|10>[_part].<ext>"})
             continue
         subject = f"{int(parts[-2]):02d}" if parts[-2].isdigit() else parts[-2]
-        folds = [int(m[1]) for p in parts[:-2] if (m := re.fullmatch(r"fold_?(\d+)(?:_part\d+)?", p, re.I))]
+        folds = [int(m[1]) for p in parts[:-2]
+                 if (m := re.fullmatch(r"fold_?(\d+)(?:_part\d+)?", p, re.IGNORECASE))]
         fold = folds[-1] if folds else ((int(subject) - 1) // 12 + 1 if subject.isdigit() else None)
         if fold is None:
             scan.skipped.append({"source": rel, "reason": "no Fold<k>_part<p> folder above it"})
@@ -236,7 +241,8 @@ def _carve(subjects: list[str], fraction: float, seed: int, salt: str) -> list[s
     return sorted(order[:min(len(order) - 1, max(1, round(len(order) * fraction)))])
 
 
-def assign_splits(videos: list[Video], val_fraction: float, seed: int) -> tuple[dict[str, str], list[str]]:
+def assign_splits(videos: list[Video], val_fraction: float,
+                  seed: int) -> tuple[dict[str, str], list[str]]:
     """Subject -> split. Layout-given splits are kept; test, when the layout names none,
     and val are carved out of the training subjects. A subject never spans two splits."""
     given: dict[str, set] = {}
@@ -278,13 +284,13 @@ def process_video(task: dict, progress: Callable[[int], None] | None = None) -> 
 
     A video OpenCV cannot read is cached as an error, so a rerun does not retry it."""
     opts, shard = task["frame_options"], Path(task["shard"])
-    tracker = video.FaceTracker(detect_every=opts["detect_every"], detect_width=opts["detect_width"])
+    tracker = video.FaceTracker(opts["detect_every"], opts["detect_width"])
     frame_folder = Path(task["file"]).is_dir()
     try:
-        faces = video.read_video_faces(task["file"], opts["fps"], opts["image_size"], opts["channels"],
-                                       tracker=tracker, margin=opts["margin"],
-                                       source_fps=opts["frames_fps"] if frame_folder else None,
-                                       progress=progress)
+        faces = video.read_video_faces(
+            task["file"], opts["fps"], opts["image_size"], opts["channels"], tracker=tracker,
+            margin=opts["margin"], source_fps=opts["frames_fps"] if frame_folder else None,
+            progress=progress)
     except (video.VideoError, cv2.error) as err:
         message = str(err).strip().splitlines()[-1]
         _atomic_write(shard.with_suffix(".error"), lambda fh: fh.write(message.encode()))
@@ -336,7 +342,8 @@ def _drain(progress, bar: tqdm) -> None:
 
 # ----------------------------------------------------------------------------- clips
 def cut_clips(item: Video, found: np.ndarray, source_index: np.ndarray, split: str,
-              sequence_length: int, stride: int, min_face: float) -> tuple[list[dict], list[int], dict]:
+              sequence_length: int, stride: int,
+              min_face: float) -> tuple[list[dict], list[int], dict]:
     """Clip records of one video, the start frame of each kept clip, and counts."""
     n = len(found)
     labels = None
@@ -369,47 +376,54 @@ def cut_clips(item: Video, found: np.ndarray, source_index: np.ndarray, split: s
 # ----------------------------------------------------------------------------- command line
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="dataset.py --prepare",
+        prog="dataset.py",
         description="Turn driver videos into the clip data set training reads, split by subject.",
         epilog="Example: python dataset.py --prepare ~/NTHU-DDD --format nthu --data-dir data/nthu")
-    p.add_argument("--prepare", required=True, metavar="SOURCE", help="folder of the videos, as unpacked")
-    p.add_argument("--format", required=True, choices=FORMATS,
-                   help="layout: nthu (NTHU-DDD), rldd (UTA-RLDD) or folders "
-                        "(<split or any>/<label>/<subject>_<anything>.<ext> or frame folders)")
-    p.add_argument("--data-dir", default="data", help="output folder (default: data)")
-    # 10 fps keeps every cue of drowsiness (a blink lasts 100-400 ms, a closure or yawn
+    add = p.add_argument
+    add("--prepare", required=True, metavar="SOURCE", help="folder of the videos, as unpacked")
+    add("--format", required=True, choices=FORMATS,
+        help="layout: nthu (NTHU-DDD), rldd (UTA-RLDD) or folders "
+             "(<split or any>/<label>/<subject>_<anything>.<ext>, or folders of frame images)")
+    add("--data-dir", default="data", metavar="DIR", help="output folder (default: data)")
+    # 10 fps keeps every cue of drowsiness (a blink lasts 100-400 ms, a closure or a yawn
     # seconds) at a third of the cost of 30 fps; 30 frames = 3 s, stride 15 = half overlap.
-    p.add_argument("--fps", type=float, default=10.0, help="frames per second kept (default: 10)")
-    p.add_argument("--sequence-length", type=int, default=30, help="frames per clip (default: 30)")
-    p.add_argument("--stride", type=int, default=15, help="frames between clip starts (default: 15)")
+    add("--fps", type=float, default=10.0, metavar="F", help="frames per second kept (default: 10)")
+    add("--sequence-length", type=int, default=30, metavar="N",
+        help="frames per clip (default: 30)")
+    add("--stride", type=int, default=15, metavar="N",
+        help="frames between clip starts (default: 15)")
     # 64 px lets training use 32 or 64 (the loader resizes); grayscale suits NTHU's infrared.
-    p.add_argument("--image-size", type=int, default=64, help="face crop side in pixels (default: 64)")
-    p.add_argument("--channels", type=int, default=1, choices=(1, 3), help="1 grayscale, 3 colour (default: 1)")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                   help=f"parallel processes, over videos (default: {os.cpu_count() or 1})")
-    p.add_argument("--min-face-fraction", type=float, default=0.5,
-                   help="drop clips where the face was found in fewer of their frames (default: 0.5)")
-    p.add_argument("--rldd-classes", type=int, default=2, choices=(2, 3),
-                   help="rldd: 2 = alert vs drowsy (low-vigilant videos left out), 3 = all (default: 2)")
-    p.add_argument("--fold", type=int, default=1, help="rldd: the test fold, 1-5 (default: 1)")
-    p.add_argument("--val-fraction", type=float, default=0.15,
-                   help="share of training subjects held out for validation (default: 0.15)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the subject split (default: 0)")
-    p.add_argument("--frames-fps", type=float, default=None,
-                   help="folders: frame rate of folders of frame images (default: --fps)")
-    p.add_argument("--detect-every", type=int, default=3, help="run face detection every N kept frames (default: 3)")
-    p.add_argument("--detect-width", type=int, default=160,
-                   help="frame width face detection runs at (default: 160)")
-    p.add_argument("--margin", type=float, default=0.2, help="crop margin around the face, share of its size (default: 0.2)")
-    p.add_argument("--force", action="store_true", help="replace a data set in --data-dir made from something else")
+    add("--image-size", type=int, default=64, metavar="N",
+        help="face crop side, pixels (default: 64)")
+    add("--channels", type=int, default=1, choices=(1, 3), help="1 gray, 3 colour (default: 1)")
+    add("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
+        help=f"processes working on videos in parallel (default: {os.cpu_count() or 1})")
+    add("--min-face-fraction", type=float, default=0.5, metavar="F",
+        help="drop clips with a face found in fewer of their frames (default: 0.5)")
+    add("--rldd-classes", type=int, default=2, choices=(2, 3),
+        help="rldd: 2 = alert vs drowsy (low-vigilant videos left out), 3 = all (default: 2)")
+    add("--fold", type=int, default=1, metavar="N", help="rldd: the test fold, 1-5 (default: 1)")
+    add("--val-fraction", type=float, default=0.15, metavar="F",
+        help="share of training subjects held out for validation (default: 0.15)")
+    add("--seed", type=int, default=0, metavar="N", help="seed of the subject split (default: 0)")
+    add("--frames-fps", type=float, default=None, metavar="F",
+        help="folders: frame rate of folders of frame images (default: --fps)")
+    add("--detect-every", type=int, default=3, metavar="N",
+        help="run face detection on every N-th kept frame (default: 3)")
+    add("--detect-width", type=int, default=160, metavar="N",
+        help="width of the frame copy face detection searches (default: 160)")
+    add("--margin", type=float, default=0.2, metavar="F",
+        help="crop margin around the face, share of its size (default: 0.2)")
+    add("--force", action="store_true",
+        help="replace a data set in --data-dir that was made from something else")
     args = p.parse_args(argv)
     checks = [(args.fps > 0, "--fps must be positive"),
-              (args.sequence_length >= 1 and args.stride >= 1, "--sequence-length and --stride must be at least 1"),
+              (min(args.sequence_length, args.stride, args.workers, args.detect_every) >= 1,
+               "--sequence-length, --stride, --workers and --detect-every must be at least 1"),
               (args.image_size >= 8, "--image-size must be at least 8"),
-              (args.workers >= 1, "--workers must be at least 1"),
+              (args.detect_width >= 48, "--detect-width must be at least 48"),
               (0 <= args.min_face_fraction <= 1, "--min-face-fraction must be between 0 and 1"),
               (0 <= args.val_fraction < 0.5, "--val-fraction must be in [0, 0.5)"),
-              (args.detect_every >= 1 and args.detect_width >= 48, "--detect-every >= 1 and --detect-width >= 48"),
               (0 <= args.margin <= 1, "--margin must be between 0 and 1")]
     for ok, message in checks:
         if not ok:
@@ -418,7 +432,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dataset import dataset_exists, load_manifest, write_clip_store  # torch: not in workers
+    from dataset import write_clip_store  # imports torch: kept out of the worker processes
     args = parse_args(argv)
     started = time.perf_counter()
     source, data_dir = Path(args.prepare).expanduser(), Path(args.data_dir)
@@ -427,48 +441,79 @@ def main(argv: list[str] | None = None) -> int:
     split_of, notes = assign_splits(scan.videos, args.val_fraction, args.seed)
     scan.notes += notes
 
-    frame_options = {"version": CACHE_VERSION, "fps": args.fps, "image_size": args.image_size,
-                     "channels": args.channels, "detect_every": args.detect_every,
-                     "detect_width": args.detect_width, "margin": args.margin,
-                     "frames_fps": args.frames_fps or args.fps}
-    options = {**frame_options, "format": args.format, "sequence_length": args.sequence_length,
-               "stride": args.stride, "min_face_fraction": args.min_face_fraction,
-               "val_fraction": args.val_fraction, "seed": args.seed}
+    frame_options = {"prepare_version": CACHE_VERSION, "fps": args.fps,
+                     "image_size": args.image_size, "channels": args.channels,
+                     "detect_every": args.detect_every, "detect_width": args.detect_width,
+                     "margin": args.margin, "frames_fps": args.frames_fps or args.fps}
+    options = {**frame_options, "sequence_length": args.sequence_length, "stride": args.stride,
+               "min_face_fraction": args.min_face_fraction, "val_fraction": args.val_fraction,
+               "seed": args.seed}
     if args.format == "rldd":
         options.update(fold=args.fold, rldd_classes=args.rldd_classes)
     # A video's cache file is named by its path and size: a replaced file is redone.
     sizes = {v.path: _size(source / v.path) for v in scan.videos}
-    fingerprint = _digest([options, [(v.path, sizes[v.path], v.frame_labels and _digest(v.frame_labels))
-                                     for v in scan.videos]])
-    if dataset_exists(data_dir):
-        old = load_manifest(data_dir).get("prepare", {})
-        if old.get("fingerprint") == fingerprint:
-            print(f"Already prepared: {data_dir}/ holds these videos with these options; nothing to do.")
-            return 0
-        if old.get("source_dir") != str(source) and not args.force:
-            raise UserError(f"{data_dir}/ already holds a data set made from something else; add "
-                            f"--force to replace it or choose another --data-dir")
-        (data_dir / "manifest.json").unlink()  # never a manifest that mismatches clips.npy
+    fingerprint = _digest([args.format, options, [(v.path, sizes[v.path], v.frame_labels)
+                                                  for v in scan.videos]])
+    if not _clear_store(data_dir, source, fingerprint, args.force):
+        print(f"Already prepared: {data_dir}/ holds these videos with these options; "
+              f"nothing to do.")
+        return 0
 
     cache = data_dir / CACHE_DIR / f"frames-{_digest(frame_options)[:12]}"
     cache.mkdir(parents=True, exist_ok=True)
     shard_of = {v.path: cache / f"{_digest([v.path, sizes[v.path]])[:20]}.npz" for v in scan.videos}
     todo = [{"path": v.path, "file": str(source / v.path), "shard": str(shard_of[v.path]),
              "frame_options": frame_options} for v in scan.videos
-            if not shard_of[v.path].exists() and not shard_of[v.path].with_suffix(".error").exists()]
+            if not any(shard_of[v.path].with_suffix(s).exists() for s in (".npz", ".error"))]
     stats = _process(todo, args.workers, len(scan.videos))
 
-    records, blocks, counts = [], [], Counter()
-    mismatches = []
+    records, blocks, counts, mismatches = collect_clips(scan, shard_of, split_of, args)
+    meta = {"classes": scan.classes, "source": args.format, "source_dir": str(source), **options,
+            "prepare_fingerprint": fingerprint, "skipped_videos": scan.skipped,
+            "label_length_mismatches": mismatches}
+    write_clip_store(data_dir, _clip_blocks(blocks, args.sequence_length), records, meta)
+    _remove_stale(data_dir / CACHE_DIR, cache, set(shard_of.values()))
+    print(summary(args, scan, records, counts, mismatches, stats, split_of,
+                  time.perf_counter() - started, [source / t["path"] for t in todo[:3]]))
+    return 0
+
+
+def _clear_store(data_dir: Path, source: Path, fingerprint: str, force: bool) -> bool:
+    """False when DATA_DIR already holds exactly this result. Otherwise removes its
+    manifest (so a crash mid-write never leaves one that mismatches clips.npy); a data set
+    made from another SOURCE, or by something else, is only replaced with --force."""
+    from dataset import dataset_exists, load_manifest
+    if not dataset_exists(data_dir):
+        return True
+    try:
+        old = load_manifest(data_dir)
+    except UserError:
+        old = {}
+    if old.get("prepare_fingerprint") == fingerprint:
+        return False
+    if old.get("source_dir") != str(source) and not force:
+        raise UserError(f"{data_dir}/ already holds a data set made from something else; add "
+                        f"--force to replace it or choose another --data-dir")
+    (data_dir / "manifest.json").unlink()
+    return True
+
+
+def collect_clips(scan: Scan, shard_of: dict[str, Path], split_of: dict[str, str],
+                  args: argparse.Namespace) -> tuple[list[dict], list, Counter, list[dict]]:
+    """Records of all clips in video path order, with where their frames are, from the
+    per-video cache; videos that failed are moved to scan.skipped."""
+    records, blocks, counts, mismatches = [], [], Counter(), []
     for item in scan.videos:
         shard = shard_of[item.path]
         if shard.with_suffix(".error").exists():
-            scan.skipped.append({"source": item.path, "reason": shard.with_suffix(".error").read_text()})
+            scan.skipped.append({"source": item.path,
+                                 "reason": shard.with_suffix(".error").read_text()})
             continue
         with np.load(shard) as z:
             found, index, decoded = z["face_found"], z["source_index"], int(z["source_frames"])
         if item.frame_labels is not None and len(item.frame_labels) != decoded:
-            mismatches.append({"source": item.path, "frames": decoded, "labels": len(item.frame_labels)})
+            mismatches.append({"source": item.path, "frames": decoded,
+                               "labels": len(item.frame_labels)})
         recs, kept, c = cut_clips(item, found, index, split_of[item.subject],
                                   args.sequence_length, args.stride, args.min_face_fraction)
         counts.update(c, videos=1)
@@ -476,17 +521,11 @@ def main(argv: list[str] | None = None) -> int:
         blocks.append((shard, kept))
     if not records:
         raise UserError(f"no clip survived: the videos are shorter than --sequence-length "
-                        f"{args.sequence_length} frames at {args.fps:g} fps, or faces were found in "
-                        f"fewer than --min-face-fraction {args.min_face_fraction} of their frames")
+                        f"{args.sequence_length} frames at {args.fps:g} fps, or faces were "
+                        f"found in fewer than --min-face-fraction {args.min_face_fraction} of "
+                        f"their frames")
     scan.skipped.sort(key=lambda s: s["source"])
-    meta = {"classes": scan.classes, "source": args.format, "source_dir": str(source), **options,
-            "prepare": {"fingerprint": fingerprint, "source_dir": str(source)},
-            "skipped_videos": scan.skipped, "label_length_mismatches": mismatches}
-    write_clip_store(data_dir, _clip_blocks(blocks, args.sequence_length), records, meta)
-    _remove_stale(data_dir / CACHE_DIR, cache, set(shard_of.values()))
-    print(summary(args, scan, records, counts, mismatches, stats, split_of,
-                  time.perf_counter() - started, [source / t["path"] for t in todo[:3]]))
-    return 0
+    return records, blocks, counts, mismatches
 
 
 def scan_source(source: Path, data_dir: Path, args: argparse.Namespace) -> Scan:
@@ -578,9 +617,10 @@ def summary(args: argparse.Namespace, scan: Scan, records: list[dict], counts: C
             mismatches: list[dict], stats: Counter, split_of: dict[str, str], seconds: float,
             timed: list[Path]) -> str:
     """The report printed at the end: videos, frames, faces, clips per split and label, speed."""
+    cached = stats["done"] - stats["processed"]
     lines = [f"Prepared {counts['videos']} videos from {args.prepare} ({args.format}) into "
-             f"{args.data_dir}/ in {seconds:.1f} s "
-             f"({stats['processed']} processed now, {stats['done'] - stats['processed']} from the cache)."]
+             f"{args.data_dir}/ in {seconds:.1f} s ({stats['processed']} processed now, "
+             f"{cached} from the cache)."]
     if scan.skipped:
         lines.append(f"  skipped {len(scan.skipped)} videos (all listed in manifest.json):")
         lines += [f"    {s['source']}: {s['reason']}" for s in scan.skipped[:10]]
@@ -589,25 +629,24 @@ def summary(args: argparse.Namespace, scan: Scan, records: list[dict], counts: C
                  f"{100 * counts['found'] / max(1, counts['frames']):.1f}%")
     if mismatches:
         worst = max(abs(m["frames"] - m["labels"]) for m in mismatches)
-        lines.append(f"  labels: {len(mismatches)} label files differ in length from their video "
-                     f"(by up to {worst} frames); clipped to the shorter")
+        lines.append(f"  labels: {len(mismatches)} label files differ in length from their "
+                     f"video (by up to {worst} frames); clipped to the shorter")
     lines.append(f"  clips: {len(records)} of {args.sequence_length} frames, stride {args.stride}; "
-                 f"{counts['dropped']} dropped (face in < {args.min_face_fraction:g} of their frames)")
+                 f"{counts['dropped']} dropped (face in < {args.min_face_fraction:g} of frames)")
     per = Counter((r["split"], r["label"]) for r in records)
     lines.append(f"    {'':6}" + "".join(f"{c:>14}" for c in scan.classes) + f"{'subjects':>10}")
     for split in ("train", "val", "test"):
-        subjects = sum(1 for s in split_of.values() if s == split)
-        lines.append(f"    {split:6}" + "".join(f"{per[split, i]:>14}" for i in range(len(scan.classes)))
-                     + f"{subjects:>10}")
+        cells = "".join(f"{per[split, i]:>14}" for i in range(len(scan.classes)))
+        lines.append(f"    {split:6}{cells}{sum(s == split for s in split_of.values()):>10}")
     if stats["source_frames"]:
-        decode = video.decode_fps(timed)
-        lines.append(f"  speed: {stats['source_frames'] / stats['seconds']:.0f} source frames/s with "
-                     f"{stats['workers']} worker(s), {stats['source_frames'] / stats['total_s']:.0f}/s "
-                     f"per worker; OpenCV decode alone: {decode:.0f} frames/s (1 thread, first "
-                     f"{len(timed)} videos); face detection took "
+        frames = stats["source_frames"]
+        lines.append(f"  speed: {frames / stats['seconds']:.0f} source frames/s with "
+                     f"{stats['workers']} worker(s), {frames / stats['total_s']:.0f}/s per worker; "
+                     f"OpenCV decode alone: {video.decode_fps(timed):.0f} frames/s (1 thread, "
+                     f"first {len(timed)} videos); face detection took "
                      f"{stats['detect_s'] / max(stats['decode_s'], 1e-9):.2f}x the decode time")
-    lines.append(f"  cache: {args.data_dir}/{CACHE_DIR}/ holds the per-video crops (changing only "
-                 f"clip options reuses them; delete it to free space)")
+    lines.append(f"  cache: {args.data_dir}/{CACHE_DIR}/ holds the per-video crops (changing "
+                 f"only clip options reuses them; delete it to free space)")
     return "\n".join(lines)
 
 

@@ -1,10 +1,10 @@
 """The built-in synthetic data set: drawn faces whose fatigue shows only over time.
 
-A single frame cannot tell the classes apart: alert drivers blink, talk and glance down,
-drowsy ones close their eyes, yawn and nod. What differs is duration: an alert clip has
-several short blinks, a drowsy clip one long closure or a few slow blinks, with about
-the same number of closed-eye frames. So a model that ignores frame order stays near
-chance, and one that reads the sequence can be right.
+A single frame cannot tell the classes apart, and neither can a count of frames: alert
+drivers blink, talk and glance down, drowsy ones close their eyes, yawn and nod, for the
+same number of frames in both classes. What differs is duration: an alert clip has
+several quick blinks, a drowsy clip one long closure or two slow blinks. So a model that
+ignores frame order stays near chance, and one that reads the sequence can be right.
 
 Subjects differ in face shape, skin tone, position, scale, lighting and sensor noise, and
 the split is by subject, so validation and test faces are never seen in training.
@@ -38,52 +38,55 @@ def make_subject(rng: np.random.Generator) -> Subject:
                    eye_w=rng.uniform(0.22, 0.28), mouth_w=rng.uniform(0.3, 0.45))
 
 
-def _bump(track: np.ndarray, start: int, rise: int, hold: int, fall: int, level: float,
-          towards: float) -> None:
-    """Move `track` from its value to `towards` over `rise` frames, hold, and come back."""
-    ramp = list(np.linspace(0, 1, rise + 2)[1:-1]) + [1.0] * hold + \
-        list(np.linspace(1, 0, fall + 2)[1:-1])
-    for k, w in enumerate(ramp):
-        t = start + k
-        if 0 <= t < len(track):
-            track[t] = (1 - w * level) * track[t] + w * level * towards
+def _runs(rng: np.random.Generator, total: int, long: bool) -> list[int]:
+    """Split `total` active frames into runs: quick ones of 1-2 frames (alert), or one or
+    two long ones of at least 4 frames (drowsy). Same total, different durations."""
+    if long:
+        if total >= 9 and rng.random() < 0.4:
+            first = int(rng.integers(4, total - 3))
+            return [first, total - first]
+        return [total]
+    runs: list[int] = []
+    while sum(runs) < total:
+        runs.append(min(int(rng.integers(1, 3)), total - sum(runs)))
+    return runs
+
+
+def _place(track: np.ndarray, runs: list[int], rng: np.random.Generator) -> None:
+    """Put the runs at random, non-touching places; each gets its own amplitude, and
+    its edge frames may be half-way (an eyelid closing, a mouth opening)."""
+    n, free = len(runs), len(track) - sum(runs)
+    gaps = np.ones(n + 1, dtype=int)
+    gaps[0] = gaps[-1] = 0
+    gaps += rng.multinomial(free - (n - 1), np.full(n + 1, 1 / (n + 1)))
+    t = int(gaps[0])
+    for run, gap in zip(rng.permutation(runs), gaps[1:]):
+        level = rng.uniform(0.6, 1.0)
+        track[t:t + run] = level
+        if run >= 2 and rng.random() < 0.5:
+            track[t] = 0.5 * level
+        if run >= 3 and rng.random() < 0.5:
+            track[t + run - 1] = 0.5 * level
+        t += int(run + gap)
 
 
 def make_timeline(rng: np.random.Generator, drowsy: bool, length: int) -> np.ndarray:
-    """Per-frame [eye_open, mouth_open, head_drop] for one clip (roughly 10 fps)."""
-    eyes, mouth, head = np.ones(length), np.zeros(length), np.zeros(length)
-    if not drowsy:
-        # Several quick blinks (1-2 closed frames each), chatter, quick glances down.
-        for _ in range(rng.integers(3, 7)):
-            _bump(eyes, rng.integers(0, length), 0, int(rng.integers(1, 3)), 0, 1.0, 0.0)
-        for _ in range(rng.integers(0, 4)):
-            _bump(mouth, rng.integers(0, length), 0, int(rng.integers(1, 3)), 0,
-                  rng.uniform(0.4, 1.0), 1.0)
-        for _ in range(rng.integers(0, 3)):
-            _bump(head, rng.integers(0, length), 0, int(rng.integers(1, 3)), 0,
-                  rng.uniform(0.3, 1.0), 1.0)
-    else:
-        events = rng.choice(["closure", "slow_blinks", "yawn", "nod"],
-                            size=rng.integers(1, 3), replace=False)
-        for event in events:
-            if event == "closure":  # one long eye closure
-                _bump(eyes, rng.integers(0, length - 8), int(rng.integers(1, 3)),
-                      int(rng.integers(5, 11)), int(rng.integers(1, 3)), 1.0, 0.0)
-            elif event == "slow_blinks":  # blinks that take many frames to close and open
-                for start in rng.choice(np.arange(0, length - 6, 7), size=2, replace=False):
-                    _bump(eyes, start, 2, int(rng.integers(2, 4)), 2, 1.0, 0.0)
-            elif event == "yawn":  # mouth wide open for a long time, eyes narrowing
-                start, hold = rng.integers(0, length - 10), int(rng.integers(6, 11))
-                _bump(mouth, start, 2, hold, 2, rng.uniform(0.7, 1.0), 1.0)
-                _bump(eyes, start + 2, 1, hold - 2, 1, 0.6, 0.0)
-            else:  # head drops slowly and jerks back, eyes half closed
-                start, hold = rng.integers(0, length - 10), int(rng.integers(4, 8))
-                _bump(head, start, 3, hold, 0, rng.uniform(0.6, 1.0), 1.0)
-                _bump(eyes, start, 3, hold, 0, 0.7, 0.0)
-        # Drowsy drivers blink normally too, so single quick blinks appear in both classes.
-        for _ in range(rng.integers(0, 3)):
-            _bump(eyes, rng.integers(0, length), 0, 1, 0, 1.0, 0.0)
-    return np.stack([eyes, mouth, head], axis=1)
+    """Per-frame [eye_open, mouth_open, head_drop] for one clip (roughly 10 fps).
+
+    Each channel (eye closure, mouth opening, head drop) is active with the same
+    probability and for the same number of frames in both classes; only how those frames
+    group in time differs: alert drivers blink, talk and glance (runs of 1-2 frames),
+    drowsy ones doze, blink slowly, yawn and nod (runs of 4 frames or more)."""
+    tracks = np.zeros((3, length))
+    active = [True, rng.random() < 0.5, rng.random() < 0.5]  # eyes always blink
+    channels = [c for c in range(3) if active[c]]
+    long = set(rng.choice(channels, size=min(len(channels), int(rng.integers(1, 3))),
+                          replace=False)) if drowsy else set()
+    for c in channels:
+        total = int(rng.integers(length // 5, 2 * length // 5 + 1))
+        _place(tracks[c], _runs(rng, total, c in long), rng)
+    closure, mouth, head = tracks
+    return np.stack([1 - closure, mouth, head], axis=1)
 
 
 def render_frame(s: Subject, eye_open: float, mouth_open: float, head_drop: float,

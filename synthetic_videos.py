@@ -59,11 +59,12 @@ class Subject:
 def make_subject(name: str, rng: np.random.Generator, fps: int,
                  frame_size: tuple[int, int] = FRAME_SIZE) -> Subject:
     w, h = frame_size
-    return Subject(name=name, face_width=float(rng.uniform(0.36, 0.46) * w),
-                   centre=(float(w / 2 + rng.uniform(-0.1, 0.1) * w), float(h / 2 + rng.uniform(-0.06, 0.04) * h)),
+    dx, dy = rng.uniform(-0.1, 0.1), rng.uniform(-0.06, 0.04)  # the camera is never centred
+    centre = (float(w * (0.5 + dx)), float(h * (0.5 + dy)))
+    return Subject(name=name, face_width=float(rng.uniform(0.36, 0.46) * w), centre=centre,
                    tint=tuple(float(v) for v in rng.uniform(0.8, 1.15, 3)),
-                   brightness=float(rng.uniform(0.7, 1.2)), noise=float(rng.uniform(1.0, 3.0)), fps=fps,
-                   frame_size=frame_size)
+                   brightness=float(rng.uniform(0.7, 1.2)), noise=float(rng.uniform(1.0, 3.0)),
+                   fps=fps, frame_size=frame_size)
 
 
 # ----------------------------------------------------------------------------- motion
@@ -102,7 +103,8 @@ def _fill_events(rng: np.random.Generator, state: dict, t: np.ndarray, start: fl
     while when < end - 0.3:
         kind = str(rng.choice(kinds)) if kinds else "blink"
         if kind == "blink":
-            state["eyes"] = np.maximum(state["eyes"], _bump(t, when, 0.07, rng.uniform(0.02, 0.1), 0.08))
+            blink = _bump(t, when, 0.07, rng.uniform(0.02, 0.1), 0.08)
+            state["eyes"] = np.maximum(state["eyes"], blink)
             when += rng.uniform(2.0, 5.0)
             continue
         if kind == "closure":
@@ -162,7 +164,8 @@ def render_frame(subject: Subject, eyes: float, mouth: float, nod: float,
     # place it; a nod moves the face down and foreshortens it.
     scale = subject.face_width / PHOTO_FACE[2]
     small = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    fx, fy = (PHOTO_FACE[0] + PHOTO_FACE[2] / 2) * scale, (PHOTO_FACE[1] + PHOTO_FACE[3] / 2) * scale
+    fx = (PHOTO_FACE[0] + PHOTO_FACE[2] / 2) * scale
+    fy = (PHOTO_FACE[1] + PHOTO_FACE[3] / 2) * scale
     squash = 1.0 - 0.15 * nod
     cx, cy = subject.centre[0], subject.centre[1] + 0.25 * subject.face_width * nod
     warp = np.float32([[1, 0, cx - fx], [0, squash, cy - fy * squash]])

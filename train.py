@@ -203,6 +203,7 @@ def fit(cfg: Config, store: CheckpointStore, resume: dict | None = None,
     def stop_now(stop: StopRequest, epochs_done: int) -> int:
         reason = signal.Signals(stop.signum).name
         store.save(checkpoint_state(epochs_done, interrupted=reason), epoch_end=False)
+        store.wait()
         where = (f"epoch {epochs_done + 1}, {samples_done}/{len(train_set)} clips"
                  if samples_done else f"the end of epoch {epochs_done}")
         print(f"Stopped by {reason} at {where}; saved {store.latest}.\n"
@@ -289,6 +290,7 @@ def fit(cfg: Config, store: CheckpointStore, resume: dict | None = None,
             if stop.signum is not None:  # arrived during validation or the save
                 return stop_now(stop, epoch + 1)
 
+    store.wait()
     print(f"Done: best val acc {100 * best_val_acc:.2f}% at epoch {best_epoch}, saved as "
           f"{store.best}.")
     test = evaluate_checkpoint(store.best, device=cfg.device)
@@ -381,7 +383,7 @@ def run(args: argparse.Namespace, ask: bool = False) -> int:
         raise UserError("--resume and --force contradict each other; choose one")
     given = given_options(args)
     model_dir = given.get("model_dir", Config.model_dir)
-    store = CheckpointStore(model_dir)
+    store = CheckpointStore(model_dir, background=True)
     for stale in store.clean_temp_files():
         print(f"removed {stale}, left by an interrupted save")
     resume = args.resume

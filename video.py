@@ -24,7 +24,8 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
-VIDEO_EXTENSIONS = (".avi", ".mp4", ".mov", ".m4v", ".mkv", ".wmv", ".mpg", ".mpeg", ".webm", ".flv")
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".mov", ".m4v", ".mkv", ".wmv", ".mpg", ".mpeg", ".webm",
+                    ".flv")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
 # CAP_PROP_FPS returns 0, NaN or container nonsense (90000) for some files; anything
@@ -50,6 +51,10 @@ class VideoReader:
     second (frames are repeated when the source is slower). Skipped frames are only
     grabbed (decoded but not converted to BGR), which is the cheapest OpenCV allows.
 
+    Resampling goes by frame index at the container's average rate, which is exact for the
+    constant-rate videos of the public data sets; for a camera leave `target_fps` unset
+    (frames arrive in real time). `threads`: decoder threads (None: OpenCV's choice).
+
     Attributes after (or during) iteration: `fps` (source), `frames_read` (source frames
     decoded), `decode_seconds` (time inside OpenCV's grab/retrieve/imread).
     """
@@ -71,8 +76,6 @@ class VideoReader:
         else:
             if path is not None and not path.is_file():
                 raise VideoError(f"{path} does not exist")
-            # One decoder thread: prepare parallelises over videos instead, and a live
-            # loop is dominated by the camera anyway.
             params = [cv2.CAP_PROP_N_THREADS, threads] if threads else []
             self._cap = cv2.VideoCapture(source if path is None else str(path),
                                          cv2.CAP_ANY, params)
@@ -95,8 +98,7 @@ class VideoReader:
 
     def _retrieve(self, index: int) -> np.ndarray | None:
         if self._images is not None:
-            frame = cv2.imread(str(self._images[index]), cv2.IMREAD_COLOR)
-            return frame
+            return cv2.imread(str(self._images[index]), cv2.IMREAD_COLOR)
         ok, frame = self._cap.retrieve()
         return frame if ok else None
 
@@ -230,18 +232,20 @@ class FaceTracker:
         region = frame[y0:y1, x0:x1]
         if region.ndim == 3:
             region = cv2.cvtColor(region, cv2.COLOR_BGR2GRAY)
-        small = cv2.resize(region, (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale))),
-                           interpolation=cv2.INTER_AREA)
+        size = (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale)))
+        small = cv2.resize(region, size, interpolation=cv2.INTER_AREA)
         # Histogram equalisation rescues dark and infrared (night) frames cheaply.
         small = cv2.equalizeHist(small)
-        faces = self.cascade.detectMultiScale(small, self.scale_factor, self.min_neighbors, **limits)
+        faces = self.cascade.detectMultiScale(small, self.scale_factor, self.min_neighbors,
+                                              **limits)
         if len(faces) == 0:
             return None
         # The driver is the largest face; ties broken by position so results never depend
         # on the order OpenCV returns them in.
         fx, fy, fw_, fh_ = max((tuple(int(v) for v in f) for f in faces),
                                key=lambda f: (f[2] * f[3], -f[1], -f[0]))
-        return (round(x0 + fx / scale), round(y0 + fy / scale), round(fw_ / scale), round(fh_ / scale))
+        return (round(x0 + fx / scale), round(y0 + fy / scale),
+                round(fw_ / scale), round(fh_ / scale))
 
     def _blend(self, new: np.ndarray) -> None:
         old = self._box

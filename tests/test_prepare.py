@@ -102,7 +102,8 @@ def test_nthu_layout_labels_subjects_and_splits(nthu, tmp_path):
     assert first[2]["frame_labels"] == "00001111"  # a tie counts as drowsy
     assert [c["label"] for c in clips["Training_Dataset/001/noglasses/yawning.avi"]] == [0] * 4
     assert {c["label"] for c in clips["Testing_Dataset/010/010_glasses_mix.mp4"]} == {1}
-    assert clips["Evaluation_Dataset/004/004_nightnoglasses_mix.mp4"][0]["scenario"] == "night_noglasses"
+    night = clips["Evaluation_Dataset/004/004_nightnoglasses_mix.mp4"]
+    assert night[0]["scenario"] == "night_noglasses"
     assert m["label_length_mismatches"] == [
         {"source": "Training_Dataset/001/noglasses/yawning.avi", "frames": 90, "labels": 91}]
     skipped = {s["source"]: s["reason"] for s in m["skipped_videos"]}
@@ -116,8 +117,8 @@ def test_nthu_layout_labels_subjects_and_splits(nthu, tmp_path):
     assert all(c["face_fraction"] >= 0.5 for c in m["clips"])
     assert np.mean([c["face_fraction"] for c in m["clips"]]) > 0.9
     # Rows of clips.npy follow the records: compare one clip with a direct decode.
-    rec_index = next(i for i, c in enumerate(m["clips"]) if c["source"].endswith("slowBlinkWithNodding.avi")
-                     and c["start"] == 2)
+    rec_index = next(i for i, c in enumerate(m["clips"])
+                     if c["source"].endswith("slowBlinkWithNodding.avi") and c["start"] == 2)
     faces = video.read_video_faces(nthu / m["clips"][rec_index]["source"], 5, 16, 1,
                                    tracker=video.FaceTracker(detect_every=2))
     assert np.array_equal(dataset.open_clips(tmp_path)[rec_index], faces.frames[2:10])
@@ -153,7 +154,8 @@ def test_rldd_scan_duplicates_and_folds_without_files():
         ("37/0.mov", "37", "test"),  # no Fold folder: subject 37 belongs to fold 4
         ("Fold5_part2/55/0.mp4", "55", "train"),
         ("Fold5_part2/Fold5_part2/55/10.mp4", "55", "train")]
-    assert {s["source"] for s in scan.skipped} == {"Fold5_part2/Fold5_part2/55/0.mp4", "misc/clip.mp4"}
+    assert {s["source"] for s in scan.skipped} == {"Fold5_part2/Fold5_part2/55/0.mp4",
+                                                   "misc/clip.mp4"}
     with pytest.raises(UserError, match="--fold 3 has no videos"):
         prepare.scan_rldd(["Fold1_part1/01/0.mp4"], 2, test_fold=3)
 
@@ -165,7 +167,8 @@ def test_splits_never_share_a_subject():
     assert split == prepare.assign_splits(list(reversed(videos)), 0.15, seed=3)[0]
     assert split != prepare.assign_splits(videos, 0.15, seed=4)[0]
     with pytest.raises(UserError, match="subject s1 has videos in more than one split"):
-        prepare.assign_splits([prepare.Video("a", "s1", "train"), prepare.Video("b", "s1", "test")], 0.15, 0)
+        prepare.assign_splits([prepare.Video("a", "s1", "train"),
+                               prepare.Video("b", "s1", "test")], 0.15, 0)
 
 
 def test_resume_after_interruption_gives_the_same_bytes(rldd, tmp_path, monkeypatch):
@@ -175,21 +178,28 @@ def test_resume_after_interruption_gives_the_same_bytes(rldd, tmp_path, monkeypa
     real = prepare.process_video
 
     def interrupted(task, progress=None):
-        if len(calls) == 3:
+        if len(calls) < 3:
+            calls.append(task["path"])
+            return real(task, progress)
+
+        def ctrl_c(frames):  # in the middle of the fourth video
             raise KeyboardInterrupt
-        calls.append(task["path"])
-        return real(task, progress)
+        return real(task, ctrl_c)
 
     monkeypatch.setattr(prepare, "process_video", interrupted)
     with pytest.raises(KeyboardInterrupt):
         prepare_dir(rldd, tmp_path / "resumed", "rldd", *args)
     assert not dataset.dataset_exists(tmp_path / "resumed")
-    monkeypatch.setattr(prepare, "process_video", lambda task, progress=None: calls.append(task["path"])
-                        or real(task, progress))
+    def counted(task, progress=None):
+        calls.append(task["path"])
+        return real(task, progress)
+
+    monkeypatch.setattr(prepare, "process_video", counted)
     prepare_dir(rldd, tmp_path / "resumed", "rldd", *args)
     assert len(calls) == 9 and len(set(calls)) == 9  # 3 before, 6 after: nothing twice
     for name in ("clips.npy", "manifest.json"):
-        assert (tmp_path / "straight" / name).read_bytes() == (tmp_path / "resumed" / name).read_bytes()
+        assert (tmp_path / "straight" / name).read_bytes() == \
+            (tmp_path / "resumed" / name).read_bytes()
     # Same options again: nothing to do. Other clip options: re-cut without decoding.
     before = (tmp_path / "resumed/clips.npy").stat().st_mtime_ns
     prepare_dir(rldd, tmp_path / "resumed", "rldd", *args)
@@ -213,7 +223,8 @@ def test_folders_layout_with_a_frame_folder_then_train_and_evaluate(tmp_path):
     folder = source / "drowsy/subject04_frames"
     folder.mkdir()
     for i in range(20):
-        cv2.imwrite(str(folder / f"{i:03d}.jpg"), sv.render_frame(subject, float(i > 10), 0, 0, rng))
+        frame = sv.render_frame(subject, float(i > 10), 0, 0, rng)
+        cv2.imwrite(str(folder / f"{i:03d}.jpg"), frame)
     data = tmp_path / "data"
     m = prepare_dir(source, data, "folders", "--sequence-length", "8", "--stride", "4",
                     "--frames-fps", "10")
@@ -239,7 +250,8 @@ def test_user_mistakes_are_one_line_errors(nthu, rldd, tmp_path):
     with pytest.raises(UserError, match="no videos"):
         prepare.main(["--prepare", str(tmp_path / "empty"), "--format", "rldd"])
     with pytest.raises(UserError, match="fits the 'nthu' layout"):
-        prepare.main(["--prepare", str(rldd), "--format", "nthu", "--data-dir", str(tmp_path / "d")])
+        prepare.main(["--prepare", str(rldd), "--format", "nthu",
+                      "--data-dir", str(tmp_path / "d")])
     prepare_dir(rldd, tmp_path / "d", "rldd", "--sequence-length", "4")
     with pytest.raises(UserError, match="add --force"):
         prepare_dir(nthu, tmp_path / "d", "nthu", "--sequence-length", "4")

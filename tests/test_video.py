@@ -122,5 +122,5 @@ def test_synthetic_nthu_layout_has_matching_label_files(tmp_path):
     mix = tmp_path / "Evaluation_Dataset/003/003_nightnoglasses_mix.mp4"
     with video.VideoReader(mix) as reader:
         frames = sum(1 for _ in reader)
-    labels = (tmp_path / "Evaluation_Dataset/003/003_night_noglasses_mixing_drowsiness.txt").read_text()
-    assert frames == len(labels.strip()) == 30
+    labels = tmp_path / "Evaluation_Dataset/003/003_night_noglasses_mixing_drowsiness.txt"
+    assert frames == len(labels.read_text().strip()) == 30
