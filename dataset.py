@@ -125,15 +125,22 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return (seed * 1_000_003 + epoch * 10_007 + index) % (2**63)
 
 
+NO_AUGMENT = (0.0, 0.0, 0.0, 1.0, 0.0)  # flip, shift y, shift x, contrast, brightness
+
+
 class ClipDataset(Dataset):
     """Clips of one split as (float clip [T, C, H, W] in [0, 1], label).
 
     Training items are indexed by (index, epoch) pairs from EpochSampler, so that the
-    augmentation of every clip is fixed by (seed, epoch, index).
+    augmentation of every clip is fixed by (seed, epoch, index). With `raw=True` an item
+    is (uint8 clip, augmentation parameters, label) instead: the training loop moves the
+    uint8 clips (a quarter of the bytes) to its device and turns them into augmented float
+    input there with `to_model_input`, the same function this class uses otherwise.
     """
 
     def __init__(self, data_dir: str | Path, split: str, sequence_length: int,
-                 image_size: int, channels: int, augment: bool = False, seed: int = 0):
+                 image_size: int, channels: int, augment: bool = False, seed: int = 0,
+                 raw: bool = False):
         self.manifest = load_manifest(data_dir)
         self.clips = open_clips(data_dir)
         self.rows = [i for i, c in enumerate(self.manifest["clips"]) if c["split"] == split]
@@ -147,39 +154,59 @@ class ClipDataset(Dataset):
             raise UserError(f"--channels {channels} does not match the data set "
                             f"({stored_c} channel{'s' if stored_c > 1 else ''})")
         self.sequence_length, self.image_size = sequence_length, image_size
-        self.augment, self.seed = augment, seed
+        self.augment, self.seed, self.raw = augment, seed, raw
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, item: int | tuple[int, int]):
         index, epoch = item if isinstance(item, tuple) else (item, None)
-        raw = self.clips[self.rows[index]]  # uint8 [T_stored, C, H, W]
+        stored = self.clips[self.rows[index]]  # uint8 [T_stored, C, H, W], memory-mapped
         rng = None
         if self.augment and epoch is not None:
             rng = np.random.default_rng(sample_seed(self.seed, epoch, index))
         # Temporal crop: random for training, centred otherwise.
-        extra = raw.shape[0] - self.sequence_length
+        extra = stored.shape[0] - self.sequence_length
         start = int(rng.integers(0, extra + 1)) if rng is not None and extra else extra // 2
-        clip = torch.from_numpy(np.array(raw[start:start + self.sequence_length]))  # copy out of the memory map
-        clip = clip.float().div_(255.0)
-        if clip.shape[-1] != self.image_size or clip.shape[-2] != self.image_size:
-            clip = F.interpolate(clip, size=(self.image_size, self.image_size),
-                                 mode="bilinear", align_corners=False)
-        if rng is not None:
-            clip = augment_clip(clip, rng)
-        return clip, self.labels[index]
+        clip = torch.from_numpy(np.array(stored[start:start + self.sequence_length]))
+        params = torch.tensor(augment_params(rng, self.image_size) if rng else NO_AUGMENT)
+        if self.raw:
+            return clip, params, self.labels[index]
+        return to_model_input(clip[None], params[None], self.image_size)[0], self.labels[index]
 
 
-def augment_clip(clip: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-    """The same flip, shift, contrast and brightness for every frame of the clip."""
-    flip, dy, dx = rng.random() < 0.5, rng.integers(-2, 3), rng.integers(-2, 3)
-    contrast, brightness = rng.uniform(0.75, 1.25), rng.uniform(-0.12, 0.12)
-    if flip:
-        clip = clip.flip(-1)
-    clip = torch.roll(clip, shifts=(int(dy), int(dx)), dims=(-2, -1))
-    mean = clip.mean()
-    return ((clip - mean) * contrast + mean + brightness).clamp_(0.0, 1.0)
+def augment_params(rng: np.random.Generator, image_size: int) -> tuple[float, ...]:
+    """One clip's flip, shift (pixels), contrast and brightness, as NO_AUGMENT orders them."""
+    shift = max(1, round(0.06 * image_size))
+    return (float(rng.random() < 0.5), float(rng.integers(-shift, shift + 1)),
+            float(rng.integers(-shift, shift + 1)), rng.uniform(0.75, 1.25),
+            rng.uniform(-0.12, 0.12))
+
+
+def to_model_input(clips: torch.Tensor, params: torch.Tensor | None,
+                   image_size: int) -> torch.Tensor:
+    """uint8 clips [B, T, C, H, W] -> float [B, T, C, S, S] in [0, 1], each clip with its
+    own flip, shift, contrast and brightness applied identically to all its frames.
+    Runs wherever the tensors are (on the GPU when training there)."""
+    x = clips.float().div_(255.0)
+    b, t, c, h, w = x.shape
+    if (h, w) != (image_size, image_size):
+        x = F.interpolate(x.flatten(0, 1), size=(image_size, image_size), mode="bilinear",
+                          align_corners=False).view(b, t, c, image_size, image_size)
+    if params is None or not params[:, :3].any() and (params[:, 3:] == params.new_tensor(
+            NO_AUGMENT[3:])).all():
+        return x
+    flip, dy, dx, contrast, brightness = params.to(x.device, torch.float32).unbind(1)
+    x = torch.where(flip.view(b, 1, 1, 1, 1) > 0.5, x.flip(-1), x)
+    # A per-clip cyclic shift, as one gather: row r of the output is row (r - dy) of the input.
+    pos = torch.arange(image_size, device=x.device)
+    rows = (pos[None, :] - dy.long()[:, None]) % image_size  # (B, S)
+    cols = (pos[None, :] - dx.long()[:, None]) % image_size
+    batch = torch.arange(b, device=x.device)[:, None, None]
+    x = x[batch, :, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 4, 1, 2)  # (B,T,C,S,S)
+    mean = x.mean(dim=(1, 2, 3, 4), keepdim=True)
+    shape = (b, 1, 1, 1, 1)
+    return ((x - mean) * contrast.view(shape) + mean + brightness.view(shape)).clamp_(0.0, 1.0)
 
 
 class EpochSampler(Sampler):
@@ -230,15 +257,30 @@ def ensure_dataset(data_dir: str, explicitly_given: bool, seed: int, image_size:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--prepare" in argv or any(a.startswith("--prepare=") for a in argv):
+        import prepare  # real videos: see prepare.py (python dataset.py --prepare --help)
+        return prepare.main(argv)
     parser = argparse.ArgumentParser(
-        description="Make or prepare the clip data set that training reads.",
-        epilog="Example: python dataset.py --synthetic --data-dir data")
+        description="Make the clip data set that training reads: the built-in synthetic one "
+                    "(--synthetic), or one prepared from driver videos (--prepare SOURCE "
+                    "--format {nthu,rldd,folders}; 'python dataset.py --prepare X --help' "
+                    "lists its options).",
+        epilog="Examples: python dataset.py --synthetic --data-dir data;  python dataset.py "
+               "--synthetic --as-videos --data-dir videos && python dataset.py --prepare videos "
+               "--format folders --data-dir data/videos")
     parser.add_argument("--synthetic", action="store_true",
                         help="write the built-in synthetic data set")
+    parser.add_argument("--as-videos", action="store_true",
+                        help="with --synthetic: write video files of an animated real face "
+                             "instead, to be turned into clips by --prepare")
+    parser.add_argument("--layout", choices=("folders", "nthu"), default="folders",
+                        help="with --as-videos: the folder layout to write (default: folders)")
     parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
                         help="output folder (default: data)")
-    parser.add_argument("--num-subjects", type=int, default=16,
-                        help="synthetic subjects (default: 16); split 10/3/3 train/val/test")
+    parser.add_argument("--num-subjects", type=int, default=None,
+                        help="synthetic subjects (default: 16 for clips, 6 for videos); "
+                             "split by subject into train/val/test")
     parser.add_argument("--clips-per-subject", type=int, default=40,
                         help="synthetic clips per subject, half alert, half drowsy (default: 40)")
     parser.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
@@ -249,18 +291,27 @@ def main(argv: list[str] | None = None) -> int:
                         help="overwrite a data set already in --data-dir")
     args = parser.parse_args(argv)
     if not args.synthetic:
-        parser.error("say what to make: --synthetic")
-    if args.num_subjects < 3 or args.clips_per_subject < 2 or args.sequence_length < 16:
+        parser.error("say what to make: --synthetic, or --prepare SOURCE --format FORMAT")
+    if args.as_videos:
+        import synthetic_videos
+        out = Path(args.data_dir)
+        if out.exists() and any(out.iterdir()) and not args.force:
+            raise UserError(f"{out}/ is not empty; add --force to write into it anyway or "
+                            f"choose another --data-dir")
+        print(synthetic_videos.write_videos(out, layout=args.layout,
+                                            num_subjects=args.num_subjects or 6, seed=args.seed))
+        return 0
+    num_subjects = args.num_subjects or 16
+    if num_subjects < 3 or args.clips_per_subject < 2 or args.sequence_length < 16:
         raise UserError("need --num-subjects of at least 3 (train, val and test each get one), "
                         "--clips-per-subject of at least 2 and --sequence-length of at least 16")
     if dataset_exists(args.data_dir) and not args.force:
         raise UserError(f"{args.data_dir}/ already holds a data set; add --force to replace it "
                         f"or choose another --data-dir")
     import synthetic
-    summary = synthetic.generate(args.data_dir, seed=args.seed, num_subjects=args.num_subjects,
-                                 clips_per_subject=args.clips_per_subject,
-                                 image_size=args.image_size, sequence_length=args.sequence_length)
-    print(summary)
+    print(synthetic.generate(args.data_dir, seed=args.seed, num_subjects=num_subjects,
+                             clips_per_subject=args.clips_per_subject,
+                             image_size=args.image_size, sequence_length=args.sequence_length))
     return 0
 
 

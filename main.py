@@ -2,6 +2,7 @@
 
     python main.py --mode train        # train (asks whether to continue an existing run)
     python main.py --mode evaluate --model models/best_model.pth
+    python main.py --mode prepare --prepare ~/NTHU-DDD --format nthu --data-dir data/nthu
 
 `python main.py --mode MODE --help` lists the options of each mode.
 """
@@ -16,6 +17,7 @@ MODES = {
     "train": "train the detector (continue or start new when a run exists)",
     "evaluate": "score checkpoints on the test split",
     "checkpoints": "list, inspect or tidy checkpoints (see checkpoint_training.py --help)",
+    "prepare": "turn driver videos into clips: --prepare SOURCE --format {nthu,rldd,folders}",
 }
 
 
@@ -40,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode == "evaluate":
         import evaluate
         return evaluate.main(rest)
+    if args.mode == "prepare":
+        import prepare
+        return prepare.main(rest)
     import checkpoint_training
     return checkpoint_training.main(rest)
 

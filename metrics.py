@@ -12,12 +12,17 @@ import torch.nn.functional as F
 
 @torch.no_grad()
 def predict(model: nn.Module, batches: Iterable, device: torch.device,
-            autocast_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits [N, K] (float32, on the CPU) and labels [N] for every clip in `batches`."""
+            autocast_dtype: torch.dtype | None = None,
+            image_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits [N, K] (float32, on the CPU) and labels [N] for every clip in `batches`
+    (float clips, or raw uint8 ones that are converted on the device)."""
     model.eval()
     logits, labels = [], []
-    for clips, y in batches:
-        clips = clips.to(device, non_blocking=True)
+    for batch in batches:
+        clips, y = batch[0].to(device, non_blocking=True), batch[-1]
+        if clips.dtype == torch.uint8:  # a raw ClipDataset: convert on the device
+            from dataset import to_model_input
+            clips = to_model_input(clips, None, image_size or clips.shape[-1])
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             out = model(clips)
         logits.append(out.float().cpu())

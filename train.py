@@ -31,7 +31,7 @@ from checkpoint import (FORMAT_VERSION, CheckpointStore, DamagedCheckpoint, load
 from config import (Config, add_config_args, architecture_diff, build_config, flag_of,
                     given_options)
 from dataset import (DEFAULT_DATA_DIR, ClipDataset, EpochSampler, data_fingerprint,
-                     ensure_dataset, load_manifest)
+                     ensure_dataset, load_manifest, to_model_input)
 from errors import UserError, run_cli
 from metrics import evaluate_checkpoint, loss_and_accuracy, predict
 from model import autocast_dtype, build_model, count_parameters, pick_device
@@ -143,8 +143,9 @@ def fit(cfg: Config, store: CheckpointStore, resume: dict | None = None,
 
     data_args = dict(sequence_length=cfg.sequence_length, image_size=cfg.image_size,
                      channels=cfg.channels)
-    train_set = ClipDataset(cfg.data_dir, "train", augment=cfg.augment, seed=cfg.seed, **data_args)
-    val_set = ClipDataset(cfg.data_dir, "val", **data_args)
+    train_set = ClipDataset(cfg.data_dir, "train", augment=cfg.augment, seed=cfg.seed,
+                            raw=True, **data_args)
+    val_set = ClipDataset(cfg.data_dir, "val", raw=True, **data_args)
     if not len(train_set) or not len(val_set):
         raise UserError(f"the data set in {cfg.data_dir}/ needs clips in both the train and the "
                         f"val split (it has {len(train_set)} and {len(val_set)})")
@@ -227,8 +228,9 @@ def fit(cfg: Config, store: CheckpointStore, resume: dict | None = None,
             model.train()
             bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.num_epochs}", leave=False,
                        dynamic_ncols=True, mininterval=0.5)
-            for clips, labels in bar:
-                clips = clips.to(device, non_blocking=True)
+            for clips, params, labels in bar:
+                clips = to_model_input(clips.to(device, non_blocking=True),
+                                       params if cfg.augment else None, cfg.image_size)
                 labels = labels.to(device, non_blocking=True)
                 optimizer.zero_grad(set_to_none=True)
                 # Micro-batches (accum_steps) add up to the same gradient as one batch.
@@ -265,7 +267,8 @@ def fit(cfg: Config, store: CheckpointStore, resume: dict | None = None,
             bar.close()
 
             loss_sum, correct, seen = sums.tolist()
-            val_loss, val_acc = loss_and_accuracy(*predict(model, val_loader, device, amp_dtype))
+            val_loss, val_acc = loss_and_accuracy(*predict(model, val_loader, device, amp_dtype,
+                                                                  cfg.image_size))
             scheduler.step()
             samples_done = 0
             for key, value in (("train_losses", loss_sum / seen), ("val_losses", val_loss),
