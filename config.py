@@ -64,10 +64,15 @@ class Config:
                           "(0: keep all)", "run")
     device: str = _opt("auto", "where to train: auto picks CUDA when present", "run",
                        choices=DEVICES)
-    amp: str = _opt("auto", "mixed precision on CUDA: auto is bf16 where supported; always "
-                    "off on CPU", "run", choices=AMP_MODES)
-    accum_steps: int = _opt(1, "split each batch into this many micro-batches (same update, "
-                            "less memory)", "run")
+    amp: str = _opt("auto", "mixed precision: auto is bf16 on CUDA GPUs that support it "
+                    "(else fp16 with a gradient scaler), off on the CPU", "run",
+                    choices=AMP_MODES)
+    accum_steps: int = _opt(1, "split each batch into this many micro-batches, adding up their "
+                            "gradients: the same update with less memory", "run")
+    auto_batch: bool = _opt(False, "on CUDA out-of-memory, halve the micro-batch (doubling "
+                            "--accum-steps) and retry, keeping the effective batch size", "run")
+    compile: bool = _opt(False, "speed the model up with torch.compile (first steps are slow "
+                         "while it compiles)", "run")
 
     @classmethod
     def from_dict(cls, values: dict) -> "Config":
@@ -98,9 +103,9 @@ class Config:
             raise UserError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.channels not in (1, 3):
             raise UserError(f"--channels must be 1 (grayscale) or 3 (colour), got {self.channels}")
-        if self.batch_size % self.accum_steps:
-            raise UserError(f"--batch-size {self.batch_size} must be a multiple of "
-                            f"--accum-steps {self.accum_steps}")
+        if self.accum_steps > self.batch_size:
+            raise UserError(f"--accum-steps {self.accum_steps} is more than the "
+                            f"--batch-size {self.batch_size} clips it splits")
 
 
 MODEL_FIELDS = tuple(f.name for f in fields(Config) if f.metadata["group"] == "model")

@@ -18,6 +18,7 @@ MODES = {
     "evaluate": "score checkpoints on the test split",
     "checkpoints": "list, inspect or tidy checkpoints (see checkpoint_training.py --help)",
     "prepare": "turn driver videos into clips: --prepare SOURCE --format {nthu,rldd,folders}",
+    "benchmark": "measure the training loop, data loading and checkpoints (benchmark.py)",
 }
 
 
@@ -42,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode == "evaluate":
         import evaluate
         return evaluate.main(rest)
+    if args.mode == "benchmark":
+        import benchmark
+        return benchmark.main(rest)
     if args.mode == "prepare":
         import prepare
         return prepare.main(rest)

@@ -99,8 +99,11 @@ def pick_device(name: str) -> torch.device:
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The mixed-precision dtype, or None for full precision (always on the CPU)."""
-    if device.type != "cuda" or amp == "off":
+    """The mixed-precision dtype, or None for full precision.
+
+    'auto' means bf16 on CUDA GPUs that support it (fp16 on older ones) and full precision
+    on the CPU, where mixed precision rarely pays; 'bf16' and 'fp16' are honoured anywhere."""
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
         return None
     if amp == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

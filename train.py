@@ -151,15 +151,19 @@ def fit(cfg: Config, store: CheckpointStore, resume: dict | None = None,
                         f"val split (it has {len(train_set)} and {len(val_set)})")
     sampler = EpochSampler(len(train_set), cfg.seed)
     train_loader = make_loader(train_set, cfg.batch_size, cfg, device, sampler=sampler)
-    val_loader = make_loader(val_set, 2 * cfg.batch_size, cfg, device)
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg).to(device)
+    # The compiled module shares its parameters with `model`, whose state_dict (without
+    # the compiler's '_orig_mod.' prefix) is what checkpoints hold.
+    step_model = torch.compile(model) if cfg.compile else model
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest kernels
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate,
                                   weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda e: lr_factor(e, cfg.num_epochs))
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
 
     history, best_val_acc, best_epoch, val_acc = new_history(), -1.0, 0, None
     start_epoch, samples_done, global_step = 0, 0, 0
@@ -232,19 +236,32 @@ def fit(cfg: Config, store: CheckpointStore, resume: dict | None = None,
                 clips = to_model_input(clips.to(device, non_blocking=True),
                                        params if cfg.augment else None, cfg.image_size)
                 labels = labels.to(device, non_blocking=True)
-                optimizer.zero_grad(set_to_none=True)
-                # Micro-batches (accum_steps) add up to the same gradient as one batch.
-                for micro_clips, micro_labels in zip(clips.chunk(cfg.accum_steps),
-                                                     labels.chunk(cfg.accum_steps)):
-                    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                        logits = model(micro_clips)
-                        loss = F.cross_entropy(logits.float(), micro_labels)
-                    weight = len(micro_labels) / len(labels)
-                    (scaler.scale(loss * weight) if scaler else loss * weight).backward()
-                    sums += torch.stack([loss.detach().double() * len(micro_labels),
-                                         (logits.argmax(1) == micro_labels).sum().double(),
-                                         torch.tensor(float(len(micro_labels)), device=device,
-                                                      dtype=torch.float64)])
+                step_sums = None
+                while step_sums is None:
+                    optimizer.zero_grad(set_to_none=True)
+                    try:
+                        step_sums = accumulate_gradients(step_model, clips, labels,
+                                                         cfg.accum_steps, amp_dtype, scaler)
+                    except torch.cuda.OutOfMemoryError:
+                        pass  # handled below, once the exception has let go of its tensors
+                    if step_sums is None:
+                        optimizer.zero_grad(set_to_none=True)
+                        torch.cuda.empty_cache()
+                        micro = math.ceil(len(labels) / cfg.accum_steps)
+                        if not cfg.auto_batch or micro == 1:
+                            store.save(checkpoint_state(epoch), epoch_end=False)
+                            store.wait()
+                            raise UserError(
+                                f"CUDA ran out of memory on micro-batches of {micro} clips. Lower "
+                                f"--batch-size, --image-size or --sequence-length, split batches "
+                                f"with --accum-steps {2 * cfg.accum_steps}, or add --auto-batch; "
+                                f"progress is saved, continue with {resume_command(cfg)}")
+                        cfg.accum_steps *= 2
+                        print(f"CUDA out of memory: micro-batch halved to "
+                              f"{math.ceil(len(labels) / cfg.accum_steps)} clips (--accum-steps "
+                              f"{cfg.accum_steps}); the effective batch stays {cfg.batch_size}",
+                              file=sys.stderr, flush=True)
+                sums += step_sums
                 if scaler:
                     scaler.unscale_(optimizer)
                 if cfg.grad_clip:
@@ -265,10 +282,14 @@ def fit(cfg: Config, store: CheckpointStore, resume: dict | None = None,
                 if cfg.save_every_steps and global_step % cfg.save_every_steps == 0:
                     store.save(checkpoint_state(epoch), epoch_end=False)
             bar.close()
+            train_seconds = time.time() - began
 
             loss_sum, correct, seen = sums.tolist()
-            val_loss, val_acc = loss_and_accuracy(*predict(model, val_loader, device, amp_dtype,
-                                                                  cfg.image_size))
+            # Validation batches as large as the training micro-batches: they fit in memory.
+            val_loader = make_loader(val_set, math.ceil(cfg.batch_size / cfg.accum_steps), cfg,
+                                     device)
+            val_loss, val_acc = loss_and_accuracy(*predict(step_model, val_loader, device,
+                                                           amp_dtype, cfg.image_size))
             scheduler.step()
             samples_done = 0
             for key, value in (("train_losses", loss_sum / seen), ("val_losses", val_loss),
@@ -279,11 +300,15 @@ def fit(cfg: Config, store: CheckpointStore, resume: dict | None = None,
             if is_best:
                 best_val_acc, best_epoch = val_acc, epoch + 1
             sums.zero_()
+            save_began = time.time()
             written = store.save(checkpoint_state(epoch + 1), is_best=is_best)
+            save_seconds = time.time() - save_began
             seconds = time.time() - began
             run_log.append_epoch(cfg.model_dir, {
                 "epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
-                "val_loss": val_loss, "val_acc": val_acc, "lr": lr, "seconds": round(seconds, 2),
+                "val_loss": val_loss, "val_acc": val_acc, "lr": lr, "seconds": round(seconds, 3),
+                "train_seconds": round(train_seconds, 3), "save_block_seconds": round(save_seconds, 4),
+                "clips": int(seen),
                 "saved": written, "time": datetime.now().astimezone().isoformat(timespec="seconds")})
             run_log.plot_curves(cfg.model_dir, history)
             print(f"epoch {epoch + 1:3d}/{cfg.num_epochs}  train loss {loss_sum / seen:.4f} "
@@ -296,11 +321,29 @@ def fit(cfg: Config, store: CheckpointStore, resume: dict | None = None,
     store.wait()
     print(f"Done: best val acc {100 * best_val_acc:.2f}% at epoch {best_epoch}, saved as "
           f"{store.best}.")
-    test = evaluate_checkpoint(store.best, device=cfg.device)
+    test = evaluate_checkpoint(store.best, device=cfg.device,
+                               batch_size=math.ceil(cfg.batch_size / cfg.accum_steps))
     if test["clips"]:
         print(f"Test accuracy of {store.best.name} on {test['clips']} clips of unseen subjects: "
               f"{100 * test['accuracy']:.2f}% (details: python evaluate.py --model {store.best})")
     return 0
+
+
+def accumulate_gradients(model, clips: torch.Tensor, labels: torch.Tensor, accum_steps: int,
+                         amp_dtype: torch.dtype | None, scaler) -> torch.Tensor:
+    """Backpropagate one batch as `accum_steps` micro-batches whose gradients add up to the
+    whole batch's. Returns [loss sum, correct, clips] of the batch (float64)."""
+    sums = torch.zeros(3, dtype=torch.float64, device=clips.device)
+    for micro_clips, micro_labels in zip(clips.chunk(accum_steps), labels.chunk(accum_steps)):
+        with torch.autocast(clips.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(micro_clips)
+        loss = F.cross_entropy(logits.float(), micro_labels)
+        weight = len(micro_labels) / len(labels)
+        (scaler.scale(loss * weight) if scaler else loss * weight).backward()
+        sums[0] += loss.detach().double() * len(micro_labels)
+        sums[1] += (logits.argmax(1) == micro_labels).sum()
+        sums[2] += len(micro_labels)
+    return sums
 
 
 def rebuild_schedule(optimizer, scheduler, cfg: Config) -> None:

@@ -1,0 +1,265 @@
+"""How fast is the training loop, next to the model's own pace?
+
+    python benchmark.py                      # CPU (or CUDA when present), default model
+    python benchmark.py --backbone resnet18 --json bench.json
+
+Measures, on a throwaway data set of random clips:
+- the real loop (train.py's own `fit`: data loader, augmentation, loss, optimizer, metrics,
+  progress bar, checkpoint writes) against a bare loop of the same model over the same
+  batches already in memory: their ratio is the loop's overhead;
+- the DataLoader alone, against the clips per second the training step consumes;
+- a checkpoint save (our atomic, checksummed write) against plain torch.save of the same
+  state, the time a save blocks the loop (background writes), load time and size;
+- seconds from `python train.py --resume` to its first training step;
+- peak memory.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import checkpoint
+import train
+from config import Config
+from dataset import ClipDataset, EpochSampler, to_model_input, write_clip_store
+from errors import UserError, run_cli
+from model import autocast_dtype, build_model, pick_device
+
+ROOT = Path(__file__).resolve().parent
+
+
+def make_data(folder: Path, train_clips: int, val_clips: int, cfg: Config) -> None:
+    rng = np.random.default_rng(0)
+    n = train_clips + val_clips
+    clips = rng.integers(0, 256, (n, cfg.sequence_length, cfg.channels, cfg.image_size,
+                                  cfg.image_size), dtype=np.uint8)
+    records = [{"id": f"c{i}", "subject": f"s{i % 7}", "label": i % 2,
+                "split": "train" if i < train_clips else "val"} for i in range(n)]
+    write_clip_store(folder, clips, records, {"classes": ["alert", "drowsy"]})
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bare_loop(cfg: Config, device: torch.device, batches: list, repeats: int) -> float:
+    """Clips/s of forward, backward and optimizer step alone, data already on the device."""
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg).to(device).train()
+    step_model = torch.compile(model) if cfg.compile else model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate)
+    amp = autocast_dtype(cfg.amp, device)
+    scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
+
+    def epoch() -> None:
+        for x, y in batches:
+            optimizer.zero_grad(set_to_none=True)
+            train.accumulate_gradients(step_model, x, y, cfg.accum_steps, amp, scaler)
+            if scaler:
+                scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+
+    epoch()  # warm-up (and compilation), as the real loop's first epoch
+    sync(device)
+    began = time.perf_counter()
+    for _ in range(repeats):
+        epoch()
+    sync(device)
+    return repeats * sum(len(y) for _, y in batches) / (time.perf_counter() - began)
+
+
+def loader_speed(cfg: Config, device: torch.device, data: Path) -> float:
+    """Clips/s the DataLoader delivers, converted to model input on the device."""
+    dataset = ClipDataset(data, "train", cfg.sequence_length, cfg.image_size, cfg.channels,
+                          augment=True, seed=cfg.seed, raw=True)
+    sampler = EpochSampler(len(dataset), cfg.seed)
+    loader = train.make_loader(dataset, cfg.batch_size, cfg, device, sampler=sampler)
+    best = 0.0
+    for epoch in range(2):  # the first pass warms the page cache and the workers
+        sampler.set_epoch(epoch)
+        began, clips = time.perf_counter(), 0
+        for x, params, y in loader:
+            x = to_model_input(x.to(device, non_blocking=True), params.to(device), cfg.image_size)
+            clips += len(y)
+        sync(device)
+        best = max(best, clips / (time.perf_counter() - began))
+    return best
+
+
+def checkpoint_speed(folder: Path) -> dict:
+    state = checkpoint.load_checkpoint(folder / checkpoint.LATEST)
+    target = folder / "bench"
+    target.mkdir()
+    store = checkpoint.CheckpointStore(target)
+    times = {"ckpt_save_ms": [], "torch_save_ms": [], "ckpt_block_ms": [], "ckpt_load_ms": []}
+    background = checkpoint.CheckpointStore(target / "bg", background=True)
+    for _ in range(5):
+        began = time.perf_counter()
+        store.save(state)
+        times["ckpt_save_ms"].append(time.perf_counter() - began)
+        began = time.perf_counter()
+        torch.save(state, target / "plain.pth")
+        times["torch_save_ms"].append(time.perf_counter() - began)
+        began = time.perf_counter()
+        background.save(state)
+        times["ckpt_block_ms"].append(time.perf_counter() - began)
+        background.wait()
+        began = time.perf_counter()
+        checkpoint.load_checkpoint(target / checkpoint.LATEST)
+        times["ckpt_load_ms"].append(time.perf_counter() - began)
+    result = {k: round(1000 * float(np.median(v)), 2) for k, v in times.items()}
+    result["ckpt_mb"] = round(checkpoint.file_size_mb(target / checkpoint.LATEST), 3)
+    result["torch_save_mb"] = round(checkpoint.file_size_mb(target / "plain.pth"), 3)
+    return result
+
+
+FIRST_STEP = """
+import sys, time, torch
+sys.path.insert(0, {root!r})
+real = torch.optim.AdamW.step
+def first_step(self, *a, **k):
+    real(self, *a, **k)
+    print("FIRST_STEP", flush=True)
+    import os; os._exit(0)
+torch.optim.AdamW.step = first_step
+import train
+sys.exit(train.main({argv!r}))
+"""
+
+
+def resume_to_first_step(argv: list[str]) -> float:
+    began = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", FIRST_STEP.format(root=str(ROOT), argv=argv)],
+                         capture_output=True, text=True, timeout=600)
+    if "FIRST_STEP" not in out.stdout:
+        raise RuntimeError(f"resume run failed: {out.stderr[-500:]}")
+    return time.perf_counter() - began
+
+
+def run(args: argparse.Namespace) -> dict:
+    device = pick_device(args.device)
+    cfg = Config(batch_size=args.batch_size, sequence_length=args.sequence_length,
+                 image_size=args.image_size, backbone=args.backbone, num_workers=args.num_workers,
+                 device=device.type, amp=args.amp, compile=args.compile, seed=0)
+    with tempfile.TemporaryDirectory(dir=args.tmp_dir) as tmp:
+        tmp = Path(tmp)
+        data, models = tmp / "data", tmp / "models"
+        train_clips = args.steps * args.batch_size
+        make_data(data, train_clips, args.batch_size, cfg)
+        argv = ["--data-dir", str(data), "--model-dir", str(models), "--batch-size",
+                str(args.batch_size), "--sequence-length", str(args.sequence_length),
+                "--image-size", str(args.image_size), "--backbone", args.backbone,
+                "--num-workers", str(args.num_workers), "--device", device.type,
+                "--amp", args.amp, "--compile", "yes" if args.compile else "no",
+                "--seed", "0", "--save-every", "1"]
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        # The real loop: train.py's fit, several epochs; the first is warm-up.
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            train.main(argv + ["--epochs", str(args.epochs)])
+        log = [json.loads(line) for line in (models / "training_log.jsonl").read_text().splitlines()]
+        timed = log[1:] or log
+        loop_seconds = sum(r["train_seconds"] + r["save_block_seconds"] for r in timed)
+        loop = sum(r["clips"] for r in timed) / loop_seconds
+        # The bare loop, on the very batches of an epoch, already on the device.
+        dataset = ClipDataset(data, "train", cfg.sequence_length, cfg.image_size, cfg.channels,
+                              augment=True, seed=0, raw=True)
+        sampler = EpochSampler(len(dataset), 0)
+        batches = [(to_model_input(x.to(device), p.to(device), cfg.image_size), y.to(device))
+                   for x, p, y in train.make_loader(dataset, cfg.batch_size, cfg, device, sampler)]
+        bare = bare_loop(cfg, device, batches, repeats=max(1, args.epochs - 1))
+        result = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+                  "backbone": args.backbone, "batch_size": args.batch_size,
+                  "sequence_length": args.sequence_length, "image_size": args.image_size,
+                  "amp": str(autocast_dtype(args.amp, device)).replace("torch.", ""),
+                  "loop_clips_per_s": round(loop, 1),
+                  "loop_frames_per_s": round(loop * args.sequence_length, 1),
+                  "bare_clips_per_s": round(bare, 1),
+                  "bare_frames_per_s": round(bare * args.sequence_length, 1),
+                  "loop_overhead": round(1 - loop / bare, 4),
+                  "loop_vs_bare": round(loop / bare, 4),
+                  "loader_clips_per_s": round(loader_speed(cfg, device, data), 1),
+                  "num_workers": args.num_workers}
+        result.update(checkpoint_speed(models))
+        result["resume_to_first_step_s"] = round(
+            resume_to_first_step(argv + ["--epochs", str(args.epochs + 1), "--resume"]), 2)
+        result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        if device.type == "cuda":
+            result["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return result
+
+
+def table(r: dict) -> str:
+    rows = [
+        ("device", f"{r['device']} ({r['backbone']}, batch {r['batch_size']}, "
+                   f"{r['sequence_length']} frames of {r['image_size']}px, amp {r['amp']})"),
+        ("real training loop", f"{r['loop_clips_per_s']:.1f} clips/s  "
+                               f"({r['loop_frames_per_s']:.0f} frames/s)"),
+        ("bare loop, same batches", f"{r['bare_clips_per_s']:.1f} clips/s  "
+                                    f"({r['bare_frames_per_s']:.0f} frames/s)"),
+        ("real / bare", f"{100 * r['loop_vs_bare']:.1f}%  (overhead "
+                        f"{100 * r['loop_overhead']:.1f}%)"),
+        ("data loader alone", f"{r['loader_clips_per_s']:.1f} clips/s with "
+                              f"{r['num_workers']} workers "
+                              f"({r['loader_clips_per_s'] / r['bare_clips_per_s']:.1f}x what "
+                              f"the step consumes)"),
+        ("checkpoint save", f"{r['ckpt_save_ms']:.1f} ms  (torch.save alone "
+                            f"{r['torch_save_ms']:.1f} ms)"),
+        ("loop blocked by a save", f"{r['ckpt_block_ms']:.2f} ms (write runs in the background)"),
+        ("checkpoint load", f"{r['ckpt_load_ms']:.1f} ms (with checksum check)"),
+        ("checkpoint size", f"{r['ckpt_mb']:.2f} MB (torch.save alone {r['torch_save_mb']:.2f} MB)"),
+        ("launch to first step (--resume)", f"{r['resume_to_first_step_s']:.2f} s"),
+        ("peak memory", f"{r['peak_rss_mb']:.0f} MB RSS"
+                        + (f", {r['cuda_peak_mb']:.0f} MB CUDA" if "cuda_peak_mb" in r else "")),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Measure the training loop against the "
+                                                 "model's own speed (see the module docstring).")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--sequence-length", type=int, default=30)
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--backbone", default="small",
+                        choices=("small", "resnet18", "mobilenet_v3_small"))
+    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--amp", default="auto", choices=("auto", "off", "bf16", "fp16"))
+    parser.add_argument("--compile", action="store_true", help="measure with torch.compile")
+    parser.add_argument("--steps", type=int, default=24, help="training steps per epoch")
+    parser.add_argument("--epochs", type=int, default=3,
+                        help="epochs of the real loop; the first is warm-up (default: 3)")
+    parser.add_argument("--tmp-dir", default=None, help="where the throwaway files go")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    args = parser.parse_args(argv)
+    if min(args.batch_size, args.sequence_length, args.image_size, args.steps) < 1 or args.epochs < 2:
+        raise UserError("sizes must be at least 1 and --epochs at least 2")
+    result = run(args)
+    print(table(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,44 @@
+"""CUDA paths; skipped where no GPU is present (CI has none)."""
+from __future__ import annotations
+
+import signal
+
+import pytest
+import torch
+
+import synthetic
+import train
+from metrics import evaluate_checkpoint
+from test_faults import interrupt
+from test_training import load
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def test_cuda_bf16_training_resumes_and_evaluates_on_cpu(tiny, tmp_path, monkeypatch):
+    args = tiny("--epochs", "3", "--device", "cuda")
+    interrupt(monkeypatch, train, "predict", 2, signal.SIGTERM)
+    assert train.main(args) == 143
+    monkeypatch.undo()
+    state = load(tmp_path / "models" / "latest_model.pth")
+    assert state["epoch"] == 2 and state["config"]["amp"] == "auto"
+    assert train.main(args + ["--resume"]) == 0
+    report = evaluate_checkpoint(tmp_path / "models" / "best_model.pth", device="cpu")
+    assert 0 <= report["accuracy"] <= 1
+
+
+def test_real_out_of_memory_with_auto_batch(tmp_path, capsys):
+    data = tmp_path / "data"
+    synthetic.generate(data, seed=0, num_subjects=4, clips_per_subject=8, image_size=64,
+                       sequence_length=16)
+    free, _ = torch.cuda.mem_get_info()
+    # resnet18 activations at this size overflow the card on the full batch of 16 clips
+    size = 1024 if free > 60e9 else 512
+    assert train.main(["--data-dir", str(data), "--model-dir", str(tmp_path / "m"),
+                       "--backbone", "resnet18", "--image-size", str(size),
+                       "--sequence-length", "16", "--batch-size", "16", "--epochs", "1",
+                       "--auto-batch", "yes", "--device", "cuda"]) == 0
+    err = capsys.readouterr().err
+    assert "micro-batch halved" in err
+    cfg = load(tmp_path / "m" / "latest_model.pth")["config"]
+    assert cfg["batch_size"] == 16 and cfg["accum_steps"] > 1

@@ -1,0 +1,147 @@
+"""The speed features keep the contract: mixed precision state, gradient accumulation,
+background saves, out-of-memory handling, torch.compile checkpoints."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import checkpoint
+import model as model_module
+import train
+from config import Config
+from conftest import ROOT
+from test_faults import interrupt
+from test_training import assert_same_run, load
+
+
+def test_gradient_accumulation_matches_one_large_batch():
+    cfg = Config(image_size=16, sequence_length=6, cnn_width=4, feature_dim=8, lstm_hidden=8,
+                 dropout=0.0)
+    torch.manual_seed(0)
+    net = model_module.build_model(cfg).eval()  # eval: BatchNorm uses fixed statistics
+    clips, labels = torch.rand(8, 6, 1, 16, 16), torch.randint(0, 2, (8,))
+    grads = []
+    for accum in (1, 4):
+        net.zero_grad()
+        sums = train.accumulate_gradients(net, clips, labels, accum, None, None)
+        grads.append([p.grad.clone() for p in net.parameters()])
+        assert sums[1:].tolist() == [float((net(clips).argmax(1) == labels).sum()), 8.0]
+    for one, four in zip(*grads):
+        torch.testing.assert_close(one, four, rtol=1e-5, atol=1e-6)
+
+
+def test_fp16_scaler_state_is_saved_and_resumed_exactly(tiny, tmp_path, monkeypatch):
+    args = tiny("--epochs", "3", "--amp", "fp16")
+    ref_args = [a if a != str(tmp_path / "models") else str(tmp_path / "ref") for a in args]
+    assert train.main(ref_args) == 0
+    reference = load(tmp_path / "ref" / "latest_model.pth")
+    assert reference["config"]["amp"] == "fp16"
+    assert reference["scaler_state_dict"]["scale"] > 0  # the GradScaler's state is kept
+    interrupt(monkeypatch, train, "predict", 2, signal.SIGINT)
+    assert train.main(args) == 130
+    monkeypatch.undo()
+    saved = load(tmp_path / "models" / "latest_model.pth")
+    assert saved["scaler_state_dict"]["_growth_tracker"] > 0  # mid-run state, not a fresh one
+    assert train.main(args + ["--resume"]) == 0
+    final = load(tmp_path / "models" / "latest_model.pth")
+    assert_same_run(reference, final)
+    assert final["scaler_state_dict"] == reference["scaler_state_dict"]
+
+
+def test_bf16_autocast_round_trip_on_cpu(tiny, tmp_path, monkeypatch):
+    assert train.main(tiny("--epochs", "2", "--amp", "bf16")) == 0
+    state = load(tmp_path / "models" / "latest_model.pth")
+    assert state["config"]["amp"] == "bf16" and state["scaler_state_dict"] is None
+    assert train.main(tiny("--epochs", "3", "--amp", "bf16", "--resume")) == 0
+    assert load(tmp_path / "models" / "latest_model.pth")["epoch"] == 3
+
+
+WRITER = """
+import sys, torch
+sys.path.insert(0, {root!r})
+import checkpoint
+store = checkpoint.CheckpointStore({folder!r}, background=True)
+big = {{"w": torch.randn(2_000_000)}}
+for epoch in range(1, 10_000):
+    state = {{"epoch": epoch, "model_state_dict": big, "optimizer_state_dict": {{}},
+             "scheduler_state_dict": {{}}, "val_acc": 0.5, "best_val_acc": 0.5,
+             "train_losses": [], "val_losses": [], "train_accuracies": [],
+             "val_accuracies": [], "timestamp": "now", "config": {{}}}}
+    store.save(state)
+    print(epoch, flush=True)
+"""
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.55, 0.8])
+def test_kill_during_background_save_never_tears_latest(tmp_path, delay):
+    folder = tmp_path / "models"
+    code = WRITER.format(root=str(ROOT), folder=str(folder))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "1"  # the first save has been handed over
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    state = checkpoint.load_checkpoint(folder / "latest_model.pth")  # whole, checksum ok
+    assert state["epoch"] >= 1
+    store = checkpoint.CheckpointStore(folder)
+    store.clean_temp_files()
+    assert not list(folder.glob(".*.tmp"))
+
+
+def test_background_save_blocks_only_for_a_copy(tmp_path):
+    state = {"epoch": 1, "model_state_dict": {"w": torch.randn(3_000_000)},
+             "optimizer_state_dict": {}, "scheduler_state_dict": {}, "val_acc": 0.5,
+             "best_val_acc": 0.5, "train_losses": [], "val_losses": [],
+             "train_accuracies": [], "val_accuracies": [], "timestamp": "now", "config": {}}
+    store = checkpoint.CheckpointStore(tmp_path, background=True)
+    store.save(state)
+    state["model_state_dict"]["w"].zero_()  # training goes on changing its tensors
+    store.wait()
+    saved = checkpoint.load_checkpoint(tmp_path / "latest_model.pth")
+    assert saved["model_state_dict"]["w"].abs().sum() > 0  # the snapshot was written
+
+
+def fail_big_batches(monkeypatch, limit):
+    real = model_module.FatigueCNNLSTM.forward
+
+    def forward(self, clips):
+        if clips.shape[0] > limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(self, clips)
+
+    monkeypatch.setattr(model_module.FatigueCNNLSTM, "forward", forward)
+
+
+def test_out_of_memory_stops_with_advice_and_saves(tiny, tmp_path, monkeypatch):
+    assert train.main(tiny("--epochs", "1")) == 0
+    fail_big_batches(monkeypatch, 2)
+    with pytest.raises(train.UserError, match="--accum-steps 2, or add --auto-batch"):
+        train.main(tiny("--epochs", "2", "--resume"))
+    state = load(tmp_path / "models" / "latest_model.pth")
+    assert state["epoch"] == 1  # progress kept, position intact
+
+
+def test_auto_batch_halves_micro_batch_and_keeps_effective_batch(tiny, tmp_path, monkeypatch,
+                                                                capsys):
+    fail_big_batches(monkeypatch, 2)
+    assert train.main(tiny("--epochs", "1", "--auto-batch", "yes")) == 0
+    assert "micro-batch halved to 2 clips (--accum-steps 2)" in capsys.readouterr().err
+    cfg = load(tmp_path / "models" / "latest_model.pth")["config"]
+    assert (cfg["batch_size"], cfg["accum_steps"]) == (4, 2)
+
+
+def test_compiled_model_checkpoints_load_uncompiled(tiny, tmp_path):
+    pytest.importorskip("torch._dynamo")
+    if os.environ.get("CI_SKIP_COMPILE"):
+        pytest.skip("compiler not available")
+    assert train.main(tiny("--epochs", "1", "--compile", "yes")) == 0
+    state = load(tmp_path / "models" / "latest_model.pth")
+    assert not any(k.startswith("_orig_mod") for k in state["model_state_dict"])
+    net = model_module.build_model(Config.from_dict(state["config"]))
+    net.load_state_dict(state["model_state_dict"])
