@@ -172,7 +172,8 @@ class ClipDataset(Dataset):
         params = torch.tensor(augment_params(rng, self.image_size) if rng else NO_AUGMENT)
         if self.raw:
             return clip, params, self.labels[index]
-        return to_model_input(clip[None], params[None], self.image_size)[0], self.labels[index]
+        return (to_model_input(clip[None], params[None] if rng else None, self.image_size)[0],
+                self.labels[index])
 
 
 def augment_params(rng: np.random.Generator, image_size: int) -> tuple[float, ...]:
@@ -193,10 +194,11 @@ def to_model_input(clips: torch.Tensor, params: torch.Tensor | None,
     if (h, w) != (image_size, image_size):
         x = F.interpolate(x.flatten(0, 1), size=(image_size, image_size), mode="bilinear",
                           align_corners=False).view(b, t, c, image_size, image_size)
-    if params is None or not params[:, :3].any() and (params[:, 3:] == params.new_tensor(
-            NO_AUGMENT[3:])).all():
+    if params is None:
         return x
-    flip, dy, dx, contrast, brightness = params.to(x.device, torch.float32).unbind(1)
+    # No data-dependent branches below: on a GPU they would stall the CPU every step.
+    flip, dy, dx, contrast, brightness = params.to(x.device, torch.float32,
+                                                   non_blocking=True).unbind(1)
     x = torch.where(flip.view(b, 1, 1, 1, 1) > 0.5, x.flip(-1), x)
     # A per-clip cyclic shift, as one gather: row r of the output is row (r - dy) of the input.
     pos = torch.arange(image_size, device=x.device)
@@ -211,10 +213,16 @@ def to_model_input(clips: torch.Tensor, params: torch.Tensor | None,
 
 class EpochSampler(Sampler):
     """Shuffled (index, epoch) pairs; the order depends only on (seed, epoch), and
-    `start` skips the clips already trained on in a resumed epoch without loading them."""
+    `start` skips the clips already trained on in a resumed epoch without loading them.
 
-    def __init__(self, size: int, seed: int, shuffle: bool = True):
+    With several processes (torchrun), process `rank` takes every `world_size`-th clip of
+    that order, the order padded by its own first clips to a multiple of `world_size`
+    (as DistributedSampler does), so every process runs the same number of steps."""
+
+    def __init__(self, size: int, seed: int, rank: int = 0, world_size: int = 1,
+                 shuffle: bool = True):
         self.size, self.seed, self.shuffle = size, seed, shuffle
+        self.rank, self.world_size = rank, world_size
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
@@ -226,11 +234,16 @@ class EpochSampler(Sampler):
         gen = torch.Generator().manual_seed(self.seed * 7919 + self.epoch)
         return torch.randperm(self.size, generator=gen).tolist()
 
+    def shard(self) -> list[int]:
+        order = self.order()
+        padded = order + order[:(-len(order)) % self.world_size]
+        return padded[self.rank::self.world_size]
+
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        return iter([(i, self.epoch) for i in self.order()[self.start:]])
+        return iter([(i, self.epoch) for i in self.shard()[self.start:]])
 
     def __len__(self) -> int:
-        return self.size - self.start
+        return len(self.shard()) - self.start
 
 
 # ----------------------------------------------------------------------------- command line

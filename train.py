@@ -12,6 +12,7 @@ with the same weights, bit for bit on CPU, as one that never stopped.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import random
 import signal
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -32,8 +34,9 @@ from config import (Config, add_config_args, architecture_diff, build_config, fl
                     given_options)
 from dataset import (DEFAULT_DATA_DIR, ClipDataset, EpochSampler, data_fingerprint,
                      ensure_dataset, load_manifest, to_model_input)
+from distributed import Distributed
 from errors import UserError, run_cli
-from metrics import evaluate_checkpoint, loss_and_accuracy, predict
+from metrics import evaluate_checkpoint, predict
 from model import autocast_dtype, build_model, count_parameters, pick_device
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -44,8 +47,9 @@ class StopRequest:
     """Ctrl+C and SIGTERM only set a flag; the loop finishes the current step, saves and
     exits. (Saving inside the handler itself can hang or tear the file.)"""
 
-    def __init__(self) -> None:
+    def __init__(self, verbose: bool = True) -> None:
         self.signum: int | None = None
+        self.verbose = verbose
         self._previous: dict = {}
 
     def __enter__(self) -> "StopRequest":
@@ -58,17 +62,15 @@ class StopRequest:
             signal.signal(sig, handler)
 
     def _handle(self, signum: int, frame) -> None:
-        if self.signum is None:
+        if not self.verbose:
+            pass
+        elif self.signum is None:
             print(f"\n{signal.Signals(signum).name} received: finishing the current step, then "
                   f"saving the checkpoint...", file=sys.stderr, flush=True)
         else:
             print("\nalready stopping: the checkpoint is being saved, please wait",
                   file=sys.stderr, flush=True)
         self.signum = signum
-
-    @property
-    def exit_code(self) -> int:
-        return EXIT_CODES.get(self.signum, 1)
 
 
 def lr_factor(epoch: int, total_epochs: int) -> float:
@@ -101,6 +103,10 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch
 
 
+def _silent(*args, **kwargs) -> None:
+    pass
+
+
 def _quiet_worker(_: int) -> None:
     # A terminal's Ctrl+C reaches workers too; only the main process decides to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -113,7 +119,12 @@ def make_loader(dataset, batch_size: int, cfg: Config, device: torch.device,
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False,
                       num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
                       worker_init_fn=_quiet_worker if cfg.num_workers else None,
+                      persistent_workers=cfg.num_workers > 0,
                       generator=torch.Generator().manual_seed(cfg.seed))
+
+
+def micro_batch(cfg: Config) -> int:
+    return math.ceil(cfg.batch_size / cfg.accum_steps)
 
 
 def new_history() -> dict:
@@ -123,9 +134,14 @@ def new_history() -> dict:
 
 # ----------------------------------------------------------------------------- the loop
 def fit(cfg: Config, store: CheckpointStore, resume: dict | None = None,
-        allow_data_change: bool = False, warnings: list[str] | None = None) -> int:
-    """Train from scratch or from the checkpoint `resume`. Returns the exit code."""
-    device = pick_device(cfg.device)
+        allow_data_change: bool = False, warnings: list[str] | None = None,
+        dist: Distributed | None = None) -> int:
+    """Train from scratch or from the checkpoint `resume`. Returns the exit code.
+
+    Under torchrun every process runs this; process 0 alone writes files and prints."""
+    dist = dist or Distributed(pick_device(cfg.device))
+    device = dist.device
+    say = print if dist.is_main else _silent
     amp_dtype = autocast_dtype(cfg.amp, device)
     manifest = load_manifest(cfg.data_dir)
     fingerprint = data_fingerprint(manifest)
@@ -138,7 +154,7 @@ def fit(cfg: Config, store: CheckpointStore, resume: dict | None = None,
                             f"add --allow-data-change to continue on this one anyway")
         note = (f"data set changed on resume at epoch {resume['epoch']}: "
                 f"{resume['data_fingerprint']} -> {fingerprint}")
-        print(f"warning: {note}", file=sys.stderr)
+        say(f"warning: {note}", file=sys.stderr)
         warnings.append(note)
 
     data_args = dict(sequence_length=cfg.sequence_length, image_size=cfg.image_size,
@@ -149,14 +165,16 @@ def fit(cfg: Config, store: CheckpointStore, resume: dict | None = None,
     if not len(train_set) or not len(val_set):
         raise UserError(f"the data set in {cfg.data_dir}/ needs clips in both the train and the "
                         f"val split (it has {len(train_set)} and {len(val_set)})")
-    sampler = EpochSampler(len(train_set), cfg.seed)
+    sampler = EpochSampler(len(train_set), cfg.seed, dist.rank, dist.world_size)
     train_loader = make_loader(train_set, cfg.batch_size, cfg, device, sampler=sampler)
+    val_loader, val_shard = None, list(range(dist.rank, len(val_set), dist.world_size))
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg).to(device)
-    # The compiled module shares its parameters with `model`, whose state_dict (without
-    # the compiler's '_orig_mod.' prefix) is what checkpoints hold.
-    step_model = torch.compile(model) if cfg.compile else model
+    # The wrappers share their parameters with `model`, whose state_dict (without their
+    # 'module.' and '_orig_mod.' prefixes) is what checkpoints hold.
+    step_model = DistributedDataParallel(model) if dist.enabled else model
+    step_model = torch.compile(step_model) if cfg.compile else step_model
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest kernels
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate,
@@ -174,7 +192,7 @@ def fit(cfg: Config, store: CheckpointStore, resume: dict | None = None,
         scheduler.load_state_dict(resume["scheduler_state_dict"])
         rebuild_schedule(optimizer, scheduler, cfg)
         if resume["config"]["num_epochs"] != cfg.num_epochs:
-            print(f"Learning-rate schedule rebuilt for {cfg.num_epochs} epochs: epoch "
+            say(f"Learning-rate schedule rebuilt for {cfg.num_epochs} epochs: epoch "
                   f"{resume['epoch'] + 1} continues at lr {optimizer.param_groups[0]['lr']:.2e}")
         if scaler is not None and resume.get("scaler_state_dict"):
             scaler.load_state_dict(resume["scaler_state_dict"])
@@ -182,19 +200,31 @@ def fit(cfg: Config, store: CheckpointStore, resume: dict | None = None,
         best_val_acc, best_epoch = resume["best_val_acc"], resume.get("best_epoch", 0)
         val_acc, start_epoch = resume["val_acc"], resume["epoch"]
         samples_done, global_step = resume.get("samples_in_epoch", 0), resume.get("global_step", 0)
+        saved_world = resume.get("world_size", 1)
+        if samples_done and saved_world != dist.world_size:
+            say(f"note: {saved_world} process(es) wrote this checkpoint and {dist.world_size} "
+                f"run now, so epoch {start_epoch + 1} restarts at its beginning (the position "
+                f"inside it does not carry over to another number of processes)")
+            samples_done = 0
         if samples_done:
-            sums = resume["partial_epoch"].to(device)
-        run_log.truncate_after(cfg.model_dir, start_epoch)
+            partial = resume["partial_epoch"]
+            sums = (partial[dist.rank] if partial.dim() == 2 else partial).to(device)
+        if dist.is_main:
+            run_log.truncate_after(cfg.model_dir, start_epoch)
     if start_epoch >= cfg.num_epochs:
-        print(f"All {cfg.num_epochs} epochs of this run are done (best val acc "
+        say(f"All {cfg.num_epochs} epochs of this run are done (best val acc "
               f"{100 * best_val_acc:.2f}% at epoch {best_epoch}). To train longer: "
               f"python train.py --resume --epochs {cfg.num_epochs + 50}")
         return 0
 
-    def checkpoint_state(epochs_done: int, interrupted: str | None = None) -> dict:
-        return {"format_version": FORMAT_VERSION, "epoch": epochs_done,
+    def save(epochs_done: int, is_best: bool = False, epoch_end: bool = True,
+             interrupted: str | None = None) -> list[str]:
+        """Every process takes part (RNG states and partial sums are gathered); process 0
+        writes. Returns the file names written."""
+        rngs, partials = dist.gather(rng_state()), dist.gather(sums.cpu())
+        state = {"format_version": FORMAT_VERSION, "epoch": epochs_done,
                 "global_step": global_step, "samples_in_epoch": samples_done,
-                "partial_epoch": sums.cpu(), "interrupted": interrupted,
+                "partial_epoch": torch.stack(partials), "interrupted": interrupted,
                 "model_state_dict": model.state_dict(),
                 "optimizer_state_dict": optimizer.state_dict(),
                 "scheduler_state_dict": scheduler.state_dict(),
@@ -202,39 +232,48 @@ def fit(cfg: Config, store: CheckpointStore, resume: dict | None = None,
                 "val_acc": val_acc, "best_val_acc": best_val_acc, "best_epoch": best_epoch,
                 **history, "timestamp": datetime.now().astimezone().isoformat(timespec="seconds"),
                 "config": cfg.to_dict(), "data_fingerprint": fingerprint,
-                "data_splits": manifest["splits"], "rng_state": rng_state(),
-                "warnings": warnings}
+                "data_splits": manifest["splits"], "rng_state": rngs[0],
+                "rank_rng_states": rngs, "world_size": dist.world_size, "warnings": warnings}
+        if not dist.is_main:
+            return []
+        return store.save(state, is_best=is_best, epoch_end=epoch_end)
 
-    def stop_now(stop: StopRequest, epochs_done: int) -> int:
-        reason = signal.Signals(stop.signum).name
-        store.save(checkpoint_state(epochs_done, interrupted=reason), epoch_end=False)
+    def stop_now(signum: int, epochs_done: int) -> int:
+        reason = signal.Signals(signum).name
+        save(epochs_done, epoch_end=False, interrupted=reason)
         store.wait()
-        where = (f"epoch {epochs_done + 1}, {samples_done}/{len(train_set)} clips"
+        where = (f"epoch {epochs_done + 1}, {samples_done}/{len(sampler.shard())} clips"
+                 + (" of each process" if dist.enabled else "")
                  if samples_done else f"the end of epoch {epochs_done}")
-        print(f"Stopped by {reason} at {where}; saved {store.latest}.\n"
-              f"Continue with: {resume_command(cfg)}", file=sys.stderr, flush=True)
-        return stop.exit_code
+        say(f"Stopped by {reason} at {where}; saved {store.latest}.\n"
+            f"Continue with: {resume_command(cfg, dist.enabled)}", file=sys.stderr, flush=True)
+        dist.barrier()
+        return EXIT_CODES.get(signum, 1)
 
-    print(f"Training {cfg.backbone} CNN-{cfg.temporal.upper()} ({count_parameters(model):,} "
+    say(f"Training {cfg.backbone} CNN-{cfg.temporal.upper()} ({count_parameters(model):,} "
           f"parameters) on {device}{' with ' + str(amp_dtype).split('.')[-1] if amp_dtype else ''}"
           f": {len(train_set)} train / {len(val_set)} val clips of {cfg.sequence_length} frames "
-          f"from {cfg.data_dir}/, checkpoints in {cfg.model_dir}/", flush=True)
-    with StopRequest() as stop:
+          f"from {cfg.data_dir}/, checkpoints in {cfg.model_dir}/"
+          + (f"; {dist.world_size} processes, {dist.world_size * cfg.batch_size} clips per step"
+             if dist.enabled else ""), flush=True)
+    with StopRequest(verbose=dist.is_main) as stop:
         for epoch in range(start_epoch, cfg.num_epochs):
             began = time.time()
             sampler.set_epoch(epoch, samples_done)
             if samples_done:  # resuming inside this epoch: the RNG as it was at that step
-                set_rng_state(resume["rng_state"])
+                set_rng_state((resume.get("rank_rng_states") or [resume["rng_state"]])[dist.rank])
             else:
-                torch.manual_seed(epoch_seed(cfg.seed, epoch))
+                torch.manual_seed(epoch_seed(cfg.seed, epoch) + 1_000_003 * dist.rank)
                 sums.zero_()
             lr = optimizer.param_groups[0]["lr"]
             model.train()
+            shown = time.time()
             bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.num_epochs}", leave=False,
-                       dynamic_ncols=True, mininterval=0.5)
+                       dynamic_ncols=True, mininterval=0.5, disable=not dist.is_main)
             for clips, params, labels in bar:
                 clips = to_model_input(clips.to(device, non_blocking=True),
-                                       params if cfg.augment else None, cfg.image_size)
+                                       params.to(device, non_blocking=True) if cfg.augment
+                                       else None, cfg.image_size)
                 labels = labels.to(device, non_blocking=True)
                 step_sums = None
                 while step_sums is None:
@@ -247,17 +286,18 @@ def fit(cfg: Config, store: CheckpointStore, resume: dict | None = None,
                     if step_sums is None:
                         optimizer.zero_grad(set_to_none=True)
                         torch.cuda.empty_cache()
-                        micro = math.ceil(len(labels) / cfg.accum_steps)
+                        micro = math.ceil(len(labels) / cfg.accum_steps)  # this batch's
                         if not cfg.auto_batch or micro == 1:
-                            store.save(checkpoint_state(epoch), epoch_end=False)
-                            store.wait()
+                            if not dist.enabled:  # other processes cannot join a save now
+                                save(epoch, epoch_end=False)
+                                store.wait()
                             raise UserError(
                                 f"CUDA ran out of memory on micro-batches of {micro} clips. Lower "
                                 f"--batch-size, --image-size or --sequence-length, split batches "
                                 f"with --accum-steps {2 * cfg.accum_steps}, or add --auto-batch; "
                                 f"progress is saved, continue with {resume_command(cfg)}")
                         cfg.accum_steps *= 2
-                        print(f"CUDA out of memory: micro-batch halved to "
+                        say(f"CUDA out of memory: micro-batch halved to "
                               f"{math.ceil(len(labels) / cfg.accum_steps)} clips (--accum-steps "
                               f"{cfg.accum_steps}); the effective batch stays {cfg.batch_size}",
                               file=sys.stderr, flush=True)
@@ -273,23 +313,25 @@ def fit(cfg: Config, store: CheckpointStore, resume: dict | None = None,
                     optimizer.step()
                 global_step += 1
                 samples_done += len(labels)
-                if bar.n % 10 == 0:
+                if time.time() - shown > 1.0:  # reading the sums waits for the GPU: rarely
+                    shown = time.time()
                     loss_sum, correct, seen = sums.tolist()
                     bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}%",
                                     refresh=False)
-                if stop.signum is not None:
-                    return stop_now(stop, epoch)
+                signum = dist.max_int(stop.signum or 0)  # all processes stop at the same step
+                if signum:
+                    return stop_now(signum, epoch)
                 if cfg.save_every_steps and global_step % cfg.save_every_steps == 0:
-                    store.save(checkpoint_state(epoch), epoch_end=False)
+                    save(epoch, epoch_end=False)
             bar.close()
+            loss_sum, correct, seen = dist.sum(sums.clone()).tolist()
             train_seconds = time.time() - began
 
-            loss_sum, correct, seen = sums.tolist()
             # Validation batches as large as the training micro-batches: they fit in memory.
-            val_loader = make_loader(val_set, math.ceil(cfg.batch_size / cfg.accum_steps), cfg,
-                                     device)
-            val_loss, val_acc = loss_and_accuracy(*predict(step_model, val_loader, device,
-                                                           amp_dtype, cfg.image_size))
+            if val_loader is None or val_loader.batch_size != micro_batch(cfg):
+                val_loader = make_loader(val_set, micro_batch(cfg), cfg, device, sampler=val_shard)
+            val_loss, val_acc = validation_metrics(
+                *predict(step_model, val_loader, device, amp_dtype, cfg.image_size), dist)
             scheduler.step()
             samples_done = 0
             for key, value in (("train_losses", loss_sum / seen), ("val_losses", val_loss),
@@ -301,9 +343,14 @@ def fit(cfg: Config, store: CheckpointStore, resume: dict | None = None,
                 best_val_acc, best_epoch = val_acc, epoch + 1
             sums.zero_()
             save_began = time.time()
-            written = store.save(checkpoint_state(epoch + 1), is_best=is_best)
+            written = save(epoch + 1, is_best=is_best)
             save_seconds = time.time() - save_began
             seconds = time.time() - began
+            signum = dist.max_int(stop.signum or 0)  # arrived during validation or the save
+            if not dist.is_main:
+                if signum:
+                    return stop_now(signum, epoch + 1)
+                continue
             run_log.append_epoch(cfg.model_dir, {
                 "epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                 "val_loss": val_loss, "val_acc": val_acc, "lr": lr, "seconds": round(seconds, 3),
@@ -315,14 +362,15 @@ def fit(cfg: Config, store: CheckpointStore, resume: dict | None = None,
                   f"acc {100 * correct / seen:5.1f}%  val loss {val_loss:.4f} acc "
                   f"{100 * val_acc:5.1f}%  lr {lr:.2e}  {seconds:5.1f}s  saved "
                   f"{', '.join(written)}", flush=True)
-            if stop.signum is not None:  # arrived during validation or the save
-                return stop_now(stop, epoch + 1)
+            if signum:
+                return stop_now(signum, epoch + 1)
 
+    if not dist.is_main:
+        return 0
     store.wait()
     print(f"Done: best val acc {100 * best_val_acc:.2f}% at epoch {best_epoch}, saved as "
           f"{store.best}.")
-    test = evaluate_checkpoint(store.best, device=cfg.device,
-                               batch_size=math.ceil(cfg.batch_size / cfg.accum_steps))
+    test = evaluate_checkpoint(store.best, device=cfg.device, batch_size=micro_batch(cfg))
     if test["clips"]:
         print(f"Test accuracy of {store.best.name} on {test['clips']} clips of unseen subjects: "
               f"{100 * test['accuracy']:.2f}% (details: python evaluate.py --model {store.best})")
@@ -334,16 +382,32 @@ def accumulate_gradients(model, clips: torch.Tensor, labels: torch.Tensor, accum
     """Backpropagate one batch as `accum_steps` micro-batches whose gradients add up to the
     whole batch's. Returns [loss sum, correct, clips] of the batch (float64)."""
     sums = torch.zeros(3, dtype=torch.float64, device=clips.device)
-    for micro_clips, micro_labels in zip(clips.chunk(accum_steps), labels.chunk(accum_steps)):
-        with torch.autocast(clips.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(micro_clips)
-        loss = F.cross_entropy(logits.float(), micro_labels)
-        weight = len(micro_labels) / len(labels)
-        (scaler.scale(loss * weight) if scaler else loss * weight).backward()
+    pieces = list(zip(clips.chunk(accum_steps), labels.chunk(accum_steps)))
+    for i, (micro_clips, micro_labels) in enumerate(pieces):
+        # Under DistributedDataParallel, gradients are exchanged once, after the last piece.
+        last = i == len(pieces) - 1
+        exchange = contextlib.nullcontext() if last or not hasattr(model, "no_sync") \
+            else model.no_sync()
+        with exchange:
+            with torch.autocast(clips.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = model(micro_clips)
+            loss = F.cross_entropy(logits.float(), micro_labels)
+            weight = len(micro_labels) / len(labels)
+            (scaler.scale(loss * weight) if scaler else loss * weight).backward()
         sums[0] += loss.detach().double() * len(micro_labels)
         sums[1] += (logits.argmax(1) == micro_labels).sum()
         sums[2] += len(micro_labels)
     return sums
+
+
+def validation_metrics(logits: torch.Tensor, labels: torch.Tensor,
+                       dist: Distributed) -> tuple[float, float]:
+    """Loss and accuracy over the whole validation set, each process holding a shard."""
+    sums = torch.tensor([F.cross_entropy(logits, labels, reduction="sum").item(),
+                         (logits.argmax(1) == labels).sum().item(), len(labels)],
+                        dtype=torch.float64, device=dist.device)
+    loss_sum, correct, seen = dist.sum(sums).tolist()
+    return loss_sum / seen, correct / seen
 
 
 def rebuild_schedule(optimizer, scheduler, cfg: Config) -> None:
@@ -358,9 +422,10 @@ def rebuild_schedule(optimizer, scheduler, cfg: Config) -> None:
     scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
 
 
-def resume_command(cfg: Config) -> str:
+def resume_command(cfg: Config, distributed: bool = False) -> str:
     extra = "" if cfg.model_dir == Config.model_dir else f" --model-dir {cfg.model_dir}"
-    return f"python train.py --resume{extra}"
+    launcher = "torchrun [the same torchrun options] " if distributed else "python "
+    return f"{launcher}train.py --resume{extra}"
 
 
 # ----------------------------------------------------------------------------- starting a run
@@ -428,37 +493,56 @@ def run(args: argparse.Namespace, ask: bool = False) -> int:
     if args.resume and args.force:
         raise UserError("--resume and --force contradict each other; choose one")
     given = given_options(args)
+    dist = Distributed(pick_device(given.get("device", "auto")))
+    try:
+        return start(args, given, ask, dist)
+    finally:
+        dist.close()
+
+
+def start(args: argparse.Namespace, given: dict, ask: bool, dist: Distributed) -> int:
+    # Under torchrun, process 0 alone touches the model folder and makes data; the others
+    # wait for it and load the checkpoint it chose.
+    main_process = dist.is_main
+    say = print if main_process else _silent
     model_dir = given.get("model_dir", Config.model_dir)
     store = CheckpointStore(model_dir, background=True)
-    for stale in store.clean_temp_files():
-        print(f"removed {stale}, left by an interrupted save")
+    for stale in store.clean_temp_files() if main_process else []:
+        say(f"removed {stale}, left by an interrupted save")
     resume = args.resume
-    if ask and not args.resume and not args.force and store.latest.is_file():
+    if ask and not dist.enabled and not args.resume and not args.force and store.latest.is_file():
         resume = ask_to_continue(store)
     notes: list[str] = []
     if resume:
-        path, state, notes = store.find_resumable()
+        if main_process:
+            path, state, notes = store.find_resumable()
+        path = dist.broadcast(str(path) if main_process else None)
+        if not main_process:
+            state = load_checkpoint(path)
         cfg, changes = resume_config(state, given, model_dir)
         for note in notes:
-            print(f"warning: {note}", file=sys.stderr)
+            say(f"warning: {note}", file=sys.stderr)
         if changes:
-            print("warning: options changed on resume, applied: " + "; ".join(changes),
-                  file=sys.stderr)
-        print(f"Resuming {path} at epoch {state['epoch']}"
-              + (f", {state['samples_in_epoch']} clips into epoch {state['epoch'] + 1}"
-                 if state.get("samples_in_epoch") else ""))
+            say("warning: options changed on resume, applied: " + "; ".join(changes),
+                file=sys.stderr)
+        say(f"Resuming {path} at epoch {state['epoch']}"
+            + (f", {state['samples_in_epoch']} clips into epoch {state['epoch'] + 1}"
+               if state.get("samples_in_epoch") else ""))
     else:
         state = None
         cfg = build_config(given)
-        if store.has_run():
-            print(f"Moved the previous run's files to {store.archive_run()}/ (nothing deleted).")
+        if main_process and store.has_run():
+            say(f"Moved the previous run's files to {store.archive_run()}/ (nothing deleted).")
     store.save_every, store.keep_last = cfg.save_every, cfg.keep_last
-    ensure_dataset(cfg.data_dir, explicitly_given="data_dir" in given or
-                   cfg.data_dir != DEFAULT_DATA_DIR, seed=0, image_size=cfg.image_size,
-                   sequence_length=cfg.sequence_length, channels=cfg.channels)
+    if main_process:
+        ensure_dataset(cfg.data_dir, explicitly_given="data_dir" in given or
+                       cfg.data_dir != DEFAULT_DATA_DIR, seed=0, image_size=cfg.image_size,
+                       sequence_length=cfg.sequence_length, channels=cfg.channels)
+    dist.barrier()
     if state is None:
         cfg.num_classes = len(load_manifest(cfg.data_dir)["classes"])
-    return fit(cfg, store, state, allow_data_change=args.allow_data_change, warnings=notes)
+    return fit(cfg, store, state, allow_data_change=args.allow_data_change, warnings=notes,
+               dist=dist)
 
 
 def main(argv: list[str] | None = None, ask: bool = False) -> int:

@@ -1,0 +1,85 @@
+"""Running under torchrun: process group, ranks, and the few collectives training needs.
+
+`python train.py` is one process (world size 1) and every method below is then a no-op, so
+the training loop reads the same either way. Under
+`torchrun --nproc_per_node=N train.py ...` each process gets RANK, LOCAL_RANK and
+WORLD_SIZE from the launcher; we join the process group (NCCL on CUDA, gloo on the CPU)
+and keep a second, gloo group on the CPU for control messages (the stop flag), so that
+checking it never waits for the GPU.
+"""
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from errors import UserError
+
+
+class Distributed:
+    def __init__(self, device: torch.device):
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.device = device
+        self.control = None
+        if self.world_size == 1:
+            return
+        if device.type == "cuda":
+            if torch.cuda.device_count() <= self.local_rank:
+                raise UserError(f"process {self.local_rank} has no GPU of its own (this machine "
+                                f"has {torch.cuda.device_count()}); lower --nproc_per_node")
+            torch.cuda.set_device(self.local_rank)
+            self.device = torch.device("cuda", self.local_rank)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                    timeout=timedelta(minutes=30))
+        self.control = dist.new_group(backend="gloo")
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Element-wise sum over all processes (in place, and returned)."""
+        if self.enabled:
+            dist.all_reduce(tensor)
+        return tensor
+
+    def max_int(self, value: int) -> int:
+        """The largest `value` any process holds; every process calls it at the same step."""
+        if not self.enabled:
+            return value
+        t = torch.tensor([value], dtype=torch.int64)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.control)
+        return int(t.item())
+
+    def gather(self, obj) -> list:
+        """Every process's `obj`, in rank order, on every process."""
+        if not self.enabled:
+            return [obj]
+        out = [None] * self.world_size
+        dist.all_gather_object(out, obj, group=self.control)
+        return out
+
+    def broadcast(self, obj):
+        """Rank 0's `obj` on every process."""
+        if not self.enabled:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0, group=self.control)
+        return box[0]
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier(group=self.control)
+
+    def close(self) -> None:
+        if self.enabled and dist.is_initialized():
+            dist.destroy_process_group()

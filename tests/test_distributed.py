@@ -1,0 +1,89 @@
+"""torchrun: two CPU processes (gloo) on a tiny model give the same checkpoints, resume
+exactly, and interoperate with single-process runs."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import dataset
+import evaluate
+import train
+from conftest import ROOT, tiny_args
+from test_faults import interrupt
+from test_training import assert_same_run, load, load_or_none
+
+EPOCHS = "30"
+
+
+def torchrun(*args: str, **popen) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                             "--nproc_per_node=2", str(ROOT / "train.py"), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+
+
+def finish(proc: subprocess.Popen) -> tuple[int, str]:
+    out, _ = proc.communicate(timeout=300)
+    return proc.returncode, out
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_data, tmp_path_factory):
+    models = tmp_path_factory.mktemp("ddp_reference")
+    code, out = finish(torchrun(*tiny_args(tiny_data, models, "--epochs", EPOCHS)))
+    assert code == 0, out
+    return models
+
+
+def test_rank_zero_writes_once_and_single_process_reads_it(reference, capsys):
+    assert out_lines(reference / "training_log.jsonl") == int(EPOCHS)  # not once per process
+    state = load(reference / "latest_model.pth")
+    assert state["world_size"] == 2 and state["epoch"] == int(EPOCHS)
+    assert not any(k.startswith("module.") for k in state["model_state_dict"])
+    assert evaluate.main(["--model", str(reference / "best_model.pth")]) == 0
+    assert "accuracy" in capsys.readouterr().out
+
+
+def out_lines(path) -> int:
+    return len(path.read_text().splitlines())
+
+
+def test_sigterm_under_torchrun_then_resume_is_bit_identical(reference, tiny_data, tmp_path):
+    models = tmp_path / "models"
+    args = tiny_args(tiny_data, models, "--epochs", EPOCHS)
+    proc = torchrun(*args)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # a preemption notice somewhere after epoch 3
+        state = load_or_none(models / "latest_model.pth")
+        if state and state["epoch"] >= 3:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)  # to torchrun, which passes it on to both processes
+    code, out = finish(proc)
+    assert code != 0
+    stopped = load(models / "latest_model.pth")
+    assert stopped["interrupted"] == "SIGTERM" and stopped["epoch"] < int(EPOCHS), out
+    assert out.count("Stopped by SIGTERM") == 1  # process 0 reports for all
+    code, out = finish(torchrun(*args, "--resume"))
+    assert code == 0, out
+    assert_same_run(load(reference / "latest_model.pth"), load(models / "latest_model.pth"))
+
+
+def test_resume_with_another_world_size(tiny, tmp_path, monkeypatch):
+    # One process, stopped in the middle of its second epoch...
+    interrupt(monkeypatch, dataset.ClipDataset, "__getitem__", 12 + 7, signal.SIGINT)
+    assert train.main(tiny("--epochs", "3")) == 130
+    monkeypatch.undo()
+    assert load(tmp_path / "models" / "latest_model.pth")["samples_in_epoch"] > 0
+    # ...goes on with two, which restart that epoch, saying so...
+    code, out = finish(torchrun(*tiny("--epochs", "3", "--resume")))
+    assert code == 0, out
+    assert "epoch 2 restarts at its beginning" in out
+    state = load(tmp_path / "models" / "latest_model.pth")
+    assert (state["epoch"], state["world_size"]) == (3, 2)
+    # ...and one process takes over again.
+    assert train.main(tiny("--epochs", "4", "--resume")) == 0
+    assert load(tmp_path / "models" / "latest_model.pth")["epoch"] == 4
