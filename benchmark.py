@@ -68,14 +68,7 @@ def bare_loop(cfg: Config, device: torch.device, batches: list, repeats: int) ->
         for x, y in batches:
             optimizer.zero_grad(set_to_none=True)
             train.accumulate_gradients(step_model, x, y, cfg.accum_steps, amp, scaler)
-            if scaler:
-                scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
+            train.optimizer_step(model, optimizer, scaler, cfg.grad_clip)
 
     epoch()  # warm-up (and compilation), as the real loop's first epoch
     sync(device)

@@ -302,15 +302,7 @@ def fit(cfg: Config, store: CheckpointStore, resume: dict | None = None,
                               f"{cfg.accum_steps}); the effective batch stays {cfg.batch_size}",
                               file=sys.stderr, flush=True)
                 sums += step_sums
-                if scaler:
-                    scaler.unscale_(optimizer)
-                if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                if scaler:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
+                optimizer_step(model, optimizer, scaler, cfg.grad_clip)
                 global_step += 1
                 samples_done += len(labels)
                 if time.time() - shown > 1.0:  # reading the sums waits for the GPU: rarely
@@ -398,6 +390,19 @@ def accumulate_gradients(model, clips: torch.Tensor, labels: torch.Tensor, accum
         sums[1] += (logits.argmax(1) == micro_labels).sum()
         sums[2] += len(micro_labels)
     return sums
+
+
+def optimizer_step(model, optimizer, scaler, grad_clip: float) -> None:
+    """Clip the gradient norm (after unscaling, with fp16) and update the weights."""
+    if scaler:
+        scaler.unscale_(optimizer)
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if scaler:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
 
 
 def validation_metrics(logits: torch.Tensor, labels: torch.Tensor,
