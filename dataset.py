@@ -159,21 +159,61 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
+    def plan(self, index: int, epoch: int | None) -> tuple[int, tuple[float, ...] | None]:
+        """Where the clip's frames start and how it is augmented (None: not at all),
+        fixed by (seed, epoch, index)."""
+        extra = self.clips.shape[1] - self.sequence_length
+        if not (self.augment and epoch is not None):
+            return extra // 2, None  # evaluation: the centred frames, unchanged
+        rng = np.random.default_rng(sample_seed(self.seed, epoch, index))
+        start = int(rng.integers(0, extra + 1)) if extra else 0
+        return start, augment_params(rng, self.image_size)
+
     def __getitem__(self, item: int | tuple[int, int]):
         index, epoch = item if isinstance(item, tuple) else (item, None)
+        start, params = self.plan(index, epoch)
         stored = self.clips[self.rows[index]]  # uint8 [T_stored, C, H, W], memory-mapped
-        rng = None
-        if self.augment and epoch is not None:
-            rng = np.random.default_rng(sample_seed(self.seed, epoch, index))
-        # Temporal crop: random for training, centred otherwise.
-        extra = stored.shape[0] - self.sequence_length
-        start = int(rng.integers(0, extra + 1)) if rng is not None and extra else extra // 2
         clip = torch.from_numpy(np.array(stored[start:start + self.sequence_length]))
-        params = torch.tensor(augment_params(rng, self.image_size) if rng else NO_AUGMENT)
         if self.raw:
-            return clip, params, self.labels[index]
-        return (to_model_input(clip[None], params[None] if rng else None, self.image_size)[0],
-                self.labels[index])
+            return clip, torch.tensor(params or NO_AUGMENT), self.labels[index]
+        return (to_model_input(clip[None], None if params is None else torch.tensor([params]),
+                               self.image_size)[0], self.labels[index])
+
+
+class DeviceClipLoader:
+    """Batches cut on the GPU from the whole split held in GPU memory as uint8: what a
+    DataLoader does, without per-clip Python work or host-to-device copies on the way.
+    Yields what a DataLoader over a raw ClipDataset yields, from the same plan."""
+
+    def __init__(self, dataset: ClipDataset, sampler: EpochSampler, batch_size: int,
+                 device: torch.device):
+        self.dataset, self.sampler, self.batch_size, self.device = dataset, sampler, batch_size, device
+        self.clips = torch.from_numpy(np.asarray(dataset.clips[dataset.rows])).to(device)
+        self.labels = torch.tensor(dataset.labels, device=device)
+
+    @staticmethod
+    def fits(dataset: ClipDataset, device: torch.device) -> bool:
+        """Use it when the split takes at most a quarter of the GPU's free memory."""
+        if device.type != "cuda":
+            return False
+        size = len(dataset) * int(np.prod(dataset.clips.shape[1:]))
+        return size <= 0.25 * torch.cuda.mem_get_info(device)[0]
+
+    def __len__(self) -> int:
+        return -(-len(self.sampler) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        items = list(self.sampler)
+        plans = [self.dataset.plan(index, epoch) for index, epoch in items]
+        index = torch.tensor([i for i, _ in items], device=self.device)
+        starts = torch.tensor([start for start, _ in plans], device=self.device)
+        params = torch.tensor([p or NO_AUGMENT for _, p in plans], device=self.device)
+        frames = torch.arange(self.dataset.sequence_length, device=self.device)
+        for b in range(0, len(items), self.batch_size):
+            rows = index[b:b + self.batch_size]
+            take = (starts[b:b + self.batch_size, None] + frames)  # (B, T): frames to keep
+            clips = self.clips[rows[:, None], take]  # (B, T, C, H, W)
+            yield clips, params[b:b + self.batch_size], self.labels[rows]
 
 
 def augment_params(rng: np.random.Generator, image_size: int) -> tuple[float, ...]:

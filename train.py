@@ -32,8 +32,8 @@ import run_log
 from checkpoint import (FORMAT_VERSION, CheckpointStore, DamagedCheckpoint, load_checkpoint)
 from config import (Config, add_config_args, architecture_diff, build_config, flag_of,
                     given_options)
-from dataset import (DEFAULT_DATA_DIR, ClipDataset, EpochSampler, data_fingerprint,
-                     ensure_dataset, load_manifest, to_model_input)
+from dataset import (DEFAULT_DATA_DIR, ClipDataset, DeviceClipLoader, EpochSampler,
+                     data_fingerprint, ensure_dataset, load_manifest, to_model_input)
 from distributed import Distributed
 from errors import UserError, run_cli
 from metrics import evaluate_checkpoint, predict
@@ -166,7 +166,10 @@ def fit(cfg: Config, store: CheckpointStore, resume: dict | None = None,
         raise UserError(f"the data set in {cfg.data_dir}/ needs clips in both the train and the "
                         f"val split (it has {len(train_set)} and {len(val_set)})")
     sampler = EpochSampler(len(train_set), cfg.seed, dist.rank, dist.world_size)
-    train_loader = make_loader(train_set, cfg.batch_size, cfg, device, sampler=sampler)
+    if DeviceClipLoader.fits(train_set, device):  # no loader work left between GPU steps
+        train_loader = DeviceClipLoader(train_set, sampler, cfg.batch_size, device)
+    else:
+        train_loader = make_loader(train_set, cfg.batch_size, cfg, device, sampler=sampler)
     val_loader, val_shard = None, list(range(dist.rank, len(val_set), dist.world_size))
 
     torch.manual_seed(cfg.seed)
