@@ -13,20 +13,16 @@ options (--sequence-length, --stride, --min-face-fraction, splits) re-cuts witho
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 import multiprocessing as mp
 import os
 import queue
-import random
-import re
 import shutil
 import signal
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -36,232 +32,10 @@ from tqdm import tqdm
 
 import video
 from errors import UserError, run_cli
+from layouts import FORMATS, Scan, Video, assign_splits, scan_source
 
-FORMATS = ("nthu", "rldd", "folders")
 CACHE_DIR = ".prepare"
 CACHE_VERSION = 1  # bump when per-video processing changes: old caches are then ignored
-TEST_FRACTION = 0.2  # share of subjects for test when the layout names no test subjects
-NTHU_SCENARIOS = ("glasses", "noglasses", "sunglasses", "night_noglasses", "nightglasses")
-RECTIFIED = re.compile(r"^re(?:cti|cit)fi?e?d[_\- ]?", re.IGNORECASE)  # incl. 'recitfied'
-RLDD_NAME = re.compile(r"(0|5|10)(?:_(\d+))?")  # 10.mov, 10_1.mp4 (a video split in parts)
-RLDD_CLASSES = {2: {0: 0, 10: 1}, 3: {0: 0, 5: 1, 10: 2}}
-RLDD_NAMES = {2: ["alert", "drowsy"], 3: ["alert", "low_vigilant", "drowsy"]}
-SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val",
-                 "validation": "val", "dev": "val", "test": "test", "testing": "test",
-                 "eval": "test", "evaluation": "test"}
-
-
-@dataclass(frozen=True)
-class Video:
-    path: str                       # relative to SOURCE, '/'-separated: the record's `source`
-    subject: str
-    split: str | None = None        # fixed by the layout (NTHU set, RLDD fold, split folder)
-    label: int | None = None        # the whole video's class (RLDD, folders)
-    frame_labels: str | None = None  # NTHU: one digit per source frame
-    extra: tuple = ()               # (key, value) pairs copied into each clip record
-
-
-@dataclass
-class Scan:
-    videos: list[Video]
-    classes: list[str]
-    skipped: list[dict] = field(default_factory=list)  # {"source", "reason"}
-    notes: list[str] = field(default_factory=list)
-
-
-# ----------------------------------------------------------------------------- layouts
-def _norm(text: str) -> str:
-    """Spelling-insensitive key: 'night_noglasses' == 'nightNoGlasses'."""
-    return re.sub(r"[^a-z0-9]", "", text.lower())
-
-
-def list_videos(source: Path, skip: Path | None, frame_folders: bool) -> list[str]:
-    """Relative paths of the video files (and, if asked, folders of frame images), sorted."""
-    found = []
-    for root, dirs, files in os.walk(source):
-        here = Path(root)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and
-                         (skip is None or (here / d).resolve() != skip))
-        rel = here.relative_to(source).as_posix()
-        images = any(f.lower().endswith(video.IMAGE_EXTENSIONS) for f in files)
-        if frame_folders and rel != "." and images:
-            found.append(rel)
-            dirs[:] = []
-            continue
-        found += [(here / f).relative_to(source).as_posix() for f in files
-                  if f.lower().endswith(video.VIDEO_EXTENSIONS) and not f.startswith(".")]
-    return sorted(found)
-
-
-def read_label_digits(path: Path) -> str:
-    """An NTHU label file: one line with one digit (0 or 1) per frame."""
-    digits = re.sub(r"\s", "", path.read_text(errors="replace"))
-    if not digits or set(digits) - {"0", "1"}:
-        raise ValueError(f"expected one 0/1 digit per frame in {path.name}")
-    return digits
-
-
-def scan_nthu(source: Path, paths: list[str]) -> Scan:
-    scan = Scan([], ["alert", "drowsy"])
-    labels_by_dir: dict[str, dict[str, str]] = {}
-    everywhere: dict[str, list[str]] = {}
-    for root, _, files in os.walk(source):
-        for f in files:
-            if f.lower().endswith("_drowsiness.txt"):
-                rel = (Path(root) / f).relative_to(source).as_posix()
-                labels_by_dir.setdefault(str(Path(rel).parent), {})[_norm(Path(f).stem)] = rel
-                everywhere.setdefault(_norm(Path(f).stem), []).append(rel)
-    chosen: dict[tuple, Video] = {}
-    for rel in paths:
-        parts = Path(rel).parts
-        part = next((p for p in (_norm(x) for x in parts[:-1])
-                     if "train" in p or "eval" in p or "test" in p), "")
-        stem = Path(rel).stem
-        mix = re.fullmatch(r"([^_]+)_(.+)_mix(?:ing)?", stem, re.IGNORECASE)
-        if mix:  # evaluation / test: <subject>_<scenario>_mix.mp4
-            subject, scenario, name = mix[1], mix[2], "mix"
-            key = _norm(f"{subject}{scenario}mixingdrowsiness")
-        elif len(parts) >= 3:  # training: <subject>/<scenario>/<video>.avi
-            subject, scenario, name = parts[-3], parts[-2], RECTIFIED.sub("", stem)
-            key = _norm(f"{subject}{name}drowsiness")
-        else:
-            scan.skipped.append({"source": rel, "reason": "not in <subject>/<scenario>/ and "
-                                 "not named <subject>_<scenario>_mix"})
-            continue
-        label = labels_by_dir.get(str(Path(rel).parent), {}).get(key)
-        if label is None and len(everywhere.get(key, [])) == 1:
-            label = everywhere[key][0]  # labels shipped in a separate folder
-        if label is None:
-            scan.skipped.append({"source": rel,
-                                 "reason": f"no label file {subject}_..._drowsiness.txt for it"})
-            continue
-        try:
-            digits = read_label_digits(source / label)
-        except (OSError, ValueError) as err:
-            scan.skipped.append({"source": rel, "reason": f"bad label file: {err}"})
-            continue
-        scenario = next((s for s in NTHU_SCENARIOS if _norm(s) == _norm(scenario)), scenario)
-        in_train = "train" in part if part else not mix
-        item = Video(rel, subject, "train" if in_train else "test", frame_labels=digits,
-                     extra=(("scenario", scenario),))
-        # A rectified copy beside the original replaces it rather than doubling it.
-        slot = (subject, _norm(scenario), _norm(name))
-        if slot in chosen:
-            keep, drop = sorted((chosen[slot], item),
-                                key=lambda v: not RECTIFIED.match(Path(v.path).stem))
-            scan.skipped.append({"source": drop.path, "reason": f"duplicate of {keep.path}"})
-            item = keep
-        chosen[slot] = item
-    scan.videos = sorted(chosen.values(), key=lambda v: v.path)
-    return scan
-
-
-def scan_rldd(paths: list[str], num_classes: int, test_fold: int) -> Scan:
-    scan = Scan([], list(RLDD_NAMES[num_classes]))
-    chosen: dict[tuple, Video] = {}
-    dropped = 0
-    for rel in paths:
-        parts = Path(rel).parts
-        name = RLDD_NAME.fullmatch(Path(rel).stem)
-        if not name or len(parts) < 2:
-            scan.skipped.append({"source": rel, "reason": "not <subject>/<0|5|10>[_part].<ext>"})
-            continue
-        subject = f"{int(parts[-2]):02d}" if parts[-2].isdigit() else parts[-2]
-        folds = [int(m[1]) for p in parts[:-2]
-                 if (m := re.fullmatch(r"fold_?(\d+)(?:_part\d+)?", p, re.IGNORECASE))]
-        fold = folds[-1] if folds else ((int(subject) - 1) // 12 + 1 if subject.isdigit() else None)
-        if fold is None:
-            scan.skipped.append({"source": rel, "reason": "no Fold<k>_part<p> folder above it"})
-            continue
-        raw = int(name[1])
-        if raw not in RLDD_CLASSES[num_classes]:
-            dropped += 1
-            continue
-        item = Video(rel, subject, "test" if fold == test_fold else "train",
-                     label=RLDD_CLASSES[num_classes][raw], extra=(("fold", fold),))
-        # The doubled folder (Fold5_part2/Fold5_part2/...) may sit beside a clean copy.
-        slot = (subject, Path(rel).stem)
-        if slot in chosen:
-            scan.skipped.append({"source": rel, "reason": f"duplicate of {chosen[slot].path}"})
-            continue
-        chosen[slot] = item
-    if dropped:
-        scan.notes.append(f"{dropped} low-vigilant (5) videos left out (--rldd-classes 2)")
-    scan.videos = sorted(chosen.values(), key=lambda v: v.path)
-    folds = sorted({dict(v.extra)["fold"] for v in scan.videos})
-    if scan.videos and test_fold not in folds:
-        raise UserError(f"--fold {test_fold} has no videos in this folder (found folds "
-                        f"{', '.join(map(str, folds))}); pick one of those")
-    return scan
-
-
-def _class_order(names: set[str]) -> list[str]:
-    """Numbers numerically; otherwise alphabetical with drowsy-like names last, so that
-    'alert/drowsy', 'awake/sleepy' and 'notdrowsy/drowsy' all make drowsy the class 1."""
-    if all(n.isdigit() for n in names):
-        return sorted(names, key=int)
-    sleepy = re.compile(r"drows|sleep|fatig|tired")
-    negated = re.compile(r"^(non|not|no)[_\- ]?", re.IGNORECASE)
-    return sorted(names, key=lambda n: (bool(sleepy.search(n.lower())) and not negated.match(n), n))
-
-
-def scan_folders(source: Path, paths: list[str]) -> Scan:
-    table: dict[str, str] = {}
-    if (source / "subjects.csv").is_file():  # rows: file (path or name), subject
-        with open(source / "subjects.csv", newline="") as fh:
-            table = {row[0].strip(): row[1].strip() for row in csv.reader(fh)
-                     if len(row) >= 2 and not row[0].startswith("#")}
-    scan = Scan([], [])
-    rows = []
-    for rel in paths:
-        parts = Path(rel).parts
-        if len(parts) < 2:
-            scan.skipped.append({"source": rel, "reason": "not inside a <label>/ folder"})
-            continue
-        name = Path(rel).stem if not (source / rel).is_dir() else Path(rel).name
-        subject = table.get(rel) or table.get(Path(rel).name) or name.split("_", 1)[0]
-        split = SPLIT_FOLDERS.get(parts[-3].lower()) if len(parts) >= 3 else None
-        rows.append((rel, subject, split, parts[-2]))
-    if any(r[2] for r in rows) and not all(r[2] for r in rows):
-        raise UserError("some videos sit under train/val/test folders and some do not; put "
-                        "all of them under split folders, or none (then subjects are split)")
-    scan.classes = _class_order({r[3] for r in rows})
-    scan.videos = [Video(rel, subject, split, label=scan.classes.index(label))
-                   for rel, subject, split, label in rows]
-    return scan
-
-
-# ----------------------------------------------------------------------------- splits
-def _carve(subjects: list[str], fraction: float, seed: int, salt: str) -> list[str]:
-    """A deterministic `fraction` of the subjects (at least one, never all)."""
-    if fraction <= 0 or len(subjects) < 2:
-        return []
-    order = sorted(subjects)
-    random.Random(f"{seed}-{salt}").shuffle(order)
-    return sorted(order[:min(len(order) - 1, max(1, round(len(order) * fraction)))])
-
-
-def assign_splits(videos: list[Video], val_fraction: float,
-                  seed: int) -> tuple[dict[str, str], list[str]]:
-    """Subject -> split. Layout-given splits are kept; test, when the layout names none,
-    and val are carved out of the training subjects. A subject never spans two splits."""
-    given: dict[str, set] = {}
-    for v in videos:
-        given.setdefault(v.subject, set()).add(v.split)
-    for subject, splits in sorted(given.items()):
-        if len(splits) > 1:
-            raise UserError(f"subject {subject} has videos in more than one split "
-                            f"({', '.join(sorted(map(str, splits)))}); move them into one")
-    split = {s: next(iter(g)) or "train" for s, g in given.items()}
-    notes = []
-    for name, fraction in (("test", TEST_FRACTION), ("val", val_fraction)):
-        if fraction > 0 and name not in split.values():
-            carved = _carve([s for s, v in split.items() if v == "train"], fraction, seed, name)
-            split.update({s: name for s in carved})
-            if name == "test":
-                notes.append(f"no test subjects in the layout: {len(carved)} training subjects "
-                             f"held out for test")
-    return split, notes
 
 
 # ----------------------------------------------------------------------------- per-video work
@@ -526,27 +300,6 @@ def collect_clips(scan: Scan, shard_of: dict[str, Path], split_of: dict[str, str
                         f"their frames")
     scan.skipped.sort(key=lambda s: s["source"])
     return records, blocks, counts, mismatches
-
-
-def scan_source(source: Path, data_dir: Path, args: argparse.Namespace) -> Scan:
-    """The videos of SOURCE in the chosen layout, with subjects, labels and given splits."""
-    if not source.is_dir():
-        raise UserError(f"{source} is not a folder; give the folder the data set was unpacked into")
-    source = source.resolve()
-    paths = list_videos(source, data_dir.resolve(), frame_folders=args.format == "folders")
-    if not paths:
-        raise UserError(f"no videos ({', '.join(video.VIDEO_EXTENSIONS)}) found under {source}")
-    if args.format == "nthu":
-        scan = scan_nthu(source, paths)
-    elif args.format == "rldd":
-        scan = scan_rldd(paths, args.rldd_classes, args.fold)
-    else:
-        scan = scan_folders(source, paths)
-    if not scan.videos:
-        reasons = "; ".join(sorted({s["reason"] for s in scan.skipped}))[:300]
-        raise UserError(f"none of the {len(paths)} videos under {source} fits the '{args.format}' "
-                        f"layout ({reasons}); check --format and the folder")
-    return scan
 
 
 def _size(path: Path) -> int:

@@ -19,7 +19,6 @@ import signal
 import sys
 import time
 from datetime import datetime
-from pathlib import Path
 
 import numpy as np
 import torch

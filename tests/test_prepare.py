@@ -2,7 +2,6 @@
 labels, subjects and splits; resume; worker-count independence; training on the result."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import cv2
@@ -11,6 +10,7 @@ import pytest
 
 import dataset
 import evaluate
+import layouts
 import prepare
 import synthetic_videos as sv
 import train
@@ -147,7 +147,7 @@ def test_rldd_folds_classes_and_quirks(rldd, tmp_path):
 
 
 def test_rldd_scan_duplicates_and_folds_without_files():
-    scan = prepare.scan_rldd(["Fold5_part2/55/0.mp4", "Fold5_part2/Fold5_part2/55/0.mp4",
+    scan = layouts.scan_rldd(["Fold5_part2/55/0.mp4", "Fold5_part2/Fold5_part2/55/0.mp4",
                               "Fold5_part2/Fold5_part2/55/10.mp4", "37/0.mov", "misc/clip.mp4"],
                              2, test_fold=4)
     assert [(v.path, v.subject, v.split) for v in scan.videos] == [
@@ -157,18 +157,18 @@ def test_rldd_scan_duplicates_and_folds_without_files():
     assert {s["source"] for s in scan.skipped} == {"Fold5_part2/Fold5_part2/55/0.mp4",
                                                    "misc/clip.mp4"}
     with pytest.raises(UserError, match="--fold 3 has no videos"):
-        prepare.scan_rldd(["Fold1_part1/01/0.mp4"], 2, test_fold=3)
+        layouts.scan_rldd(["Fold1_part1/01/0.mp4"], 2, test_fold=3)
 
 
 def test_splits_never_share_a_subject():
-    videos = [prepare.Video(f"v{i}", f"s{i % 9}") for i in range(27)]
-    split, notes = prepare.assign_splits(videos, 0.15, seed=3)
+    videos = [layouts.Video(f"v{i}", f"s{i % 9}") for i in range(27)]
+    split, notes = layouts.assign_splits(videos, 0.15, seed=3)
     assert sorted(split.values()).count("test") == 2 and sorted(split.values()).count("val") == 1
-    assert split == prepare.assign_splits(list(reversed(videos)), 0.15, seed=3)[0]
-    assert split != prepare.assign_splits(videos, 0.15, seed=4)[0]
+    assert split == layouts.assign_splits(list(reversed(videos)), 0.15, seed=3)[0]
+    assert split != layouts.assign_splits(videos, 0.15, seed=4)[0]
     with pytest.raises(UserError, match="subject s1 has videos in more than one split"):
-        prepare.assign_splits([prepare.Video("a", "s1", "train"),
-                               prepare.Video("b", "s1", "test")], 0.15, 0)
+        layouts.assign_splits([layouts.Video("a", "s1", "train"),
+                               layouts.Video("b", "s1", "test")], 0.15, 0)
 
 
 def test_resume_after_interruption_gives_the_same_bytes(rldd, tmp_path, monkeypatch):

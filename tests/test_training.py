@@ -16,7 +16,6 @@ import torch
 import checkpoint
 import checkpoint_training
 import evaluate
-import main as main_entry
 import train
 from conftest import ROOT, run_script, tiny_args
 
