@@ -2,17 +2,26 @@
 
     python evaluate.py --model models/best_model.pth
     python evaluate.py --model models/best_model.pth --model models/experiment_1_best.pth
+    python evaluate.py --model models/best_model.pth --report reports/best
 
 Each checkpoint rebuilds its own model from the config it carries, so any copy of a
-checkpoint file works.
+checkpoint file works. `--report DIR` also writes metrics JSON, plots and a threshold
+sweep (see report.py).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 
 from errors import UserError, run_cli
-from metrics import evaluate_checkpoint
+from metrics import PER_CLIP_KEYS, evaluate_checkpoint
+
+
+def _optional(value: float | None, scale: float = 1.0, digits: int = 3, unit: str = "") -> str:
+    if value is None or math.isnan(value):
+        return "n/a"
+    return f"{scale * value:.{digits}f}{unit}"
 
 
 def format_report(r: dict) -> str:
@@ -20,7 +29,9 @@ def format_report(r: dict) -> str:
     width = max(8, *(len(n) for n in names))
     lines = [f"{r['model']}  (epoch {r['epoch']}, {r['clips']} {r['split']} clips from "
              f"{r['data_dir']}/)",
-             f"  accuracy {100 * r['accuracy']:.2f}%   macro F1 {r['macro_f1']:.3f}",
+             f"  accuracy {100 * r['accuracy']:.2f}%   macro F1 {r['macro_f1']:.3f}   "
+             f"ROC-AUC {_optional(r.get('roc_auc'))}   specificity "
+             f"{_optional(r.get('specificity'))} ({r.get('positive_class', 'drowsy')} = positive)",
              f"  {'class':<{width}} precision  recall     F1  clips"]
     for name, c in r["per_class"].items():
         lines.append(f"  {name:<{width}} {c['precision']:9.3f} {c['recall']:7.3f} {c['f1']:6.3f}"
@@ -30,20 +41,34 @@ def format_report(r: dict) -> str:
         lines.append(f"  {name:<{width}} " + " ".join(f"{v:6d}" for v in row))
     lines.append("  per subject: " + ", ".join(f"{s} {100 * a:.1f}%"
                                                for s, a in r["per_subject"].items()))
+    if r.get("frame_accuracy") is not None:
+        lines.append(f"  frame-level accuracy {100 * r['frame_accuracy']:.2f}% (each frame "
+                     f"scored with its clip's prediction against its own label)")
     return "\n".join(lines)
 
 
 def comparison_table(reports: list[dict]) -> str:
     width = max(len(r["model"]) for r in reports)
-    lines = [f"{'model':<{width}}  epoch  accuracy  macro F1", "-" * (width + 28)]
+    lines = [f"{'model':<{width}}  epoch  accuracy  macro F1  ROC-AUC", "-" * (width + 37)]
     for r in reports:
         lines.append(f"{r['model']:<{width}}  {r['epoch']:5d}  {100 * r['accuracy']:7.2f}%  "
-                     f"{r['macro_f1']:8.3f}")
+                     f"{r['macro_f1']:8.3f}  {_optional(r.get('roc_auc')):>7}")
     return "\n".join(lines)
 
 
+def summary(r: dict) -> dict:
+    """The figures of one report without its per-clip arrays, for JSON files (where an
+    undefined figure, such as ROC-AUC on a split with one class, is null, not NaN)."""
+    return {k: None if isinstance(v, float) and math.isnan(v) else v
+            for k, v in r.items() if k not in PER_CLIP_KEYS}
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Evaluate checkpoints on the test split.")
+    parser = argparse.ArgumentParser(
+        description="Evaluate checkpoints on the test split: accuracy, per-class precision, "
+                    "recall and F1, confusion matrix, ROC-AUC, per-subject (and for NTHU "
+                    "data frame-level) accuracy.",
+        epilog="Example: python evaluate.py --model models/best_model.pth --report reports/best")
     parser.add_argument("--model", action="append", required=True, metavar="PATH",
                         help="checkpoint file; repeat to compare several")
     parser.add_argument("--data-dir", help="data set to evaluate on (default: the one the "
@@ -54,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="where to run (default: auto)")
     parser.add_argument("--batch-size", type=int, default=64, help="clips per batch (default: 64)")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    parser.add_argument("--report", metavar="DIR",
+                        help="also write a report into DIR: metrics.json, confusion matrix, "
+                             "ROC and precision-recall plots, a threshold sweep CSV and the "
+                             "training curves (several --model: a comparison table and one "
+                             "ROC plot of all, each model's files in its own subfolder)")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
@@ -66,8 +96,14 @@ def main(argv: list[str] | None = None) -> int:
     if len(reports) > 1:
         print(comparison_table(reports))
     if args.json:
+        figures = [summary(r) for r in reports]
         with open(args.json, "w") as fh:
-            json.dump(reports if len(reports) > 1 else reports[0], fh, indent=1)
+            json.dump(figures if len(figures) > 1 else figures[0], fh, indent=1)
+    if args.report:
+        import report  # matplotlib is imported only when a report is asked for
+        written = report.write_report(reports, args.report)
+        print(f"\nReport: {len(written)} files in {args.report}/ (start with "
+              f"{written[0].name})")
     return 0
 
 

@@ -3,6 +3,8 @@
     python main.py --mode train        # train (asks whether to continue an existing run)
     python main.py --mode evaluate --model models/best_model.pth
     python main.py --mode prepare --prepare ~/NTHU-DDD --format nthu --data-dir data/nthu
+    python main.py --mode detect --model models/best_model.pth --source drive.mp4
+    python main.py --mode export --model models/best_model.pth --format onnx
 
 `python main.py --mode MODE --help` lists the options of each mode.
 """
@@ -19,6 +21,9 @@ MODES = {
     "checkpoints": "list, inspect or tidy checkpoints (see checkpoint_training.py --help)",
     "prepare": "turn driver videos into clips: --prepare SOURCE --format {nthu,rldd,folders}",
     "benchmark": "measure the training loop, data loading and checkpoints (benchmark.py)",
+    "detect": "watch a driver (video file or camera index) and raise an alarm: --model PATH "
+              "--source VIDEO_OR_INDEX",
+    "export": "export a checkpoint for deployment: --model PATH --format {onnx,torchscript}",
 }
 
 
@@ -43,6 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode == "evaluate":
         import evaluate
         return evaluate.main(rest)
+    if args.mode == "detect":
+        import detect
+        return detect.main(rest)
+    if args.mode == "export":
+        import export
+        return export.main(rest)
     if args.mode == "benchmark":
         import benchmark
         return benchmark.main(rest)

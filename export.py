@@ -1,0 +1,192 @@
+"""Export a trained checkpoint for deployment outside this suite: ONNX or TorchScript.
+
+    python main.py --mode export --model models/best_model.pth --format onnx
+    python main.py --mode export --model models/best_model.pth --format torchscript
+
+The exported model takes float clips [batch, time, channels, height, width] in [0, 1] and
+returns logits; batch and time are dynamic. Beside the graph goes what a deployment needs:
+sequence length, image size, channels, normalisation, class names, decision threshold,
+frame rate and face-crop settings (detect.deployment_info), as <output>.json and inside
+the file (ONNX metadata_props; TorchScript extra file "deployment.json").
+
+Every export is checked against the PyTorch model on random clips (max abs difference,
+tolerance 1e-4), in onnxruntime for ONNX when it is installed. ONNX needs the optional
+packages `onnx` (to write the file) and `onnxruntime` (to check and run it):
+    pip install onnx onnxruntime
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import warnings
+from pathlib import Path
+
+import torch
+
+from errors import UserError, run_cli
+
+TOLERANCE = 1e-4
+EXTRA_FILE = "deployment.json"
+ONNX_INSTALL = "pip install onnx onnxruntime"
+
+
+def random_clips(info: dict, batch: int, frames: int, seed: int = 0) -> torch.Tensor:
+    size, channels = info["input"]["image_size"], info["input"]["channels"]
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, frames, channels, size, size, generator=gen)
+
+
+def check_shapes(info: dict) -> list[tuple[int, int]]:
+    """(batch, frames) pairs to compare on: the traced shape and others, so that a graph
+    that silently froze a dimension is caught."""
+    t = info["input"]["sequence_length"]
+    return [(2, t), (1, t), (3, max(2, t // 2))]
+
+
+def max_difference(run, model: torch.nn.Module, info: dict) -> list[tuple[int, int, float]]:
+    """(batch, frames, max abs difference to PyTorch) for each check shape; `run` maps a
+    clip tensor to logits (as a tensor or array)."""
+    rows = []
+    with torch.no_grad():
+        for seed, (batch, frames) in enumerate(check_shapes(info)):
+            clips = random_clips(info, batch, frames, seed)
+            got = torch.as_tensor(run(clips))
+            rows.append((batch, frames, float((got - model(clips)).abs().max())))
+    return rows
+
+
+# ----------------------------------------------------------------------------- TorchScript
+def export_torchscript(model: torch.nn.Module, info: dict, path: Path, method: str) -> None:
+    example = random_clips(info, *check_shapes(info)[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript's deprecation notices are not for users
+        try:
+            module = (torch.jit.trace(model, example) if method == "trace"
+                      else torch.jit.script(model))
+        except Exception as err:  # script rejects some Python; trace always works here
+            first = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+            raise UserError(f"TorchScript {method} failed ({type(err).__name__}: "
+                            f"{first[:150]}); try --method trace") from None
+        torch.jit.save(module, str(path), _extra_files={EXTRA_FILE: json.dumps(info)})
+
+
+def load_torchscript(path: Path) -> tuple[torch.jit.ScriptModule, dict]:
+    """An exported TorchScript file and its deployment info."""
+    extra = {EXTRA_FILE: ""}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        module = torch.jit.load(str(path), _extra_files=extra)
+    return module.eval(), json.loads(extra[EXTRA_FILE])
+
+
+# ----------------------------------------------------------------------------- ONNX
+def export_onnx(model: torch.nn.Module, info: dict, path: Path, opset: int) -> None:
+    if importlib.util.find_spec("onnx") is None:
+        raise UserError(f"ONNX export needs the optional onnx package: {ONNX_INSTALL} "
+                        f"(or export --format torchscript, which needs nothing more)")
+    import onnx
+
+    example = random_clips(info, *check_shapes(info)[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # The TorchScript-based exporter: it needs only `onnx`, and writes the LSTM as one
+        # ONNX LSTM node with dynamic batch and time (the torch.export-based one also
+        # needs onnxscript).
+        torch.onnx.export(model, (example,), str(path), input_names=["clips"],
+                          output_names=["logits"], opset_version=opset, dynamo=False,
+                          dynamic_axes={"clips": {0: "batch", 1: "time"},
+                                        "logits": {0: "batch"}})
+    proto = onnx.load(str(path))
+    flat = {EXTRA_FILE: json.dumps(info), "sequence_length": info["input"]["sequence_length"],
+            "image_size": info["input"]["image_size"], "channels": info["input"]["channels"],
+            "classes": ",".join(info["output"]["classes"]), "threshold": info["threshold"],
+            "frame_rate": info["frame_rate"], "normalisation": info["input"]["normalisation"]}
+    for key, value in flat.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, str(value)
+    onnx.save(proto, str(path))
+
+
+def onnxruntime_session(path: Path):
+    """An onnxruntime session on the CPU, or None when onnxruntime is not installed."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        return None
+    import onnxruntime
+    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+# ----------------------------------------------------------------------------- command line
+def default_output(model_path: str, fmt: str) -> Path:
+    path = Path(model_path)
+    return path.with_name(path.stem + (".onnx" if fmt == "onnx" else ".torchscript.pt"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from detect import deployment_info
+    from metrics import load_model
+
+    p = argparse.ArgumentParser(
+        prog="export.py",
+        description="Export a trained checkpoint to ONNX or TorchScript for deployment, with "
+                    "its input size, normalisation, class names and threshold, and check the "
+                    "exported model against PyTorch on random clips.",
+        epilog="Examples: python main.py --mode export --model models/best_model.pth --format "
+               f"torchscript;  ... --format onnx (needs: {ONNX_INSTALL})")
+    p.add_argument("--model", required=True, metavar="PATH", help="trained checkpoint")
+    p.add_argument("--format", required=True, choices=("onnx", "torchscript"),
+                   help="onnx: for onnxruntime, TensorRT, OpenVINO...; torchscript: for "
+                        "PyTorch's C++ API (libtorch) or torch.jit.load")
+    p.add_argument("--output", metavar="PATH", help="file to write (default: beside the "
+                   "checkpoint, NAME.onnx or NAME.torchscript.pt)")
+    p.add_argument("--method", choices=("trace", "script"), default="trace",
+                   help="torchscript: trace (records one run; works for every backbone) or "
+                        "script (compiles the Python code) (default: trace)")
+    p.add_argument("--opset", type=int, default=17, metavar="N",
+                   help="onnx: ONNX opset version (default: 17)")
+    p.add_argument("--threshold", type=float, default=0.5, metavar="P",
+                   help="decision threshold on P(drowsy) stored with the model, e.g. one "
+                        "picked from evaluate.py --report's threshold_sweep.csv (default: 0.5)")
+    p.add_argument("--fps", type=float, metavar="F", help="frame rate to record when the "
+                   "training data set is not on this machine (default: its manifest's, else 10)")
+    args = p.parse_args(argv)
+    if not 0 <= args.threshold <= 1:
+        raise UserError(f"--threshold must be between 0 and 1, got {args.threshold}")
+
+    model, state = load_model(args.model)
+    info, notes = deployment_info(state, args.fps, threshold=args.threshold)
+    for note in notes:
+        print(f"note: {note}")
+    out = Path(args.output) if args.output else default_output(args.model, args.format)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    info = dict(info, source_checkpoint=str(args.model), format=args.format)
+    if args.format == "onnx":
+        export_onnx(model, info, out, args.opset)
+        session = onnxruntime_session(out)
+        run = (lambda clips: session.run(None, {"clips": clips.numpy()})[0]) if session else None
+        checked_in = "onnxruntime"
+    else:
+        export_torchscript(model, info, out, args.method)
+        module, _ = load_torchscript(out)
+        run, checked_in = module, "the reloaded TorchScript file"
+    side = out.with_name(out.name + ".json")
+    side.write_text(json.dumps(info, indent=1))
+    print(f"Exported {args.model} (epoch {state['epoch']}) to {out} "
+          f"({out.stat().st_size / 2**20:.2f} MB); deployment info inside it and in {side}")
+    if run is None:
+        print(f"  not checked: onnxruntime is not installed ({ONNX_INSTALL} to check and run "
+              f"the file)")
+        return 0
+    rows = max_difference(run, model, info)
+    worst = max(d for _, _, d in rows)
+    print(f"  checked in {checked_in} against PyTorch on random clips: " + "; ".join(
+        f"batch {b}, {t} frames: max abs diff {d:.2e}" for b, t, d in rows)
+        + f" (tolerance {TOLERANCE:g}): {'OK' if worst <= TOLERANCE else 'FAILED'}")
+    if worst > TOLERANCE:
+        print(f"error: the exported model differs from PyTorch by {worst:.2e}; do not deploy it")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,147 @@
+"""detect.py: the alarm's smoothing, hysteresis, minimum on-time and cooldown, and a whole
+run on a generated video of a real face whose eyes stay closed for seconds."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import detect
+import prepare
+import synthetic_videos as sv
+import train
+from conftest import run_script
+from detect import ALARM, OK, WARNING, Alarm, AlarmSettings
+from errors import UserError
+
+FPS = 10
+
+
+def feed(alarm: Alarm, probabilities: list[float], step: float = 0.5) -> list[str]:
+    return [alarm.update(k * step, p) for k, p in enumerate(probabilities)]
+
+
+def test_alarm_needs_the_minimum_time_above_the_on_threshold():
+    alarm = Alarm(AlarmSettings(on=0.7, off=0.4, min_on=1.0, cooldown=0, smoothing=1.0))
+    # One high window (a blink, a glance down) is only a warning.
+    assert feed(alarm, [0.1, 0.9, 0.1]) == [OK, WARNING, OK] and alarm.events == []
+    alarm = Alarm(AlarmSettings(on=0.7, off=0.4, min_on=1.0, cooldown=0, smoothing=1.0))
+    states = feed(alarm, [0.1, 0.9, 0.9, 0.9, 0.9])  # above from t=0.5 s: on at t=1.5 s
+    assert states == [OK, WARNING, WARNING, ALARM, ALARM] and alarm.events == [[1.5, None]]
+
+
+def test_alarm_hysteresis_holds_between_the_thresholds_then_cooldown():
+    alarm = Alarm(AlarmSettings(on=0.7, off=0.4, min_on=0.0, cooldown=2.0, smoothing=1.0))
+    states = feed(alarm, [0.8, 0.5, 0.6, 0.45, 0.3, 0.9, 0.9, 0.9, 0.9])
+    # 0.5 .. 0.45 lie between off and on: the alarm stays on; 0.3 ends it at t=2.0 s, and
+    # the next one may start only 2 s later, at t=4.0 s.
+    assert states == [ALARM, ALARM, ALARM, ALARM, OK, WARNING, WARNING, WARNING, ALARM]
+    assert alarm.events == [[0.0, 2.0], [4.0, None]]
+
+
+def test_alarm_smooths_the_probability():
+    alarm = Alarm(AlarmSettings(on=0.7, off=0.4, min_on=0.0, cooldown=0, smoothing=0.5))
+    assert feed(alarm, [0.0, 1.0, 1.0]) == [OK, OK, ALARM]  # averages 0, 0.5, 0.75
+    assert alarm.smoothed == pytest.approx(0.75)
+
+
+def test_bad_alarm_settings_are_refused():
+    with pytest.raises(UserError, match="off-threshold"):
+        AlarmSettings(on=0.3, off=0.6).check()
+
+
+# ----------------------------------------------------------------------------- end to end
+def eyes_video(path: Path, subject: sv.Subject, eyes: np.ndarray, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    sv.write_video(path, [sv.render_frame(subject, float(e), 0.0, 0.0, rng) for e in eyes], FPS)
+
+
+def blinks(seconds: float, rng: np.random.Generator) -> np.ndarray:
+    """Open eyes with a 0.2 s blink every 1.5-3 s."""
+    eyes = np.zeros(int(seconds * FPS))
+    k = int(rng.integers(5, 15))
+    while k < len(eyes):
+        eyes[k:k + 2] = 1.0
+        k += int(rng.integers(15, 30))
+    return eyes
+
+
+@pytest.fixture(scope="module")
+def face_model(tmp_path_factory) -> Path:
+    """A small model trained on prepared videos of the real face: alert videos blink, drowsy
+    ones keep the eyes shut. It learns what the detector must catch in a second or two."""
+    root = tmp_path_factory.mktemp("faces")
+    rng = np.random.default_rng(5)
+    for i in range(5):
+        subject = sv.make_subject(f"subject{i}", rng, FPS)
+        eyes_video(root / "videos/alert" / f"subject{i}_1.avi", subject, blinks(6, rng), i)
+        eyes_video(root / "videos/drowsy" / f"subject{i}_1.avi", subject, np.ones(6 * FPS), i)
+    assert prepare.main(["--prepare", str(root / "videos"), "--format", "folders",
+                         "--data-dir", str(root / "data"), "--fps", str(FPS),
+                         "--sequence-length", "10", "--stride", "4", "--image-size", "32",
+                         "--workers", "1"]) == 0
+    assert train.main(["--data-dir", str(root / "data"), "--model-dir", str(root / "models"),
+                       "--image-size", "32", "--sequence-length", "10", "--cnn-width", "8",
+                       "--feature-dim", "16", "--lstm-hidden", "16", "--batch-size", "8",
+                       "--epochs", "20", "--lr", "0.005", "--seed", "3"]) == 0
+    # The last epoch's model: the best-validation one is the first to reach 100%, often
+    # with a thin margin.
+    return root / "models/latest_model.pth"
+
+
+def test_detect_raises_the_alarm_while_the_eyes_stay_closed(face_model, tmp_path, capsys,
+                                                            monkeypatch):
+    # A subject never seen in training: eyes open (blinking) for 6 s, shut for 6 s, open 6 s.
+    rng = np.random.default_rng(11)
+    eyes = np.concatenate([blinks(6, rng), np.ones(6 * FPS), blinks(6, rng)])
+    source = tmp_path / "drive.mp4"
+    eyes_video(source, sv.make_subject("driver", rng, FPS), eyes, 11)
+    out, table = tmp_path / "annotated.mp4", tmp_path / "windows.csv"
+    monkeypatch.delenv("DISPLAY", raising=False)  # --show must work without a display
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    threads = torch.get_num_threads()
+    assert detect.main(["--model", str(face_model), "--source", str(source), "--output", str(out),
+                        "--csv", str(table), "--every", "2", "--quiet", "--show"]) == 0
+    assert torch.get_num_threads() == threads  # the caller's setting is restored
+    printed = capsys.readouterr().out
+    assert "no display here" in printed
+    with open(table) as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["time_s", "frame", "probability", "smoothed", "state",
+                             "face_found", "face_fraction"]
+    assert float(rows[0]["time_s"]) == pytest.approx(0.9)  # the first full 10-frame window
+    alarm_times = [float(r["time_s"]) for r in rows if r["state"] == ALARM]
+    # Eyes shut from 6 s to 12 s: one alarm, starting after the minimum on-time, holding
+    # through the closure and ending soon after the eyes open.
+    assert alarm_times and min(alarm_times) > 6.0 and max(alarm_times) < 14.0
+    assert all(r["state"] == ALARM for r in rows if 8.5 <= float(r["time_s"]) <= 12.0)
+    assert all(r["face_found"] == "1" for r in rows)
+    assert "alarms: 1" in printed and "frames/s mean" in printed and "model" in printed
+    reader = cv2.VideoCapture(str(out))
+    assert int(reader.get(cv2.CAP_PROP_FRAME_COUNT)) == len(eyes)
+    ok, frame = reader.read()
+    assert ok and frame.shape[1] >= 480  # small sources are enlarged for the annotations
+    reader.release()
+
+
+def test_deployment_info_falls_back_when_the_training_data_is_gone(face_model):
+    from metrics import load_model
+    _, state = load_model(face_model)
+    state["config"]["data_dir"] = "/nowhere/data"
+    info, notes = detect.deployment_info(state)
+    assert info["frame_rate"] == 10 and info["crop"]["image_size"] == 64
+    assert any("not here" in n for n in notes)
+    info, _ = detect.deployment_info(state, fps=15)
+    assert info["frame_rate"] == 15
+
+
+def test_a_missing_video_is_one_clear_line(face_model, tmp_path):
+    result = run_script("detect.py", "--model", str(face_model), "--source",
+                        str(tmp_path / "none.mp4"), "--csv", str(tmp_path / "w.csv"))
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error:") and "does not exist" in result.stderr
+    assert "Traceback" not in result.stderr

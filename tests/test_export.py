@@ -1,0 +1,82 @@
+"""export.py: TorchScript and ONNX files that compute what the PyTorch model computes, for
+any batch and clip length, and carry what a deployment needs."""
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+import torch
+
+import export
+import train
+from conftest import tiny_args
+from errors import UserError
+from metrics import load_model
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_data, tmp_path_factory):
+    models = tmp_path_factory.mktemp("export_models")
+    assert train.main(tiny_args(tiny_data, models, "--epochs", "1")) == 0
+    return models / "best_model.pth"
+
+
+def check_deployment_info(info: dict) -> None:
+    assert info["input"]["sequence_length"] == 8 and info["input"]["image_size"] == 16
+    assert info["input"]["channels"] == 1 and "/ 255" in info["input"]["normalisation"]
+    assert info["output"]["classes"] == ["alert", "drowsy"]
+    assert info["output"]["positive_class"] == "drowsy"
+    assert info["threshold"] == 0.35 and info["frame_rate"] == 10
+
+
+@pytest.mark.parametrize("method", ["trace", "script"])
+def test_torchscript_round_trip(checkpoint, tmp_path, capsys, method):
+    out = tmp_path / f"model_{method}.pt"
+    assert export.main(["--model", str(checkpoint), "--format", "torchscript", "--method",
+                        method, "--output", str(out), "--threshold", "0.35"]) == 0
+    printed = capsys.readouterr().out
+    assert "max abs diff" in printed and "OK" in printed
+    module, info = export.load_torchscript(out)
+    check_deployment_info(info)
+    assert json.loads(out.with_name(out.name + ".json").read_text()) == info
+    model, _ = load_model(checkpoint)
+    clips = torch.rand(5, 11, 1, 16, 16)  # batch and length unlike the export's example
+    with torch.no_grad():
+        assert (module(clips) - model(clips)).abs().max() <= export.TOLERANCE
+
+
+def test_a_wrong_export_is_reported_and_fails(checkpoint, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(export, "TOLERANCE", -1.0)  # no export can pass this
+    assert export.main(["--model", str(checkpoint), "--format", "torchscript",
+                        "--output", str(tmp_path / "m.pt")]) == 1
+    assert "FAILED" in capsys.readouterr().out
+
+
+def test_onnx_without_the_onnx_package_is_one_clear_line(checkpoint, tmp_path, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "onnx" else real(name, *a))
+    with pytest.raises(UserError, match="pip install onnx onnxruntime"):
+        export.main(["--model", str(checkpoint), "--format", "onnx",
+                     "--output", str(tmp_path / "m.onnx")])
+
+
+def test_onnx_round_trip_in_onnxruntime(checkpoint, tmp_path, capsys):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    out = tmp_path / "model.onnx"
+    assert export.main(["--model", str(checkpoint), "--format", "onnx", "--output", str(out),
+                        "--threshold", "0.35"]) == 0
+    printed = capsys.readouterr().out
+    assert "onnxruntime" in printed and "OK" in printed
+    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    check_deployment_info(json.loads(props[export.EXTRA_FILE]))
+    assert props["sequence_length"] == "8" and props["classes"] == "alert,drowsy"
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    clips = torch.rand(4, 13, 1, 16, 16)
+    model, _ = load_model(checkpoint)
+    with torch.no_grad():
+        expected = model(clips)
+    got = torch.from_numpy(session.run(None, {"clips": clips.numpy()})[0])
+    assert (got - expected).abs().max() <= export.TOLERANCE

@@ -1,0 +1,145 @@
+"""evaluate.py --report: the metrics (ROC, AUC, precision-recall, specificity, frame-level
+accuracy) and the files, whose numbers must be the ones evaluate prints."""
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import evaluate
+import metrics
+import train
+
+
+def test_roc_auc_matches_the_pairwise_definition():
+    rng = np.random.default_rng(0)
+    positive = rng.random(200) < 0.4
+    scores = np.round(rng.random(200) + 0.3 * positive, 1)  # rounding makes ties
+    pos, neg = scores[positive], scores[~positive]
+    # AUC = P(score of a positive > score of a negative), ties counting half.
+    pairwise = ((pos[:, None] > neg[None]).mean() + 0.5 * (pos[:, None] == neg[None]).mean())
+    assert metrics.roc_auc(positive, scores) == pytest.approx(pairwise)
+    assert metrics.roc_auc([1, 1, 0, 0], [0.9, 0.8, 0.3, 0.1]) == 1.0
+    assert metrics.roc_auc([0, 0, 1, 1], [0.9, 0.8, 0.3, 0.1]) == 0.0
+    assert metrics.roc_auc([0, 1, 0, 1], [0.5] * 4) == 0.5
+    assert np.isnan(metrics.roc_auc([1, 1], [0.2, 0.3]))
+
+
+def test_precision_recall_and_threshold_counts():
+    positive = np.array([1, 0, 1, 1, 0], bool)
+    scores = np.array([0.9, 0.8, 0.7, 0.2, 0.1])
+    precision, recall, thresholds = metrics.precision_recall_curve(positive, scores)
+    assert thresholds.tolist() == [0.9, 0.8, 0.7, 0.2, 0.1]
+    assert recall.tolist() == pytest.approx([1 / 3, 1 / 3, 2 / 3, 1, 1])
+    assert precision.tolist() == pytest.approx([1, 1 / 2, 2 / 3, 3 / 4, 3 / 5])
+    assert metrics.average_precision(positive, scores) == pytest.approx((1 + 2 / 3 + 3 / 4) / 3)
+    at = metrics.binary_counts(positive, scores, 0.5)
+    assert (at["tp"], at["fp"], at["tn"], at["fn"]) == (2, 1, 1, 1)
+    assert at["specificity"] == 0.5 and at["recall"] == pytest.approx(2 / 3)
+
+
+def test_classification_report_specificity_with_drowsy_positive():
+    labels = torch.tensor([0, 0, 0, 1, 1])  # alert, alert, alert, drowsy, drowsy
+    logits = torch.tensor([[2.0, 0], [0, 2.0], [2.0, 0], [0, 2.0], [2.0, 0]])
+    r = metrics.classification_report(logits, labels, ["alert", "drowsy"])
+    assert r["positive_class"] == "drowsy"
+    assert r["specificity"] == pytest.approx(2 / 3)  # 2 of 3 alert clips let pass
+    assert r["per_class"]["drowsy"]["recall"] == 0.5
+
+
+def test_frame_accuracy_scores_each_frame_with_its_clip():
+    preds = np.array([1, 0, 1])
+    labels = ["0011", "0011", None]  # the third clip has no frame labels (not NTHU)
+    window = slice(1, 4)  # the frames the model saw
+    assert metrics.frame_accuracy(preds, labels, [window] * 3) == pytest.approx(3 / 6)
+    assert metrics.frame_accuracy(preds, [None] * 3, [window] * 3) is None
+
+
+@pytest.fixture(scope="module")
+def two_checkpoints(tiny_data, tmp_path_factory):
+    from conftest import tiny_args
+    models = tmp_path_factory.mktemp("report_models")
+    assert train.main(tiny_args(tiny_data, models, "--epochs", "2")) == 0
+    other = models / "other.pth"
+    shutil.copy(models / "latest_model.pth", other)
+    return models / "best_model.pth", other
+
+
+def printed_figures(out: str) -> dict:
+    """The numbers evaluate prints for one model."""
+    acc, f1 = re.search(r"accuracy ([\d.]+)%\s+macro F1 ([\d.]+)", out).groups()
+    auc = re.search(r"ROC-AUC ([\d.]+|n/a)", out).group(1)
+    per_class = {m[0]: [float(v) for v in m[1:]] for m in
+                 re.findall(r"^\s+(alert|drowsy)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+\d+$",
+                            out, re.M)}
+    subjects = dict(re.findall(r"(s\d+) ([\d.]+)%", out.split("per subject:")[1]))
+    return {"accuracy": float(acc), "macro_f1": float(f1), "roc_auc": auc,
+            "per_class": per_class, "subjects": subjects}
+
+
+def test_report_files_hold_the_printed_numbers(two_checkpoints, tmp_path, capsys):
+    best, _ = two_checkpoints
+    assert evaluate.main(["--model", str(best), "--report", str(tmp_path / "r")]) == 0
+    shown = printed_figures(capsys.readouterr().out)
+    r = tmp_path / "r"
+    for name in ("confusion_matrix.png", "roc.png", "precision_recall.png",
+                 "training_curves.png"):
+        assert (r / name).read_bytes()[:4] == b"\x89PNG", name
+    m = json.loads((r / "metrics.json").read_text())
+    assert f"{100 * m['accuracy']:.2f}" == f"{shown['accuracy']:.2f}"
+    assert f"{m['macro_f1']:.3f}" == f"{shown['macro_f1']:.3f}"
+    assert shown["roc_auc"] == (f"{m['roc_auc']:.3f}" if m["roc_auc"] is not None else "n/a")
+    for name, (precision, recall, f1) in shown["per_class"].items():
+        c = m["per_class"][name]
+        assert [round(c["precision"], 3), round(c["recall"], 3), round(c["f1"], 3)] == \
+            [precision, recall, f1]
+    assert {s: f"{100 * a:.1f}" for s, a in m["per_subject"].items()} == shown["subjects"]
+    assert {"specificity", "confusion_matrix", "clips"} <= set(m)
+    assert "probabilities" not in m  # per-clip arrays stay out of the figures
+    with open(r / "threshold_sweep.csv") as fh:
+        sweep = list(csv.DictReader(fh))
+    assert [float(row["threshold"]) for row in sweep] == pytest.approx(np.linspace(0, 1, 21))
+    half = sweep[10]  # P(drowsy) >= 0.5 is the argmax decision of a 2-class model
+    assert float(half["recall"]) == pytest.approx(m["per_class"]["drowsy"]["recall"], abs=1e-4)
+    assert float(half["specificity"]) == pytest.approx(m["specificity"], abs=1e-4)
+    assert int(sweep[0]["tp"]) + int(sweep[0]["fp"]) == m["clips"]  # threshold 0: all positive
+
+
+def test_several_models_one_table_and_one_roc_plot(two_checkpoints, tmp_path, capsys):
+    best, other = two_checkpoints
+    assert evaluate.main(["--model", str(best), "--model", str(other),
+                          "--report", str(tmp_path / "r")]) == 0
+    assert "ROC-AUC" in capsys.readouterr().out
+    r = tmp_path / "r"
+    with open(r / "comparison.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [row["model"] for row in rows] == [str(best), str(other)]
+    assert (r / "roc_comparison.png").read_bytes()[:4] == b"\x89PNG"
+    assert len(json.loads((r / "metrics.json").read_text())) == 2
+    for tag in ("best_model", "other"):
+        assert (r / tag / "metrics.json").is_file() and (r / tag / "roc.png").is_file()
+
+
+def test_frame_level_accuracy_for_data_with_frame_labels(two_checkpoints, tiny_data, tmp_path,
+                                                         capsys):
+    # Give every stored 16-frame test clip NTHU-style frame labels: 6 alert, then 10 drowsy.
+    # The 8-frame model sees frames 4..11 (centred): 2 alert and 6 drowsy ones.
+    data = tmp_path / "nthu_like"
+    shutil.copytree(tiny_data, data)
+    manifest = json.loads((data / "manifest.json").read_text())
+    for rec in manifest["clips"]:
+        rec["frame_labels"] = "0" * 6 + "1" * 10
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    best, _ = two_checkpoints
+    out = tmp_path / "figures.json"
+    assert evaluate.main(["--model", str(best), "--data-dir", str(data), "--json", str(out)]) == 0
+    assert "frame-level accuracy" in capsys.readouterr().out
+    m = json.loads(out.read_text())
+    called_drowsy = sum(row[1] for row in m["confusion_matrix"])
+    expected = (2 * (m["clips"] - called_drowsy) + 6 * called_drowsy) / (8 * m["clips"])
+    assert m["frame_accuracy"] == pytest.approx(expected)
