@@ -15,7 +15,7 @@ import prepare
 import synthetic_videos as sv
 import train
 from conftest import run_script
-from detect import ALARM, OK, WARNING, Alarm, AlarmSettings
+from alarm import ALARM, OK, WARNING, Alarm, AlarmSettings
 from errors import UserError
 
 FPS = 10

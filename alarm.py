@@ -1,0 +1,68 @@
+"""The drowsiness alarm: a smoothed probability with hysteresis, a minimum on-time and a
+cooldown. Pure logic (time is passed in), so it is tested without video or model."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from errors import UserError
+
+OK, WARNING, ALARM = "ok", "warning", "ALARM"
+
+
+@dataclass(frozen=True)
+class AlarmSettings:
+    on: float = 0.7          # smoothed P(drowsy) at or above which an alarm may start
+    off: float = 0.4         # an alarm ends when it falls below this (hysteresis)
+    min_on: float = 1.0      # seconds it must stay at or above `on` before the alarm starts
+    cooldown: float = 5.0    # seconds after an alarm ends before another may start
+    smoothing: float = 0.5   # weight of the newest probability in the moving average
+
+    def check(self) -> None:
+        if not 0 <= self.off <= self.on <= 1:
+            raise UserError(f"need 0 <= --off-threshold ({self.off}) <= --on-threshold "
+                            f"({self.on}) <= 1")
+        if self.min_on < 0 or self.cooldown < 0:
+            raise UserError("--min-on and --cooldown cannot be negative")
+        if not 0 < self.smoothing <= 1:
+            raise UserError(f"--smoothing must be in (0, 1], got {self.smoothing}")
+
+
+class Alarm:
+    """Turns a stream of (time, P(drowsy)) into states and alarm events. No clock, no I/O.
+
+    An exponential moving average smooths the probability (one bad window is not a doze).
+    The alarm starts once the average has stayed at or above `on` for `min_on` seconds and
+    no earlier alarm ended within `cooldown` seconds; it ends only when the average drops
+    below `off`, so a value wavering around one threshold cannot make it flicker.
+    States: "ok", "warning" (above `on`, not yet long enough or cooling down), "ALARM".
+    """
+
+    def __init__(self, settings: AlarmSettings = AlarmSettings()):
+        self.settings = settings
+        self.smoothed: float | None = None
+        self.active = False
+        self.events: list[list[float | None]] = []  # [start, end]; end None while on
+        self._above_since: float | None = None
+        self._quiet_until = -float("inf")
+
+    def update(self, t: float, probability: float) -> str:
+        s = self.settings
+        self.smoothed = probability if self.smoothed is None else (
+            s.smoothing * probability + (1 - s.smoothing) * self.smoothed)
+        if self.active:
+            if self.smoothed < s.off:
+                self.active = False
+                self.events[-1][1] = t
+                self._quiet_until = t + s.cooldown
+                self._above_since = None
+            return ALARM if self.active else OK
+        if self.smoothed < s.on:
+            self._above_since = None
+            return OK
+        if self._above_since is None:
+            self._above_since = t
+        if t - self._above_since >= s.min_on and t >= self._quiet_until:
+            self.active = True
+            self.events.append([t, None])
+            return ALARM
+        return WARNING
