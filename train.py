@@ -61,13 +61,10 @@ class StopRequest:
             signal.signal(sig, handler)
 
     def _handle(self, signum: int, frame) -> None:
-        if not self.verbose:
-            pass
-        elif self.signum is None:
+        if self.verbose:
             print(f"\n{signal.Signals(signum).name} received: finishing the current step, then "
-                  f"saving the checkpoint...", file=sys.stderr, flush=True)
-        else:
-            print("\nalready stopping: the checkpoint is being saved, please wait",
+                  f"saving the checkpoint..." if self.signum is None else
+                  "\nalready stopping: the checkpoint is being saved, please wait",
                   file=sys.stderr, flush=True)
         self.signum = signum
 
