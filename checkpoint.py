@@ -304,12 +304,12 @@ class CheckpointStore:
         except DamagedCheckpoint as err:
             damage = str(err)
         candidates = []
-        for path in self.checkpoints():
-            if path == self.latest:
-                continue
+        # Only this run's own backups: other .pth files in the folder (copies, exports,
+        # another run's checkpoints) are never taken for it.
+        for path in [self.best, *self.dir.glob("checkpoint_epoch_*.pth")]:
             try:
                 state = load_checkpoint(path)
-            except DamagedCheckpoint:
+            except CheckpointError:
                 continue
             candidates.append((state["epoch"], state.get("global_step", 0), path, state))
         if not candidates:

@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.info:
         return info(args.info, model_dir)
     if args.clean:
-        if not args.keep_last:
+        if args.keep_last is None or args.keep_last < 1:
             raise UserError("--clean needs --keep-last N (N >= 1): how many epoch backups to keep")
         removed = store.prune(args.keep_last)
         print("\n".join(f"removed {p}" for p in removed) or "nothing to remove")

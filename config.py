@@ -109,7 +109,6 @@ class Config:
 
 
 MODEL_FIELDS = tuple(f.name for f in fields(Config) if f.metadata["group"] == "model")
-TRAINING_FIELDS = ("num_epochs", "batch_size", "learning_rate", "weight_decay", "grad_clip")
 
 
 def flag_of(name: str) -> str:

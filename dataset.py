@@ -92,7 +92,8 @@ def load_manifest(data_dir: str | Path) -> dict:
     if not path.is_file():
         raise UserError(f"no data set in {data_dir}/ (no {MANIFEST_FILE}); make one with "
                         f"'python dataset.py --synthetic --data-dir {data_dir}' or prepare "
-                        f"videos with 'python dataset.py --prepare SOURCE --data-dir {data_dir}'")
+                        f"videos with 'python dataset.py --prepare SOURCE --format "
+                        f"{{nthu,rldd,folders}} --data-dir {data_dir}'")
     try:
         manifest = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:

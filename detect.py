@@ -8,7 +8,7 @@ Frames are taken at the model's frame rate (the one its training data was prepar
 the face is found and cropped by video.py, the same code `prepare` used to make the
 training clips, and the last `sequence_length` crops sit in a ring buffer. Every few frames
 the model scores the buffer; the drowsy probability is smoothed and drives an alarm with
-hysteresis (Alarm, below, a pure class). Output: a CSV row per scored window, an optional
+hysteresis (alarm.py's Alarm, a pure class). Output: a CSV row per scored window, an optional
 annotated video, and a summary with the alarms and the speed of each step.
 """
 from __future__ import annotations

@@ -13,7 +13,6 @@ from typing import Iterable
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 
 @torch.no_grad()
@@ -36,14 +35,6 @@ def predict(model: nn.Module, batches: Iterable, device: torch.device,
     if not logits:
         return torch.zeros(0, 2), torch.zeros(0, dtype=torch.long)
     return torch.cat(logits), torch.cat(labels)
-
-
-def loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-    if len(labels) == 0:
-        return float("nan"), float("nan")
-    loss = F.cross_entropy(logits, labels).item()
-    acc = (logits.argmax(1) == labels).float().mean().item()
-    return loss, acc
 
 
 def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:

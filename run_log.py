@@ -20,11 +20,19 @@ def truncate_after(model_dir: str | Path, epoch: int) -> None:
     path = Path(model_dir) / LOG_FILE
     if not path.is_file():
         return
-    kept = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("epoch", 0) <= epoch]
+    kept = [line for line in path.read_text().splitlines() if _epoch_of(line) <= epoch]
     tmp = path.with_suffix(".jsonl.tmp")
     tmp.write_text("".join(line + "\n" for line in kept))
     os.replace(tmp, path)
+
+
+def _epoch_of(line: str) -> float:
+    """A log line's epoch; a line torn by a crash in the middle of an append counts as
+    beyond any epoch, so it is dropped."""
+    try:
+        return json.loads(line)["epoch"]
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
 
 
 def plot_curves(model_dir: str | Path, history: dict) -> None:

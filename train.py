@@ -104,8 +104,10 @@ def _silent(*args, **kwargs) -> None:
 
 
 def _quiet_worker(_: int) -> None:
-    # A terminal's Ctrl+C reaches workers too; only the main process decides to stop.
+    # A terminal's Ctrl+C, and torchrun's SIGTERM (sent to the whole process group), reach
+    # the workers too; only the main process decides to stop, and saves.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def make_loader(dataset, batch_size: int, cfg: Config, device: torch.device,
@@ -293,9 +295,10 @@ def fit(cfg: Config, store: CheckpointStore, resume: dict | None = None,
                             raise UserError(
                                 f"CUDA ran out of memory on micro-batches of {micro} clips. Lower "
                                 f"--batch-size, --image-size or --sequence-length, split batches "
-                                f"with --accum-steps {2 * cfg.accum_steps}, or add --auto-batch; "
+                                f"with --accum-steps {min(cfg.batch_size, 2 * cfg.accum_steps)}, "
+                                f"or add --auto-batch; "
                                 f"progress is saved, continue with {resume_command(cfg)}")
-                        cfg.accum_steps *= 2
+                        cfg.accum_steps = min(cfg.batch_size, 2 * cfg.accum_steps)
                         say(f"CUDA out of memory: micro-batch halved to "
                               f"{math.ceil(len(labels) / cfg.accum_steps)} clips (--accum-steps "
                               f"{cfg.accum_steps}); the effective batch stays {cfg.batch_size}",
@@ -321,8 +324,10 @@ def fit(cfg: Config, store: CheckpointStore, resume: dict | None = None,
             # Validation batches as large as the training micro-batches: they fit in memory.
             if val_loader is None or val_loader.batch_size != micro_batch(cfg):
                 val_loader = make_loader(val_set, micro_batch(cfg), cfg, device, sampler=val_shard)
+            # The plain model: DistributedDataParallel's forward would exchange buffers, and
+            # the processes' shards may differ by a batch.
             val_loss, val_acc = validation_metrics(
-                *predict(step_model, val_loader, device, amp_dtype, cfg.image_size), dist)
+                *predict(model, val_loader, device, amp_dtype, cfg.image_size), dist)
             scheduler.step()
             samples_done = 0
             for key, value in (("train_losses", loss_sum / seen), ("val_losses", val_loss),
@@ -361,7 +366,7 @@ def fit(cfg: Config, store: CheckpointStore, resume: dict | None = None,
     store.wait()
     print(f"Done: best val acc {100 * best_val_acc:.2f}% at epoch {best_epoch}, saved as "
           f"{store.best}.")
-    test = evaluate_checkpoint(store.best, device=cfg.device, batch_size=micro_batch(cfg))
+    test = evaluate_checkpoint(store.best, device=device.type, batch_size=micro_batch(cfg))
     if test["clips"]:
         print(f"Test accuracy of {store.best.name} on {test['clips']} clips of unseen subjects: "
               f"{100 * test['accuracy']:.2f}% (details: python evaluate.py --model {store.best})")
@@ -477,8 +482,7 @@ def ask_to_continue(store: CheckpointStore) -> bool:
 
 def build_parser(prog: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=prog, description=description or "Train the CNN-LSTM fatigue detector.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        prog=prog, description=description or "Train the CNN-LSTM fatigue detector.")
     action = parser.add_argument_group("what to do")
     action.add_argument("--resume", action="store_true",
                         help="continue the run in --model-dir from latest_model.pth (its own "
@@ -535,13 +539,17 @@ def start(args: argparse.Namespace, given: dict, ask: bool, dist: Distributed) -
     else:
         state = None
         cfg = build_config(given)
-        if main_process and store.has_run():
-            say(f"Moved the previous run's files to {store.archive_run()}/ (nothing deleted).")
+    if not dist.enabled:  # the run's own device (a resumed run's from its checkpoint)
+        dist.device = pick_device(cfg.device)
     store.save_every, store.keep_last = cfg.save_every, cfg.keep_last
     if main_process:
         ensure_dataset(cfg.data_dir, explicitly_given="data_dir" in given or
                        cfg.data_dir != DEFAULT_DATA_DIR, seed=0, image_size=cfg.image_size,
                        sequence_length=cfg.sequence_length, channels=cfg.channels)
+        # A data set that does not fit the options is an error before anything is moved.
+        ClipDataset(cfg.data_dir, "train", cfg.sequence_length, cfg.image_size, cfg.channels)
+        if state is None and store.has_run():
+            say(f"Moved the previous run's files to {store.archive_run()}/ (nothing deleted).")
     dist.barrier()
     if state is None:
         cfg.num_classes = len(load_manifest(cfg.data_dir)["classes"])

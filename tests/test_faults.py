@@ -3,9 +3,13 @@ or data, failing writes, retention. Nothing saved is ever lost or overwritten.""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import pickle
 import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -15,8 +19,8 @@ import checkpoint_training
 import dataset
 import synthetic
 import train
-from conftest import run_script
-from test_training import assert_same_run, load
+from conftest import ROOT, run_script
+from test_training import assert_same_run, load, load_or_none
 
 EPOCHS = ("--epochs", "4")
 
@@ -112,6 +116,9 @@ def test_damaged_latest_falls_back_to_newest_intact(tiny, tmp_path, capsys, refe
     # Pretend the run was stopped after epoch 3 and its last save was damaged.
     (models / "checkpoint_epoch_4.pth").unlink()
     damage(models / "latest_model.pth")
+    # Other files in the folder are never taken for the run's own backups.
+    torch.save(load(models / "best_model.pth")["model_state_dict"], models / "weights.pth")
+    torch.save({"model_state_dict": {}, "config": Payload(tmp_path / "ran")}, models / "x.pth")
     capsys.readouterr()
     assert checkpoint_training.main(["--list", "--model-dir", str(models)]) == 0
     listed = capsys.readouterr().out
@@ -234,3 +241,45 @@ def test_keep_last_and_clean(tiny, tmp_path, capsys):
     assert "checkpoint_epoch_4.pth" in capsys.readouterr().out
     assert [p.name for p in models.glob("checkpoint_epoch_*.pth")] == ["checkpoint_epoch_5.pth"]
     assert len(list(models.glob("archive/*/checkpoint_epoch_1.pth"))) == 1
+
+
+def test_sigterm_to_the_process_group_with_loader_workers(tiny, tmp_path):
+    """torchrun and SLURM signal a whole process group: DataLoader workers must not die
+    before the main process has saved."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"),
+                             *tiny("--epochs", "40", "--num-workers", "1")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    latest = tmp_path / "models" / "latest_model.pth"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (latest.exists() and load_or_none(latest)):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert load(latest)["interrupted"] == "SIGTERM"
+
+
+def test_bad_data_for_a_new_run_leaves_the_old_run_in_place(tiny, tmp_path):
+    assert train.main(tiny("--epochs", "1")) == 0
+    out = run_script("train.py", *tiny("--epochs", "1", "--sequence-length", "99"))
+    assert out.returncode == 2 and "--sequence-length 99" in out.stderr
+    assert (tmp_path / "models" / "latest_model.pth").exists()
+    assert not (tmp_path / "models" / "archive").exists()
+
+
+def test_clean_refuses_a_negative_count(tiny, tmp_path):
+    assert train.main(tiny("--epochs", "2", "--save-every", "1")) == 0
+    out = run_script("checkpoint_training.py", "--clean", "--keep-last", "-1", "--model-dir",
+                     str(tmp_path / "models"))
+    assert out.returncode == 2 and "--keep-last N (N >= 1)" in out.stderr
+    assert len(list((tmp_path / "models").glob("checkpoint_epoch_*.pth"))) == 2
+
+
+def test_torn_log_line_does_not_block_resume(tiny, tmp_path):
+    assert train.main(tiny("--epochs", "1")) == 0
+    with open(tmp_path / "models" / "training_log.jsonl", "a") as fh:
+        fh.write('{"epoch": 2, "train_lo')  # power lost in the middle of an append
+    assert train.main(tiny("--epochs", "2", "--resume")) == 0
+    lines = (tmp_path / "models" / "training_log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]

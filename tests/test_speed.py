@@ -158,3 +158,13 @@ def test_device_loader_gives_the_dataloaders_batches(tiny_data):
     assert len(on_device) == len(loaded) == 2
     for (a, pa, ya), (b, pb, yb) in zip(on_device, loaded):
         assert torch.equal(a, b) and torch.equal(pa, pb) and torch.equal(ya, yb)
+
+
+def test_auto_batch_never_splits_below_one_clip(tiny, tmp_path, monkeypatch):
+    fail_big_batches(monkeypatch, 1)
+    args = tiny("--epochs", "1", "--auto-batch", "yes")
+    args[args.index("--batch-size") + 1] = "3"
+    assert train.main(args) == 0
+    cfg = load(tmp_path / "models" / "latest_model.pth")["config"]
+    assert (cfg["batch_size"], cfg["accum_steps"]) == (3, 3)
+    Config.from_dict(cfg)  # the saved config stays loadable
