@@ -81,6 +81,9 @@ def write_clip_store(data_dir: str | Path, clips: np.ndarray | Iterable[np.ndarr
                 "splits": {s: sorted({r["subject"] for r in records if r["split"] == s})
                            for s in SPLITS},
                 "clips": records}
+    # The old manifest goes only now, just before its clips are replaced: until here a
+    # failure leaves the previous data set whole; after, no manifest marks a half-done one.
+    (data_dir / MANIFEST_FILE).unlink(missing_ok=True)
     _atomic_replace(tmp, data_dir / CLIPS_FILE)
     tmp_manifest = data_dir / (MANIFEST_FILE + ".tmp")
     tmp_manifest.write_text(json.dumps(manifest, indent=1))

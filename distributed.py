@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
+from typing import Callable, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from errors import UserError
+
+T = TypeVar("T")
 
 
 class Distributed:
@@ -75,6 +78,22 @@ class Distributed:
         box = [obj]
         dist.broadcast_object_list(box, src=0, group=self.control)
         return box[0]
+
+    def on_main(self, work: Callable[[], T]) -> T:
+        """Run `work` on process 0 alone and hand its result to every process. A user
+        error there is raised on every process, so none is left waiting for the others."""
+        result, error = None, None
+        if self.is_main:
+            try:
+                result = work()
+            except UserError as err:
+                if not self.enabled:
+                    raise
+                error = str(err)
+        result, error = self.broadcast((result, error))
+        if error is not None:
+            raise UserError(error)
+        return result
 
     def barrier(self) -> None:
         if self.enabled:

@@ -253,9 +253,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _clear_store(data_dir: Path, source: Path, fingerprint: str, force: bool) -> bool:
-    """False when DATA_DIR already holds exactly this result. Otherwise removes its
-    manifest (so a crash mid-write never leaves one that mismatches clips.npy); a data set
-    made from another SOURCE, or by something else, is only replaced with --force."""
+    """False when DATA_DIR already holds exactly this result. A data set made from another
+    SOURCE, or by something else, is only replaced with --force; the old one stays whole
+    and usable until the new one is written (write_clip_store)."""
     from dataset import dataset_exists, load_manifest
     if not dataset_exists(data_dir):
         return True
@@ -268,7 +268,6 @@ def _clear_store(data_dir: Path, source: Path, fingerprint: str, force: bool) ->
     if old.get("source_dir") != str(source) and not force:
         raise UserError(f"{data_dir}/ already holds a data set made from something else; add "
                         f"--force to replace it or choose another --data-dir")
-    (data_dir / "manifest.json").unlink()
     return True
 
 

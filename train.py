@@ -521,12 +521,13 @@ def start(args: argparse.Namespace, given: dict, ask: bool, dist: Distributed) -
     if ask and not dist.enabled and not args.resume and not args.force and store.latest.is_file():
         resume = ask_to_continue(store)
     notes: list[str] = []
+    found: dict = {}
     if resume:
-        if main_process:
-            path, state, notes = store.find_resumable()
-        path = dist.broadcast(str(path) if main_process else None)
-        if not main_process:
-            state = load_checkpoint(path)
+        def choose() -> tuple[str, list[str]]:
+            path, found["state"], notes = store.find_resumable()
+            return str(path), notes
+        path, notes = dist.on_main(choose)
+        state = found["state"] if main_process else load_checkpoint(path)
         cfg, changes = resume_config(state, given, model_dir)
         for note in notes:
             say(f"warning: {note}", file=sys.stderr)
@@ -542,7 +543,8 @@ def start(args: argparse.Namespace, given: dict, ask: bool, dist: Distributed) -
     if not dist.enabled:  # the run's own device (a resumed run's from its checkpoint)
         dist.device = pick_device(cfg.device)
     store.save_every, store.keep_last = cfg.save_every, cfg.keep_last
-    if main_process:
+
+    def prepare_folders() -> None:
         ensure_dataset(cfg.data_dir, explicitly_given="data_dir" in given or
                        cfg.data_dir != DEFAULT_DATA_DIR, seed=0, image_size=cfg.image_size,
                        sequence_length=cfg.sequence_length, channels=cfg.channels)
@@ -550,7 +552,8 @@ def start(args: argparse.Namespace, given: dict, ask: bool, dist: Distributed) -
         ClipDataset(cfg.data_dir, "train", cfg.sequence_length, cfg.image_size, cfg.channels)
         if state is None and store.has_run():
             say(f"Moved the previous run's files to {store.archive_run()}/ (nothing deleted).")
-    dist.barrier()
+
+    dist.on_main(prepare_folders)
     if state is None:
         cfg.num_classes = len(load_manifest(cfg.data_dir)["classes"])
     return fit(cfg, store, state, allow_data_change=args.allow_data_change, warnings=notes,

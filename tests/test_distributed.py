@@ -87,3 +87,10 @@ def test_resume_with_another_world_size(tiny, tmp_path, monkeypatch):
     # ...and one process takes over again.
     assert train.main(tiny("--epochs", "4", "--resume")) == 0
     assert load(tmp_path / "models" / "latest_model.pth")["epoch"] == 4
+
+
+def test_an_error_on_process_0_stops_every_process(tiny_data, tmp_path):
+    proc = torchrun(*tiny_args(tiny_data, tmp_path / "empty", "--resume"))
+    code, out = finish(proc)
+    assert code != 0
+    assert out.count("error: nothing to resume") == 2  # both processes say it and exit
