@@ -15,7 +15,8 @@ import json
 import math
 
 from errors import UserError, run_cli
-from metrics import PER_CLIP_KEYS, evaluate_checkpoint
+import report
+from metrics import evaluate_checkpoint
 
 
 def _optional(value: float | None, scale: float = 1.0, digits: int = 3, unit: str = "") -> str:
@@ -56,13 +57,6 @@ def comparison_table(reports: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def summary(r: dict) -> dict:
-    """The figures of one report without its per-clip arrays, for JSON files (where an
-    undefined figure, such as ROC-AUC on a split with one class, is null, not NaN)."""
-    return {k: None if isinstance(v, float) and math.isnan(v) else v
-            for k, v in r.items() if k not in PER_CLIP_KEYS}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Evaluate checkpoints on the test split: accuracy, per-class precision, "
@@ -96,11 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     if len(reports) > 1:
         print(comparison_table(reports))
     if args.json:
-        figures = [summary(r) for r in reports]
+        figures = [report.figures(r) for r in reports]
         with open(args.json, "w") as fh:
             json.dump(figures if len(figures) > 1 else figures[0], fh, indent=1)
     if args.report:
-        import report  # matplotlib is imported only when a report is asked for
         written = report.write_report(reports, args.report)
         print(f"\nReport: {len(written)} files in {args.report}/ (start with "
               f"{written[0].name})")
