@@ -32,7 +32,7 @@ import torch
 import checkpoint
 import train
 from config import Config
-from dataset import ClipDataset, EpochSampler, to_model_input, write_clip_store
+from dataset import ClipDataset, DeviceClipLoader, EpochSampler, write_clip_store
 from errors import UserError, run_cli
 from model import autocast_dtype, build_model, pick_device
 
@@ -80,22 +80,24 @@ def bare_loop(cfg: Config, device: torch.device, batches: list, repeats: int) ->
     return best
 
 
-def loader_speed(cfg: Config, device: torch.device, data: Path) -> float:
-    """Clips/s the DataLoader delivers, converted to model input on the device."""
+def loader_speed(cfg: Config, device: torch.device, data: Path) -> tuple[float, str]:
+    """Clips/s the training loop's loader delivers, converted to model input on the
+    device, and which loader that is."""
     dataset = ClipDataset(data, "train", cfg.sequence_length, cfg.image_size, cfg.channels,
                           augment=True, seed=cfg.seed, raw=True)
     sampler = EpochSampler(len(dataset), cfg.seed)
-    loader = train.make_loader(dataset, cfg.batch_size, cfg, device, sampler=sampler)
+    loader = train.make_train_loader(dataset, sampler, cfg, device)
     best = 0.0
     for epoch in range(2):  # the first pass warms the page cache and the workers
         sampler.set_epoch(epoch)
         began, clips = time.perf_counter(), 0
-        for x, params, y in loader:
-            x = to_model_input(x.to(device, non_blocking=True), params.to(device), cfg.image_size)
-            clips += len(y)
+        for _, labels in loader:
+            clips += len(labels)
         sync(device)
         best = max(best, clips / (time.perf_counter() - began))
-    return best
+    kind = ("in-memory batches" if isinstance(loader, DeviceClipLoader)
+            else f"DataLoader, {cfg.num_workers} workers")
+    return best, kind
 
 
 def checkpoint_speed(folder: Path) -> dict:
@@ -176,8 +178,7 @@ def run(args: argparse.Namespace) -> dict:
         dataset = ClipDataset(data, "train", cfg.sequence_length, cfg.image_size, cfg.channels,
                               augment=True, seed=0, raw=True)
         sampler = EpochSampler(len(dataset), 0)
-        batches = [(to_model_input(x.to(device), p.to(device), cfg.image_size), y.to(device))
-                   for x, p, y in train.make_loader(dataset, cfg.batch_size, cfg, device, sampler)]
+        batches = list(train.make_train_loader(dataset, sampler, cfg, device))
         bare = bare_loop(cfg, device, batches, repeats=max(1, args.epochs - 1))
         result = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
                   "backbone": args.backbone, "batch_size": args.batch_size,
@@ -189,8 +190,9 @@ def run(args: argparse.Namespace) -> dict:
                   "bare_frames_per_s": round(bare * args.sequence_length, 1),
                   "loop_overhead": round(1 - loop / bare, 4),
                   "loop_vs_bare": round(loop / bare, 4),
-                  "loader_clips_per_s": round(loader_speed(cfg, device, data), 1),
                   "num_workers": args.num_workers}
+        speed, result["loader"] = loader_speed(cfg, device, data)
+        result["loader_clips_per_s"] = round(speed, 1)
         result.update(checkpoint_speed(models))
         result["resume_to_first_step_s"] = round(
             resume_to_first_step(argv + ["--epochs", str(args.epochs + 1), "--resume"]), 2)
@@ -210,8 +212,7 @@ def table(r: dict) -> str:
                                     f"({r['bare_frames_per_s']:.0f} frames/s)"),
         ("real / bare", f"{100 * r['loop_vs_bare']:.1f}%  (overhead "
                         f"{100 * r['loop_overhead']:.1f}%)"),
-        ("data loader alone", f"{r['loader_clips_per_s']:.1f} clips/s with "
-                              f"{r['num_workers']} workers "
+        ("data loader alone", f"{r['loader_clips_per_s']:.1f} clips/s, {r['loader']} "
                               f"({r['loader_clips_per_s'] / r['bare_clips_per_s']:.1f}x what "
                               f"the step consumes)"),
         ("checkpoint save", f"{r['ckpt_save_ms']:.1f} ms  (torch.save alone "

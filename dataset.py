@@ -24,7 +24,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from errors import UserError, run_cli
 
@@ -123,12 +123,6 @@ def open_clips(data_dir: str | Path) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- training data
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """One seed per (run seed, epoch, clip): augmentation never depends on the order in
-    which clips are drawn or on what ran before, so a resumed run sees the same data."""
-    return (seed * 1_000_003 + epoch * 10_007 + index) % (2**63)
-
-
 NO_AUGMENT = (0.0, 0.0, 0.0, 1.0, 0.0)  # flip, shift y, shift x, contrast, brightness
 
 
@@ -159,100 +153,160 @@ class ClipDataset(Dataset):
                             f"({stored_c} channel{'s' if stored_c > 1 else ''})")
         self.sequence_length, self.image_size = sequence_length, image_size
         self.augment, self.seed, self.raw = augment, seed, raw
+        self._plan_epoch: int | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def plan(self, index: int, epoch: int | None) -> tuple[int, tuple[float, ...] | None]:
-        """Where the clip's frames start and how it is augmented (None: not at all),
-        fixed by (seed, epoch, index)."""
+    def epoch_plan(self, epoch: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """Every clip's first frame [N] and augmentation [N, 5] for one epoch (None: for
+        evaluation, the centred frames unchanged). Drawn at once from (seed, epoch) alone,
+        row i for clip i, so a clip's draw never depends on the order the clips are taken
+        in, on the process taking it, or on what ran before: a resumed run sees the same data."""
         extra = self.clips.shape[1] - self.sequence_length
         if not (self.augment and epoch is not None):
-            return extra // 2, None  # evaluation: the centred frames, unchanged
-        rng = np.random.default_rng(sample_seed(self.seed, epoch, index))
-        start = int(rng.integers(0, extra + 1)) if extra else 0
-        return start, augment_params(rng, self.image_size)
+            return (np.full(len(self), extra // 2, dtype=np.int64),
+                    np.tile(np.array(NO_AUGMENT, dtype=np.float32), (len(self), 1)))
+        if self._plan_epoch != epoch:  # one epoch's plan is kept: a loader asks per clip
+            rng = np.random.default_rng([self.seed, epoch])
+            n, shift = len(self), max(1, round(0.06 * self.image_size))
+            starts = rng.integers(0, extra + 1, n)
+            params = np.stack([rng.random(n) < 0.5, rng.integers(-shift, shift + 1, n),
+                               rng.integers(-shift, shift + 1, n), rng.uniform(0.75, 1.25, n),
+                               rng.uniform(-0.12, 0.12, n)], axis=1).astype(np.float32)
+            self._plan_epoch, self._plan = epoch, (starts, params)
+        return self._plan
 
     def __getitem__(self, item: int | tuple[int, int]):
         index, epoch = item if isinstance(item, tuple) else (item, None)
-        start, params = self.plan(index, epoch)
+        starts, params = self.epoch_plan(epoch)
+        start = int(starts[index])
         stored = self.clips[self.rows[index]]  # uint8 [T_stored, C, H, W], memory-mapped
         clip = torch.from_numpy(np.array(stored[start:start + self.sequence_length]))
+        clip_params = torch.from_numpy(params[index].copy())
         if self.raw:
-            return clip, torch.tensor(params or NO_AUGMENT), self.labels[index]
-        return (to_model_input(clip[None], None if params is None else torch.tensor([params]),
+            return clip, clip_params, self.labels[index]
+        augmented = self.augment and epoch is not None
+        return (to_model_input(clip[None], clip_params[None] if augmented else None,
                                self.image_size)[0], self.labels[index])
 
 
 class DeviceClipLoader:
-    """Batches cut on the GPU from the whole split held in GPU memory as uint8: what a
-    DataLoader does, without per-clip Python work or host-to-device copies on the way.
-    Yields what a DataLoader over a raw ClipDataset yields, from the same plan."""
+    """Training batches as model input [B, T, C, S, S] with labels, cut from the whole split
+    held in memory as uint8 (GPU memory when training there).
+
+    What a DataLoader does, without per-clip Python work or host-to-device copies: the
+    epoch's plan moves to the device once, and `to_model_input` runs on chunks of up to
+    CHUNK_BATCHES batches at once, so that between two training steps there is almost no
+    work left to launch. `to_model_input` gives a clip the same values whatever other
+    clips share its call, so this yields exactly what ModelBatches over a DataLoader of the
+    same raw dataset and sampler yields, and a resumed epoch what an unbroken one does.
+    """
+
+    CHUNK_BATCHES = 16
+    CHUNK_BYTES = 128 * 2**20  # of float input at most, per chunk
 
     def __init__(self, dataset: ClipDataset, sampler: EpochSampler, batch_size: int,
                  device: torch.device):
         self.dataset, self.sampler, self.batch_size, self.device = dataset, sampler, batch_size, device
         self.clips = torch.from_numpy(np.asarray(dataset.clips[dataset.rows])).to(device)
         self.labels = torch.tensor(dataset.labels, device=device)
+        channels = self.clips.shape[2]
+        clip_bytes = 4 * dataset.sequence_length * channels * dataset.image_size ** 2
+        fitting = self.CHUNK_BYTES // (clip_bytes * batch_size)
+        self.chunk = batch_size * max(1, min(self.CHUNK_BATCHES, fitting))  # clips
 
     @staticmethod
-    def fits(dataset: ClipDataset, device: torch.device) -> bool:
-        """Use it when the split takes at most a quarter of the GPU's free memory."""
-        if device.type != "cuda":
-            return False
+    def fits(dataset: ClipDataset, device: torch.device, num_workers: int = 0) -> bool:
+        """Use it when the split takes at most a quarter of the free (GPU) memory; on the
+        CPU only without worker processes (asking for workers asks for a DataLoader)."""
         size = len(dataset) * int(np.prod(dataset.clips.shape[1:]))
-        return size <= 0.25 * torch.cuda.mem_get_info(device)[0]
+        if device.type == "cuda":
+            return size <= 0.25 * torch.cuda.mem_get_info(device)[0]
+        if device.type != "cpu" or num_workers:
+            return False
+        try:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):  # no sysconf (Windows): play safe
+            return False
+        return size <= 0.25 * free
 
     def __len__(self) -> int:
         return -(-len(self.sampler) // self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        items = list(self.sampler)
-        plans = [self.dataset.plan(index, epoch) for index, epoch in items]
-        index = torch.tensor([i for i, _ in items], device=self.device)
-        starts = torch.tensor([start for start, _ in plans], device=self.device)
-        params = torch.tensor([p or NO_AUGMENT for _, p in plans], device=self.device)
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        index = torch.tensor(self.sampler.indices(), dtype=torch.long)
+        starts, params = (torch.from_numpy(a)[index].to(self.device)
+                          for a in self.dataset.epoch_plan(self.sampler.epoch))
+        index = index.to(self.device)
         frames = torch.arange(self.dataset.sequence_length, device=self.device)
-        for b in range(0, len(items), self.batch_size):
-            rows = index[b:b + self.batch_size]
-            take = (starts[b:b + self.batch_size, None] + frames)  # (B, T): frames to keep
-            clips = self.clips[rows[:, None], take]  # (B, T, C, H, W)
-            yield clips, params[b:b + self.batch_size], self.labels[rows]
+        augment = self.dataset.augment
+        for position in range(0, len(index), self.chunk):
+            part = slice(position, position + self.chunk)
+            rows = index[part]
+            clips = self.clips[rows[:, None], starts[part, None] + frames]  # (n, T, C, H, W)
+            inputs = to_model_input(clips, params[part] if augment else None,
+                                    self.dataset.image_size)
+            labels = self.labels[rows]
+            for b in range(0, len(rows), self.batch_size):
+                yield inputs[b:b + self.batch_size], labels[b:b + self.batch_size]
 
 
-def augment_params(rng: np.random.Generator, image_size: int) -> tuple[float, ...]:
-    """One clip's flip, shift (pixels), contrast and brightness, as NO_AUGMENT orders them."""
-    shift = max(1, round(0.06 * image_size))
-    return (float(rng.random() < 0.5), float(rng.integers(-shift, shift + 1)),
-            float(rng.integers(-shift, shift + 1)), rng.uniform(0.75, 1.25),
-            rng.uniform(-0.12, 0.12))
+class ModelBatches:
+    """A DataLoader over a raw ClipDataset, its batches turned into model input on
+    `device` (the uint8 clips travel, a quarter of the float bytes): yields
+    (input [B, T, C, S, S], labels), as DeviceClipLoader does."""
+
+    def __init__(self, loader: DataLoader, device: torch.device):
+        self.loader, self.device = loader, device
+        self.dataset = loader.dataset
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for clips, params, labels in self.loader:
+            params = params.to(self.device, non_blocking=True) if self.dataset.augment else None
+            yield (to_model_input(clips.to(self.device, non_blocking=True), params,
+                                  self.dataset.image_size),
+                   labels.to(self.device, non_blocking=True))
 
 
 def to_model_input(clips: torch.Tensor, params: torch.Tensor | None,
                    image_size: int) -> torch.Tensor:
     """uint8 clips [B, T, C, H, W] -> float [B, T, C, S, S] in [0, 1], each clip with its
-    own flip, shift, contrast and brightness applied identically to all its frames.
-    Runs wherever the tensors are (on the GPU when training there)."""
-    x = clips.float().div_(255.0)
-    b, t, c, h, w = x.shape
-    if (h, w) != (image_size, image_size):
-        x = F.interpolate(x.flatten(0, 1), size=(image_size, image_size), mode="bilinear",
-                          align_corners=False).view(b, t, c, image_size, image_size)
+    own flip, shift, contrast and brightness (`params` [B, 5], as NO_AUGMENT orders them)
+    applied identically to all its frames. Runs wherever the tensors are (on the GPU when
+    training there), as a handful of batched operations: on a GPU each operation costs a
+    kernel launch, and none of them waits for the GPU."""
+    b, t, c, h, w = clips.shape
+    size = image_size
+    x = clips
+    if (h, w) != (size, size):
+        x = F.interpolate(x.flatten(0, 1).float(), size=(size, size), mode="bilinear",
+                          align_corners=False).view(b, t, c, size, size)
     if params is None:
-        return x
-    # No data-dependent branches below: on a GPU they would stall the CPU every step.
+        return x.float().div_(255.0)
     flip, dy, dx, contrast, brightness = params.to(x.device, torch.float32,
                                                    non_blocking=True).unbind(1)
-    x = torch.where(flip.view(b, 1, 1, 1, 1) > 0.5, x.flip(-1), x)
-    # A per-clip cyclic shift, as one gather: row r of the output is row (r - dy) of the input.
-    pos = torch.arange(image_size, device=x.device)
-    rows = (pos[None, :] - dy.long()[:, None]) % image_size  # (B, S)
-    cols = (pos[None, :] - dx.long()[:, None]) % image_size
-    batch = torch.arange(b, device=x.device)[:, None, None]
-    x = x[batch, :, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 4, 1, 2)  # (B,T,C,S,S)
-    mean = x.mean(dim=(1, 2, 3, 4), keepdim=True)
-    shape = (b, 1, 1, 1, 1)
-    return ((x - mean) * contrast.view(shape) + mean + brightness.view(shape)).clamp_(0.0, 1.0)
+    # Flip and cyclic shift are one per-clip permutation of the pixels: output pixel (r, c)
+    # is input pixel ((r - dy) mod S, (c - dx) mod S), its column mirrored when flipped.
+    pos = torch.arange(size, device=x.device)
+    rows = (pos - dy.long()[:, None]) % size  # (B, S)
+    cols = (pos - dx.long()[:, None]) % size
+    cols = torch.where(flip[:, None] > 0.5, size - 1 - cols, cols)
+    pixel = (rows[:, :, None] * size + cols[:, None, :]).view(b, 1, 1, size * size)
+    x = x.reshape(b, t, c, size * size).gather(3, pixel.expand(b, t, c, size * size))
+    x = x.view(b, t, c, size, size)
+    # Contrast around the clip's mean, then brightness, with the 1/255 folded in:
+    # ((x - m) * k + m) / 255 + d  ==  x * (k / 255) + (m * (1 - k) / 255 + d).
+    # An exact integer sum of the uint8 pixels and no fused multiply-add: a clip's result
+    # does not depend on which other clips share its batch.
+    total = x.sum(dim=(1, 2, 3, 4), dtype=torch.int64 if x.dtype == torch.uint8 else torch.float64)
+    mean = (total.double() / (t * c * size * size)).float()
+    scale = (contrast / 255.0).view(b, 1, 1, 1, 1)
+    offset = (mean * (1 - contrast) / 255.0 + brightness).view(b, 1, 1, 1, 1)
+    return x.float().mul_(scale).add_(offset).clamp_(0.0, 1.0)
 
 
 class EpochSampler(Sampler):
@@ -283,8 +337,12 @@ class EpochSampler(Sampler):
         padded = order + order[:(-len(order)) % self.world_size]
         return padded[self.rank::self.world_size]
 
+    def indices(self) -> list[int]:
+        """This process's clips of the epoch still to train on, in order."""
+        return self.shard()[self.start:]
+
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        return iter([(i, self.epoch) for i in self.shard()[self.start:]])
+        return iter([(i, self.epoch) for i in self.indices()])
 
     def __len__(self) -> int:
         return len(self.shard()) - self.start

@@ -32,7 +32,7 @@ from checkpoint import (FORMAT_VERSION, CheckpointStore, DamagedCheckpoint, load
 from config import (Config, add_config_args, architecture_diff, build_config, flag_of,
                     given_options)
 from dataset import (DEFAULT_DATA_DIR, ClipDataset, DeviceClipLoader, EpochSampler,
-                     data_fingerprint, ensure_dataset, load_manifest, to_model_input)
+                     ModelBatches, data_fingerprint, ensure_dataset, load_manifest)
 from distributed import Distributed
 from errors import UserError, run_cli
 from metrics import evaluate_checkpoint, predict
@@ -121,6 +121,16 @@ def make_loader(dataset, batch_size: int, cfg: Config, device: torch.device,
                       generator=torch.Generator().manual_seed(cfg.seed))
 
 
+def make_train_loader(dataset: ClipDataset, sampler: EpochSampler, cfg: Config,
+                      device: torch.device) -> DeviceClipLoader | ModelBatches:
+    """(model input, labels) batches on `device`: cut from the split held in (GPU) memory
+    when it fits, which leaves almost no work between steps; from a DataLoader over the
+    memory-mapped clips otherwise."""
+    if DeviceClipLoader.fits(dataset, device, cfg.num_workers):
+        return DeviceClipLoader(dataset, sampler, cfg.batch_size, device)
+    return ModelBatches(make_loader(dataset, cfg.batch_size, cfg, device, sampler=sampler), device)
+
+
 def micro_batch(cfg: Config) -> int:
     return math.ceil(cfg.batch_size / cfg.accum_steps)
 
@@ -164,10 +174,7 @@ def fit(cfg: Config, store: CheckpointStore, resume: dict | None = None,
         raise UserError(f"the data set in {cfg.data_dir}/ needs clips in both the train and the "
                         f"val split (it has {len(train_set)} and {len(val_set)})")
     sampler = EpochSampler(len(train_set), cfg.seed, dist.rank, dist.world_size)
-    if DeviceClipLoader.fits(train_set, device):  # no loader work left between GPU steps
-        train_loader = DeviceClipLoader(train_set, sampler, cfg.batch_size, device)
-    else:
-        train_loader = make_loader(train_set, cfg.batch_size, cfg, device, sampler=sampler)
+    train_loader = make_train_loader(train_set, sampler, cfg, device)
     val_loader, val_shard = None, list(range(dist.rank, len(val_set), dist.world_size))
 
     torch.manual_seed(cfg.seed)
@@ -271,11 +278,7 @@ def fit(cfg: Config, store: CheckpointStore, resume: dict | None = None,
             shown = time.time()
             bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.num_epochs}", leave=False,
                        dynamic_ncols=True, mininterval=0.5, disable=not dist.is_main)
-            for clips, params, labels in bar:
-                clips = to_model_input(clips.to(device, non_blocking=True),
-                                       params.to(device, non_blocking=True) if cfg.augment
-                                       else None, cfg.image_size)
-                labels = labels.to(device, non_blocking=True)
+            for clips, labels in bar:
                 step_sums = None
                 while step_sums is None:
                     optimizer.zero_grad(set_to_none=True)

@@ -9,7 +9,6 @@ import time
 
 import pytest
 
-import dataset
 import evaluate
 import train
 from conftest import ROOT, tiny_args
@@ -74,7 +73,7 @@ def test_sigterm_under_torchrun_then_resume_is_bit_identical(reference, tiny_dat
 
 def test_resume_with_another_world_size(tiny, tmp_path, monkeypatch):
     # One process, stopped in the middle of its second epoch...
-    interrupt(monkeypatch, dataset.ClipDataset, "__getitem__", 12 + 7, signal.SIGINT)
+    interrupt(monkeypatch, train, "accumulate_gradients", 3 + 2, signal.SIGINT)
     assert train.main(tiny("--epochs", "3")) == 130
     monkeypatch.undo()
     assert load(tmp_path / "models" / "latest_model.pth")["samples_in_epoch"] > 0

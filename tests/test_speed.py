@@ -147,17 +147,20 @@ def test_compiled_model_checkpoints_load_uncompiled(tiny, tmp_path):
     net.load_state_dict(state["model_state_dict"])
 
 
-def test_device_loader_gives_the_dataloaders_batches(tiny_data):
-    from dataset import ClipDataset, DeviceClipLoader, EpochSampler
+@pytest.mark.parametrize("start", [0, 3, 12])
+def test_device_loader_gives_the_dataloaders_batches(tiny_data, monkeypatch, start):
+    from dataset import ClipDataset, DeviceClipLoader, EpochSampler, ModelBatches
+    monkeypatch.setattr(DeviceClipLoader, "CHUNK_BATCHES", 2)  # several chunks, one cut
     cfg = Config(sequence_length=8, image_size=16, batch_size=5, seed=3)
     data = ClipDataset(tiny_data, "train", 8, 16, 1, augment=True, seed=3, raw=True)
     sampler = EpochSampler(len(data), 3)
-    sampler.set_epoch(2, start=3)
+    sampler.set_epoch(2, start=start)
     on_device = list(DeviceClipLoader(data, sampler, 5, torch.device("cpu")))
-    loaded = list(train.make_loader(data, 5, cfg, torch.device("cpu"), sampler=sampler))
-    assert len(on_device) == len(loaded) == 2
-    for (a, pa, ya), (b, pb, yb) in zip(on_device, loaded):
-        assert torch.equal(a, b) and torch.equal(pa, pb) and torch.equal(ya, yb)
+    loaded = list(ModelBatches(train.make_loader(data, 5, cfg, torch.device("cpu"),
+                                                 sampler=sampler), torch.device("cpu")))
+    assert len(on_device) == len(loaded) == -(-(len(data) - start) // 5)
+    for (a, ya), (b, yb) in zip(on_device, loaded):
+        assert torch.equal(a, b) and torch.equal(ya, yb)
 
 
 def test_auto_batch_never_splits_below_one_clip(tiny, tmp_path, monkeypatch):
