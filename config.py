@@ -28,8 +28,10 @@ class Config:
                          "with synthetic data when the default folder is empty)", "data")
     sequence_length: int = _opt(30, "frames per clip seen by the model", "data")
     image_size: int = _opt(32, "side of the square face crop, in pixels", "data")
-    num_workers: int = _opt(0, "DataLoader worker processes (0 loads in the main process, "
-                            "fastest for the small default model on a few cores)", "data")
+    num_workers: int = _opt(0, "DataLoader worker processes; with 0, batches are cut from the "
+                            "training split held in memory when it fits in a quarter of the "
+                            "free memory (fastest), else loaded in the main process. On a GPU "
+                            "the split goes to GPU memory whenever it fits", "data")
     augment: bool = _opt(True, "flip, shift and brightness jitter applied identically to all "
                          "frames of a training clip", "data")
     # --- model (these options define the architecture; a resume must keep them) ----------
