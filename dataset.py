@@ -191,6 +191,21 @@ class ClipDataset(Dataset):
                                self.image_size)[0], self.labels[index])
 
 
+def available_memory() -> int | None:
+    """Bytes of RAM that can be taken without swapping (page cache counts as free), or
+    None where the system does not say."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # no sysconf (Windows)
+        return None
+
+
 class DeviceClipLoader:
     """Training batches as model input [B, T, C, S, S] with labels, cut from the whole split
     held in memory as uint8 (GPU memory when training there).
@@ -225,11 +240,8 @@ class DeviceClipLoader:
             return size <= 0.25 * torch.cuda.mem_get_info(device)[0]
         if device.type != "cpu" or num_workers:
             return False
-        try:
-            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):  # no sysconf (Windows): play safe
-            return False
-        return size <= 0.25 * free
+        free = available_memory()
+        return free is not None and size <= 0.25 * free
 
     def __len__(self) -> int:
         return -(-len(self.sampler) // self.batch_size)

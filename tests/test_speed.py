@@ -171,3 +171,17 @@ def test_auto_batch_never_splits_below_one_clip(tiny, tmp_path, monkeypatch):
     cfg = load(tmp_path / "models" / "latest_model.pth")["config"]
     assert (cfg["batch_size"], cfg["accum_steps"]) == (3, 3)
     Config.from_dict(cfg)  # the saved config stays loadable
+
+
+def test_split_is_held_in_memory_only_when_it_fits_and_no_workers_are_asked_for(
+        tiny_data, monkeypatch):
+    import dataset
+    data = dataset.ClipDataset(tiny_data, "train", 8, 16, 1, raw=True)
+    cpu = torch.device("cpu")
+    assert dataset.DeviceClipLoader.fits(data, cpu)
+    assert not dataset.DeviceClipLoader.fits(data, cpu, num_workers=1)
+    split_bytes = len(data) * data.clips[0].size
+    monkeypatch.setattr(dataset, "available_memory", lambda: 4 * split_bytes - 1)
+    assert not dataset.DeviceClipLoader.fits(data, cpu)
+    monkeypatch.setattr(dataset, "available_memory", lambda: None)  # the system does not say
+    assert not dataset.DeviceClipLoader.fits(data, cpu)
