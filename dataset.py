@@ -153,7 +153,8 @@ class ClipDataset(Dataset):
                             f"({stored_c} channel{'s' if stored_c > 1 else ''})")
         self.sequence_length, self.image_size = sequence_length, image_size
         self.augment, self.seed, self.raw = augment, seed, raw
-        self._plan_epoch: int | None = None
+        self._plan_key: int | None = None
+        self._plan: tuple[np.ndarray, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -163,18 +164,21 @@ class ClipDataset(Dataset):
         evaluation, the centred frames unchanged). Drawn at once from (seed, epoch) alone,
         row i for clip i, so a clip's draw never depends on the order the clips are taken
         in, on the process taking it, or on what ran before: a resumed run sees the same data."""
-        extra = self.clips.shape[1] - self.sequence_length
-        if not (self.augment and epoch is not None):
-            return (np.full(len(self), extra // 2, dtype=np.int64),
-                    np.tile(np.array(NO_AUGMENT, dtype=np.float32), (len(self), 1)))
-        if self._plan_epoch != epoch:  # one epoch's plan is kept: a loader asks per clip
+        key = epoch if self.augment else None
+        if self._plan_key == key and self._plan is not None:
+            return self._plan  # one plan is kept: a DataLoader asks clip by clip
+        extra, n = self.clips.shape[1] - self.sequence_length, len(self)
+        if key is None:
+            starts = np.full(n, extra // 2, dtype=np.int64)
+            params = np.tile(np.array(NO_AUGMENT, dtype=np.float32), (n, 1))
+        else:
             rng = np.random.default_rng([self.seed, epoch])
-            n, shift = len(self), max(1, round(0.06 * self.image_size))
+            shift = max(1, round(0.06 * self.image_size))
             starts = rng.integers(0, extra + 1, n)
             params = np.stack([rng.random(n) < 0.5, rng.integers(-shift, shift + 1, n),
                                rng.integers(-shift, shift + 1, n), rng.uniform(0.75, 1.25, n),
                                rng.uniform(-0.12, 0.12, n)], axis=1).astype(np.float32)
-            self._plan_epoch, self._plan = epoch, (starts, params)
+        self._plan_key, self._plan = key, (starts, params)
         return self._plan
 
     def __getitem__(self, item: int | tuple[int, int]):
