@@ -172,7 +172,7 @@ class ClipDataset(Dataset):
             starts = np.full(n, extra // 2, dtype=np.int64)
             params = np.tile(np.array(NO_AUGMENT, dtype=np.float32), (n, 1))
         else:
-            rng = np.random.default_rng([self.seed, epoch])
+            rng = np.random.default_rng([self.seed % 2**64, epoch])  # entropy must be >= 0
             shift = max(1, round(0.06 * self.image_size))
             starts = rng.integers(0, extra + 1, n)
             params = np.stack([rng.random(n) < 0.5, rng.integers(-shift, shift + 1, n),
@@ -219,33 +219,41 @@ class DeviceClipLoader:
     CHUNK_BATCHES batches at once, so that between two training steps there is almost no
     work left to launch. `to_model_input` gives a clip the same values whatever other
     clips share its call, so this yields exactly what ModelBatches over a DataLoader of the
-    same raw dataset and sampler yields, and a resumed epoch what an unbroken one does.
+    same raw dataset and sampler yields, and a resumed epoch what an unbroken one does
+    (bit for bit when the stored frames have the model's size; after a resize, a GPU's
+    float sums may differ in the last bit).
     """
 
     CHUNK_BATCHES = 16
-    CHUNK_BYTES = 128 * 2**20  # of float input at most, per chunk
+    CHUNK_BYTES = 128 * 2**20  # the most one chunk's conversion holds at once
 
     def __init__(self, dataset: ClipDataset, sampler: EpochSampler, batch_size: int,
                  device: torch.device):
         self.dataset, self.sampler, self.batch_size, self.device = dataset, sampler, batch_size, device
         self.clips = torch.from_numpy(np.asarray(dataset.clips[dataset.rows])).to(device)
         self.labels = torch.tensor(dataset.labels, device=device)
-        channels = self.clips.shape[2]
-        clip_bytes = 4 * dataset.sequence_length * channels * dataset.image_size ** 2
+        _, _, channels, height, width = self.clips.shape
+        # Per pixel of a clip: the uint8 frames and, when resizing, their float copy (5
+        # bytes at the stored size), the float input and its shifted copy (8 at the model's).
+        clip_bytes = dataset.sequence_length * channels * (
+            5 * height * width * ((height, width) != (dataset.image_size,) * 2)
+            + 8 * dataset.image_size ** 2)
         fitting = self.CHUNK_BYTES // (clip_bytes * batch_size)
         self.chunk = batch_size * max(1, min(self.CHUNK_BATCHES, fitting))  # clips
 
     @staticmethod
     def fits(dataset: ClipDataset, device: torch.device, num_workers: int = 0) -> bool:
         """Use it when the split takes at most a quarter of the free (GPU) memory; on the
-        CPU only without worker processes (asking for workers asks for a DataLoader)."""
+        CPU only without worker processes (asking for workers asks for a DataLoader), and
+        sharing the RAM with the other processes torchrun started on this machine."""
         size = len(dataset) * int(np.prod(dataset.clips.shape[1:]))
         if device.type == "cuda":
             return size <= 0.25 * torch.cuda.mem_get_info(device)[0]
         if device.type != "cpu" or num_workers:
             return False
         free = available_memory()
-        return free is not None and size <= 0.25 * free
+        processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        return free is not None and size * processes <= 0.25 * free
 
     def __len__(self) -> int:
         return -(-len(self.sampler) // self.batch_size)
@@ -317,7 +325,8 @@ def to_model_input(clips: torch.Tensor, params: torch.Tensor | None,
     # Contrast around the clip's mean, then brightness, with the 1/255 folded in:
     # ((x - m) * k + m) / 255 + d  ==  x * (k / 255) + (m * (1 - k) / 255 + d).
     # An exact integer sum of the uint8 pixels and no fused multiply-add: a clip's result
-    # does not depend on which other clips share its batch.
+    # does not depend on which other clips share its batch (after a resize the pixels are
+    # floats, summed in float64, whose order a GPU may vary).
     total = x.sum(dim=(1, 2, 3, 4), dtype=torch.int64 if x.dtype == torch.uint8 else torch.float64)
     mean = (total.double() / (t * c * size * size)).float()
     scale = (contrast / 255.0).view(b, 1, 1, 1, 1)

@@ -74,3 +74,9 @@ def test_a_clips_input_does_not_depend_on_the_rest_of_its_batch():
     for i in (0, 17, 47):
         assert torch.equal(to_model_input(clips[i:i + 1], params[i:i + 1], 32)[0], whole[i])
     assert torch.equal(to_model_input(clips[5:21], params[5:21], 32), whole[5:21])
+
+
+def test_a_negative_seed_is_a_seed_like_any_other(tiny_data):
+    data = ClipDataset(tiny_data, "train", 8, 16, 1, augment=True, seed=-1, raw=True)
+    other = ClipDataset(tiny_data, "train", 8, 16, 1, augment=True, seed=1, raw=True)
+    assert not torch.equal(data[(0, 0)][1], other[(0, 0)][1])

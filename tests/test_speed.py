@@ -181,6 +181,11 @@ def test_split_is_held_in_memory_only_when_it_fits_and_no_workers_are_asked_for(
     assert dataset.DeviceClipLoader.fits(data, cpu)
     assert not dataset.DeviceClipLoader.fits(data, cpu, num_workers=1)
     split_bytes = len(data) * data.clips[0].size
+    monkeypatch.setattr(dataset, "available_memory", lambda: 4 * split_bytes)
+    assert dataset.DeviceClipLoader.fits(data, cpu)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # torchrun: each process holds a copy
+    assert not dataset.DeviceClipLoader.fits(data, cpu)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
     monkeypatch.setattr(dataset, "available_memory", lambda: 4 * split_bytes - 1)
     assert not dataset.DeviceClipLoader.fits(data, cpu)
     monkeypatch.setattr(dataset, "available_memory", lambda: None)  # the system does not say
