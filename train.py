@@ -39,6 +39,7 @@ from metrics import evaluate_checkpoint, predict
 from model import autocast_dtype, build_model, count_parameters, pick_device
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+CURVES_EVERY_S = 30.0  # drawing the curves takes a tenth of a second: not every short epoch
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -246,9 +247,21 @@ def fit(cfg: Config, store: CheckpointStore, resume: dict | None = None,
             return []
         return store.save(state, is_best=is_best, epoch_end=epoch_end)
 
+    curves = {"epochs": len(history["train_losses"]), "time": 0.0}
+
+    def draw_curves(force: bool) -> None:
+        """training_curves.png, when it lacks epochs: at most every CURVES_EVERY_S
+        seconds, and whenever `force` (the run's last epoch, a stop)."""
+        epochs = len(history["train_losses"])
+        if dist.is_main and epochs > curves["epochs"] and (
+                force or time.time() - curves["time"] > CURVES_EVERY_S):
+            run_log.plot_curves(cfg.model_dir, history)
+            curves.update(epochs=epochs, time=time.time())
+
     def stop_now(signum: int, epochs_done: int) -> int:
         reason = signal.Signals(signum).name
         save(epochs_done, epoch_end=False, interrupted=reason)
+        draw_curves(force=True)
         store.wait()
         where = (f"epoch {epochs_done + 1}, {samples_done}/{len(sampler.shard())} clips"
                  + (" of each process" if dist.enabled else "")
@@ -356,7 +369,7 @@ def fit(cfg: Config, store: CheckpointStore, resume: dict | None = None,
                 "train_seconds": round(train_seconds, 3), "save_block_seconds": round(save_seconds, 4),
                 "clips": int(seen),
                 "saved": written, "time": datetime.now().astimezone().isoformat(timespec="seconds")})
-            run_log.plot_curves(cfg.model_dir, history)
+            draw_curves(force=epoch + 1 == cfg.num_epochs)
             print(f"epoch {epoch + 1:3d}/{cfg.num_epochs}  train loss {loss_sum / seen:.4f} "
                   f"acc {100 * correct / seen:5.1f}%  val loss {val_loss:.4f} acc "
                   f"{100 * val_acc:5.1f}%  lr {lr:.2e}  {seconds:5.1f}s  saved "

@@ -242,3 +242,19 @@ def test_main_help_lists_modes():
     assert out.returncode == 0 and "train" in out.stdout and "evaluate" in out.stdout
     out = run_script("main.py", "--mode", "train", "--help")
     assert "--resume" in out.stdout and "--epochs" in out.stdout
+
+
+def test_curves_are_drawn_now_and_then_and_always_at_the_end_or_a_stop(tiny, monkeypatch):
+    import run_log
+    drawn = []
+    real = run_log.plot_curves
+    monkeypatch.setattr(run_log, "plot_curves",
+                        lambda d, h: (drawn.append(len(h["train_losses"])), real(d, h)))
+    monkeypatch.setattr(train, "CURVES_EVERY_S", 3600)
+    assert train.main(tiny("--epochs", "4")) == 0
+    assert drawn == [1, 4]  # the first epoch, then none within the hour, then the last
+    drawn.clear()
+    from test_faults import interrupt
+    interrupt(monkeypatch, train, "predict", 2, signal.SIGINT)  # in epoch 6's validation
+    assert train.main(tiny("--epochs", "8", "--resume")) == 130
+    assert drawn == [5, 6]  # a stop draws what it saved
