@@ -150,6 +150,17 @@ def resume_to_first_step(argv: list[str]) -> float:
     return time.perf_counter() - began
 
 
+def profile_loop(argv: list[str], device: torch.device, rows: int) -> str:
+    """The operations the real loop spends most CPU time on, over two short epochs (on a
+    GPU that is the time spent launching work: what a launch-bound loop waits for)."""
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof, contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()):
+        train.main(argv + ["--epochs", "2"])
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+
+
 def run(args: argparse.Namespace) -> dict:
     device = pick_device(args.device)
     cfg = Config(batch_size=args.batch_size, sequence_length=args.sequence_length,
@@ -206,6 +217,9 @@ def run(args: argparse.Namespace) -> dict:
         result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         if device.type == "cuda":
             result["cuda_peak_mb"] = round(cuda_peak / 2**20, 1)
+        if args.profile:
+            argv[argv.index("--model-dir") + 1] = str(tmp / "profiled")
+            result["profile"] = profile_loop(argv, device, args.profile)
     return result
 
 
@@ -255,11 +269,16 @@ def main(argv: list[str] | None = None) -> int:
                              "(default: 4)")
     parser.add_argument("--tmp-dir", default=None, help="where the throwaway files go")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    parser.add_argument("--profile", type=int, default=0, metavar="ROWS",
+                        help="also print the ROWS operations the real loop spends most CPU "
+                             "time on (torch.profiler, two more epochs)")
     args = parser.parse_args(argv)
     if min(args.batch_size, args.sequence_length, args.image_size, args.steps) < 1 or args.epochs < 2:
         raise UserError("sizes must be at least 1 and --epochs at least 2")
     result = run(args)
     print(table(result))
+    if args.profile:
+        print("\nWhere the real loop's CPU time goes:\n" + result.pop("profile"))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     return 0

@@ -2,6 +2,7 @@
 background saves, out-of-memory handling, torch.compile checkpoints."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,7 +16,7 @@ import checkpoint
 import model as model_module
 import train
 from config import Config
-from conftest import ROOT
+from conftest import ROOT, run_script
 from test_faults import interrupt
 from test_training import assert_same_run, load
 
@@ -190,3 +191,21 @@ def test_split_is_held_in_memory_only_when_it_fits_and_no_workers_are_asked_for(
     assert not dataset.DeviceClipLoader.fits(data, cpu)
     monkeypatch.setattr(dataset, "available_memory", lambda: None)  # the system does not say
     assert not dataset.DeviceClipLoader.fits(data, cpu)
+
+
+def test_benchmark_prints_and_writes_every_figure(tmp_path):
+    out = run_script("benchmark.py", "--device", "cpu", "--steps", "3", "--epochs", "2",
+                     "--batch-size", "2", "--sequence-length", "4", "--image-size", "8",
+                     "--tmp-dir", str(tmp_path), "--json", str(tmp_path / "bench.json"),
+                     "--profile", "5")
+    assert out.returncode == 0, out.stderr
+    figures = json.loads((tmp_path / "bench.json").read_text())
+    for key in ("loop_clips_per_s", "bare_clips_per_s", "loop_overhead", "loader_clips_per_s",
+                "ckpt_save_ms", "torch_save_ms", "ckpt_block_ms", "ckpt_load_ms", "ckpt_mb",
+                "resume_to_first_step_s", "peak_rss_mb"):
+        assert figures[key] > 0, key
+    assert figures["device"] == "cpu" and figures["loader"] == "in-memory batches"
+    assert abs(figures["ckpt_mb"] - figures["torch_save_mb"]) < 0.05  # no duplicate tensors
+    assert "real / bare" in out.stdout and "Where the real loop's CPU time goes" in out.stdout
+    assert "aten::" in out.stdout
+    assert not [p for p in tmp_path.iterdir() if p.name != "bench.json"]  # throwaway files gone
