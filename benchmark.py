@@ -34,7 +34,7 @@ import train
 from config import Config
 from dataset import ClipDataset, DeviceClipLoader, EpochSampler, write_clip_store
 from errors import UserError, run_cli
-from model import autocast_dtype, build_model, pick_device
+from model import autocast_dtype, build_model, pick_device, uses_channels_last
 
 ROOT = Path(__file__).resolve().parent
 
@@ -57,7 +57,7 @@ def sync(device: torch.device) -> None:
 def bare_loop(cfg: Config, device: torch.device, batches: list, repeats: int) -> float:
     """Clips/s of forward, backward and optimizer step alone, data already on the device."""
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg).to(device).train()
+    model = build_model(cfg).place(device, cfg).train()
     step_model = torch.compile(model) if cfg.compile else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate)
     amp = autocast_dtype(cfg.amp, device)
@@ -165,7 +165,8 @@ def run(args: argparse.Namespace) -> dict:
     device = pick_device(args.device)
     cfg = Config(batch_size=args.batch_size, sequence_length=args.sequence_length,
                  image_size=args.image_size, backbone=args.backbone, num_workers=args.num_workers,
-                 device=device.type, amp=args.amp, compile=args.compile, seed=0)
+                 device=device.type, amp=args.amp, compile=args.compile,
+                 channels_last=args.channels_last, seed=0)
     with tempfile.TemporaryDirectory(dir=args.tmp_dir) as tmp:
         tmp = Path(tmp)
         data, models = tmp / "data", tmp / "models"
@@ -176,6 +177,7 @@ def run(args: argparse.Namespace) -> dict:
                 "--image-size", str(args.image_size), "--backbone", args.backbone,
                 "--num-workers", str(args.num_workers), "--device", device.type,
                 "--amp", args.amp, "--compile", "yes" if args.compile else "no",
+                "--channels-last", args.channels_last,
                 "--seed", "0", "--save-every", "1"]
         # The bare loop, on the very batches of an epoch, already on the device; half its
         # epochs before the real loop and half after, so that a slow spell of a shared
@@ -202,6 +204,7 @@ def run(args: argparse.Namespace) -> dict:
                   "backbone": args.backbone, "batch_size": args.batch_size,
                   "sequence_length": args.sequence_length, "image_size": args.image_size,
                   "amp": str(autocast_dtype(args.amp, device)).replace("torch.", ""),
+                  "channels_last": uses_channels_last(cfg, device),
                   "loop_clips_per_s": round(loop, 1),
                   "loop_frames_per_s": round(loop * args.sequence_length, 1),
                   "bare_clips_per_s": round(bare, 1),
@@ -226,7 +229,8 @@ def run(args: argparse.Namespace) -> dict:
 def table(r: dict) -> str:
     rows = [
         ("device", f"{r['device']} ({r['backbone']}, batch {r['batch_size']}, "
-                   f"{r['sequence_length']} frames of {r['image_size']}px, amp {r['amp']})"),
+                   f"{r['sequence_length']} frames of {r['image_size']}px, amp {r['amp']}"
+                   + (", channels_last" if r["channels_last"] else "") + ")"),
         ("real training loop", f"{r['loop_clips_per_s']:.1f} clips/s  "
                                f"({r['loop_frames_per_s']:.0f} frames/s)"),
         ("bare loop, same batches", f"{r['bare_clips_per_s']:.1f} clips/s  "
@@ -261,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--amp", default="auto", choices=("auto", "off", "bf16", "fp16"))
     parser.add_argument("--compile", action="store_true", help="measure with torch.compile")
+    parser.add_argument("--channels-last", default="auto", choices=("auto", "yes", "no"),
+                        help="NHWC convolution inputs, as train.py's option (default: auto)")
     parser.add_argument("--steps", type=int, default=24, help="training steps per epoch")
     parser.add_argument("--epochs", type=int, default=4,
                         help="epochs of the real loop; the first is warm-up, the best of the "

@@ -75,6 +75,10 @@ class Config:
                             "--accum-steps) and retry, keeping the effective batch size", "run")
     compile: bool = _opt(False, "speed the model up with torch.compile (first steps are slow "
                          "while it compiles)", "run")
+    channels_last: str = _opt("auto", "lay convolution inputs out as NHWC, which GPU tensor "
+                              "cores want: auto is on for the torchvision backbones with mixed "
+                              "precision on CUDA, off for the small CNN and on the CPU", "run",
+                              choices=("auto", "yes", "no"))
 
     @classmethod
     def from_dict(cls, values: dict) -> "Config":

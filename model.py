@@ -66,11 +66,24 @@ class FatigueCNNLSTM(nn.Module):
             head_in = cfg.feature_dim
         self.dropout = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(head_in, cfg.num_classes)
+        self.channels_last = False  # see place()
+
+    def place(self, device: torch.device, cfg: Config) -> "FatigueCNNLSTM":
+        """Move to `device` for training, NHWC where --channels-last says so. The weights'
+        values and checkpoints are the same either way."""
+        self.to(device)
+        self.channels_last = uses_channels_last(cfg, device)
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
+        return self
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         b, t = clips.shape[:2]
         # Centre pixel values: the data stays in [0, 1] (uint8 / 255) up to here.
-        feats = self.cnn(clips.flatten(0, 1) - 0.5).view(b, t, -1)  # (B, T, F)
+        frames = clips.flatten(0, 1) - 0.5
+        if self.channels_last:
+            frames = frames.contiguous(memory_format=torch.channels_last)
+        feats = self.cnn(frames).view(b, t, -1)  # (B, T, F)
         if self.temporal == "lstm":
             outputs, _ = self.lstm(feats)  # (B, T, H)
             # The strongest evidence anywhere in the clip: a long closure early in the clip
@@ -83,6 +96,15 @@ class FatigueCNNLSTM(nn.Module):
 
 def build_model(cfg: Config) -> FatigueCNNLSTM:
     return FatigueCNNLSTM(cfg)
+
+
+def uses_channels_last(cfg: Config, device: torch.device) -> bool:
+    if cfg.channels_last != "auto":
+        return cfg.channels_last == "yes"
+    # Tensor cores read NHWC; the small CNN's first layer has one channel and its steps
+    # are launch-bound, so the extra layout copy would cost more than it saves.
+    return (device.type == "cuda" and cfg.backbone != "small"
+            and autocast_dtype(cfg.amp, device) is not None)
 
 
 def count_parameters(model: nn.Module) -> int:

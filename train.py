@@ -179,7 +179,7 @@ def fit(cfg: Config, store: CheckpointStore, resume: dict | None = None,
     val_loader, val_shard = None, list(range(dist.rank, len(val_set), dist.world_size))
 
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg).to(device)
+    model = build_model(cfg).place(device, cfg)
     # The wrappers share their parameters with `model`, whose state_dict (without their
     # 'module.' and '_orig_mod.' prefixes) is what checkpoints hold.
     step_model = DistributedDataParallel(model) if dist.enabled else model

@@ -209,3 +209,31 @@ def test_benchmark_prints_and_writes_every_figure(tmp_path):
     assert "real / bare" in out.stdout and "Where the real loop's CPU time goes" in out.stdout
     assert "aten::" in out.stdout
     assert not [p for p in tmp_path.iterdir() if p.name != "bench.json"]  # throwaway files gone
+
+
+def test_channels_last_where_tensor_cores_want_it():
+    from model import uses_channels_last
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")  # a device name needs no GPU
+    assert uses_channels_last(Config(backbone="resnet18", amp="bf16"), cuda)
+    assert uses_channels_last(Config(backbone="mobilenet_v3_small", amp="fp16"), cuda)
+    assert not uses_channels_last(Config(backbone="small", amp="bf16"), cuda)
+    assert not uses_channels_last(Config(backbone="resnet18", amp="off"), cuda)
+    assert not uses_channels_last(Config(backbone="resnet18"), cpu)
+    assert uses_channels_last(Config(channels_last="yes"), cpu)
+    assert not uses_channels_last(Config(backbone="resnet18", amp="bf16", channels_last="no"), cuda)
+
+
+def test_a_channels_last_run_saves_a_plain_model(tiny, tmp_path):
+    assert train.main(tiny("--epochs", "2", "--channels-last", "yes")) == 0
+    state = load(tmp_path / "models" / "best_model.pth")
+    net = model_module.build_model(Config.from_dict(state["config"]))
+    net.load_state_dict(state["model_state_dict"])
+    assert not net.channels_last  # rebuilt for use: the ordinary layout
+    from metrics import evaluate_checkpoint
+    result = evaluate_checkpoint(tmp_path / "models" / "best_model.pth", device="cpu")
+    assert result["clips"] > 0
+    placed = model_module.build_model(Config(channels_last="yes")).place(torch.device("cpu"),
+                                                                          Config(channels_last="yes"))
+    conv = [m for m in placed.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not conv.weight.is_contiguous()
