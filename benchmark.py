@@ -151,13 +151,16 @@ def resume_to_first_step(argv: list[str]) -> float:
 
 
 def profile_loop(argv: list[str], device: torch.device, rows: int) -> str:
-    """The operations the real loop spends most CPU time on, over two short epochs (on a
-    GPU that is the time spent launching work: what a launch-bound loop waits for)."""
+    """The operations that take most CPU time in a short training run of two epochs,
+    start-up, validation and the final evaluation included (on a GPU that is the time
+    spent launching work: what a launch-bound loop waits for)."""
     from torch.profiler import ProfilerActivity, profile
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof, contextlib.redirect_stdout(io.StringIO()), \
             contextlib.redirect_stderr(io.StringIO()):
-        train.main(argv + ["--epochs", "2"])
+        code = train.main(argv + ["--epochs", "2"])
+    if code:
+        raise RuntimeError(f"the profiled training run failed (exit code {code})")
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
 
 
@@ -276,15 +279,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tmp-dir", default=None, help="where the throwaway files go")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     parser.add_argument("--profile", type=int, default=0, metavar="ROWS",
-                        help="also print the ROWS operations the real loop spends most CPU "
-                             "time on (torch.profiler, two more epochs)")
+                        help="also print the ROWS operations that take most CPU time in a "
+                             "two-epoch training run (torch.profiler; start-up, validation and "
+                             "the final evaluation included)")
     args = parser.parse_args(argv)
     if min(args.batch_size, args.sequence_length, args.image_size, args.steps) < 1 or args.epochs < 2:
         raise UserError("sizes must be at least 1 and --epochs at least 2")
     result = run(args)
     print(table(result))
     if args.profile:
-        print("\nWhere the real loop's CPU time goes:\n" + result.pop("profile"))
+        print("\nWhere a two-epoch training run's CPU time goes:\n" + result.pop("profile"))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     return 0

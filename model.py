@@ -70,7 +70,7 @@ class FatigueCNNLSTM(nn.Module):
 
     def place(self, device: torch.device, cfg: Config) -> "FatigueCNNLSTM":
         """Move to `device` for training, NHWC where --channels-last says so. The weights'
-        values and checkpoints are the same either way."""
+        values are the same either way, and checkpoints are saved in the plain layout."""
         self.to(device)
         self.channels_last = uses_channels_last(cfg, device)
         if self.channels_last:

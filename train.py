@@ -132,6 +132,27 @@ def make_train_loader(dataset: ClipDataset, sampler: EpochSampler, cfg: Config,
     return ModelBatches(make_loader(dataset, cfg.batch_size, cfg, device, sampler=sampler), device)
 
 
+def plain_layout(obj):
+    """Tensors in the ordinary contiguous layout (NHWC ones copied), so a checkpoint is
+    the same file whatever --channels-last the run used."""
+    if isinstance(obj, torch.Tensor):
+        return obj.contiguous()
+    if isinstance(obj, dict):
+        return {k: plain_layout(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(plain_layout(v) for v in obj)
+    return obj
+
+
+def match_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give restored optimizer state its weight's memory layout (NHWC or not), which the
+    batched update kernels expect; the values are unchanged."""
+    for param, state in optimizer.state.items():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor) and value.shape == param.shape:
+                state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+
+
 def micro_batch(cfg: Config) -> int:
     return math.ceil(cfg.batch_size / cfg.accum_steps)
 
@@ -198,6 +219,7 @@ def fit(cfg: Config, store: CheckpointStore, resume: dict | None = None,
     if resume is not None:
         model.load_state_dict(resume["model_state_dict"])
         optimizer.load_state_dict(resume["optimizer_state_dict"])
+        match_layouts(optimizer)
         scheduler.load_state_dict(resume["scheduler_state_dict"])
         rebuild_schedule(optimizer, scheduler, cfg)
         if resume["config"]["num_epochs"] != cfg.num_epochs:
@@ -234,8 +256,8 @@ def fit(cfg: Config, store: CheckpointStore, resume: dict | None = None,
         state = {"format_version": FORMAT_VERSION, "epoch": epochs_done,
                 "global_step": global_step, "samples_in_epoch": samples_done,
                 "partial_epoch": torch.stack(partials), "interrupted": interrupted,
-                "model_state_dict": model.state_dict(),
-                "optimizer_state_dict": optimizer.state_dict(),
+                "model_state_dict": plain_layout(model.state_dict()),
+                "optimizer_state_dict": plain_layout(optimizer.state_dict()),
                 "scheduler_state_dict": scheduler.state_dict(),
                 "scaler_state_dict": scaler.state_dict() if scaler else None,
                 "val_acc": val_acc, "best_val_acc": best_val_acc, "best_epoch": best_epoch,
@@ -277,7 +299,8 @@ def fit(cfg: Config, store: CheckpointStore, resume: dict | None = None,
           f"from {cfg.data_dir}/, checkpoints in {cfg.model_dir}/"
           + (f"; {dist.world_size} processes, {dist.world_size * cfg.batch_size} clips per step"
              if dist.enabled else ""), flush=True)
-    with StopRequest(verbose=dist.is_main) as stop:
+    with StopRequest(verbose=dist.is_main) as stop, contextlib.ExitStack() as on_exit:
+        on_exit.callback(draw_curves, force=True)  # an error too leaves curves as saved
         for epoch in range(start_epoch, cfg.num_epochs):
             began = time.time()
             sampler.set_epoch(epoch, samples_done)

@@ -258,3 +258,22 @@ def test_curves_are_drawn_now_and_then_and_always_at_the_end_or_a_stop(tiny, mon
     interrupt(monkeypatch, train, "predict", 2, signal.SIGINT)  # in epoch 6's validation
     assert train.main(tiny("--epochs", "8", "--resume")) == 130
     assert drawn == [5, 6]  # a stop draws what it saved
+
+
+def test_curves_show_every_saved_epoch_even_when_training_fails(tiny, monkeypatch):
+    import run_log
+    drawn = []
+    monkeypatch.setattr(run_log, "plot_curves", lambda d, h: drawn.append(len(h["train_losses"])))
+    monkeypatch.setattr(train, "CURVES_EVERY_S", 3600)
+    real, calls = train.accumulate_gradients, {"n": 0}
+
+    def fail_in_epoch_3(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 7:  # 3 steps an epoch
+            raise RuntimeError("a bug")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train, "accumulate_gradients", fail_in_epoch_3)
+    with pytest.raises(RuntimeError):
+        train.main(tiny("--epochs", "4"))
+    assert drawn == [1, 2]
