@@ -79,6 +79,14 @@ class Distributed:
         dist.broadcast_object_list(box, src=0, group=self.control)
         return box[0]
 
+    def share_buffers(self, module: torch.nn.Module) -> None:
+        """Rank 0's buffers (BatchNorm's running statistics) on every process. Each
+        process's last forward pass updated its own copy; validation must score the one
+        model the checkpoint holds, rank 0's, on every shard."""
+        if self.enabled:
+            for buffer in module.buffers():
+                dist.broadcast(buffer, src=0)
+
     def on_main(self, work: Callable[[], T]) -> T:
         """Run `work` on process 0 alone and hand its result to every process. A user
         error there is raised on every process, so none is left waiting for the others."""

@@ -365,6 +365,7 @@ def fit(cfg: Config, store: CheckpointStore, resume: dict | None = None,
                 val_loader = make_loader(val_set, micro_batch(cfg), cfg, device, sampler=val_shard)
             # The plain model: DistributedDataParallel's forward would exchange buffers, and
             # the processes' shards may differ by a batch.
+            dist.share_buffers(model)
             val_loss, val_acc = validation_metrics(
                 *predict(model, val_loader, device, amp_dtype, cfg.image_size), dist)
             scheduler.step()
