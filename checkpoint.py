@@ -26,7 +26,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -109,7 +109,9 @@ def _commit(tmp: Path, final: Path) -> None:
 def write_checkpoint(state: dict, path: str | Path) -> None:
     """Atomically write `state` (plus its checksum) to `path`."""
     path = Path(path)
-    state = dict(state, checksum=content_checksum(state))
+    # The ordinary layout (NHWC weights copied): the file is the same whatever
+    # --channels-last the run used.
+    state = _map_tensors(dict(state, checksum=content_checksum(state)), torch.Tensor.contiguous)
     tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
     try:
         with open(tmp, "wb") as fh:
@@ -322,15 +324,20 @@ class CheckpointStore:
                              f"resuming from {path.name} (epoch {state['epoch']}) instead"]
 
 
+def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, dict):
+        return {k: _map_tensors(v, fn) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_map_tensors(v, fn) for v in obj)
+    return obj
+
+
 def _snapshot(obj: Any) -> Any:
     """A private CPU copy of every tensor, so training can go on changing its own."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: _snapshot(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_snapshot(v) for v in obj)
-    return obj
+    return _map_tensors(obj, lambda t: t.detach().to(
+        "cpu", copy=True, memory_format=torch.contiguous_format))
 
 
 def _epoch_of(path: Path) -> int:

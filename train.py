@@ -132,18 +132,6 @@ def make_train_loader(dataset: ClipDataset, sampler: EpochSampler, cfg: Config,
     return ModelBatches(make_loader(dataset, cfg.batch_size, cfg, device, sampler=sampler), device)
 
 
-def plain_layout(obj):
-    """Tensors in the ordinary contiguous layout (NHWC ones copied), so a checkpoint is
-    the same file whatever --channels-last the run used."""
-    if isinstance(obj, torch.Tensor):
-        return obj.contiguous()
-    if isinstance(obj, dict):
-        return {k: plain_layout(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(plain_layout(v) for v in obj)
-    return obj
-
-
 def match_layouts(optimizer: torch.optim.Optimizer) -> None:
     """Give restored optimizer state its weight's memory layout (NHWC or not), which the
     batched update kernels expect; the values are unchanged."""
@@ -256,8 +244,8 @@ def fit(cfg: Config, store: CheckpointStore, resume: dict | None = None,
         state = {"format_version": FORMAT_VERSION, "epoch": epochs_done,
                 "global_step": global_step, "samples_in_epoch": samples_done,
                 "partial_epoch": torch.stack(partials), "interrupted": interrupted,
-                "model_state_dict": plain_layout(model.state_dict()),
-                "optimizer_state_dict": plain_layout(optimizer.state_dict()),
+                "model_state_dict": model.state_dict(),
+                "optimizer_state_dict": optimizer.state_dict(),
                 "scheduler_state_dict": scheduler.state_dict(),
                 "scaler_state_dict": scaler.state_dict() if scaler else None,
                 "val_acc": val_acc, "best_val_acc": best_val_acc, "best_epoch": best_epoch,
