@@ -259,9 +259,9 @@ def fit(cfg: Config, store: CheckpointStore, resume: dict | None = None,
 
     curves = {"epochs": len(history["train_losses"]), "time": 0.0}
 
-    def draw_curves(force: bool) -> None:
+    def draw_curves(force: bool = False) -> None:
         """training_curves.png, when it lacks epochs: at most every CURVES_EVERY_S
-        seconds, and whenever `force` (the run's last epoch, a stop)."""
+        seconds, and with `force` (on leaving the loop: the run's end, a stop, an error)."""
         epochs = len(history["train_losses"])
         if dist.is_main and epochs > curves["epochs"] and (
                 force or time.time() - curves["time"] > CURVES_EVERY_S):
@@ -271,7 +271,6 @@ def fit(cfg: Config, store: CheckpointStore, resume: dict | None = None,
     def stop_now(signum: int, epochs_done: int) -> int:
         reason = signal.Signals(signum).name
         save(epochs_done, epoch_end=False, interrupted=reason)
-        draw_curves(force=True)
         store.wait()
         where = (f"epoch {epochs_done + 1}, {samples_done}/{len(sampler.shard())} clips"
                  + (" of each process" if dist.enabled else "")
@@ -288,7 +287,7 @@ def fit(cfg: Config, store: CheckpointStore, resume: dict | None = None,
           + (f"; {dist.world_size} processes, {dist.world_size * cfg.batch_size} clips per step"
              if dist.enabled else ""), flush=True)
     with StopRequest(verbose=dist.is_main) as stop, contextlib.ExitStack() as on_exit:
-        on_exit.callback(draw_curves, force=True)  # an error too leaves curves as saved
+        on_exit.callback(draw_curves, force=True)  # however the loop ends
         for epoch in range(start_epoch, cfg.num_epochs):
             began = time.time()
             sampler.set_epoch(epoch, samples_done)
@@ -381,7 +380,7 @@ def fit(cfg: Config, store: CheckpointStore, resume: dict | None = None,
                 "train_seconds": round(train_seconds, 3), "save_block_seconds": round(save_seconds, 4),
                 "clips": int(seen),
                 "saved": written, "time": datetime.now().astimezone().isoformat(timespec="seconds")})
-            draw_curves(force=epoch + 1 == cfg.num_epochs)
+            draw_curves()
             print(f"epoch {epoch + 1:3d}/{cfg.num_epochs}  train loss {loss_sum / seen:.4f} "
                   f"acc {100 * correct / seen:5.1f}%  val loss {val_loss:.4f} acc "
                   f"{100 * val_acc:5.1f}%  lr {lr:.2e}  {seconds:5.1f}s  saved "
