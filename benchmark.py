@@ -80,12 +80,10 @@ def bare_loop(cfg: Config, device: torch.device, batches: list, repeats: int) ->
     return best
 
 
-def loader_speed(cfg: Config, device: torch.device, data: Path) -> tuple[float, str]:
+def loader_speed(cfg: Config, device: torch.device, dataset: ClipDataset,
+                 sampler: EpochSampler) -> tuple[float, str]:
     """Clips/s the training loop's loader delivers, converted to model input on the
     device, and which loader that is."""
-    dataset = ClipDataset(data, "train", cfg.sequence_length, cfg.image_size, cfg.channels,
-                          augment=True, seed=cfg.seed, raw=True)
-    sampler = EpochSampler(len(dataset), cfg.seed)
     loader = train.make_train_loader(dataset, sampler, cfg, device)
     best = 0.0
     for epoch in range(2):  # the first pass warms the page cache and the workers
@@ -215,7 +213,7 @@ def run(args: argparse.Namespace) -> dict:
                   "loop_overhead": round(1 - loop / bare, 4),
                   "loop_vs_bare": round(loop / bare, 4),
                   "num_workers": args.num_workers}
-        speed, result["loader"] = loader_speed(cfg, device, data)
+        speed, result["loader"] = loader_speed(cfg, device, dataset, sampler)
         result["loader_clips_per_s"] = round(speed, 1)
         result.update(checkpoint_speed(models))
         result["resume_to_first_step_s"] = round(
