@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import checkpoint
+from fatigue.checkpoints import store as checkpoint
 import train
 from config import Config
 from dataset import ClipDataset, DeviceClipLoader, EpochSampler, write_clip_store
-from errors import UserError, run_cli
+from fatigue.errors import UserError, run_cli
 from model import autocast_dtype, build_model, pick_device, uses_channels_last
 
 ROOT = Path(__file__).resolve().parent

@@ -9,10 +9,10 @@
 from __future__ import annotations
 
 
-import checkpoint as ckpt
+from fatigue.checkpoints import store as ckpt
 import train
 from config import Config, given_options
-from errors import UserError, run_cli
+from fatigue.errors import UserError, run_cli
 from model import build_model, count_parameters
 
 

@@ -9,7 +9,7 @@ import argparse
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from errors import UserError
+from fatigue.errors import UserError
 
 BACKBONES = ("small", "resnet18", "mobilenet_v3_small")
 TEMPORAL = ("lstm", "mean")

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from errors import UserError, run_cli
+from fatigue.errors import UserError, run_cli
 
 FORMAT_VERSION = 1
 CLIPS_FILE = "clips.npy"
@@ -387,7 +387,7 @@ def ensure_dataset(data_dir: str, explicitly_given: bool, seed: int, image_size:
         return
     if explicitly_given:
         load_manifest(data_dir)  # raises the explanatory error
-    import synthetic
+    from fatigue.data import synthetic
     if channels != 1:
         raise UserError("the built-in synthetic data set is grayscale; use --channels 1")
     print(f"No data set in {data_dir}/: making the built-in synthetic one there "
@@ -433,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.synthetic:
         parser.error("say what to make: --synthetic, or --prepare SOURCE --format FORMAT")
     if args.as_videos:
-        import synthetic_videos
+        from fatigue.data import synthetic_videos
         out = Path(args.data_dir)
         if out.exists() and any(out.iterdir()) and not args.force:
             raise UserError(f"{out}/ is not empty; add --force to write into it anyway or "
@@ -448,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     if dataset_exists(args.data_dir) and not args.force:
         raise UserError(f"{args.data_dir}/ already holds a data set; add --force to replace it "
                         f"or choose another --data-dir")
-    import synthetic
+    from fatigue.data import synthetic
     print(synthetic.generate(args.data_dir, seed=args.seed, num_subjects=num_subjects,
                              clips_per_subject=args.clips_per_subject,
                              image_size=args.image_size, sequence_length=args.sequence_length))

@@ -28,9 +28,9 @@ import cv2
 import numpy as np
 import torch
 
-import video
-from alarm import ALARM, OK, WARNING, Alarm, AlarmSettings
-from errors import UserError, run_cli
+from fatigue.data import video
+from fatigue.inference.alarm import ALARM, OK, WARNING, Alarm, AlarmSettings
+from fatigue.errors import UserError, run_cli
 
 DEFAULT_FPS = 10.0  # prepare's default --fps
 PREPARE_DEFAULTS = {"image_size": 64, "margin": 0.2, "detect_every": 3, "detect_width": 160}
@@ -67,7 +67,7 @@ def deployment_info(state: dict, fps: float | None = None,
     crop = {k: manifest.get(k, v) for k, v in PREPARE_DEFAULTS.items()}
     if "clip_shape" in manifest:
         crop["image_size"] = manifest["clip_shape"][-1]
-    from metrics import positive_index
+    from fatigue.inference.metrics import positive_index
     info = {
         "model": "FatigueCNNLSTM (per-frame CNN, LSTM over frames, linear head)",
         "input": {"name": "clips", "shape": ["batch", cfg.sequence_length, cfg.channels,
@@ -326,7 +326,7 @@ def run(model_path: str, source: str, csv_path: Path, output: Path | None = None
         device: str = "auto", show: bool = False, duration: float | None = None,
         progress: bool = True) -> tuple[Result, dict]:
     """Detect on `source`; prints notes first, returns the result and the deployment info."""
-    from metrics import load_model
+    from fatigue.inference.metrics import load_model
     from model import pick_device
     from tqdm import tqdm
 

@@ -14,9 +14,9 @@ import argparse
 import json
 import math
 
-from errors import UserError, run_cli
-import report
-from metrics import evaluate_checkpoint
+from fatigue.errors import UserError, run_cli
+from fatigue.inference import report
+from fatigue.inference.metrics import evaluate_checkpoint
 
 
 def _optional(value: float | None, scale: float = 1.0, digits: int = 3, unit: str = "") -> str:

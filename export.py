@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from errors import UserError, run_cli
+from fatigue.errors import UserError, run_cli
 
 TOLERANCE = 1e-4
 EXTRA_FILE = "deployment.json"
@@ -124,7 +124,7 @@ def default_output(model_path: str, fmt: str) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     from detect import deployment_info
-    from metrics import load_model
+    from fatigue.inference.metrics import load_model
 
     p = argparse.ArgumentParser(
         prog="export.py",

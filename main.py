@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from errors import run_cli
+from fatigue.errors import run_cli
 
 MODES = {
     "train": "train the detector (continue or start new when a run exists)",

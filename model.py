@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from config import Config
-from errors import UserError
+from fatigue.errors import UserError
 
 
 def small_cnn(channels: int, width: int, feature_dim: int) -> nn.Module:

@@ -30,9 +30,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-import video
-from errors import UserError, run_cli
-from layouts import FORMATS, Scan, Video, assign_splits, scan_source
+from fatigue.data import video
+from fatigue.errors import UserError, run_cli
+from fatigue.data.layouts import FORMATS, Scan, Video, assign_splits, scan_source
 
 CACHE_DIR = ".prepare"
 CACHE_VERSION = 1  # bump when per-video processing changes: old caches are then ignored

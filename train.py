@@ -27,15 +27,15 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-import run_log
-from checkpoint import (FORMAT_VERSION, CheckpointStore, DamagedCheckpoint, load_checkpoint)
+from fatigue.checkpoints import run_log
+from fatigue.checkpoints.store import (FORMAT_VERSION, CheckpointStore, DamagedCheckpoint, load_checkpoint)
 from config import (Config, add_config_args, architecture_diff, build_config, flag_of,
                     given_options)
 from dataset import (DEFAULT_DATA_DIR, ClipDataset, DeviceClipLoader, EpochSampler,
                      ModelBatches, data_fingerprint, ensure_dataset, load_manifest)
-from distributed import Distributed
-from errors import UserError, run_cli
-from metrics import evaluate_checkpoint, predict
+from fatigue.training.distributed import Distributed
+from fatigue.errors import UserError, run_cli
+from fatigue.inference.metrics import evaluate_checkpoint, predict
 from model import autocast_dtype, build_model, count_parameters, pick_device
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}

@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import synthetic  # noqa: E402
+from fatigue.data import synthetic  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -12,11 +12,11 @@ import torch
 
 import detect
 import prepare
-import synthetic_videos as sv
+from fatigue.data import synthetic_videos as sv
 import train
 from conftest import run_script
-from alarm import ALARM, OK, WARNING, Alarm, AlarmSettings
-from errors import UserError
+from fatigue.inference.alarm import ALARM, OK, WARNING, Alarm, AlarmSettings
+from fatigue.errors import UserError
 
 FPS = 10
 
@@ -129,7 +129,7 @@ def test_detect_raises_the_alarm_while_the_eyes_stay_closed(face_model, tmp_path
 
 
 def test_deployment_info_falls_back_when_the_training_data_is_gone(face_model):
-    from metrics import load_model
+    from fatigue.inference.metrics import load_model
     _, state = load_model(face_model)
     state["config"]["data_dir"] = "/nowhere/data"
     info, notes = detect.deployment_info(state)

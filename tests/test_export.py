@@ -11,8 +11,8 @@ import torch
 import export
 import train
 from conftest import tiny_args
-from errors import UserError
-from metrics import load_model
+from fatigue.errors import UserError
+from fatigue.inference.metrics import load_model
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,10 @@ import time
 import pytest
 import torch
 
-import checkpoint
+from fatigue.checkpoints import store as checkpoint
 import checkpoint_training
 import dataset
-import synthetic
+from fatigue.data import synthetic
 import train
 from conftest import ROOT, run_script
 from test_training import assert_same_run, load, load_or_none

@@ -6,9 +6,9 @@ import signal
 import pytest
 import torch
 
-import synthetic
+from fatigue.data import synthetic
 import train
-from metrics import evaluate_checkpoint
+from fatigue.inference.metrics import evaluate_checkpoint
 from test_faults import interrupt
 from test_training import load
 

@@ -10,13 +10,13 @@ import pytest
 
 import dataset
 import evaluate
-import layouts
+from fatigue.data import layouts
 import prepare
-import synthetic_videos as sv
+from fatigue.data import synthetic_videos as sv
 import train
-import video
+from fatigue.data import video
 from conftest import run_script, tiny_args
-from errors import UserError
+from fatigue.errors import UserError
 
 # Small and fast: 5 fps, 16 px crops; 3 s at 30 fps (or 15) gives 15 frames per video.
 FAST = ["--fps", "5", "--image-size", "16", "--detect-every", "2", "--workers", "1"]

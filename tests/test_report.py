@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import evaluate
-import metrics
+from fatigue.inference import metrics
 import train
 
 

@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-import checkpoint
+from fatigue.checkpoints import store as checkpoint
 import model as model_module
 import train
 from config import Config
@@ -66,7 +66,7 @@ def test_bf16_autocast_round_trip_on_cpu(tiny, tmp_path, monkeypatch):
 WRITER = """
 import sys, torch
 sys.path.insert(0, {root!r})
-import checkpoint
+from fatigue.checkpoints import store as checkpoint
 store = checkpoint.CheckpointStore({folder!r}, background=True)
 big = {{"w": torch.randn(2_000_000)}}
 for epoch in range(1, 10_000):
@@ -246,7 +246,7 @@ def test_a_channels_last_run_saves_a_plain_model(tiny, tmp_path):
     finally:
         train.match_layouts = real
     assert seen and all(a == b for a, b in seen.values())
-    from metrics import evaluate_checkpoint
+    from fatigue.inference.metrics import evaluate_checkpoint
     result = evaluate_checkpoint(tmp_path / "models" / "best_model.pth", device="cpu")
     assert result["clips"] > 0
     placed = model_module.build_model(Config(channels_last="yes")).place(torch.device("cpu"),

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import checkpoint
+from fatigue.checkpoints import store as checkpoint
 import checkpoint_training
 import evaluate
 import train
@@ -245,7 +245,7 @@ def test_main_help_lists_modes():
 
 
 def test_curves_are_drawn_now_and_then_and_always_at_the_end_or_a_stop(tiny, monkeypatch):
-    import run_log
+    from fatigue.checkpoints import run_log
     drawn = []
     real = run_log.plot_curves
     monkeypatch.setattr(run_log, "plot_curves",
@@ -261,7 +261,7 @@ def test_curves_are_drawn_now_and_then_and_always_at_the_end_or_a_stop(tiny, mon
 
 
 def test_curves_show_every_saved_epoch_even_when_training_fails(tiny, monkeypatch):
-    import run_log
+    from fatigue.checkpoints import run_log
     drawn = []
     monkeypatch.setattr(run_log, "plot_curves", lambda d, h: drawn.append(len(h["train_losses"])))
     monkeypatch.setattr(train, "CURVES_EVERY_S", 3600)

@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-import synthetic_videos as sv
-import video
+from fatigue.data import synthetic_videos as sv
+from fatigue.data import video
 
 
 def iou(a, b) -> float:

@@ -16,7 +16,7 @@ from typing import Callable, TypeVar
 import torch
 import torch.distributed as dist
 
-from errors import UserError
+from fatigue.errors import UserError
 
 T = TypeVar("T")
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-import run_log
-from metrics import PER_CLIP_KEYS, average_precision, positive_index, precision_recall_curve, \
+from fatigue.checkpoints import run_log
+from fatigue.inference.metrics import PER_CLIP_KEYS, average_precision, positive_index, precision_recall_curve, \
     roc_auc, roc_curve, threshold_sweep
 
 DPI = 90  # small PNGs: a report is read on screen

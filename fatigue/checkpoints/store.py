@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 import torch
 
-from errors import UserError
+from fatigue.errors import UserError
 
 FORMAT_VERSION = 1
 LATEST = "latest_model.pth"

@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import video
-from errors import UserError
+from fatigue.data import video
+from fatigue.errors import UserError
 
 FORMATS = ("nthu", "rldd", "folders")
 TEST_FRACTION = 0.2  # share of subjects for test when the layout names no test subjects

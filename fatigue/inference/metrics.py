@@ -166,7 +166,7 @@ def frame_accuracy(preds: np.ndarray, frame_labels: list[str | None],
 def load_model(path: str | Path) -> tuple[nn.Module, dict]:
     """A checkpoint's model, rebuilt from its own config, in eval mode on the CPU, and the
     checkpoint itself. Loaded only through checkpoint.load_checkpoint (safe, verified)."""
-    from checkpoint import CheckpointError, load_checkpoint
+    from fatigue.checkpoints.store import CheckpointError, load_checkpoint
     from config import Config
     from model import build_model
 
@@ -187,7 +187,7 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | None = None, device: s
     Returns classification_report(...) plus per-subject and (NTHU) frame-level accuracy,
     the checkpoint's epoch and validation accuracy, and for plots (report.py): the class
     names, the per-clip `labels` and softmax `probabilities`, and the training `history`."""
-    from checkpoint import CheckpointError
+    from fatigue.checkpoints.store import CheckpointError
     from config import Config
     from dataset import ClipDataset
     from model import autocast_dtype, pick_device

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from errors import UserError
+from fatigue.errors import UserError
 
 OK, WARNING, ALARM = "ok", "warning", "ALARM"
 

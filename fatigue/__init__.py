@@ -1,0 +1,7 @@
+"""Support code for the scripts at the top level (train.py, evaluate.py, detect.py, ...).
+
+    fatigue.checkpoints   checkpoint files: the schema, writing and reading, the run's log
+    fatigue.training      the training loop, its state, stops and several processes
+    fatigue.data          clip storage, augmentation, loaders, video, preparation, generators
+    fatigue.inference     using a trained model: metrics, reports, the alarm, detection
+"""

@@ -1,0 +1,1 @@
+"""Checkpoint files: what a checkpoint holds (schema) and how it is written and read (store)."""

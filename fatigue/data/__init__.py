@@ -1,0 +1,1 @@
+"""Data and video: the clip store, augmentation, loaders, face tracking, preparation of real videos, generated data."""

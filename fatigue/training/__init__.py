@@ -1,0 +1,1 @@
+"""Training: the loop, the run's position, stopping on a signal, several processes."""
