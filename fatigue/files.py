@@ -1,0 +1,59 @@
+"""Atomic file writes: the one helper every module that writes a file the suite relies on
+uses (checkpoints, the clip store, prepare's cache, the training log and curves).
+
+A file is written to a temporary name beside its final one, flushed, fsynced, then renamed
+over the old file, and the folder is fsynced: a crash at any moment leaves the old file or
+the new one, never a torn one. Temporary names start with '.' and end with TMP_SUFFIX, so
+a folder's leftovers from a killed process are easy to find."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+TMP_SUFFIX = ".tmp"
+
+
+def temp_path(path: str | Path) -> Path:
+    """The temporary name a write of `path` goes to first (unique to this process)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Make a rename inside `folder` durable (where the platform allows it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # not supported on every platform; the rename itself is still atomic
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def commit(tmp: str | Path, final: str | Path) -> None:
+    """Rename a fully written, fsynced temporary file over `final`, durably."""
+    os.replace(tmp, final)
+    fsync_dir(Path(final).parent)
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write `path` through `write(file_object)`, atomically. On any error the temporary
+    file is removed and the error raised; the old `path`, if any, is untouched."""
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        commit(tmp, path)
+    except BaseException:
+        if tmp.parent.is_dir():
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda fh: fh.write(text.encode()))
