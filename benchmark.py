@@ -10,7 +10,9 @@ Measures, on a throwaway data set of random clips:
 - the DataLoader alone, against the clips per second the training step consumes;
 - a checkpoint save (our atomic, checksummed write) against plain torch.save of the same
   state, the time a save blocks the loop (background writes), load time and size;
-- seconds from `python train.py --resume` to its first training step;
+- seconds from `python train.py --resume` to its first training step (a child process
+  runs this script's hidden `_until-first-step` command: train.py's main with a global
+  optimizer hook that ends the process at the first step);
 - peak memory: the benchmark process's RSS, and on CUDA the real loop's own peak.
 """
 from __future__ import annotations
@@ -19,27 +21,41 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import resource
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from fatigue.checkpoints import store as checkpoint
 import train
-from config import Config
-from dataset import ClipDataset, DeviceClipLoader, EpochSampler, write_clip_store
+from config import AMP_MODES, BACKBONES, DEVICES, Config
+from dataset import ClipDataset
+from fatigue.checkpoints import store as checkpoint
+from fatigue.data.clip_store import write_clip_store
+from fatigue.data.loaders import DeviceClipLoader, EpochSampler, make_train_loader
 from fatigue.errors import UserError, run_cli
+from fatigue.training.loop import accumulate_gradients, optimizer_step
 from model import autocast_dtype, build_model, pick_device, uses_channels_last
 
 ROOT = Path(__file__).resolve().parent
+# The hidden command a child process runs to time `train.py --resume` to its first step,
+# and the line it prints there.
+FIRST_STEP_COMMAND = "_until-first-step"
+FIRST_STEP_MARKER = "FIRST_STEP"
+# config.py names no constant for --channels-last's choices: take them from its field.
+CHANNELS_LAST_MODES = next(f.metadata["choices"] for f in fields(Config)
+                           if f.name == "channels_last")
 
 
 def make_data(folder: Path, train_clips: int, val_clips: int, cfg: Config) -> None:
+    """A throwaway data set of random clips: the loop's speed does not depend on content."""
     rng = np.random.default_rng(0)
     n = train_clips + val_clips
     clips = rng.integers(0, 256, (n, cfg.sequence_length, cfg.channels, cfg.image_size,
@@ -50,6 +66,7 @@ def make_data(folder: Path, train_clips: int, val_clips: int, cfg: Config) -> No
 
 
 def sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so that a timer reads the work's end, not its launch."""
     if device.type == "cuda":
         torch.cuda.synchronize()
 
@@ -66,8 +83,8 @@ def bare_loop(cfg: Config, device: torch.device, batches: list, repeats: int) ->
     def epoch() -> None:
         for x, y in batches:
             optimizer.zero_grad(set_to_none=True)
-            train.accumulate_gradients(step_model, x, y, cfg.accum_steps, amp, scaler)
-            train.optimizer_step(model, optimizer, scaler, cfg.grad_clip)
+            accumulate_gradients(step_model, x, y, cfg.accum_steps, amp, scaler)
+            optimizer_step(model, optimizer, scaler, cfg.grad_clip)
 
     epoch()  # warm-up (and compilation), as the real loop's first epoch
     best = 0.0
@@ -84,7 +101,7 @@ def loader_speed(cfg: Config, device: torch.device, dataset: ClipDataset,
                  sampler: EpochSampler) -> tuple[float, str]:
     """Clips/s the training loop's loader delivers, converted to model input on the
     device, and which loader that is."""
-    loader = train.make_train_loader(dataset, sampler, cfg, device)
+    loader = make_train_loader(dataset, sampler, cfg, device)
     best = 0.0
     for epoch in range(2):  # the first pass warms the page cache and the workers
         sampler.set_epoch(epoch)
@@ -99,6 +116,8 @@ def loader_speed(cfg: Config, device: torch.device, dataset: ClipDataset,
 
 
 def checkpoint_speed(folder: Path) -> dict:
+    """Median save, plain torch.save, blocking and load times (ms) of the run's latest
+    checkpoint over five rounds, and both files' sizes (MB)."""
     state = checkpoint.load_checkpoint(folder / checkpoint.LATEST)
     target = folder / "bench"
     target.mkdir()
@@ -125,25 +144,27 @@ def checkpoint_speed(folder: Path) -> dict:
     return result
 
 
-FIRST_STEP = """
-import sys, time, torch
-sys.path.insert(0, {root!r})
-real = torch.optim.AdamW.step
-def first_step(self, *a, **k):
-    real(self, *a, **k)
-    print("FIRST_STEP", flush=True)
-    import os; os._exit(0)
-torch.optim.AdamW.step = first_step
-import train
-sys.exit(train.main({argv!r}))
-"""
+def _exit_after_step(optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+    """A global optimizer step post-hook: the first step has been taken, the measurement
+    is over. os._exit ends the process at once: no save, no waiting for a background
+    checkpoint write or for the rest of the epoch."""
+    print(FIRST_STEP_MARKER, flush=True)
+    os._exit(0)
+
+
+def until_first_step(argv: list[str]) -> int:
+    """train.py's main on `argv`, ended at its first optimizer step (which prints
+    FIRST_STEP_MARKER); returns train.py's exit code when no step is ever taken."""
+    register_optimizer_step_post_hook(_exit_after_step)
+    return train.main(argv)
 
 
 def resume_to_first_step(argv: list[str]) -> float:
+    """Seconds from launching `train.py argv` in a new process to its first step."""
     began = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", FIRST_STEP.format(root=str(ROOT), argv=argv)],
-                         capture_output=True, text=True, timeout=600)
-    if "FIRST_STEP" not in out.stdout:
+    out = subprocess.run([sys.executable, str(ROOT / "benchmark.py"), FIRST_STEP_COMMAND,
+                          *argv], capture_output=True, text=True, timeout=600)
+    if FIRST_STEP_MARKER not in out.stdout:
         raise RuntimeError(f"resume run failed: {out.stderr[-500:]}")
     return time.perf_counter() - began
 
@@ -152,6 +173,7 @@ def profile_loop(argv: list[str], device: torch.device, rows: int) -> str:
     """The operations that take most CPU time in a short training run of two epochs,
     start-up, validation and the final evaluation included (on a GPU that is the time
     spent launching work: what a launch-bound loop waits for)."""
+    # Lazy: the profiler is only wanted with --profile, and importing it costs time.
     from torch.profiler import ProfilerActivity, profile
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof, contextlib.redirect_stdout(io.StringIO()), \
@@ -163,6 +185,8 @@ def profile_loop(argv: list[str], device: torch.device, rows: int) -> str:
 
 
 def run(args: argparse.Namespace) -> dict:
+    """Every measurement of the module docstring, on a throwaway data set and run folder
+    that are deleted after; returns the figures (--json writes them as they are)."""
     device = pick_device(args.device)
     cfg = Config(batch_size=args.batch_size, sequence_length=args.sequence_length,
                  image_size=args.image_size, backbone=args.backbone, num_workers=args.num_workers,
@@ -187,7 +211,7 @@ def run(args: argparse.Namespace) -> dict:
                               augment=True, seed=0, raw=True)
         sampler = EpochSampler(len(dataset), 0)
         repeats = max(1, args.epochs // 2)
-        bare = bare_loop(cfg, device, list(train.make_train_loader(dataset, sampler, cfg, device)),
+        bare = bare_loop(cfg, device, list(make_train_loader(dataset, sampler, cfg, device)),
                          repeats)
         if device.type == "cuda":  # the real loop's own memory, and its own choice of loader
             torch.cuda.empty_cache()
@@ -199,7 +223,7 @@ def run(args: argparse.Namespace) -> dict:
         log = [json.loads(line) for line in (models / "training_log.jsonl").read_text().splitlines()]
         loop = max(r["clips"] / (r["train_seconds"] + r["save_block_seconds"])
                    for r in log[1:] or log)  # the first epoch is warm-up
-        bare = max(bare, bare_loop(cfg, device, list(train.make_train_loader(
+        bare = max(bare, bare_loop(cfg, device, list(make_train_loader(
             dataset, sampler, cfg, device)), repeats))
         result = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
                   "backbone": args.backbone, "batch_size": args.batch_size,
@@ -228,6 +252,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def table(r: dict) -> str:
+    """The figures as the printed two-column table."""
     rows = [
         ("device", f"{r['device']} ({r['backbone']}, batch {r['batch_size']}, "
                    f"{r['sequence_length']} frames of {r['image_size']}px, amp {r['amp']}"
@@ -254,20 +279,22 @@ def table(r: dict) -> str:
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """benchmark.py's options; the model and data defaults are train.py's (config.Config)."""
     parser = argparse.ArgumentParser(description="Measure the training loop against the "
                                                  "model's own speed (see the module docstring).")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--sequence-length", type=int, default=30)
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--backbone", default="small",
-                        choices=("small", "resnet18", "mobilenet_v3_small"))
-    parser.add_argument("--num-workers", type=int, default=0)
-    parser.add_argument("--amp", default="auto", choices=("auto", "off", "bf16", "fp16"))
+    parser.add_argument("--device", default=Config.device, choices=DEVICES)
+    parser.add_argument("--batch-size", type=int, default=Config.batch_size)
+    parser.add_argument("--sequence-length", type=int, default=Config.sequence_length)
+    parser.add_argument("--image-size", type=int, default=Config.image_size)
+    parser.add_argument("--backbone", default=Config.backbone, choices=BACKBONES)
+    parser.add_argument("--num-workers", type=int, default=Config.num_workers)
+    parser.add_argument("--amp", default=Config.amp, choices=AMP_MODES)
     parser.add_argument("--compile", action="store_true", help="measure with torch.compile")
-    parser.add_argument("--channels-last", default="auto", choices=("auto", "yes", "no"),
-                        help="NHWC convolution inputs, as train.py's option (default: auto)")
+    parser.add_argument("--channels-last", default=Config.channels_last,
+                        choices=CHANNELS_LAST_MODES,
+                        help="NHWC convolution inputs, as train.py's option "
+                             f"(default: {Config.channels_last})")
     parser.add_argument("--steps", type=int, default=24, help="training steps per epoch")
     parser.add_argument("--epochs", type=int, default=4,
                         help="epochs of the real loop; the first is warm-up, the best of the "
@@ -280,7 +307,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="also print the ROWS operations that take most CPU time in a "
                              "two-epoch training run (torch.profiler; start-up, validation and "
                              "the final evaluation included)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure, print the table (and --profile's), write --json. A first argument
+    FIRST_STEP_COMMAND is the hidden command resume_to_first_step's child runs instead."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [FIRST_STEP_COMMAND]:
+        return until_first_step(argv[1:])
+    args = build_parser().parse_args(argv)
     if min(args.batch_size, args.sequence_length, args.image_size, args.steps) < 1 or args.epochs < 2:
         raise UserError("sizes must be at least 1 and --epochs at least 2")
     result = run(args)

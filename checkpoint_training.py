@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from fatigue.checkpoints import store as ckpt
 import train
+from fatigue.training import session
 from config import Config, given_options
 from fatigue.errors import UserError, run_cli
 from model import build_model, count_parameters
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         removed = store.prune(args.keep_last)
         print("\n".join(f"removed {p}" for p in removed) or "nothing to remove")
         return 0
-    return train.run(args, ask=True)
+    return session.run(args, ask=True)
 
 
 if __name__ == "__main__":

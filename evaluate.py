@@ -14,18 +14,23 @@ import argparse
 import json
 import math
 
+from config import DEVICES, Config
+from fatigue.data.clip_store import SPLITS
 from fatigue.errors import UserError, run_cli
 from fatigue.inference import report
-from fatigue.inference.metrics import evaluate_checkpoint
+from fatigue.inference.evaluation import evaluate_checkpoint
 
 
 def _optional(value: float | None, scale: float = 1.0, digits: int = 3, unit: str = "") -> str:
+    # An undefined figure (ROC-AUC with one class absent is NaN) prints as n/a.
     if value is None or math.isnan(value):
         return "n/a"
     return f"{scale * value:.{digits}f}{unit}"
 
 
 def format_report(r: dict) -> str:
+    """One checkpoint's figures as printed: headline, per-class table, confusion matrix,
+    per-subject (and frame-level) accuracy. tests/test_report.py reads these lines back."""
     names = list(r["per_class"])
     width = max(8, *(len(n) for n in names))
     lines = [f"{r['model']}  (epoch {r['epoch']}, {r['clips']} {r['split']} clips from "
@@ -49,6 +54,7 @@ def format_report(r: dict) -> str:
 
 
 def comparison_table(reports: list[dict]) -> str:
+    """One row per checkpoint, printed when several are evaluated."""
     width = max(len(r["model"]) for r in reports)
     lines = [f"{'model':<{width}}  epoch  accuracy  macro F1  ROC-AUC", "-" * (width + 37)]
     for r in reports:
@@ -57,7 +63,8 @@ def comparison_table(reports: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """evaluate.py's options (main.py --mode evaluate passes its arguments on unchanged)."""
     parser = argparse.ArgumentParser(
         description="Evaluate checkpoints on the test split: accuracy, per-class precision, "
                     "recall and F1, confusion matrix, ROC-AUC, per-subject (and for NTHU "
@@ -67,10 +74,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="checkpoint file; repeat to compare several")
     parser.add_argument("--data-dir", help="data set to evaluate on (default: the one the "
                                            "checkpoint was trained on)")
-    parser.add_argument("--split", default="test", choices=("train", "val", "test"),
+    parser.add_argument("--split", default="test", choices=SPLITS,
                         help="which split to score (default: test)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                        help="where to run (default: auto)")
+    parser.add_argument("--device", default=Config.device, choices=DEVICES,
+                        help=f"where to run (default: {Config.device})")
     parser.add_argument("--batch-size", type=int, default=64, help="clips per batch (default: 64)")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     parser.add_argument("--report", metavar="DIR",
@@ -78,7 +85,12 @@ def main(argv: list[str] | None = None) -> int:
                              "ROC and precision-recall plots, a threshold sweep CSV and the "
                              "training curves (several --model: a comparison table and one "
                              "ROC plot of all, each model's files in its own subfolder)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Evaluate each --model, print its figures (and a comparison), write --json/--report."""
+    args = build_parser().parse_args(argv)
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     reports = [evaluate_checkpoint(path, args.data_dir, args.device, args.split, args.batch_size)

@@ -6,7 +6,7 @@
 The exported model takes float clips [batch, time, channels, height, width] in [0, 1] and
 returns logits; batch and time are dynamic. Beside the graph goes what a deployment needs:
 sequence length, image size, channels, normalisation, class names, decision threshold,
-frame rate and face-crop settings (detect.deployment_info), as <output>.json and inside
+frame rate and face-crop settings (fatigue/inference/deployment.py), as <output>.json and inside
 the file (ONNX metadata_props; TorchScript extra file "deployment.json").
 
 Every export is checked against the PyTorch model on random clips (max abs difference,
@@ -21,10 +21,18 @@ import importlib.util
 import json
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
+import numpy as np
 import torch
 
+from fatigue.data.video import CROP_DEFAULTS
 from fatigue.errors import UserError, run_cli
+from fatigue.inference.deployment import deployment_info
+from fatigue.inference.evaluation import load_model
+
+if TYPE_CHECKING:  # for the annotation only: onnxruntime is optional
+    import onnxruntime
 
 TOLERANCE = 1e-4
 EXTRA_FILE = "deployment.json"
@@ -32,6 +40,7 @@ ONNX_INSTALL = "pip install onnx onnxruntime"
 
 
 def random_clips(info: dict, batch: int, frames: int, seed: int = 0) -> torch.Tensor:
+    """Seeded random clips of the model's input shape: the export's example and its checks."""
     size, channels = info["input"]["image_size"], info["input"]["channels"]
     gen = torch.Generator().manual_seed(seed)
     return torch.rand(batch, frames, channels, size, size, generator=gen)
@@ -44,7 +53,8 @@ def check_shapes(info: dict) -> list[tuple[int, int]]:
     return [(2, t), (1, t), (3, max(2, t // 2))]
 
 
-def max_difference(run, model: torch.nn.Module, info: dict) -> list[tuple[int, int, float]]:
+def max_difference(run: Callable[[torch.Tensor], torch.Tensor | np.ndarray],
+                   model: torch.nn.Module, info: dict) -> list[tuple[int, int, float]]:
     """(batch, frames, max abs difference to PyTorch) for each check shape; `run` maps a
     clip tensor to logits (as a tensor or array)."""
     rows = []
@@ -58,6 +68,7 @@ def max_difference(run, model: torch.nn.Module, info: dict) -> list[tuple[int, i
 
 # ----------------------------------------------------------------------------- TorchScript
 def export_torchscript(model: torch.nn.Module, info: dict, path: Path, method: str) -> None:
+    """Write `model` traced or scripted to `path`, `info` inside as EXTRA_FILE."""
     example = random_clips(info, *check_shapes(info)[0])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TorchScript's deprecation notices are not for users
@@ -82,10 +93,11 @@ def load_torchscript(path: Path) -> tuple[torch.jit.ScriptModule, dict]:
 
 # ----------------------------------------------------------------------------- ONNX
 def export_onnx(model: torch.nn.Module, info: dict, path: Path, opset: int) -> None:
+    """Write `model` to `path` as ONNX with dynamic batch and time, `info` in its metadata."""
     if importlib.util.find_spec("onnx") is None:
         raise UserError(f"ONNX export needs the optional onnx package: {ONNX_INSTALL} "
                         f"(or export --format torchscript, which needs nothing more)")
-    import onnx
+    import onnx  # lazy: an optional package, needed only for ONNX export
 
     example = random_clips(info, *check_shapes(info)[0])
     with warnings.catch_warnings():
@@ -108,24 +120,23 @@ def export_onnx(model: torch.nn.Module, info: dict, path: Path, opset: int) -> N
     onnx.save(proto, str(path))
 
 
-def onnxruntime_session(path: Path):
+def onnxruntime_session(path: Path) -> onnxruntime.InferenceSession | None:
     """An onnxruntime session on the CPU, or None when onnxruntime is not installed."""
     if importlib.util.find_spec("onnxruntime") is None:
         return None
-    import onnxruntime
+    import onnxruntime  # lazy: an optional package, needed only to check an ONNX export
     return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
 # ----------------------------------------------------------------------------- command line
 def default_output(model_path: str, fmt: str) -> Path:
+    """Beside the checkpoint: NAME.onnx or NAME.torchscript.pt."""
     path = Path(model_path)
     return path.with_name(path.stem + (".onnx" if fmt == "onnx" else ".torchscript.pt"))
 
 
-def main(argv: list[str] | None = None) -> int:
-    from detect import deployment_info
-    from fatigue.inference.metrics import load_model
-
+def build_parser() -> argparse.ArgumentParser:
+    """export.py's options (main.py --mode export passes its arguments on unchanged)."""
     p = argparse.ArgumentParser(
         prog="export.py",
         description="Export a trained checkpoint to ONNX or TorchScript for deployment, with "
@@ -148,8 +159,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="decision threshold on P(drowsy) stored with the model, e.g. one "
                         "picked from evaluate.py --report's threshold_sweep.csv (default: 0.5)")
     p.add_argument("--fps", type=float, metavar="F", help="frame rate to record when the "
-                   "training data set is not on this machine (default: its manifest's, else 10)")
-    args = p.parse_args(argv)
+                   "training data set is not on this machine (default: its manifest's, else "
+                   f"{CROP_DEFAULTS['fps']:g})")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Export, write the deployment info beside the file, and check the export against
+    PyTorch: 0 when it matches within TOLERANCE (or could not be checked), 1 when not."""
+    args = build_parser().parse_args(argv)
     if not 0 <= args.threshold <= 1:
         raise UserError(f"--threshold must be between 0 and 1, got {args.threshold}")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+import prepare
 from fatigue.errors import run_cli
 
 MODES = {
@@ -42,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args.help else 2
     if args.help:
         rest = ["--help"] + rest
+    if args.mode == "prepare":
+        return prepare.main(rest)
+    # The other modes are imported only when chosen: they load torch and the model, which
+    # prepare's worker processes would otherwise load too (a spawned worker re-imports
+    # the script that started it, this file).
     if args.mode == "train":
         import train
         return train.main(rest, ask=True)
@@ -57,9 +63,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode == "benchmark":
         import benchmark
         return benchmark.main(rest)
-    if args.mode == "prepare":
-        import prepare
-        return prepare.main(rest)
     import checkpoint_training
     return checkpoint_training.main(rest)
 

@@ -3,6 +3,7 @@ training run takes a second or two."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -36,7 +37,6 @@ def tiny(tiny_data, tmp_path):
 
 def run_script(script: str, *args: str, cwd: Path | None = None, input: str | None = None):
     """Run one of the suite's scripts as a user would; returns CompletedProcess."""
-    import subprocess
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd or ROOT,
                           capture_output=True, text=True, input=input, env=env, timeout=300)

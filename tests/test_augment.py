@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from dataset import NO_AUGMENT, ClipDataset, to_model_input
+from dataset import ClipDataset
+from fatigue.data.augment import NO_AUGMENT, to_model_input
 
 
 def reference(clip: np.ndarray, params) -> np.ndarray:

@@ -3,6 +3,7 @@ run on a generated video of a real face whose eyes stay closed for seconds."""
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import cv2
@@ -12,11 +13,13 @@ import torch
 
 import detect
 import prepare
-from fatigue.data import synthetic_videos as sv
 import train
 from conftest import run_script
-from fatigue.inference.alarm import ALARM, OK, WARNING, Alarm, AlarmSettings
+from fatigue.data import synthetic_videos as sv
 from fatigue.errors import UserError
+from fatigue.inference.alarm import ALARM, OK, WARNING, Alarm, AlarmSettings
+from fatigue.inference.deployment import deployment_info
+from fatigue.inference.evaluation import load_model
 
 FPS = 10
 
@@ -120,7 +123,7 @@ def test_detect_raises_the_alarm_while_the_eyes_stay_closed(face_model, tmp_path
     assert alarm_times and min(alarm_times) > 6.0 and max(alarm_times) < 14.0
     assert all(r["state"] == ALARM for r in rows if 8.5 <= float(r["time_s"]) <= 12.0)
     assert all(r["face_found"] == "1" for r in rows)
-    assert "alarms: 1" in printed and "frames/s mean" in printed and "model" in printed
+    check_summary(printed, source, rows, len(eyes))
     reader = cv2.VideoCapture(str(out))
     assert int(reader.get(cv2.CAP_PROP_FRAME_COUNT)) == len(eyes)
     ok, frame = reader.read()
@@ -128,14 +131,41 @@ def test_detect_raises_the_alarm_while_the_eyes_stay_closed(face_model, tmp_path
     reader.release()
 
 
+def check_summary(printed: str, source: Path, rows: list[dict], frames: int) -> None:
+    """The summary's lines say what the CSV holds, the one alarm, and where the time went."""
+    assert (f"{source}: {frames} frames ({frames / FPS:.1f} s at {FPS} fps), {len(rows)} "
+            f"windows scored, face found in 100% of frames") in printed
+    assert "\n  alarms: 1\n" in printed
+    start, end = map(float, re.search(r"\n    1\. ([\d.]+) s - ([\d.]+) s \(", printed).groups())
+    alarm_times = [float(r["time_s"]) for r in rows if r["state"] == ALARM]
+    assert start == pytest.approx(min(alarm_times), abs=0.05)  # where the CSV turns to ALARM
+    assert max(alarm_times) < end < 14.0
+    speed = re.search(r"\n  speed: ([\d.]+) frames/s mean \(([\d.]+) ms a frame\): (.*)\n",
+                      printed)
+    assert speed, printed
+    rate, per_frame = float(speed[1]), float(speed[2])
+    # Two views of one figure, each printed to one decimal.
+    assert rate * per_frame == pytest.approx(1000, abs=0.05 * (rate + per_frame) + 1e-6)
+    steps = re.findall(r"([a-z ]+) (\d+)% \(([\d.]+) ms\)(?:, |$)", speed[3])
+    assert [name for name, _, _ in steps] == ["decode", "face detection", "crop", "model",
+                                              "annotate and write", "other"]
+    # Each step's share and time per frame add up to the whole (each rounded on its own).
+    assert sum(int(share) for _, share, _ in steps) == pytest.approx(100, abs=3)
+    assert sum(float(ms) for _, _, ms in steps) == pytest.approx(per_frame, abs=0.1)
+    model_ms = dict((name, float(ms)) for name, _, ms in steps)["model"]
+    # The model runs on one frame in two (--every 2): it costs something, and not all of it.
+    assert 0 < model_ms < per_frame
+
+
 def test_deployment_info_falls_back_when_the_training_data_is_gone(face_model):
-    from fatigue.inference.metrics import load_model
     _, state = load_model(face_model)
     state["config"]["data_dir"] = "/nowhere/data"
-    info, notes = detect.deployment_info(state)
+    info, notes = deployment_info(state)
     assert info["frame_rate"] == 10 and info["crop"]["image_size"] == 64
+    assert info["crop"]["margin"] == 0.2 and info["crop"]["detect_every"] == 3
+    assert info["crop"]["detect_width"] == 160 and "fps" not in info["crop"]
     assert any("not here" in n for n in notes)
-    info, _ = detect.deployment_info(state, fps=15)
+    info, _ = deployment_info(state, fps=15)
     assert info["frame_rate"] == 15
 
 

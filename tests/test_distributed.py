@@ -11,6 +11,7 @@ import pytest
 
 import evaluate
 import train
+from fatigue.training import loop
 from conftest import ROOT, tiny_args
 from test_faults import interrupt
 from test_training import assert_same_run, load, load_or_none
@@ -73,7 +74,7 @@ def test_sigterm_under_torchrun_then_resume_is_bit_identical(reference, tiny_dat
 
 def test_resume_with_another_world_size(tiny, tmp_path, monkeypatch):
     # One process, stopped in the middle of its second epoch...
-    interrupt(monkeypatch, train, "accumulate_gradients", 3 + 2, signal.SIGINT)
+    interrupt(monkeypatch, loop, "accumulate_gradients", 3 + 2, signal.SIGINT)
     assert train.main(tiny("--epochs", "3")) == 130
     monkeypatch.undo()
     assert load(tmp_path / "models" / "latest_model.pth")["samples_in_epoch"] > 0

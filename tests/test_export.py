@@ -12,7 +12,7 @@ import export
 import train
 from conftest import tiny_args
 from fatigue.errors import UserError
-from fatigue.inference.metrics import load_model
+from fatigue.inference.evaluation import load_model
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,11 @@ import torch
 
 from fatigue.checkpoints import store as checkpoint
 import checkpoint_training
-import dataset
-from fatigue.data import synthetic
+from fatigue.data import loaders, synthetic
 import train
-from conftest import ROOT, run_script
+from fatigue.training import loop
+from fatigue.training.schedule import lr_factor
+from conftest import ROOT, run_script, tiny_args
 from test_training import assert_same_run, load, load_or_none
 
 EPOCHS = ("--epochs", "4")
@@ -28,7 +29,6 @@ EPOCHS = ("--epochs", "4")
 @pytest.fixture(scope="module")
 def reference(tiny_data, tmp_path_factory):
     """The uninterrupted run every interrupted one must match, bit for bit."""
-    from conftest import tiny_args
     models = tmp_path_factory.mktemp("reference")
     assert train.main(tiny_args(tiny_data, models, *EPOCHS)) == 0
     return load(models / "latest_model.pth")
@@ -54,11 +54,11 @@ def interrupt(monkeypatch, target, name, when, signum, times=1):
 def test_signal_anywhere_then_resume_is_bit_identical(tiny, tmp_path, monkeypatch, capsys,
                                                       reference, where, signum, code):
     if where == "batch from a DataLoader":  # no room for the split in memory, this time
-        monkeypatch.setattr(dataset.DeviceClipLoader, "fits", lambda *a: False)
+        monkeypatch.setattr(loaders.DeviceClipLoader, "fits", lambda *a: False)
     if where.startswith("batch"):  # in the second step of the second epoch (3 steps each)
-        interrupt(monkeypatch, train, "accumulate_gradients", 3 + 2, signum)
+        interrupt(monkeypatch, loop, "accumulate_gradients", 3 + 2, signum)
     elif where == "validation":
-        interrupt(monkeypatch, train, "predict", 2, signum)
+        interrupt(monkeypatch, loop, "predict", 2, signum)
     else:  # twice, as an impatient user would, in the middle of writing a file
         interrupt(monkeypatch, checkpoint.torch, "save", 2, signum, times=2)
     assert train.main(tiny(*EPOCHS)) == code
@@ -191,7 +191,7 @@ def test_architecture_change_is_refused_training_change_applied(tiny, tmp_path, 
     assert "--lr 0.0005 (checkpoint: 0.001)" in err and "--epochs 3 (checkpoint: 2)" in err
     state = load(tmp_path / "models" / "latest_model.pth")
     assert state["config"]["learning_rate"] == 0.0005
-    assert state["learning_rates"][2] == pytest.approx(0.0005 * train.lr_factor(2, 3))
+    assert state["learning_rates"][2] == pytest.approx(0.0005 * lr_factor(2, 3))
 
 
 def test_changed_data_is_refused_unless_allowed(tiny, tiny_data, tmp_path):

@@ -8,9 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-import dataset
 import evaluate
-from fatigue.data import layouts
+from fatigue.data import clip_store, layouts, preparation
 import prepare
 from fatigue.data import synthetic_videos as sv
 import train
@@ -76,7 +75,7 @@ def rldd(tmp_path_factory) -> Path:
 def prepare_dir(source: Path, data: Path, fmt: str, *extra: str) -> dict:
     assert prepare.main(["--prepare", str(source), "--format", fmt, "--data-dir", str(data),
                          *FAST, *extra]) == 0
-    return dataset.load_manifest(data)
+    return clip_store.load_manifest(data)
 
 
 def by_source(manifest: dict) -> dict[str, list[dict]]:
@@ -121,7 +120,7 @@ def test_nthu_layout_labels_subjects_and_splits(nthu, tmp_path):
                      if c["source"].endswith("slowBlinkWithNodding.avi") and c["start"] == 2)
     faces = video.read_video_faces(nthu / m["clips"][rec_index]["source"], 5, 16, 1,
                                    tracker=video.FaceTracker(detect_every=2))
-    assert np.array_equal(dataset.open_clips(tmp_path)[rec_index], faces.frames[2:10])
+    assert np.array_equal(clip_store.open_clips(tmp_path)[rec_index], faces.frames[2:10])
 
 
 def test_rldd_folds_classes_and_quirks(rldd, tmp_path):
@@ -175,7 +174,7 @@ def test_resume_after_interruption_gives_the_same_bytes(rldd, tmp_path, monkeypa
     args = ("--sequence-length", "4", "--stride", "2")
     prepare_dir(rldd, tmp_path / "straight", "rldd", *args)
     calls = []
-    real = prepare.process_video
+    real = preparation.process_video
 
     def interrupted(task, progress=None):
         if len(calls) < 3:
@@ -186,15 +185,15 @@ def test_resume_after_interruption_gives_the_same_bytes(rldd, tmp_path, monkeypa
             raise KeyboardInterrupt
         return real(task, ctrl_c)
 
-    monkeypatch.setattr(prepare, "process_video", interrupted)
+    monkeypatch.setattr(preparation, "process_video", interrupted)
     with pytest.raises(KeyboardInterrupt):
         prepare_dir(rldd, tmp_path / "resumed", "rldd", *args)
-    assert not dataset.dataset_exists(tmp_path / "resumed")
+    assert not clip_store.dataset_exists(tmp_path / "resumed")
     def counted(task, progress=None):
         calls.append(task["path"])
         return real(task, progress)
 
-    monkeypatch.setattr(prepare, "process_video", counted)
+    monkeypatch.setattr(preparation, "process_video", counted)
     prepare_dir(rldd, tmp_path / "resumed", "rldd", *args)
     assert len(calls) == 9 and len(set(calls)) == 9  # 3 before, 6 after: nothing twice
     for name in ("clips.npy", "manifest.json"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,11 +13,19 @@ import time
 import pytest
 import torch
 
-from fatigue.checkpoints import store as checkpoint
+import benchmark
 import model as model_module
 import train
 from config import Config
 from conftest import ROOT, run_script
+from dataset import ClipDataset
+from fatigue.checkpoints import schema
+from fatigue.checkpoints import store as checkpoint
+from fatigue.data import loaders
+from fatigue.data.clip_store import load_manifest
+from fatigue.errors import UserError
+from fatigue.inference.evaluation import evaluate_checkpoint
+from fatigue.training import loop
 from test_faults import interrupt
 from test_training import assert_same_run, load
 
@@ -30,7 +39,7 @@ def test_gradient_accumulation_matches_one_large_batch():
     grads = []
     for accum in (1, 4):
         net.zero_grad()
-        sums = train.accumulate_gradients(net, clips, labels, accum, None, None)
+        sums = loop.accumulate_gradients(net, clips, labels, accum, None, None)
         grads.append([p.grad.clone() for p in net.parameters()])
         assert sums[1:].tolist() == [float((net(clips).argmax(1) == labels).sum()), 8.0]
     for one, four in zip(*grads):
@@ -44,7 +53,7 @@ def test_fp16_scaler_state_is_saved_and_resumed_exactly(tiny, tmp_path, monkeypa
     reference = load(tmp_path / "ref" / "latest_model.pth")
     assert reference["config"]["amp"] == "fp16"
     assert reference["scaler_state_dict"]["scale"] > 0  # the GradScaler's state is kept
-    interrupt(monkeypatch, train, "predict", 2, signal.SIGINT)
+    interrupt(monkeypatch, loop, "predict", 2, signal.SIGINT)
     assert train.main(args) == 130
     monkeypatch.undo()
     saved = load(tmp_path / "models" / "latest_model.pth")
@@ -122,7 +131,7 @@ def fail_big_batches(monkeypatch, limit):
 def test_out_of_memory_stops_with_advice_and_saves(tiny, tmp_path, monkeypatch):
     assert train.main(tiny("--epochs", "1")) == 0
     fail_big_batches(monkeypatch, 2)
-    with pytest.raises(train.UserError, match="--accum-steps 2, or add --auto-batch"):
+    with pytest.raises(UserError, match="--accum-steps 2, or add --auto-batch"):
         train.main(tiny("--epochs", "2", "--resume"))
     state = load(tmp_path / "models" / "latest_model.pth")
     assert state["epoch"] == 1  # progress kept, position intact
@@ -150,15 +159,15 @@ def test_compiled_model_checkpoints_load_uncompiled(tiny, tmp_path):
 
 @pytest.mark.parametrize("start", [0, 3, 12])
 def test_device_loader_gives_the_dataloaders_batches(tiny_data, monkeypatch, start):
-    from dataset import ClipDataset, DeviceClipLoader, EpochSampler, ModelBatches
-    monkeypatch.setattr(DeviceClipLoader, "CHUNK_BATCHES", 2)  # several chunks, one cut
+    monkeypatch.setattr(loaders.DeviceClipLoader, "CHUNK_BATCHES", 2)  # several chunks, one cut
     cfg = Config(sequence_length=8, image_size=16, batch_size=5, seed=3)
     data = ClipDataset(tiny_data, "train", 8, 16, 1, augment=True, seed=3, raw=True)
-    sampler = EpochSampler(len(data), 3)
+    sampler = loaders.EpochSampler(len(data), 3)
     sampler.set_epoch(2, start=start)
-    on_device = list(DeviceClipLoader(data, sampler, 5, torch.device("cpu")))
-    loaded = list(ModelBatches(train.make_loader(data, 5, cfg, torch.device("cpu"),
-                                                 sampler=sampler), torch.device("cpu")))
+    on_device = list(loaders.DeviceClipLoader(data, sampler, 5, torch.device("cpu")))
+    loaded = list(loaders.ModelBatches(loaders.make_loader(data, 5, cfg, torch.device("cpu"),
+                                                           sampler=sampler),
+                                       torch.device("cpu")))
     assert len(on_device) == len(loaded) == -(-(len(data) - start) // 5)
     for (a, ya), (b, yb) in zip(on_device, loaded):
         assert torch.equal(a, b) and torch.equal(ya, yb)
@@ -176,43 +185,84 @@ def test_auto_batch_never_splits_below_one_clip(tiny, tmp_path, monkeypatch):
 
 def test_split_is_held_in_memory_only_when_it_fits_and_no_workers_are_asked_for(
         tiny_data, monkeypatch):
-    import dataset
-    data = dataset.ClipDataset(tiny_data, "train", 8, 16, 1, raw=True)
+    data = ClipDataset(tiny_data, "train", 8, 16, 1, raw=True)
     cpu = torch.device("cpu")
-    assert dataset.DeviceClipLoader.fits(data, cpu)
-    assert not dataset.DeviceClipLoader.fits(data, cpu, num_workers=1)
+    fits = loaders.DeviceClipLoader.fits
+    assert fits(data, cpu)
+    assert not fits(data, cpu, num_workers=1)
     split_bytes = len(data) * data.clips[0].size
-    monkeypatch.setattr(dataset, "available_memory", lambda: 4 * split_bytes)
-    assert dataset.DeviceClipLoader.fits(data, cpu)
+    monkeypatch.setattr(loaders, "available_memory", lambda: 4 * split_bytes)
+    assert fits(data, cpu)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # torchrun: each process holds a copy
-    assert not dataset.DeviceClipLoader.fits(data, cpu)
+    assert not fits(data, cpu)
     monkeypatch.delenv("LOCAL_WORLD_SIZE")
-    monkeypatch.setattr(dataset, "available_memory", lambda: 4 * split_bytes - 1)
-    assert not dataset.DeviceClipLoader.fits(data, cpu)
-    monkeypatch.setattr(dataset, "available_memory", lambda: None)  # the system does not say
-    assert not dataset.DeviceClipLoader.fits(data, cpu)
+    monkeypatch.setattr(loaders, "available_memory", lambda: 4 * split_bytes - 1)
+    assert not fits(data, cpu)
+    monkeypatch.setattr(loaders, "available_memory", lambda: None)  # the system does not say
+    assert not fits(data, cpu)
 
 
 def test_benchmark_prints_and_writes_every_figure(tmp_path):
-    out = run_script("benchmark.py", "--device", "cpu", "--steps", "3", "--epochs", "2",
-                     "--batch-size", "2", "--sequence-length", "4", "--image-size", "8",
-                     "--tmp-dir", str(tmp_path), "--json", str(tmp_path / "bench.json"),
-                     "--profile", "5")
+    steps, batch, frames = 3, 2, 4
+    began = time.perf_counter()
+    out = run_script("benchmark.py", "--device", "cpu", "--steps", str(steps), "--epochs", "2",
+                     "--batch-size", str(batch), "--sequence-length", str(frames),
+                     "--image-size", "8", "--tmp-dir", str(tmp_path),
+                     "--json", str(tmp_path / "bench.json"), "--profile", "5")
+    wall = time.perf_counter() - began
     assert out.returncode == 0, out.stderr
-    figures = json.loads((tmp_path / "bench.json").read_text())
-    for key in ("loop_clips_per_s", "bare_clips_per_s", "loop_overhead", "loader_clips_per_s",
-                "ckpt_save_ms", "torch_save_ms", "ckpt_block_ms", "ckpt_load_ms", "ckpt_mb",
-                "resume_to_first_step_s", "peak_rss_mb"):
-        assert figures[key] > 0, key
-    assert figures["device"] == "cpu" and figures["loader"] == "in-memory batches"
-    assert abs(figures["ckpt_mb"] - figures["torch_save_mb"]) < 0.05  # no duplicate tensors
+    f = json.loads((tmp_path / "bench.json").read_text())
+    # What was measured: the options given, train.py's defaults for the rest.
+    assert (f["device"], f["backbone"], f["batch_size"], f["sequence_length"], f["image_size"],
+            f["amp"], f["channels_last"], f["num_workers"], f["loader"]) == \
+        ("cpu", "small", batch, frames, 8, "None", False, 0, "in-memory batches")
+    # Each rate is measured over one epoch (steps x batch clips) that took less than the
+    # whole benchmark: a rate below that is a wrong count or a wrong clock.
+    for key in ("loop_clips_per_s", "bare_clips_per_s", "loader_clips_per_s"):
+        assert f[key] >= steps * batch / wall, key
+    # Derived figures agree with the ones they come from (each rounded on its own).
+    for kind in ("loop", "bare"):
+        assert f[f"{kind}_frames_per_s"] == pytest.approx(frames * f[f"{kind}_clips_per_s"],
+                                                          abs=0.05 * frames + 0.05)
+    ratio = f["loop_clips_per_s"] / f["bare_clips_per_s"]
+    assert f["loop_vs_bare"] == pytest.approx(ratio, abs=1e-4 + ratio * (
+        0.05 / f["loop_clips_per_s"] + 0.05 / f["bare_clips_per_s"]))
+    assert f["loop_overhead"] == pytest.approx(1 - f["loop_vs_bare"], abs=1e-4)
+    for key in ("ckpt_save_ms", "torch_save_ms", "ckpt_block_ms", "ckpt_load_ms"):
+        assert 0 < f[key] < 1000 * wall, key
+    assert 0 < f["resume_to_first_step_s"] < wall
+    assert 0 < f["peak_rss_mb"] < os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**20
+    # A checkpoint holds the weights and AdamW's two moments (float32 each), plus small
+    # bookkeeping: at least three copies of the parameters, and less than four (a fourth
+    # would be a duplicated tensor). torch.save of the same state is the same size.
+    params = model_module.count_parameters(model_module.build_model(
+        Config(sequence_length=frames, image_size=8)))
+    assert 3 * 4 * params / 2**20 <= f["ckpt_mb"] < 4 * 4 * params / 2**20
+    assert abs(f["ckpt_mb"] - f["torch_save_mb"]) < 0.05  # no duplicate tensors
+    # The printed table shows the JSON's figures.
+    assert re.search(rf"\nreal training loop +{f['loop_clips_per_s']:.1f} clips/s  "
+                     rf"\({f['loop_frames_per_s']:.0f} frames/s\)\n", out.stdout)
+    assert re.search(rf"\ncheckpoint size +{f['ckpt_mb']:.2f} MB ", out.stdout)
+    assert re.search(rf"\nlaunch to first step \(--resume\) +{f['resume_to_first_step_s']:.2f} s\n",
+                     out.stdout)
     assert "real / bare" in out.stdout and "CPU time goes" in out.stdout
     assert "aten::" in out.stdout
     assert not [p for p in tmp_path.iterdir() if p.name != "bench.json"]  # throwaway files gone
 
 
+def test_benchmark_child_stops_train_at_its_first_optimizer_step(tiny, tmp_path):
+    # What "launch to first step" times: train.py --resume, ended by the global optimizer
+    # hook right after its first step, before anything of the new epoch is saved.
+    assert train.main(tiny("--epochs", "1")) == 0
+    out = run_script("benchmark.py", benchmark.FIRST_STEP_COMMAND,
+                     *tiny("--epochs", "2", "--resume"))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines().count(benchmark.FIRST_STEP_MARKER) == 1
+    assert load(tmp_path / "models" / "latest_model.pth")["epoch"] == 1
+
+
 def test_channels_last_where_tensor_cores_want_it():
-    from model import uses_channels_last
+    uses_channels_last = model_module.uses_channels_last
     cuda, cpu = torch.device("cuda"), torch.device("cpu")  # a device name needs no GPU
     assert uses_channels_last(Config(backbone="resnet18", amp="bf16"), cuda)
     assert uses_channels_last(Config(backbone="mobilenet_v3_small", amp="fp16"), cuda)
@@ -223,7 +273,7 @@ def test_channels_last_where_tensor_cores_want_it():
     assert not uses_channels_last(Config(backbone="resnet18", amp="bf16", channels_last="no"), cuda)
 
 
-def test_a_channels_last_run_saves_a_plain_model(tiny, tmp_path):
+def test_a_channels_last_run_saves_a_plain_model(tiny, tiny_data, tmp_path, monkeypatch):
     assert train.main(tiny("--epochs", "2", "--channels-last", "yes")) == 0
     state = load(tmp_path / "models" / "best_model.pth")
     saved = list(state["model_state_dict"].values()) + [
@@ -234,21 +284,24 @@ def test_a_channels_last_run_saves_a_plain_model(tiny, tmp_path):
     assert not net.channels_last  # rebuilt for use: the ordinary layout
     # Resumed with NHWC, the restored optimizer state follows its weights' layout.
     seen = {}
-    real = train.match_layouts
+    real = schema.match_layouts
 
     def spy(optimizer):
         real(optimizer)
         seen.update({id(p): (p.stride(), s["exp_avg"].stride())
                      for p, s in optimizer.state.items() if p.dim() == 4})
-    train.match_layouts = spy
-    try:
-        assert train.main(tiny("--epochs", "3", "--channels-last", "yes", "--resume")) == 0
-    finally:
-        train.match_layouts = real
+    monkeypatch.setattr(schema, "match_layouts", spy)
+    assert train.main(tiny("--epochs", "3", "--channels-last", "yes", "--resume")) == 0
+    monkeypatch.undo()
     assert seen and all(a == b for a, b in seen.values())
-    from fatigue.inference.metrics import evaluate_checkpoint
+    # The NHWC-trained checkpoint evaluates, rebuilt plain, on every test clip in order.
     result = evaluate_checkpoint(tmp_path / "models" / "best_model.pth", device="cpu")
-    assert result["clips"] > 0
+    test_clips = [c for c in load_manifest(tiny_data)["clips"] if c["split"] == "test"]
+    assert result["clips"] == len(test_clips) > 0
+    assert result["labels"] == [c["label"] for c in test_clips]
+    predicted = torch.tensor(result["probabilities"]).argmax(1)
+    assert result["accuracy"] == pytest.approx(
+        float((predicted == torch.tensor(result["labels"])).double().mean()))
     placed = model_module.build_model(Config(channels_last="yes")).place(torch.device("cpu"),
                                                                           Config(channels_last="yes"))
     conv = [m for m in placed.modules() if isinstance(m, torch.nn.Conv2d)][-1]

@@ -16,7 +16,11 @@ import torch
 from fatigue.checkpoints import store as checkpoint
 import checkpoint_training
 import evaluate
+import main
 import train
+from fatigue.training import loop
+from fatigue.training.schedule import lr_factor
+from fatigue.checkpoints import run_log
 from conftest import ROOT, run_script, tiny_args
 
 
@@ -105,14 +109,16 @@ def test_kill_9_then_resume_is_bit_identical(tiny, tmp_path):
     args = tiny_args(Path(args[1]), killed_dir, "--epochs", "6")
     proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline:  # kill -9 somewhere after the second epoch's save
-        latest = killed_dir / "latest_model.pth"
-        if latest.exists() and load_or_none(latest) and load_or_none(latest)["epoch"] >= 2:
+    deadline, latest, seen = time.time() + 120, killed_dir / "latest_model.pth", None
+    while time.time() < deadline and proc.poll() is None:  # kill -9 after epoch 2's save
+        seen = load_or_none(latest) if latest.exists() else None
+        if seen and seen["epoch"] >= 2:
             break
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    assert proc.wait() == -signal.SIGKILL  # killed while training, not after it ended
+    at_kill = load(latest)
+    assert 2 <= at_kill["epoch"] < 6, at_kill["epoch"]  # the run was not finished
     resumed = run_script("train.py", *args, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert_same_run(reference, load(killed_dir / "latest_model.pth"))
@@ -132,7 +138,7 @@ def test_resume_extends_training_with_new_horizon(tiny, tmp_path, capsys):
     assert train.main(tiny("--resume", "--epochs", "4")) == 0
     state = load(tmp_path / "models" / "latest_model.pth")
     assert state["epoch"] == 4 and state["config"]["num_epochs"] == 4
-    assert state["learning_rates"][2] == pytest.approx(0.001 * train.lr_factor(2, 4))
+    assert state["learning_rates"][2] == pytest.approx(0.001 * lr_factor(2, 4))
 
 
 def test_new_run_archives_the_old_one(tiny, tmp_path):
@@ -239,33 +245,32 @@ def test_resume_refuses_other_architecture(tiny, tmp_path):
 
 def test_main_help_lists_modes():
     out = run_script("main.py", "--help")
-    assert out.returncode == 0 and "train" in out.stdout and "evaluate" in out.stdout
+    assert out.returncode == 0
+    assert "{" + ",".join(main.MODES) + "}" in out.stdout  # every mode, as --mode's choices
     out = run_script("main.py", "--mode", "train", "--help")
     assert "--resume" in out.stdout and "--epochs" in out.stdout
 
 
 def test_curves_are_drawn_now_and_then_and_always_at_the_end_or_a_stop(tiny, monkeypatch):
-    from fatigue.checkpoints import run_log
     drawn = []
     real = run_log.plot_curves
     monkeypatch.setattr(run_log, "plot_curves",
                         lambda d, h: (drawn.append(len(h["train_losses"])), real(d, h)))
-    monkeypatch.setattr(train, "CURVES_EVERY_S", 3600)
+    monkeypatch.setattr(loop, "CURVES_EVERY_S", 3600)
     assert train.main(tiny("--epochs", "4")) == 0
     assert drawn == [1, 4]  # the first epoch, then none within the hour, then the last
     drawn.clear()
     from test_faults import interrupt
-    interrupt(monkeypatch, train, "predict", 2, signal.SIGINT)  # in epoch 6's validation
+    interrupt(monkeypatch, loop, "predict", 2, signal.SIGINT)  # in epoch 6's validation
     assert train.main(tiny("--epochs", "8", "--resume")) == 130
     assert drawn == [5, 6]  # a stop draws what it saved
 
 
 def test_curves_show_every_saved_epoch_even_when_training_fails(tiny, monkeypatch):
-    from fatigue.checkpoints import run_log
     drawn = []
     monkeypatch.setattr(run_log, "plot_curves", lambda d, h: drawn.append(len(h["train_losses"])))
-    monkeypatch.setattr(train, "CURVES_EVERY_S", 3600)
-    real, calls = train.accumulate_gradients, {"n": 0}
+    monkeypatch.setattr(loop, "CURVES_EVERY_S", 3600)
+    real, calls = loop.accumulate_gradients, {"n": 0}
 
     def fail_in_epoch_3(*args, **kwargs):
         calls["n"] += 1
@@ -273,7 +278,7 @@ def test_curves_show_every_saved_epoch_even_when_training_fails(tiny, monkeypatc
             raise RuntimeError("a bug")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(train, "accumulate_gradients", fail_in_epoch_3)
+    monkeypatch.setattr(loop, "accumulate_gradients", fail_in_epoch_3)
     with pytest.raises(RuntimeError):
         train.main(tiny("--epochs", "4"))
     assert drawn == [1, 2]

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from fatigue import files
 
 LOG_FILE = "training_log.jsonl"
 CURVES_FILE = "training_curves.png"
@@ -21,9 +22,7 @@ def truncate_after(model_dir: str | Path, epoch: int) -> None:
     if not path.is_file():
         return
     kept = [line for line in path.read_text().splitlines() if _epoch_of(line) <= epoch]
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    os.replace(tmp, path)
+    files.atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 def _epoch_of(line: str) -> float:
@@ -37,6 +36,8 @@ def _epoch_of(line: str) -> float:
 
 def plot_curves(model_dir: str | Path, history: dict) -> None:
     """Loss, accuracy and learning rate against epoch, continuous across resumes."""
+    # Imported here, not at the top: pyplot is heavy and only the plot needs it, and the
+    # headless backend must be chosen before pyplot is first imported.
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -57,7 +58,8 @@ def plot_curves(model_dir: str | Path, history: dict) -> None:
     axes[0].legend()
     axes[1].legend()
     fig.tight_layout()
-    tmp = Path(model_dir) / ("." + CURVES_FILE + ".tmp")
-    fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
-    os.replace(tmp, Path(model_dir) / CURVES_FILE)
+    try:
+        files.atomic_write(Path(model_dir) / CURVES_FILE,
+                           lambda fh: fig.savefig(fh, format="png", dpi=90))
+    finally:
+        plt.close(fig)

@@ -30,17 +30,15 @@ from typing import Any, Callable
 
 import torch
 
+from fatigue.checkpoints import schema
+from fatigue.checkpoints.run_log import CURVES_FILE, LOG_FILE
 from fatigue.errors import UserError
+from fatigue.files import TMP_SUFFIX, atomic_write, commit, temp_path
 
-FORMAT_VERSION = 1
 LATEST = "latest_model.pth"
 BEST = "best_model.pth"
 ARCHIVE = "archive"
-TMP_SUFFIX = ".tmp"
-RUN_FILES = ("training_log.jsonl", "training_curves.png")
-REQUIRED_KEYS = ("epoch", "model_state_dict", "optimizer_state_dict", "scheduler_state_dict",
-                 "val_acc", "best_val_acc", "train_losses", "val_losses", "train_accuracies",
-                 "val_accuracies", "timestamp", "config")
+RUN_FILES = (LOG_FILE, CURVES_FILE)  # the run's files besides checkpoints: archived with them
 
 
 class CheckpointError(UserError):
@@ -90,37 +88,15 @@ def content_checksum(state: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- read / write
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return  # not supported on every platform; the rename itself is still atomic
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _commit(tmp: Path, final: Path) -> None:
-    os.replace(tmp, final)
-    _fsync_dir(final.parent)
-
-
 def write_checkpoint(state: dict, path: str | Path) -> None:
     """Atomically write `state` (plus its checksum) to `path`."""
     path = Path(path)
     # The ordinary layout (NHWC weights copied): the file is the same whatever
     # --channels-last the run used.
     state = _map_tensors(dict(state, checksum=content_checksum(state)), torch.Tensor.contiguous)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
     try:
-        with open(tmp, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        _commit(tmp, path)
+        atomic_write(path, lambda fh: torch.save(state, fh))
     except OSError as err:
-        tmp.unlink(missing_ok=True) if tmp.parent.is_dir() else None
         raise CheckpointWriteError(
             f"could not write {path}: {err.strerror or err}. The checkpoints already on disk "
             f"are intact; free space or fix the folder, then continue with --resume") from None
@@ -145,18 +121,12 @@ def load_checkpoint(path: str | Path, verify: bool = True) -> dict:
     except Exception as err:  # torch raises RuntimeError/EOFError/... on torn zips
         raise DamagedCheckpoint(f"{path} is damaged and cannot be read "
                                 f"({type(err).__name__}: {str(err).splitlines()[0][:100]})") from None
-    if not isinstance(state, dict) or "model_state_dict" not in state:
-        raise CheckpointError(f"{path} is not a checkpoint of this training suite "
-                              f"(no model_state_dict)")
-    if state.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(f"{path} was written by a newer version of this suite "
-                              f"(format {state['format_version']}); update the code")
-    missing = [k for k in REQUIRED_KEYS if k not in state]
-    if missing:
-        raise CheckpointError(f"{path} lacks {', '.join(missing)}: not a full training checkpoint")
+    trouble = schema.problem(state)
+    if trouble:
+        raise CheckpointError(f"{path} {trouble}")
     if verify and state.get("checksum") != content_checksum(state):
         raise DamagedCheckpoint(f"{path} is damaged: its contents do not match its checksum")
-    return state
+    return schema.upgrade(state)
 
 
 # ----------------------------------------------------------------------------- the folder
@@ -249,7 +219,7 @@ class CheckpointStore:
     def _copy_latest_to(self, target: Path) -> None:
         # latest_model.pth is always replaced by rename, never rewritten in place, so a
         # hard link is a safe zero-cost copy; filesystems without links get a real copy.
-        tmp = target.with_name(f".{target.name}.{os.getpid()}{TMP_SUFFIX}")
+        tmp = temp_path(target)
         try:
             tmp.unlink(missing_ok=True)
             try:
@@ -258,7 +228,7 @@ class CheckpointStore:
                 shutil.copyfile(self.latest, tmp)
                 with open(tmp, "rb+") as fh:
                     os.fsync(fh.fileno())
-            _commit(tmp, target)
+            commit(tmp, target)
         except OSError as err:
             tmp.unlink(missing_ok=True)
             raise CheckpointWriteError(f"could not write {target}: {err.strerror or err}; "

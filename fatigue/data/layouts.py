@@ -1,6 +1,7 @@
 """What a SOURCE folder holds, per published layout: its videos, their subjects, labels
 and the splits the layout fixes (NTHU-DDD's sets, UTA-RLDD's folds, split folders), and the
-subject-wise split of the rest. No video is opened here; prepare.py does the decoding.
+subject-wise split of the rest. No video is opened here; fatigue.data.preparation does the
+decoding.
 """
 from __future__ import annotations
 

@@ -18,6 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fatigue.data.clip_store import SPLITS, write_clip_store
+
 CLASSES = ["alert", "drowsy"]
 RENDER = 128  # faces are drawn at this size, then shrunk (anti-aliased) to image_size
 
@@ -137,7 +139,6 @@ def generate(data_dir: str | Path, seed: int = 0, num_subjects: int = 16,
              sequence_length: int = 30) -> str:
     """Write the synthetic data set to data_dir; returns a one-line summary.
     The bytes depend only on the arguments."""
-    from dataset import write_clip_store
     began = time.time()
     rng = np.random.default_rng(seed)
     names = [f"s{i:02d}" for i in range(num_subjects)]
@@ -159,7 +160,7 @@ def generate(data_dir: str | Path, seed: int = 0, num_subjects: int = 16,
                             "face_fraction": 1.0})
     write_clip_store(data_dir, clips, records,
                      {"classes": CLASSES, "source": "synthetic", "seed": seed, "fps": 10})
-    counts = {s: sum(1 for r in records if r["split"] == s) for s in ("train", "val", "test")}
+    counts = {s: sum(1 for r in records if r["split"] == s) for s in SPLITS}
     return (f"wrote {len(records)} synthetic clips of {sequence_length} frames at {image_size}x"
             f"{image_size} to {data_dir}/ ({counts['train']} train, {counts['val']} val, "
             f"{counts['test']} test; split by subject) in {time.time() - began:.1f}s")

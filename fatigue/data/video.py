@@ -1,5 +1,5 @@
-"""Video decoding, face tracking and face crops, shared by `prepare.py` (offline, real
-driver videos into clips) and live detection (webcam or video file).
+"""Video decoding, face tracking and face crops, shared by fatigue.data.preparation
+(offline, real driver videos into clips) and live detection (webcam or video file).
 
 A live detector uses the same three pieces the offline path uses, so a model sees the
 same crops in both:
@@ -31,6 +31,12 @@ CASCADE_FILE = "haarcascade_frontalface_default.xml"
 # CAP_PROP_FPS returns 0, NaN or container nonsense (90000) for some files; anything
 # outside this range is not trusted and the fallback is used instead.
 PLAUSIBLE_FPS = (1.0, 240.0)
+# How real videos become face crops, offline (prepare's option defaults) and live (detect):
+# one set of values, so that a model sees the same crops in both. 10 fps keeps every cue of
+# drowsiness (a blink lasts 100-400 ms, a closure or a yawn seconds) at a third of the cost
+# of 30 fps; 64 px lets training use 32 or 64 (the loader resizes).
+CROP_DEFAULTS = {"fps": 10.0, "image_size": 64, "margin": 0.2, "detect_every": 3,
+                 "detect_width": 160}
 
 Box = tuple[int, int, int, int]  # x, y, width, height in frame pixels
 
@@ -164,7 +170,8 @@ class FaceTracker:
     whether the latest detection attempt saw a face.
     """
 
-    def __init__(self, detect_every: int = 3, detect_width: int = 160, smoothing: float = 0.5,
+    def __init__(self, detect_every: int = CROP_DEFAULTS["detect_every"],
+                 detect_width: int = CROP_DEFAULTS["detect_width"], smoothing: float = 0.5,
                  scale_factor: float = 1.15, min_neighbors: int = 4,
                  cascade_path: str | None = None):
         if detect_every < 1 or detect_width < 48 or not 0 < smoothing <= 1:
@@ -257,7 +264,8 @@ class FaceTracker:
         self._box = new
 
 
-def square_box(box: Box | None, frame_shape: tuple[int, ...], margin: float = 0.2) -> Box:
+def square_box(box: Box | None, frame_shape: tuple[int, ...],
+               margin: float = CROP_DEFAULTS["margin"]) -> Box:
     """The square crop around a face box: `margin` of the face size added on each side,
     moved (and shrunk only if needed) to lie inside the frame. No box: the centre square."""
     fh, fw = frame_shape[:2]
@@ -273,7 +281,7 @@ def square_box(box: Box | None, frame_shape: tuple[int, ...], margin: float = 0.
 
 
 def crop_face(frame: np.ndarray, box: Box | None, image_size: int, channels: int,
-              margin: float = 0.2) -> np.ndarray:
+              margin: float = CROP_DEFAULTS["margin"]) -> np.ndarray:
     """Square face crop as uint8 [C, image_size, image_size]: grayscale (C=1) or RGB (C=3).
 
     `box` is a face box from FaceTracker (None: the centre of the frame)."""
@@ -308,7 +316,8 @@ class VideoFaces:
 
 
 def read_video_faces(path: str | Path, fps: float, image_size: int, channels: int,
-                     tracker: FaceTracker | None = None, margin: float = 0.2,
+                     tracker: FaceTracker | None = None,
+                     margin: float = CROP_DEFAULTS["margin"],
                      source_fps: float | None = None,
                      progress: Callable[[int], None] | None = None) -> VideoFaces:
     """Decode a video at `fps`, track the face and crop it on every frame.

@@ -23,13 +23,16 @@ from pathlib import Path
 import numpy as np
 
 from fatigue.checkpoints import run_log
-from fatigue.inference.metrics import PER_CLIP_KEYS, average_precision, positive_index, precision_recall_curve, \
-    roc_auc, roc_curve, threshold_sweep
+from fatigue.inference.evaluation import PER_CLIP_KEYS
+from fatigue.inference.metrics import (average_precision, positive_index, precision_recall_curve,
+                                       roc_auc, roc_curve, threshold_sweep)
 
 DPI = 90  # small PNGs: a report is read on screen
 
 
 def _pyplot():
+    # Lazy: pyplot is slow to import and only a --report draws; evaluate.py without
+    # --report never pays for it.
     import matplotlib
     matplotlib.use("Agg")  # files only: never needs a display
     import matplotlib.pyplot as plt
@@ -55,6 +58,7 @@ def _json_ready(value):
 
 
 def figures(r: dict) -> dict:
+    """The figures of one result, ready for JSON: per-clip arrays left out, NaN as null."""
     return _json_ready({k: v for k, v in r.items() if k not in PER_CLIP_KEYS})
 
 
@@ -67,6 +71,7 @@ def _save(fig, path: Path) -> Path:
 
 # ----------------------------------------------------------------------------- plots
 def plot_confusion(r: dict, path: Path) -> Path:
+    """Counts and row-normalised shares, side by side."""
     plt = _pyplot()
     cm = np.asarray(r["confusion_matrix"], dtype=np.float64)
     shares = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
@@ -110,6 +115,7 @@ def plot_roc(curves: list[tuple[str, np.ndarray, np.ndarray]], title: str, path:
 
 def plot_precision_recall(label: str, positive: np.ndarray, scores: np.ndarray,
                           path: Path) -> Path:
+    """Precision against recall, with the average precision and the chance level."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
     precision, recall, _ = precision_recall_curve(positive, scores)
@@ -148,6 +154,7 @@ SWEEP_COLUMNS = ("threshold", "tp", "fp", "tn", "fn", "accuracy", "precision", "
 
 
 def write_sweep(positive: np.ndarray, scores: np.ndarray, path: Path) -> Path:
+    """threshold_sweep as CSV: what each alarm threshold would catch and let pass."""
     with open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, SWEEP_COLUMNS)
         writer.writeheader()

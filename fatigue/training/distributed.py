@@ -9,6 +9,8 @@ checking it never waits for the GPU.
 """
 from __future__ import annotations
 
+import builtins
+import copy
 import os
 from datetime import timedelta
 from typing import Callable, TypeVar
@@ -48,6 +50,19 @@ class Distributed:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    def on_device(self, device: torch.device) -> "Distributed":
+        """The same single process, training on `device` (a resumed run's own device)."""
+        if self.enabled:
+            raise ValueError("under torchrun each process's device is fixed by its rank")
+        moved = copy.copy(self)
+        moved.device = device
+        return moved
+
+    def say(self, *args, **kwargs) -> None:
+        """print, on process 0 only: one line per run, however many processes."""
+        if self.is_main:
+            builtins.print(*args, **kwargs)
 
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """Element-wise sum over all processes (in place, and returned)."""

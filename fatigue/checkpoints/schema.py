@@ -1,0 +1,196 @@
+"""What a checkpoint holds: the one module that names its keys.
+
+`snapshot()` builds a checkpoint and `restore()` puts one back, written side by side in one
+fixed order, so that reading either tells you the other:
+
+    1. model              model_state_dict
+    2. optimizer          optimizer_state_dict (restored in its weights' memory layout)
+    3. schedule           scheduler_state_dict (rebuilt for a changed --lr or --epochs)
+    4. gradient scaler    scaler_state_dict (fp16 only, else None)
+    5. training state     epoch, global_step, samples_in_epoch, val_acc, best_val_acc,
+                          best_epoch, the histories (HISTORY_KEYS); partial_epoch (each
+                          process's running sums); interrupted (the signal that stopped it)
+    6. RNG                rng_state (process 0's), rank_rng_states (every process's), world_size
+    7. data               data_fingerprint, data_splits
+    8. the run            config, warnings, timestamp; the log is cut back to the epoch
+
+Every key sits at the top level of the file, where the documented ones (DOCUMENTED_KEYS)
+have always been, so `torch.load(path, weights_only=True)["val_acc"]` keeps working.
+Files of an older format are brought to the current one by `upgrade()` when read; a field
+added later goes here, with FORMAT_VERSION raised and a step added to `upgrade()`.
+This module knows nothing of files: fatigue.checkpoints.store writes and reads them.
+"""
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from typing import Callable, Protocol
+
+import torch
+
+from config import Config
+from fatigue import seeds
+from fatigue.training.schedule import rebuild_schedule
+
+FORMAT_VERSION = 1
+# The keys the README documents: every checkpoint has them at its top level.
+DOCUMENTED_KEYS = ("epoch", "model_state_dict", "optimizer_state_dict", "scheduler_state_dict",
+                   "val_acc", "best_val_acc", "train_losses", "val_losses", "train_accuracies",
+                   "val_accuracies", "timestamp", "config")
+# Per-epoch histories, one value per completed epoch (the training state keeps them; the
+# report and the curves read them under these names).
+HISTORY_KEYS = ("train_losses", "val_losses", "train_accuracies", "val_accuracies",
+                "learning_rates", "epoch_seconds")
+
+
+class Stateful(Protocol):
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+@dataclasses.dataclass
+class Trainables:
+    """What training changes besides its own position."""
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler | None
+
+
+@dataclasses.dataclass
+class RunIdentity:
+    """What the run is: its options and the data it trains on."""
+    config: Config
+    data_fingerprint: str
+    data_splits: dict
+    warnings: list[str]
+
+
+# ----------------------------------------------------------------------------- snapshot
+def snapshot(parts: Trainables, train: Stateful, run: RunIdentity, rank_sums: list[torch.Tensor],
+             rank_rngs: list[dict], interrupted: str | None = None) -> dict:
+    """The checkpoint of this moment. `rank_sums` and `rank_rngs` hold every process's
+    running sums and RNG states, in rank order."""
+    return {
+        "format_version": FORMAT_VERSION,
+        # 1. model
+        "model_state_dict": parts.model.state_dict(),
+        # 2. optimizer
+        "optimizer_state_dict": parts.optimizer.state_dict(),
+        # 3. schedule
+        "scheduler_state_dict": parts.scheduler.state_dict(),
+        # 4. gradient scaler
+        "scaler_state_dict": parts.scaler.state_dict() if parts.scaler else None,
+        # 5. training state
+        **train.state_dict(),
+        "partial_epoch": torch.stack([s.cpu() for s in rank_sums]),
+        "interrupted": interrupted,
+        # 6. RNG
+        "rng_state": rank_rngs[0],
+        "rank_rng_states": rank_rngs,
+        "world_size": len(rank_rngs),
+        # 7. data
+        "data_fingerprint": run.data_fingerprint,
+        "data_splits": run.data_splits,
+        # 8. the run
+        "config": run.config.to_dict(),
+        "warnings": run.warnings,
+        "timestamp": datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+
+
+# ----------------------------------------------------------------------------- restore
+def restore(checkpoint: dict, parts: Trainables, train: Stateful, cfg: Config, rank: int,
+            world_size: int, truncate_log: Callable[[int], None] | None = None) -> list[str]:
+    """Put `checkpoint` (read through the store, so already upgraded) back into a freshly
+    built run, in the order of `snapshot`. `cfg` is the run's config now (the checkpoint's,
+    with the options given on resume applied). Returns notes for the user."""
+    notes = []
+    # 1. model
+    parts.model.load_state_dict(checkpoint["model_state_dict"])
+    # 2. optimizer, its state in its weights' memory layout (NHWC or not)
+    parts.optimizer.load_state_dict(checkpoint["optimizer_state_dict"])
+    match_layouts(parts.optimizer)
+    # 3. schedule, following the config now (a new --lr or --epochs)
+    parts.scheduler.load_state_dict(checkpoint["scheduler_state_dict"])
+    rebuild_schedule(parts.optimizer, parts.scheduler, cfg)
+    if checkpoint["config"]["num_epochs"] != cfg.num_epochs:
+        notes.append(f"Learning-rate schedule rebuilt for {cfg.num_epochs} epochs: epoch "
+                     f"{checkpoint['epoch'] + 1} continues at lr "
+                     f"{parts.optimizer.param_groups[0]['lr']:.2e}")
+    # 4. gradient scaler
+    if parts.scaler is not None and checkpoint["scaler_state_dict"]:
+        parts.scaler.load_state_dict(checkpoint["scaler_state_dict"])
+    # 5. training state; the position inside an epoch only for the same number of processes
+    train.load_state_dict(checkpoint)
+    if train.mid_epoch and checkpoint["world_size"] != world_size:
+        notes.append(f"note: {checkpoint['world_size']} process(es) wrote this checkpoint and "
+                     f"{world_size} run now, so epoch {train.epoch + 1} restarts at its beginning "
+                     f"(the position inside it does not carry over to another number of processes)")
+        train.restart_epoch()
+    if train.mid_epoch:
+        train.sums.copy_(checkpoint["partial_epoch"][rank])
+        # 6. RNG, as it was at that step (a new epoch seeds its own)
+        seeds.set_rng_state(checkpoint["rank_rng_states"][rank])
+    # 7. data: checked by `data_change` before anything is built
+    # 8. the run: the log forgets epochs after the checkpoint (they are trained again)
+    if truncate_log is not None:
+        truncate_log(train.epoch)
+    return notes
+
+
+def data_change(checkpoint: dict, fingerprint: str) -> str | None:
+    """How the data set differs from the checkpoint's, or None when it is the same (or the
+    checkpoint does not record it)."""
+    saved = checkpoint["data_fingerprint"]
+    if saved in (None, fingerprint):
+        return None
+    return (f"data set changed on resume at epoch {checkpoint['epoch']}: "
+            f"{saved} -> {fingerprint}")
+
+
+def match_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give restored optimizer state its weight's memory layout (NHWC or not), which the
+    batched update kernels expect; the values are unchanged."""
+    for param, state in optimizer.state.items():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor) and value.shape == param.shape:
+                state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+
+
+# ----------------------------------------------------------------------------- older files
+def problem(checkpoint: object) -> str | None:
+    """Why `checkpoint` (as loaded) cannot be used by this version, or None."""
+    if not isinstance(checkpoint, dict) or "model_state_dict" not in checkpoint:
+        return "is not a checkpoint of this training suite (no model_state_dict)"
+    if checkpoint.get("format_version", 0) > FORMAT_VERSION:
+        return (f"was written by a newer version of this suite (format "
+                f"{checkpoint['format_version']}); update the code")
+    missing = [k for k in DOCUMENTED_KEYS if k not in checkpoint]
+    if missing:
+        return f"lacks {', '.join(missing)}: not a full training checkpoint"
+    return None
+
+
+def upgrade(checkpoint: dict) -> dict:
+    """Bring a checkpoint of an older format to the current one, in place; its training
+    continues as it would have. Format 0 (before versions) held the documented keys only."""
+    if checkpoint.get("format_version", 0) < 1:
+        checkpoint.setdefault("best_epoch", 0)
+        checkpoint.setdefault("global_step", 0)
+        checkpoint.setdefault("samples_in_epoch", 0)
+        checkpoint.setdefault("partial_epoch", torch.zeros(1, 3, dtype=torch.float64))
+        checkpoint.setdefault("interrupted", None)
+        checkpoint.setdefault("scaler_state_dict", None)
+        for key in HISTORY_KEYS:  # unknown for the epochs done: NaN, one per epoch
+            checkpoint.setdefault(key, [float("nan")] * len(checkpoint["train_losses"]))
+        checkpoint.setdefault("rank_rng_states", [checkpoint["rng_state"]]
+                              if "rng_state" in checkpoint else [])
+        checkpoint.setdefault("world_size", 1)
+        checkpoint.setdefault("data_fingerprint", None)
+        checkpoint.setdefault("data_splits", {})
+        checkpoint.setdefault("warnings", [])
+        checkpoint["format_version"] = 1
+    if checkpoint["partial_epoch"].dim() == 1:  # one process's sums, not yet one row each
+        checkpoint["partial_epoch"] = checkpoint["partial_epoch"].unsqueeze(0)
+    return checkpoint

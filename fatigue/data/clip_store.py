@@ -1,0 +1,126 @@
+"""The clip store: the one on-disk format the training suite reads (one folder, `data/` by
+default).
+
+    clips.npy      uint8 array [N, T, C, H, W], memory-mapped at load time
+    manifest.json  one record per clip (id, subject, label, split, source, start, ...),
+                   the class names, the split's subjects; written last, so its presence
+                   marks a complete data set.
+
+Synthetic clips (fatigue.data.synthetic) and prepared real videos (fatigue.data.preparation)
+both land in this format. This module needs numpy only (no torch), so that prepare's worker
+processes stay light.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from fatigue import files
+from fatigue.errors import UserError
+
+FORMAT_VERSION = 1
+CLIPS_FILE = "clips.npy"
+MANIFEST_FILE = "manifest.json"
+SPLITS = ("train", "val", "test")
+
+
+def dataset_exists(data_dir: str | Path) -> bool:
+    return (Path(data_dir) / MANIFEST_FILE).is_file()
+
+
+def write_clip_store(data_dir: str | Path, clips: np.ndarray | Iterable[np.ndarray],
+                     records: list[dict], meta: dict) -> None:
+    """Write a data set.
+
+    Args:
+        clips: uint8 [N, T, C, H, W], or an iterable of such blocks whose rows follow
+            `records` in order (so big data sets never sit in memory whole).
+        records: one dict per clip with at least id, subject, label and split.
+        meta: must hold `classes` (names, index = label); anything else is kept as is.
+    """
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # Temporary names carry the writer's pid: a killed writer's leftover (as big as the
+    # data set) would never be reused, so drop it before writing a new one.
+    for stale in data_dir.glob(f".{CLIPS_FILE}.*{files.TMP_SUFFIX}"):
+        stale.unlink(missing_ok=True)
+    tmp = files.temp_path(data_dir / CLIPS_FILE)
+    try:
+        shape = _write_clips(tmp, clips, len(records))
+        for rec in records:
+            if rec.get("split") not in SPLITS:
+                raise ValueError(f"clip {rec.get('id')} has no split")
+        manifest = {"format_version": FORMAT_VERSION, "clip_shape": shape, **meta,
+                    "splits": {s: sorted({r["subject"] for r in records if r["split"] == s})
+                               for s in SPLITS},
+                    "clips": records}
+        # The old manifest goes only now, just before its clips are replaced: until here a
+        # failure leaves the previous data set whole; after, no manifest marks a half-done one.
+        (data_dir / MANIFEST_FILE).unlink(missing_ok=True)
+        files.commit(tmp, data_dir / CLIPS_FILE)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    files.atomic_write_text(data_dir / MANIFEST_FILE, json.dumps(manifest, indent=1))
+
+
+def _write_clips(tmp: Path, clips: np.ndarray | Iterable[np.ndarray], count: int) -> list[int]:
+    """Write the clip blocks to `tmp` as one .npy file of `count` rows, flushed and fsynced
+    (ready for files.commit); returns the shape of one clip."""
+    blocks = [clips] if isinstance(clips, np.ndarray) else clips
+    out = None
+    row = 0
+    for block in blocks:
+        if block.dtype != np.uint8 or block.ndim != 5:
+            raise ValueError("clips must be uint8 [N, T, C, H, W]")
+        if out is None:
+            # Memory-mapped: the blocks go straight to disk, never all in memory at once.
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
+                                            shape=(count,) + block.shape[1:])
+        out[row:row + len(block)] = block
+        row += len(block)
+    if out is None or row != count:
+        raise ValueError(f"{row} clips written for {count} records")
+    out.flush()
+    shape = list(out.shape[1:])
+    del out
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    return shape
+
+
+def load_manifest(data_dir: str | Path) -> dict:
+    path = Path(data_dir) / MANIFEST_FILE
+    if not path.is_file():
+        raise UserError(f"no data set in {data_dir}/ (no {MANIFEST_FILE}); make one with "
+                        f"'python dataset.py --synthetic --data-dir {data_dir}' or prepare "
+                        f"videos with 'python dataset.py --prepare SOURCE --format "
+                        f"{{nthu,rldd,folders}} --data-dir {data_dir}'")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise UserError(f"{path} is unreadable ({err}); rebuild the data set") from None
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"{path} has format {manifest.get('format_version')}, this code "
+                        f"reads {FORMAT_VERSION}; rebuild the data set")
+    return manifest
+
+
+def data_fingerprint(manifest: dict) -> str:
+    """Identifies a data set by what training sees: clip ids, subjects, labels, splits, shape."""
+    key = [manifest["clip_shape"], manifest["classes"],
+           [(c["id"], c["subject"], c["label"], c["split"]) for c in manifest["clips"]]]
+    return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
+
+
+def open_clips(data_dir: str | Path) -> np.ndarray:
+    path = Path(data_dir) / CLIPS_FILE
+    try:
+        return np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path} is unreadable ({err}); rebuild the data set") from None

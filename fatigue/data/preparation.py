@@ -1,0 +1,340 @@
+"""Preparation of real driver videos (NTHU-DDD, UTA-RLDD or your own recordings) into the
+clip store that training reads (fatigue.data.clip_store), split by subject; `prepare.py`
+is its command line (also reached as `python dataset.py --prepare ...`).
+
+Each video is decoded at --fps, the face is tracked and cropped on every frame
+(fatigue.data.video), and the crops are cached per video in DATA_DIR/.prepare/; clips are
+then cut from the cache and written to the store in the order of the sorted video paths.
+So an interrupted run picks up where it stopped, any worker count gives the same bytes,
+and changing only clip options (--sequence-length, --stride, --min-face-fraction, splits)
+re-cuts without decoding.
+
+Nothing here imports torch: the worker processes (spawned, so they import this module
+afresh) stay light.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import multiprocessing as mp
+import queue
+import shutil
+import signal
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Callable, Iterator
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from fatigue import files
+from fatigue.data import video
+from fatigue.data.clip_store import dataset_exists, load_manifest, write_clip_store
+from fatigue.data.layouts import Scan, Video, assign_splits, scan_source
+from fatigue.errors import UserError
+
+CACHE_DIR = ".prepare"
+CACHE_VERSION = 1  # bump when per-video processing changes: old caches are then ignored
+
+
+# ----------------------------------------------------------------------------- per-video work
+_progress_queue = None
+
+
+def _init_worker(progress_queue) -> None:
+    global _progress_queue
+    _progress_queue = progress_queue
+    cv2.setNumThreads(1)  # one core per worker: parallelism is over videos
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is handled by the main process
+
+
+def _worker_task(task: dict) -> dict:
+    return process_video(task, _progress_queue.put)
+
+
+def process_video(task: dict, progress: Callable[[int], None] | None = None) -> dict:
+    """Decode and crop one video into its cache file; returns timings (not the frames).
+
+    A video OpenCV cannot read is cached as an error, so a rerun does not retry it."""
+    opts, shard = task["frame_options"], Path(task["shard"])
+    tracker = video.FaceTracker(opts["detect_every"], opts["detect_width"])
+    frame_folder = Path(task["file"]).is_dir()
+    try:
+        faces = video.read_video_faces(
+            task["file"], opts["fps"], opts["image_size"], opts["channels"], tracker=tracker,
+            margin=opts["margin"], source_fps=opts["frames_fps"] if frame_folder else None,
+            progress=progress)
+    except (video.VideoError, cv2.error) as err:
+        message = str(err).strip().splitlines()[-1]
+        files.atomic_write_text(shard.with_suffix(".error"), message)
+        return {"path": task["path"], "errors": 1}
+    # Atomic: a killed run never leaves half a cache file, which a rerun would trust.
+    files.atomic_write(shard, lambda fh: np.savez(fh, frames=faces.frames,
+                                                  face_found=faces.face_found,
+                                                  source_index=faces.source_index,
+                                                  source_frames=faces.source_frames))
+    return {"path": task["path"], "source_frames": faces.source_frames, "frames": len(faces.frames),
+            "decode_s": faces.decode_seconds, "detect_s": faces.detect_seconds,
+            "total_s": faces.total_seconds}
+
+
+def run_tasks(tasks: list[dict], workers: int, bar: tqdm) -> Iterator[dict]:
+    """Results of process_video as they finish, in this process or in a spawn pool."""
+    if workers <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            yield process_video(task, bar.update)
+        return
+    ctx = mp.get_context("spawn")  # fork is unsafe with OpenCV's and torch's threads
+    progress = ctx.Queue()
+    with ctx.Pool(min(workers, len(tasks)), _init_worker, (progress,)) as pool:
+        results = pool.imap_unordered(_worker_task, tasks)
+        for _ in tasks:
+            while True:
+                try:
+                    result = results.next(timeout=0.2)
+                    break
+                except mp.TimeoutError:
+                    _drain(progress, bar)
+            _drain(progress, bar)
+            yield result
+
+
+def _drain(progress, bar: tqdm) -> None:
+    try:
+        while True:
+            bar.update(progress.get_nowait())
+    except queue.Empty:
+        pass
+
+
+# ----------------------------------------------------------------------------- clips
+def cut_clips(item: Video, found: np.ndarray, source_index: np.ndarray, split: str,
+              sequence_length: int, stride: int,
+              min_face: float) -> tuple[list[dict], list[int], dict]:
+    """Clip records of one video, the start frame of each kept clip, and counts."""
+    n = len(found)
+    labels = None
+    if item.frame_labels is not None:
+        # Label files and decoded videos can differ by a few frames: use the shorter.
+        digits = np.frombuffer(item.frame_labels.encode(), dtype=np.uint8) - ord("0")
+        n = int(np.searchsorted(source_index, len(digits)))
+        labels = digits[source_index[:n]]
+    records, starts, dropped = [], [], 0
+    for start in range(0, n - sequence_length + 1, stride):
+        window = slice(start, start + sequence_length)
+        face = float(found[window].mean())
+        if face < min_face:
+            dropped += 1
+            continue
+        rec = {"id": f"{item.path}@{start}", "subject": item.subject, "split": split,
+               "source": item.path, "start": start, "face_fraction": round(face, 4)}
+        if labels is not None:
+            # Majority of the frame labels; a tie counts as drowsy (missing one costs more).
+            rec["label"] = int(labels[window].mean() >= 0.5)
+            rec["frame_labels"] = "".join(map(str, labels[window]))
+        else:
+            rec["label"] = item.label
+        rec.update(item.extra)
+        records.append(rec)
+        starts.append(start)
+    return records, starts, {"dropped": dropped, "frames": len(found), "found": int(found.sum())}
+
+
+def run(args: argparse.Namespace) -> int:
+    """Prepare the videos of args.prepare into args.data_dir (the options as prepare.py
+    parses them); prints the summary. Returns the exit code (0)."""
+    started = time.perf_counter()
+    source, data_dir = Path(args.prepare).expanduser(), Path(args.data_dir)
+    scan = scan_source(source, data_dir, args)
+    source = source.resolve()
+    split_of, notes = assign_splits(scan.videos, args.val_fraction, args.seed)
+    scan.notes += notes
+
+    frame_options = {"prepare_version": CACHE_VERSION, "fps": args.fps,
+                     "image_size": args.image_size, "channels": args.channels,
+                     "detect_every": args.detect_every, "detect_width": args.detect_width,
+                     "margin": args.margin, "frames_fps": args.frames_fps or args.fps}
+    options = {**frame_options, "sequence_length": args.sequence_length, "stride": args.stride,
+               "min_face_fraction": args.min_face_fraction, "val_fraction": args.val_fraction,
+               "seed": args.seed}
+    if args.format == "rldd":
+        options.update(fold=args.fold, rldd_classes=args.rldd_classes)
+    # A video's cache file is named by its path and size: a replaced file is redone.
+    sizes = {v.path: _size(source / v.path) for v in scan.videos}
+    fingerprint = _digest([args.format, options, [(v.path, sizes[v.path], v.frame_labels)
+                                                  for v in scan.videos]])
+    if not _clear_store(data_dir, source, fingerprint, args.force):
+        print(f"Already prepared: {data_dir}/ holds these videos with these options; "
+              f"nothing to do.")
+        return 0
+
+    cache = data_dir / CACHE_DIR / f"frames-{_digest(frame_options)[:12]}"
+    cache.mkdir(parents=True, exist_ok=True)
+    shard_of = {v.path: cache / f"{_digest([v.path, sizes[v.path]])[:20]}.npz" for v in scan.videos}
+    todo = [{"path": v.path, "file": str(source / v.path), "shard": str(shard_of[v.path]),
+             "frame_options": frame_options} for v in scan.videos
+            if not any(shard_of[v.path].with_suffix(s).exists() for s in (".npz", ".error"))]
+    stats = _process(todo, args.workers, len(scan.videos))
+
+    records, blocks, counts, mismatches = collect_clips(scan, shard_of, split_of, args)
+    meta = {"classes": scan.classes, "source": args.format, "source_dir": str(source), **options,
+            "prepare_fingerprint": fingerprint, "skipped_videos": scan.skipped,
+            "label_length_mismatches": mismatches}
+    write_clip_store(data_dir, _clip_blocks(blocks, args.sequence_length), records, meta)
+    _remove_stale(data_dir / CACHE_DIR, cache, set(shard_of.values()))
+    print(summary(args, scan, records, counts, mismatches, stats, split_of,
+                  time.perf_counter() - started, [source / t["path"] for t in todo[:3]]))
+    return 0
+
+
+def _clear_store(data_dir: Path, source: Path, fingerprint: str, force: bool) -> bool:
+    """False when DATA_DIR already holds exactly this result. A data set made from another
+    SOURCE, or by something else, is only replaced with --force; the old one stays whole
+    and usable until the new one is written (write_clip_store)."""
+    if not dataset_exists(data_dir):
+        return True
+    try:
+        old = load_manifest(data_dir)
+    except UserError:
+        old = {}
+    if old.get("prepare_fingerprint") == fingerprint:
+        return False
+    if old.get("source_dir") != str(source) and not force:
+        raise UserError(f"{data_dir}/ already holds a data set made from something else; add "
+                        f"--force to replace it or choose another --data-dir")
+    return True
+
+
+def collect_clips(scan: Scan, shard_of: dict[str, Path], split_of: dict[str, str],
+                  args: argparse.Namespace) -> tuple[list[dict], list, Counter, list[dict]]:
+    """Records of all clips in video path order, with where their frames are, from the
+    per-video cache; videos that failed are moved to scan.skipped."""
+    records, blocks, counts, mismatches = [], [], Counter(), []
+    for item in scan.videos:
+        shard = shard_of[item.path]
+        if shard.with_suffix(".error").exists():
+            scan.skipped.append({"source": item.path,
+                                 "reason": shard.with_suffix(".error").read_text()})
+            continue
+        with np.load(shard) as z:
+            found, index, decoded = z["face_found"], z["source_index"], int(z["source_frames"])
+        if item.frame_labels is not None and len(item.frame_labels) != decoded:
+            mismatches.append({"source": item.path, "frames": decoded,
+                               "labels": len(item.frame_labels)})
+        recs, kept, c = cut_clips(item, found, index, split_of[item.subject],
+                                  args.sequence_length, args.stride, args.min_face_fraction)
+        counts.update(c, videos=1)
+        records += recs
+        blocks.append((shard, kept))
+    if not records:
+        raise UserError(f"no clip survived: the videos are shorter than --sequence-length "
+                        f"{args.sequence_length} frames at {args.fps:g} fps, or faces were "
+                        f"found in fewer than --min-face-fraction {args.min_face_fraction} of "
+                        f"their frames")
+    scan.skipped.sort(key=lambda s: s["source"])
+    return records, blocks, counts, mismatches
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.iterdir())
+
+
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+def _process(todo: list[dict], workers: int, total_videos: int) -> Counter:
+    """Run the pending videos with a progress bar over their frames; sum their timings."""
+    stats = Counter(done=total_videos - len(todo))
+    if not todo:
+        return stats
+    started = time.perf_counter()
+    estimate = 0
+    for task in todo:
+        try:
+            with video.VideoReader(task["file"]) as reader:
+                estimate += reader.frame_count()
+        except video.VideoError:
+            pass
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)  # the same single-threaded OpenCV as in the workers
+    bar = tqdm(total=estimate, unit="frame", unit_scale=True, dynamic_ncols=True,
+               desc=f"videos {stats['done']}/{total_videos}")
+    try:
+        for result in run_tasks(todo, workers, bar):
+            stats.update(done=1, processed=1, **{k: v for k, v in result.items() if k != "path"})
+            bar.set_description(f"videos {stats['done']}/{total_videos}")
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"Interrupted after {stats['done']} of {total_videos} videos; run the same "
+              f"command again to continue from there.", file=sys.stderr)
+        raise
+    except OSError as err:  # disk full, permissions: nothing a skipped video would fix
+        raise UserError(f"prepare stopped: {err}; fix that and run the same command again "
+                        f"to continue") from None
+    finally:
+        bar.close()
+        cv2.setNumThreads(threads)
+    stats["workers"] = min(workers, len(todo))
+    stats["seconds"] = time.perf_counter() - started
+    return stats
+
+
+def _clip_blocks(starts: list[tuple[Path, list[int]]], length: int) -> Iterator[np.ndarray]:
+    """uint8 [n, T, C, H, W] per video, in record order: one video in memory at a time."""
+    for shard, kept in starts:
+        if kept:
+            with np.load(shard) as z:
+                frames = z["frames"]
+            yield frames[np.asarray(kept)[:, None] + np.arange(length)]
+
+
+def _remove_stale(root: Path, current: Path, shards: set[Path]) -> None:
+    """Drop caches of other frame options and of videos no longer in SOURCE."""
+    for folder in root.iterdir():
+        if folder != current:
+            shutil.rmtree(folder, ignore_errors=True)
+    for path in current.iterdir():
+        if path.with_suffix(".npz") not in shards:
+            path.unlink()
+
+
+def summary(args: argparse.Namespace, scan: Scan, records: list[dict], counts: Counter,
+            mismatches: list[dict], stats: Counter, split_of: dict[str, str], seconds: float,
+            timed: list[Path]) -> str:
+    """The report printed at the end: videos, frames, faces, clips per split and label, speed."""
+    cached = stats["done"] - stats["processed"]
+    lines = [f"Prepared {counts['videos']} videos from {args.prepare} ({args.format}) into "
+             f"{args.data_dir}/ in {seconds:.1f} s ({stats['processed']} processed now, "
+             f"{cached} from the cache)."]
+    if scan.skipped:
+        lines.append(f"  skipped {len(scan.skipped)} videos (all listed in manifest.json):")
+        lines += [f"    {s['source']}: {s['reason']}" for s in scan.skipped[:10]]
+    lines += [f"  note: {note}" for note in scan.notes]
+    lines.append(f"  frames: {counts['frames']} at {args.fps:g} fps, face found in "
+                 f"{100 * counts['found'] / max(1, counts['frames']):.1f}%")
+    if mismatches:
+        worst = max(abs(m["frames"] - m["labels"]) for m in mismatches)
+        lines.append(f"  labels: {len(mismatches)} label files differ in length from their "
+                     f"video (by up to {worst} frames); clipped to the shorter")
+    lines.append(f"  clips: {len(records)} of {args.sequence_length} frames, stride {args.stride}; "
+                 f"{counts['dropped']} dropped (face in < {args.min_face_fraction:g} of frames)")
+    per = Counter((r["split"], r["label"]) for r in records)
+    lines.append(f"    {'':6}" + "".join(f"{c:>14}" for c in scan.classes) + f"{'subjects':>10}")
+    for split in ("train", "val", "test"):
+        cells = "".join(f"{per[split, i]:>14}" for i in range(len(scan.classes)))
+        lines.append(f"    {split:6}{cells}{sum(s == split for s in split_of.values()):>10}")
+    if stats["source_frames"]:
+        frames = stats["source_frames"]
+        lines.append(f"  speed: {frames / stats['seconds']:.0f} source frames/s with "
+                     f"{stats['workers']} worker(s), {frames / stats['total_s']:.0f}/s per worker; "
+                     f"OpenCV decode alone: {video.decode_fps(timed):.0f} frames/s (1 thread, "
+                     f"first {len(timed)} videos); face detection took "
+                     f"{stats['detect_s'] / max(stats['decode_s'], 1e-9):.2f}x the decode time")
+    lines.append(f"  cache: {args.data_dir}/{CACHE_DIR}/ holds the per-video crops (changing "
+                 f"only clip options reuses them; delete it to free space)")
+    return "\n".join(lines)

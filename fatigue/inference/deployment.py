@@ -1,0 +1,69 @@
+"""What running a checkpoint's model outside training needs beside its weights: input shape
+and normalisation, class names, threshold, frame rate, face-crop and alarm settings.
+
+Detection (detection.py) runs on it and export (export.py) stores it with the exported model,
+so that both crop and feed frames exactly as `prepare` made the training clips.
+"""
+from __future__ import annotations
+
+from config import Config
+from fatigue.data import video
+from fatigue.data.clip_store import load_manifest
+from fatigue.errors import UserError
+from fatigue.inference.alarm import AlarmSettings
+from fatigue.inference.metrics import positive_index
+
+MODEL_DESCRIPTION = "FatigueCNNLSTM (per-frame CNN, LSTM over frames, linear head)"
+
+
+def deployment_info(state: dict, fps: float | None = None,
+                    alarm: AlarmSettings = AlarmSettings(),
+                    threshold: float = 0.5) -> tuple[dict, list[str]]:
+    """What running a checkpoint's model on video needs beside its weights, and notes.
+
+    Frame rate, crop size, margin and face-detection settings come from the manifest of
+    the data set the model was trained on (cfg.data_dir), so that live crops match the
+    training crops; where that manifest is not on this machine, prepare's defaults are used
+    and a note says so."""
+    cfg = Config.from_dict(state["config"])
+    defaults = video.CROP_DEFAULTS
+    notes: list[str] = []
+    try:
+        manifest = load_manifest(cfg.data_dir)
+    except UserError:
+        manifest = {}
+        notes.append(f"the training data set ({cfg.data_dir}/) is not here: assuming "
+                     f"prepare's defaults ({fps or defaults['fps']:g} fps, "
+                     f"{defaults['image_size']} px crops; --fps sets the rate)")
+    if manifest.get("source") == "synthetic":
+        notes.append("this model was trained on the built-in synthetic drawn faces, not on "
+                     "video of real faces: expect nothing useful on a real driver (README.md, "
+                     "'Training on real driver videos', says how to train on videos)")
+    classes = manifest.get("classes") or (["alert", "drowsy"] if cfg.num_classes == 2 else
+                                          [f"class{k}" for k in range(cfg.num_classes)])
+    # The frame rate is its own entry below; "crop" holds the face-crop settings only.
+    crop = {k: manifest.get(k, v) for k, v in defaults.items() if k != "fps"}
+    if "clip_shape" in manifest:
+        crop["image_size"] = manifest["clip_shape"][-1]
+    info = {
+        "model": MODEL_DESCRIPTION,
+        "input": {"name": "clips", "shape": ["batch", cfg.sequence_length, cfg.channels,
+                                            cfg.image_size, cfg.image_size],
+                  "layout": "batch, time, channels, height, width", "dtype": "float32",
+                  "sequence_length": cfg.sequence_length, "image_size": cfg.image_size,
+                  "channels": cfg.channels, "colour": "gray" if cfg.channels == 1 else "RGB",
+                  "normalisation": "uint8 pixel / 255 (range 0..1); the model subtracts 0.5 "
+                                   "itself. Crops are resized from crop.image_size to "
+                                   "image_size bilinearly (no antialiasing)"},
+        "output": {"name": "logits", "classes": list(classes), "apply": "softmax",
+                   "positive_class": classes[positive_index(list(classes))]},
+        "threshold": threshold,
+        "frame_rate": float(fps or manifest.get("fps") or defaults["fps"]),
+        "crop": {**crop, "face_detector": f"OpenCV {video.CASCADE_FILE}",
+                 "box": "largest face, square, margin on each side (video.py)"},
+        "alarm": {"on": alarm.on, "off": alarm.off, "min_on_s": alarm.min_on,
+                  "cooldown_s": alarm.cooldown, "smoothing": alarm.smoothing},
+        "checkpoint": {"epoch": state["epoch"], "val_acc": state["val_acc"],
+                       "timestamp": state.get("timestamp")},
+    }
+    return info, notes

@@ -1,0 +1,357 @@
+"""Live detection: frames of a video file or a camera in, scored windows, an alarm and
+the outputs (CSV rows, annotated video, on-screen window) out. detect.py is its command line.
+
+Frames are taken at the model's frame rate (the one its training data was prepared at),
+the face is found and cropped by video.py, the same code `prepare` used to make the
+training clips, and the last `sequence_length` crops sit in a ring buffer. Every few frames
+the model scores the buffer; the drowsy probability is smoothed and drives an alarm with
+hysteresis (alarm.py's Alarm, a pure class). `run` returns the windows, the alarms and the
+time spent in each step; `summary` words them.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import sys
+import time
+from collections import deque
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from fatigue.data import video
+from fatigue.data.augment import to_model_input
+from fatigue.errors import UserError
+from fatigue.inference.alarm import ALARM, OK, WARNING, Alarm, AlarmSettings
+from fatigue.inference.deployment import deployment_info
+from fatigue.inference.evaluation import load_model
+from model import pick_device
+
+
+# ----------------------------------------------------------------------------- the model
+@dataclass
+class Window:
+    """One scored window: the model's view of the last sequence_length frames."""
+    time: float            # seconds from the start, at the window's last frame
+    frame: int             # source frame index of that frame
+    probability: float     # P(drowsy) of this window
+    smoothed: float
+    state: str
+    face_found: bool       # the latest face detection saw a face
+    face_fraction: float   # share of the window's frames with a face found
+
+
+@dataclass
+class Timing:
+    """Seconds spent per step, to tell where a frame's time goes."""
+    steps: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
+        ("decode", "face detection", "crop", "model", "annotate and write"), 0.0))
+    frames: int = 0
+    total: float = 0.0
+
+
+class Detector:
+    """Frames in (at the model's rate), scored windows out."""
+
+    def __init__(self, model: torch.nn.Module, info: dict, every: int,
+                 alarm: AlarmSettings, device: torch.device):
+        self.model, self.device, self.every = model.to(device).eval(), device, every
+        self.crop = info["crop"]
+        self.size, self.channels = info["input"]["image_size"], info["input"]["channels"]
+        self.pos = info["output"]["classes"].index(info["output"]["positive_class"])
+        self.tracker = video.FaceTracker(self.crop["detect_every"], self.crop["detect_width"])
+        length = info["input"]["sequence_length"]
+        self.crops: deque[np.ndarray] = deque(maxlen=length)  # the ring buffer
+        self.found: deque[bool] = deque(maxlen=length)
+        self.alarm = Alarm(alarm)
+        self.box: video.Box | None = None
+        self.seen = 0
+        self.crop_seconds = self.model_seconds = 0.0
+
+    def step(self, frame: np.ndarray, t: float, index: int) -> Window | None:
+        """Take one frame at time `t`; a scored Window every `every` frames once the ring
+        buffer is full, else None."""
+        self.box, found = self.tracker.update(frame)
+        start = time.perf_counter()
+        self.crops.append(video.crop_face(frame, self.box, self.crop["image_size"],
+                                          self.channels, self.crop["margin"]))
+        self.found.append(found)
+        self.crop_seconds += time.perf_counter() - start
+        self.seen += 1
+        full = len(self.crops) == self.crops.maxlen
+        if not full or (self.seen - self.crops.maxlen) % self.every:
+            return None
+        start = time.perf_counter()
+        p = self.probability()
+        self.model_seconds += time.perf_counter() - start
+        state = self.alarm.update(t, p)
+        return Window(t, index, p, self.alarm.smoothed, state, found,
+                      float(np.mean(self.found)))
+
+    @torch.no_grad()
+    def probability(self) -> float:
+        """P(drowsy) of the clip in the ring buffer."""
+        # The training loader's own conversion, so live input matches training input.
+        clip = torch.from_numpy(np.stack(self.crops))[None].to(self.device)
+        logits = self.model(to_model_input(clip, None, self.size))
+        return float(torch.softmax(logits.float(), 1)[0, self.pos])
+
+
+# ----------------------------------------------------------------------------- drawing
+STATE_COLOURS = {OK: (60, 180, 60), WARNING: (0, 165, 255), ALARM: (0, 0, 230)}
+
+
+def annotate(frame: np.ndarray, box: video.Box | None, found: bool, window: Window | None,
+             settings: AlarmSettings, fps: float, t: float, warming: str | None) -> np.ndarray:
+    """A copy of `frame` (enlarged when small, so text stays readable) with the face box,
+    a probability bar with the alarm thresholds, the state, the time and the speed."""
+    scale = max(1, int(np.ceil(480 / frame.shape[1])))
+    out = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR) \
+        if scale > 1 else frame.copy()
+    h, w = out.shape[:2]
+    font, size, thick = cv2.FONT_HERSHEY_SIMPLEX, w / 900, max(1, w // 480)
+    if box is not None:
+        x, y, bw, bh = (v * scale for v in box)
+        cv2.rectangle(out, (x, y), (x + bw, y + bh), (0, 220, 0) if found else (0, 220, 220),
+                      2 * thick)
+    state = window.state if window else OK
+    colour = STATE_COLOURS[state]
+    # Probability bar along the bottom: filled to the smoothed P(drowsy), ticks at on / off.
+    bar_h, x0, x1 = max(10, h // 24), 10, w - 10
+    y0 = h - bar_h - 10
+    cv2.rectangle(out, (x0, y0), (x1, y0 + bar_h), (40, 40, 40), -1)
+    if window is not None:
+        cv2.rectangle(out, (x0, y0), (x0 + int((x1 - x0) * window.smoothed), y0 + bar_h),
+                      colour, -1)
+    for level in (settings.off, settings.on):
+        x = x0 + int((x1 - x0) * level)
+        cv2.line(out, (x, y0 - 4), (x, y0 + bar_h + 4), (255, 255, 255), thick)
+    label = (f"P(drowsy) {window.smoothed:.2f}" if window else warming or "")
+    cv2.putText(out, label, (x0, y0 - 8), font, size, (255, 255, 255), thick, cv2.LINE_AA)
+    # A darkened strip along the top keeps the state and the speed readable on any image.
+    strip = max(24, h // 10)
+    out[:strip] = (out[:strip] * 0.4).astype(np.uint8)
+    cv2.putText(out, state if window else "", (10, int(strip * 0.78)), font, 2 * size, colour,
+                2 * thick, cv2.LINE_AA)
+    speed = f"{t:.1f} s   {fps:.0f} frames/s"
+    (tw, _), _ = cv2.getTextSize(speed, font, size, thick)
+    cv2.putText(out, speed, (w - tw - 10, int(strip * 0.65)), font, size, (255, 255, 255), thick,
+                cv2.LINE_AA)
+    if state == ALARM:
+        cv2.rectangle(out, (0, 0), (w - 1, h - 1), colour, 6 * thick)
+    return out
+
+
+# ----------------------------------------------------------------------------- the loop
+def frames_at_rate(reader: video.VideoReader, fps: float, camera: bool
+                   ) -> Iterator[tuple[float, int, np.ndarray]]:
+    """(time, source index, frame) at `fps`. Files are resampled by VideoReader exactly as
+    prepare does; a camera's frames arrive in real time, so they are kept by the clock."""
+    if not camera:
+        for k, (index, frame) in enumerate(reader):
+            yield k / fps, index, frame
+        return
+    start, due = time.perf_counter(), 0.0
+    for index, frame in reader:
+        t = time.perf_counter() - start
+        if t >= due:
+            yield t, index, frame
+            due = (np.floor(t * fps) + 1) / fps
+
+
+def open_writer(path: Path, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
+    """A video writer for `path`, with the codec its extension needs."""
+    fourcc = "XVID" if path.suffix.lower() == ".avi" else "mp4v"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+    if not writer.isOpened():
+        raise UserError(f"OpenCV cannot write {path}; use a .mp4 or .avi file name")
+    return writer
+
+
+def display_available() -> bool:
+    """Whether a window can be shown: on Linux without a display, OpenCV would abort."""
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+def open_source(source: str, fps: float) -> tuple[video.VideoReader, bool]:
+    """(reader, is a camera): a digit that is not a file names a camera."""
+    camera = source.isdigit() and not Path(source).exists()
+    try:
+        if camera:
+            return video.VideoReader(int(source)), True
+        return video.VideoReader(source, target_fps=fps), False
+    except video.VideoError as err:
+        what = f"camera {source}" if camera else source
+        raise UserError(f"cannot read {what} ({err}); give a video file or a camera index "
+                        f"such as 0") from None
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the model on `n` CPU threads, restoring the caller's setting after.
+
+    The model scores one clip at a time: a second PyTorch thread saves little, and when
+    other programs keep the cores busy, threads waiting for each other slow it down many
+    times (on 2 cores beside two busy processes: model 16 ms a frame with 2 threads,
+    2.7 ms with 1)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@dataclass
+class Result:
+    """What a run saw: its windows, alarms ([start, end or None]), frames and timing."""
+    windows: list[Window]
+    alarms: list[list[float | None]]
+    frames: int
+    seconds: float          # video time covered
+    timing: Timing
+    face_found: float       # share of frames whose latest detection saw a face
+    stopped: str | None     # why it stopped early, if it did
+
+
+CSV_COLUMNS = ("time_s", "frame", "probability", "smoothed", "state", "face_found",
+               "face_fraction")
+
+
+class Outputs:
+    """Where a run's results go: the CSV, the annotated video, the window on screen."""
+
+    def __init__(self, csv_path: Path, video_path: Path | None, show: bool, fps: float,
+                 settings: AlarmSettings):
+        csv_path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(csv_path, "w", newline="")
+        self._rows = csv.writer(self._fh)
+        self._rows.writerow(CSV_COLUMNS)
+        self.video_path, self.show, self.fps, self.settings = video_path, show, fps, settings
+        self._writer: cv2.VideoWriter | None = None
+        self.last: Window | None = None
+
+    def window(self, w: Window) -> None:
+        self.last = w
+        self._rows.writerow((f"{w.time:.2f}", w.frame, f"{w.probability:.4f}",
+                             f"{w.smoothed:.4f}", w.state, int(w.face_found),
+                             f"{w.face_fraction:.2f}"))
+
+    def frame(self, frame: np.ndarray, detector: Detector, t: float, speed: float) -> bool:
+        """Draw and write/show one frame; False when the user asked to quit."""
+        if self.video_path is None and not self.show:
+            return True
+        warming = (None if self.last else
+                   f"warming up: {len(detector.crops)}/{detector.crops.maxlen} frames")
+        image = annotate(frame, detector.box, detector.found[-1], self.last, self.settings,
+                         speed, t, warming)
+        if self.video_path is not None:
+            if self._writer is None:
+                self._writer = open_writer(self.video_path, self.fps, image.shape[1::-1])
+            self._writer.write(image)
+        if self.show:
+            cv2.imshow("drowsiness (q to quit)", image)
+            return cv2.waitKey(1) & 0xFF not in (ord("q"), 27)
+        return True
+
+    def close(self) -> None:
+        self._fh.close()
+        if self._writer is not None:
+            self._writer.release()
+        if self.show:
+            cv2.destroyAllWindows()
+
+
+def run(model_path: str, source: str, csv_path: Path, output: Path | None = None,
+        fps: float | None = None, every: int = 5, settings: AlarmSettings = AlarmSettings(),
+        device: str = "auto", show: bool = False, duration: float | None = None,
+        progress: bool = True) -> tuple[Result, dict]:
+    """Detect on `source`; prints notes first, returns the result and the deployment info."""
+    model, state = load_model(model_path)
+    info, notes = deployment_info(state, fps, settings)
+    rate = info["frame_rate"]
+    detector = Detector(model, info, every, settings, pick_device(device))
+    reader, camera = open_source(source, rate)
+    if show and not display_available():
+        notes.append("no display here: --show ignored (the CSV and --output still work)")
+        show = False
+    for note in notes:  # before the run: a camera may run for hours
+        print(f"note: {note}", flush=True)
+    outputs = Outputs(csv_path, output, show, rate, settings)
+    windows, timing, found_frames, stopped = [], Timing(), 0, None
+    bar = tqdm(total=None if camera else int(reader.frame_count() * rate / reader.fps),
+               unit="frame", disable=not progress, leave=False, mininterval=0.5)
+    started = previous = time.perf_counter()
+    speed, t = 0.0, 0.0
+    try:
+        for t, index, frame in frames_at_rate(reader, rate, camera):
+            if duration is not None and t >= duration:
+                break
+            window = detector.step(frame, t, index)
+            timing.frames += 1
+            found_frames += detector.found[-1]
+            if window is not None:
+                windows.append(window)
+                outputs.window(window)
+            draw_start = time.perf_counter()
+            keep_going = outputs.frame(frame, detector, t, speed)
+            timing.steps["annotate and write"] += time.perf_counter() - draw_start
+            if not keep_going:
+                stopped = "q pressed"
+                break
+            # The frames per second drawn on the video: decoding included, smoothed.
+            now = time.perf_counter()
+            current = 1 / max(now - previous, 1e-6)
+            speed, previous = (0.9 * speed + 0.1 * current) if speed else current, now
+            bar.update(1)
+    except KeyboardInterrupt:
+        stopped = "interrupted"  # what was seen so far is still written and summed up
+    finally:
+        bar.close()
+        reader.close()
+        outputs.close()
+    timing.total = time.perf_counter() - started
+    timing.steps.update({"decode": reader.decode_seconds,
+                         "face detection": detector.tracker.detect_seconds,
+                         "crop": detector.crop_seconds, "model": detector.model_seconds})
+    if timing.frames == 0:
+        raise UserError(f"no frame could be read from {source}")
+    result = Result(windows, detector.alarm.events, timing.frames,
+                    t if camera else timing.frames / rate, timing,
+                    found_frames / timing.frames, stopped)
+    return result, info
+
+
+def summary(result: Result, source: str, info: dict, csv_path: Path,
+            output: Path | None) -> str:
+    """The lines printed after a run: frames and windows, the alarms, where the time went
+    (per step, 'other' being the loop's own share) and the files written."""
+    r, tm = result, result.timing
+    lines = [f"{source}: {r.frames} frames ({r.seconds:.1f} s at {info['frame_rate']:g} fps), "
+             f"{len(r.windows)} windows scored, face found in {100 * r.face_found:.0f}% of "
+             f"frames" + (f"; stopped early ({r.stopped})" if r.stopped else "")]
+    if not r.windows:
+        lines.append(f"  no window scored: the model needs {info['input']['sequence_length']} "
+                     f"frames ({info['input']['sequence_length'] / info['frame_rate']:.1f} s)")
+    lines.append(f"  alarms: {len(r.alarms)}")
+    for k, (start, end) in enumerate(r.alarms, 1):
+        lines.append(f"    {k}. {start:.1f} s - " + (f"{end:.1f} s ({end - start:.1f} s)"
+                                                     if end is not None else "the end (still on)"))
+    per_frame = tm.total / tm.frames
+    steps = dict(tm.steps, other=max(0.0, tm.total - sum(tm.steps.values())))
+    lines.append(f"  speed: {tm.frames / tm.total:.1f} frames/s mean ({1000 * per_frame:.1f} ms "
+                 f"a frame): " + ", ".join(f"{name} {100 * s / tm.total:.0f}% "
+                                           f"({1000 * s / tm.frames:.2f} ms)"
+                                           for name, s in steps.items()))
+    lines.append(f"  wrote {csv_path} ({len(r.windows)} windows)"
+                 + (f" and {output}" if output else ""))
+    return "\n".join(lines)

@@ -1,0 +1,102 @@
+"""Running a trained model on clips: loading a checkpoint's model, predicting a split's
+logits, and scoring a checkpoint on a split (what evaluate.py prints and report.py draws).
+
+The training loop validates with `predict` and scores its best model with
+`evaluate_checkpoint`; evaluate.py, detection and export load models with `load_model`.
+The figures themselves are computed by metrics.py.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from config import Config
+from dataset import ClipDataset
+from fatigue.checkpoints.store import CheckpointError, load_checkpoint
+from fatigue.data.augment import to_model_input
+from fatigue.inference.metrics import classification_report, frame_accuracy
+# Aliased: predict's `autocast_dtype` parameter (a dtype, its name kept for callers) would
+# shadow the function.
+from model import autocast_dtype as amp_dtype_for, build_model, pick_device
+
+# Bulky per-clip keys of evaluate_checkpoint's result, left out of printed and JSON summaries.
+PER_CLIP_KEYS = ("labels", "probabilities", "history")
+
+# The training histories passed on for the report's curves (report.plot_history): the five
+# it draws, of those a checkpoint carries.
+CURVE_KEYS = ("train_losses", "val_losses", "train_accuracies", "val_accuracies",
+                "learning_rates")
+
+
+@torch.no_grad()
+def predict(model: nn.Module, batches: Iterable, device: torch.device,
+            autocast_dtype: torch.dtype | None = None,
+            image_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits [N, K] (float32, on the CPU) and labels [N] for every clip in `batches`
+    (float clips, or raw uint8 ones that are converted on the device)."""
+    model.eval()
+    logits, labels = [], []
+    for batch in batches:
+        clips, y = batch[0].to(device, non_blocking=True), batch[-1]
+        if clips.dtype == torch.uint8:  # a raw ClipDataset: convert on the device
+            clips = to_model_input(clips, None, image_size or clips.shape[-1])
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            out = model(clips)
+        logits.append(out.float().cpu())
+        labels.append(torch.as_tensor(y))
+    if not logits:
+        return torch.zeros(0, 2), torch.zeros(0, dtype=torch.long)
+    return torch.cat(logits), torch.cat(labels)
+
+
+def load_model(path: str | Path) -> tuple[nn.Module, dict]:
+    """A checkpoint's model, rebuilt from its own config, in eval mode on the CPU, and the
+    checkpoint itself. Loaded only through checkpoints.store.load_checkpoint (safe, verified)."""
+    state = load_checkpoint(path)
+    model = build_model(Config.from_dict(state["config"]))
+    try:
+        model.load_state_dict(state["model_state_dict"])
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: its weights do not fit the model its config "
+                              f"describes ({str(err).splitlines()[0][:120]})") from None
+    return model.eval(), state
+
+
+def evaluate_checkpoint(path: str | Path, data_dir: str | None = None, device: str = "auto",
+                        split: str = "test", batch_size: int = 64) -> dict:
+    """Rebuild a checkpoint's model from its own config and score it on a split.
+
+    Returns classification_report(...) plus per-subject and (NTHU) frame-level accuracy,
+    the checkpoint's epoch and validation accuracy, and for plots (report.py): the class
+    names, the per-clip `labels` and softmax `probabilities`, and the training `history`."""
+    model, state = load_model(path)
+    cfg = Config.from_dict(state["config"])
+    data_dir = data_dir or cfg.data_dir
+    data = ClipDataset(data_dir, split, cfg.sequence_length, cfg.image_size, cfg.channels)
+    classes = data.manifest["classes"]
+    if len(classes) != cfg.num_classes:
+        raise CheckpointError(f"{path} predicts {cfg.num_classes} classes, the data set in "
+                              f"{data_dir}/ has {len(classes)}; evaluate on matching data")
+    dev = pick_device(device)
+    loader = torch.utils.data.DataLoader(data, batch_size=batch_size)
+    logits, labels = predict(model.to(dev), loader, dev, amp_dtype_for(cfg.amp, dev))
+    report = classification_report(logits, labels, classes)
+    correct = (logits.argmax(1) == labels).numpy()
+    subjects = np.array(data.subjects)
+    report["per_subject"] = {s: float(correct[subjects == s].mean())
+                             for s in sorted(set(data.subjects))}
+    # The model saw the centred sequence_length frames of each stored clip (ClipDataset).
+    offset = (data.clips.shape[1] - cfg.sequence_length) // 2
+    records = [data.manifest["clips"][i] for i in data.rows]
+    report["frame_accuracy"] = frame_accuracy(
+        logits.argmax(1).numpy(), [r.get("frame_labels") for r in records],
+        [slice(offset, offset + cfg.sequence_length)] * len(records))
+    report.update(model=str(path), epoch=state["epoch"], val_acc=state["val_acc"],
+                  data_dir=str(data_dir), split=split, classes=list(classes),
+                  labels=labels.tolist(), probabilities=torch.softmax(logits, 1).tolist(),
+                  history={k: list(state.get(k, [])) for k in CURVE_KEYS})
+    return report

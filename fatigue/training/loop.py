@@ -1,0 +1,372 @@
+"""The training loop.
+
+Read `Trainer.train` first: the whole run on one screen. An epoch is `train_epoch`,
+`validate`, `end_epoch`; a step is `train_step`. The run's position lives in `self.state`
+(fatigue.training.state.TrainState), what a checkpoint holds is decided by
+fatigue.checkpoints.schema, and which files it goes to by the CheckpointStore: the loop only
+says "save now". A stop (Ctrl+C, SIGTERM) is one exception, `StopTraining`, raised at a step
+or epoch boundary and caught in one place, which saves once.
+
+Every random choice is derived from (seed, epoch, clip) and the checkpoint holds the
+position inside the epoch and every RNG state, so a run that is stopped and resumed ends
+with the same weights, bit for bit on CPU, as one that never stopped.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import sys
+import time
+from datetime import datetime
+
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from config import Config
+from dataset import ClipDataset
+from fatigue import seeds
+from fatigue.checkpoints import run_log, schema
+from fatigue.checkpoints.store import CheckpointStore
+from fatigue.data.clip_store import data_fingerprint, load_manifest
+from fatigue.data.loaders import EpochSampler, make_loader, make_train_loader
+from fatigue.errors import UserError
+from fatigue.inference.evaluation import evaluate_checkpoint, predict
+from fatigue.training.distributed import Distributed
+from fatigue.training.schedule import make_schedule
+from fatigue.training.state import TrainState
+from fatigue.training.stop import StopRequest, StopTraining
+from model import autocast_dtype, build_model, count_parameters
+
+CURVES_EVERY_S = 30.0  # drawing the curves takes a tenth of a second: not every short epoch
+PROGRESS_EVERY_S = 1.0  # reading the running sums waits for the GPU: rarely
+
+
+class Trainer:
+    """One run: its data, model, optimizer and position, built (and restored from
+    `checkpoint`) on construction; `train()` runs it. Under torchrun every process has
+    one; process 0 alone writes files and prints."""
+
+    def __init__(self, cfg: Config, store: CheckpointStore, dist: Distributed,
+                 checkpoint: dict | None = None, allow_data_change: bool = False,
+                 warnings: list[str] | tuple = ()) -> None:
+        self.cfg, self.store, self.dist, self.device = cfg, store, dist, dist.device
+        self.say = dist.say
+        self.amp_dtype = autocast_dtype(cfg.amp, self.device)
+        self.accum_steps = cfg.accum_steps  # raised by --auto-batch after an out-of-memory
+        self.identity = self._identity(checkpoint, allow_data_change, warnings)
+
+        data_args = dict(sequence_length=cfg.sequence_length, image_size=cfg.image_size,
+                         channels=cfg.channels)
+        self.train_set = ClipDataset(cfg.data_dir, "train", augment=cfg.augment, seed=cfg.seed,
+                                     raw=True, **data_args)
+        self.val_set = ClipDataset(cfg.data_dir, "val", raw=True, **data_args)
+        if not len(self.train_set) or not len(self.val_set):
+            raise UserError(f"the data set in {cfg.data_dir}/ needs clips in both the train and "
+                            f"the val split (it has {len(self.train_set)} and {len(self.val_set)})")
+        self.sampler = EpochSampler(len(self.train_set), cfg.seed, dist.rank, dist.world_size)
+        self.train_loader = make_train_loader(self.train_set, self.sampler, cfg, self.device)
+        self.val_shard = list(range(dist.rank, len(self.val_set), dist.world_size))
+        self.val_loader = None
+
+        torch.manual_seed(seeds.model_init_seed(cfg.seed))
+        model = build_model(cfg).place(self.device, cfg)
+        # The wrappers share their parameters with `model`, whose state_dict (without their
+        # 'module.' and '_orig_mod.' prefixes) is what checkpoints hold.
+        step_model = DistributedDataParallel(model) if dist.enabled else model
+        self.step_model = torch.compile(step_model) if cfg.compile else step_model
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input shapes: the fastest kernels
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate,
+                                      weight_decay=cfg.weight_decay)
+        scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
+        self.parts = schema.Trainables(model, optimizer, make_schedule(optimizer, cfg), scaler)
+        self.state = TrainState(self.device)
+        if checkpoint is not None:
+            truncate = (lambda epoch: run_log.truncate_after(cfg.model_dir, epoch)) \
+                if dist.is_main else None
+            for note in schema.restore(checkpoint, self.parts, self.state, cfg, dist.rank,
+                                       dist.world_size, truncate_log=truncate):
+                self.say(note)
+        self.curves_drawn = (len(self.state.history["train_losses"]), 0.0)  # epochs, time
+
+    # ------------------------------------------------------------------------- the run
+    def train(self) -> int:
+        """Train to the last epoch, or until a stop; returns the exit code."""
+        cfg, state = self.cfg, self.state
+        if state.epoch >= cfg.num_epochs:
+            self.say(f"All {cfg.num_epochs} epochs of this run are done (best val acc "
+                     f"{100 * state.best_val_acc:.2f}% at epoch {state.best_epoch}). To train "
+                     f"longer: python train.py --resume --epochs {cfg.num_epochs + 50}")
+            return 0
+        self.announce()
+        with StopRequest(verbose=self.dist.is_main) as self.stop_request, \
+                contextlib.ExitStack() as on_exit:
+            on_exit.callback(self.draw_curves, force=True)  # however the loop is left
+            try:
+                while state.epoch < cfg.num_epochs:
+                    began = time.time()
+                    train_metrics = self.train_epoch()
+                    val_metrics = self.validate()
+                    self.end_epoch(train_metrics, val_metrics, began)
+            except StopTraining as stop:
+                return self.stop(stop)
+        return self.finish()
+
+    # ------------------------------------------------------------------------- an epoch
+    def train_epoch(self) -> dict:
+        """Train from the run's position to the end of the epoch; returns its metrics."""
+        cfg, state, dist = self.cfg, self.state, self.dist
+        began = time.time()
+        self.sampler.set_epoch(state.epoch, state.samples_in_epoch)
+        if not state.mid_epoch:  # resumed inside an epoch: the RNG was restored as it was
+            torch.manual_seed(seeds.step_seed(cfg.seed, state.epoch, dist.rank))
+            state.restart_epoch()
+        lr = self.parts.optimizer.param_groups[0]["lr"]
+        self.parts.model.train()
+        bar = tqdm(self.train_loader, desc=f"epoch {state.epoch + 1}/{cfg.num_epochs}",
+                   leave=False, dynamic_ncols=True, mininterval=0.5, disable=not dist.is_main)
+        shown = time.time()
+        for clips, labels in bar:
+            state.add_step(self.train_step(clips, labels), len(labels))
+            if time.time() - shown > PROGRESS_EVERY_S:
+                shown = time.time()
+                loss_sum, correct, seen = state.sums.tolist()
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}%",
+                                refresh=False)
+            self.raise_if_stopped()
+            if cfg.save_every_steps and state.global_step % cfg.save_every_steps == 0:
+                self.save(epoch_end=False)
+        bar.close()
+        loss_sum, correct, seen = dist.sum(state.sums.clone()).tolist()
+        return {"loss": loss_sum / seen, "accuracy": correct / seen, "clips": int(seen),
+                "lr": lr, "seconds": time.time() - began}
+
+    def validate(self) -> dict:
+        """Loss and accuracy of the model on the whole validation split."""
+        # Batches as large as the training micro-batches: they fit in memory.
+        batch = math.ceil(self.cfg.batch_size / self.accum_steps)
+        if self.val_loader is None or self.val_loader.batch_size != batch:
+            self.val_loader = make_loader(self.val_set, batch, self.cfg, self.device,
+                                          sampler=self.val_shard)
+        # The plain model: DistributedDataParallel's forward would exchange buffers, and the
+        # processes' shards may differ by a batch.
+        model = self.parts.model
+        self.dist.share_buffers(model)
+        logits, labels = predict(model, self.val_loader, self.device, self.amp_dtype,
+                                 self.cfg.image_size)
+        sums = torch.tensor([F.cross_entropy(logits, labels, reduction="sum").item(),
+                             (logits.argmax(1) == labels).sum().item(), len(labels)],
+                            dtype=torch.float64, device=self.device)
+        loss_sum, correct, seen = self.dist.sum(sums).tolist()  # each process holds a shard
+        return {"loss": loss_sum / seen, "accuracy": correct / seen}
+
+    def end_epoch(self, train: dict, val: dict, began: float) -> None:
+        """Step the schedule, record the epoch, save, log and print it."""
+        self.parts.scheduler.step()
+        is_best = self.state.end_epoch(train["loss"], train["accuracy"], val["loss"],
+                                       val["accuracy"], train["lr"], time.time() - began)
+        save_began = time.time()
+        written = self.save(is_best=is_best)
+        save_seconds = time.time() - save_began
+        signum = self.requested_stop()  # arrived during validation or the save
+        if self.dist.is_main:
+            self.report_epoch(train, val, written, time.time() - began, save_seconds)
+        if signum:
+            raise StopTraining(signum)
+
+    # ------------------------------------------------------------------------- a step
+    def train_step(self, clips: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """One optimizer step over a batch (as micro-batches, with mixed precision when on);
+        returns its [loss sum, correct, clips]. On CUDA out-of-memory the batch is retried
+        with smaller micro-batches (--auto-batch), or the run saves and stops."""
+        optimizer = self.parts.optimizer
+        while True:
+            optimizer.zero_grad(set_to_none=True)
+            try:
+                sums = accumulate_gradients(self.step_model, clips, labels, self.accum_steps,
+                                            self.amp_dtype, self.parts.scaler)
+                break
+            except torch.cuda.OutOfMemoryError:
+                pass  # handled below, once the exception has let go of its tensors
+            self.out_of_memory(len(labels))
+        optimizer_step(self.parts.model, optimizer, self.parts.scaler, self.cfg.grad_clip)
+        return sums
+
+    def out_of_memory(self, batch: int) -> None:
+        self.parts.optimizer.zero_grad(set_to_none=True)
+        torch.cuda.empty_cache()
+        micro = math.ceil(batch / self.accum_steps)
+        more = min(self.cfg.batch_size, 2 * self.accum_steps)
+        if not self.cfg.auto_batch or micro == 1:
+            if not self.dist.enabled:  # other processes cannot join a save now
+                self.save(epoch_end=False)
+                self.store.wait()
+            raise UserError(
+                f"CUDA ran out of memory on micro-batches of {micro} clips. Lower --batch-size, "
+                f"--image-size or --sequence-length, split batches with --accum-steps {more}, "
+                f"or add --auto-batch; progress is saved, continue with "
+                f"{resume_command(self.cfg)}")
+        self.accum_steps = more
+        self.say(f"CUDA out of memory: micro-batch halved to {math.ceil(batch / more)} clips "
+                 f"(--accum-steps {more}); the effective batch stays {self.cfg.batch_size}",
+                 file=sys.stderr, flush=True)
+
+    # ------------------------------------------------------------------------- stops, saves
+    def requested_stop(self) -> int:
+        """The signal number when any process was asked to stop, else 0 (collective: all
+        processes call it at the same point, so they all stop at the same step)."""
+        return self.dist.max_int(self.stop_request.signum or 0)
+
+    def raise_if_stopped(self) -> None:
+        signum = self.requested_stop()
+        if signum:
+            raise StopTraining(signum)
+
+    def save(self, is_best: bool = False, epoch_end: bool = True,
+             interrupted: str | None = None) -> list[str]:
+        """Checkpoint this moment. Every process takes part (RNG states and running sums are
+        gathered); process 0 writes. Returns the file names written."""
+        rank_rngs = self.dist.gather(seeds.rng_state())
+        rank_sums = self.dist.gather(self.state.sums.cpu())
+        if not self.dist.is_main:
+            return []
+        # An --auto-batch change is part of the run: a resume keeps the smaller micro-batch.
+        identity = dataclasses.replace(self.identity, config=dataclasses.replace(
+            self.cfg, accum_steps=self.accum_steps))
+        checkpoint = schema.snapshot(self.parts, self.state, identity, rank_sums, rank_rngs,
+                                     interrupted)
+        return self.store.save(checkpoint, is_best=is_best, epoch_end=epoch_end)
+
+    def stop(self, stop: StopTraining) -> int:
+        """The one place a stop is handled: save the position, say how to continue."""
+        state = self.state
+        self.save(epoch_end=False, interrupted=str(stop))
+        self.store.wait()
+        where = (f"epoch {state.epoch + 1}, {state.samples_in_epoch}/"
+                 f"{len(self.sampler.shard())} clips"
+                 + (" of each process" if self.dist.enabled else "")
+                 if state.mid_epoch else f"the end of epoch {state.epoch}")
+        self.say(f"Stopped by {stop} at {where}; saved {self.store.latest}.\n"
+                 f"Continue with: {resume_command(self.cfg, self.dist.enabled)}",
+                 file=sys.stderr, flush=True)
+        self.dist.barrier()
+        return stop.exit_code
+
+    def finish(self) -> int:
+        """After the last epoch: score the best checkpoint on the unseen test subjects."""
+        if not self.dist.is_main:
+            return 0
+        self.store.wait()
+        state, best = self.state, self.store.best
+        print(f"Done: best val acc {100 * state.best_val_acc:.2f}% at epoch {state.best_epoch}, "
+              f"saved as {best}.")
+        test = evaluate_checkpoint(best, device=self.device.type,
+                                   batch_size=math.ceil(self.cfg.batch_size / self.accum_steps))
+        if test["clips"]:
+            print(f"Test accuracy of {best.name} on {test['clips']} clips of unseen subjects: "
+                  f"{100 * test['accuracy']:.2f}% (details: python evaluate.py --model {best})")
+        return 0
+
+    # ------------------------------------------------------------------------- reporting
+    def announce(self) -> None:
+        cfg, dist = self.cfg, self.dist
+        amp = f" with {str(self.amp_dtype).split('.')[-1]}" if self.amp_dtype else ""
+        self.say(f"Training {cfg.backbone} CNN-{cfg.temporal.upper()} "
+                 f"({count_parameters(self.parts.model):,} parameters) on {self.device}{amp}: "
+                 f"{len(self.train_set)} train / {len(self.val_set)} val clips of "
+                 f"{cfg.sequence_length} frames from {cfg.data_dir}/, checkpoints in "
+                 f"{cfg.model_dir}/"
+                 + (f"; {dist.world_size} processes, {dist.world_size * cfg.batch_size} clips "
+                    f"per step" if dist.enabled else ""), flush=True)
+
+    def report_epoch(self, train: dict, val: dict, written: list[str], seconds: float,
+                     save_seconds: float) -> None:
+        """The epoch's line in training_log.jsonl and on the terminal; the curves."""
+        epoch = self.state.epoch
+        run_log.append_epoch(self.cfg.model_dir, {
+            "epoch": epoch, "train_loss": train["loss"], "train_acc": train["accuracy"],
+            "val_loss": val["loss"], "val_acc": val["accuracy"], "lr": train["lr"],
+            "seconds": round(seconds, 3), "train_seconds": round(train["seconds"], 3),
+            "save_block_seconds": round(save_seconds, 4), "clips": train["clips"],
+            "saved": written, "time": datetime.now().astimezone().isoformat(timespec="seconds")})
+        self.draw_curves()
+        print(f"epoch {epoch:3d}/{self.cfg.num_epochs}  train loss {train['loss']:.4f} "
+              f"acc {100 * train['accuracy']:5.1f}%  val loss {val['loss']:.4f} acc "
+              f"{100 * val['accuracy']:5.1f}%  lr {train['lr']:.2e}  {seconds:5.1f}s  saved "
+              f"{', '.join(written)}", flush=True)
+
+    def draw_curves(self, force: bool = False) -> None:
+        """training_curves.png, when it lacks epochs: at most every CURVES_EVERY_S seconds,
+        and with `force` (on leaving the loop: the run's end, a stop, an error)."""
+        epochs, drawn_at = len(self.state.history["train_losses"]), self.curves_drawn[1]
+        if self.dist.is_main and epochs > self.curves_drawn[0] and (
+                force or time.time() - drawn_at > CURVES_EVERY_S):
+            run_log.plot_curves(self.cfg.model_dir, self.state.history)
+            self.curves_drawn = (epochs, time.time())
+
+    def _identity(self, checkpoint: dict | None, allow_data_change: bool,
+                  warnings: list[str] | tuple) -> schema.RunIdentity:
+        """The run's options and data; refuses a resume on other data unless allowed."""
+        cfg = self.cfg
+        manifest = load_manifest(cfg.data_dir)
+        fingerprint = data_fingerprint(manifest)
+        warnings = [*warnings, *(checkpoint["warnings"] if checkpoint else [])]
+        change = schema.data_change(checkpoint, fingerprint) if checkpoint else None
+        if change:
+            if not allow_data_change:
+                raise UserError(f"the data set in {cfg.data_dir}/ is not the one this run was "
+                                f"trained on (fingerprint {fingerprint}, checkpoint "
+                                f"{checkpoint['data_fingerprint']}); resume on the original data, "
+                                f"or add --allow-data-change to continue on this one anyway")
+            self.say(f"warning: {change}", file=sys.stderr)
+            warnings.append(change)
+        return schema.RunIdentity(cfg, fingerprint, manifest["splits"], warnings)
+
+
+# ----------------------------------------------------------------------------- step pieces
+def accumulate_gradients(model: torch.nn.Module, clips: torch.Tensor, labels: torch.Tensor,
+                         accum_steps: int, amp_dtype: torch.dtype | None,
+                         scaler: torch.amp.GradScaler | None) -> torch.Tensor:
+    """Backpropagate one batch as `accum_steps` micro-batches whose gradients add up to the
+    whole batch's. Returns [loss sum, correct, clips] of the batch (float64)."""
+    sums = torch.zeros(3, dtype=torch.float64, device=clips.device)
+    pieces = list(zip(clips.chunk(accum_steps), labels.chunk(accum_steps)))
+    for i, (micro_clips, micro_labels) in enumerate(pieces):
+        # Under DistributedDataParallel, gradients are exchanged once, after the last piece.
+        last = i == len(pieces) - 1
+        exchange = contextlib.nullcontext() if last or not hasattr(model, "no_sync") \
+            else model.no_sync()
+        with exchange:
+            with torch.autocast(clips.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = model(micro_clips)
+            loss = F.cross_entropy(logits.float(), micro_labels)
+            weight = len(micro_labels) / len(labels)
+            (scaler.scale(loss * weight) if scaler else loss * weight).backward()
+        sums[0] += loss.detach().double() * len(micro_labels)
+        sums[1] += (logits.argmax(1) == micro_labels).sum()
+        sums[2] += len(micro_labels)
+    return sums
+
+
+def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                   scaler: torch.amp.GradScaler | None, grad_clip: float) -> None:
+    """Clip the gradient norm (after unscaling, with fp16) and update the weights."""
+    if scaler:
+        scaler.unscale_(optimizer)
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if scaler:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+
+
+def resume_command(cfg: Config, distributed: bool = False) -> str:
+    """The command that continues this run."""
+    extra = "" if cfg.model_dir == Config.model_dir else f" --model-dir {cfg.model_dir}"
+    launcher = "torchrun [the same torchrun options] " if distributed else "python "
+    return f"{launcher}train.py --resume{extra}"

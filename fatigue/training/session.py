@@ -1,0 +1,125 @@
+"""Starting a run: new or resumed, in which folder, with which options and checkpoint.
+
+`run()` is what train.py, checkpoint_training.py and main.py call after parsing. Under
+torchrun, process 0 alone touches the model folder and makes data; the others wait for it
+and load the checkpoint it chose.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from config import Config, architecture_diff, build_config, flag_of, given_options
+from dataset import DEFAULT_DATA_DIR, ClipDataset, ensure_dataset
+from fatigue.checkpoints.store import CheckpointStore, DamagedCheckpoint, load_checkpoint
+from fatigue.data.clip_store import load_manifest
+from fatigue.errors import UserError
+from fatigue.training.distributed import Distributed
+from fatigue.training.loop import Trainer
+from model import pick_device
+
+
+def run(args: argparse.Namespace, ask: bool = False) -> int:
+    """Start or resume a run as the parsed options say; returns the exit code.
+    With `ask`, a run found in the model folder prompts: continue it, or start anew."""
+    if args.resume and args.force:
+        raise UserError("--resume and --force contradict each other; choose one")
+    given = given_options(args)
+    dist = Distributed(pick_device(given.get("device", "auto")))
+    try:
+        return start(args, given, ask, dist)
+    finally:
+        dist.close()
+
+
+def start(args: argparse.Namespace, given: dict, ask: bool, dist: Distributed) -> int:
+    say = dist.say
+    model_dir = given.get("model_dir", Config.model_dir)
+    folder = CheckpointStore(model_dir)
+    for stale in folder.clean_temp_files() if dist.is_main else []:
+        say(f"removed {stale}, left by an interrupted save")
+    resume = args.resume
+    if ask and not dist.enabled and not args.resume and not args.force and folder.latest.is_file():
+        resume = ask_to_continue(folder)
+    notes: list[str] = []
+    if resume:
+        found: dict = {}
+
+        def choose() -> tuple[str, list[str]]:
+            path, found["checkpoint"], notes = folder.find_resumable()
+            return str(path), notes
+        path, notes = dist.on_main(choose)
+        checkpoint = found["checkpoint"] if dist.is_main else load_checkpoint(path)
+        cfg, changes = resume_config(checkpoint, given, model_dir)
+        for note in notes:
+            say(f"warning: {note}", file=sys.stderr)
+        if changes:
+            say("warning: options changed on resume, applied: " + "; ".join(changes),
+                file=sys.stderr)
+        say(f"Resuming {path} at epoch {checkpoint['epoch']}"
+            + (f", {checkpoint['samples_in_epoch']} clips into epoch {checkpoint['epoch'] + 1}"
+               if checkpoint["samples_in_epoch"] else ""))
+    else:
+        checkpoint = None
+        cfg = build_config(given)
+
+    def prepare_folders() -> None:
+        ensure_dataset(cfg.data_dir, explicitly_given="data_dir" in given or
+                       cfg.data_dir != DEFAULT_DATA_DIR, seed=0, image_size=cfg.image_size,
+                       sequence_length=cfg.sequence_length, channels=cfg.channels)
+        # A data set that does not fit the options is an error before anything is moved.
+        ClipDataset(cfg.data_dir, "train", cfg.sequence_length, cfg.image_size, cfg.channels)
+        if checkpoint is None and folder.has_run():
+            say(f"Moved the previous run's files to {folder.archive_run()}/ (nothing deleted).")
+
+    dist.on_main(prepare_folders)
+    if checkpoint is None:
+        cfg.num_classes = len(load_manifest(cfg.data_dir)["classes"])
+    if not dist.enabled:  # the run's own device (a resumed run's from its checkpoint)
+        dist = dist.on_device(pick_device(cfg.device))
+    store = CheckpointStore(model_dir, save_every=cfg.save_every, keep_last=cfg.keep_last,
+                            background=True)
+    trainer = Trainer(cfg, store, dist, checkpoint, allow_data_change=args.allow_data_change,
+                      warnings=notes)
+    return trainer.train()
+
+
+def resume_config(checkpoint: dict, given: dict, model_dir: str) -> tuple[Config, list[str]]:
+    """The checkpoint's config with the options given now applied; refuses a change of
+    architecture, and lists the other changes."""
+    saved = Config.from_dict(checkpoint["config"])
+    given = {k: v for k, v in given.items() if k != "model_dir"}
+    wanted = build_config({**given, "model_dir": model_dir}, base=saved)
+    diff = architecture_diff(saved, wanted)
+    if diff:
+        raise UserError("cannot resume with a different model (" + "; ".join(diff) + "). "
+                        "Drop these options to resume, or start a new run with --force")
+    changes = [f"{flag_of(k)} {v} (checkpoint: {getattr(saved, k)})"
+               for k, v in given.items() if getattr(saved, k) != v]
+    return wanted, changes
+
+
+def ask_to_continue(store: CheckpointStore) -> bool:
+    """The main.py / checkpoint_training.py question: continue the run in the model
+    folder, or start a new one? Never blocks without a terminal: then it continues."""
+    try:
+        state = load_checkpoint(store.latest)
+        where = (f"epoch {state['epoch']}/{state['config'].get('num_epochs')}, best val acc "
+                 f"{100 * state['best_val_acc']:.2f}%, saved {state['timestamp']}")
+    except DamagedCheckpoint as err:
+        where = f"{err}; continuing falls back to the newest intact checkpoint"
+    print(f"Found a run in {store.dir}/: {store.latest.name} ({where}).")
+    if not sys.stdin.isatty():
+        print("Standard input is not a terminal, so continuing that run "
+              "(pass --force to start a new run instead).")
+        return True
+    while True:
+        try:
+            answer = input("Continue it or start a new run? [C]ontinue / [n]ew: ").strip().lower()
+        except EOFError:
+            answer = ""
+        if answer in ("", "c", "continue", "y", "yes", "r", "resume"):
+            return True
+        if answer in ("n", "new"):
+            return False
+        print("Please answer c (continue) or n (new; the old run is archived, not deleted).")

@@ -1,0 +1,48 @@
+"""Stopping on Ctrl+C or SIGTERM: the signal only sets a flag; the loop finishes the step
+it is in, raises `StopTraining`, and the one place that catches it saves and exits.
+(Saving inside the signal handler itself can hang or tear the file.)"""
+from __future__ import annotations
+
+import signal
+import sys
+
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+class StopTraining(Exception):
+    """Raised by the loop at a step or epoch boundary once a stop was requested."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES.get(self.signum, 1)
+
+
+class StopRequest:
+    """While active, SIGINT and SIGTERM set `signum` instead of stopping the process."""
+
+    def __init__(self, verbose: bool = True) -> None:
+        self.signum: int | None = None
+        self.verbose = verbose
+        self._previous: dict = {}
+
+    def __enter__(self) -> "StopRequest":
+        for sig in EXIT_CODES:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.verbose:
+            print(f"\n{signal.Signals(signum).name} received: finishing the current step, then "
+                  f"saving the checkpoint..." if self.signum is None else
+                  "\nalready stopping: the checkpoint is being saved, please wait",
+                  file=sys.stderr, flush=True)
+        self.signum = signum
+

@@ -1,0 +1,205 @@
+"""The training state and the checkpoint schema, without training; and checkpoints written
+by the code before the schema existed (tests/data/format1_*.pth), resumed bit-identically."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import train
+from config import Config
+from fatigue import seeds
+from fatigue.checkpoints import schema
+from fatigue.checkpoints.store import CheckpointError, load_checkpoint, write_checkpoint
+from fatigue.training.schedule import make_schedule
+from fatigue.training.state import TrainState
+from model import build_model
+from test_training import assert_same_run, load
+
+DATA = Path(__file__).parent / "data"
+# The options of the run that wrote tests/data/format1_*.pth with the code before fatigue/
+# existed (commit 04ae7be): 4 epochs on conftest's tiny data, --save-every 2
+# --save-every-steps 4. format1_mid_epoch.pth is its first mid-epoch save (epoch 2, after 4
+# clips), format1_mid_epoch_best.pth the best_model.pth beside it, format1_final.pth its end.
+FIXTURE_OPTIONS = ("--epochs", "4", "--save-every", "2", "--save-every-steps", "4")
+
+
+def tiny_config(**changes) -> Config:
+    values = dict(image_size=16, sequence_length=8, cnn_width=4, feature_dim=8, lstm_hidden=8,
+                  batch_size=4, seed=3, num_epochs=4)
+    return Config(**{**values, **changes})
+
+
+def built_run(cfg: Config) -> tuple[schema.Trainables, TrainState]:
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate)
+    return schema.Trainables(model, optimizer, make_schedule(optimizer, cfg), None), TrainState()
+
+
+def trained_a_little(parts: schema.Trainables, state: TrainState) -> None:
+    """Two optimizer steps and one epoch end, as the loop would record them."""
+    for _ in range(2):
+        parts.optimizer.zero_grad()
+        parts.model(torch.rand(2, 8, 1, 16, 16)).sum().backward()
+        parts.optimizer.step()
+        state.add_step(torch.tensor([1.5, 1.0, 2.0], dtype=torch.float64), 2)
+    parts.scheduler.step()
+    state.end_epoch(0.7, 0.5, 0.69, 0.75, 1e-3, 1.0)
+    state.add_step(torch.tensor([0.5, 2.0, 2.0], dtype=torch.float64), 2)
+
+
+# ----------------------------------------------------------------------------- training state
+def test_train_state_counts_steps_epochs_and_the_best():
+    state = TrainState()
+    state.add_step(torch.tensor([2.0, 3.0, 4.0], dtype=torch.float64), 4)
+    assert (state.global_step, state.samples_in_epoch, state.mid_epoch) == (1, 4, True)
+    assert state.end_epoch(0.5, 0.75, 0.6, 0.5, 1e-3, 2.0) is True
+    assert (state.epoch, state.samples_in_epoch, state.sums.tolist()) == (1, 0, [0.0, 0.0, 0.0])
+    assert state.end_epoch(0.4, 0.8, 0.5, 0.5, 5e-4, 2.0) is False  # a tie is not a new best
+    assert state.end_epoch(0.3, 0.9, 0.4, 0.8, 1e-4, 2.0) is True
+    assert (state.best_val_acc, state.best_epoch, state.val_acc) == (0.8, 3, 0.8)
+    assert state.history["val_accuracies"] == [0.5, 0.5, 0.8]
+    assert state.history["learning_rates"] == [1e-3, 5e-4, 1e-4]
+    assert state.history["train_accuracies"] == [0.75, 0.8, 0.9]
+
+
+def test_train_state_round_trips_through_its_state_dict():
+    state = TrainState()
+    state.add_step(torch.tensor([2.0, 3.0, 4.0], dtype=torch.float64), 4)
+    state.end_epoch(0.5, 0.75, 0.6, 0.5, 1e-3, 2.0)
+    state.add_step(torch.tensor([1.0, 1.0, 4.0], dtype=torch.float64), 4)
+    copy = TrainState()
+    copy.load_state_dict(state.state_dict())
+    assert copy.state_dict() == state.state_dict()
+    assert set(state.state_dict()) >= set(schema.HISTORY_KEYS) | {"epoch", "val_acc",
+                                                                  "best_val_acc"}
+
+
+# ----------------------------------------------------------------------------- the schema
+def test_snapshot_has_every_documented_key_at_the_top_and_loads_weights_only(tmp_path):
+    cfg = tiny_config()
+    parts, state = built_run(cfg)
+    trained_a_little(parts, state)
+    run = schema.RunIdentity(cfg, "fp", {"train": ["a"]}, ["a note"])
+    snap = schema.snapshot(parts, state, run, [state.sums], [seeds.rng_state()])
+    assert set(schema.DOCUMENTED_KEYS) <= set(snap)
+    assert snap["format_version"] == schema.FORMAT_VERSION
+    assert (snap["epoch"], snap["global_step"], snap["samples_in_epoch"]) == (1, 3, 2)
+    assert snap["partial_epoch"].tolist() == [[0.5, 2.0, 2.0]]
+    write_checkpoint(snap, tmp_path / "c.pth")
+    assert torch.load(tmp_path / "c.pth", weights_only=True)["config"] == cfg.to_dict()
+
+
+def test_restore_puts_back_what_snapshot_took():
+    cfg = tiny_config()
+    parts, state = built_run(cfg)
+    trained_a_little(parts, state)
+    rng = seeds.rng_state()
+    snap = schema.snapshot(parts, state, schema.RunIdentity(cfg, "fp", {}, []), [state.sums],
+                           [rng])
+    expected_draw = torch.rand(3)  # what the run draws next, from the saved RNG state
+
+    other_parts, other_state = built_run(tiny_config(seed=99))
+    truncated = []
+    notes = schema.restore(snap, other_parts, other_state, cfg, rank=0, world_size=1,
+                           truncate_log=truncated.append)
+    assert notes == [] and truncated == [1]
+    assert other_state.state_dict() == state.state_dict()
+    assert other_state.sums.tolist() == [0.5, 2.0, 2.0]
+    assert torch.equal(torch.rand(3), expected_draw)  # mid-epoch: the RNG as it was
+    for key, value in parts.model.state_dict().items():
+        assert torch.equal(value, other_parts.model.state_dict()[key]), key
+    assert other_parts.scheduler.last_epoch == 1
+    assert other_parts.optimizer.param_groups[0]["lr"] == parts.optimizer.param_groups[0]["lr"]
+
+
+def test_restore_with_another_world_size_restarts_the_epoch_and_says_so():
+    cfg = tiny_config()
+    parts, state = built_run(cfg)
+    trained_a_little(parts, state)
+    snap = schema.snapshot(parts, state, schema.RunIdentity(cfg, "fp", {}, []),
+                           [state.sums, state.sums], [seeds.rng_state()] * 2)
+    fresh_parts, fresh = built_run(cfg)
+    notes = schema.restore(snap, fresh_parts, fresh, cfg, rank=0, world_size=1)
+    assert len(notes) == 1 and "2 process(es) wrote this checkpoint and 1 run now" in notes[0]
+    assert (fresh.epoch, fresh.samples_in_epoch, fresh.sums.tolist()) == (1, 0, [0, 0, 0])
+
+
+def test_restore_rebuilds_the_schedule_for_a_new_number_of_epochs():
+    cfg = tiny_config()
+    parts, state = built_run(cfg)
+    trained_a_little(parts, state)
+    snap = schema.snapshot(parts, state, schema.RunIdentity(cfg, "fp", {}, []), [state.sums],
+                           [seeds.rng_state()])
+    longer = tiny_config(num_epochs=8)
+    fresh_parts, fresh = built_run(longer)
+    notes = schema.restore(snap, fresh_parts, fresh, longer, rank=0, world_size=1)
+    assert notes and notes[0].startswith("Learning-rate schedule rebuilt for 8 epochs")
+    assert fresh_parts.optimizer.param_groups[0]["lr"] == pytest.approx(
+        0.001 * (0.01 + 0.99 * 0.5 * (1 + torch.cos(torch.tensor(torch.pi / 8)).item())))
+
+
+def test_data_change_is_named_or_none():
+    assert schema.data_change({"data_fingerprint": "a", "epoch": 3}, "a") is None
+    assert schema.data_change({"data_fingerprint": None, "epoch": 3}, "b") is None
+    assert schema.data_change({"data_fingerprint": "a", "epoch": 3}, "b") == \
+        "data set changed on resume at epoch 3: a -> b"
+
+
+def test_problems_of_files_that_cannot_be_used():
+    good = {k: 0 for k in schema.DOCUMENTED_KEYS}
+    assert schema.problem(good) is None
+    assert "no model_state_dict" in schema.problem({"weights": 1})
+    assert "newer version" in schema.problem({**good, "format_version": schema.FORMAT_VERSION + 1})
+    assert schema.problem({k: 0 for k in schema.DOCUMENTED_KEYS if k != "val_acc"}) \
+        == "lacks val_acc: not a full training checkpoint"
+
+
+def test_a_format_0_file_with_only_the_documented_keys_loads_and_resumes(tiny, tmp_path):
+    """The seed's flat checkpoint (documented keys only, no format version): it loads,
+    `--info` reads it, and training continues from it to the end."""
+    assert train.main(tiny("--epochs", "2")) == 0
+    models = tmp_path / "models"
+    full = load(models / "latest_model.pth")
+    write_checkpoint({k: full[k] for k in schema.DOCUMENTED_KEYS}, models / "latest_model.pth")
+    old = load_checkpoint(models / "latest_model.pth")
+    assert (old["format_version"], old["samples_in_epoch"], old["best_epoch"]) == (1, 0, 0)
+    assert train.main(tiny("--resume", "--epochs", "3")) == 0
+    assert load(models / "latest_model.pth")["epoch"] == 3
+
+
+# ----------------------------------------------------------------------------- older files
+def test_checkpoints_of_the_code_before_the_schema_load(tmp_path):
+    for name in ("format1_mid_epoch.pth", "format1_final.pth"):
+        state = load_checkpoint(DATA / name)  # checksum verified, upgraded
+        assert state["format_version"] == 1 and state["partial_epoch"].dim() == 2
+    mid = load_checkpoint(DATA / "format1_mid_epoch.pth")
+    assert (mid["epoch"], mid["samples_in_epoch"]) == (1, 4)
+
+
+def test_an_uninterrupted_run_matches_the_old_code_bit_for_bit(tiny):
+    args = tiny(*FIXTURE_OPTIONS)
+    assert train.main(args) == 0
+    assert_same_run(load(DATA / "format1_final.pth"),
+                    load(Path(args[args.index("--model-dir") + 1]) / "latest_model.pth"))
+
+
+def test_a_mid_epoch_checkpoint_of_the_old_code_resumes_bit_identically(tiny, tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(DATA / "format1_mid_epoch.pth", models / "latest_model.pth")
+    shutil.copy(DATA / "format1_mid_epoch_best.pth", models / "best_model.pth")
+    assert train.main(tiny("--resume")) == 0
+    assert_same_run(load(DATA / "format1_final.pth"), load(models / "latest_model.pth"))
+
+
+def test_a_damaged_old_file_is_refused(tmp_path):
+    damaged = tmp_path / "latest_model.pth"
+    data = bytearray((DATA / "format1_final.pth").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(damaged)
