@@ -11,20 +11,25 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
-import prepare
 from fatigue.errors import run_cli
 
+# mode: (the script that runs it, what it does)
 MODES = {
-    "train": "train the detector (continue or start new when a run exists)",
-    "evaluate": "score checkpoints on the test split",
-    "checkpoints": "list, inspect or tidy checkpoints (see checkpoint_training.py --help)",
-    "prepare": "turn driver videos into clips: --prepare SOURCE --format {nthu,rldd,folders}",
-    "benchmark": "measure the training loop, data loading and checkpoints (benchmark.py)",
-    "detect": "watch a driver (video file or camera index) and raise an alarm: --model PATH "
-              "--source VIDEO_OR_INDEX",
-    "export": "export a checkpoint for deployment: --model PATH --format {onnx,torchscript}",
+    "train": ("train", "train the detector (continue or start new when a run exists)"),
+    "evaluate": ("evaluate", "score checkpoints on the test split"),
+    "checkpoints": ("checkpoint_training", "list, inspect or tidy checkpoints (see "
+                                           "checkpoint_training.py --help)"),
+    "prepare": ("prepare", "turn driver videos into clips: --prepare SOURCE --format "
+                           "{nthu,rldd,folders}"),
+    "benchmark": ("benchmark", "measure the training loop, data loading and checkpoints "
+                               "(benchmark.py)"),
+    "detect": ("detect", "watch a driver (video file or camera index) and raise an alarm: "
+                         "--model PATH --source VIDEO_OR_INDEX"),
+    "export": ("export", "export a checkpoint for deployment: --model PATH --format "
+                         "{onnx,torchscript}"),
 }
 
 
@@ -32,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(
         description="Driver-fatigue detection: train and use a CNN-LSTM on face clips.",
-        epilog="modes: " + "; ".join(f"{m}: {h}" for m, h in MODES.items())
+        epilog="modes: " + "; ".join(f"{m}: {h}" for m, (_, h) in MODES.items())
                + ". Options after --mode MODE go to that mode; see --mode MODE --help.",
         add_help=False)
     parser.add_argument("--mode", choices=list(MODES), help="what to do")
@@ -43,28 +48,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args.help else 2
     if args.help:
         rest = ["--help"] + rest
-    if args.mode == "prepare":
-        return prepare.main(rest)
-    # The other modes are imported only when chosen: they load torch and the model, which
-    # prepare's worker processes would otherwise load too (a spawned worker re-imports
-    # the script that started it, this file).
+    # Only the chosen mode's script is loaded: most load torch and the model, which
+    # prepare's worker processes would otherwise load too (a spawned worker re-imports the
+    # script that started it, this file), and a start-up pays only for what it runs.
+    script = importlib.import_module(MODES[args.mode][0])
     if args.mode == "train":
-        import train
-        return train.main(rest, ask=True)
-    if args.mode == "evaluate":
-        import evaluate
-        return evaluate.main(rest)
-    if args.mode == "detect":
-        import detect
-        return detect.main(rest)
-    if args.mode == "export":
-        import export
-        return export.main(rest)
-    if args.mode == "benchmark":
-        import benchmark
-        return benchmark.main(rest)
-    import checkpoint_training
-    return checkpoint_training.main(rest)
+        return script.main(rest, ask=True)  # a run found in --model-dir: continue or new?
+    return script.main(rest)
 
 
 if __name__ == "__main__":

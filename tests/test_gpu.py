@@ -6,9 +6,10 @@ import signal
 import pytest
 import torch
 
-from fatigue.data import synthetic
 import train
-from fatigue.inference.metrics import evaluate_checkpoint
+from fatigue.data import synthetic
+from fatigue.inference.evaluation import evaluate_checkpoint
+from fatigue.training import loop
 from test_faults import interrupt
 from test_training import load
 
@@ -17,14 +18,24 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 def test_cuda_bf16_training_resumes_and_evaluates_on_cpu(tiny, tmp_path, monkeypatch):
     args = tiny("--epochs", "3", "--device", "cuda")
-    interrupt(monkeypatch, train, "predict", 2, signal.SIGTERM)
+    interrupt(monkeypatch, loop, "predict", 2, signal.SIGTERM)
     assert train.main(args) == 143
     monkeypatch.undo()
     state = load(tmp_path / "models" / "latest_model.pth")
     assert state["epoch"] == 2 and state["config"]["amp"] == "auto"
     assert train.main(args + ["--resume"]) == 0
-    report = evaluate_checkpoint(tmp_path / "models" / "best_model.pth", device="cpu")
-    assert 0 <= report["accuracy"] <= 1
+    best = tmp_path / "models" / "best_model.pth"
+    cpu = evaluate_checkpoint(best, device="cpu")
+    gpu = evaluate_checkpoint(best, device="cuda")  # bf16 autocast, as in training
+    # The same clips in the same order, the same model: probabilities agree to bf16's
+    # precision, so predictions may differ only on clips that close to the boundary.
+    assert cpu["clips"] == gpu["clips"] > 0 and cpu["labels"] == gpu["labels"]
+    p_cpu, p_gpu = torch.tensor(cpu["probabilities"]), torch.tensor(gpu["probabilities"])
+    assert (p_cpu - p_gpu).abs().max() <= 0.02
+    borderline = int(((p_cpu[:, 1] - 0.5).abs() <= 0.02).sum())
+    assert abs(cpu["accuracy"] - gpu["accuracy"]) * cpu["clips"] <= borderline + 1e-6
+    labels = torch.tensor(cpu["labels"])
+    assert cpu["accuracy"] == pytest.approx(float((p_cpu.argmax(1) == labels).double().mean()))
 
 
 def test_real_out_of_memory_with_auto_batch(tmp_path, capsys):
