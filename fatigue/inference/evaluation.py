@@ -17,6 +17,7 @@ import torch.nn as nn
 from config import Config
 from dataset import ClipDataset
 from fatigue.checkpoints.store import CheckpointError, load_checkpoint
+from fatigue.checkpoints.schema import HISTORY_KEYS
 from fatigue.data.augment import to_model_input
 from fatigue.inference.metrics import classification_report, frame_accuracy
 # Aliased: predict's `autocast_dtype` parameter (a dtype, its name kept for callers) would
@@ -25,11 +26,6 @@ from model import autocast_dtype as amp_dtype_for, build_model, pick_device
 
 # Bulky per-clip keys of evaluate_checkpoint's result, left out of printed and JSON summaries.
 PER_CLIP_KEYS = ("labels", "probabilities", "history")
-
-# The training histories passed on for the report's curves (report.plot_history): the five
-# it draws, of those a checkpoint carries.
-CURVE_KEYS = ("train_losses", "val_losses", "train_accuracies", "val_accuracies",
-                "learning_rates")
 
 
 @torch.no_grad()
@@ -98,5 +94,5 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | None = None, device: s
     report.update(model=str(path), epoch=state["epoch"], val_acc=state["val_acc"],
                   data_dir=str(data_dir), split=split, classes=list(classes),
                   labels=labels.tolist(), probabilities=torch.softmax(logits, 1).tolist(),
-                  history={k: list(state.get(k, [])) for k in CURVE_KEYS})
+                  history={k: list(state[k]) for k in HISTORY_KEYS})  # the report's curves
     return report
