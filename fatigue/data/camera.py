@@ -31,8 +31,8 @@ class Camera:
     sensor_scale: float = 1.0      # < 1: the picture is taken this much smaller, then enlarged
     noise: float = 2.0             # sensor noise standard deviation, in grey levels
     codec: str = "XVID"            # XVID (.avi), mp4v (.mp4) or MJPG (.avi)
-    jpeg_quality: int = 0          # > 0: each frame is JPEG-compressed at this quality first
-                                   # (block artefacts of a starved encoder)
+    jpeg_quality: int = 0          # > 0: JPEG quality of each frame (MJPG: the stream's own;
+                                   # other codecs: compressed first, a starved encoder's blocks)
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def compose(face: np.ndarray, photo: FacePhoto, camera: Camera, pose: Pose,
     if camera.noise > 0:
         bank = _noise_bank(frame.shape, camera.noise)
         frame = cv2.add(frame, bank[noise_seed % len(bank)], dtype=cv2.CV_8U)  # saturates
-    if camera.jpeg_quality:
+    if camera.jpeg_quality and camera.codec != "MJPG":  # MJPG: the writer compresses
         ok, data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, camera.jpeg_quality])
         frame = cv2.imdecode(data, cv2.IMREAD_COLOR)
     return frame

@@ -218,16 +218,25 @@ class FaceTracker:
                                     face_width=w)
             if found is not None:
                 return found
-        return self._detect_in(frame, (0, 0, frame.shape[1], frame.shape[0]), face_width=None)
+        # The whole frame, shrunk to detect_width first (cheap); a small face in a large frame
+        # (a far or wide-angle camera) vanishes at that size, so larger sizes are tried next.
+        whole = (0, 0, frame.shape[1], frame.shape[0])
+        width = self.detect_width
+        while True:
+            found = self._detect_in(frame, whole, face_width=None, detect_width=width)
+            if found is not None or width >= frame.shape[1]:
+                return found
+            width *= 3
 
-    def _detect_in(self, frame: np.ndarray, window: Box, face_width: float | None) -> Box | None:
+    def _detect_in(self, frame: np.ndarray, window: Box, face_width: float | None,
+                   detect_width: int | None = None) -> Box | None:
         fh, fw = frame.shape[:2]
         x0, y0 = max(0, window[0]), max(0, window[1])
         x1, y1 = min(fw, window[0] + window[2]), min(fh, window[1] + window[3])
         if x1 - x0 < 24 or y1 - y0 < 24:
             return None
         if face_width is None:
-            scale = min(1.0, self.detect_width / (x1 - x0))
+            scale = min(1.0, (detect_width or self.detect_width) / (x1 - x0))
             limits = {"minSize": (24, 24)}
         else:
             # Haar's cost grows with the pixels searched at its smallest (24 px) window, and

@@ -34,6 +34,10 @@ from fatigue.inference.evaluation import load_model
 from model import pick_device
 
 
+HIDDEN = "eyes hidden"  # a window's state when the face (so the eyes) is not seen enough
+MIN_FACE_FRACTION = 0.5  # of a window's frames with a face found, to score it at all
+
+
 # ----------------------------------------------------------------------------- the model
 @dataclass
 class Window:
@@ -87,12 +91,17 @@ class Detector:
         full = len(self.crops) == self.crops.maxlen
         if not full or (self.seen - self.crops.maxlen) % self.every:
             return None
+        face_fraction = float(np.mean(self.found))
+        if face_fraction < MIN_FACE_FRACTION:
+            # The eyes cannot be seen (a hand, a turned head, a dark car): say so rather than
+            # guess; the alarm keeps its state until they can be seen again.
+            smoothed = self.alarm.smoothed if self.alarm.smoothed is not None else 0.0
+            return Window(t, index, float("nan"), smoothed, HIDDEN, found, face_fraction)
         start = time.perf_counter()
         p = self.probability()
         self.model_seconds += time.perf_counter() - start
         state = self.alarm.update(t, p)
-        return Window(t, index, p, self.alarm.smoothed, state, found,
-                      float(np.mean(self.found)))
+        return Window(t, index, p, self.alarm.smoothed, state, found, face_fraction)
 
     @torch.no_grad()
     def probability(self) -> float:
@@ -104,7 +113,8 @@ class Detector:
 
 
 # ----------------------------------------------------------------------------- drawing
-STATE_COLOURS = {OK: (60, 180, 60), WARNING: (0, 165, 255), ALARM: (0, 0, 230)}
+STATE_COLOURS = {OK: (60, 180, 60), WARNING: (0, 165, 255), ALARM: (0, 0, 230),
+                 HIDDEN: (160, 160, 160)}
 
 
 def annotate(frame: np.ndarray, box: video.Box | None, found: bool, window: Window | None,
@@ -274,8 +284,9 @@ class Outputs:
 def run(model_path: str, source: str, csv_path: Path, output: Path | None = None,
         fps: float | None = None, every: int = 5, settings: AlarmSettings = AlarmSettings(),
         device: str = "auto", show: bool = False, duration: float | None = None,
-        progress: bool = True) -> tuple[Result, dict]:
-    """Detect on `source`; prints notes first, returns the result and the deployment info."""
+        progress: bool = True, say=print) -> tuple[Result, dict]:
+    """Detect on `source`; says its notes first (`say`), returns the result and the
+    deployment info."""
     model, state = load_model(model_path)
     info, notes = deployment_info(state, fps, settings)
     rate = info["frame_rate"]
@@ -285,7 +296,7 @@ def run(model_path: str, source: str, csv_path: Path, output: Path | None = None
         notes.append("no display here: --show ignored (the CSV and --output still work)")
         show = False
     for note in notes:  # before the run: a camera may run for hours
-        print(f"note: {note}", flush=True)
+        say(f"note: {note}")
     outputs = Outputs(csv_path, output, show, rate, settings)
     windows, timing, found_frames, stopped = [], Timing(), 0, None
     bar = tqdm(total=None if camera else int(reader.frame_count() * rate / reader.fps),
