@@ -48,15 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
     add("--every", type=int, default=5, metavar="N",
         help="score the last sequence_length frames every N frames (default: 5, i.e. twice a "
              "second at 10 fps)")
-    add("--on-threshold", type=float, default=AlarmSettings.on, metavar="P",
-        help=f"smoothed P(drowsy) that starts an alarm (default: {AlarmSettings.on})")
-    add("--off-threshold", type=float, default=AlarmSettings.off, metavar="P",
-        help=f"smoothed P(drowsy) below which it ends (default: {AlarmSettings.off})")
-    add("--min-on", type=float, default=AlarmSettings.min_on, metavar="S",
+    add("--on-threshold", type=float, metavar="P",
+        help="smoothed P(drowsy) that starts an alarm (default: the one chosen on validation "
+             f"data when the model was trained, else {AlarmSettings.on})")
+    add("--off-threshold", type=float, metavar="P",
+        help="smoothed P(drowsy) below which it ends (default: scaled with the on-threshold, "
+             f"else {AlarmSettings.off})")
+    add("--min-on", type=float, metavar="S",
         help=f"seconds above --on-threshold before the alarm starts (default: {AlarmSettings.min_on})")
-    add("--cooldown", type=float, default=AlarmSettings.cooldown, metavar="S",
+    add("--cooldown", type=float, metavar="S",
         help=f"seconds after an alarm before the next may start (default: {AlarmSettings.cooldown})")
-    add("--smoothing", type=float, default=AlarmSettings.smoothing, metavar="W",
+    add("--smoothing", type=float, metavar="W",
         help=f"weight of the newest window in the moving average, 1 = no smoothing "
              f"(default: {AlarmSettings.smoothing})")
     add("--duration", type=float, metavar="S", help="stop after S seconds (default: the whole "
@@ -73,9 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Check the options, run the detection and print its summary; 0 when done."""
     args = build_parser().parse_args(argv)
-    settings = AlarmSettings(args.on_threshold, args.off_threshold, args.min_on, args.cooldown,
-                             args.smoothing)
-    settings.check()
+    given = {"on": args.on_threshold, "off": args.off_threshold, "min_on": args.min_on,
+             "cooldown": args.cooldown, "smoothing": args.smoothing}
+    overrides = {k: v for k, v in given.items() if v is not None}
     if args.every < 1 or args.threads < 1:
         raise UserError("--every and --threads must be at least 1")
     if args.fps is not None and args.fps <= 0:
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     output = Path(args.output) if args.output else None
     with torch_threads(args.threads):
         result, info = run(args.model, args.source, Path(args.csv), output, args.fps,
-                           args.every, settings, args.device, args.show, args.duration,
+                           args.every, overrides, args.device, args.show, args.duration,
                            progress=not args.quiet)
     print(summary(result, args.source, info, Path(args.csv), output))
     return 0

@@ -22,7 +22,6 @@ from config import DEVICES, Config
 from fatigue.data.clip_store import SPLITS
 from fatigue.checkpoints.store import load_checkpoint
 from fatigue.errors import UserError, run_cli
-from fatigue.inference.alarm import AlarmSettings
 from fatigue.inference import report, robustness
 from fatigue.inference.evaluation import evaluate_checkpoint
 
@@ -140,7 +139,7 @@ def run_robustness(args: argparse.Namespace) -> int:
           f"severities + baseline, each row {settings.closures} closures and "
           f"{settings.open_minutes:g} min of open-eye driving, on 2 held-out faces")
     began = time.perf_counter()
-    rows = robustness.run_suite(args.model[0], settings, AlarmSettings())
+    rows = robustness.run_suite(args.model[0], settings)
     print(robustness.table(rows))
     passed = sum(r["passed"] for r in rows)
     print(f"{passed}/{len(rows)} rows meet the targets (closures caught >= "

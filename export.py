@@ -28,7 +28,7 @@ import torch
 
 from fatigue.data.video import CROP_DEFAULTS
 from fatigue.errors import UserError, run_cli
-from fatigue.inference.deployment import deployment_info
+from fatigue.inference.deployment import alarm_settings, deployment_info
 from fatigue.inference.evaluation import load_model
 
 if TYPE_CHECKING:  # for the annotation only: onnxruntime is optional
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--threshold must be between 0 and 1, got {args.threshold}")
 
     model, state = load_model(args.model)
-    info, notes = deployment_info(state, args.fps, threshold=args.threshold)
+    info, notes = deployment_info(state, args.fps, alarm_settings(state), threshold=args.threshold)
     for note in notes:
         print(f"note: {note}")
     out = Path(args.output) if args.output else default_output(args.model, args.format)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import os
 
+from fatigue.claim import FolderClaim, add_claim_args
 from fatigue.data import preparation
 from fatigue.data.layouts import FORMATS
-from fatigue.data.video import CROP_DEFAULTS
+from fatigue.data.video import CROP_DEFAULTS, NORMALIZATIONS
 from fatigue.errors import UserError, run_cli
 
 
@@ -60,8 +61,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--margin", type=float, default=CROP_DEFAULTS["margin"], metavar="F",
         help=f"crop margin around the face, share of its size "
              f"(default: {CROP_DEFAULTS['margin']:g})")
+    add("--normalize", choices=NORMALIZATIONS, default=CROP_DEFAULTS["normalize"],
+        help="face crops' grey levels: 'equalize' (histogram equalisation: a dark, bright or "
+             "low-contrast camera gives the model the same picture) or 'none' (default: "
+             f"{CROP_DEFAULTS['normalize']}; detect applies what the model was trained with)")
     add("--force", action="store_true",
         help="replace a data set in --data-dir that was made from something else")
+    add_claim_args(p, "--data-dir")
     args = p.parse_args(argv)
     checks = [(args.fps > 0, "--fps must be positive"),
               (min(args.sequence_length, args.stride, args.workers, args.detect_every) >= 1,
@@ -78,7 +84,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return preparation.run(parse_args(argv))
+    args = parse_args(argv)
+    # One writer per data folder: its stale temporary files and cache are then its own.
+    with FolderClaim(args.data_dir, wait=args.wait, break_claim=args.break_claim,
+                     option="--data-dir"):
+        return preparation.run(args)
 
 
 if __name__ == "__main__":

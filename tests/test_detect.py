@@ -157,11 +157,18 @@ def check_summary(printed: str, source: Path, rows: list[dict], frames: int) -> 
     assert 0 < model_ms < per_frame
 
 
-def test_deployment_info_falls_back_when_the_training_data_is_gone(face_model):
+def test_deployment_info_comes_from_the_checkpoint_then_falls_back(face_model):
     _, state = load_model(face_model)
+    made = dict(state["preprocessing"])  # how the training crops were made (format 2)
     state["config"]["data_dir"] = "/nowhere/data"
     info, notes = deployment_info(state)
+    assert info["frame_rate"] == made["fps"] and info["crop"]["image_size"] == made["image_size"]
+    assert info["crop"]["normalize"] == made["normalize"] == "equalize" and notes == []
+    # A checkpoint from before that record, its data set gone: prepare's defaults, said.
+    state["preprocessing"] = None
+    info, notes = deployment_info(state)
     assert info["frame_rate"] == 10 and info["crop"]["image_size"] == 64
+    assert info["crop"]["normalize"] == "none"  # such models were trained on raw levels
     assert info["crop"]["margin"] == 0.2 and info["crop"]["detect_every"] == 3
     assert info["crop"]["detect_width"] == 160 and "fps" not in info["crop"]
     assert any("not here" in n for n in notes)

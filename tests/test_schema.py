@@ -47,7 +47,7 @@ def trained_a_little(parts: schema.Trainables, state: TrainState) -> None:
         parts.optimizer.step()
         state.add_step(torch.tensor([1.5, 1.0, 2.0], dtype=torch.float64), 2)
     parts.scheduler.step()
-    state.end_epoch(0.7, 0.5, 0.69, 0.75, 1e-3, 1.0)
+    state.end_epoch(0.7, 0.5, 0.69, 0.75, 1e-3, 1.0, alarm_threshold=0.55)
     state.add_step(torch.tensor([0.5, 2.0, 2.0], dtype=torch.float64), 2)
 
 
@@ -83,12 +83,13 @@ def test_snapshot_has_every_documented_key_at_the_top_and_loads_weights_only(tmp
     cfg = tiny_config()
     parts, state = built_run(cfg)
     trained_a_little(parts, state)
-    run = schema.RunIdentity(cfg, "fp", {"train": ["a"]}, ["a note"])
+    run = schema.RunIdentity(cfg, "fp", {"train": ["a"]}, ["a note"], {"fps": 10.0})
     snap = schema.snapshot(parts, state, run, [state.sums], [seeds.rng_state()])
     assert set(schema.DOCUMENTED_KEYS) <= set(snap)
     assert snap["format_version"] == schema.FORMAT_VERSION
     assert (snap["epoch"], snap["global_step"], snap["samples_in_epoch"]) == (1, 3, 2)
     assert snap["partial_epoch"].tolist() == [[0.5, 2.0, 2.0]]
+    assert (snap["alarm_threshold"], snap["preprocessing"]) == (0.55, {"fps": 10.0})
     write_checkpoint(snap, tmp_path / "c.pth")
     assert torch.load(tmp_path / "c.pth", weights_only=True)["config"] == cfg.to_dict()
 
@@ -166,7 +167,8 @@ def test_a_format_0_file_with_only_the_documented_keys_loads_and_resumes(tiny, t
     full = load(models / "latest_model.pth")
     write_checkpoint({k: full[k] for k in schema.DOCUMENTED_KEYS}, models / "latest_model.pth")
     old = load_checkpoint(models / "latest_model.pth")
-    assert (old["format_version"], old["samples_in_epoch"], old["best_epoch"]) == (1, 0, 0)
+    assert (old["format_version"], old["samples_in_epoch"], old["best_epoch"]) == (2, 0, 0)
+    assert old["learning_rates"] == [pytest.approx(float("nan"), nan_ok=True)] * 2
     assert train.main(tiny("--resume", "--epochs", "3")) == 0
     assert load(models / "latest_model.pth")["epoch"] == 3
 
@@ -174,8 +176,12 @@ def test_a_format_0_file_with_only_the_documented_keys_loads_and_resumes(tiny, t
 # ----------------------------------------------------------------------------- older files
 def test_checkpoints_of_the_code_before_the_schema_load(tmp_path):
     for name in ("format1_mid_epoch.pth", "format1_final.pth"):
+        assert torch.load(DATA / name, weights_only=True)["format_version"] == 1
         state = load_checkpoint(DATA / name)  # checksum verified, upgraded
-        assert state["format_version"] == 1 and state["partial_epoch"].dim() == 2
+        assert state["format_version"] == schema.FORMAT_VERSION == 2
+        assert state["partial_epoch"].dim() == 2
+        # Unknown to format 1: detect and export keep what they did for such files.
+        assert state["alarm_threshold"] is None and state["preprocessing"] is None
     mid = load_checkpoint(DATA / "format1_mid_epoch.pth")
     assert (mid["epoch"], mid["samples_in_epoch"]) == (1, 4)
 

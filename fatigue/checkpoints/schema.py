@@ -8,10 +8,12 @@ fixed order, so that reading either tells you the other:
     3. schedule           scheduler_state_dict (rebuilt for a changed --lr or --epochs)
     4. gradient scaler    scaler_state_dict (fp16 only, else None)
     5. training state     epoch, global_step, samples_in_epoch, val_acc, best_val_acc,
-                          best_epoch, the histories (HISTORY_KEYS); partial_epoch (each
-                          process's running sums); interrupted (the signal that stopped it)
+                          best_epoch, alarm_threshold (chosen on that epoch's validation),
+                          the histories (HISTORY_KEYS); partial_epoch (each process's
+                          running sums); interrupted (the signal that stopped it)
     6. RNG                rng_state (process 0's), rank_rng_states (every process's), world_size
-    7. data               data_fingerprint, data_splits
+    7. data               data_fingerprint, data_splits, preprocessing (how the face
+                          crops were made: detect and export apply the same)
     8. the run            config, warnings, timestamp; the log is cut back to the epoch
 
 Every key sits at the top level of the file, where the documented ones (DOCUMENTED_KEYS)
@@ -32,7 +34,7 @@ from config import Config
 from fatigue import seeds
 from fatigue.training.schedule import rebuild_schedule
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: alarm_threshold, preprocessing
 # The keys the README documents: every checkpoint has them at its top level.
 DOCUMENTED_KEYS = ("epoch", "model_state_dict", "optimizer_state_dict", "scheduler_state_dict",
                    "val_acc", "best_val_acc", "train_losses", "val_losses", "train_accuracies",
@@ -64,6 +66,7 @@ class RunIdentity:
     data_fingerprint: str
     data_splits: dict
     warnings: list[str]
+    preprocessing: dict | None = None  # face-crop settings of video data (None: drawn faces)
 
 
 # ----------------------------------------------------------------------------- snapshot
@@ -92,6 +95,7 @@ def snapshot(parts: Trainables, train: Stateful, run: RunIdentity, rank_sums: li
         # 7. data
         "data_fingerprint": run.data_fingerprint,
         "data_splits": run.data_splits,
+        "preprocessing": run.preprocessing,
         # 8. the run
         "config": run.config.to_dict(),
         "warnings": run.warnings,
@@ -193,4 +197,10 @@ def upgrade(checkpoint: dict) -> dict:
         checkpoint["format_version"] = 1
     if checkpoint["partial_epoch"].dim() == 1:  # one process's sums, not yet one row each
         checkpoint["partial_epoch"] = checkpoint["partial_epoch"].unsqueeze(0)
+    if checkpoint["format_version"] < 2:
+        # Unknown for older files: detect and export keep what they did for them (the
+        # data set's manifest, else prepare's defaults, and the default alarm).
+        checkpoint.setdefault("alarm_threshold", None)
+        checkpoint.setdefault("preprocessing", None)
+        checkpoint["format_version"] = 2
     return checkpoint

@@ -29,16 +29,14 @@ from typing import Callable, Iterator
 
 import cv2
 import numpy as np
-from tqdm import tqdm
-
-from fatigue import files
+from fatigue import files, progress
 from fatigue.data import video
 from fatigue.data.clip_store import dataset_exists, load_manifest, write_clip_store
 from fatigue.data.layouts import Scan, Video, assign_splits, scan_source
 from fatigue.errors import UserError
 
 CACHE_DIR = ".prepare"
-CACHE_VERSION = 1  # bump when per-video processing changes: old caches are then ignored
+CACHE_VERSION = 2  # bump when per-video processing changes: old caches are then ignored
 
 
 # ----------------------------------------------------------------------------- per-video work
@@ -67,7 +65,7 @@ def process_video(task: dict, progress: Callable[[int], None] | None = None) -> 
         faces = video.read_video_faces(
             task["file"], opts["fps"], opts["image_size"], opts["channels"], tracker=tracker,
             margin=opts["margin"], source_fps=opts["frames_fps"] if frame_folder else None,
-            progress=progress)
+            progress=progress, normalize=opts["normalize"])
     except (video.VideoError, cv2.error) as err:
         message = str(err).strip().splitlines()[-1]
         files.atomic_write_text(shard.with_suffix(".error"), message)
@@ -82,15 +80,15 @@ def process_video(task: dict, progress: Callable[[int], None] | None = None) -> 
             "total_s": faces.total_seconds}
 
 
-def run_tasks(tasks: list[dict], workers: int, bar: tqdm) -> Iterator[dict]:
+def run_tasks(tasks: list[dict], workers: int, bar: progress.Bar) -> Iterator[dict]:
     """Results of process_video as they finish, in this process or in a spawn pool."""
     if workers <= 1 or len(tasks) <= 1:
         for task in tasks:
             yield process_video(task, bar.update)
         return
     ctx = mp.get_context("spawn")  # fork is unsafe with OpenCV's and torch's threads
-    progress = ctx.Queue()
-    with ctx.Pool(min(workers, len(tasks)), _init_worker, (progress,)) as pool:
+    frames_done = ctx.Queue()
+    with ctx.Pool(min(workers, len(tasks)), _init_worker, (frames_done,)) as pool:
         results = pool.imap_unordered(_worker_task, tasks)
         for _ in tasks:
             while True:
@@ -98,15 +96,15 @@ def run_tasks(tasks: list[dict], workers: int, bar: tqdm) -> Iterator[dict]:
                     result = results.next(timeout=0.2)
                     break
                 except mp.TimeoutError:
-                    _drain(progress, bar)
-            _drain(progress, bar)
+                    _drain(frames_done, bar)
+            _drain(frames_done, bar)
             yield result
 
 
-def _drain(progress, bar: tqdm) -> None:
+def _drain(frames_done, bar: progress.Bar) -> None:
     try:
         while True:
-            bar.update(progress.get_nowait())
+            bar.update(frames_done.get_nowait())
     except queue.Empty:
         pass
 
@@ -157,7 +155,8 @@ def run(args: argparse.Namespace) -> int:
     frame_options = {"prepare_version": CACHE_VERSION, "fps": args.fps,
                      "image_size": args.image_size, "channels": args.channels,
                      "detect_every": args.detect_every, "detect_width": args.detect_width,
-                     "margin": args.margin, "frames_fps": args.frames_fps or args.fps}
+                     "margin": args.margin, "normalize": args.normalize,
+                     "frames_fps": args.frames_fps or args.fps}
     options = {**frame_options, "sequence_length": args.sequence_length, "stride": args.stride,
                "min_face_fraction": args.min_face_fraction, "val_fraction": args.val_fraction,
                "seed": args.seed}
@@ -262,8 +261,9 @@ def _process(todo: list[dict], workers: int, total_videos: int) -> Counter:
             pass
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)  # the same single-threaded OpenCV as in the workers
-    bar = tqdm(total=estimate, unit="frame", unit_scale=True, dynamic_ncols=True,
-               desc=f"videos {stats['done']}/{total_videos}")
+    # A bar on a terminal, a plain line every 10 s in a log (fatigue.progress).
+    bar = progress.bar(total=estimate, unit="frame", desc=f"videos {stats['done']}/{total_videos}",
+                       unit_scale=True, dynamic_ncols=True)
     try:
         for result in run_tasks(todo, workers, bar):
             stats.update(done=1, processed=1, **{k: v for k, v in result.items() if k != "path"})

@@ -36,7 +36,25 @@ PLAUSIBLE_FPS = (1.0, 240.0)
 # drowsiness (a blink lasts 100-400 ms, a closure or a yawn seconds) at a third of the cost
 # of 30 fps; 64 px lets training use 32 or 64 (the loader resizes).
 CROP_DEFAULTS = {"fps": 10.0, "image_size": 64, "margin": 0.2, "detect_every": 3,
-                 "detect_width": 160}
+                 "detect_width": 160, "normalize": "equalize"}
+# How a face crop's grey levels are normalised (prepare and detect share it, and the
+# checkpoint records it): 'equalize' spreads them over 0..255 by histogram equalisation,
+# which undoes exposure, gamma and contrast, so a dark, bright or washed-out camera gives
+# the model the same picture; 'none' keeps the camera's levels (data prepared before).
+NORMALIZATIONS = ("equalize", "none")
+
+
+def crop_settings(manifest: dict) -> dict | None:
+    """The face-crop settings a prepared data set was made with (CROP_DEFAULTS' keys), or
+    None for a data set not cut from video (the drawn faces). Data prepared before crops
+    were normalised records no `normalize`: it had none."""
+    if "fps" not in manifest:
+        return None
+    settings = {k: manifest[k] for k in CROP_DEFAULTS if k in manifest}
+    settings.setdefault("normalize", "none")
+    if "clip_shape" in manifest:
+        settings["image_size"] = manifest["clip_shape"][-1]
+    return settings
 
 Box = tuple[int, int, int, int]  # x, y, width, height in frame pixels
 
@@ -290,8 +308,9 @@ def square_box(box: Box | None, frame_shape: tuple[int, ...],
 
 
 def crop_face(frame: np.ndarray, box: Box | None, image_size: int, channels: int,
-              margin: float = CROP_DEFAULTS["margin"]) -> np.ndarray:
-    """Square face crop as uint8 [C, image_size, image_size]: grayscale (C=1) or RGB (C=3).
+              margin: float = CROP_DEFAULTS["margin"], normalize: str = "none") -> np.ndarray:
+    """Square face crop as uint8 [C, image_size, image_size]: grayscale (C=1) or RGB (C=3),
+    its levels normalised as `normalize` says (NORMALIZATIONS).
 
     `box` is a face box from FaceTracker (None: the centre of the frame)."""
     if channels not in (1, 3):
@@ -306,9 +325,23 @@ def crop_face(frame: np.ndarray, box: Box | None, image_size: int, channels: int
         crop = cv2.cvtColor(crop, cv2.COLOR_GRAY2RGB)
     crop = cv2.resize(crop, (image_size, image_size),
                       interpolation=cv2.INTER_AREA if side >= image_size else cv2.INTER_LINEAR)
+    crop = normalize_levels(crop, normalize)
     if crop.ndim == 2:
         crop = crop[:, :, None]
     return np.ascontiguousarray(crop.transpose(2, 0, 1))
+
+
+def normalize_levels(crop: np.ndarray, normalize: str) -> np.ndarray:
+    """A gray [H, W] or RGB [H, W, 3] uint8 crop with its levels normalised."""
+    if normalize == "none":
+        return crop
+    if normalize != "equalize":
+        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+    if crop.ndim == 2:
+        return cv2.equalizeHist(crop)
+    yuv = cv2.cvtColor(crop, cv2.COLOR_RGB2YUV)  # colour: equalise the brightness only
+    yuv[:, :, 0] = cv2.equalizeHist(yuv[:, :, 0])
+    return cv2.cvtColor(yuv, cv2.COLOR_YUV2RGB)
 
 
 @dataclass
@@ -328,7 +361,8 @@ def read_video_faces(path: str | Path, fps: float, image_size: int, channels: in
                      tracker: FaceTracker | None = None,
                      margin: float = CROP_DEFAULTS["margin"],
                      source_fps: float | None = None,
-                     progress: Callable[[int], None] | None = None) -> VideoFaces:
+                     progress: Callable[[int], None] | None = None,
+                     normalize: str = "none") -> VideoFaces:
     """Decode a video at `fps`, track the face and crop it on every frame.
 
     Args:
@@ -347,7 +381,7 @@ def read_video_faces(path: str | Path, fps: float, image_size: int, channels: in
     with VideoReader(path, fps, source_fps=source_fps, threads=1) as reader:
         for index, frame in reader:
             box, seen = tracker.update(frame)
-            crops.append(crop_face(frame, box, image_size, channels, margin))
+            crops.append(crop_face(frame, box, image_size, channels, margin, normalize))
             found.append(seen)
             indices.append(index)
             if progress is not None and reader.frames_read - reported >= 200:

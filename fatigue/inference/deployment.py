@@ -6,6 +6,8 @@ so that both crop and feed frames exactly as `prepare` made the training clips.
 """
 from __future__ import annotations
 
+import dataclasses
+
 from config import Config
 from fatigue.data import video
 from fatigue.data.clip_store import load_manifest
@@ -26,25 +28,26 @@ def deployment_info(state: dict, fps: float | None = None,
     training crops; where that manifest is not on this machine, prepare's defaults are used
     and a note says so."""
     cfg = Config.from_dict(state["config"])
-    defaults = video.CROP_DEFAULTS
+    defaults = {**video.CROP_DEFAULTS, "normalize": "none"}  # what files without a record had
     notes: list[str] = []
     try:
         manifest = load_manifest(cfg.data_dir)
     except UserError:
         manifest = {}
-        notes.append(f"the training data set ({cfg.data_dir}/) is not here: assuming "
-                     f"prepare's defaults ({fps or defaults['fps']:g} fps, "
-                     f"{defaults['image_size']} px crops; --fps sets the rate)")
+        if not state["preprocessing"]:
+            notes.append(f"the training data set ({cfg.data_dir}/) is not here: assuming "
+                         f"prepare's defaults ({fps or defaults['fps']:g} fps, "
+                         f"{defaults['image_size']} px crops; --fps sets the rate)")
     if manifest.get("source") == "synthetic":
         notes.append("this model was trained on the built-in synthetic drawn faces, not on "
                      "video of real faces: expect nothing useful on a real driver (README.md, "
                      "'Training on real driver videos', says how to train on videos)")
     classes = manifest.get("classes") or (["alert", "drowsy"] if cfg.num_classes == 2 else
                                           [f"class{k}" for k in range(cfg.num_classes)])
-    # The frame rate is its own entry below; "crop" holds the face-crop settings only.
-    crop = {k: manifest.get(k, v) for k, v in defaults.items() if k != "fps"}
-    if "clip_shape" in manifest:
-        crop["image_size"] = manifest["clip_shape"][-1]
+    # The checkpoint's own record first (format 2), then the training data's manifest, then
+    # prepare's defaults. The frame rate is its own entry below; "crop" holds the rest.
+    made = state["preprocessing"] or video.crop_settings(manifest) or {}
+    crop = {k: made.get(k, v) for k, v in defaults.items() if k != "fps"}
     info = {
         "model": MODEL_DESCRIPTION,
         "input": {"name": "clips", "shape": ["batch", cfg.sequence_length, cfg.channels,
@@ -58,7 +61,7 @@ def deployment_info(state: dict, fps: float | None = None,
         "output": {"name": "logits", "classes": list(classes), "apply": "softmax",
                    "positive_class": classes[positive_index(list(classes))]},
         "threshold": threshold,
-        "frame_rate": float(fps or manifest.get("fps") or defaults["fps"]),
+        "frame_rate": float(fps or made.get("fps") or defaults["fps"]),
         "crop": {**crop, "face_detector": f"OpenCV {video.CASCADE_FILE}",
                  "box": "largest face, square, margin on each side (video.py)"},
         "alarm": {"on": alarm.on, "off": alarm.off, "min_on_s": alarm.min_on,
@@ -67,3 +70,15 @@ def deployment_info(state: dict, fps: float | None = None,
                        "timestamp": state.get("timestamp")},
     }
     return info, notes
+
+
+def alarm_settings(state: dict, overrides: dict | None = None) -> AlarmSettings:
+    """The alarm a checkpoint's model runs with: its on-threshold chosen on validation data
+    when training recorded one (the off-threshold scaled with it), else the defaults; then
+    `overrides` (AlarmSettings field -> value, e.g. the user's --on-threshold)."""
+    settings = AlarmSettings()
+    threshold = state["alarm_threshold"]
+    if threshold is not None:
+        settings = dataclasses.replace(
+            settings, on=threshold, off=round(threshold * settings.off / settings.on, 4))
+    return dataclasses.replace(settings, **(overrides or {}))

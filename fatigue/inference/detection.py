@@ -29,7 +29,7 @@ from fatigue.data import video
 from fatigue.data.augment import to_model_input
 from fatigue.errors import UserError
 from fatigue.inference.alarm import ALARM, OK, WARNING, Alarm, AlarmSettings
-from fatigue.inference.deployment import deployment_info
+from fatigue.inference.deployment import alarm_settings, deployment_info
 from fatigue.inference.evaluation import load_model
 from model import pick_device
 
@@ -84,7 +84,8 @@ class Detector:
         self.box, found = self.tracker.update(frame)
         start = time.perf_counter()
         self.crops.append(video.crop_face(frame, self.box, self.crop["image_size"],
-                                          self.channels, self.crop["margin"]))
+                                          self.channels, self.crop["margin"],
+                                          self.crop["normalize"]))
         self.found.append(found)
         self.crop_seconds += time.perf_counter() - start
         self.seen += 1
@@ -282,12 +283,14 @@ class Outputs:
 
 
 def run(model_path: str, source: str, csv_path: Path, output: Path | None = None,
-        fps: float | None = None, every: int = 5, settings: AlarmSettings = AlarmSettings(),
+        fps: float | None = None, every: int = 5, alarm_overrides: dict | None = None,
         device: str = "auto", show: bool = False, duration: float | None = None,
         progress: bool = True, say=print) -> tuple[Result, dict]:
     """Detect on `source`; says its notes first (`say`), returns the result and the
-    deployment info."""
+    deployment info. The alarm is the checkpoint's (alarm_settings) with `alarm_overrides`."""
     model, state = load_model(model_path)
+    settings = alarm_settings(state, alarm_overrides)
+    settings.check()
     info, notes = deployment_info(state, fps, settings)
     rate = info["frame_rate"]
     detector = Detector(model, info, every, settings, pick_device(device))

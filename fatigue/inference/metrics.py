@@ -136,3 +136,15 @@ def frame_accuracy(preds: np.ndarray, frame_labels: list[str | None],
         correct += int((frames == pred).sum())
         total += len(frames)
     return correct / total if total else None
+
+
+def alarm_threshold(positive: np.ndarray, scores: np.ndarray, steps: int = 20,
+                    lowest: float = 0.3, highest: float = 0.9) -> float:
+    """The alarm's on-threshold chosen on validation clips: of the sweep's thresholds in
+    [lowest, highest], the one that best separates the classes (largest recall minus
+    false-positive rate); on a tie the higher one, which raises fewer false alarms."""
+    best = max((r for r in threshold_sweep(positive, scores, steps)
+                if lowest - 1e-9 <= r["threshold"] <= highest + 1e-9),
+               key=lambda r: (np.nan_to_num(r["recall"]) + np.nan_to_num(r["specificity"]),
+                              r["threshold"]))
+    return round(best["threshold"], 4)

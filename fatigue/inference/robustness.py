@@ -31,7 +31,6 @@ import torch
 from fatigue.data.camera import Camera
 from fatigue.data.faces import DEFAULT_LOOK, LidLook, photos
 from fatigue.inference import detection
-from fatigue.inference.alarm import AlarmSettings
 from fatigue.inference.drives import (TEST_SEED_BASE, DriveScript, Motion, render_drive,
                                       script_drive)
 
@@ -169,7 +168,7 @@ def score(script: DriveScript, result: detection.Result, hidden_state: str) -> d
             "hidden_windows": len(hidden_said), "hidden_said": int(sum(hidden_said))}
 
 
-def run_job(job: Job, model_path: str, folder: str, alarm: AlarmSettings) -> dict:
+def run_job(job: Job, model_path: str, folder: str, alarm: dict | None) -> dict:
     """Render one drive, detect on it, score it (runs in a worker process)."""
     torch.set_num_threads(1)
     variant = job.variant
@@ -186,16 +185,18 @@ def run_job(job: Job, model_path: str, folder: str, alarm: AlarmSettings) -> dic
                         script, photo, camera, variant.look, variant.occluder, job.seed)
     rendered = time.perf_counter() - began
     result, _ = detection.run(model_path, str(path), Path(folder) / f"{path.stem}.csv",
-                              settings=alarm, device="cpu", progress=False, say=_ignore)
+                              alarm_overrides=alarm, device="cpu", progress=False,
+                              say=_ignore)
     path.unlink()
     return {**score(script, result, detection.HIDDEN), "condition": job.condition,
             "severity": job.severity, "render_s": rendered,
             "detect_s": result.timing.total}
 
 
-def run_suite(model_path: str, settings: SuiteSettings, alarm: AlarmSettings,
+def run_suite(model_path: str, settings: SuiteSettings, alarm: dict | None = None,
               progress=print) -> list[dict]:
-    """Every row of the table, as figures (see `rows`)."""
+    """Every row of the table, as figures (see `rows`). The alarm is the checkpoint's own
+    (detect's), with `alarm` (AlarmSettings field -> value) changed."""
     todo = jobs(settings)
     done: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="robustness-") as folder:

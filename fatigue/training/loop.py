@@ -20,20 +20,22 @@ import sys
 import time
 from datetime import datetime
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from config import Config
 from dataset import ClipDataset
-from fatigue import seeds
+from fatigue import progress, seeds
 from fatigue.checkpoints import run_log, schema
 from fatigue.checkpoints.store import CheckpointStore
 from fatigue.data.clip_store import data_fingerprint, load_manifest
 from fatigue.data.loaders import EpochSampler, make_loader, make_train_loader
+from fatigue.data.video import crop_settings
 from fatigue.errors import UserError
 from fatigue.inference.evaluation import evaluate_checkpoint, predict
+from fatigue.inference.metrics import alarm_threshold, positive_index
 from fatigue.training.distributed import Distributed
 from fatigue.training.schedule import make_schedule
 from fatigue.training.state import TrainState
@@ -126,8 +128,13 @@ class Trainer:
             state.restart_epoch()
         lr = self.parts.optimizer.param_groups[0]["lr"]
         self.parts.model.train()
-        bar = tqdm(self.train_loader, desc=f"epoch {state.epoch + 1}/{cfg.num_epochs}",
-                   leave=False, dynamic_ncols=True, mininterval=0.5, disable=not dist.is_main)
+        # A bar on a terminal; in a log, a plain line every 10 s (fatigue.progress).
+        done = math.ceil(state.samples_in_epoch / cfg.batch_size)  # steps, when resumed
+        bar = progress.bar(self.train_loader, desc=f"epoch {state.epoch + 1}/{cfg.num_epochs}",
+                           unit="step", initial=done, total=done + len(self.train_loader),
+                           count=lambda batch: len(batch[1]), count_unit="clips",
+                           disable=not dist.is_main, leave=False, dynamic_ncols=True,
+                           mininterval=0.5)
         shown = time.time()
         for clips, labels in bar:
             state.add_step(self.train_step(clips, labels), len(labels))
@@ -161,13 +168,19 @@ class Trainer:
                              (logits.argmax(1) == labels).sum().item(), len(labels)],
                             dtype=torch.float64, device=self.device)
         loss_sum, correct, seen = self.dist.sum(sums).tolist()  # each process holds a shard
-        return {"loss": loss_sum / seen, "accuracy": correct / seen}
+        # The alarm's threshold, chosen on the whole validation split's P(positive class).
+        shards = self.dist.gather((torch.softmax(logits.float(), 1)[:, self.positive].numpy(),
+                                   (labels == self.positive).numpy()))
+        threshold = alarm_threshold(np.concatenate([p for _, p in shards]),
+                                    np.concatenate([s for s, _ in shards]))
+        return {"loss": loss_sum / seen, "accuracy": correct / seen, "threshold": threshold}
 
     def end_epoch(self, train: dict, val: dict, began: float) -> None:
         """Step the schedule, record the epoch, save, log and print it."""
         self.parts.scheduler.step()
         is_best = self.state.end_epoch(train["loss"], train["accuracy"], val["loss"],
-                                       val["accuracy"], train["lr"], time.time() - began)
+                                       val["accuracy"], train["lr"], time.time() - began,
+                                       val["threshold"])
         save_began = time.time()
         written = self.save(is_best=is_best)
         save_seconds = time.time() - save_began
@@ -323,7 +336,9 @@ class Trainer:
                                 f"or add --allow-data-change to continue on this one anyway")
             self.say(f"warning: {change}", file=sys.stderr)
             warnings.append(change)
-        return schema.RunIdentity(cfg, fingerprint, manifest["splits"], warnings)
+        self.positive = positive_index(manifest["classes"])
+        return schema.RunIdentity(cfg, fingerprint, manifest["splits"], warnings,
+                                  crop_settings(manifest))
 
 
 # ----------------------------------------------------------------------------- step pieces

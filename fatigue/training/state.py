@@ -30,6 +30,7 @@ class TrainState:
         self.val_acc: float | None = None
         self.best_val_acc = -1.0
         self.best_epoch = 0
+        self.alarm_threshold: float | None = None  # chosen on the last epoch's validation
         self.history: dict[str, list[float]] = {key: [] for key in HISTORY_KEYS}
 
     # --------------------------------------------------------------------- save / restore
@@ -37,6 +38,7 @@ class TrainState:
         return {"epoch": self.epoch, "global_step": self.global_step,
                 "samples_in_epoch": self.samples_in_epoch, "val_acc": self.val_acc,
                 "best_val_acc": self.best_val_acc, "best_epoch": self.best_epoch,
+                "alarm_threshold": self.alarm_threshold,
                 **{key: list(values) for key, values in self.history.items()}}
 
     def load_state_dict(self, state: dict) -> None:
@@ -46,6 +48,7 @@ class TrainState:
         self.val_acc = state["val_acc"]
         self.best_val_acc = state["best_val_acc"]
         self.best_epoch = state["best_epoch"]
+        self.alarm_threshold = state["alarm_threshold"]
         self.history = {key: list(state[key]) for key in HISTORY_KEYS}
 
     # --------------------------------------------------------------------- bookkeeping
@@ -67,9 +70,10 @@ class TrainState:
         self.samples_in_epoch += clips
 
     def end_epoch(self, train_loss: float, train_acc: float, val_loss: float, val_acc: float,
-                  lr: float, seconds: float) -> bool:
+                  lr: float, seconds: float, alarm_threshold: float | None = None) -> bool:
         """Close the epoch with its metrics. Returns whether its validation accuracy is the
         best so far."""
+        self.alarm_threshold = alarm_threshold
         for key, value in zip(HISTORY_KEYS, (train_loss, val_loss, train_acc, val_acc, lr,
                                              seconds)):
             self.history[key].append(value)
