@@ -60,25 +60,33 @@ def _bump(t: np.ndarray, start: float, rise: float, hold: float, fall: float) ->
 
 def script_drive(seed: int, closures: int, open_seconds: float, fps: float,
                  motion: Motion = Motion(), hand_covers: int = 0) -> DriveScript:
-    """A drive with `closures` closures of 3-6 s and about `open_seconds` of open-eye
-    driving between and around them; `hand_covers` stretches of 3-5 s with a hand over the
-    eyes (eyes open behind it) are added to the open stretches."""
+    """A drive with `closures` closures of 3-6 s and `hand_covers` stretches of 3-5 s with
+    a hand over the (open) eyes, in a random order, and about `open_seconds` of open-eye
+    driving between and around them."""
     rng = np.random.default_rng(seed)
-    gap = open_seconds / (closures + 1)
+    # Closures and hand covers in a random order, each after a stretch of open-eye driving.
+    events = ["closure"] * closures + ["hand"] * hand_covers
+    events = [events[i] for i in rng.permutation(len(events))]
+    gap = open_seconds / (len(events) + 1)
     plan, t0 = [], gap * rng.uniform(0.7, 1.3)
-    for _ in range(closures):
-        hold = rng.uniform(3.0, 6.0)
-        plan.append((t0, hold))
+    for kind in events:
+        hold = rng.uniform(3.0, 6.0) if kind == "closure" else rng.uniform(3.0, 5.0)
+        plan.append((kind, t0, hold))
         t0 += 0.3 + hold + 0.3 + gap * rng.uniform(0.7, 1.3)
-    seconds = t0 + 1.0
+    # The last stretch is long enough for `open_seconds` of open eyes in all.
+    busy_seconds = sum(0.6 + hold for _, _, hold in plan)
+    seconds = max(t0 + 1.0, open_seconds + busy_seconds + 1.0)
     t = np.arange(int(round(seconds * fps))) / fps
     eyes, yaw, nod = np.zeros_like(t), np.zeros_like(t), np.zeros_like(t)
-    closed_spans = []
-    for start, hold in plan:
+    closed_spans, occluded = [], []
+    for kind, start, hold in plan:
+        if kind == "hand":  # the eyes stay open behind it
+            occluded.append((start, start + 0.6 + hold))
+            continue
         eyes = np.maximum(eyes, _bump(t, start, 0.3, hold, 0.3))
         # Closed from when the lid passes half-way down until it is half-way up again.
         closed_spans.append((start + 0.3 * CLOSED, start + 0.3 + hold + 0.3 * (1 - CLOSED)))
-    busy = [(s - 1.0, e + 1.0) for s, e in closed_spans]
+    busy = [(s - 1.0, e + 1.0) for s, e in closed_spans + occluded]
 
     def free(at: float, length: float) -> bool:
         return all(at + length < s or at > e for s, e in busy)
@@ -104,13 +112,6 @@ def script_drive(seed: int, closures: int, open_seconds: float, fps: float,
                 nod = np.maximum(nod, motion.nod_depth * rng.uniform(0.5, 1.0)
                                  * _bump(t, when, 0.6, length, 0.4))
             when += rng.uniform(0.5, 1.5) * 60.0 / motion.nods
-    occluded = []
-    for _ in range(hand_covers):
-        for _attempt in range(50):
-            at, length = rng.uniform(2.0, seconds - 6.0), rng.uniform(3.0, 5.0)
-            if free(at, length) and all(at + length + 1 < s or at > e + 1 for s, e in occluded):
-                occluded.append((at, at + length))
-                break
     phase = rng.uniform(0, 2 * np.pi, 3)
     dx = motion.drift * np.sin(2 * np.pi * t / 23.0 + phase[0])
     dy = 0.5 * motion.drift * np.sin(2 * np.pi * t / 31.0 + phase[1])

@@ -1,0 +1,127 @@
+"""The robustness suite: drive scripts, the scoring rules, and the command end to end."""
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+import evaluate
+import train
+from conftest import run_script
+from fatigue.data import faces
+from fatigue.inference import robustness
+from fatigue.inference.detection import HIDDEN, Result, Timing, Window
+from fatigue.inference.drives import TEST_SEED_BASE, DriveScript, script_drive
+
+pytest.importorskip("skimage")  # the second held-out face
+
+
+def test_a_drive_script_has_what_it_promises():
+    script = script_drive(TEST_SEED_BASE + 5, closures=4, open_seconds=60, fps=15,
+                          hand_covers=2)
+    assert len(script.closures) == 4 and len(script.occluded) == 2
+    assert all(3.0 <= e - s <= 6.3 for s, e in script.closures)
+    assert script.open_seconds() >= 60
+    spans = sorted(script.closures + script.occluded)
+    assert all(a[1] < b[0] for a, b in zip(spans, spans[1:]))  # nothing overlaps
+    t = np.arange(len(script.eyes)) / script.fps
+    for s, e in script.closures:  # shut throughout a closure, open well outside any
+        assert script.eyes[(t > s + 0.05) & (t < e - 0.05)].min() >= 0.5
+    far = np.all([(t < s - 1.5) | (t > e + 1.5) for s, e in script.closures], axis=0)
+    assert np.mean(script.eyes[far] < 0.5) > 0.95  # blinks only
+    again = script_drive(TEST_SEED_BASE + 5, closures=4, open_seconds=60, fps=15,
+                         hand_covers=2)
+    assert np.array_equal(script.eyes, again.eyes) and script.occluded == again.occluded
+
+
+def test_test_drives_use_seeds_and_a_face_training_never_draws():
+    jobs = robustness.jobs(robustness.SuiteSettings())
+    assert min(j.seed for j in jobs) >= TEST_SEED_BASE
+    assert len({j.seed for j in jobs}) == len(jobs)
+    assert faces.photos(held_out=False) == [faces.grace_hopper()]
+    assert faces.astronaut() in faces.photos(held_out=True)
+    # Every row: 20 closures and 5 minutes of open-eye driving, over its two faces.
+    for key in {(j.condition, j.severity) for j in jobs}:
+        row = [j for j in jobs if (j.condition, j.severity) == key]
+        assert sorted(j.face for j in row) == [0, 1]
+        assert sum(j.closures for j in row) == 20 and sum(j.open_seconds for j in row) == 300
+
+
+def window(t: float, state: str = "ok") -> Window:
+    return Window(t, int(t * 10), 0.5, 0.5, state, True, 1.0)
+
+
+def result(alarms: list, windows: list[Window] = ()) -> Result:
+    return Result(list(windows), alarms, 600, 60.0, Timing(), 1.0, None)
+
+
+def script(closures: list[tuple[float, float]], occluded=()) -> DriveScript:
+    n = 600  # 60 s at 10 fps
+    zeros = np.zeros(n)
+    return DriveScript(10.0, zeros, zeros, zeros, zeros, zeros, zeros, closures,
+                       list(occluded))
+
+
+@pytest.mark.parametrize("alarm, caught", [
+    ([10.0, 16.0], 1),    # starts as the eyes close, ends as they open
+    ([12.9, 19.5], 1),    # 2.9 s late, ends 3.5 s after they open: still in time
+    ([13.5, 16.0], 0),    # starts 3.5 s after they close: too late
+    ([11.0, 21.0], 0),    # never lets go (ends 5 s after they open)
+    ([9.0, 16.0], 0),     # was already on as they closed (it did not see this closure)
+])
+def test_a_closure_is_caught_only_in_time(alarm, caught):
+    figures = robustness.score(script([(10.0, 16.0)]), result([alarm]), HIDDEN)
+    assert (figures["closures"], figures["caught"]) == (1, caught)
+    assert figures["false_alarms"] == (1 if alarm[0] == 9.0 else 0)
+    if caught:
+        assert figures["delays"] == [pytest.approx(alarm[0] - 10.0)]
+
+
+def test_false_alarms_and_open_time_under_alarm():
+    figures = robustness.score(script([(10.0, 16.0), (40.0, 42.0)]),
+                               result([[20.0, 23.0], [40.5, 41.0], [50.0, None]]), HIDDEN)
+    # A 2-s closure is not a long one; an alarm starting inside it is not false.
+    assert figures["closures"] == 1 and figures["caught"] == 0
+    assert figures["false_alarms"] == 2  # at 20 s and at 50 s
+    assert figures["open_minutes"] == pytest.approx((60 - 6 - 2) / 60)
+    assert figures["open_under_alarm"] == pytest.approx(3.0 + 10.0, abs=0.15)
+
+
+def test_eyes_hidden_is_counted_where_the_eyes_are_hidden():
+    windows = [window(t, HIDDEN if 20 <= t < 23 else "ok") for t in np.arange(0, 60, 0.5)]
+    figures = robustness.score(script([], occluded=[(20.0, 24.0)]), result([], windows), HIDDEN)
+    assert (figures["hidden_windows"], figures["hidden_said"]) == (8, 6)
+
+
+def test_the_suite_runs_end_to_end_and_writes_its_report(tiny, tmp_path, capsys):
+    assert train.main(tiny("--epochs", "1")) == 0
+    model = tmp_path / "models" / "best_model.pth"
+    report = tmp_path / "report"
+    assert evaluate.main(["--robustness", "--model", str(model), "--report", str(report),
+                          "--conditions", "eyes hidden", "--closures", "2",
+                          "--open-minutes", "0.2", "--workers", "1"]) == 0
+    printed = capsys.readouterr().out
+    rows = list(csv.DictReader(open(report / "robustness.csv")))
+    assert [(r["condition"], r["severity"], r["setting"]) for r in rows] == [
+        ("baseline", "clean", robustness.BASELINE.label),
+        ("eyes hidden", "moderate", "sunglasses"), ("eyes hidden", "strong",
+                                                    "a hand, 3-5 s at a time")]
+    assert [int(r["closures"]) for r in rows] == [2, 0, 2]  # sunglasses: none can be seen
+    for r in rows:
+        assert r["setting"] in printed
+    assert float(rows[0]["face_found"]) > 0.95 and rows[0]["hidden_said"] == ""
+    # Behind the hand the detector says it cannot see the eyes, whatever the model.
+    assert float(rows[2]["hidden_said"]) >= 0.5
+    assert (report / "robustness.png").stat().st_size > 1000
+    passed = sum(r["passed"] == "True" for r in rows)
+    assert f"{passed}/3 rows meet the targets" in printed
+
+
+def test_bad_suite_options_are_one_line(tmp_path):
+    out = run_script("evaluate.py", "--robustness", "--model", str(tmp_path / "none.pth"),
+                     "--conditions", "fog")
+    assert out.returncode == 2 and "unknown condition(s) fog" in out.stderr
+    assert "Traceback" not in out.stderr
+    out = run_script("evaluate.py", "--robustness", "--model", str(tmp_path / "none.pth"))
+    assert out.returncode == 2 and "no checkpoint at" in out.stderr
