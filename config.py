@@ -15,6 +15,7 @@ BACKBONES = ("small", "resnet18", "mobilenet_v3_small")
 TEMPORAL = ("lstm", "mean")
 DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
+AUTO_YES_NO = ("auto", "yes", "no")
 
 
 def _opt(default: Any, help: str, group: str, flag: str | None = None, choices: tuple | None = None):
@@ -34,6 +35,11 @@ class Config:
                             "the split goes to GPU memory whenever it fits", "data")
     augment: bool = _opt(True, "flip, shift and brightness jitter applied identically to all "
                          "frames of a training clip", "data")
+    augment_camera: str = _opt("auto", "with --augment: each training clip also seen through "
+                               "its own camera (shrunk and enlarged, blurred, noisy), so that "
+                               "the model learns the eyes rather than one camera's look; auto: "
+                               "on for data prepared from video, off for the drawn faces",
+                               "data", choices=AUTO_YES_NO)
     # --- model (these options define the architecture; a resume must keep them) ----------
     backbone: str = _opt("small", "per-frame CNN", "model", choices=BACKBONES)
     channels: int = _opt(1, "image channels: 1 grayscale, 3 colour", "model")
@@ -78,7 +84,7 @@ class Config:
     channels_last: str = _opt("auto", "lay convolution inputs out as NHWC, which GPU tensor "
                               "cores want: auto is on for the torchvision backbones with mixed "
                               "precision on CUDA, off for the small CNN and on the CPU", "run",
-                              choices=("auto", "yes", "no"))
+                              choices=AUTO_YES_NO)
 
     @classmethod
     def from_dict(cls, values: dict) -> "Config":

@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 import prepare
+from fatigue.claim import CLAIM_FILE, FolderClaim, add_claim_args
 from fatigue.data import augment as augmentation  # `augment` is ClipDataset's flag
 from fatigue.data import clip_store, synthetic, synthetic_videos
 from fatigue.errors import UserError, run_cli
@@ -37,7 +38,7 @@ class ClipDataset(Dataset):
 
     def __init__(self, data_dir: str | Path, split: str, sequence_length: int,
                  image_size: int, channels: int, augment: bool = False, seed: int = 0,
-                 raw: bool = False):
+                 raw: bool = False, camera_jitter: bool = False):
         self.manifest = clip_store.load_manifest(data_dir)
         self.clips = clip_store.open_clips(data_dir)
         self.rows = [i for i, c in enumerate(self.manifest["clips"]) if c["split"] == split]
@@ -52,6 +53,7 @@ class ClipDataset(Dataset):
                             f"({stored_c} channel{'s' if stored_c > 1 else ''})")
         self.sequence_length, self.image_size = sequence_length, image_size
         self.augment, self.seed, self.raw = augment, seed, raw
+        self.camera_jitter = camera_jitter  # with augment: each clip through its own camera
         self._plan_key: int | None = None
         self._plan: tuple[np.ndarray, np.ndarray] | None = None
 
@@ -68,7 +70,8 @@ class ClipDataset(Dataset):
         if key is None:
             plan = augmentation.centred_plan(n, extra)
         else:
-            plan = augmentation.augmentation_plan(self.seed, key, n, extra, self.image_size)
+            plan = augmentation.augmentation_plan(self.seed, key, n, extra, self.image_size,
+                                                  self.camera_jitter)
         self._plan_key, self._plan = key, plan
         return self._plan
 
@@ -87,8 +90,10 @@ class ClipDataset(Dataset):
 
 
 def ensure_dataset(data_dir: str, explicitly_given: bool, seed: int, image_size: int,
-                   sequence_length: int, channels: int) -> None:
-    """Make the built-in synthetic data set when the default data folder holds none.
+                   sequence_length: int, channels: int, wait: float = 0.0,
+                   break_claim: bool = False) -> None:
+    """Make the built-in synthetic data set when the default data folder holds none, holding
+    the data folder's claim while writing it (`wait`, `break_claim`: see FolderClaim).
 
     A folder the user named explicitly is never filled behind their back: a missing data
     set there is an error."""
@@ -98,10 +103,13 @@ def ensure_dataset(data_dir: str, explicitly_given: bool, seed: int, image_size:
         clip_store.load_manifest(data_dir)  # raises the explanatory error
     if channels != 1:
         raise UserError("the built-in synthetic data set is grayscale; use --channels 1")
-    print(f"No data set in {data_dir}/: making the built-in synthetic one there "
-          f"(to train on real videos, see 'python dataset.py --help').", flush=True)
-    synthetic.generate(data_dir, seed=seed, image_size=image_size,
-                       sequence_length=max(sequence_length, 30))
+    with FolderClaim(data_dir, wait=wait, break_claim=break_claim, option="--data-dir"):
+        if clip_store.dataset_exists(data_dir):
+            return  # another command made it while this one waited for the claim
+        print(f"No data set in {data_dir}/: making the built-in synthetic one there "
+              f"(to train on real videos, see 'python dataset.py --help').", flush=True)
+        synthetic.generate(data_dir, seed=seed, image_size=image_size,
+                           sequence_length=max(sequence_length, 30))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,29 +144,33 @@ def main(argv: list[str] | None = None) -> int:
                         help="frames per clip (default: 30)")
     parser.add_argument("--force", action="store_true",
                         help="overwrite a data set already in --data-dir")
+    add_claim_args(parser, "--data-dir")
     args = parser.parse_args(argv)
     if not args.synthetic:
         parser.error("say what to make: --synthetic, or --prepare SOURCE --format FORMAT")
-    if args.as_videos:
-        out = Path(args.data_dir)
-        if out.exists() and any(out.iterdir()) and not args.force:
-            raise UserError(f"{out}/ is not empty; add --force to write into it anyway or "
-                            f"choose another --data-dir")
-        print(synthetic_videos.write_videos(out, layout=args.layout,
-                                            num_subjects=args.num_subjects or 6, seed=args.seed))
-        return 0
-    num_subjects = args.num_subjects or 16
-    if num_subjects < 3 or args.clips_per_subject < 2 or args.sequence_length < 16:
+    num_subjects = args.num_subjects or (6 if args.as_videos else 16)
+    if not args.as_videos and (num_subjects < 3 or args.clips_per_subject < 2
+                               or args.sequence_length < 16):
         raise UserError("need --num-subjects of at least 3 (train, val and test each get one), "
                         "--clips-per-subject of at least 2 and --sequence-length of at least 16")
-    if clip_store.dataset_exists(args.data_dir) and not args.force:
-        raise UserError(f"{args.data_dir}/ already holds a data set; add --force to replace it "
-                        f"or choose another --data-dir")
-    print(synthetic.generate(args.data_dir, seed=args.seed, num_subjects=num_subjects,
-                             clips_per_subject=args.clips_per_subject,
-                             image_size=args.image_size, sequence_length=args.sequence_length))
+    # Checked and written under the folder's claim: no other command writes it meanwhile.
+    with FolderClaim(args.data_dir, wait=args.wait, break_claim=args.break_claim,
+                     option="--data-dir"):
+        out = Path(args.data_dir)
+        if args.as_videos:
+            if any(p.name != CLAIM_FILE for p in out.iterdir()) and not args.force:
+                raise UserError(f"{out}/ is not empty; add --force to write into it anyway or "
+                                f"choose another --data-dir")
+            print(synthetic_videos.write_videos(out, layout=args.layout,
+                                                num_subjects=num_subjects, seed=args.seed))
+            return 0
+        if clip_store.dataset_exists(out) and not args.force:
+            raise UserError(f"{out}/ already holds a data set; add --force to replace it "
+                            f"or choose another --data-dir")
+        print(synthetic.generate(out, seed=args.seed, num_subjects=num_subjects,
+                                 clips_per_subject=args.clips_per_subject,
+                                 image_size=args.image_size, sequence_length=args.sequence_length))
     return 0
-
 
 if __name__ == "__main__":
     run_cli(main)

@@ -31,6 +31,12 @@ def augmentation_entropy(seed: int, epoch: int) -> list[int]:
     return [seed % 2**64, epoch]
 
 
+def camera_jitter_entropy(seed: int, epoch: int) -> list[int]:
+    """numpy entropy of the epoch's camera jitter plan (its own stream: the rest of the
+    augmentation plan draws the same numbers with or without it)."""
+    return [seed % 2**64, epoch, 1]
+
+
 def step_seed(seed: int, epoch: int, rank: int = 0) -> int:
     """torch's global seed at the start of an epoch (dropout and the like), per process."""
     return seed * 100_003 + epoch + 1_000_003 * rank

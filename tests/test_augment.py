@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from dataset import ClipDataset
-from fatigue.data.augment import NO_AUGMENT, to_model_input
+from fatigue.data.augment import (CAMERA_JITTER, NO_AUGMENT, NOISE_MAX, augmentation_plan,
+                                  to_model_input)
 
 
 def reference(clip: np.ndarray, params) -> np.ndarray:
@@ -81,3 +82,34 @@ def test_a_negative_seed_is_a_seed_like_any_other(tiny_data):
     data = ClipDataset(tiny_data, "train", 8, 16, 1, augment=True, seed=-1, raw=True)
     other = ClipDataset(tiny_data, "train", 8, 16, 1, augment=True, seed=1, raw=True)
     assert not torch.equal(data[(0, 0)][1], other[(0, 0)][1])
+
+
+# ----------------------------------------------------------------------------- camera jitter
+def test_camera_jitter_keeps_the_plan_and_is_fixed_by_seed_and_epoch():
+    starts, plain = augmentation_plan(3, 5, 40, 6, 32)
+    starts_j, jittered = augmentation_plan(3, 5, 40, 6, 32, camera=True)
+    assert np.array_equal(starts, starts_j) and np.array_equal(plain, jittered[:, :5])
+    assert jittered.shape == (40, 5 + len(CAMERA_JITTER))
+    assert np.array_equal(jittered, augmentation_plan(3, 5, 40, 6, 32, camera=True)[1])
+    assert not np.array_equal(jittered, augmentation_plan(3, 6, 40, 6, 32, camera=True)[1])
+    scale, blur, noise = jittered[:, 5], jittered[:, 6], jittered[:, 7]
+    assert 0.2 < np.mean(scale > 0) < 0.8 and 0.2 < np.mean(blur > 0) < 0.8
+    assert 0.2 < np.mean(noise > 0) < 0.8 and noise.max() <= NOISE_MAX
+
+
+def test_camera_jitter_changes_a_clip_alone_whatever_its_batch():
+    rng = np.random.default_rng(1)
+    clips = torch.from_numpy(rng.integers(0, 256, (4, 3, 1, 16, 16), dtype=np.uint8))
+    base = [list(NO_AUGMENT)] * 4
+    jitter = [[0, 0, 0, 0], [3, 0, 0, 0], [0, 3, 0, 0], [0, 0, 0.05, 7]]
+    params = torch.tensor([b + j for b, j in zip(base, jitter)], dtype=torch.float32)
+    out = to_model_input(clips, params, 16)
+    plain = to_model_input(clips, torch.tensor(base, dtype=torch.float32), 16)
+    assert torch.equal(out[0], plain[0])  # no jitter: the plain augmentation, bit for bit
+    for k in (1, 2, 3):  # shrunk-and-enlarged, blurred, noisy: each one softer or rougher
+        assert not torch.equal(out[k], plain[k])
+    assert out[1].std() < plain[1].std() and out[2].std() < plain[2].std()
+    noise = out[3] - plain[3]
+    assert 0.03 < noise.std() < 0.07 and not torch.equal(noise[0], noise[1])  # per frame
+    for k in range(4):  # the same clip alone gives the same result, bit for bit
+        assert torch.equal(to_model_input(clips[k:k + 1], params[k:k + 1], 16)[0], out[k])

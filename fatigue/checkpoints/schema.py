@@ -34,7 +34,7 @@ from config import Config
 from fatigue import seeds
 from fatigue.training.schedule import rebuild_schedule
 
-FORMAT_VERSION = 2  # 2: alarm_threshold, preprocessing
+FORMAT_VERSION = 3  # 2: alarm_threshold, preprocessing; 3: config's augment_camera
 # The keys the README documents: every checkpoint has them at its top level.
 DOCUMENTED_KEYS = ("epoch", "model_state_dict", "optimizer_state_dict", "scheduler_state_dict",
                    "val_acc", "best_val_acc", "train_losses", "val_losses", "train_accuracies",
@@ -203,4 +203,9 @@ def upgrade(checkpoint: dict) -> dict:
         checkpoint.setdefault("alarm_threshold", None)
         checkpoint.setdefault("preprocessing", None)
         checkpoint["format_version"] = 2
+    if checkpoint["format_version"] < 3:
+        # Camera jitter came later: a run started before it goes on without it, so that it
+        # resumes exactly as it would have.
+        checkpoint["config"].setdefault("augment_camera", "no")
+        checkpoint["format_version"] = 3
     return checkpoint

@@ -48,7 +48,7 @@ def crop_settings(manifest: dict) -> dict | None:
     """The face-crop settings a prepared data set was made with (CROP_DEFAULTS' keys), or
     None for a data set not cut from video (the drawn faces). Data prepared before crops
     were normalised records no `normalize`: it had none."""
-    if "fps" not in manifest:
+    if "margin" not in manifest:  # only prepare's manifests record how faces were cropped
         return None
     settings = {k: manifest[k] for k in CROP_DEFAULTS if k in manifest}
     settings.setdefault("normalize", "none")

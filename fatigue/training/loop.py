@@ -63,7 +63,7 @@ class Trainer:
         data_args = dict(sequence_length=cfg.sequence_length, image_size=cfg.image_size,
                          channels=cfg.channels)
         self.train_set = ClipDataset(cfg.data_dir, "train", augment=cfg.augment, seed=cfg.seed,
-                                     raw=True, **data_args)
+                                     raw=True, camera_jitter=self.camera_jitter, **data_args)
         self.val_set = ClipDataset(cfg.data_dir, "val", raw=True, **data_args)
         if not len(self.train_set) or not len(self.val_set):
             raise UserError(f"the data set in {cfg.data_dir}/ needs clips in both the train and "
@@ -87,7 +87,8 @@ class Trainer:
         self.parts = schema.Trainables(model, optimizer, make_schedule(optimizer, cfg), scaler)
         self.state = TrainState(self.device)
         if checkpoint is not None:
-            truncate = (lambda epoch: run_log.truncate_after(cfg.model_dir, epoch)) \
+            truncate = (lambda epoch: run_log.match_checkpoint(cfg.model_dir, epoch,
+                                                               self.lost_log_line)) \
                 if dist.is_main else None
             for note in schema.restore(checkpoint, self.parts, self.state, cfg, dist.rank,
                                        dist.world_size, truncate_log=truncate):
@@ -99,6 +100,8 @@ class Trainer:
         """Train to the last epoch, or until a stop; returns the exit code."""
         cfg, state = self.cfg, self.state
         if state.epoch >= cfg.num_epochs:
+            if self.dist.is_main and run_log.curves_outdated(cfg.model_dir, self.store.latest):
+                run_log.plot_curves(cfg.model_dir, state.history)
             self.say(f"All {cfg.num_epochs} epochs of this run are done (best val acc "
                      f"{100 * state.best_val_acc:.2f}% at epoch {state.best_epoch}). To train "
                      f"longer: python train.py --resume --epochs {cfg.num_epochs + 50}")
@@ -115,7 +118,7 @@ class Trainer:
                     self.end_epoch(train_metrics, val_metrics, began)
             except StopTraining as stop:
                 return self.stop(stop)
-        return self.finish()
+        return self.finish(self.requested_stop())  # a stop may arrive during the last draw
 
     # ------------------------------------------------------------------------- an epoch
     def train_epoch(self) -> dict:
@@ -268,14 +271,21 @@ class Trainer:
         self.dist.barrier()
         return stop.exit_code
 
-    def finish(self) -> int:
-        """After the last epoch: score the best checkpoint on the unseen test subjects."""
+    def finish(self, signum: int = 0) -> int:
+        """After the last epoch: score the best checkpoint on the unseen test subjects,
+        unless a stop (`signum`) arrived after the last epoch's save."""
+        code = StopTraining(signum).exit_code if signum else 0
         if not self.dist.is_main:
-            return 0
+            return code
         self.store.wait()
         state, best = self.state, self.store.best
         print(f"Done: best val acc {100 * state.best_val_acc:.2f}% at epoch {state.best_epoch}, "
               f"saved as {best}.")
+        if signum:
+            self.say(f"Stopped by {StopTraining(signum)} after the last epoch: the run is complete; "
+                     f"its test evaluation was skipped (python evaluate.py --model {best})",
+                     file=sys.stderr, flush=True)
+            return code
         test = evaluate_checkpoint(best, device=self.device.type,
                                    batch_size=math.ceil(self.cfg.batch_size / self.accum_steps))
         if test["clips"]:
@@ -299,17 +309,20 @@ class Trainer:
                      save_seconds: float) -> None:
         """The epoch's line in training_log.jsonl and on the terminal; the curves."""
         epoch = self.state.epoch
-        run_log.append_epoch(self.cfg.model_dir, {
-            "epoch": epoch, "train_loss": train["loss"], "train_acc": train["accuracy"],
-            "val_loss": val["loss"], "val_acc": val["accuracy"], "lr": train["lr"],
-            "seconds": round(seconds, 3), "train_seconds": round(train["seconds"], 3),
-            "save_block_seconds": round(save_seconds, 4), "clips": train["clips"],
-            "saved": written, "time": datetime.now().astimezone().isoformat(timespec="seconds")})
+        run_log.append_epoch(self.cfg.model_dir, run_log.epoch_record(
+            epoch, train, val, written, seconds, save_seconds,
+            datetime.now().astimezone().isoformat(timespec="seconds")))
         self.draw_curves()
         print(f"epoch {epoch:3d}/{self.cfg.num_epochs}  train loss {train['loss']:.4f} "
               f"acc {100 * train['accuracy']:5.1f}%  val loss {val['loss']:.4f} acc "
               f"{100 * val['accuracy']:5.1f}%  lr {train['lr']:.2e}  {seconds:5.1f}s  saved "
               f"{', '.join(written)}", flush=True)
+
+    def lost_log_line(self, epoch: int) -> dict:
+        """The log line of a completed `epoch`, lost when the process ended between writing
+        its checkpoint and logging it: rebuilt from the restored histories."""
+        return run_log.rebuilt_record(epoch, self.state.history, self.store.names_due,
+                                      len(self.sampler.shard()) * self.dist.world_size)
 
     def draw_curves(self, force: bool = False) -> None:
         """training_curves.png, when it lacks epochs: at most every CURVES_EVERY_S seconds,
@@ -337,8 +350,10 @@ class Trainer:
             self.say(f"warning: {change}", file=sys.stderr)
             warnings.append(change)
         self.positive = positive_index(manifest["classes"])
-        return schema.RunIdentity(cfg, fingerprint, manifest["splits"], warnings,
-                                  crop_settings(manifest))
+        made = crop_settings(manifest)  # None: not cut from video (the drawn faces)
+        self.camera_jitter = cfg.augment_camera == "yes" or (
+            cfg.augment_camera == "auto" and made is not None)
+        return schema.RunIdentity(cfg, fingerprint, manifest["splits"], warnings, made)
 
 
 # ----------------------------------------------------------------------------- step pieces
