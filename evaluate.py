@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "of 3 s or more caught within 3 s, false alarms per minute of "
                             "open-eye driving (needs scikit-image for the second face)")
     suite.add_argument("--quick", action="store_true",
-                       help="a few short drives and three conditions: seconds, not minutes")
+                       help="short drives, two cheap conditions: a first look in under a "
+                            "minute, not figures to quote")
     suite.add_argument("--conditions", metavar="A,B",
                        help="only these conditions, comma-separated: "
                             + ", ".join(robustness.CONDITIONS))
