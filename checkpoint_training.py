@@ -5,15 +5,18 @@
     python checkpoint_training.py --list       # every checkpoint, with epoch and accuracy
     python checkpoint_training.py --info best_model.pth
     python checkpoint_training.py --clean --keep-last 3
+
+Training, --force and --clean hold the model folder's claim (fatigue.claim): refused, exit
+code 75, while another command holds it. --list and --info only read, and work meanwhile.
 """
 from __future__ import annotations
 
-
-from fatigue.checkpoints import store as ckpt
 import train
-from fatigue.training import session
 from config import Config, given_options
+from fatigue.checkpoints import store as ckpt
+from fatigue.claim import FolderClaim
 from fatigue.errors import UserError, run_cli
+from fatigue.training import session
 from model import build_model, count_parameters
 
 
@@ -121,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.clean:
         if args.keep_last is None or args.keep_last < 1:
             raise UserError("--clean needs --keep-last N (N >= 1): how many epoch backups to keep")
-        removed = store.prune(args.keep_last)
+        # Deleting backups is writing the folder: not while a run there saves or prunes.
+        with FolderClaim(model_dir, wait=args.wait, break_claim=args.break_claim):
+            removed = store.prune(args.keep_last)
         print("\n".join(f"removed {p}" for p in removed) or "nothing to remove")
         return 0
     return session.run(args, ask=True)

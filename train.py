@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 
 from config import add_config_args
+from fatigue.claim import add_claim_args
 from fatigue.errors import run_cli
 from fatigue.training import session
 
@@ -32,6 +33,7 @@ def build_parser(prog: str | None = None, description: str | None = None) -> arg
     action.add_argument("--allow-data-change", action="store_true",
                         help="resume even though the data set differs from the checkpoint's")
     add_config_args(parser)
+    add_claim_args(parser, "--model-dir")
     return parser
 
 

@@ -38,20 +38,31 @@ def commit(tmp: str | Path, final: str | Path) -> None:
     fsync_dir(Path(final).parent)
 
 
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
-    """Write `path` through `write(file_object)`, atomically. On any error the temporary
-    file is removed and the error raised; the old `path`, if any, is untouched."""
-    path = Path(path)
+def write_temp(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
+    """Write what will become `path` through `write(file_object)` to its temporary name,
+    flushed and fsynced, and return that name, ready for `commit`. On any error the
+    temporary file is removed and the error raised."""
     tmp = temp_path(path)
     try:
         with open(tmp, "wb") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        commit(tmp, path)
     except BaseException:
         if tmp.parent.is_dir():
             tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write `path` through `write(file_object)`, atomically. On any error the temporary
+    file is removed and the error raised; the old `path`, if any, is untouched."""
+    tmp = write_temp(path, write)
+    try:
+        commit(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 from fatigue import files
 
@@ -10,19 +11,50 @@ LOG_FILE = "training_log.jsonl"
 CURVES_FILE = "training_curves.png"
 
 
+def epoch_record(epoch: int, train: dict, val: dict, written: list[str],
+                 seconds: float | None, save_seconds: float | None, when: str | None) -> dict:
+    """An epoch's line: its metrics, the files its save wrote, its timings (None: unknown)."""
+    def rounded(value: float | None, digits: int) -> float | None:
+        return None if value is None else round(value, digits)
+    return {"epoch": epoch, "train_loss": train["loss"], "train_acc": train["accuracy"],
+            "val_loss": val["loss"], "val_acc": val["accuracy"], "lr": train["lr"],
+            "seconds": rounded(seconds, 3), "train_seconds": rounded(train["seconds"], 3),
+            "save_block_seconds": rounded(save_seconds, 4), "clips": train["clips"],
+            "saved": written, "time": when}
+
+
+def rebuilt_record(epoch: int, history: dict, names_due: Callable[[int, bool], list[str]],
+                   clips: int) -> dict:
+    """Epoch `epoch`'s line from a checkpoint's histories, as it was first written apart
+    from its timings (unknown: None). `names_due(epoch, is_best)`: the files its save wrote."""
+    i, accuracies = epoch - 1, history["val_accuracies"]
+    is_best = accuracies[i] > max(accuracies[:i], default=-1.0)  # as TrainState decides
+    train = {"loss": history["train_losses"][i], "accuracy": history["train_accuracies"][i],
+             "lr": history["learning_rates"][i], "seconds": None, "clips": clips}
+    val = {"loss": history["val_losses"][i], "accuracy": accuracies[i]}
+    return epoch_record(epoch, train, val, names_due(epoch, is_best), None, None, None)
+
+
 def append_epoch(model_dir: str | Path, record: dict) -> None:
     with open(Path(model_dir) / LOG_FILE, "a") as fh:
         fh.write(json.dumps(record) + "\n")
 
 
-def truncate_after(model_dir: str | Path, epoch: int) -> None:
-    """Drop log lines of epochs after `epoch`: after a crash or a fallback to an older
-    checkpoint those epochs are trained again and logged anew."""
+def match_checkpoint(model_dir: str | Path, epoch: int,
+                     lost_line: Callable[[int], dict]) -> None:
+    """Make the log hold one line for each epoch 1..`epoch`, the epochs of the checkpoint a
+    run resumes from. Lines of later epochs go (after a crash or a fallback to an older
+    checkpoint those epochs are trained again and logged anew), and so do torn lines and
+    repeats. A missing line, lost when the process ended between writing an epoch's
+    checkpoint and logging it, is rebuilt by `lost_line(epoch)`."""
     path = Path(model_dir) / LOG_FILE
-    if not path.is_file():
-        return
-    kept = [line for line in path.read_text().splitlines() if _epoch_of(line) <= epoch]
-    files.atomic_write_text(path, "".join(line + "\n" for line in kept))
+    text = path.read_text() if path.is_file() else ""
+    kept: dict[float, str] = {}
+    for line in text.splitlines():
+        kept.setdefault(_epoch_of(line), line)
+    wanted = "".join((kept.get(e) or json.dumps(lost_line(e))) + "\n" for e in range(1, epoch + 1))
+    if wanted != text:
+        files.atomic_write_text(path, wanted)
 
 
 def _epoch_of(line: str) -> float:
@@ -32,6 +64,14 @@ def _epoch_of(line: str) -> float:
         return json.loads(line)["epoch"]
     except (ValueError, KeyError, TypeError):
         return float("inf")
+
+
+def curves_outdated(model_dir: str | Path, latest: Path) -> bool:
+    """Whether the curves are missing or older than the run's `latest` checkpoint (their
+    last draw was cut short)."""
+    curves = Path(model_dir) / CURVES_FILE
+    return latest.is_file() and (not curves.is_file()
+                                 or curves.stat().st_mtime_ns < latest.stat().st_mtime_ns)
 
 
 def plot_curves(model_dir: str | Path, history: dict) -> None:

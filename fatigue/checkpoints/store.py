@@ -9,6 +9,8 @@ Layout of a model folder (default `models/`):
 Safety rules, each one a failure seen in other frameworks:
 - Every file is written to a temporary name in the same folder, flushed, fsynced and
   renamed over the old one: a crash leaves the old file or the new one, never a torn one.
+  latest_model.pth goes last, after the best model and epoch backup of the same save, so
+  a resume from it never skips one of them.
 - Every file carries a checksum of its contents, verified on load, so a file copied
   halfway or flipped on disk is found out before it is trusted.
 - Files load only with `torch.load(weights_only=True)`: a file that would run code when
@@ -33,7 +35,7 @@ import torch
 from fatigue.checkpoints import schema
 from fatigue.checkpoints.run_log import CURVES_FILE, LOG_FILE
 from fatigue.errors import UserError
-from fatigue.files import TMP_SUFFIX, atomic_write, commit, temp_path
+from fatigue.files import TMP_SUFFIX, commit, temp_path, write_temp
 
 LATEST = "latest_model.pth"
 BEST = "best_model.pth"
@@ -90,16 +92,29 @@ def content_checksum(state: dict) -> str:
 # ----------------------------------------------------------------------------- read / write
 def write_checkpoint(state: dict, path: str | Path) -> None:
     """Atomically write `state` (plus its checksum) to `path`."""
-    path = Path(path)
+    tmp = _write_temp(state, path)
+    try:
+        commit(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise _write_error(path, err) from None
+
+
+def _write_temp(state: dict, path: str | Path) -> Path:
+    """`state` with its checksum in `path`'s temporary file, fsynced, not yet renamed."""
     # The ordinary layout (NHWC weights copied): the file is the same whatever
     # --channels-last the run used.
     state = _map_tensors(dict(state, checksum=content_checksum(state)), torch.Tensor.contiguous)
     try:
-        atomic_write(path, lambda fh: torch.save(state, fh))
+        return write_temp(path, lambda fh: torch.save(state, fh))
     except OSError as err:
-        raise CheckpointWriteError(
-            f"could not write {path}: {err.strerror or err}. The checkpoints already on disk "
-            f"are intact; free space or fix the folder, then continue with --resume") from None
+        raise _write_error(path, err) from None
+
+
+def _write_error(path: str | Path, err: OSError) -> CheckpointWriteError:
+    return CheckpointWriteError(
+        f"could not write {path}: {err.strerror or err}. The checkpoints already on disk "
+        f"are intact; free space or fix the folder, then continue with --resume")
 
 
 def load_checkpoint(path: str | Path, verify: bool = True) -> dict:
@@ -180,12 +195,7 @@ class CheckpointStore:
         first waits for the previous one, so files are never written concurrently, and a
         failed write is raised then (or by `wait`)."""
         self.wait()
-        epoch = state["epoch"]
-        names = [LATEST]
-        if epoch_end and self.save_every and epoch % self.save_every == 0:
-            names.append(epoch_name(epoch))
-        if is_best:
-            names.append(BEST)
+        names = self.names_due(state["epoch"], is_best, epoch_end)
         self.dir.mkdir(parents=True, exist_ok=True)
         if not self.background:
             self._write(state, names)
@@ -193,6 +203,16 @@ class CheckpointStore:
         self._writer = threading.Thread(target=self._write_in_background,
                                         args=(_snapshot(state), names), name="checkpoint-writer")
         self._writer.start()
+        return names
+
+    def names_due(self, epoch: int, is_best: bool, epoch_end: bool = True) -> list[str]:
+        """The files a save at `epoch` writes: latest, and the epoch backup and best model
+        when due."""
+        names = [LATEST]
+        if epoch_end and self.save_every and epoch % self.save_every == 0:
+            names.append(epoch_name(epoch))
+        if is_best:
+            names.append(BEST)
         return names
 
     def wait(self) -> None:
@@ -211,28 +231,38 @@ class CheckpointStore:
             self._error = err
 
     def _write(self, state: dict, names: list[str]) -> None:
-        write_checkpoint(state, self.latest)
-        for name in names[1:]:
-            self._copy_latest_to(self.dir / name)
+        # latest_model.pth is renamed into place last: once it holds an epoch, the best and
+        # epoch files due at that save are on disk too, however the process ends (a resume
+        # from it would never write them).
+        written = _write_temp(state, self.latest)
+        try:
+            for name in names[1:]:
+                self._copy_to(written, self.dir / name)
+            commit(written, self.latest)
+        except OSError as err:
+            raise _write_error(self.latest, err) from None
+        finally:
+            written.unlink(missing_ok=True)  # gone already, unless something failed
         self.prune()
 
-    def _copy_latest_to(self, target: Path) -> None:
-        # latest_model.pth is always replaced by rename, never rewritten in place, so a
-        # hard link is a safe zero-cost copy; filesystems without links get a real copy.
+    def _copy_to(self, written: Path, target: Path) -> None:
+        # The written file is never rewritten in place, only renamed, so a hard link is a
+        # safe zero-cost copy; filesystems without links get a real copy.
         tmp = temp_path(target)
         try:
             tmp.unlink(missing_ok=True)
             try:
-                os.link(self.latest, tmp)
+                os.link(written, tmp)
             except OSError:
-                shutil.copyfile(self.latest, tmp)
+                shutil.copyfile(written, tmp)
                 with open(tmp, "rb+") as fh:
                     os.fsync(fh.fileno())
             commit(tmp, target)
         except OSError as err:
             tmp.unlink(missing_ok=True)
-            raise CheckpointWriteError(f"could not write {target}: {err.strerror or err}; "
-                                       f"{self.latest} is saved, continue with --resume") from None
+            raise CheckpointWriteError(f"could not write {target}: {err.strerror or err}. The "
+                                       f"checkpoints already on disk are intact; free space or "
+                                       f"fix the folder, then continue with --resume") from None
 
     def prune(self, keep_last: int | None = None) -> list[Path]:
         """Delete all but the newest `keep_last` epoch backups (0 keeps all). latest,

@@ -104,7 +104,8 @@ class Distributed:
 
     def on_main(self, work: Callable[[], T]) -> T:
         """Run `work` on process 0 alone and hand its result to every process. A user
-        error there is raised on every process, so none is left waiting for the others."""
+        error there is raised on every process, with its exit code (a busy model folder's
+        included), so none is left waiting for the others."""
         result, error = None, None
         if self.is_main:
             try:
@@ -112,10 +113,12 @@ class Distributed:
             except UserError as err:
                 if not self.enabled:
                     raise
-                error = str(err)
+                error = (str(err), err.exit_code)
         result, error = self.broadcast((result, error))
         if error is not None:
-            raise UserError(error)
+            raised = UserError(error[0])
+            raised.exit_code = error[1]
+            raise raised
         return result
 
     def barrier(self) -> None:

@@ -1,17 +1,21 @@
 """Starting a run: new or resumed, in which folder, with which options and checkpoint.
 
-`run()` is what train.py, checkpoint_training.py and main.py call after parsing. Under
-torchrun, process 0 alone touches the model folder and makes data; the others wait for it
-and load the checkpoint it chose.
+`run()` is what train.py, checkpoint_training.py and main.py call after parsing. The run
+holds the model folder's claim (fatigue.claim) from before it touches anything there until
+its last file is written and the final evaluation is done. Under torchrun, process 0 alone
+holds it, touches the model folder and makes data; the others wait for it (a refusal
+reaches them as the same error) and load the checkpoint it chose.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 from config import Config, architecture_diff, build_config, flag_of, given_options
 from dataset import DEFAULT_DATA_DIR, ClipDataset, ensure_dataset
 from fatigue.checkpoints.store import CheckpointStore, DamagedCheckpoint, load_checkpoint
+from fatigue.claim import FolderClaim
 from fatigue.data.clip_store import load_manifest
 from fatigue.errors import UserError
 from fatigue.training.distributed import Distributed
@@ -27,7 +31,13 @@ def run(args: argparse.Namespace, ask: bool = False) -> int:
     given = given_options(args)
     dist = Distributed(pick_device(given.get("device", "auto")))
     try:
-        return start(args, given, ask, dist)
+        with contextlib.ExitStack() as held:
+            def claim() -> None:
+                held.enter_context(FolderClaim(given.get("model_dir", Config.model_dir),
+                                               wait=args.wait, break_claim=args.break_claim,
+                                               say=dist.say))
+            dist.on_main(claim)
+            return start(args, given, ask, dist)
     finally:
         dist.close()
 
@@ -36,6 +46,7 @@ def start(args: argparse.Namespace, given: dict, ask: bool, dist: Distributed) -
     say = dist.say
     model_dir = given.get("model_dir", Config.model_dir)
     folder = CheckpointStore(model_dir)
+    # Safe only now that the claim is held: no live process writes these temporary files.
     for stale in folder.clean_temp_files() if dist.is_main else []:
         say(f"removed {stale}, left by an interrupted save")
     resume = args.resume
@@ -66,7 +77,8 @@ def start(args: argparse.Namespace, given: dict, ask: bool, dist: Distributed) -
     def prepare_folders() -> None:
         ensure_dataset(cfg.data_dir, explicitly_given="data_dir" in given or
                        cfg.data_dir != DEFAULT_DATA_DIR, seed=0, image_size=cfg.image_size,
-                       sequence_length=cfg.sequence_length, channels=cfg.channels)
+                       sequence_length=cfg.sequence_length, channels=cfg.channels,
+                       wait=args.wait, break_claim=args.break_claim)
         # A data set that does not fit the options is an error before anything is moved.
         ClipDataset(cfg.data_dir, "train", cfg.sequence_length, cfg.image_size, cfg.channels)
         if checkpoint is None and folder.has_run():

@@ -1,0 +1,78 @@
+"""A quick version of tests/chaos.py: a tiny run killed during its training with SIGKILL,
+SIGINT then a second signal during the save, and SIGTERM must end exactly as a run that was
+never interrupted. Then the rare moments the chaos runs found, each made certain."""
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+import chaos
+import train
+from fatigue.checkpoints import run_log, store
+from test_faults import interrupt
+from test_training import load
+
+
+def test_killed_three_ways_ends_as_if_never_stopped(tiny_data, tmp_path):
+    report = chaos.run_chaos(kills=3, seed=1, data=tiny_data, epochs=3, work=tmp_path,
+                             say=lambda *a: None)
+    assert report.ok, report.text()
+    assert [k.kind for k in report.kills] == list(chaos.QUICK_KINDS[:3])
+    assert {sig for k in report.kills for sig, _ in k.landings} >= {"SIGKILL", "SIGINT",
+                                                                     "SIGTERM"}
+    for kill in report.kills:  # each kill landed: the signal's exit code, mid-run
+        assert kill.code in kill.expected and kill.code != 0, report.text()
+        assert kill.moments[0] not in ("ended", "exiting"), report.text()
+
+
+# What the chaos runs found, made certain: moments a random kill rarely hits.
+def test_latest_is_renamed_last_so_no_due_file_is_ever_skipped(tmp_path, monkeypatch):
+    renamed = []
+    real = store.commit
+    monkeypatch.setattr(store, "commit", lambda tmp, final: (renamed.append(Path(final).name),
+                                                              real(tmp, final)))
+    store.CheckpointStore(tmp_path, save_every=2).save({"epoch": 2, "w": torch.ones(2)},
+                                                       is_best=True)
+    assert renamed == ["checkpoint_epoch_2.pth", "best_model.pth", "latest_model.pth"]
+
+
+def test_a_log_line_lost_after_its_checkpoint_is_rebuilt(tiny, tmp_path):
+    assert train.main(tiny("--epochs", "2")) == 0
+    log = tmp_path / "models" / "training_log.jsonl"
+    first, second = log.read_text().splitlines()
+    log.write_text(first + "\n")  # killed between epoch 2's save and its log line
+    assert train.main(tiny("--resume")) == 0
+    lines = log.read_text().splitlines()
+    assert lines[0] == first and len(lines) == 2
+    timings = {"seconds", "train_seconds", "save_block_seconds", "time"}
+    rebuilt, lost = json.loads(lines[1]), json.loads(second)
+    assert {k: v for k, v in rebuilt.items() if k not in timings} == \
+        {k: v for k, v in lost.items() if k not in timings}
+
+
+def test_a_stop_during_the_last_curves_skips_the_test_evaluation(tiny, tmp_path, monkeypatch,
+                                                                 capsys):
+    # Epoch 1 draws the curves; the forced draw on leaving the loop is the second.
+    interrupt(monkeypatch, run_log, "plot_curves", 2, signal.SIGTERM)
+    assert train.main(tiny("--epochs", "2")) == 143
+    captured = capsys.readouterr()
+    assert "test evaluation was skipped" in captured.err and "Test accuracy" not in captured.out
+    assert load(tmp_path / "models" / "latest_model.pth")["epoch"] == 2
+
+
+def test_a_kill_in_the_middle_of_archiving_loses_nothing(tiny, tmp_path, monkeypatch):
+    assert train.main(tiny("--epochs", "1", "--save-every", "1")) == 0
+    models = tmp_path / "models"
+    old = {p.name: p.read_bytes() for p in models.iterdir() if p.is_file() and p.name != ".claim"}
+    interrupt(monkeypatch, store.os, "replace", 3, signal.SIGINT)  # two files moved, then Ctrl+C
+    with pytest.raises(KeyboardInterrupt):
+        train.main(tiny("--epochs", "1", "--force"))
+    monkeypatch.undo()
+    assert len(list(models.glob("archive/*/*"))) == 2
+    assert train.main(tiny("--epochs", "1", "--force")) == 0  # the same command again
+    archived = {p.name: p.read_bytes() for p in models.glob("archive/*/*")}
+    assert archived == old and len(list(models.glob("archive/*"))) == 2
