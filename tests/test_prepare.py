@@ -119,7 +119,9 @@ def test_nthu_layout_labels_subjects_and_splits(nthu, tmp_path):
     rec_index = next(i for i, c in enumerate(m["clips"])
                      if c["source"].endswith("slowBlinkWithNodding.avi") and c["start"] == 2)
     faces = video.read_video_faces(nthu / m["clips"][rec_index]["source"], 5, 16, 1,
-                                   tracker=video.FaceTracker(detect_every=2))
+                                   tracker=video.FaceTracker(detect_every=2),
+                                   normalize=m["normalize"])
+    assert m["normalize"] == video.CROP_DEFAULTS["normalize"] == "equalize"
     assert np.array_equal(clip_store.open_clips(tmp_path)[rec_index], faces.frames[2:10])
 
 
@@ -216,7 +218,8 @@ def test_one_and_two_workers_write_identical_bytes(nthu, tmp_path):
 
 def test_folders_layout_with_a_frame_folder_then_train_and_evaluate(tmp_path):
     source = tmp_path / "videos"
-    sv.write_videos(source, layout="folders", num_subjects=3, seconds=2.0)
+    sv.write_videos(source, layout="folders", num_subjects=3, seconds=2.0, frame_size=(160, 120),
+                    videos_per_label=2)
     rng = np.random.default_rng(9)
     subject = sv.make_subject("subject04", rng, fps=10)
     folder = source / "drowsy/subject04_frames"

@@ -23,11 +23,11 @@ from typing import Iterator
 import cv2
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from fatigue.data import video
 from fatigue.data.augment import to_model_input
 from fatigue.errors import UserError
+from fatigue.progress import bar as progress_bar  # `progress` is run()'s own parameter
 from fatigue.inference.alarm import ALARM, OK, WARNING, Alarm, AlarmSettings
 from fatigue.inference.deployment import alarm_settings, deployment_info
 from fatigue.inference.evaluation import load_model
@@ -327,8 +327,9 @@ def run(model_path: str, source: str, csv_path: Path, output: Path | None = None
         say(f"note: {note}")
     outputs = Outputs(csv_path, output, show, rate, settings)
     windows, timing, found_frames, stopped = [], Timing(), 0, None
-    bar = tqdm(total=None if camera else int(reader.frame_count() * rate / reader.fps),
-               unit="frame", disable=not progress, leave=False, mininterval=0.5)
+    bar = progress_bar(total=None if camera else int(reader.frame_count() * rate / reader.fps),
+                       desc="detect", unit="frame", disable=not progress, leave=False,
+                       mininterval=0.5)
     started = previous = time.perf_counter()
     speed, t = 0.0, 0.0
     try:
