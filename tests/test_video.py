@@ -115,13 +115,16 @@ def test_synthetic_drowsiness_differs_in_time():
         drowsy = sv.timeline(np.random.default_rng(seed), 30, fps, 1.0)
         assert alert["label"].sum() == 0 and drowsy["label"].all()
         assert 0 < longest_run(alert["eyes"] > 0.5) < 0.4 * fps
-        assert alert["mouth"].max() == 0 and alert["nod"].max() == 0
+        # Alert drivers yawn and look down too, eyes open: the classes differ in the eyes
+        # only (the generator draws head motion and yawns alike for both).
+        assert (alert["eyes"][(alert["mouth"] > 0.5) | (alert["nod"] > 0.15)] < 0.5).mean() > 0.9
         assert max(longest_run(drowsy["eyes"] > 0.5), longest_run(drowsy["mouth"] > 0.5)) >= fps
         assert (drowsy["eyes"] > 0.5).mean() > 2 * (alert["eyes"] > 0.5).mean()
 
 
 def test_synthetic_nthu_layout_has_matching_label_files(tmp_path):
-    summary = sv.write_videos(tmp_path, layout="nthu", num_subjects=3, seconds=1.0)
+    summary = sv.write_videos(tmp_path, layout="nthu", num_subjects=3, seconds=1.0,
+                              frame_size=(160, 120))
     assert "18 synthetic videos" in summary  # 2 training subjects x 2 scenarios x 4 + 1 x 2 mix
     label = tmp_path / "Training_Dataset/001/night_noglasses/001_yawning_drowsiness.txt"
     assert len(label.read_text().strip()) == 15  # one digit per frame at 15 fps

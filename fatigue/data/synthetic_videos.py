@@ -1,94 +1,242 @@
 """Synthetic driver videos: real video files of an animated real face, so that the whole
 real-data path (decode, Haar face detection, crops, clips, splits) runs with no download.
 
-The face is matplotlib's sample photo of Grace Hopper, which OpenCV's frontal-face cascade
-detects. Eyelids, mouth and head pose are animated on it:
-    alert  - eyes open, short blinks (0.15-0.3 s) every 2-5 s;
-    drowsy - long eye closures (1-3 s), slow blinks, yawns (3-5 s) and head nods.
-Subjects differ in skin tone, face size and position, brightness and noise, and record at
-30 or 15 fps (like NTHU-DDD's day and night videos).
+The face is matplotlib's photo of Grace Hopper (fatigue/data/faces.py), with or without the
+dark frames of her glasses, taller or rounder; the astronaut is the robustness suite's
+held-out face and never used here. Every video has its own camera (fatigue/data/camera.py),
+drawn at random (a quarter of them plain, the rest anywhere from mild to harsh): frame
+size, face size and place, light, tint, infrared, blur, small sensors enlarged, noise,
+codec, JPEG artefacts, 15 or 30 fps; and its own look of a closed eye. The two classes
+differ only in what the eyes do, so that this is what a model learns:
+    alert  - eyes open; blinks of 0.1-0.4 s every 2-6 s;
+    drowsy - eyes shut most of every 3 s: closures of 1.5-5 s, reopenings of 0.3-1.2 s.
+Both glance aside, turn, nod (with the closing eyes when drowsy), roll, drift, yawn, rub
+their eyes and droop their lids a little, at the same rates; a few alert drivers wear
+sunglasses.
 
     write_videos("videos", layout="folders")  # videos/<alert|drowsy>/<subject>_<k>.<avi|mp4>
     write_videos("videos", layout="nthu")     # NTHU-DDD file names and per-frame label files
 """
 from __future__ import annotations
 
+import multiprocessing as mp
+import os
+import time
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 
 import cv2
 import numpy as np
-from matplotlib import cbook
 
-FRAME_SIZE = (160, 120)  # width, height: small files, and faces still ~60 px for the cascade
-# Landmarks of grace_hopper.jpg (512 x 600), measured on the photo: the cascade's face box,
-# eye centres and the mouth centre.
-PHOTO_FACE = (155, 105, 222, 222)
-PHOTO_EYES = ((222, 190), (305, 190))
-EYE_HALF = (19, 11)
-PHOTO_MOUTH = (265, 274)
-LID_COLOUR = (45, 45, 70)
-MOUTH_COLOUR = (35, 25, 45)
+from fatigue.data.camera import Camera, Pose, compose, extension, light_table, open_video_writer
+from fatigue.data.faces import FacePhoto, LidLook, draw_face, grace_hopper
+from fatigue.data.video import FaceTracker
+
+FRAME_SIZE = (160, 120)  # width, height of make_subject's plain camera (tests, demos)
+PHOTO_FACE = (155, 105, 222, 222)  # grace_hopper().face, without reading the photo at import
+# Frame sizes of the random cameras and how often each is drawn: small ones more often,
+# since rendering and decoding cost grows with the pixels (1280x720 costs ~10x 320x240).
+SIZES = ((160, 120), (320, 240), (424, 240), (640, 360), (640, 480), (800, 600),
+         (960, 540), (1280, 720), (1920, 1080))
+SIZE_WEIGHTS = (0.14, 0.20, 0.10, 0.16, 0.18, 0.07, 0.06, 0.07, 0.02)
+MIN_FACE = 45        # frame pixels: the Haar cascade misses faces much smaller
+MIN_SENSOR_FACE = 36  # face pixels on a small sensor before it is enlarged: eyes >= 6 px
+PLAIN_SHARE = 0.25  # of cameras with mild light, little noise, sharp: where a model first
+                    # finds the eyes, before it learns to find them through the others
+CODECS = ("XVID", "mp4v", "MJPG")
 # NTHU-DDD subject ids: training subjects, then test subjects (used for the evaluation part).
 NTHU_TRAIN_IDS = ("001", "002", "005", "006", "008", "009", "012", "013", "015", "020",
                   "023", "024", "031", "032", "033", "034", "035", "036")
 NTHU_TEST_IDS = ("003", "010", "011", "014", "016", "017", "018", "019", "021", "025",
                  "027", "028", "029", "037")
-# NTHU training videos: (name, share of drowsy time, drowsy behaviours shown).
-NTHU_VIDEOS = (("nonsleepyCombination", 0.0, ()),
-               ("sleepyCombination", 0.7, ("closure", "slow_blink", "yawn", "nod")),
-               ("slowBlinkWithNodding", 0.6, ("slow_blink", "nod")),
-               ("yawning", 0.5, ("yawn",)))
+# NTHU training videos: (name, share of drowsy time, whether drowsy closures come with nods).
+NTHU_VIDEOS = (("nonsleepyCombination", 0.0, True), ("sleepyCombination", 0.7, True),
+               ("slowBlinkWithNodding", 0.6, True), ("yawning", 0.5, False))
 # (scenario folder name, its name inside mix video names, fps): night videos are 15 fps.
 NTHU_SCENARIOS = (("noglasses", "noglasses", 30), ("night_noglasses", "nightnoglasses", 15))
-DROWSY_KINDS = ("closure", "slow_blink", "yawn", "nod")
+NOD_SHARE = 0.5  # of drowsy closures: as many nods a minute as alert drivers look down
+MOTION_KEYS = ("eyes", "mouth", "nod", "yaw", "roll", "dx", "dy", "hand")
 
 
 @dataclass(frozen=True)
 class Subject:
+    """One video's driver: the camera filming them, the face (glasses or not, its height
+    stretched), how their closed eyes look, what they wear over the eyes (or None)."""
     name: str
-    face_width: float           # pixels in the output frame
-    centre: tuple[float, float]  # face centre in the output frame
-    tint: tuple[float, float, float]  # BGR gains: skin tone and lighting colour
-    brightness: float
-    noise: float                # sensor noise std, grey levels
-    fps: int
-    frame_size: tuple[int, int] = FRAME_SIZE  # width, height
+    camera: Camera
+    look: LidLook = LidLook()
+    occluder: str | None = None
+    glasses: bool = True
+    stretch: float = 1.0
+
+    def photo(self) -> FacePhoto:
+        return training_face(self.glasses, self.stretch)
 
 
-def make_subject(name: str, rng: np.random.Generator, fps: int,
+def make_subject(name: str, rng: np.random.Generator, fps: float,
                  frame_size: tuple[int, int] = FRAME_SIZE) -> Subject:
-    w, h = frame_size
-    dx, dy = rng.uniform(-0.1, 0.1), rng.uniform(-0.06, 0.04)  # the camera is never centred
-    centre = (float(w * (0.5 + dx)), float(h * (0.5 + dy)))
-    return Subject(name=name, face_width=float(rng.uniform(0.36, 0.46) * w), centre=centre,
-                   tint=tuple(float(v) for v in rng.uniform(0.8, 1.15, 3)),
-                   brightness=float(rng.uniform(0.7, 1.2)), noise=float(rng.uniform(1.0, 3.0)),
-                   fps=fps, frame_size=frame_size)
+    """A driver before a plain camera (the face 36-46% of the frame, mild light and noise):
+    for tests and demos that want an easy picture. write_videos draws random cameras."""
+    centre = (0.5 + rng.uniform(-0.1, 0.1), 0.5 + rng.uniform(-0.06, 0.04))
+    camera = Camera(frame_size=tuple(frame_size), face_width=float(rng.uniform(0.36, 0.46)),
+                    centre=centre, fps=fps, gain=float(rng.uniform(0.7, 1.2)),
+                    tint=tuple(float(v) for v in rng.uniform(0.8, 1.15, 3)),
+                    noise=float(rng.uniform(1.0, 3.0)))
+    return Subject(name, camera)
+
+
+# ----------------------------------------------------------------------------- faces, cameras
+@lru_cache(maxsize=1)
+def bare_face() -> FacePhoto:
+    """Grace Hopper with the dark frames of her glasses painted out (the pale rims stay)."""
+    photo = grace_hopper()
+    grey = cv2.cvtColor(photo.image, cv2.COLOR_BGR2GRAY)
+    (lx, ly), (rx, ry) = photo.eyes
+    a, b = photo.eye_half
+    around = np.zeros_like(grey)  # short of the temples: painting there pulls in the hair
+    cv2.ellipse(around, ((lx + rx) // 2, (ly + ry) // 2), (rx - lx + a // 2, 4 * b), 0, 0,
+                360, 255, -1)
+    mask = np.where((grey < 100) & (around > 0), 255, 0).astype(np.uint8)
+    for grow in (2, 1):  # the eyes themselves stay, before and after growing the mask
+        for ex, ey in photo.eyes:
+            cv2.ellipse(mask, (ex, ey), (a + grow, b + grow - 1), 0, 0, 360, 0, -1)
+        mask = cv2.dilate(mask, np.ones((5, 5), np.uint8)) if grow == 2 else mask
+    return replace(photo, image=cv2.inpaint(photo.image, mask, 9, cv2.INPAINT_TELEA))
+
+
+def training_face(glasses: bool = True, stretch: float = 1.0) -> FacePhoto:
+    """The training face, with or without the frames of the glasses, its height times
+    `stretch`: longer and rounder faces put the eyes elsewhere in the crop."""
+    photo = grace_hopper() if glasses else bare_face()
+    if stretch == 1.0:
+        return photo
+    h, w = photo.image.shape[:2]
+    image = cv2.resize(photo.image, (w, round(h * stretch)), interpolation=cv2.INTER_AREA)
+    y = lambda v: max(1, int(round(v * stretch)))  # noqa: E731 - rows scale, columns stay
+    (fx, fy, fw, fh), (sx, sy, sw, sh) = photo.face, photo.skin
+    return replace(photo, image=image, face=(fx, y(fy), fw, y(fh)), skin=(sx, y(sy), sw, y(sh)),
+                   eyes=tuple((ex, y(ey)) for ex, ey in photo.eyes), mouth=(photo.mouth[0],
+                   y(photo.mouth[1])), eye_half=(photo.eye_half[0], y(photo.eye_half[1])))
+
+
+def random_camera(rng: np.random.Generator, fps: float | None = None,
+                  frame_size: tuple[int, int] | None = None, infrared: bool | None = None,
+                  tint: tuple[float, float, float] = (1.0, 1.0, 1.0),
+                  codecs: tuple[str, ...] = CODECS) -> Camera:
+    """A camera of the training distribution; arguments left None are drawn too."""
+    w, h = frame_size or SIZES[rng.choice(len(SIZES), p=SIZE_WEIGHTS)]
+    # Near and far faces, never too small for the cascade nor taller than the frame; the
+    # face stays inside through glances, nods and drift.
+    low = max(0.10, MIN_FACE / w)
+    face = float(rng.uniform(low, max(low, min(0.50, 0.72 * h / w))))
+    face_px = face * w
+    room_x, room_y = max(0.0, 0.5 - 0.8 * face), max(0.0, 0.5 - 0.8 * face * w / h)
+    centre = (0.5 + rng.uniform(-room_x, room_x), 0.5 + rng.uniform(-room_y, room_y))
+    fps = float(fps or (15 if rng.random() < 0.7 else 30))  # 15 costs half; prepare keeps 10
+    plain = infrared is not True and rng.random() < PLAIN_SHARE
+    infrared = not plain and (bool(rng.random() < 0.2) if infrared is None else infrared)
+    light = tuple(float(v) for v in np.asarray(tint) * rng.uniform(0.8, 1.2, 3))
+    for _ in range(30):  # light drawn until the face is neither black, white nor flat
+        if plain:
+            gain, gamma = rng.uniform(0.8, 1.25), rng.uniform(0.8, 1.25)
+            contrast, noise = rng.uniform(0.85, 1.15), rng.uniform(1.0, 4.0)
+        elif infrared:  # night cameras: grey, high gain, noisy
+            gain, gamma = rng.uniform(1.2, 2.2), np.exp(rng.uniform(-0.5, 0.3))
+            contrast, noise = rng.uniform(0.5, 1.1), rng.uniform(6.0, 20.0)
+        else:  # gain 0.3-2.2, gamma 0.5-2.4 and noise 1-20 log-uniform
+            gain, gamma = np.exp(rng.uniform(-1.2, 0.79)), np.exp(rng.uniform(-0.69, 0.88))
+            contrast, noise = rng.uniform(0.35, 1.3), np.exp(rng.uniform(0.0, 3.0))
+        camera = Camera(frame_size=(int(w), int(h)), face_width=face, centre=centre, fps=fps,
+                        gain=float(gain), gamma=float(gamma), contrast=float(contrast),
+                        tint=light, infrared=infrared, noise=float(noise))
+        if _visible(camera):
+            break
+    # Sharp (a third), blurred (sigma up to 3% of the face width; at most 8 px, as wider
+    # kernels cost ~0.1 s a frame) or a small sensor enlarged (a little blur at most): not
+    # both at their worst, so that a closed eye stays visible.
+    sensor, blur, soft = 1.0, 0.0, 1.0 if plain else rng.random()
+    if soft < 1 / 3:
+        blur = float(rng.uniform(0.003, 0.03) * face_px)
+    elif soft < 2 / 3:
+        sensor = float(rng.uniform(min(1.0, max(0.15, MIN_SENSOR_FACE / face_px)), 1.0))
+        blur = float(rng.uniform(0.0, 0.008) * face_px)
+    quality = int(rng.integers(8, 61)) if not plain and rng.random() < 0.25 else 0
+    return replace(camera, sensor_scale=sensor, blur=min(8.0, blur), jpeg_quality=quality,
+                   codec=str(codecs[rng.integers(len(codecs))]))
+
+
+def _visible(camera: Camera) -> bool:
+    """Skin between black and white, the lid crease darker than it by more than the noise."""
+    table = light_table(camera)[:, 0, :].astype(np.float64)
+    skin, crease = grace_hopper().skin_colour(), np.array([45.0, 45.0, 70.0])
+    if camera.infrared:
+        skin, crease = np.full(3, skin.mean()), np.full(3, crease.mean())
+    mapped = [np.mean([table[int(v), c] for c, v in enumerate(tone)]) for tone in (skin, crease)]
+    return 40 <= mapped[0] <= 230 and mapped[0] - mapped[1] >= max(25.0, 1.5 * camera.noise)
+
+
+def random_look(rng: np.random.Generator) -> LidLook:
+    """How a closed eye looks: crease colour (dark grey to brown, near black to pale) and
+    width, lid shade 0.7-1.1, curve -0.5..0.8, lashes or not."""
+    grey = rng.uniform(15, 120)
+    colour = tuple(int(min(255, grey * f)) for f in rng.uniform((0.6, 0.75, 0.9), (1.0, 1.05, 1.3)))
+    return LidLook(line_colour=colour, line_width=float(rng.uniform(0.12, 0.6)),
+                   shade=float(rng.uniform(0.7, 1.1)), curve=float(rng.uniform(-0.5, 0.8)),
+                   lashes=bool(rng.random() < 0.5))
+
+
+def findable(camera: Camera, look: LidLook = LidLook(), photo: FacePhoto | None = None) -> bool:
+    """Whether prepare's face tracker finds the upright face through `camera`, the eyes
+    open and shut (a drowsy video shows mostly the latter)."""
+    photo, tracker = photo or grace_hopper(), _tracker()
+    camera = replace(camera, noise=0.0)  # a noise bank per try would cost more than the test
+    for eyes in (0.0, 1.0):
+        tracker.reset()
+        frame = compose(draw_face(photo, eyes, 0.0, look), photo, camera, Pose(), 0)
+        if not tracker.update(frame)[1]:
+            return False
+    return True
+
+
+@lru_cache(maxsize=1)  # loading the cascade costs more than a detection
+def _tracker() -> FaceTracker:
+    return FaceTracker(detect_every=1)
 
 
 # ----------------------------------------------------------------------------- motion
 def timeline(rng: np.random.Generator, seconds: float, fps: float, drowsy_share: float,
-             kinds: tuple[str, ...] = DROWSY_KINDS) -> dict[str, np.ndarray]:
-    """Per-frame eye closure, mouth opening and head nod (each 0..1) and drowsy label.
+             nods: bool = True) -> dict[str, np.ndarray]:
+    """Per-frame eye closure, mouth opening, head nod (each 0..1), yaw (-1..1), roll
+    (degrees), drift dx, dy (in face widths), a hand over the eyes (0/1) and the
+    drowsy label.
 
-    The video alternates alert and drowsy stretches (3-8 s) so that `drowsy_share` of it is
-    drowsy; alert stretches only blink, drowsy ones show events of `kinds`."""
+    drowsy_share 0 or 1: the whole video is alert or drowsy. In between, alert and drowsy
+    stretches (3-8 s) alternate so that this share of the video is drowsy; the eyes keep to
+    the stretch's label. Head motion, yawns and hands do not depend on the label."""
     n = int(round(seconds * fps))
     t = np.arange(n) / fps
-    state = {key: np.zeros(n) for key in ("eyes", "mouth", "nod")}
+    state = {key: np.zeros(n) for key in MOTION_KEYS}
     label = np.zeros(n, dtype=np.uint8)
-    start = 0.0
     drowsy = drowsy_share >= 1 or (0 < drowsy_share and rng.random() < drowsy_share)
+    start = 0.0
     while start < seconds:
-        mean = 5.0 * (drowsy_share if drowsy else 1 - drowsy_share) / 0.5
-        end = min(seconds, start + float(np.clip(rng.normal(mean, 1.0), 3.0, 8.0)))
+        end = seconds
+        if 0 < drowsy_share < 1:
+            mean = 5.0 * (drowsy_share if drowsy else 1 - drowsy_share) / 0.5
+            end = min(seconds, start + float(np.clip(rng.normal(mean, 1.0), 3.0, 8.0)))
+        inside = (t >= start) & (t < end)
+        # Heavy or narrow lids, alike in both classes: only a closure is a closure.
+        state["eyes"][inside] = 0.0 if rng.random() < 0.5 else rng.uniform(0.0, 0.25)
         if drowsy:
-            label[(t >= start) & (t < end)] = 1
-        _fill_events(rng, state, t, start, end, kinds if drowsy else ())
+            label[inside] = 1
+            _closures(rng, state, t, start, end, end >= seconds, nods)
+        else:
+            _blinks(rng, state, t, start, end)
         if 0 < drowsy_share < 1:
             drowsy = not drowsy
         start = end
+    _head_and_hands(rng, state, t, seconds)
     return {**state, "label": label}
 
 
@@ -97,109 +245,145 @@ def _bump(t: np.ndarray, start: float, rise: float, hold: float, fall: float) ->
     return np.clip(np.minimum((t - start) / rise, (start + rise + hold + fall - t) / fall), 0, 1)
 
 
-def _fill_events(rng: np.random.Generator, state: dict, t: np.ndarray, start: float, end: float,
-                 kinds: tuple[str, ...]) -> None:
-    when = start + rng.uniform(0.2, 1.0)
-    while when < end - 0.3:
-        kind = str(rng.choice(kinds)) if kinds else "blink"
-        if kind == "blink":
-            blink = _bump(t, when, 0.07, rng.uniform(0.02, 0.1), 0.08)
-            state["eyes"] = np.maximum(state["eyes"], blink)
-            when += rng.uniform(2.0, 5.0)
-            continue
-        if kind == "closure":
-            length = rng.uniform(1.0, 3.0)
-            state["eyes"] = np.maximum(state["eyes"], _bump(t, when, 0.4, length, 0.3))
-        elif kind == "slow_blink":
-            length = rng.uniform(0.3, 0.6)
-            state["eyes"] = np.maximum(state["eyes"], _bump(t, when, 0.25, length, 0.3))
-        elif kind == "yawn":
-            length = rng.uniform(1.5, 3.0)
-            state["mouth"] = np.maximum(state["mouth"], _bump(t, when, 1.0, length, 1.0))
-            state["eyes"] = np.maximum(state["eyes"], 0.6 * _bump(t, when + 0.5, 0.5, length, 0.5))
-        else:  # nod: the head sinks slowly and jerks back up
-            length = rng.uniform(0.8, 1.6)
-            state["nod"] = np.maximum(state["nod"], _bump(t, when, length, 0.3, 0.15))
-            state["eyes"] = np.maximum(state["eyes"], 0.8 * _bump(t, when, length * 0.5, 0.5, 0.15))
-        when += length + 1.5 + rng.uniform(0.5, 2.0)
+def _raise(state: dict, key: str, values: np.ndarray) -> None:
+    state[key] = np.maximum(state[key], values)
+
+
+def _nod(rng: np.random.Generator, t: np.ndarray, up: float, room: float = 9.0) -> np.ndarray:
+    """The head sinks (0.3-2 s), stays down (0.1-1.2 s) and comes back up from time `up`
+    (0.15-0.5 s), sinking and staying for at most `room` s: one shape for a look at the
+    dashboard and a drowsy nod, so that only the eyes tell them apart."""
+    sink, hold, fall = rng.uniform(0.3, 2.0), rng.uniform(0.1, 1.2), rng.uniform(0.15, 0.5)
+    scale = min(1.0, room / (sink + hold))
+    return rng.uniform(0.15, 0.6) * _bump(t, up - (sink + hold) * scale, sink * scale,
+                                          hold * scale, fall)
+
+
+def _blinks(rng: np.random.Generator, state: dict, t: np.ndarray, start: float,
+            end: float) -> None:
+    """Blinks of 0.1-0.4 s (rise, shut, reopen) every 2-6 s; looks down every 3-12 s."""
+    when = start + rng.uniform(0.3, 2.5)
+    while when < end - 0.4:
+        length = rng.uniform(0.1, 0.4)
+        rise, fall = length * rng.uniform(0.25, 0.35), length * rng.uniform(0.35, 0.45)
+        _raise(state, "eyes", _bump(t, when, rise, length - rise - fall, fall))
+        when += length + rng.uniform(2.0, 6.0)
+    when = start + rng.uniform(1.0, 8.0)
+    while when < end - 1.0:
+        _raise(state, "nod", _nod(rng, t, when))
+        when += rng.uniform(3.0, 12.0)
+
+
+def _closures(rng: np.random.Generator, state: dict, t: np.ndarray, start: float, end: float,
+              to_end: bool, nods: bool) -> None:
+    """Eyes shut for 1.5-5 s at a time, reopened for 0.3-1.2 s but never longer than 0.4
+    of a neighbouring closure: every 3 s window is then mostly closed, so the clips cut
+    from a drowsy video (labelled by its folder) all show drowsiness. Some closures come
+    with a nod: the head sinks with the eyes and jerks up when they open."""
+    when = start - (rng.uniform(0.0, 2.0) if start == 0 else 0.0)  # may open mid-closure
+    hold = rng.uniform(1.5, 5.0)
+    while when < end:
+        rise, fall = rng.uniform(0.15, 0.5), rng.uniform(0.1, 0.25)
+        following = rng.uniform(1.5, 5.0)
+        gap = min(rng.uniform(0.3, 1.2), 0.4 * hold, 0.4 * following)
+        if not to_end and when + rise + hold + fall + gap + following + 1.0 > end:
+            hold = end - when - rise - fall  # the last closure lasts to the stretch's end
+        _raise(state, "eyes", rng.uniform(0.85, 1.0) * _bump(t, when, rise, hold, fall))
+        if nods and rng.random() < NOD_SHARE:  # the head comes up as the eyes open
+            _raise(state, "nod", _nod(rng, t, when + rise + hold, rise + hold))
+        when += rise + hold + fall + max(0.05, gap - (rise + fall) / 2)
+        hold = following
+
+
+def _head_and_hands(rng: np.random.Generator, state: dict, t: np.ndarray,
+                    seconds: float) -> None:
+    """What every driver does, alert or drowsy: sway and drift, a slight roll, glances
+    aside (yaw 0.3-0.7 for 0.4-1.5 s), slower head turns (mirrors), yawns with squinting
+    eyes, now and then a hand rubbing the eyes. (Nods: _blinks and _closures, equal rates.)"""
+    def wave(amplitude: float, periods: tuple[float, float]) -> np.ndarray:
+        phase = rng.uniform(0, 2 * np.pi)
+        return amplitude * np.sin(2 * np.pi * t / rng.uniform(*periods) + phase)
+
+    # Drift in face widths: slow sway plus a little quick jitter.
+    state["dx"] += wave(rng.uniform(0, 0.12), (5, 20)) + wave(rng.uniform(0, 0.03), (1, 4))
+    state["dy"] += wave(rng.uniform(0, 0.08), (5, 20)) + wave(rng.uniform(0, 0.03), (1, 4))
+    state["roll"] += rng.uniform(-6, 6) + wave(rng.uniform(0, 4), (3, 12))
+    state["yaw"] += wave(rng.uniform(0, 0.1), (2, 10))
+    # kind: seconds between events, and the (low, high) of rise, hold and fall
+    events = {"glance": ((3, 9), (0.1, 0.25), (0.4, 1.5), (0.15, 0.3)),
+              "turn": ((6, 20), (0.4, 1.0), (0.8, 3.0), (0.4, 1.0)),
+              "yawn": ((10, 40), (0.6, 1.2), (1.0, 2.5), (0.6, 1.2)),
+              "hand": ((25, 120), (0.2, 0.2), (0.4, 1.2), (0.2, 0.2))}
+    for kind, (gaps, *shape) in events.items():
+        when = rng.uniform(0.0, gaps[1] / 2) - (0 if kind == "glance" else 1.0)
+        while when < seconds:
+            rise, hold, fall = (rng.uniform(*r) for r in shape)
+            bump = _bump(t, when, rise, hold, fall)
+            if kind == "glance":
+                state["yaw"] += rng.choice((-1, 1)) * rng.uniform(0.3, 0.7) * bump
+            elif kind == "turn":
+                state["yaw"] += rng.choice((-1, 1)) * rng.uniform(0.2, 0.5) * bump
+                state["roll"] += rng.uniform(-6, 6) * bump
+            elif kind == "yawn":
+                _raise(state, "mouth", rng.uniform(0.6, 1.0) * bump)
+                squint = _bump(t, when + 0.3, rise, hold, fall)
+                _raise(state, "eyes", rng.uniform(0.1, 0.35) * squint)
+            else:
+                _raise(state, "hand", (bump > 0.5).astype(float))
+            when += rise + hold + fall + rng.uniform(*gaps)
+    state["yaw"] = np.clip(state["yaw"], -0.8, 0.8)
 
 
 # ----------------------------------------------------------------------------- rendering
-_PHOTO: np.ndarray | None = None
-
-
 def face_photo() -> np.ndarray:
-    """grace_hopper.jpg as BGR uint8 [600, 512, 3] (loaded once)."""
-    global _PHOTO
-    if _PHOTO is None:
-        path = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
-        _PHOTO = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if _PHOTO is None:
-            raise RuntimeError(f"cannot read matplotlib's sample photo {path}")
-    return _PHOTO
+    return grace_hopper().image  # BGR uint8 [600, 512, 3]
 
 
 def render_frame(subject: Subject, eyes: float, mouth: float, nod: float,
-                 rng: np.random.Generator, night: bool = False) -> np.ndarray:
+                 rng: np.random.Generator) -> np.ndarray:
     """One BGR frame [H, W, 3] of `subject` with eyes closed by `eyes` (0 open .. 1 shut),
     mouth opened by `mouth` and head lowered by `nod` (each 0..1)."""
-    img = face_photo().copy()
-    skin = img[225:245, 240:290].reshape(-1, 3).mean(axis=0)
-    if eyes > 0.05:
-        a, b = EYE_HALF
-        for ex, ey in PHOTO_EYES:
-            # The upper lid covers the eye from the top down to `eyes` of its height.
-            lid = int(ey - b + 2 * b * min(eyes, 1.0))
-            mask = np.zeros((2 * b + 1, 2 * a + 1), np.uint8)
-            cv2.ellipse(mask, (a, b), (a, b), 0, 0, 360, 1, -1)
-            mask[lid - (ey - b) + 1:] = 0
-            patch = img[ey - b:ey + b + 1, ex - a:ex + a + 1]
-            patch[mask > 0] = skin
-            cv2.line(img, (ex - a + 2, lid), (ex + a - 2, lid), LID_COLOUR, 4)
-    if mouth > 0.05:
-        mx, my = PHOTO_MOUTH
-        cv2.ellipse(img, (mx, my + int(6 * mouth)), (int(20 + 8 * mouth), int(3 + 16 * mouth)),
-                    0, 0, 360, MOUTH_COLOUR, -1)
-    # Scale the photo so the face has the subject's width (INTER_AREA: no aliasing), then
-    # place it; a nod moves the face down and foreshortens it.
-    scale = subject.face_width / PHOTO_FACE[2]
-    small = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    fx = (PHOTO_FACE[0] + PHOTO_FACE[2] / 2) * scale
-    fy = (PHOTO_FACE[1] + PHOTO_FACE[3] / 2) * scale
-    squash = 1.0 - 0.15 * nod
-    cx, cy = subject.centre[0], subject.centre[1] + 0.25 * subject.face_width * nod
-    warp = np.float32([[1, 0, cx - fx], [0, squash, cy - fy * squash]])
-    frame = cv2.warpAffine(small, warp, subject.frame_size, flags=cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
-    if night:  # infrared look: grey, dim, noisier
-        frame = np.repeat(frame.mean(axis=2, keepdims=True), 3, axis=2) * 0.6
-    frame = frame * np.float32(subject.tint) * subject.brightness
-    frame += rng.normal(0, subject.noise * (2 if night else 1), frame.shape).astype(np.float32)
-    return np.clip(frame, 0, 255).astype(np.uint8)
+    photo = subject.photo()
+    face = draw_face(photo, eyes, mouth, subject.look, subject.occluder)
+    return compose(face, photo, subject.camera, Pose(nod=nod), int(rng.integers(1 << 30)))
+
+
+def _codec_for(path: Path, codec: str) -> str:
+    """The camera's codec when the file name allows it, else the name's usual one."""
+    if codec and extension(codec) == path.suffix.lower():
+        return codec
+    return "XVID" if path.suffix.lower() == ".avi" else "mp4v"
 
 
 def write_video(path: str | Path, frames: list[np.ndarray] | np.ndarray, fps: float) -> None:
     """Write BGR frames with OpenCV: .avi as XVID, anything else (.mp4, .mov, .m4v) as mp4v."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fourcc = "XVID" if path.suffix.lower() == ".avi" else "mp4v"
-    h, w = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
-    if not writer.isOpened():
-        raise RuntimeError(f"OpenCV cannot write {path}")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    size = (frames[0].shape[1], frames[0].shape[0])
+    writer = open_video_writer(str(path), Camera(size, fps=fps, codec=_codec_for(Path(path), "")))
     for frame in frames:
         writer.write(frame)
     writer.release()
 
 
 def render_video(path: str | Path, subject: Subject, seconds: float, drowsy_share: float,
-                 rng: np.random.Generator, kinds: tuple[str, ...] = DROWSY_KINDS,
-                 night: bool = False) -> np.ndarray:
+                 rng: np.random.Generator, nods: bool = True) -> np.ndarray:
     """Render and write one video; returns its per-frame drowsy labels (uint8 [N])."""
-    motion = timeline(rng, seconds, subject.fps, drowsy_share, kinds)
-    frames = [render_frame(subject, e, m, n, rng, night)
-              for e, m, n in zip(motion["eyes"], motion["mouth"], motion["nod"])]
-    write_video(path, frames, subject.fps)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    camera = replace(subject.camera, codec=_codec_for(path, subject.camera.codec))
+    motion = timeline(rng, seconds, camera.fps, drowsy_share, nods)
+    photo = subject.photo()
+    face_h = camera.face_width * camera.frame_size[0] / camera.frame_size[1]  # of the height
+    writer = open_video_writer(str(path), camera)
+    try:
+        for i in range(len(motion["label"])):
+            occluder = "hand" if motion["hand"][i] else subject.occluder
+            face = draw_face(photo, motion["eyes"][i], motion["mouth"][i], subject.look, occluder)
+            pose = Pose(yaw=motion["yaw"][i], nod=motion["nod"][i], roll=motion["roll"][i],
+                        dx=motion["dx"][i] * camera.face_width, dy=motion["dy"][i] * face_h)
+            writer.write(compose(face, photo, camera, pose, i))
+    finally:
+        writer.release()
     return motion["label"]
 
 
@@ -209,35 +393,73 @@ def write_label_file(path: Path, labels: np.ndarray) -> None:
 
 
 # ----------------------------------------------------------------------------- layouts
+def video_subject(name: str, seed: int, subject: int, video: int, fps: float | None = None,
+                  frame_size: tuple[int, int] | None = None, infrared: bool | None = None,
+                  alert: bool = False, codecs: tuple[str, ...] = CODECS
+                  ) -> tuple[Subject, np.random.Generator]:
+    """The driver of video `video` of subject `subject`, and the generator of its motion,
+    both drawn from (seed, subject, video) alone: any video can be made again, in any order
+    and in any process. A subject keeps their skin tint in all their videos."""
+    skin = tuple(np.random.default_rng((seed, subject)).uniform(0.85, 1.15, 3))
+    rng = np.random.default_rng((seed, subject, video))
+    glasses, stretch = bool(rng.random() < 0.5), float(rng.uniform(0.9, 1.1))
+    photo = training_face(glasses, stretch)
+    for _ in range(8):  # prepare drops clips where the tracker sees no face: redraw those
+        camera, look = random_camera(rng, fps, frame_size, infrared, skin, codecs), random_look(rng)
+        if findable(camera, look, photo):
+            break
+    occluder = "sunglasses" if alert and rng.random() < 0.05 else None  # no eyes, no alarm
+    return Subject(name, camera, look, occluder, glasses, stretch), rng
+
+
+def _make_video(task: dict) -> tuple[str, Subject]:
+    """One video of write_videos (and its NTHU label file), in this or a worker process."""
+    subject, rng = video_subject(task["name"], *task["draw"], **task["camera"])
+    path = Path(task["path"])
+    if not path.suffix:
+        path = path.with_suffix(extension(subject.camera.codec))
+    labels = render_video(path, subject, task["seconds"], task["share"], rng, task["nods"])
+    if task["labels"]:
+        write_label_file(Path(task["labels"]), labels)
+    return str(path), subject
+
+
 def write_videos(out_dir: str | Path, layout: str = "folders", num_subjects: int = 6,
-                 seed: int = 0, seconds: float = 10.0,
-                 frame_size: tuple[int, int] = FRAME_SIZE) -> str:
+                 seed: int = 0, seconds: float = 6.5,
+                 frame_size: tuple[int, int] | None = None, videos_per_label: int = 10,
+                 workers: int | None = None) -> str:
     """Write a synthetic video data set and return a one-paragraph summary.
 
-    layout 'folders': <out>/<alert|drowsy>/<subject>_<k>.<avi|mp4>, two videos per label
-        and subject (prepare splits the subjects).
+    layout 'folders': <out>/<alert|drowsy>/<subject>_<k>.<avi|mp4>, `videos_per_label`
+        videos per label and subject; 6.5 s makes three clips a video at prepare's defaults.
     layout 'nthu': <out>/Training_Dataset/<id>/<scenario>/<video>.avi with
         <id>_<video>_drowsiness.txt beside it, and <out>/Evaluation_Dataset/<id>/
         <id>_<scen>_mix.mp4 with <id>_<scen>_mixing_drowsiness.txt (a quarter of the
-        subjects, NTHU's subject-independent test part).
-    frame_size: (width, height); the default keeps files small, (640, 480) is NTHU's size.
-    """
+        subjects, NTHU's subject-independent test part). Night videos are infrared.
+    frame_size: (width, height) of every video; None draws one per video (160x120 up to
+        1280x720, sometimes 1920x1080). workers: processes (default: up to 2 from 8 videos);
+        the files do not depend on it."""
     if layout not in ("folders", "nthu"):
         raise ValueError(f"layout must be 'folders' or 'nthu', got {layout!r}")
     if num_subjects < 3:
         raise ValueError("need at least 3 subjects (train, val and test)")
+    began = time.perf_counter()
     out = Path(out_dir)
-    rng = np.random.default_rng(seed)
-    written: list[Path] = []
+    tasks: list[dict] = []
+
+    def add(name: str, draw: tuple, path: Path, length: float, share: float,
+            nods: bool = True, labels: Path | None = None, **camera) -> None:
+        tasks.append({"name": name, "draw": draw, "path": str(path), "seconds": length,
+                      "share": share, "nods": nods, "camera": camera,
+                      "labels": labels and str(labels)})
+
     if layout == "folders":
         for i in range(num_subjects):
-            subject = make_subject(f"subject{i + 1:02d}", rng, 30 if i % 2 == 0 else 15, frame_size)
-            ext = ".avi" if i % 2 == 0 else ".mp4"
-            for k, (label, share) in enumerate((("alert", 0.0), ("alert", 0.0),
-                                                 ("drowsy", 1.0), ("drowsy", 1.0))):
-                path = out / label / f"{subject.name}_{k + 1}{ext}"
-                render_video(path, subject, seconds, share, rng)
-                written.append(path)
+            name = f"subject{i + 1:02d}"
+            for k in range(2 * videos_per_label):
+                label = "alert" if k < videos_per_label else "drowsy"
+                add(name, (seed, i, k), out / label / f"{name}_{k + 1}", seconds,
+                    float(label == "drowsy"), frame_size=frame_size, alert=label == "alert")
     else:
         num_eval = max(1, round(num_subjects / 4))
         if num_subjects - num_eval > len(NTHU_TRAIN_IDS) or num_eval > len(NTHU_TEST_IDS):
@@ -245,27 +467,33 @@ def write_videos(out_dir: str | Path, layout: str = "folders", num_subjects: int
                              f"training and {len(NTHU_TEST_IDS)} test subjects")
         ids = [("Training_Dataset", sid) for sid in NTHU_TRAIN_IDS[:num_subjects - num_eval]]
         ids += [("Evaluation_Dataset", sid) for sid in NTHU_TEST_IDS[:num_eval]]
-        for part, sid in ids:
-            looks = make_subject(sid, rng, 30, frame_size)
-            for scenario, mix_name, fps in NTHU_SCENARIOS:
-                subject = replace(looks, fps=fps)
-                night = scenario.startswith("night")
-                if part == "Training_Dataset":
-                    for video, share, kinds in NTHU_VIDEOS:
-                        folder = out / part / sid / scenario
-                        path = folder / f"{video}.avi"
-                        labels = render_video(path, subject, seconds, share, rng,
-                                              kinds or DROWSY_KINDS, night)
-                        write_label_file(folder / f"{sid}_{video}_drowsiness.txt", labels)
-                        written.append(path)
-                else:
-                    folder = out / part / sid
-                    path = folder / f"{sid}_{mix_name}_mix.mp4"
-                    labels = render_video(path, subject, 2 * seconds, 0.5, rng, night=night)
-                    # The published label names spell the scenario their own way.
-                    write_label_file(folder / f"{sid}_{scenario}_mixing_drowsiness.txt", labels)
-                    written.append(path)
-    megabytes = sum(p.stat().st_size for p in written) / 1e6
+        for i, (part, sid) in enumerate(ids):
+            for j, (scenario, mix_name, fps) in enumerate(NTHU_SCENARIOS):
+                camera = {"fps": fps, "frame_size": frame_size,
+                          "infrared": scenario.startswith("night")}
+                folder = out / part / sid
+                if part == "Evaluation_Dataset":  # label names spell the scenario their own way
+                    add(sid, (seed, i, 10 * j), folder / f"{sid}_{mix_name}_mix.mp4", 2 * seconds,
+                        0.5, True, folder / f"{sid}_{scenario}_mixing_drowsiness.txt",
+                        codecs=("mp4v",), **camera)
+                    continue
+                for k, (video, share, nods) in enumerate(NTHU_VIDEOS):
+                    add(sid, (seed, i, 10 * j + k), folder / scenario / f"{video}.avi", seconds,
+                        share, nods, folder / scenario / f"{sid}_{video}_drowsiness.txt",
+                        codecs=("XVID", "MJPG"), **camera)
+    workers = workers or (min(2, os.cpu_count() or 1) if len(tasks) >= 8 else 1)
+    if workers > 1:
+        # spawn: fork is unsafe with OpenCV's threads (as in fatigue.data.preparation)
+        with mp.get_context("spawn").Pool(workers, cv2.setNumThreads, (1,)) as pool:
+            written = pool.map(_make_video, tasks, chunksize=1)
+    else:
+        written = [_make_video(task) for task in tasks]
+    megabytes = sum(Path(p).stat().st_size for p, _ in written) / 1e6
+    cameras = [s.camera for _, s in written]
+    sizes = sorted({c.frame_size for c in cameras}, key=lambda s: s[0] * s[1])
+    seconds_taken = time.perf_counter() - began
     return (f"Wrote {len(written)} synthetic videos ({megabytes:.1f} MB) of {num_subjects} "
-            f"subjects in the '{layout}' layout to {out}/. Prepare them with: "
-            f"python dataset.py --prepare {out} --format {layout}")
+            f"subjects in the '{layout}' layout to {out}/ in {seconds_taken:.0f} s, "
+            f"each through its own random camera ({sizes[0][0]}x{sizes[0][1]} to "
+            f"{sizes[-1][0]}x{sizes[-1][1]}, {sum(c.infrared for c in cameras)} infrared). "
+            f"Prepare them with: python dataset.py --prepare {out} --format {layout}")

@@ -1,0 +1,157 @@
+"""synthetic_videos.py: reproducible videos through random cameras, faces the tracker finds,
+labels the clips can trust (drowsy = eyes shut most of every 3 s), motion that does not
+tell the classes apart, and never the robustness suite's held-out face."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fatigue.data import faces
+from fatigue.data import synthetic_videos as sv
+from fatigue.data import video
+from fatigue.data.camera import Pose, compose
+
+
+def longest_run(mask: np.ndarray) -> int:
+    best = run = 0
+    for value in mask:
+        run = run + 1 if value else 0
+        best = max(best, run)
+    return best
+
+
+def first_frames(root: Path) -> dict[str, np.ndarray]:
+    frames = {}
+    for path in sorted(p for p in root.rglob("*") if p.suffix in (".avi", ".mp4")):
+        with video.VideoReader(path) as reader:
+            frames[str(path.relative_to(root))] = next(iter(reader))[1]
+    return frames
+
+
+def test_generation_is_reproducible_and_labels_match_the_frames(tmp_path):
+    kwargs = dict(layout="nthu", num_subjects=3, seed=4, seconds=1.0, frame_size=(160, 120))
+    for name, workers in (("a", 1), ("b", 1), ("c", 2)):
+        summary = sv.write_videos(tmp_path / name, workers=workers, **kwargs)
+        assert "18 synthetic videos" in summary
+    labels = {str(p.relative_to(tmp_path / "a")): p.read_bytes()
+              for p in sorted((tmp_path / "a").rglob("*.txt"))}
+    assert len(labels) == 18
+    for other in ("b", "c"):  # same seed: same labels and frames, whatever the processes
+        assert {k: (tmp_path / other / k).read_bytes() for k in labels} == labels
+        frames = first_frames(tmp_path / other)
+        assert frames.keys() == first_frames(tmp_path / "a").keys()
+        for key, frame in first_frames(tmp_path / "a").items():
+            assert np.array_equal(frames[key], frame), key
+    assert all(f.shape == (120, 160, 3) for f in first_frames(tmp_path / "a").values())
+    # Another seed draws other cameras.
+    sv.write_videos(tmp_path / "d", workers=1, **{**kwargs, "seed": 5})
+    other = first_frames(tmp_path / "d")
+    assert sum(np.array_equal(other[k], f) for k, f in first_frames(tmp_path / "a").items()) == 0
+
+
+def test_cameras_differ_between_videos():
+    subjects = [sv.video_subject("s", 0, i, k)[0] for i in range(3) for k in range(8)]
+    cameras = [s.camera for s in subjects]
+    assert len({c.frame_size for c in cameras}) >= 5
+    assert min(c.frame_size for c in cameras) < (640, 480) < max(c.frame_size for c in cameras)
+    for field in ("face_width", "gain", "gamma", "contrast", "noise"):
+        values = [getattr(c, field) for c in cameras]
+        assert len(set(values)) > 10, field
+    blurs = [c.blur for c in cameras]
+    assert blurs.count(0.0) >= 4 and max(blurs) > 1.0 and len(set(blurs)) >= 6
+    assert min(c.sensor_scale for c in cameras) < 0.8 and any(c.jpeg_quality for c in cameras)
+    assert {c.codec for c in cameras} == {"XVID", "mp4v", "MJPG"}
+    assert {c.fps for c in cameras} == {15.0, 30.0}
+    assert any(c.infrared for c in cameras) and not all(c.infrared for c in cameras)
+    assert len({s.look for s in subjects}) == len(subjects)  # a closed-eye look per video
+    assert {s.glasses for s in subjects} == {True, False}  # the face, with and without
+    assert len({s.stretch for s in subjects}) == len(subjects)
+    assert all(c.face_width * c.frame_size[0] >= sv.MIN_FACE for c in cameras)
+    # The light really differs: the face's mean brightness spans dark to bright.
+    photo = faces.grace_hopper()
+    face = faces.draw_face(photo, 0.0, 0.0)
+    brightness = []
+    for c in cameras[:12]:
+        frame = compose(face, photo, c, Pose(), 0)
+        w, h = c.frame_size
+        x, y, side = int(c.centre[0] * w), int(c.centre[1] * h), int(c.face_width * w / 4)
+        brightness.append(frame[y - side:y + side, x - side:x + side].mean())
+    assert max(brightness) - min(brightness) > 60
+    # An explicit size is kept; the rest is still drawn.
+    fixed = [sv.video_subject("s", 0, 0, k, frame_size=(320, 240))[0].camera for k in range(4)]
+    assert {c.frame_size for c in fixed} == {(320, 240)} and len({c.gain for c in fixed}) == 4
+
+
+def test_the_tracker_finds_the_face_through_random_cameras():
+    """Cameras as drawn (before write_videos redraws the rare miss), eyes open and shut."""
+    rng = np.random.default_rng(7)
+    found, sizes = [], set()
+    for k in range(30):
+        camera, look = sv.random_camera(rng), sv.random_look(rng)
+        photo = sv.training_face(k % 2 == 0, rng.uniform(0.9, 1.1))
+        sizes.add(camera.frame_size)
+        for eyes in (0.0, 1.0):
+            frame = compose(faces.draw_face(photo, eyes, 0.0, look), photo, camera, Pose(), k)
+            found.append(video.FaceTracker(detect_every=1).update(frame)[1])
+    assert len(sizes) >= 6
+    assert np.mean(found) >= 0.9
+
+
+@pytest.mark.parametrize("fps", [10, 15, 30])
+def test_drowsy_eyes_are_shut_most_of_every_3_seconds_and_alert_eyes_only_blink(fps):
+    window = 3 * fps
+    for seed in range(40):
+        drowsy = sv.timeline(np.random.default_rng(seed), 20, fps, 1.0)
+        alert = sv.timeline(np.random.default_rng(seed), 20, fps, 0.0)
+        assert drowsy["label"].all() and not alert["label"].any()
+        shut = (drowsy["eyes"] > 0.5).astype(float)
+        assert np.convolve(shut, np.ones(window), "valid").min() / window > 0.5
+        assert longest_run(drowsy["eyes"] > 0.5) >= 1.5 * fps
+        assert longest_run(alert["eyes"] > 0.5) <= 0.5 * fps
+        assert (alert["eyes"] > 0.5).mean() < 0.1
+
+
+def test_nthu_frame_labels_follow_the_eyes():
+    for seed in range(30):
+        for share in (0.5, 0.6, 0.7):
+            motion = sv.timeline(np.random.default_rng(seed), 30, 15, share)
+            label, shut = motion["label"].astype(bool), motion["eyes"] > 0.5
+            assert 0 < label.mean() < 1
+            assert longest_run(shut & ~label) <= 0.5 * 15  # alert stretches only blink
+            assert shut[label].mean() > 0.6  # drowsy stretches are mostly shut
+
+
+def test_motion_does_not_tell_the_classes_apart():
+    stats = {}
+    for share in (0.0, 1.0):
+        runs = [sv.timeline(np.random.default_rng(s), 20, 10, share) for s in range(150)]
+        stats[share] = {
+            "glance": np.mean([(np.abs(m["yaw"]) > 0.25).mean() for m in runs]),
+            "yaw": np.mean([np.abs(m["yaw"]).mean() for m in runs]),
+            "nod": np.mean([(m["nod"] > 0.15).mean() for m in runs]),
+            "roll": np.mean([np.abs(m["roll"]).mean() for m in runs]),
+            "drift": np.mean([np.abs(m["dx"]).mean() for m in runs]),
+            "yawn": np.mean([(m["mouth"] > 0.3).mean() for m in runs]),
+        }
+    for key, alert in stats[0.0].items():
+        assert alert > 0, key  # alert drivers move too
+        assert stats[1.0][key] == pytest.approx(alert, rel=0.25), key
+
+
+def test_training_videos_never_show_the_astronaut(tmp_path, monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("training videos must not use the held-out face")
+
+    monkeypatch.setattr(faces, "astronaut", forbidden)
+    monkeypatch.setattr(faces, "photos", forbidden)
+    drawn = []
+    real_draw = sv.draw_face
+    monkeypatch.setattr(sv, "draw_face", lambda photo, *a, **k: drawn.append(photo.name)
+                        or real_draw(photo, *a, **k))
+    sv.write_videos(tmp_path / "f", layout="folders", num_subjects=3, seconds=0.5,
+                    frame_size=(160, 120), videos_per_label=1, workers=1)
+    sv.write_videos(tmp_path / "n", layout="nthu", num_subjects=3, seconds=0.5,
+                    frame_size=(160, 120), workers=1)
+    assert drawn and set(drawn) == {"grace_hopper"}
