@@ -5,6 +5,7 @@ import csv
 
 import numpy as np
 import pytest
+import torch
 
 import evaluate
 import train
@@ -98,9 +99,13 @@ def test_the_suite_runs_end_to_end_and_writes_its_report(tiny, tmp_path, capsys)
     assert train.main(tiny("--epochs", "1")) == 0
     model = tmp_path / "models" / "best_model.pth"
     report = tmp_path / "report"
+    threads = torch.get_num_threads()
     assert evaluate.main(["--robustness", "--model", str(model), "--report", str(report),
                           "--conditions", "eyes hidden", "--closures", "2",
                           "--open-minutes", "0.2", "--workers", "1"]) == 0
+    # In-process drives use one thread, then give the caller's setting back (runs after
+    # this one in the same process would otherwise compute differently).
+    assert torch.get_num_threads() == threads
     printed = capsys.readouterr().out
     rows = list(csv.DictReader(open(report / "robustness.csv")))
     assert [(r["condition"], r["severity"], r["setting"]) for r in rows] == [

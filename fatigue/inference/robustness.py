@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from fatigue.data.camera import Camera
 from fatigue.data.faces import DEFAULT_LOOK, LidLook, photos
@@ -171,7 +170,6 @@ def score(script: DriveScript, result: detection.Result, hidden_state: str) -> d
 
 def run_job(job: Job, model_path: str, folder: str, alarm: dict | None) -> dict:
     """Render one drive, detect on it, score it (runs in a worker process)."""
-    torch.set_num_threads(1)
     variant = job.variant
     camera = dataclasses.replace(BASE_CAMERA, **variant.camera)
     # The whole drive hidden behind sunglasses counts as occluded throughout.
@@ -185,9 +183,10 @@ def run_job(job: Job, model_path: str, folder: str, alarm: dict | None) -> dict:
     path = render_drive(Path(folder) / f"{job.condition}-{job.severity}-{job.face}".replace(" ", "_"),
                         script, photo, camera, variant.look, variant.occluder, job.seed)
     rendered = time.perf_counter() - began
-    result, _ = detection.run(model_path, str(path), Path(folder) / f"{path.stem}.csv",
-                              alarm_overrides=alarm, device="cpu", progress=False,
-                              say=_ignore)
+    with detection.torch_threads(1):  # one clip at a time; the caller's setting comes back
+        result, _ = detection.run(model_path, str(path), Path(folder) / f"{path.stem}.csv",
+                                  alarm_overrides=alarm, device="cpu", progress=False,
+                                  say=_ignore)
     path.unlink()
     return {**score(script, result, detection.HIDDEN), "condition": job.condition,
             "severity": job.severity, "render_s": rendered,
