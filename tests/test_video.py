@@ -10,6 +10,7 @@ import pytest
 
 from fatigue.data import synthetic_videos as sv
 from fatigue.data import video
+from test_synthetic_videos import longest_run
 
 
 def iou(a, b) -> float:
@@ -102,13 +103,6 @@ def test_read_video_faces_on_a_synthetic_face_video(tmp_path):
 
 def test_synthetic_drowsiness_differs_in_time():
     """Alert: only blinks (eyes shut < 0.4 s); drowsy: long closures or yawns (>= 1 s)."""
-    def longest_run(mask: np.ndarray) -> int:
-        best = run = 0
-        for value in mask:
-            run = run + 1 if value else 0
-            best = max(best, run)
-        return best
-
     fps = 30
     for seed in range(5):
         alert = sv.timeline(np.random.default_rng(seed), 30, fps, 0.0)
