@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -90,6 +91,7 @@ def compose(face: np.ndarray, photo: FacePhoto, camera: Camera, pose: Pose,
     return frame
 
 
+@lru_cache(maxsize=64)  # one table per camera, not one per frame (do not write into it)
 def light_table(camera: Camera) -> np.ndarray:
     """The camera's response to light as one lookup table [256, 1, 3] (BGR): tint and
     exposure, then contrast around mid-grey, then gamma."""
