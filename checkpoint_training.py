@@ -5,6 +5,7 @@
     python checkpoint_training.py --list       # every checkpoint, with epoch and accuracy
     python checkpoint_training.py --info best_model.pth
     python checkpoint_training.py --clean --keep-last 3
+    python checkpoint_training.py --status     # finished or not, as an exit code for scripts
 
 Training, --force and --clean hold the model folder's claim (fatigue.claim): refused, exit
 code 75, while another command holds it. --list and --info only read, and work meanwhile.
@@ -18,6 +19,8 @@ from fatigue.claim import FolderClaim
 from fatigue.errors import UserError, run_cli
 from fatigue.training import session
 from model import build_model, count_parameters
+
+UNFINISHED = 3  # --status: the run has epochs left
 
 
 def status_of(path) -> tuple[dict | None, str]:
@@ -64,6 +67,24 @@ def list_checkpoints(store: ckpt.CheckpointStore) -> int:
         print(f"\n{len(archived)} earlier run(s) in {store.dir / ckpt.ARCHIVE}/: "
               + ", ".join(p.name for p in archived))
     return 0
+
+
+def run_status(store: ckpt.CheckpointStore) -> int:
+    """One line on the run in the folder, and an exit code a job script can rely on (torchrun's
+    own is 1 whenever it was signalled, even when every process saved): 0 all its epochs are
+    done, UNFINISHED to be continued with --resume, 2 (an error) no run to continue."""
+    path, state, notes = store.find_resumable()  # damaged files: the newest intact one
+    for note in notes:
+        print(f"warning: {note}")
+    num_epochs = state["config"]["num_epochs"]
+    if state["epoch"] >= num_epochs:
+        print(f"finished: {num_epochs}/{num_epochs} epochs in {path}, best val acc "
+              f"{pct(state['best_val_acc'])} at epoch {state.get('best_epoch', '-')}")
+        return 0
+    stopped = f", stopped by {state['interrupted']}" if state.get("interrupted") else ""
+    print(f"unfinished: epoch {position(state)} of {num_epochs} in {path}{stopped}; continue "
+          f"with --resume")
+    return UNFINISHED
 
 
 def summarize(values: list[float], as_pct: bool) -> str:
@@ -114,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
                                                       "or a file name inside --model-dir)")
     tools.add_argument("--clean", action="store_true",
                        help="apply --keep-last N to the epoch backups now, listing what goes")
+    tools.add_argument("--status", action="store_true",
+                       help="is the run in --model-dir finished? One line, and the exit code: "
+                            f"0 finished, {UNFINISHED} epochs left (continue with --resume), "
+                            "2 no run to continue (for job scripts: see docs/distributed.md)")
     args = parser.parse_args(argv)
     model_dir = given_options(args).get("model_dir", Config.model_dir)
     store = ckpt.CheckpointStore(model_dir)
@@ -121,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         return list_checkpoints(store)
     if args.info:
         return info(args.info, model_dir)
+    if args.status:
+        return run_status(store)
     if args.clean:
         if args.keep_last is None or args.keep_last < 1:
             raise UserError("--clean needs --keep-last N (N >= 1): how many epoch backups to keep")

@@ -85,6 +85,11 @@ class Config:
                               "cores want: auto is on for the torchvision backbones with mixed "
                               "precision on CUDA, off for the small CNN and on the CPU", "run",
                               choices=AUTO_YES_NO)
+    deterministic: str = _opt("auto", "bit-exact runs: the same seed gives the same weights, and "
+                              "a stopped run, resumed, ends where an uninterrupted one would. "
+                              "Free on the CPU (auto: on); on a GPU it means deterministic "
+                              "kernels and no cuDNN autotuning, which costs speed (auto: off; "
+                              "docs/performance.md has the cost)", "run", choices=AUTO_YES_NO)
 
     @classmethod
     def from_dict(cls, values: dict) -> "Config":

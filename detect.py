@@ -7,19 +7,22 @@ second, and an alarm.
 This script is the command line; the detection itself (face crops at the model's frame
 rate, a ring buffer of the last `sequence_length` crops scored every few frames, the
 smoothed alarm with hysteresis, the CSV, the annotated video and the summary) lives in
-fatigue/inference/detection.py. Output: a CSV row per scored window, an optional annotated
-video, and a summary with the alarms and the speed of each step.
+fatigue/inference/detection.py, and the alarm's sound in fatigue/inference/sound.py.
+Output: a CSV row per scored window, an optional annotated video, a sound while the alarm
+is on (from a camera; --sound), and a summary with the alarms and the speed of each step.
 """
 from __future__ import annotations
 
 import argparse
+from contextlib import nullcontext
 from pathlib import Path
 
 from config import DEVICES, Config
 from fatigue.data.video import CROP_DEFAULTS
 from fatigue.errors import UserError, run_cli
 from fatigue.inference.alarm import AlarmSettings
-from fatigue.inference.detection import run, summary, torch_threads
+from fatigue.inference.detection import is_camera, run, summary, torch_threads
+from fatigue.inference.sound import open_sound, sound_wanted, wav_seconds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--threads", type=int, default=1, metavar="N",
         help="CPU threads for the model (default: 1: nearly as fast as more for one clip at "
              "a time, and steady when other programs load the CPU)")
+    add("--sound", choices=("auto", "yes", "no"), default="auto",
+        help="sound while the alarm is on: a beep, repeated until it ends (default: auto: "
+             "on for a camera, off for a video file)")
+    add("--sound-file", metavar="PATH", help="a WAV file to play instead of the beep")
     add("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -82,11 +89,15 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("--every and --threads must be at least 1")
     if args.fps is not None and args.fps <= 0:
         raise UserError("--fps must be positive")
+    sound_file = Path(args.sound_file) if args.sound_file else None
+    if sound_file is not None:
+        wav_seconds(sound_file)  # a bad file fails now, before the model and the camera
     output = Path(args.output) if args.output else None
-    with torch_threads(args.threads):
+    sound = open_sound(sound_file) if sound_wanted(args.sound, is_camera(args.source)) else None
+    with sound or nullcontext(), torch_threads(args.threads):
         result, info = run(args.model, args.source, Path(args.csv), output, args.fps,
                            args.every, overrides, args.device, args.show, args.duration,
-                           progress=not args.quiet)
+                           progress=not args.quiet, sound=sound)
     print(summary(result, args.source, info, Path(args.csv), output))
     return 0
 

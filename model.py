@@ -14,6 +14,25 @@ from config import Config
 from fatigue.errors import UserError
 
 
+class SpatialMean(nn.Module):
+    """Global average pooling as a plain mean over height and width: the same values as
+    AdaptiveAvgPool2d(1), whose CUDA backward PyTorch's deterministic mode refuses."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((-2, -1), keepdim=True)
+
+
+def replace_global_pools(net: nn.Module) -> nn.Module:
+    """Every AdaptiveAvgPool2d to 1x1 inside `net` (torchvision's heads and
+    squeeze-excitation blocks) becomes a SpatialMean; no weights change."""
+    for name, child in net.named_children():
+        if isinstance(child, nn.AdaptiveAvgPool2d) and child.output_size in (1, (1, 1)):
+            setattr(net, name, SpatialMean())
+        else:
+            replace_global_pools(child)
+    return net
+
+
 def small_cnn(channels: int, width: int, feature_dim: int) -> nn.Module:
     """Three conv blocks (width, 2*width, 4*width), global average pool, projection.
     Small enough to train on a laptop CPU in minutes."""
@@ -22,7 +41,7 @@ def small_cnn(channels: int, width: int, feature_dim: int) -> nn.Module:
         layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
                    nn.ReLU(inplace=True), nn.MaxPool2d(2)]
         c_in = c_out
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, feature_dim),
+    layers += [SpatialMean(), nn.Flatten(), nn.Linear(c_in, feature_dim),
                nn.ReLU(inplace=True)]
     return nn.Sequential(*layers)
 
@@ -36,7 +55,7 @@ def torchvision_cnn(name: str, channels: int, feature_dim: int) -> nn.Module:
         if channels != 3:
             net.conv1 = nn.Conv2d(channels, 64, 7, stride=2, padding=3, bias=False)
         net.fc = nn.Sequential(nn.Linear(net.fc.in_features, feature_dim), nn.ReLU(inplace=True))
-        return net
+        return replace_global_pools(net)
     if name == "mobilenet_v3_small":
         net = torchvision.models.mobilenet_v3_small(weights=None)
         if channels != 3:
@@ -44,7 +63,7 @@ def torchvision_cnn(name: str, channels: int, feature_dim: int) -> nn.Module:
             net.features[0][0] = nn.Conv2d(channels, first.out_channels, 3, stride=2, padding=1,
                                            bias=False)
         net.classifier = nn.Sequential(nn.Linear(576, feature_dim), nn.ReLU(inplace=True))
-        return net
+        return replace_global_pools(net)
     raise ValueError(f"unknown backbone {name!r}")
 
 

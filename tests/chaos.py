@@ -292,10 +292,12 @@ def reference_run(work: Path, options: list[str], quick: bool) -> tuple[Path, fl
 
 
 def run_chaos(kills: int, seed: int = 0, data: Path | None = None, epochs: int = 6,
-              work: Path | None = None, say: Callable[..., None] = print) -> Report:
+              work: Path | None = None, say: Callable[..., None] = print,
+              extra: tuple[str, ...] = ()) -> Report:
     """Kill training `kills` times (see the module doc). With `data` (quick tests), train on
     that data set and draw each kill's moment from the announcement of training on;
-    without, training makes the default data set and kills are drawn from the launch."""
+    without, training makes the default data set and kills are drawn from the launch.
+    `extra` options go to every run (e.g. a GPU and --deterministic yes)."""
     began, rng, report = time.monotonic(), random.Random(seed), Report()
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # else inherited by the children
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -303,7 +305,8 @@ def run_chaos(kills: int, seed: int = 0, data: Path | None = None, epochs: int =
     (work / "logs").mkdir(parents=True, exist_ok=True)
     old_run = make_old_run(work)
     quick = data is not None
-    options = OPTIONS + (["--data-dir", str(data)] if quick else []) + ["--epochs", str(epochs)]
+    options = OPTIONS + (["--data-dir", str(data)] if quick else []) + ["--epochs", str(epochs),
+                                                                        *extra]
     reference, life_span, training_span = reference_run(work, options, quick)
     say(f"reference run made: {life_span:.1f} s, {training_span:.1f} s of training")
     life, cwd, turn, launches = 0, None, 0, 0
@@ -374,11 +377,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kills", type=int, default=30, help="how many kills (default: 30)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the moments and kinds")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
+    parser.add_argument("--gpu", action="store_true",
+                        help="train on the GPU in deterministic mode (--device cuda "
+                             "--deterministic yes): exact there too")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, stop)  # as Ctrl+C: the running launch is killed too
     work = Path(tempfile.mkdtemp(prefix="chaos-"))
     try:
-        report = run_chaos(args.kills, args.seed, work=work)
+        report = run_chaos(args.kills, args.seed, work=work,
+                           extra=("--device", "cuda", "--deterministic", "yes") if args.gpu else ())
         print(report.text())
     finally:
         if args.keep:

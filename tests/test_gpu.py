@@ -1,19 +1,76 @@
-"""CUDA paths; skipped where no GPU is present (CI has none)."""
+"""CUDA paths; skipped where no GPU is present (CI has none). The exactness tests come
+first: where GPU time is short, they are the ones to run (pytest -x runs them in order)."""
 from __future__ import annotations
 
+import os
 import signal
 
 import pytest
 import torch
 
+import chaos
 import train
+from conftest import tiny_args
 from fatigue.data import synthetic
 from fatigue.inference.evaluation import evaluate_checkpoint
-from fatigue.training import loop
+from fatigue.training import determinism, loop
 from test_faults import interrupt
-from test_training import load
+from test_training import assert_same_run, load
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+# cuBLAS reads its workspace setting once, when it starts: before any test uses the GPU.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", determinism.CUBLAS_WORKSPACE)
+EXACT = ("--device", "cuda", "--deterministic", "yes")
+
+
+# ----------------------------------------------------------------------------- exactness
+def test_two_deterministic_gpu_runs_with_one_seed_are_bit_identical(tiny_data, tmp_path):
+    for name in ("a", "b"):
+        assert train.main(tiny_args(tiny_data, tmp_path / name, "--epochs", "2", *EXACT)) == 0
+    first, second = (load(tmp_path / name / "latest_model.pth") for name in ("a", "b"))
+    assert first["deterministic"] is True and first["config"]["deterministic"] == "yes"
+    assert_same_run(first, second)
+
+
+@pytest.mark.parametrize("signum, code, where", [(signal.SIGINT, 130, "batch"),
+                                                 (signal.SIGTERM, 143, "validation")])
+def test_deterministic_gpu_run_stopped_and_resumed_is_bit_identical(
+        tiny_data, tmp_path, monkeypatch, signum, code, where):
+    reference = tiny_args(tiny_data, tmp_path / "reference", "--epochs", "3", *EXACT)
+    assert train.main(reference) == 0
+    if where == "batch":  # mid-epoch: the second step of the second epoch (3 steps each)
+        interrupt(monkeypatch, loop, "accumulate_gradients", 3 + 2, signum)
+    else:  # at an epoch's end
+        interrupt(monkeypatch, loop, "predict", 2, signum)
+    stopped = tiny_args(tiny_data, tmp_path / "stopped", "--epochs", "3", *EXACT)
+    assert train.main(stopped) == code
+    monkeypatch.undo()
+    state = load(tmp_path / "stopped" / "latest_model.pth")
+    assert state["interrupted"] == signal.Signals(signum).name and state["epoch"] < 3
+    assert train.main(stopped + ["--resume"]) == 0
+    assert_same_run(load(tmp_path / "reference" / "latest_model.pth"),
+                    load(tmp_path / "stopped" / "latest_model.pth"))
+
+
+def test_deterministic_gpu_run_killed_three_ways_ends_as_if_never_stopped(tiny_data, tmp_path):
+    """SIGKILL, a double signal and SIGTERM at random steps of processes of their own."""
+    report = chaos.run_chaos(kills=3, seed=1, data=tiny_data, epochs=3, work=tmp_path,
+                             say=lambda *a: None, extra=EXACT)
+    assert report.ok, report.text()
+    for kill in report.kills:  # each kill landed mid-run
+        assert kill.code in kill.expected and kill.code != 0, report.text()
+
+
+def test_resuming_in_the_other_mode_says_so(tiny, tmp_path, capsys):
+    assert train.main(tiny("--epochs", "1", "--device", "cuda")) == 0  # auto: fast on a GPU
+    assert load(tmp_path / "models" / "latest_model.pth")["deterministic"] is False
+    assert train.main(tiny("--epochs", "2", "--resume", "--deterministic", "yes")) == 0
+    err = capsys.readouterr().err
+    assert "trained in fast (not bit-exact) mode and continues in deterministic" in err
+    assert load(tmp_path / "models" / "latest_model.pth")["deterministic"] is True
+
+
+# ----------------------------------------------------------------------------- the rest
 
 
 def test_cuda_bf16_training_resumes_and_evaluates_on_cpu(tiny, tmp_path, monkeypatch):

@@ -167,7 +167,8 @@ def test_a_format_0_file_with_only_the_documented_keys_loads_and_resumes(tiny, t
     full = load(models / "latest_model.pth")
     write_checkpoint({k: full[k] for k in schema.DOCUMENTED_KEYS}, models / "latest_model.pth")
     old = load_checkpoint(models / "latest_model.pth")
-    assert (old["format_version"], old["samples_in_epoch"], old["best_epoch"]) == (3, 0, 0)
+    assert (old["format_version"], old["samples_in_epoch"], old["best_epoch"]) == \
+        (schema.FORMAT_VERSION, 0, 0)
     assert old["learning_rates"] == [pytest.approx(float("nan"), nan_ok=True)] * 2
     assert train.main(tiny("--resume", "--epochs", "3")) == 0
     assert load(models / "latest_model.pth")["epoch"] == 3
@@ -178,12 +179,15 @@ def test_checkpoints_of_the_code_before_the_schema_load(tmp_path):
     for name in ("format1_mid_epoch.pth", "format1_final.pth"):
         assert torch.load(DATA / name, weights_only=True)["format_version"] == 1
         state = load_checkpoint(DATA / name)  # checksum verified, upgraded
-        assert state["format_version"] == schema.FORMAT_VERSION == 3
+        assert state["format_version"] == schema.FORMAT_VERSION == 4
         assert state["partial_epoch"].dim() == 2
         # Unknown to format 1: detect and export keep what they did for such files.
         assert state["alarm_threshold"] is None and state["preprocessing"] is None
         # ... and their training goes on without camera jitter, as it would have.
         assert state["config"]["augment_camera"] == "no"
+        # ... in the mode they ran in (auto: exact on the CPU, autotuned on a GPU), which
+        # they did not record.
+        assert state["config"]["deterministic"] == "auto" and state["deterministic"] is None
     mid = load_checkpoint(DATA / "format1_mid_epoch.pth")
     assert (mid["epoch"], mid["samples_in_epoch"]) == (1, 4)
 

@@ -14,7 +14,8 @@ fixed order, so that reading either tells you the other:
     6. RNG                rng_state (process 0's), rank_rng_states (every process's), world_size
     7. data               data_fingerprint, data_splits, preprocessing (how the face
                           crops were made: detect and export apply the same)
-    8. the run            config, warnings, timestamp; the log is cut back to the epoch
+    8. the run            config, deterministic (whether its steps were bit-exact),
+                          warnings, timestamp; the log is cut back to the epoch
 
 Every key sits at the top level of the file, where the documented ones (DOCUMENTED_KEYS)
 have always been, so `torch.load(path, weights_only=True)["val_acc"]` keeps working.
@@ -34,7 +35,9 @@ from config import Config
 from fatigue import seeds
 from fatigue.training.schedule import rebuild_schedule
 
-FORMAT_VERSION = 3  # 2: alarm_threshold, preprocessing; 3: config's augment_camera
+# 2: alarm_threshold, preprocessing; 3: config's augment_camera; 4: deterministic, and
+# config's deterministic
+FORMAT_VERSION = 4
 # The keys the README documents: every checkpoint has them at its top level.
 DOCUMENTED_KEYS = ("epoch", "model_state_dict", "optimizer_state_dict", "scheduler_state_dict",
                    "val_acc", "best_val_acc", "train_losses", "val_losses", "train_accuracies",
@@ -67,6 +70,7 @@ class RunIdentity:
     data_splits: dict
     warnings: list[str]
     preprocessing: dict | None = None  # face-crop settings of video data (None: drawn faces)
+    deterministic: bool | None = None  # whether its steps are bit-exact (--deterministic)
 
 
 # ----------------------------------------------------------------------------- snapshot
@@ -98,6 +102,7 @@ def snapshot(parts: Trainables, train: Stateful, run: RunIdentity, rank_sums: li
         "preprocessing": run.preprocessing,
         # 8. the run
         "config": run.config.to_dict(),
+        "deterministic": run.deterministic,
         "warnings": run.warnings,
         "timestamp": datetime.now().astimezone().isoformat(timespec="seconds"),
     }
@@ -208,4 +213,10 @@ def upgrade(checkpoint: dict) -> dict:
         # resumes exactly as it would have.
         checkpoint["config"].setdefault("augment_camera", "no")
         checkpoint["format_version"] = 3
+    if checkpoint["format_version"] < 4:
+        # auto reproduces what older code did: nothing forced on the CPU, where it was exact,
+        # and cuDNN autotuning on a GPU. Whether its steps were exact is not recorded.
+        checkpoint["config"].setdefault("deterministic", "auto")
+        checkpoint.setdefault("deterministic", None)
+        checkpoint["format_version"] = 4
     return checkpoint

@@ -1,5 +1,5 @@
 """Live detection: frames of a video file or a camera in, scored windows, an alarm and
-the outputs (CSV rows, annotated video, on-screen window) out. detect.py is its command line.
+the outputs (CSV rows, annotated video, on-screen window, the alarm's sound) out. detect.py is its command line.
 
 Frames are taken at the model's frame rate (the one its training data was prepared at),
 the face is found and cropped by video.py, the same code `prepare` used to make the
@@ -31,6 +31,7 @@ from fatigue.progress import bar as progress_bar  # `progress` is run()'s own pa
 from fatigue.inference.alarm import ALARM, OK, WARNING, Alarm, AlarmSettings
 from fatigue.inference.deployment import alarm_settings, deployment_info
 from fatigue.inference.evaluation import load_model
+from fatigue.inference.sound import AlarmSound
 from model import pick_device
 
 
@@ -218,9 +219,14 @@ def display_available() -> bool:
     return True
 
 
+def is_camera(source: str) -> bool:
+    """Whether --source names a camera: a digit that is not a file."""
+    return source.isdigit() and not Path(source).exists()
+
+
 def open_source(source: str, fps: float) -> tuple[video.VideoReader, bool]:
-    """(reader, is a camera): a digit that is not a file names a camera."""
-    camera = source.isdigit() and not Path(source).exists()
+    """(reader, is a camera)."""
+    camera = is_camera(source)
     try:
         if camera:
             return video.VideoReader(int(source)), True
@@ -310,9 +316,11 @@ class Outputs:
 def run(model_path: str, source: str, csv_path: Path, output: Path | None = None,
         fps: float | None = None, every: int = 5, alarm_overrides: dict | None = None,
         device: str = "auto", show: bool = False, duration: float | None = None,
-        progress: bool = True, say=print) -> tuple[Result, dict]:
+        progress: bool = True, say=print, sound: AlarmSound | None = None
+        ) -> tuple[Result, dict]:
     """Detect on `source`; says its notes first (`say`), returns the result and the
-    deployment info. The alarm is the checkpoint's (alarm_settings) with `alarm_overrides`."""
+    deployment info. The alarm is the checkpoint's (alarm_settings) with `alarm_overrides`;
+    `sound` (sound.py) sounds while it is on. The caller closes `sound`."""
     model, state = load_model(model_path)
     settings = alarm_settings(state, alarm_overrides)
     settings.check()
@@ -342,6 +350,8 @@ def run(model_path: str, source: str, csv_path: Path, output: Path | None = None
             if window is not None:
                 windows.append(window)
                 outputs.window(window)
+                if sound is not None:  # both return at once, and only act on a change
+                    (sound.start if detector.alarm.active else sound.stop)()
             draw_start = time.perf_counter()
             keep_going = outputs.frame(frame, detector, t, speed)
             timing.steps["annotate and write"] += time.perf_counter() - draw_start
@@ -356,6 +366,8 @@ def run(model_path: str, source: str, csv_path: Path, output: Path | None = None
     except KeyboardInterrupt:
         stopped = "interrupted"  # what was seen so far is still written and summed up
     finally:
+        if sound is not None:
+            sound.stop()  # an alarm still on at the end (Ctrl+C, q, --duration) falls silent
         bar.close()
         reader.close()
         outputs.close()

@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from config import Config
 from dataset import ClipDataset
-from fatigue import progress, seeds
+from fatigue import progress, seeds, startup
 from fatigue.checkpoints import run_log, schema
 from fatigue.checkpoints.store import CheckpointStore
 from fatigue.data.clip_store import data_fingerprint, load_manifest
@@ -36,6 +36,7 @@ from fatigue.data.video import crop_settings
 from fatigue.errors import UserError
 from fatigue.inference.evaluation import evaluate_checkpoint, predict
 from fatigue.inference.metrics import alarm_threshold, positive_index
+from fatigue.training import determinism
 from fatigue.training.distributed import Distributed
 from fatigue.training.schedule import make_schedule
 from fatigue.training.state import TrainState
@@ -58,6 +59,8 @@ class Trainer:
         self.say = dist.say
         self.amp_dtype = autocast_dtype(cfg.amp, self.device)
         self.accum_steps = cfg.accum_steps  # raised by --auto-batch after an out-of-memory
+        self.deterministic = determinism.is_deterministic(cfg, self.device)
+        determinism.apply(self.deterministic, self.device)
         self.identity = self._identity(checkpoint, allow_data_change, warnings)
 
         data_args = dict(sequence_length=cfg.sequence_length, image_size=cfg.image_size,
@@ -72,6 +75,7 @@ class Trainer:
         self.train_loader = make_train_loader(self.train_set, self.sampler, cfg, self.device)
         self.val_shard = list(range(dist.rank, len(self.val_set), dist.world_size))
         self.val_loader = None
+        startup.mark("data sets opened")
 
         torch.manual_seed(seeds.model_init_seed(cfg.seed))
         model = build_model(cfg).place(self.device, cfg)
@@ -79,8 +83,6 @@ class Trainer:
         # 'module.' and '_orig_mod.' prefixes) is what checkpoints hold.
         step_model = DistributedDataParallel(model) if dist.enabled else model
         self.step_model = torch.compile(step_model) if cfg.compile else step_model
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # fixed input shapes: the fastest kernels
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate,
                                       weight_decay=cfg.weight_decay)
         scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
@@ -94,6 +96,7 @@ class Trainer:
                                        dist.world_size, truncate_log=truncate):
                 self.say(note)
         self.curves_drawn = (len(self.state.history["train_losses"]), 0.0)  # epochs, time
+        startup.mark("model built and restored")
 
     # ------------------------------------------------------------------------- the run
     def train(self) -> int:
@@ -216,14 +219,15 @@ class Trainer:
         torch.cuda.empty_cache()
         micro = math.ceil(batch / self.accum_steps)
         more = min(self.cfg.batch_size, 2 * self.accum_steps)
-        if not self.cfg.auto_batch or micro == 1:
+        # Smaller micro-batches add the gradients up in another order: not in exact mode.
+        if not self.cfg.auto_batch or micro == 1 or self.deterministic:
             if not self.dist.enabled:  # other processes cannot join a save now
                 self.save(epoch_end=False)
                 self.store.wait()
             raise UserError(
                 f"CUDA ran out of memory on micro-batches of {micro} clips. Lower --batch-size, "
                 f"--image-size or --sequence-length, split batches with --accum-steps {more}, "
-                f"or add --auto-batch; progress is saved, continue with "
+                f"or add --auto-batch (not with --deterministic); progress is saved, continue with "
                 f"{resume_command(self.cfg)}")
         self.accum_steps = more
         self.say(f"CUDA out of memory: micro-batch halved to {math.ceil(batch / more)} clips "
@@ -340,6 +344,11 @@ class Trainer:
         manifest = load_manifest(cfg.data_dir)
         fingerprint = data_fingerprint(manifest)
         warnings = [*warnings, *(checkpoint["warnings"] if checkpoint else [])]
+        mode = determinism.mode_change(checkpoint["deterministic"], self.deterministic) \
+            if checkpoint else None
+        if mode:
+            self.say(f"warning: {mode}", file=sys.stderr)
+            warnings.append(f"resumed at epoch {checkpoint['epoch']}: {mode}")
         change = schema.data_change(checkpoint, fingerprint) if checkpoint else None
         if change:
             if not allow_data_change:
@@ -353,7 +362,8 @@ class Trainer:
         made = crop_settings(manifest)  # None: not cut from video (the drawn faces)
         self.camera_jitter = cfg.augment_camera == "yes" or (
             cfg.augment_camera == "auto" and made is not None)
-        return schema.RunIdentity(cfg, fingerprint, manifest["splits"], warnings, made)
+        return schema.RunIdentity(cfg, fingerprint, manifest["splits"], warnings, made,
+                                  self.deterministic)
 
 
 # ----------------------------------------------------------------------------- step pieces

@@ -17,6 +17,7 @@ from dataset import DEFAULT_DATA_DIR, ClipDataset, ensure_dataset
 from fatigue.checkpoints.store import CheckpointStore, DamagedCheckpoint, load_checkpoint
 from fatigue.claim import FolderClaim
 from fatigue.data.clip_store import load_manifest
+from fatigue import startup
 from fatigue.errors import UserError
 from fatigue.training.distributed import Distributed
 from fatigue.training.loop import Trainer
@@ -61,6 +62,7 @@ def start(args: argparse.Namespace, given: dict, ask: bool, dist: Distributed) -
             return str(path), notes
         path, notes = dist.on_main(choose)
         checkpoint = found["checkpoint"] if dist.is_main else load_checkpoint(path)
+        startup.mark("checkpoint read and verified")
         cfg, changes = resume_config(checkpoint, given, model_dir)
         for note in notes:
             say(f"warning: {note}", file=sys.stderr)
