@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from config import Config
-from dataset import ClipDataset
+from fatigue.data.clips import ClipDataset
 from fatigue.checkpoints.store import CheckpointError, load_checkpoint
 from fatigue.checkpoints.schema import HISTORY_KEYS
 from fatigue.data.augment import to_model_input

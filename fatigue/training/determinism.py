@@ -34,7 +34,10 @@ def apply(deterministic: bool, device: torch.device) -> None:
     exact_gpu = deterministic and device.type == "cuda"
     if exact_gpu:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
-    torch.use_deterministic_algorithms(exact_gpu)
+    if torch.are_deterministic_algorithms_enabled() != exact_gpu:
+        # Only on a change: setting it imports the compiler stack (torch._inductor), a second
+        # of start-up that a run without --compile does not otherwise pay.
+        torch.use_deterministic_algorithms(exact_gpu)
     torch.backends.cudnn.deterministic = exact_gpu
     # Fixed input shapes: outside exact mode, autotuning finds the fastest kernels.
     torch.backends.cudnn.benchmark = device.type == "cuda" and not deterministic

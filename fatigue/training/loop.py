@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from config import Config
-from dataset import ClipDataset
+from fatigue.data.clips import ClipDataset
 from fatigue import progress, seeds, startup
 from fatigue.checkpoints import run_log, schema
 from fatigue.checkpoints.store import CheckpointStore

@@ -13,7 +13,7 @@ import contextlib
 import sys
 
 from config import Config, architecture_diff, build_config, flag_of, given_options
-from dataset import DEFAULT_DATA_DIR, ClipDataset, ensure_dataset
+from fatigue.data.clips import DEFAULT_DATA_DIR, ClipDataset, ensure_dataset
 from fatigue.checkpoints.store import CheckpointStore, DamagedCheckpoint, load_checkpoint
 from fatigue.claim import FolderClaim
 from fatigue.data.clip_store import load_manifest
