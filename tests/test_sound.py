@@ -44,9 +44,15 @@ class Recorder(Player):
 
 def wait_for(condition, seconds: float = 10.0) -> bool:
     end = time.monotonic() + seconds
-    while not condition() and time.monotonic() < end:
+    while not (met := condition()) and time.monotonic() < end:
         time.sleep(0.01)
-    return condition()
+    return met
+
+
+def bells(capsys, seen: list[str]) -> int:
+    """How many terminal bells stderr has rung so far (capsys hands out each output once)."""
+    seen.append(capsys.readouterr().err)
+    return "".join(seen).count("\a")
 
 
 @pytest.mark.parametrize("platform, tools, expected", [
@@ -167,7 +173,8 @@ def test_a_failing_player_gives_way_to_the_bell_with_one_note(tmp_path, capsys, 
                        gap=0.05, say=notes.append)
     sound.start()
     assert wait_for(lambda: isinstance(sound.player, BellPlayer))
-    assert wait_for(lambda: capsys.readouterr().err.count("\a") >= 1)
+    rung: list[str] = []
+    assert wait_for(lambda: bells(capsys, rung) >= 1)
     sound.close()
     assert len(notes) == 1 and reason in notes[0] and "terminal bell" in notes[0]
 
@@ -180,9 +187,8 @@ def test_without_a_player_the_bell_rings_with_one_note(capsys):
     assert isinstance(sound.player, BellPlayer)
     sound.period = 0.05  # repeated while on; tested quickly
     sound.start()
-    rung = []
-    assert wait_for(lambda: rung.append(capsys.readouterr().err) or "".join(rung).count("\a")
-                    >= 3, 5)
+    rung: list[str] = []
+    assert wait_for(lambda: bells(capsys, rung) >= 3, 5)
     sound.close()
     assert len(notes) == 1 and not sound.path.exists()
 
