@@ -12,16 +12,13 @@ import pytest
 import torch
 
 import detect
-import prepare
-import train
-from conftest import run_script
+from conftest import FPS, blinks, eyes_video, run_script
 from fatigue.data import synthetic_videos as sv
 from fatigue.errors import UserError
 from fatigue.inference.alarm import ALARM, OK, WARNING, Alarm, AlarmSettings
 from fatigue.inference.deployment import deployment_info
 from fatigue.inference.evaluation import load_model
 
-FPS = 10
 
 
 def feed(alarm: Alarm, probabilities: list[float], step: float = 0.5) -> list[str]:
@@ -58,47 +55,6 @@ def test_bad_alarm_settings_are_refused():
 
 
 # ----------------------------------------------------------------------------- end to end
-def eyes_video(path: Path, subject: sv.Subject, eyes: np.ndarray, seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    sv.write_video(path, [sv.render_frame(subject, float(e), 0.0, 0.0, rng) for e in eyes], FPS)
-
-
-def blinks(seconds: float, rng: np.random.Generator) -> np.ndarray:
-    """Open eyes with a 0.2 s blink every 1.5-3 s."""
-    eyes = np.zeros(int(seconds * FPS))
-    k = int(rng.integers(5, 15))
-    while k < len(eyes):
-        eyes[k:k + 2] = 1.0
-        k += int(rng.integers(15, 30))
-    return eyes
-
-
-@pytest.fixture(scope="module")
-def face_model(tmp_path_factory) -> Path:
-    """A small model trained on prepared videos of the real face: alert videos blink, drowsy
-    ones keep the eyes shut. It learns what the detector must catch in a second or two."""
-    root = tmp_path_factory.mktemp("faces")
-    rng = np.random.default_rng(5)
-    for i in range(5):
-        subject = sv.make_subject(f"subject{i}", rng, FPS)
-        eyes_video(root / "videos/alert" / f"subject{i}_1.avi", subject, blinks(6, rng), i)
-        eyes_video(root / "videos/drowsy" / f"subject{i}_1.avi", subject, np.ones(6 * FPS), i)
-    assert prepare.main(["--prepare", str(root / "videos"), "--format", "folders",
-                         "--data-dir", str(root / "data"), "--fps", str(FPS),
-                         "--sequence-length", "10", "--stride", "4", "--image-size", "32",
-                         "--workers", "1"]) == 0
-    assert train.main(["--data-dir", str(root / "data"), "--model-dir", str(root / "models"),
-                       "--image-size", "32", "--sequence-length", "10", "--cnn-width", "8",
-                       "--feature-dim", "16", "--lstm-hidden", "16", "--batch-size", "8",
-                       "--epochs", "20", "--lr", "0.005", "--seed", "3",
-                       # a confident model in 20 epochs: this tests the detect path, not
-                       # robustness to other cameras (tests/test_robustness.py does)
-                       "--augment-camera", "no"]) == 0
-    # The last epoch's model: the best-validation one is the first to reach 100%, often
-    # with a thin margin.
-    return root / "models/latest_model.pth"
-
-
 def test_detect_raises_the_alarm_while_the_eyes_stay_closed(face_model, tmp_path, capsys,
                                                             monkeypatch):
     # A subject never seen in training: eyes open (blinking) for 6 s, shut for 6 s, open 6 s.

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import detect
-from conftest import run_script
+from conftest import FPS, blinks, eyes_video, run_script
 from fatigue.data import synthetic_videos as sv
 from fatigue.errors import UserError
 from fatigue.inference import detection
@@ -22,7 +22,6 @@ from fatigue.inference.alarm import ALARM, OK
 from fatigue.inference.sound import (BEEP_SECONDS, SAMPLE_RATE, TONES, AlarmSound,
                                      BellPlayer, CommandPlayer, Player, choose_player,
                                      make_player, open_sound, sound_wanted, write_beep)
-from test_detect import FPS, blinks, eyes_video, face_model  # noqa: F401 (face_model: a fixture)
 
 
 class Recorder(Player):
