@@ -16,10 +16,16 @@ TEMPORAL = ("lstm", "mean")
 DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 AUTO_YES_NO = ("auto", "yes", "no")
+PRETRAINED = ("none", "imagenet")
+TORCHVISION_BACKBONES = BACKBONES[1:]
 
 
-def _opt(default: Any, help: str, group: str, flag: str | None = None, choices: tuple | None = None):
-    return field(default=default, metadata={"help": help, "group": group, "flag": flag, "choices": choices})
+def _opt(default: Any, help: str, group: str, flag: str | None = None, choices: tuple | None = None,
+         alone: Any = None):
+    """A config field's default and its command-line option; `alone` is the value of the
+    option given without one (`--pretrained` means `--pretrained imagenet`)."""
+    return field(default=default, metadata={"help": help, "group": group, "flag": flag,
+                                            "choices": choices, "alone": alone})
 
 
 @dataclass
@@ -51,6 +57,11 @@ class Config:
     dropout: float = _opt(0.3, "dropout before the classifier", "model")
     temporal: str = _opt("lstm", "how frames are combined: 'lstm' (the detector) or 'mean' "
                          "(order-blind mean pooling, a baseline)", "model", choices=TEMPORAL)
+    pretrained: str = _opt("none", "start the torchvision backbone from its ImageNet weights "
+                           "(torchvision's own file, downloaded once into $TORCH_HOME/hub/"
+                           "checkpoints/; offline, docs/pretrained.md says how to bring it); "
+                           "--pretrained alone means imagenet", "model", choices=PRETRAINED,
+                           alone="imagenet")
     num_classes: int = _opt(2, "output classes (taken from the data set when training starts)",
                             "model", flag="")
     # --- optimisation -------------------------------------------------------------------
@@ -61,6 +72,9 @@ class Config:
                                 "schedule to 1%% of it at the last epoch", "train", flag="--lr")
     weight_decay: float = _opt(0.0001, "AdamW weight decay", "train")
     grad_clip: float = _opt(1.0, "clip the gradient norm to this (0 disables)", "train")
+    freeze_backbone_epochs: int = _opt(0, "train only the LSTM and the head for the first N "
+                                       "epochs, the backbone's weights and BatchNorm statistics "
+                                       "frozen (the usual warm-up with --pretrained)", "train")
     seed: int = _opt(42, "seed of every random choice: same seed, same run", "train")
     # --- run ------------------------------------------------------------------------------
     model_dir: str = _opt("models", "folder of the checkpoints, the log and the curves", "run")
@@ -110,7 +124,7 @@ class Config:
                 raise UserError(f"{flag_of(name)} must be at least 1, "
                                 f"got {getattr(self, name)}")
         non_negative = ["num_workers", "save_every", "save_every_steps", "keep_last",
-                        "weight_decay", "grad_clip"]
+                        "weight_decay", "grad_clip", "freeze_backbone_epochs"]
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise UserError(f"{flag_of(name)} cannot be negative")
@@ -120,6 +134,10 @@ class Config:
             raise UserError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.channels not in (1, 3):
             raise UserError(f"--channels must be 1 (grayscale) or 3 (colour), got {self.channels}")
+        if self.pretrained != "none" and self.backbone not in TORCHVISION_BACKBONES:
+            raise UserError(f"--pretrained needs a torchvision backbone (--backbone "
+                            f"{' or '.join(TORCHVISION_BACKBONES)}); the {self.backbone} CNN "
+                            f"has no published weights")
         if self.accum_steps > self.batch_size:
             raise UserError(f"--accum-steps {self.accum_steps} is more than the "
                             f"--batch-size {self.batch_size} clips it splits")
@@ -152,10 +170,11 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
         if f.metadata["flag"] == "":
             continue
         kind = {"bool": _bool, "int": int, "float": float, "str": str}[f.type]
+        alone = {} if f.metadata["alone"] is None else {"nargs": "?", "const": f.metadata["alone"]}
         groups[f.metadata["group"]].add_argument(
             flag_of(f.name), dest=f.name, type=kind, default=None,
             choices=f.metadata["choices"], metavar=None if f.metadata["choices"] else f.name.upper(),
-            help=f"{f.metadata['help']} (default: {f.default})")
+            help=f"{f.metadata['help']} (default: {f.default})", **alone)
 
 
 def given_options(args: argparse.Namespace) -> dict:

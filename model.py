@@ -67,6 +67,39 @@ def torchvision_cnn(name: str, channels: int, feature_dim: int) -> nn.Module:
     raise ValueError(f"unknown backbone {name!r}")
 
 
+# The torchvision backbones' layers that replace ImageNet's classifier: new, so never frozen.
+NEW_LAYERS = ("fc.", "classifier.")
+# The input statistics torchvision's ImageNet weights were trained with (RGB).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def input_statistics(cfg: Config) -> tuple[list[float], list[float]] | None:
+    """Per-channel (mean, std) that pretrained weights expect of their input, or None: then
+    pixels are only centred. Grayscale takes the mean of the RGB values, as the first
+    convolution's filters are summed over RGB (adapt_pretrained)."""
+    if cfg.pretrained == "none":
+        return None
+    if cfg.channels == 3:
+        return list(IMAGENET_MEAN), list(IMAGENET_STD)
+    return [sum(IMAGENET_MEAN) / 3], [sum(IMAGENET_STD) / 3]
+
+
+def adapt_pretrained(weights: dict, net: nn.Module, channels: int) -> dict:
+    """torchvision's ImageNet state dict made to fit `net` (a torchvision_cnn): the first
+    convolution's RGB filters summed into one for grayscale (a gray pixel then gives what the
+    RGB network gave for that gray), the ImageNet classifier left out (replaced)."""
+    own = net.state_dict()
+    adapted = {}
+    for key, value in weights.items():
+        if key not in own or key.startswith(NEW_LAYERS):
+            continue
+        if value.dim() == 4 and value.shape[1] == 3 and own[key].shape[1] == channels == 1:
+            value = value.sum(dim=1, keepdim=True)
+        adapted[key] = value
+    return adapted
+
+
 class FatigueCNNLSTM(nn.Module):
     """Input: clips [B, T, C, H, W] in [0, 1]. Output: class logits [B, num_classes]."""
 
@@ -86,6 +119,33 @@ class FatigueCNNLSTM(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(head_in, cfg.num_classes)
         self.channels_last = False  # see place()
+        stats = input_statistics(cfg)
+        # Constants of the config, not weights: kept out of the state dict.
+        self.register_buffer("input_mean", None if stats is None else
+                             torch.tensor(stats[0]).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("input_std", None if stats is None else
+                             torch.tensor(stats[1]).view(1, -1, 1, 1), persistent=False)
+
+    def load_pretrained(self, weights: dict, channels: int) -> None:
+        """Start the backbone from torchvision's weights (see adapt_pretrained); every
+        backbone weight must be found there."""
+        adapted = adapt_pretrained(weights, self.cnn, channels)
+        missing = [k for k in self.cnn.state_dict()
+                   if k not in adapted and not k.startswith(NEW_LAYERS)]
+        if missing:
+            raise ValueError(f"the pretrained weights lack {', '.join(missing[:3])}")
+        self.cnn.load_state_dict(adapted, strict=False)
+
+    def train_mode(self, freeze_backbone: bool = False) -> "FatigueCNNLSTM":
+        """Training mode; with `freeze_backbone`, the CNN's weights (but for the projection
+        that replaced ImageNet's classifier) get no gradients and its BatchNorm statistics
+        stay as they are (its layers run as in evaluation)."""
+        self.train()
+        for name, param in self.cnn.named_parameters():
+            param.requires_grad_(not freeze_backbone or name.startswith(NEW_LAYERS))
+        if freeze_backbone:
+            self.cnn.eval()
+        return self
 
     def place(self, device: torch.device, cfg: Config) -> "FatigueCNNLSTM":
         """Move to `device` for training, NHWC where --channels-last says so. The weights'
@@ -98,8 +158,13 @@ class FatigueCNNLSTM(nn.Module):
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         b, t = clips.shape[:2]
-        # Centre pixel values: the data stays in [0, 1] (uint8 / 255) up to here.
-        frames = clips.flatten(0, 1) - 0.5
+        # The data stays in [0, 1] (uint8 / 255) up to here: centred, or normalised as the
+        # pretrained weights expect.
+        frames = clips.flatten(0, 1)
+        if self.input_mean is None:
+            frames = frames - 0.5
+        else:
+            frames = (frames - self.input_mean) / self.input_std
         if self.channels_last:
             frames = frames.contiguous(memory_format=torch.channels_last)
         feats = self.cnn(frames).view(b, t, -1)  # (B, T, F)

@@ -15,6 +15,7 @@ fixed order, so that reading either tells you the other:
     7. data               data_fingerprint, data_splits, preprocessing (how the face
                           crops were made: detect and export apply the same)
     8. the run            config, deterministic (whether its steps were bit-exact),
+                          pretrained_from (the weights file it started from, or None),
                           warnings, timestamp; the log is cut back to the epoch
 
 Every key sits at the top level of the file, where the documented ones (DOCUMENTED_KEYS)
@@ -35,8 +36,8 @@ from config import Config
 from fatigue import seeds
 from fatigue.training.schedule import rebuild_schedule
 
-# 2: alarm_threshold, preprocessing; 3: config's augment_camera; 4: deterministic, and
-# config's deterministic
+# 2: alarm_threshold, preprocessing; 3: config's augment_camera; 4: deterministic,
+# pretrained_from, and config's deterministic, pretrained, freeze_backbone_epochs
 FORMAT_VERSION = 4
 # The keys the README documents: every checkpoint has them at its top level.
 DOCUMENTED_KEYS = ("epoch", "model_state_dict", "optimizer_state_dict", "scheduler_state_dict",
@@ -71,6 +72,7 @@ class RunIdentity:
     warnings: list[str]
     preprocessing: dict | None = None  # face-crop settings of video data (None: drawn faces)
     deterministic: bool | None = None  # whether its steps are bit-exact (--deterministic)
+    pretrained_from: str | None = None  # the weights file the run started from (--pretrained)
 
 
 # ----------------------------------------------------------------------------- snapshot
@@ -103,6 +105,7 @@ def snapshot(parts: Trainables, train: Stateful, run: RunIdentity, rank_sums: li
         # 8. the run
         "config": run.config.to_dict(),
         "deterministic": run.deterministic,
+        "pretrained_from": run.pretrained_from,
         "warnings": run.warnings,
         "timestamp": datetime.now().astimezone().isoformat(timespec="seconds"),
     }
@@ -218,5 +221,9 @@ def upgrade(checkpoint: dict) -> dict:
         # and cuDNN autotuning on a GPU. Whether its steps were exact is not recorded.
         checkpoint["config"].setdefault("deterministic", "auto")
         checkpoint.setdefault("deterministic", None)
+        # Pretrained weights came later: older runs started from random weights.
+        checkpoint["config"].setdefault("pretrained", "none")
+        checkpoint["config"].setdefault("freeze_backbone_epochs", 0)
+        checkpoint.setdefault("pretrained_from", None)
         checkpoint["format_version"] = 4
     return checkpoint

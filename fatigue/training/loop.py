@@ -54,14 +54,16 @@ class Trainer:
 
     def __init__(self, cfg: Config, store: CheckpointStore, dist: Distributed,
                  checkpoint: dict | None = None, allow_data_change: bool = False,
-                 warnings: list[str] | tuple = ()) -> None:
+                 warnings: list[str] | tuple = (),
+                 pretrained: tuple[dict, str] | None = None) -> None:
         self.cfg, self.store, self.dist, self.device = cfg, store, dist, dist.device
         self.say = dist.say
         self.amp_dtype = autocast_dtype(cfg.amp, self.device)
         self.accum_steps = cfg.accum_steps  # raised by --auto-batch after an out-of-memory
         self.deterministic = determinism.is_deterministic(cfg, self.device)
         determinism.apply(self.deterministic, self.device)
-        self.identity = self._identity(checkpoint, allow_data_change, warnings)
+        self.identity = self._identity(checkpoint, allow_data_change, warnings,
+                                       pretrained[1] if pretrained else None)
 
         data_args = dict(sequence_length=cfg.sequence_length, image_size=cfg.image_size,
                          channels=cfg.channels)
@@ -78,10 +80,15 @@ class Trainer:
         startup.mark("data sets opened")
 
         torch.manual_seed(seeds.model_init_seed(cfg.seed))
-        model = build_model(cfg).place(self.device, cfg)
+        model = build_model(cfg)
+        if pretrained is not None:  # a new run from ImageNet weights (a resume has its own)
+            model.load_pretrained(pretrained[0], cfg.channels)
+        model.place(self.device, cfg)
         # The wrappers share their parameters with `model`, whose state_dict (without their
         # 'module.' and '_orig_mod.' prefixes) is what checkpoints hold.
-        step_model = DistributedDataParallel(model) if dist.enabled else model
+        # A frozen backbone leaves its parameters without gradients for a while.
+        step_model = DistributedDataParallel(
+            model, find_unused_parameters=cfg.freeze_backbone_epochs > 0) if dist.enabled else model
         self.step_model = torch.compile(step_model) if cfg.compile else step_model
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate,
                                       weight_decay=cfg.weight_decay)
@@ -133,7 +140,7 @@ class Trainer:
             torch.manual_seed(seeds.step_seed(cfg.seed, state.epoch, dist.rank))
             state.restart_epoch()
         lr = self.parts.optimizer.param_groups[0]["lr"]
-        self.parts.model.train()
+        self.parts.model.train_mode(freeze_backbone=state.epoch < cfg.freeze_backbone_epochs)
         # A bar on a terminal; in a log, a plain line every 10 s (fatigue.progress).
         done = math.ceil(state.samples_in_epoch / cfg.batch_size)  # steps, when resumed
         bar = progress.bar(self.train_loader, desc=f"epoch {state.epoch + 1}/{cfg.num_epochs}",
@@ -338,7 +345,7 @@ class Trainer:
             self.curves_drawn = (epochs, time.time())
 
     def _identity(self, checkpoint: dict | None, allow_data_change: bool,
-                  warnings: list[str] | tuple) -> schema.RunIdentity:
+                  warnings: list[str] | tuple, pretrained_from: str | None) -> schema.RunIdentity:
         """The run's options and data; refuses a resume on other data unless allowed."""
         cfg = self.cfg
         manifest = load_manifest(cfg.data_dir)
@@ -362,8 +369,9 @@ class Trainer:
         made = crop_settings(manifest)  # None: not cut from video (the drawn faces)
         self.camera_jitter = cfg.augment_camera == "yes" or (
             cfg.augment_camera == "auto" and made is not None)
-        return schema.RunIdentity(cfg, fingerprint, manifest["splits"], warnings, made,
-                                  self.deterministic)
+        return schema.RunIdentity(
+            cfg, fingerprint, manifest["splits"], warnings, made, self.deterministic,
+            checkpoint["pretrained_from"] if checkpoint else pretrained_from)
 
 
 # ----------------------------------------------------------------------------- step pieces

@@ -21,6 +21,7 @@ from fatigue import startup
 from fatigue.errors import UserError
 from fatigue.training.distributed import Distributed
 from fatigue.training.loop import Trainer
+from fatigue.training.pretrained import fetch as fetch_pretrained
 from model import pick_device
 
 
@@ -75,6 +76,9 @@ def start(args: argparse.Namespace, given: dict, ask: bool, dist: Distributed) -
     else:
         checkpoint = None
         cfg = build_config(given)
+    # Before anything is written: offline without the file, the run stops here.
+    pretrained = fetch_pretrained(cfg) if checkpoint is None and cfg.pretrained != "none" \
+        else None
 
     def prepare_folders() -> None:
         ensure_dataset(cfg.data_dir, explicitly_given="data_dir" in given or
@@ -94,7 +98,7 @@ def start(args: argparse.Namespace, given: dict, ask: bool, dist: Distributed) -
     store = CheckpointStore(model_dir, save_every=cfg.save_every, keep_last=cfg.keep_last,
                             background=True)
     trainer = Trainer(cfg, store, dist, checkpoint, allow_data_change=args.allow_data_change,
-                      warnings=notes)
+                      warnings=notes, pretrained=pretrained)
     return trainer.train()
 
 

@@ -1,0 +1,115 @@
+"""--pretrained: torchvision's ImageNet weights from the file torchvision keeps, tested
+offline with a file of the right name placed in a temporary TORCH_HOME; the offline error;
+the warm-up with a frozen backbone."""
+from __future__ import annotations
+
+import urllib.error
+
+import pytest
+import torch
+import torchvision
+
+import evaluate
+import train
+from config import Config
+from fatigue.errors import UserError
+from fatigue.training import pretrained
+from model import build_model
+from test_training import load
+
+RESNET = ("--backbone", "resnet18", "--image-size", "32", "--sequence-length", "4",
+          "--feature-dim", "8", "--lstm-hidden", "8", "--batch-size", "4")
+
+
+@pytest.fixture
+def torch_home(tmp_path, monkeypatch):
+    """An empty TORCH_HOME, and no network: a download attempt fails as offline."""
+    home = tmp_path / "torch_home"
+    monkeypatch.setenv("TORCH_HOME", str(home))
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network here")
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    return home
+
+
+@pytest.fixture
+def placed_weights(torch_home):
+    """ImageNet-shaped resnet18 weights (random values), where torchvision looks for them."""
+    weights = torchvision.models.resnet18(weights=None).state_dict()
+    path = torch_home / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    path.parent.mkdir(parents=True)
+    torch.save(weights, path)
+    return weights, path
+
+
+def test_the_backbone_starts_from_the_placed_file_adapted_to_grayscale(placed_weights):
+    weights, path = placed_weights
+    assert pretrained.weights_file("resnet18") == path
+    loaded, name = pretrained.fetch(Config(backbone="resnet18", pretrained="imagenet"))
+    assert name == "resnet18-f37072fd.pth"
+    model = build_model(Config(backbone="resnet18", pretrained="imagenet"))
+    model.load_pretrained(loaded, channels=1)
+    # The RGB filters summed into one, every other backbone weight as in the file ...
+    assert torch.equal(model.cnn.conv1.weight, weights["conv1.weight"].sum(1, keepdim=True))
+    assert torch.equal(model.cnn.layer4[1].bn2.running_var, weights["layer4.1.bn2.running_var"])
+    # ... the ImageNet classifier replaced, and the input normalised as ImageNet's was.
+    assert model.cnn.fc[0].weight.shape == (Config.feature_dim, 512)
+    gray = torch.full((1, 1, 1, 32, 32), 0.449)
+    assert model.input_mean.item() == pytest.approx(0.449, abs=1e-3)
+    frames = (gray.flatten(0, 1) - model.input_mean) / model.input_std
+    assert frames.abs().max() < 1e-3  # ImageNet's mean gray is zero after normalising
+
+
+def test_a_pretrained_run_records_its_weights_and_never_needs_the_file_again(
+        placed_weights, tiny_data, tmp_path, capsys):
+    _, path = placed_weights
+    models = tmp_path / "models"
+    argv = ["--data-dir", str(tiny_data), "--model-dir", str(models), *RESNET, "--pretrained"]
+    assert train.main(argv + ["--epochs", "1"]) == 0
+    state = load(models / "latest_model.pth")
+    assert state["config"]["pretrained"] == "imagenet"
+    assert state["pretrained_from"] == "resnet18-f37072fd.pth"
+    path.unlink()  # resume and evaluate use the checkpoint's weights
+    assert train.main(argv + ["--epochs", "2", "--resume"]) == 0
+    assert load(models / "latest_model.pth")["pretrained_from"] == "resnet18-f37072fd.pth"
+    assert evaluate.main(["--model", str(models / "best_model.pth")]) == 0
+
+
+def test_offline_without_the_file_one_line_says_what_to_do_and_nothing_is_moved(
+        torch_home, tiny, tmp_path):
+    assert train.main(tiny("--epochs", "1")) == 0  # an earlier run in the folder
+    models = tmp_path / "models"
+    before = {p.name: p.read_bytes() for p in models.iterdir() if p.is_file()}
+    with pytest.raises(UserError) as err:
+        train.main(tiny(*RESNET, "--pretrained", "--epochs", "1"))
+    message = str(err.value)
+    assert "resnet18-f37072fd.pth" in message and str(torch_home / "hub" / "checkpoints") in message
+    assert "no network here" in message and "\n" not in message
+    assert {p.name: p.read_bytes() for p in models.iterdir() if p.is_file()} == before
+    assert not (models / "archive").exists()
+
+
+def test_the_small_cnn_has_no_pretrained_weights():
+    with pytest.raises(UserError, match="needs a torchvision backbone"):
+        Config(pretrained="imagenet").validate()
+
+
+def test_a_frozen_backbone_keeps_its_weights_and_statistics_for_its_epochs(tiny_data, tmp_path):
+    models = tmp_path / "models"
+    argv = ["--data-dir", str(tiny_data), "--model-dir", str(models), *RESNET,
+            "--freeze-backbone-epochs", "1", "--save-every", "1"]
+    assert train.main(argv + ["--epochs", "2"]) == 0
+    first, second = (load(models / f"checkpoint_epoch_{e}.pth")["model_state_dict"]
+                     for e in (1, 2))
+    torch.manual_seed(Config.seed)  # the run's own initial weights
+    initial = build_model(Config(backbone="resnet18", feature_dim=8, lstm_hidden=8)).state_dict()
+    backbone = [k for k in first if k.startswith("cnn.") and not k.startswith("cnn.fc.")]
+    # Epoch 1: the backbone (weights and BatchNorm statistics) as it started; the new
+    # projection, the LSTM and the head learned.
+    assert all(torch.equal(first[k], initial[k]) for k in backbone)
+    for key in ("cnn.fc.0.weight", "lstm.weight_ih_l0", "head.weight"):
+        assert not torch.equal(first[key], initial[key]), key
+    # Epoch 2: the whole model trains.
+    assert not torch.equal(second["cnn.conv1.weight"], first["cnn.conv1.weight"])
+    assert not torch.equal(second["cnn.bn1.running_mean"], first["cnn.bn1.running_mean"])
