@@ -82,6 +82,9 @@ class Config:
                            "run")
     save_every_steps: int = _opt(0, "also refresh latest_model.pth every N optimizer steps "
                                  "inside an epoch (0: only at epoch ends)", "run")
+    log_every_steps: int = _opt(10, "TensorBoard's training-loss curve gets a point every N "
+                                "optimizer steps (when the tensorboard package is installed)",
+                                "run")
     keep_last: int = _opt(0, "keep only the newest N checkpoint_epoch_*.pth backups "
                           "(0: keep all)", "run")
     device: str = _opt("auto", "where to train: auto picks CUDA when present", "run",
@@ -118,7 +121,8 @@ class Config:
 
     def validate(self) -> None:
         positive = ["sequence_length", "image_size", "feature_dim", "lstm_hidden", "lstm_layers",
-                    "num_epochs", "batch_size", "cnn_width", "num_classes", "accum_steps"]
+                    "num_epochs", "batch_size", "cnn_width", "num_classes", "accum_steps",
+                    "log_every_steps"]
         for name in positive:
             if getattr(self, name) < 1:
                 raise UserError(f"{flag_of(name)} must be at least 1, "

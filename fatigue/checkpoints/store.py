@@ -34,13 +34,15 @@ import torch
 
 from fatigue.checkpoints import schema
 from fatigue.checkpoints.run_log import CURVES_FILE, LOG_FILE
+from fatigue.checkpoints.tensorboard_log import FOLDER as TENSORBOARD_FOLDER
 from fatigue.errors import UserError
 from fatigue.files import TMP_SUFFIX, commit, temp_path, write_temp
 
 LATEST = "latest_model.pth"
 BEST = "best_model.pth"
 ARCHIVE = "archive"
-RUN_FILES = (LOG_FILE, CURVES_FILE)  # the run's files besides checkpoints: archived with them
+# The run's files and folders besides checkpoints: archived with them.
+RUN_FILES = (LOG_FILE, CURVES_FILE, TENSORBOARD_FOLDER)
 
 
 class CheckpointError(UserError):

@@ -30,6 +30,7 @@ from fatigue.data.clips import ClipDataset
 from fatigue import progress, seeds, startup
 from fatigue.checkpoints import run_log, schema
 from fatigue.checkpoints.store import CheckpointStore
+from fatigue.checkpoints.tensorboard_log import TensorBoardLog
 from fatigue.data.clip_store import data_fingerprint, load_manifest
 from fatigue.data.loaders import EpochSampler, make_loader, make_train_loader
 from fatigue.data.video import crop_settings
@@ -103,6 +104,7 @@ class Trainer:
                                        dist.world_size, truncate_log=truncate):
                 self.say(note)
         self.curves_drawn = (len(self.state.history["train_losses"]), 0.0)  # epochs, time
+        self.tensorboard: TensorBoardLog | None = None  # opened by train(), process 0 only
         startup.mark("model built and restored")
 
     # ------------------------------------------------------------------------- the run
@@ -119,6 +121,11 @@ class Trainer:
         self.announce()
         with StopRequest(verbose=self.dist.is_main) as self.stop_request, \
                 contextlib.ExitStack() as on_exit:
+            if self.dist.is_main:
+                self.tensorboard = TensorBoardLog.open(cfg.model_dir, state.global_step,
+                                                       cfg.to_dict(), self.say)
+            if self.tensorboard:
+                on_exit.callback(self.tensorboard.close)
             on_exit.callback(self.draw_curves, force=True)  # however the loop is left
             try:
                 while state.epoch < cfg.num_epochs:
@@ -150,7 +157,10 @@ class Trainer:
                            mininterval=0.5)
         shown = time.time()
         for clips, labels in bar:
-            state.add_step(self.train_step(clips, labels), len(labels))
+            sums = self.train_step(clips, labels)
+            state.add_step(sums, len(labels))
+            if self.tensorboard and state.global_step % cfg.log_every_steps == 0:
+                self.tensorboard.step(state.global_step, (sums[0] / sums[2]).item())
             if time.time() - shown > PROGRESS_EVERY_S:
                 shown = time.time()
                 loss_sum, correct, seen = state.sums.tolist()
@@ -194,6 +204,8 @@ class Trainer:
         is_best = self.state.end_epoch(train["loss"], train["accuracy"], val["loss"],
                                        val["accuracy"], train["lr"], time.time() - began,
                                        val["threshold"])
+        if self.tensorboard:  # before the checkpoint that covers it (see tensorboard_log)
+            self.tensorboard.epoch(self.state.global_step, self.state.epoch, train, val)
         save_began = time.time()
         written = self.save(is_best=is_best)
         save_seconds = time.time() - save_began
@@ -260,6 +272,8 @@ class Trainer:
         rank_sums = self.dist.gather(self.state.sums.cpu())
         if not self.dist.is_main:
             return []
+        if self.tensorboard:  # every point up to this step, before the checkpoint
+            self.tensorboard.flush()
         # An --auto-batch change is part of the run: a resume keeps the smaller micro-batch.
         identity = dataclasses.replace(self.identity, config=dataclasses.replace(
             self.cfg, accum_steps=self.accum_steps))

@@ -1,0 +1,59 @@
+"""TensorBoard curves of a run, when the `tensorboard` package is installed (an optional
+extra, like onnx): `tensorboard --logdir models/tensorboard`.
+
+Every point is written at the run's global step (an epoch's figures at the step that ends
+it), so that a resumed run continues the same curves. The writer a resumed run opens tells
+TensorBoard to purge the points after the checkpoint's step (written by the process that was
+stopped, and written again now), so each step is shown once. Points are flushed before every
+checkpoint, so none that a checkpoint covers is lost with the process. The folder lives in
+the model folder and moves with the run when a new run archives it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+FOLDER = "tensorboard"
+
+
+class TensorBoardLog:
+    def __init__(self, writer) -> None:
+        self.writer = writer
+
+    @classmethod
+    def open(cls, model_dir: str | Path, global_step: int, config: dict,
+             say: Callable[..., None]) -> "TensorBoardLog | None":
+        """The run's writer, continuing after `global_step`; None (and one note) without
+        the package."""
+        try:
+            # Optional extra: imported only when a run starts, and only if installed.
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            say(f"note: no TensorBoard curves (pip install tensorboard to have them in "
+                f"{Path(model_dir) / FOLDER}/); training_log.jsonl and training_curves.png "
+                f"are written as always")
+            return None
+        writer = SummaryWriter(str(Path(model_dir) / FOLDER),
+                               purge_step=global_step + 1 if global_step else None)
+        rows = "\n".join(f"| {key} | {value} |" for key, value in config.items())
+        writer.add_text("config", f"| option | value |\n|---|---|\n{rows}", global_step)
+        return cls(writer)
+
+    def step(self, global_step: int, loss: float) -> None:
+        self.writer.add_scalar("train/step_loss", loss, global_step)
+
+    def epoch(self, global_step: int, epoch: int, train: dict, val: dict) -> None:
+        """An epoch's figures, at the step that ends it; flushed."""
+        figures = {"train/loss": train["loss"], "train/accuracy": train["accuracy"],
+                   "val/loss": val["loss"], "val/accuracy": val["accuracy"],
+                   "learning_rate": train["lr"], "epoch": epoch,
+                   "throughput/clips_per_second": train["clips"] / max(train["seconds"], 1e-9)}
+        for tag, value in figures.items():
+            self.writer.add_scalar(tag, value, global_step)
+        self.writer.flush()
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()

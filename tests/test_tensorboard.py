@@ -1,0 +1,99 @@
+"""TensorBoard curves (when the package is installed): each step shown once across a
+stop and resume, the same points as a run never stopped; without it, one note."""
+from __future__ import annotations
+
+import builtins
+
+import pytest
+
+import train
+from fatigue.training import loop
+from test_faults import interrupt
+
+EPOCHS = ("--epochs", "3", "--log-every-steps", "1", "--save-every-steps", "2")
+
+
+def curves(folder) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar curve as TensorBoard displays it (orphaned points purged)."""
+    accumulator = pytest.importorskip(
+        "tensorboard.backend.event_processing.event_accumulator").EventAccumulator(
+            str(folder), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    return {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)]
+            for tag in accumulator.Tags()["scalars"]}
+
+
+class Crash(BaseException):
+    """A process dying mid-step, after points past its last checkpoint were written."""
+
+
+def test_a_crashed_and_resumed_run_shows_each_step_once(tiny, tmp_path, monkeypatch):
+    pytest.importorskip("torch.utils.tensorboard")
+    reference = tiny(*EPOCHS)
+    reference[reference.index("--model-dir") + 1] = str(tmp_path / "reference")
+    assert train.main(reference) == 0
+    expected = curves(tmp_path / "reference" / "tensorboard")
+    # 3 epochs of 3 steps: a loss point per step, the epoch's figures at steps 3, 6 and 9.
+    assert [s for s, _ in expected["train/step_loss"]] == list(range(1, 10))
+    assert [s for s, _ in expected["val/accuracy"]] == [3, 6, 9]
+    assert {"train/loss", "train/accuracy", "val/loss", "learning_rate",
+            "throughput/clips_per_second"} <= set(expected)
+
+    # Crash in step 6 (the last checkpoint: step 4), after step 5's point was written.
+    calls = {"n": 0}
+    real = loop.accumulate_gradients
+
+    def crash_at_step_6(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise Crash()
+        return real(*args, **kwargs)
+    monkeypatch.setattr(loop, "accumulate_gradients", crash_at_step_6)
+    with pytest.raises(Crash):
+        train.main(tiny(*EPOCHS))
+    monkeypatch.undo()
+    written = curves(tmp_path / "models" / "tensorboard")
+    assert [s for s, _ in written["train/step_loss"]] == [1, 2, 3, 4, 5]
+    assert train.main(tiny(*EPOCHS, "--resume")) == 0
+    resumed = curves(tmp_path / "models" / "tensorboard")
+    for tag, points in expected.items():
+        if tag.startswith("throughput"):  # a speed: not the same twice
+            assert [s for s, _ in resumed[tag]] == [s for s, _ in points]
+        else:  # the same points, once each, bit for bit
+            assert resumed[tag] == points, tag
+
+
+def test_a_stopped_run_resumes_its_curves(tiny, tmp_path, monkeypatch):
+    pytest.importorskip("torch.utils.tensorboard")
+    interrupt(monkeypatch, loop, "accumulate_gradients", 5, __import__("signal").SIGTERM)
+    assert train.main(tiny(*EPOCHS)) == 143
+    monkeypatch.undo()
+    assert train.main(tiny(*EPOCHS, "--resume")) == 0
+    steps = [s for s, _ in curves(tmp_path / "models" / "tensorboard")["train/step_loss"]]
+    assert steps == list(range(1, 10))
+
+
+def test_without_the_package_one_note_and_nothing_else_changes(tiny, tmp_path, monkeypatch,
+                                                               capsys):
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *args, **kwargs):
+        if name.startswith(("torch.utils.tensorboard", "tensorboard")):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    assert train.main(tiny("--epochs", "2")) == 0
+    out = capsys.readouterr().out
+    assert out.count("note: no TensorBoard curves (pip install tensorboard") == 1
+    models = tmp_path / "models"
+    assert not (models / "tensorboard").exists()
+    assert (models / "training_log.jsonl").is_file() and (models / "training_curves.png").is_file()
+
+
+def test_an_archived_run_keeps_its_curves(tiny, tmp_path):
+    pytest.importorskip("torch.utils.tensorboard")
+    assert train.main(tiny("--epochs", "1")) == 0
+    assert train.main(tiny("--epochs", "1", "--force")) == 0
+    archived = list((tmp_path / "models" / "archive").glob("*/tensorboard"))
+    assert len(archived) == 1 and list(archived[0].iterdir())
+    assert [s for s, _ in curves(tmp_path / "models" / "tensorboard")["val/loss"]] == [3]
