@@ -5,6 +5,7 @@
     python main.py --mode prepare --prepare ~/NTHU-DDD --format nthu --data-dir data/nthu
     python main.py --mode detect --model models/best_model.pth --source drive.mp4
     python main.py --mode export --model models/best_model.pth --format onnx
+    python main.py --mode cv --folds 5 --data-dir data/rldd   # cross-validation over subjects
 
 `python main.py --mode MODE --help` lists the options of each mode.
 """
@@ -30,6 +31,7 @@ MODES = {
                          "--model PATH --source VIDEO_OR_INDEX"),
     "export": ("export", "export a checkpoint for deployment: --model PATH --format "
                          "{onnx,torchscript}"),
+    "cv": ("crossval", "cross-validation over subjects, resumable: --folds K (crossval.py)"),
 }
 
 

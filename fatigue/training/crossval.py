@@ -1,0 +1,441 @@
+"""Cross-validation over subjects, resumable: `python main.py --mode cv --folds 5`.
+
+The subjects of a prepared data set are dealt into K folds, deterministically from --seed,
+by subject (no subject is in two folds) and stratified by each subject's majority label.
+For fold k, in order:
+
+    1. cut       <study>/fold_k/data/: a clip store of every clip, copied from the source
+                 clip store (never decoded again), split by subject: fold k's subjects are
+                 the test split; the other folds' give the val split (a share of them, which
+                 picks the best checkpoint) and the train split
+    2. train     train.py in <study>/fold_k/ with the study's options; --resume once it has
+                 begun, so an interrupted fold continues mid-epoch, bit-identically on CPU
+    3. evaluate  the fold's best_model.pth on its test subjects (fold_k/test_metrics.json)
+
+and at the end, one table: every fold, then mean and standard deviation (results.csv,
+results.json). The study folder is <--model-dir>/cv/. study.json, written atomically after
+each step, holds the study's options, each fold's subjects, and each fold's status and
+result: a finished fold is never trained again, and a half-done study refuses other options
+(one line per difference) unless --force starts a new one (the old one is moved to
+<study>/archive/). Ctrl+C and SIGTERM stop it anywhere: inside training, the fold's run
+finishes its step and saves; elsewhere the step in progress is dropped and redone.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import shlex
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+import train
+from config import Config, build_config, flag_of, given_options
+from dataset import DEFAULT_DATA_DIR, ClipDataset, ensure_dataset
+from fatigue import files
+from fatigue.checkpoints.store import ARCHIVE, BEST, LATEST
+from fatigue.claim import CLAIM_FILE, FolderClaim
+from fatigue.data.clip_store import (dataset_exists, data_fingerprint, load_manifest, open_clips,
+                                     write_clip_store)
+from fatigue.errors import UserError
+from fatigue.inference.evaluation import evaluate_checkpoint
+from fatigue.inference.report import figures
+from fatigue.training.stop import EXIT_CODES, StopTraining
+
+STUDY_FOLDER = "cv"  # inside --model-dir
+STUDY_FILE = "study.json"
+FORMAT_VERSION = 1
+FOLD_STREAM = 0x6376  # the fold deal's own random stream of --seed ("cv")
+# Not the study's options: where it lives (model_dir), which data (checked by fingerprint),
+# and what the data set decides (num_classes).
+NOT_OPTIONS = ("model_dir", "data_dir", "num_classes")
+METRICS = ("accuracy", "macro_f1", "roc_auc")
+
+
+def run(args, argv: list[str]) -> int:
+    """The study the parsed options describe, started, continued or done; the exit code."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError("a study runs in one process; start it with python, not torchrun")
+    given = given_options(args)
+    study_dir = Path(given.get("model_dir", Config.model_dir)) / STUDY_FOLDER
+    with stops_raise():
+        try:
+            with FolderClaim(study_dir, wait=args.wait, break_claim=args.break_claim):
+                code = Study(study_dir, given, args).run()
+        except StopTraining as stop:  # outside a fold's training loop
+            code = stop.exit_code
+    if code:  # only a stop ends a study early: a failure raises
+        again = shlex.join(["python", "main.py", "--mode", "cv",
+                            *(a for a in argv if a != "--force")])
+        print(f"The study stopped; its finished folds are kept and the fold in progress goes "
+              f"on where it stopped. Continue with: {again}", file=sys.stderr, flush=True)
+    return code
+
+
+@contextlib.contextmanager
+def stops_raise():
+    """Ctrl+C and SIGTERM raise StopTraining wherever the study is: every step is either
+    atomic or redone. Inside training, the fold's run installs its own handler, which
+    finishes the step and saves first, and returns the stop's exit code."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stopping: list[int] = []
+
+    def handle(signum: int, frame) -> None:
+        if not stopping:  # a second signal while unwinding: already stopping
+            stopping.append(signum)
+            raise StopTraining(signum)
+
+    previous = {sig: signal.signal(sig, handle) for sig in EXIT_CODES}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+# ----------------------------------------------------------------------------- the deal
+def subject_strata(manifest: dict) -> dict[str, int]:
+    """Each subject's majority label (ties: the lower label), what the deal stratifies on."""
+    counts: dict[str, Counter] = {}
+    for clip in manifest["clips"]:
+        counts.setdefault(clip["subject"], Counter())[clip["label"]] += 1
+    return {s: min(c, key=lambda label: (-c[label], label)) for s, c in counts.items()}
+
+
+def data_folds(manifest: dict) -> dict[str, int] | None:
+    """The data set's own fold of each subject (UTA-RLDD's published folds, which prepare
+    records in every clip), or None when its clips carry none."""
+    folds: dict[str, int] = {}
+    for clip in manifest["clips"]:
+        fold = clip.get("fold")
+        if fold is None or folds.setdefault(clip["subject"], fold) != fold:
+            return None
+    return folds or None
+
+
+def plan_folds(strata: dict[str, int], folds: int, seed: int, val_subjects: int | None = None,
+               fixed: dict[str, int] | None = None) -> list[dict]:
+    """Deal subjects into folds; returns per fold its train, val and test subjects.
+
+    Subjects are shuffled by `seed`, ordered by stratum (stable, so shuffled within each),
+    and dealt round-robin: every fold gets its share of each label, sizes differ by at most
+    one. `fixed` (subject: fold name) gives the folds instead. The val subjects of fold k
+    are spread evenly over the other folds' subjects in the same order (so stratified too):
+    `val_subjects` of them, by default a fifth (at least 1).
+    """
+    subjects = sorted(strata)
+    if folds < 2:
+        raise UserError(f"--folds must be at least 2, got {folds}")
+    if len(subjects) < folds:
+        raise UserError(f"--folds {folds} needs at least {folds} subjects; the data set has "
+                        f"{len(subjects)}")
+    rng = np.random.default_rng([seed % 2**64, FOLD_STREAM])
+    ordered = sorted((subjects[i] for i in rng.permutation(len(subjects))), key=strata.get)
+    names = sorted(set(fixed.values())) if fixed else []
+    fold_of = {s: names.index(fixed[s]) for s in subjects} if fixed else \
+        {s: i % folds for i, s in enumerate(ordered)}
+    plan = []
+    for k in range(folds):
+        test = [s for s in ordered if fold_of[s] == k]
+        rest = [s for s in ordered if fold_of[s] != k]
+        n_val = max(1, int(len(rest) / 5 + 0.5)) if val_subjects is None else val_subjects
+        if not 1 <= n_val < len(rest):
+            raise UserError(f"fold {k + 1} has {len(rest)} training subjects: --val-subjects "
+                            f"must leave at least one for training and take at least one "
+                            f"(got {n_val}); use fewer --folds or --val-subjects")
+        val = {rest[int((i + 0.5) * len(rest) / n_val)] for i in range(n_val)}
+        plan.append({"fold": k + 1, "train": sorted(s for s in rest if s not in val),
+                     "val": sorted(val), "test": sorted(test)})
+    return plan
+
+
+def cut_fold_data(source: str, manifest: dict, fold: dict, target: Path, origin: dict) -> None:
+    """Write the fold's clip store: every clip of the source, its split set by subject.
+    Copied in order from the memory-mapped source; the manifest is written last, so an
+    interrupted cut leaves no data set and is redone."""
+    split_of = {s: split for split in ("train", "val", "test") for s in fold[split]}
+    records = [{**clip, "split": split_of[clip["subject"]]} for clip in manifest["clips"]]
+    meta = {k: v for k, v in manifest.items()
+            if k not in ("format_version", "clip_shape", "splits", "clips")}
+    meta["cross_validation"] = {**origin, "fold": fold["fold"]}
+    write_clip_store(target, open_clips(source), records, meta)
+
+
+# ----------------------------------------------------------------------------- the study
+class Study:
+    """One study folder: its record (study.json), its folds and its table."""
+
+    def __init__(self, study_dir: Path, given: dict, args) -> None:
+        self.dir, self.args = study_dir, args
+        self.data_dir = given.get("data_dir", Config.data_dir)
+        self.data_given = "data_dir" in given  # a named folder is never filled behind one's back
+        self.given = {k: v for k, v in given.items() if k not in ("model_dir", "data_dir")}
+        self.cfg = build_config(self.given)  # validated; the options that decide results
+        self.record: dict = {}
+
+    def run(self) -> int:
+        for stale in self.dir.glob(f".*{files.TMP_SUFFIX}"):
+            stale.unlink(missing_ok=True)  # left by a killed write; the claim is held
+        manifest = self.source_manifest()
+        self.record = self.open(manifest)
+        for fold in self.record["folds"]:
+            if fold["status"] == "finished":
+                print(f"fold {fold['fold']}/{len(self.record['folds'])}: finished, "
+                      f"{fold_line(fold)}")
+                continue
+            code = self.run_fold(fold, manifest)
+            if code:
+                return code
+        rows = results_table(self.record)
+        print(format_table(rows))
+        files.atomic_write_text(self.dir / "results.csv", results_csv(rows))
+        files.atomic_write_text(self.dir / "results.json", json.dumps(rows, indent=1))
+        print(f"Written: {self.dir}/results.csv, {self.dir}/results.json")
+        return 0
+
+    def source_manifest(self) -> dict:
+        """The source data set (the built-in synthetic one made in the default folder),
+        checked against the options before anything is written."""
+        cfg, args = self.cfg, self.args
+        ensure_dataset(self.data_dir, self.data_given or self.data_dir != DEFAULT_DATA_DIR,
+                       seed=0, image_size=cfg.image_size, sequence_length=cfg.sequence_length,
+                       channels=cfg.channels, wait=args.wait, break_claim=args.break_claim)
+        ClipDataset(self.data_dir, "train", cfg.sequence_length, cfg.image_size, cfg.channels)
+        return load_manifest(self.data_dir)
+
+    def wanted(self, manifest: dict) -> dict:
+        """What defines the study: folds, val subjects, data and every result-deciding option."""
+        options = {k: v for k, v in self.cfg.to_dict().items() if k not in NOT_OPTIONS}
+        return {"num_folds": self.args.folds, "val_subjects": self.args.val_subjects,
+                "fold_source": self.args.fold_source,
+                "data_dir": str(self.data_dir), "data_fingerprint": data_fingerprint(manifest),
+                "options": options}
+
+    def open(self, manifest: dict) -> dict:
+        """The study record: the one in the folder when it matches the options (else a
+        refusal listing the differences), or a new one (--force archives the old)."""
+        path, wanted = self.dir / STUDY_FILE, self.wanted(manifest)
+        if path.is_file() and not self.args.force:
+            record = read_record(path)
+            diff = study_diff(record, wanted)
+            if diff:
+                raise UserError(
+                    f"{self.dir}/ holds a study begun with other options:\n  "
+                    + "\n  ".join(diff) + f"\nRun it with its own options to continue it, or "
+                    f"add --force to start a new study (the old one moves to "
+                    f"{self.dir}/{ARCHIVE}/, nothing is deleted)")
+            done = [f["fold"] for f in record["folds"] if f["status"] == "finished"]
+            if len(done) < len(record["folds"]):
+                print(f"Continuing the study in {self.dir}/: "
+                      f"{len(done)} of {record['num_folds']} folds finished")
+            return record
+        strata, own = subject_strata(manifest), data_folds(manifest)
+        if own and (self.args.fold_source == "seed" or len(set(own.values())) != self.args.folds):
+            print(f"The data set has its own {len(set(own.values()))} folds; not used "
+                  f"(--folds {self.args.folds}, --fold-source {self.args.fold_source}): "
+                  f"dealing subjects by --seed")
+            own = None
+        plan = plan_folds(strata, self.args.folds, self.cfg.seed, self.args.val_subjects, own)
+        moved = self.archive()  # only now: a refused plan changes nothing
+        if moved:
+            print(f"Moved the previous study's files to {moved}/ (nothing deleted).")
+        record = {"format_version": FORMAT_VERSION, **wanted, "classes": manifest["classes"],
+                  "folds_from": "the data set" if own else "seed",
+                  "given": self.given, "created": now(),
+                  "folds": [{**fold, "status": "pending"} for fold in plan]}
+        self.save(record)
+        how = "the data set's own folds" if own else f"dealt by seed {self.cfg.seed}"
+        print(f"Cross-validation over subjects: {len(plan)} folds of the {len(strata)} "
+              f"subjects in {self.data_dir}/ ({how}), study in {self.dir}/")
+        for fold in plan:
+            print(f"  fold {fold['fold']}: test {len(fold['test'])}, val {len(fold['val'])}, "
+                  f"train {len(fold['train'])} subjects")
+        return record
+
+    def archive(self) -> Path | None:
+        """Move everything in the study folder (an old study, or the leftovers of an
+        interrupted archive) to archive/study_<time>/; study.json first, so an interrupted
+        move leaves leftovers, never a study missing its folds."""
+        entries = sorted((p for p in self.dir.iterdir() if p.name not in (CLAIM_FILE, ARCHIVE)),
+                         key=lambda p: p.name != STUDY_FILE)
+        if not entries:
+            return None
+        target = self.dir / ARCHIVE / time.strftime("study_%Y%m%d_%H%M%S")
+        n = 1
+        while target.exists():
+            target = target.with_name(f"{target.name.split('~')[0]}~{n}")
+            n += 1
+        target.mkdir(parents=True)
+        for p in entries:
+            p.replace(target / p.name)
+        return target
+
+    def save(self, record: dict) -> None:
+        record["updated"] = now()
+        files.atomic_write_text(self.dir / STUDY_FILE, json.dumps(record, indent=1))
+
+    def run_fold(self, fold: dict, manifest: dict) -> int:
+        """Cut, train and evaluate one fold, each step resumed where it stopped; returns the
+        training's exit code when it was stopped, else 0."""
+        k, total = fold["fold"], self.record["num_folds"]
+        fold_dir = self.dir / f"fold_{k}"
+        data = fold_dir / "data"
+        if not dataset_exists(data):
+            print(f"fold {k}/{total}: cutting its clip store into {data}/")
+            cut_fold_data(self.data_dir, manifest, fold, data, {
+                "source": str(self.data_dir), "folds": total, "seed": self.cfg.seed,
+                "source_fingerprint": self.record["data_fingerprint"]})
+        if fold["status"] == "pending":
+            fold.update(status="training", started=now())
+            self.save(self.record)
+        print(f"fold {k}/{total}: training in {fold_dir}/ (test subjects: "
+              f"{', '.join(fold['test'])})", flush=True)
+        code = train.main(self.train_argv(fold_dir, data))
+        if code:
+            return code
+        report = evaluate_checkpoint(fold_dir / BEST, str(data), self.cfg.device, "test",
+                                     self.cfg.batch_size)
+        files.atomic_write_text(fold_dir / "test_metrics.json",
+                                json.dumps(figures(report), indent=1))
+        fold.update(status="finished", finished=now(), result=fold_result(report))
+        self.save(self.record)
+        print(f"fold {k}/{total}: finished, {fold_line(fold)}", flush=True)
+        return 0
+
+    def train_argv(self, fold_dir: Path, data: Path) -> list[str]:
+        """The fold's train.py command line: the study's options, its folders, and --resume
+        once the fold's run has a checkpoint."""
+        argv = ["--data-dir", str(data), "--model-dir", str(fold_dir)]
+        for name, value in self.record["given"].items():
+            argv += [flag_of(name), ("yes" if value else "no") if isinstance(value, bool)
+                     else str(value)]
+        argv += ["--wait", str(self.args.wait), *["--break-claim"] * self.args.break_claim]
+        return argv + ["--resume"] * (fold_dir / LATEST).is_file()
+
+
+def read_record(path: Path) -> dict:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path} is unreadable ({err}); add --force to start a new study (the "
+                        f"old files are archived, not deleted)") from None
+    if record.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"{path} has format {record.get('format_version')}, this code reads "
+                        f"{FORMAT_VERSION}; add --force to start a new study")
+    return record
+
+
+def study_diff(record: dict, wanted: dict) -> list[str]:
+    """One line per difference between a study's definition and the one asked for now."""
+    lines = []
+    for key, flag, default in (("num_folds", "--folds", None),
+                               ("val_subjects", "--val-subjects", None),
+                               ("fold_source", "--fold-source", "auto")):
+        if record.get(key, default) != wanted[key]:
+            lines.append(f"{flag}: {show(record.get(key, default))} in the study, "
+                         f"{show(wanted[key])} now")
+    if record["data_fingerprint"] != wanted["data_fingerprint"]:
+        lines.append(f"--data-dir: {record['data_dir']}/ (data fingerprint "
+                     f"{record['data_fingerprint']}) in the study, {wanted['data_dir']}/ "
+                     f"({wanted['data_fingerprint']}) now")
+    # An option newer than the study counts as its default there, as for checkpoints.
+    defaults = Config().to_dict()
+    saved = {**{k: v for k, v in defaults.items() if k not in NOT_OPTIONS}, **record["options"]}
+    now_ = wanted["options"]
+    for name in [*now_, *(n for n in saved if n not in now_)]:
+        if saved.get(name) != now_.get(name):
+            lines.append(f"{flag_of(name) if name in now_ else name}: {show(saved.get(name))} "
+                         f"in the study, {show(now_.get(name))} now")
+    return lines
+
+
+def show(value) -> str:
+    return "auto" if value is None else ("yes" if value else "no") if isinstance(value, bool) \
+        else str(value)
+
+
+def now() -> str:
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+# ----------------------------------------------------------------------------- results
+def fold_result(r: dict) -> dict:
+    """What the table needs of one fold's evaluation (NaN as None: JSON has no NaN)."""
+    return figures({"clips": r["clips"], "epoch": r["epoch"], "val_acc": r["val_acc"],
+                    **{m: r[m] for m in METRICS},
+                    "recall": {c: v["recall"] for c, v in r["per_class"].items()},
+                    "per_subject": r["per_subject"], "confusion_matrix": r["confusion_matrix"]})
+
+
+def fold_line(fold: dict) -> str:
+    r, n = fold["result"], len(fold["test"])
+    return (f"test accuracy {100 * r['accuracy']:.2f}% on {r['clips']} clips of {n} unseen "
+            f"subject{'s' * (n > 1)} (best epoch {r['epoch']})")
+
+
+def results_table(record: dict) -> dict:
+    """Per fold its figures; over folds the mean and the sample standard deviation (n - 1)
+    of each. A figure undefined in a fold (ROC-AUC with one class) is left out of both."""
+    columns = [*METRICS, *(f"recall_{c}" for c in record["classes"])]
+    folds = [{"fold": f["fold"], "test_subjects": f["test"], "clips": f["result"]["clips"],
+              "best_epoch": f["result"]["epoch"], **{m: f["result"][m] for m in METRICS},
+              **{f"recall_{c}": f["result"]["recall"][c] for c in record["classes"]}}
+             for f in record["folds"]]
+    values = {c: [f[c] for f in folds if f[c] is not None] for c in columns}
+    return {"columns": columns, "folds": folds,
+            "mean": {c: float(np.mean(v)) if v else None for c, v in values.items()},
+            "std": {c: float(np.std(v, ddof=1)) if len(v) > 1 else None
+                    for c, v in values.items()},
+            "n": {c: len(v) for c, v in values.items()},
+            "std_is": "sample standard deviation over folds (n - 1)",
+            "data_dir": record["data_dir"], "num_folds": record["num_folds"],
+            "options": record["options"]}
+
+
+def format_table(rows: dict) -> str:
+    """The printed table: one line per fold, then mean ± standard deviation."""
+    columns = rows["columns"]
+    heads = [{"macro_f1": "macro F1", "roc_auc": "ROC-AUC"}.get(c, c.replace("_", " "))
+             for c in columns]
+    widths = [max(16, len(h)) for h in heads]
+
+    def cell(column: str, value: float | None) -> str:
+        return "n/a" if value is None else \
+            f"{100 * value:.2f}%" if column == "accuracy" else f"{value:.3f}"
+
+    def line(start: str, cells: list[str]) -> str:
+        return start + "  ".join(f"{c:>{w}}" for c, w in zip(cells, widths))
+
+    lines = [line("fold  subjects  clips  best epoch  ", heads)]
+    for f in rows["folds"]:
+        lines.append(line(f"{f['fold']:4d}  {len(f['test_subjects']):8d}  {f['clips']:5d}  "
+                          f"{f['best_epoch']:10d}  ", [cell(c, f[c]) for c in columns]))
+    lines.append(line(f"{'mean ± std':<36}", [
+        "n/a" if rows["mean"][c] is None else
+        f"{cell(c, rows['mean'][c])} ± {cell(c, rows['std'][c])}" for c in columns]))
+    return "\n".join(lines)
+
+
+def results_csv(rows: dict) -> str:
+    """results.csv: one row per fold, then the mean and the standard deviation rows."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["fold", "test_subjects", "clips", "best_epoch", *rows["columns"]])
+    for f in rows["folds"]:
+        writer.writerow([f["fold"], " ".join(f["test_subjects"]), f["clips"], f["best_epoch"],
+                         *("" if f[c] is None else repr(f[c]) for c in rows["columns"])])
+    for what in ("mean", "std"):
+        writer.writerow([what, "", "", "", *("" if rows[what][c] is None else repr(rows[what][c])
+                                             for c in rows["columns"])])
+    return out.getvalue()

@@ -1,0 +1,158 @@
+"""Cross-validation over subjects (main.py --mode cv): the deal, the table, an interrupted
+study continued bit-identically, finished folds left alone, changed options refused,
+--force archiving."""
+from __future__ import annotations
+
+import json
+import signal
+import statistics
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import crossval as cv_command
+import main
+import train
+from fatigue.data.clip_store import load_manifest
+from fatigue.errors import UserError
+from fatigue.training import crossval, loop
+from conftest import tiny_args
+from test_faults import interrupt
+from test_training import assert_same_run, load
+
+
+def study_args(data: Path, models: Path, *extra: str) -> list[str]:
+    """A 3-fold study of the tiny data set (4 subjects), 2 epochs a fold."""
+    return ["--folds", "3", *tiny_args(data, models, "--epochs", "2", *extra)]
+
+
+def record_of(study: Path) -> dict:
+    return json.loads((study / "study.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_data, tmp_path_factory) -> Path:
+    """An uninterrupted study; returns its folder."""
+    models = tmp_path_factory.mktemp("cv_reference")
+    assert main.main(["--mode", "cv", *study_args(tiny_data, models)]) == 0
+    return models / "cv"
+
+
+def test_deal_is_by_subject_stratified_and_seeded_or_the_data_sets_own():
+    strata = {f"s{i:02d}": int(i >= 6) for i in range(10)}  # 6 of label 0, 4 of label 1
+    plan = crossval.plan_folds(strata, 3, seed=7)
+    assert plan == crossval.plan_folds(strata, 3, seed=7)
+    assert plan != crossval.plan_folds(strata, 3, seed=8)
+    tests = [f["test"] for f in plan]
+    assert sorted(s for t in tests for s in t) == sorted(strata)  # each subject in one fold
+    for label in (0, 1):  # each label spread evenly over the folds
+        counts = [sum(strata[s] == label for s in t) for t in tests]
+        assert max(counts) - min(counts) <= 1, (label, counts)
+    for fold in plan:
+        assert not set(fold["test"]) & (set(fold["val"]) | set(fold["train"]))
+        assert not set(fold["val"]) & set(fold["train"])
+        assert len(fold["val"]) == max(1, int((10 - len(fold["test"])) / 5 + 0.5))
+    # A data set's own folds (UTA-RLDD's published ones, recorded by prepare) are kept.
+    clips = [{"subject": s, "label": strata[s], "fold": 1 + i % 2}
+             for i, s in enumerate(sorted(strata))]
+    own = crossval.data_folds({"clips": clips})
+    assert [set(f["test"]) for f in crossval.plan_folds(strata, 2, seed=7, fixed=own)] == \
+        [{s for s in own if own[s] == k} for k in (1, 2)]
+    assert crossval.data_folds({"clips": [{**c, "fold": None} for c in clips]}) is None
+    with pytest.raises(UserError, match="at least 11 subjects"):
+        crossval.plan_folds(strata, 11, seed=7)
+    with pytest.raises(UserError, match="--val-subjects"):
+        crossval.plan_folds(strata, 3, seed=7, val_subjects=6)
+
+
+def test_study_writes_the_table(reference, tiny_data):
+    record = record_of(reference)
+    subjects = {c["subject"] for c in load_manifest(tiny_data)["clips"]}
+    tests = [set(f["test"]) for f in record["folds"]]
+    assert set.union(*tests) == subjects and sum(map(len, tests)) == len(subjects)
+    for fold in record["folds"]:
+        assert fold["status"] == "finished"
+        splits = load_manifest(reference / f"fold_{fold['fold']}" / "data")["splits"]
+        assert {k: splits[k] for k in ("train", "val", "test")} == \
+            {k: fold[k] for k in ("train", "val", "test")}
+        assert not set(fold["test"]) & set(fold["train"] + fold["val"])
+    results = json.loads((reference / "results.json").read_text())
+    assert [f["accuracy"] for f in results["folds"]] == \
+        [f["result"]["accuracy"] for f in record["folds"]]
+    for column in results["columns"]:
+        values = [f[column] for f in results["folds"] if f[column] is not None]
+        assert results["mean"][column] == pytest.approx(statistics.mean(values))
+        assert results["std"][column] == pytest.approx(statistics.stdev(values))
+    csv_lines = (reference / "results.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("fold,test_subjects,clips,best_epoch,accuracy,macro_f1")
+    assert [line.split(",")[0] for line in csv_lines[1:]] == ["1", "2", "3", "mean", "std"]
+    assert float(csv_lines[4].split(",")[4]) == results["mean"]["accuracy"]
+
+
+def test_stopped_in_second_fold_continues_bit_identically(reference, tiny_data, tmp_path,
+                                                          monkeypatch, capsys):
+    args = study_args(tiny_data, tmp_path / "models")
+    study = tmp_path / "models" / "cv"
+    # SIGTERM in the second step of fold 2 (one accumulate_gradients call per step).
+    fold_1_steps = load(reference / "fold_1" / "latest_model.pth")["global_step"]
+    interrupt(monkeypatch, loop, "accumulate_gradients", fold_1_steps + 2, signal.SIGTERM)
+    assert main.main(["--mode", "cv", *args]) == 143
+    monkeypatch.undo()
+    assert "Continue with: python main.py --mode cv --folds 3" in capsys.readouterr().err
+    assert [f["status"] for f in record_of(study)["folds"]] == ["finished", "training", "pending"]
+    assert load(study / "fold_2" / "latest_model.pth")["interrupted"] == "SIGTERM"
+    untouched = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (study / "fold_1").glob("*.pth")}
+
+    trained = []
+    real_main = train.main
+    monkeypatch.setattr(train, "main", lambda argv: trained.append(argv) or real_main(argv))
+    assert main.main(["--mode", "cv", *args]) == 0
+    assert [a[a.index("--model-dir") + 1] for a in trained] == \
+        [str(study / "fold_2"), str(study / "fold_3")]  # fold 1 is not trained again
+    assert "--resume" in trained[0] and "--resume" not in trained[1]
+    for path, (mtime, content) in untouched.items():
+        assert path.stat().st_mtime_ns == mtime and path.read_bytes() == content, path
+    assert "mean ± std" in capsys.readouterr().out
+
+    for k in (1, 2, 3):
+        assert_same_run(load(reference / f"fold_{k}" / "latest_model.pth"),
+                        load(study / f"fold_{k}" / "latest_model.pth"))
+    assert [f["result"] for f in record_of(study)["folds"]] == \
+        [f["result"] for f in record_of(reference)["folds"]]
+    ours, theirs = (json.loads((s / "results.json").read_text()) for s in (study, reference))
+    assert {k: ours[k] for k in ("folds", "mean", "std")} == \
+        {k: theirs[k] for k in ("folds", "mean", "std")}
+
+
+def test_changed_options_refused_and_force_archives(tiny_data, tmp_path, monkeypatch):
+    args = study_args(tiny_data, tmp_path / "models")
+    study = tmp_path / "models" / "cv"
+    interrupt(monkeypatch, loop, "accumulate_gradients", 1, signal.SIGINT)
+    assert cv_command.main(args) == 130  # half-done: fold 1 stopped in its first step
+    monkeypatch.undo()
+
+    def files() -> dict:
+        return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in study.rglob("*")
+                if p.name != ".claim"}
+
+    before = files()
+    with pytest.raises(UserError) as refused:
+        cv_command.main([*args, "--folds", "2", "--lr", "0.01"])
+    lines = str(refused.value).splitlines()
+    assert refused.value.exit_code == 2
+    assert "  --folds: 3 in the study, 2 now" in lines
+    assert "  --lr: 0.001 in the study, 0.01 now" in lines
+    assert len([line for line in lines if " in the study, " in line]) == 2
+    assert "--force" in lines[-1]
+    assert files() == before  # nothing changed
+
+    interrupt(monkeypatch, loop, "accumulate_gradients", 1, signal.SIGINT)
+    assert cv_command.main([*args, "--folds", "2", "--force"]) == 130
+    monkeypatch.undo()
+    [archived] = (study / "archive").iterdir()
+    assert record_of(archived)["num_folds"] == 3  # the old study, whole
+    assert (archived / "fold_1" / "latest_model.pth").is_file()
+    assert record_of(study)["num_folds"] == 2
+    assert Counter(f["status"] for f in record_of(study)["folds"]) == \
+        Counter({"training": 1, "pending": 1})
