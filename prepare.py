@@ -13,7 +13,7 @@ import os
 from fatigue.claim import FolderClaim, add_claim_args
 from fatigue.data import preparation
 from fatigue.data.layouts import FORMATS
-from fatigue.data.video import CROP_DEFAULTS, NORMALIZATIONS
+from fatigue.data.video import CROP_DEFAULTS, NORMALIZATIONS, REGIONS
 from fatigue.errors import UserError, run_cli
 
 
@@ -61,6 +61,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--margin", type=float, default=CROP_DEFAULTS["margin"], metavar="F",
         help=f"crop margin around the face, share of its size "
              f"(default: {CROP_DEFAULTS['margin']:g})")
+    add("--region", choices=REGIONS, default=CROP_DEFAULTS["region"],
+        help="what of the face each crop keeps: 'eyes', the band of the eyes stretched to a "
+             "square (an eye gets three times the pixels: what drowsiness shows first), or "
+             f"the whole 'face' (default: {CROP_DEFAULTS['region']}; detect crops what the "
+             "model was trained with)")
     add("--normalize", choices=NORMALIZATIONS, default=CROP_DEFAULTS["normalize"],
         help="face crops' grey levels: 'equalize' (histogram equalisation: a dark, bright or "
              "low-contrast camera gives the model the same picture) or 'none' (default: "

@@ -120,8 +120,9 @@ def test_nthu_layout_labels_subjects_and_splits(nthu, tmp_path):
                      if c["source"].endswith("slowBlinkWithNodding.avi") and c["start"] == 2)
     faces = video.read_video_faces(nthu / m["clips"][rec_index]["source"], 5, 16, 1,
                                    tracker=video.FaceTracker(detect_every=2),
-                                   normalize=m["normalize"])
+                                   normalize=m["normalize"], region=m["region"])
     assert m["normalize"] == video.CROP_DEFAULTS["normalize"] == "equalize"
+    assert m["region"] == video.CROP_DEFAULTS["region"] == "eyes"
     assert np.array_equal(clip_store.open_clips(tmp_path)[rec_index], faces.frames[2:10])
 
 

@@ -59,6 +59,28 @@ def test_crop_face_geometry_and_colour():
     assert gray.shape == (1, 8, 8) and abs(int(gray[0, 0, 0]) - 29) <= 1  # 0.114 * 255
 
 
+def test_the_eyes_region_is_the_eye_band_of_the_face_crop_stretched_to_a_square():
+    frame = np.repeat(np.arange(200, dtype=np.uint8)[:, None], 200, axis=1)  # row number
+    box = (50, 50, 100, 100)  # square crop: rows 30..169 (margin 0.2)
+    eyes = video.crop_face(frame, box, 44, 1, region="eyes")[0]
+    face = video.crop_face(frame, box, 44, 1, region="face")[0]
+    assert eyes.shape == face.shape == (44, 44)
+    top, height = video.band_rows(140, "eyes")  # 0.22 to 0.66 of the crop's 140 rows
+    assert (top, height) == (31, 61)
+    assert abs(int(eyes[0, 0]) - (30 + top)) <= 1 and abs(int(eyes[-1, 0]) - (30 + top + height)) <= 2
+    assert abs(int(face[0, 0]) - 30) <= 2 and abs(int(face[-1, 0]) - 169) <= 2
+    # The eyes (38% down the face box) sit in the middle of the band, the cheeks low in it.
+    assert 0.4 < video.face_to_crop(0.5, 0.38, 0.2, "eyes")[1] < 0.5
+    assert video.face_to_crop(0.5, 0.38, 0.2, "face") == pytest.approx((0.5, (0.2 + 0.38) / 1.4))
+    assert 0.8 < video.face_to_crop(0.5, 0.68, 0.2, "eyes")[1] < 1
+
+
+def test_data_and_models_from_before_regions_keep_the_whole_face():
+    before = {"margin": 0.2, "fps": 10.0, "image_size": 64, "clip_shape": [30, 1, 64, 64]}
+    assert video.crop_settings(before)["region"] == "face"
+    assert video.crop_settings({**before, "region": "eyes"})["region"] == "eyes"
+
+
 @pytest.mark.parametrize("source_fps,target_fps", [(30, 10), (15, 10), (15, 30)])
 def test_iter_frames_resamples_by_time(tmp_path, source_fps, target_fps):
     path = tmp_path / f"counter{source_fps}.avi"

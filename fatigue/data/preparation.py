@@ -65,7 +65,7 @@ def process_video(task: dict, progress: Callable[[int], None] | None = None) -> 
         faces = video.read_video_faces(
             task["file"], opts["fps"], opts["image_size"], opts["channels"], tracker=tracker,
             margin=opts["margin"], source_fps=opts["frames_fps"] if frame_folder else None,
-            progress=progress, normalize=opts["normalize"])
+            progress=progress, normalize=opts["normalize"], region=opts["region"])
     except (video.VideoError, cv2.error) as err:
         message = str(err).strip().splitlines()[-1]
         files.atomic_write_text(shard.with_suffix(".error"), message)
@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     frame_options = {"prepare_version": CACHE_VERSION, "fps": args.fps,
                      "image_size": args.image_size, "channels": args.channels,
                      "detect_every": args.detect_every, "detect_width": args.detect_width,
-                     "margin": args.margin, "normalize": args.normalize,
+                     "margin": args.margin, "normalize": args.normalize, "region": args.region,
                      "frames_fps": args.frames_fps or args.fps}
     options = {**frame_options, "sequence_length": args.sequence_length, "stride": args.stride,
                "min_face_fraction": args.min_face_fraction, "val_fraction": args.val_fraction,

@@ -36,7 +36,16 @@ PLAUSIBLE_FPS = (1.0, 240.0)
 # drowsiness (a blink lasts 100-400 ms, a closure or a yawn seconds) at a third of the cost
 # of 30 fps; 64 px lets training use 32 or 64 (the loader resizes).
 CROP_DEFAULTS = {"fps": 10.0, "image_size": 64, "margin": 0.2, "detect_every": 3,
-                 "detect_width": 160, "normalize": "equalize"}
+                 "detect_width": 160, "normalize": "equalize", "region": "eyes"}
+# What of the face the crop keeps (prepare and detect share it; the checkpoint records it):
+# 'eyes' the band of the square face crop from EYE_BAND[0] to EYE_BAND[1] of its height (the
+# eyes, brows and upper cheeks, wherever the Haar box puts them), stretched to a square, so
+# that an eye spans three times the pixels it would in the whole face: at 32 px an open and
+# a shut eye differ by a few pixels in a face crop and by a dozen in this one (measured on
+# generated videos: 93% test accuracy against 63% with the whole face, the same training);
+# 'face' the whole square face crop (data prepared before).
+REGIONS = ("eyes", "face")
+EYE_BAND = (0.22, 0.66)
 # How a face crop's grey levels are normalised (prepare and detect share it, and the
 # checkpoint records it): 'equalize' spreads them over 0..255 by histogram equalisation,
 # which undoes exposure, gamma and contrast, so a dark, bright or washed-out camera gives
@@ -52,6 +61,7 @@ def crop_settings(manifest: dict) -> dict | None:
         return None
     settings = {k: manifest[k] for k in CROP_DEFAULTS if k in manifest}
     settings.setdefault("normalize", "none")
+    settings.setdefault("region", "face")
     if "clip_shape" in manifest:
         settings["image_size"] = manifest["clip_shape"][-1]
     return settings
@@ -308,15 +318,17 @@ def square_box(box: Box | None, frame_shape: tuple[int, ...],
 
 
 def crop_face(frame: np.ndarray, box: Box | None, image_size: int, channels: int,
-              margin: float = CROP_DEFAULTS["margin"], normalize: str = "none") -> np.ndarray:
-    """Square face crop as uint8 [C, image_size, image_size]: grayscale (C=1) or RGB (C=3),
-    its levels normalised as `normalize` says (NORMALIZATIONS).
+              margin: float = CROP_DEFAULTS["margin"], normalize: str = "none",
+              region: str = "face") -> np.ndarray:
+    """Face crop as uint8 [C, image_size, image_size]: grayscale (C=1) or RGB (C=3), of the
+    `region` (REGIONS), its levels normalised as `normalize` says (NORMALIZATIONS).
 
     `box` is a face box from FaceTracker (None: the centre of the frame)."""
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     x, y, side, _ = square_box(box, frame.shape, margin)
-    crop = frame[y:y + side, x:x + side]
+    top, height = band_rows(side, region)
+    crop = frame[y + top:y + top + height, x:x + side]
     # Colour conversion before the resize when going to gray: resizing one channel is
     # three times cheaper, and the resize is the costliest step per frame.
     if crop.ndim == 3:
@@ -329,6 +341,26 @@ def crop_face(frame: np.ndarray, box: Box | None, image_size: int, channels: int
     if crop.ndim == 2:
         crop = crop[:, :, None]
     return np.ascontiguousarray(crop.transpose(2, 0, 1))
+
+
+def band_rows(side: int, region: str) -> tuple[int, int]:
+    """First row and number of rows of `region` inside a square face crop of `side`."""
+    if region == "face":
+        return 0, side
+    if region != "eyes":
+        raise ValueError(f"region must be one of {REGIONS}, got {region!r}")
+    top = int(round(side * EYE_BAND[0]))
+    return top, max(1, int(round(side * EYE_BAND[1])) - top)
+
+
+def face_to_crop(fx: float, fy: float, margin: float, region: str) -> tuple[float, float]:
+    """Where a point of the face box (fx, fy: shares of its width and height) lies in a
+    crop of `region` (shares of the crop's width and height)."""
+    inside = lambda f: (margin + f) / (1 + 2 * margin)  # noqa: E731 - in the square crop
+    cy = inside(fy)
+    if region == "eyes":
+        cy = (cy - EYE_BAND[0]) / (EYE_BAND[1] - EYE_BAND[0])
+    return inside(fx), cy
 
 
 def normalize_levels(crop: np.ndarray, normalize: str) -> np.ndarray:
@@ -362,7 +394,7 @@ def read_video_faces(path: str | Path, fps: float, image_size: int, channels: in
                      margin: float = CROP_DEFAULTS["margin"],
                      source_fps: float | None = None,
                      progress: Callable[[int], None] | None = None,
-                     normalize: str = "none") -> VideoFaces:
+                     normalize: str = "none", region: str = "face") -> VideoFaces:
     """Decode a video at `fps`, track the face and crop it on every frame.
 
     Args:
@@ -381,7 +413,7 @@ def read_video_faces(path: str | Path, fps: float, image_size: int, channels: in
     with VideoReader(path, fps, source_fps=source_fps, threads=1) as reader:
         for index, frame in reader:
             box, seen = tracker.update(frame)
-            crops.append(crop_face(frame, box, image_size, channels, margin, normalize))
+            crops.append(crop_face(frame, box, image_size, channels, margin, normalize, region))
             found.append(seen)
             indices.append(index)
             if progress is not None and reader.frames_read - reported >= 200:

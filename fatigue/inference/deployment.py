@@ -28,7 +28,8 @@ def deployment_info(state: dict, fps: float | None = None,
     training crops; where that manifest is not on this machine, prepare's defaults are used
     and a note says so."""
     cfg = Config.from_dict(state["config"])
-    defaults = {**video.CROP_DEFAULTS, "normalize": "none"}  # what files without a record had
+    # What files without a record had.
+    defaults = {**video.CROP_DEFAULTS, "normalize": "none", "region": "face"}
     notes: list[str] = []
     try:
         manifest = load_manifest(cfg.data_dir)
@@ -63,7 +64,8 @@ def deployment_info(state: dict, fps: float | None = None,
         "threshold": threshold,
         "frame_rate": float(fps or made.get("fps") or defaults["fps"]),
         "crop": {**crop, "face_detector": f"OpenCV {video.CASCADE_FILE}",
-                 "box": "largest face, square, margin on each side (video.py)"},
+                 "box": "largest face, square, margin on each side; region 'eyes' keeps "
+                        "rows EYE_BAND of it, stretched to a square (video.py)"},
         "alarm": {"on": alarm.on, "off": alarm.off, "min_on_s": alarm.min_on,
                   "cooldown_s": alarm.cooldown, "smoothing": alarm.smoothing},
         "checkpoint": {"epoch": state["epoch"], "val_acc": state["val_acc"],

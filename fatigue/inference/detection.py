@@ -43,18 +43,20 @@ MIN_FACE_FRACTION = 0.5  # of a window's frames with the eyes seen, and of its l
 DARK_EYES = 0.45
 
 
-def eyes_visible(crop: np.ndarray, margin: float) -> bool:
-    """Whether a face crop (uint8 [C, S, S], the face box inside `margin`) shows eyes
+def eyes_visible(crop: np.ndarray, margin: float, region: str = "face") -> bool:
+    """Whether a crop (uint8 [C, S, S] of `region`, the face box inside `margin`) shows eyes
     rather than dark glasses: the mean level of the two eye regions against the cheeks'.
     A rule of thumb (the face box of the Haar cascade puts the eyes at about 38% of its
     height), not a learned detector."""
     gray = crop.mean(axis=0) if crop.shape[0] > 1 else crop[0]
     side = gray.shape[0]
-    left, face = margin / (1 + 2 * margin) * side, side / (1 + 2 * margin)
 
     def mean(cx: float, cy: float, w: float, h: float) -> float:
-        x0, y0 = int(left + (cx - w / 2) * face), int(left + (cy - h / 2) * face)
-        return float(gray[y0:int(y0 + h * face) + 1, x0:int(x0 + w * face) + 1].mean())
+        (x0, y0), (x1, y1) = (video.face_to_crop(cx - w / 2, cy - h / 2, margin, region),
+                              video.face_to_crop(cx + w / 2, cy + h / 2, margin, region))
+        top, left = int(y0 * side), int(x0 * side)
+        return float(gray[top:int(top + (y1 - y0) * side) + 1,
+                          left:int(left + (x1 - x0) * side) + 1].mean())
 
     eyes = mean(0.31, 0.38, 0.2, 0.12) + mean(0.69, 0.38, 0.2, 0.12)
     cheeks = mean(0.3, 0.62, 0.18, 0.12) + mean(0.7, 0.62, 0.18, 0.12)
@@ -108,10 +110,10 @@ class Detector:
         self.box, found = self.tracker.update(frame)
         start = time.perf_counter()
         crop = video.crop_face(frame, self.box, self.crop["image_size"], self.channels,
-                               self.crop["margin"], self.crop["normalize"])
+                               self.crop["margin"], self.crop["normalize"], self.crop["region"])
         self.crops.append(crop)
         self.found.append(found)
-        self.seen_eyes.append(found and eyes_visible(crop, self.crop["margin"]))
+        self.seen_eyes.append(found and eyes_visible(crop, self.crop["margin"], self.crop["region"]))
         self.crop_seconds += time.perf_counter() - start
         self.seen += 1
         full = len(self.crops) == self.crops.maxlen
