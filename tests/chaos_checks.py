@@ -80,7 +80,8 @@ def check_life(cwd: Path, reference: Path, old_run: dict[str, str], data: bool) 
             reference / ("" if "/" in name else "models") / name
         if not here.is_file() or sha(here) != sha(there):
             problems.append(f"{name} is missing or differs from the reference's")
-    archived = {(p.name, sha(p)) for p in (models / "archive").glob("*/*")}
+    # Files (a TensorBoard folder, when the package is installed, holds wall-clock times).
+    archived = {(p.name, sha(p)) for p in (models / "archive").glob("*/*") if p.is_file()}
     missing = set(old_run.items()) - archived
     if missing:
         problems.append(f"the earlier run's {sorted(n for n, _ in missing)} are not in archive/")

@@ -23,14 +23,14 @@ def test_the_mode_follows_the_option_and_auto_the_device(option, device, exact):
 
 
 def test_the_cpu_run_is_exact_by_default_and_its_checkpoint_says_so(tiny, tmp_path):
-    assert train.main(tiny("--epochs", "1")) == 0
+    assert train.main(tiny("--epochs", "1", "--device", "cpu")) == 0
     state = load(tmp_path / "models" / "latest_model.pth")
     assert state["deterministic"] is True and state["config"]["deterministic"] == "auto"
     assert not torch.are_deterministic_algorithms_enabled()  # nothing to force on the CPU
 
 
 def test_resuming_in_another_mode_warns_and_is_recorded(tiny, tmp_path, capsys):
-    assert train.main(tiny("--epochs", "1")) == 0
+    assert train.main(tiny("--epochs", "1", "--device", "cpu")) == 0
     capsys.readouterr()
     assert train.main(tiny("--epochs", "2", "--resume", "--deterministic", "no")) == 0
     err = capsys.readouterr().err
@@ -42,7 +42,7 @@ def test_resuming_in_another_mode_warns_and_is_recorded(tiny, tmp_path, capsys):
 
 
 def test_the_same_mode_on_resume_says_nothing(tiny, tmp_path, capsys):
-    assert train.main(tiny("--epochs", "1")) == 0
+    assert train.main(tiny("--epochs", "1", "--device", "cpu")) == 0
     assert train.main(tiny("--epochs", "2", "--resume")) == 0
     assert "mode" not in capsys.readouterr().err
 
@@ -50,8 +50,8 @@ def test_the_same_mode_on_resume_says_nothing(tiny, tmp_path, capsys):
 def test_the_cpu_modes_train_identically(tiny_data, tmp_path):
     """On the CPU the kernels are deterministic either way: the option changes nothing."""
     for mode in ("yes", "no"):
-        assert train.main(tiny_args(tiny_data, tmp_path / mode, "--epochs", "2",
-                                    "--deterministic", mode)) == 0
+        assert train.main(tiny_args(tiny_data, tmp_path / mode, "--epochs", "2", "--device",
+                                    "cpu", "--deterministic", mode)) == 0
     assert_same_run(load(tmp_path / "yes" / "latest_model.pth"),
                     load(tmp_path / "no" / "latest_model.pth"))
 
