@@ -13,12 +13,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 FOLDER = "tensorboard"
 
 
 class TensorBoardLog:
     def __init__(self, writer) -> None:
         self.writer = writer
+        # Step losses still on the device: read all at once when flushed, so that logging
+        # them never makes the loop wait for the GPU.
+        self.pending: list[tuple[int, torch.Tensor]] = []
 
     @classmethod
     def open(cls, model_dir: str | Path, global_step: int, config: dict,
@@ -39,8 +44,17 @@ class TensorBoardLog:
         writer.add_text("config", f"| option | value |\n|---|---|\n{rows}", global_step)
         return cls(writer)
 
-    def step(self, global_step: int, loss: float) -> None:
-        self.writer.add_scalar("train/step_loss", loss, global_step)
+    def step(self, global_step: int, loss: torch.Tensor) -> None:
+        self.pending.append((global_step, loss.detach()))
+        if len(self.pending) >= 100:
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        if self.pending:
+            values = torch.stack([loss for _, loss in self.pending]).tolist()
+            for (step, _), value in zip(self.pending, values):
+                self.writer.add_scalar("train/step_loss", value, step)
+            self.pending = []
 
     def epoch(self, global_step: int, epoch: int, train: dict, val: dict) -> None:
         """An epoch's figures, at the step that ends it; flushed."""
@@ -50,10 +64,12 @@ class TensorBoardLog:
                    "throughput/clips_per_second": train["clips"] / max(train["seconds"], 1e-9)}
         for tag, value in figures.items():
             self.writer.add_scalar(tag, value, global_step)
-        self.writer.flush()
+        self.flush()
 
     def flush(self) -> None:
+        self._write_pending()
         self.writer.flush()
 
     def close(self) -> None:
+        self._write_pending()
         self.writer.close()

@@ -160,7 +160,7 @@ class Trainer:
             sums = self.train_step(clips, labels)
             state.add_step(sums, len(labels))
             if self.tensorboard and state.global_step % cfg.log_every_steps == 0:
-                self.tensorboard.step(state.global_step, (sums[0] / sums[2]).item())
+                self.tensorboard.step(state.global_step, sums[0] / sums[2])
             if time.time() - shown > PROGRESS_EVERY_S:
                 shown = time.time()
                 loss_sum, correct, seen = state.sums.tolist()
