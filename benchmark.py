@@ -2,17 +2,22 @@
 
     python benchmark.py                      # CPU (or CUDA when present), default model
     python benchmark.py --backbone resnet18 --json bench.json
+    python benchmark.py --lightning          # also a LightningModule doing the same work
 
 Measures, on a throwaway data set of random clips:
-- the real loop (train.py's own `fit`: data loader, augmentation, loss, optimizer, metrics,
-  progress bar, checkpoint writes) against a bare loop of the same model over the same
-  batches already in memory: their ratio is the loop's overhead;
-- the DataLoader alone, against the clips per second the training step consumes;
+- the real loop (train.py's own run: loader, loss, optimizer, metrics, progress bar,
+  checkpoint writes) in its default mode with augmentation off, against a bare loop of the
+  same model in plain PyTorch (fatigue/benchmarking.py) over the same clips already on the
+  device: their ratio is the loop's overhead. The machine's speed drifts, so both run in
+  interleaved rounds (bare, real, the variants, real, bare) and the ratio is given per round,
+  with its median and spread. The variants, each against the same round's bare loop: the real
+  loop with augmentation on, with --deterministic yes, and (--lightning) Lightning;
+- the loop's loader alone, against the clips per second the training step consumes;
 - a checkpoint save (our atomic, checksummed write) against plain torch.save of the same
   state, the time a save blocks the loop (background writes), load time and size;
-- seconds from `python train.py --resume` to its first training step (a child process
-  runs this script's hidden `_until-first-step` command: train.py's main with a global
-  optimizer hook that ends the process at the first step);
+- seconds from launching `train.py --resume` to its first training step, phase by phase (a
+  child process, `python -m fatigue.startup`), and the heavy modules imported by then that
+  this run does not need;
 - peak memory: the benchmark process's RSS, and on CUDA the real loop's own peak.
 """
 from __future__ import annotations
@@ -21,8 +26,8 @@ import argparse
 import contextlib
 import io
 import json
-import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,30 +37,35 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.optim.optimizer import register_optimizer_step_post_hook
 
 import train
 from config import AMP_MODES, BACKBONES, DEVICES, Config
 from dataset import ClipDataset
+from fatigue import benchmarking
 from fatigue.checkpoints import store as checkpoint
+from fatigue.checkpoints.run_log import LOG_FILE
 from fatigue.data.clip_store import write_clip_store
 from fatigue.data.loaders import DeviceClipLoader, EpochSampler, make_train_loader
 from fatigue.errors import UserError, run_cli
-from fatigue.training.loop import accumulate_gradients, optimizer_step
-from model import autocast_dtype, build_model, pick_device, uses_channels_last
+from model import autocast_dtype, pick_device, uses_channels_last
 
 ROOT = Path(__file__).resolve().parent
-# The hidden command a child process runs to time `train.py --resume` to its first step,
-# and the line it prints there.
-FIRST_STEP_COMMAND = "_until-first-step"
-FIRST_STEP_MARKER = "FIRST_STEP"
 # config.py names no constant for --channels-last's choices: take them from its field.
 CHANNELS_LAST_MODES = next(f.metadata["choices"] for f in fields(Config)
                            if f.name == "channels_last")
+# The real loop's runs: its default mode with augmentation off (the bare loop's work), and
+# the variants whose own cost is shown beside it.
+REAL_RUNS = {"loop": [], "augment": ["--augment", "yes"],
+             "deterministic": ["--deterministic", "yes"]}
+LABELS = {"loop": "real / bare", "augment": "real, augmentation on / bare",
+          "deterministic": "real, --deterministic yes / bare", "lightning": "Lightning / bare"}
+STARTUP_TARGET_S = 1.5  # the issue's target for everything after `import torch` and CUDA's start
 
 
-def make_data(folder: Path, train_clips: int, val_clips: int, cfg: Config) -> None:
-    """A throwaway data set of random clips: the loop's speed does not depend on content."""
+def make_data(folder: Path, train_clips: int, val_clips: int,
+              cfg: Config) -> tuple[np.ndarray, np.ndarray]:
+    """A throwaway data set of random clips (the loop's speed does not depend on content);
+    returns the train split's clips [N, T, C, S, S] (uint8) and labels [N]."""
     rng = np.random.default_rng(0)
     n = train_clips + val_clips
     clips = rng.integers(0, 256, (n, cfg.sequence_length, cfg.channels, cfg.image_size,
@@ -63,38 +73,77 @@ def make_data(folder: Path, train_clips: int, val_clips: int, cfg: Config) -> No
     records = [{"id": f"c{i}", "subject": f"s{i % 7}", "label": i % 2,
                 "split": "train" if i < train_clips else "val"} for i in range(n)]
     write_clip_store(folder, clips, records, {"classes": ["alert", "drowsy"]})
+    return clips[:train_clips], np.array([r["label"] for r in records[:train_clips]])
 
 
-def sync(device: torch.device) -> None:
-    """Wait for queued GPU work, so that a timer reads the work's end, not its launch."""
+def real_loop(argv: list[str], device: torch.device) -> tuple[float, int]:
+    """The best epoch's clips/s of a train.py run (the first epoch is warm-up), each epoch's
+    rate from its training_log.jsonl line, and on CUDA the run's peak memory (bytes)."""
     if device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        code = train.main(argv)
+    if code:
+        raise RuntimeError(f"the measured training run failed (exit code {code})")
+    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else 0
+    log_file = Path(argv[argv.index("--model-dir") + 1]) / LOG_FILE
+    log = [json.loads(line) for line in log_file.read_text().splitlines()]
+    return max(r["clips"] / (r["train_seconds"] + r["save_block_seconds"]) for r in log[1:]), peak
 
 
-def bare_loop(cfg: Config, device: torch.device, batches: list, repeats: int) -> float:
-    """Clips/s of forward, backward and optimizer step alone, data already on the device."""
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg).place(device, cfg).train()
-    step_model = torch.compile(model) if cfg.compile else model
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate)
-    amp = autocast_dtype(cfg.amp, device)
-    scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
+def run_folder(runs: Path, name: str, round_index: int, repeat: int) -> Path:
+    """The model folder of a real run: the `repeat`-th run of `name` in round `round_index`."""
+    return runs / f"{name}-{round_index}-{repeat}"
 
-    def epoch() -> None:
-        for x, y in batches:
-            optimizer.zero_grad(set_to_none=True)
-            accumulate_gradients(step_model, x, y, cfg.accum_steps, amp, scaler)
-            optimizer_step(model, optimizer, scaler, cfg.grad_clip)
 
-    epoch()  # warm-up (and compilation), as the real loop's first epoch
-    best = 0.0
-    for _ in range(repeats):  # the best epoch, as for the real loop: least disturbed
-        sync(device)
-        began = time.perf_counter()
-        epoch()
-        sync(device)
-        best = max(best, sum(len(y) for _, y in batches) / (time.perf_counter() - began))
-    return best
+def round_order(variants: list[str], round_index: int) -> list[str]:
+    """One round's runs, symmetric so that a steady drift of the machine's speed favours
+    neither side: bare, real, the variants (reversed every other round), real, bare."""
+    middle = variants if round_index % 2 == 0 else variants[::-1]
+    return ["bare", "loop", *middle, "loop", "bare"]
+
+
+def measure_rounds(args: argparse.Namespace, cfg: Config, device: torch.device, argv: list[str],
+                   runs: Path, batches: benchmarking.Batches) -> tuple[dict, int]:
+    """{name: [clips/s of each round]} for the bare loop, the real loop and its variants (a
+    round's figure: the mean of its runs of that name), and the real loop's CUDA peak."""
+    variants = ["augment", "deterministic"] + (["lightning"] if args.lightning else [])
+    per_round: dict[str, list[float]] = {name: [] for name in ["bare", "loop", *variants]}
+    cuda_peak = 0
+    for index in range(args.rounds):
+        speeds: dict[str, list[float]] = {name: [] for name in per_round}
+        for name in round_order(variants, index):
+            if name == "bare":
+                speed = max(benchmarking.bare_loop(cfg, device, batches, args.epochs))
+            elif name == "lightning":
+                speed = max(benchmarking.lightning_loop(cfg, device, batches, args.epochs))
+            else:
+                folder = run_folder(runs, name, index, len(speeds[name]))
+                speed, peak = real_loop(argv + REAL_RUNS[name] + [
+                    "--model-dir", str(folder), "--epochs", str(args.epochs)], device)
+                cuda_peak = max(cuda_peak, peak if name == "loop" else 0)
+            speeds[name].append(speed)
+        for name, values in speeds.items():
+            per_round[name].append(statistics.fmean(values))
+    return per_round, cuda_peak
+
+
+def summarise(per_round: dict, sequence_length: int) -> dict:
+    """Median clips/s of each measurement and, for all but the bare loop, the median ratio
+    to the same round's bare loop and its min-max spread; the per-round lists too."""
+    result: dict = {"per_round": {k: [round(v, 1) for v in vs] for k, vs in per_round.items()},
+                    "ratios_per_round": {}}
+    for name, speeds in per_round.items():
+        result[f"{name}_clips_per_s"] = round(statistics.median(speeds), 1)
+        result[f"{name}_frames_per_s"] = round(statistics.median(speeds) * sequence_length, 1)
+        if name != "bare":
+            ratios = [s / b for s, b in zip(speeds, per_round["bare"])]
+            result["ratios_per_round"][name] = [round(r, 4) for r in ratios]
+            result[f"{name}_vs_bare"] = round(statistics.median(ratios), 4)
+            result[f"{name}_vs_bare_spread"] = [round(min(ratios), 4), round(max(ratios), 4)]
+    result["loop_overhead"] = round(1 - result["loop_vs_bare"], 4)
+    return result
 
 
 def loader_speed(cfg: Config, device: torch.device, dataset: ClipDataset,
@@ -108,7 +157,7 @@ def loader_speed(cfg: Config, device: torch.device, dataset: ClipDataset,
         began, clips = time.perf_counter(), 0
         for _, labels in loader:
             clips += len(labels)
-        sync(device)
+        benchmarking.sync(device)
         best = max(best, clips / (time.perf_counter() - began))
     kind = ("in-memory batches" if isinstance(loader, DeviceClipLoader)
             else f"DataLoader, {cfg.num_workers} workers")
@@ -144,29 +193,27 @@ def checkpoint_speed(folder: Path) -> dict:
     return result
 
 
-def _exit_after_step(optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
-    """A global optimizer step post-hook: the first step has been taken, the measurement
-    is over. os._exit ends the process at once: no save, no waiting for a background
-    checkpoint write or for the rest of the epoch."""
-    print(FIRST_STEP_MARKER, flush=True)
-    os._exit(0)
-
-
-def until_first_step(argv: list[str]) -> int:
-    """train.py's main on `argv`, ended at its first optimizer step (which prints
-    FIRST_STEP_MARKER); returns train.py's exit code when no step is ever taken."""
-    register_optimizer_step_post_hook(_exit_after_step)
-    return train.main(argv)
-
-
-def resume_to_first_step(argv: list[str]) -> float:
-    """Seconds from launching `train.py argv` in a new process to its first step."""
-    began = time.perf_counter()
-    out = subprocess.run([sys.executable, str(ROOT / "benchmark.py"), FIRST_STEP_COMMAND,
-                          *argv], capture_output=True, text=True, timeout=600)
-    if FIRST_STEP_MARKER not in out.stdout:
-        raise RuntimeError(f"resume run failed: {out.stderr[-500:]}")
-    return time.perf_counter() - began
+def startup_breakdown(argv: list[str], device: torch.device, cfg: Config) -> dict:
+    """`train.py argv` launched in a new process and ended at its first step: the seconds to
+    its end, each phase's seconds (fatigue.startup), the time after `import torch` and CUDA's
+    start, and the heavy modules imported by then that this run does not need."""
+    launched = time.time()
+    out = subprocess.run([sys.executable, "-m", "fatigue.startup", repr(launched), device.type,
+                          *argv], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    wall = time.time() - launched
+    lines = [line for line in out.stdout.splitlines() if line.startswith('{"phases"')]
+    if not lines:
+        raise RuntimeError(f"the resumed run took no step: {out.stderr[-500:]}")
+    report = json.loads(lines[-1])
+    names = [name for name, _ in report["phases"]]
+    started = names.index("CUDA initialisation" if "CUDA initialisation" in names
+                          else "import torch") + 1
+    needed = ({"torchvision"} if cfg.backbone != "small" else set()) | (
+        {"torch._dynamo", "sympy"} if cfg.compile else set())
+    return {"resume_to_first_step_s": round(wall, 3),
+            "startup_phases": [[name, round(s, 3)] for name, s in report["phases"]],
+            "startup_after_torch_s": round(sum(s for _, s in report["phases"][started:]), 3),
+            "imported_but_unused": [m for m in report["imported"] if m not in needed]}
 
 
 def profile_loop(argv: list[str], device: torch.device, rows: int) -> str:
@@ -185,70 +232,59 @@ def profile_loop(argv: list[str], device: torch.device, rows: int) -> str:
 
 
 def run(args: argparse.Namespace) -> dict:
-    """Every measurement of the module docstring, on a throwaway data set and run folder
+    """Every measurement of the module docstring, on a throwaway data set and run folders
     that are deleted after; returns the figures (--json writes them as they are)."""
     device = pick_device(args.device)
     cfg = Config(batch_size=args.batch_size, sequence_length=args.sequence_length,
                  image_size=args.image_size, backbone=args.backbone, num_workers=args.num_workers,
                  device=device.type, amp=args.amp, compile=args.compile,
                  channels_last=args.channels_last, seed=0)
+    result = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+              "backbone": args.backbone, "batch_size": args.batch_size,
+              "sequence_length": args.sequence_length, "image_size": args.image_size,
+              "amp": str(autocast_dtype(args.amp, device)).replace("torch.", ""),
+              "channels_last": uses_channels_last(cfg, device), "num_workers": args.num_workers,
+              "rounds": args.rounds, "epochs": args.epochs, "steps": args.steps}
+    if args.lightning and benchmarking.import_lightning() is None:
+        args.lightning = False
+        result["lightning"] = "not installed (pip install lightning): not measured"
     with tempfile.TemporaryDirectory(dir=args.tmp_dir) as tmp:
         tmp = Path(tmp)
-        data, models = tmp / "data", tmp / "models"
-        train_clips = args.steps * args.batch_size
-        make_data(data, train_clips, args.batch_size, cfg)
-        argv = ["--data-dir", str(data), "--model-dir", str(models), "--batch-size",
-                str(args.batch_size), "--sequence-length", str(args.sequence_length),
+        data, runs = tmp / "data", tmp / "runs"
+        clips, labels = make_data(data, args.steps * args.batch_size, args.batch_size, cfg)
+        argv = ["--data-dir", str(data), "--batch-size", str(args.batch_size),
+                "--sequence-length", str(args.sequence_length),
                 "--image-size", str(args.image_size), "--backbone", args.backbone,
                 "--num-workers", str(args.num_workers), "--device", device.type,
                 "--amp", args.amp, "--compile", "yes" if args.compile else "no",
-                "--channels-last", args.channels_last,
+                "--channels-last", args.channels_last, "--augment", "no",
                 "--seed", "0", "--save-every", "1"]
-        # The bare loop, on the very batches of an epoch, already on the device; half its
-        # epochs before the real loop and half after, so that a slow spell of a shared
-        # machine does not favour either side.
+        batches = benchmarking.cut_batches(torch.from_numpy(clips).to(device),
+                                           torch.from_numpy(labels).to(device),
+                                           args.batch_size, seed=0)
+        per_round, cuda_peak = measure_rounds(args, cfg, device, argv, runs, batches)
+        result.update(summarise(per_round, args.sequence_length))
         dataset = ClipDataset(data, "train", cfg.sequence_length, cfg.image_size, cfg.channels,
                               augment=True, seed=0, raw=True)
-        sampler = EpochSampler(len(dataset), 0)
-        repeats = max(1, args.epochs // 2)
-        bare = bare_loop(cfg, device, list(make_train_loader(dataset, sampler, cfg, device)),
-                         repeats)
-        if device.type == "cuda":  # the real loop's own memory, and its own choice of loader
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-        # The real loop: train.py's fit, several epochs; the first is warm-up.
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            train.main(argv + ["--epochs", str(args.epochs)])
-        cuda_peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else 0
-        log = [json.loads(line) for line in (models / "training_log.jsonl").read_text().splitlines()]
-        loop = max(r["clips"] / (r["train_seconds"] + r["save_block_seconds"])
-                   for r in log[1:] or log)  # the first epoch is warm-up
-        bare = max(bare, bare_loop(cfg, device, list(make_train_loader(
-            dataset, sampler, cfg, device)), repeats))
-        result = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-                  "backbone": args.backbone, "batch_size": args.batch_size,
-                  "sequence_length": args.sequence_length, "image_size": args.image_size,
-                  "amp": str(autocast_dtype(args.amp, device)).replace("torch.", ""),
-                  "channels_last": uses_channels_last(cfg, device),
-                  "loop_clips_per_s": round(loop, 1),
-                  "loop_frames_per_s": round(loop * args.sequence_length, 1),
-                  "bare_clips_per_s": round(bare, 1),
-                  "bare_frames_per_s": round(bare * args.sequence_length, 1),
-                  "loop_overhead": round(1 - loop / bare, 4),
-                  "loop_vs_bare": round(loop / bare, 4),
-                  "num_workers": args.num_workers}
-        speed, result["loader"] = loader_speed(cfg, device, dataset, sampler)
+        speed, result["loader"] = loader_speed(cfg, device, dataset, EpochSampler(len(dataset), 0))
         result["loader_clips_per_s"] = round(speed, 1)
-        result.update(checkpoint_speed(models))
-        result["resume_to_first_step_s"] = round(
-            resume_to_first_step(argv + ["--epochs", str(args.epochs + 1), "--resume"]), 2)
+        measured_run = run_folder(runs, "loop", 0, 0)  # its checkpoints, and its resume
+        result.update(checkpoint_speed(measured_run))
+        result.update(startup_breakdown(argv + ["--model-dir", str(measured_run), "--epochs",
+                                                str(args.epochs + 1), "--resume"], device, cfg))
         result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         if device.type == "cuda":
             result["cuda_peak_mb"] = round(cuda_peak / 2**20, 1)
         if args.profile:
-            argv[argv.index("--model-dir") + 1] = str(tmp / "profiled")
-            result["profile"] = profile_loop(argv, device, args.profile)
+            result["profile"] = profile_loop(argv + ["--model-dir", str(tmp / "profiled")],
+                                             device, args.profile)
     return result
+
+
+def ratio_text(r: dict, name: str) -> str:
+    low, high = r[f"{name}_vs_bare_spread"]
+    return (f"{100 * r[f'{name}_vs_bare']:.1f}% median, {100 * low:.1f}-{100 * high:.1f}% over "
+            f"{r['rounds']} rounds  ({r[f'{name}_clips_per_s']:.1f} clips/s)")
 
 
 def table(r: dict) -> str:
@@ -257,12 +293,19 @@ def table(r: dict) -> str:
         ("device", f"{r['device']} ({r['backbone']}, batch {r['batch_size']}, "
                    f"{r['sequence_length']} frames of {r['image_size']}px, amp {r['amp']}"
                    + (", channels_last" if r["channels_last"] else "") + ")"),
+        ("rounds", f"{r['rounds']} x (bare, real, variants, real, bare), each run "
+                   f"{r['epochs']} epochs of {r['steps']} steps, the first warm-up"),
         ("real training loop", f"{r['loop_clips_per_s']:.1f} clips/s  "
-                               f"({r['loop_frames_per_s']:.0f} frames/s)"),
-        ("bare loop, same batches", f"{r['bare_clips_per_s']:.1f} clips/s  "
-                                    f"({r['bare_frames_per_s']:.0f} frames/s)"),
-        ("real / bare", f"{100 * r['loop_vs_bare']:.1f}%  (overhead "
-                        f"{100 * r['loop_overhead']:.1f}%)"),
+                               f"({r['loop_frames_per_s']:.0f} frames/s), augmentation off"),
+        ("bare loop, same clips", f"{r['bare_clips_per_s']:.1f} clips/s  "
+                                  f"({r['bare_frames_per_s']:.0f} frames/s), plain PyTorch"),
+    ]
+    rows += [(label, ratio_text(r, name)) for name, label in LABELS.items()
+             if f"{name}_vs_bare" in r]
+    if "lightning" in r:
+        rows.append(("Lightning / bare", r["lightning"]))
+    rows += [
+        ("real loop's overhead", f"{100 * r['loop_overhead']:.1f}% (median round)"),
         ("data loader alone", f"{r['loader_clips_per_s']:.1f} clips/s, {r['loader']} "
                               f"({r['loader_clips_per_s'] / r['bare_clips_per_s']:.1f}x what "
                               f"the step consumes)"),
@@ -271,7 +314,13 @@ def table(r: dict) -> str:
         ("loop blocked by a save", f"{r['ckpt_block_ms']:.2f} ms (write runs in the background)"),
         ("checkpoint load", f"{r['ckpt_load_ms']:.1f} ms (with checksum check)"),
         ("checkpoint size", f"{r['ckpt_mb']:.2f} MB (torch.save alone {r['torch_save_mb']:.2f} MB)"),
-        ("launch to first step (--resume)", f"{r['resume_to_first_step_s']:.2f} s"),
+        ("launch to first step (--resume)", f"{r['resume_to_first_step_s']:.2f} s, of which:"),
+    ]
+    rows += [(f"  {name}", f"{seconds:.3f} s") for name, seconds in r["startup_phases"]]
+    rows += [
+        ("after import torch, CUDA's start", f"{r['startup_after_torch_s']:.2f} s "
+                                             f"(target: at most {STARTUP_TARGET_S} s)"),
+        ("imported but unused", ", ".join(r["imported_but_unused"]) or "none"),
         ("peak memory", f"{r['peak_rss_mb']:.0f} MB RSS"
                         + (f", {r['cuda_peak_mb']:.0f} MB CUDA (real loop)" if "cuda_peak_mb" in r else "")),
     ]
@@ -295,32 +344,37 @@ def build_parser() -> argparse.ArgumentParser:
                         choices=CHANNELS_LAST_MODES,
                         help="NHWC convolution inputs, as train.py's option "
                              f"(default: {Config.channels_last})")
-    parser.add_argument("--steps", type=int, default=24, help="training steps per epoch")
-    parser.add_argument("--epochs", type=int, default=4,
-                        help="epochs of the real loop; the first is warm-up, the best of the "
-                             "others counts; the bare loop runs half as many (plus a warm-up) "
-                             "before the real loop and again after, its best epoch counting "
-                             "(default: 4)")
+    parser.add_argument("--steps", type=int, default=4, help="training steps per epoch "
+                                                             "(default: 4)")
+    parser.add_argument("--epochs", type=int, default=3,
+                        help="epochs of each measured run; the first is warm-up, the best of "
+                             "the others counts (default: 3)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved rounds of bare, real, variants, real, bare; each "
+                             "gives its own ratios (default: 3)")
+    parser.add_argument("--lightning", action="store_true",
+                        help="also measure a LightningModule doing the bare loop's work "
+                             "(needs `pip install lightning`)")
     parser.add_argument("--tmp-dir", default=None, help="where the throwaway files go")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     parser.add_argument("--profile", type=int, default=0, metavar="ROWS",
                         help="also print the ROWS operations that take most CPU time in a "
-                             "two-epoch training run (torch.profiler; start-up, validation and "
-                             "the final evaluation included)")
+                             "two-epoch run of the measured real loop (torch.profiler; "
+                             "start-up, validation and the final evaluation included)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Measure, print the table (and --profile's), write --json. A first argument
-    FIRST_STEP_COMMAND is the hidden command resume_to_first_step's child runs instead."""
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == [FIRST_STEP_COMMAND]:
-        return until_first_step(argv[1:])
+    """Measure, print the table (and --profile's), write --json."""
     args = build_parser().parse_args(argv)
-    if min(args.batch_size, args.sequence_length, args.image_size, args.steps) < 1 or args.epochs < 2:
-        raise UserError("sizes must be at least 1 and --epochs at least 2")
+    if min(args.batch_size, args.sequence_length, args.image_size, args.steps,
+           args.rounds) < 1 or args.epochs < 2:
+        raise UserError("sizes and --rounds must be at least 1, and --epochs at least 2")
+    began = time.perf_counter()
     result = run(args)
+    result["benchmark_seconds"] = round(time.perf_counter() - began, 1)
     print(table(result))
+    print(f"(measured in {result['benchmark_seconds']:.0f} s)")
     if args.profile:
         print("\nWhere a two-epoch training run's CPU time goes:\n" + result.pop("profile"))
     if args.json:

@@ -2,10 +2,12 @@
 background saves, out-of-memory handling, torch.compile checkpoints."""
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -13,18 +15,19 @@ import time
 import pytest
 import torch
 
-import benchmark
 import model as model_module
 import train
 from config import Config
 from conftest import ROOT, run_script
 from dataset import ClipDataset
+from fatigue import benchmarking, startup
 from fatigue.checkpoints import schema
 from fatigue.checkpoints import store as checkpoint
 from fatigue.data import loaders
 from fatigue.data.clip_store import load_manifest
 from fatigue.errors import UserError
 from fatigue.inference.evaluation import evaluate_checkpoint
+from fatigue.startup import FIRST_STEP
 from fatigue.training import loop
 from test_faults import interrupt
 from test_training import assert_same_run, load
@@ -202,31 +205,39 @@ def test_split_is_held_in_memory_only_when_it_fits_and_no_workers_are_asked_for(
     assert not fits(data, cpu)
 
 
-def test_benchmark_prints_and_writes_every_figure(tmp_path):
-    steps, batch, frames = 3, 2, 4
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    """One tiny benchmark run (two rounds), shared by the tests of its figures."""
+    tmp = tmp_path_factory.mktemp("bench")
+    sizes = {"steps": 2, "batch": 2, "frames": 4, "rounds": 2}
     began = time.perf_counter()
-    out = run_script("benchmark.py", "--device", "cpu", "--steps", str(steps), "--epochs", "2",
-                     "--batch-size", str(batch), "--sequence-length", str(frames),
-                     "--image-size", "8", "--tmp-dir", str(tmp_path),
-                     "--json", str(tmp_path / "bench.json"), "--profile", "5")
+    out = run_script("benchmark.py", "--device", "cpu", "--steps", str(sizes["steps"]),
+                     "--epochs", "2", "--rounds", str(sizes["rounds"]),
+                     "--batch-size", str(sizes["batch"]), "--sequence-length",
+                     str(sizes["frames"]), "--image-size", "8", "--tmp-dir", str(tmp),
+                     "--json", str(tmp / "bench.json"), "--profile", "5")
     wall = time.perf_counter() - began
     assert out.returncode == 0, out.stderr
-    f = json.loads((tmp_path / "bench.json").read_text())
+    figures = json.loads((tmp / "bench.json").read_text())
+    return figures, out.stdout, wall, sizes, tmp
+
+
+def test_benchmark_prints_and_writes_every_figure(bench):
+    f, stdout, wall, sizes, tmp = bench
+    steps, batch, frames = sizes["steps"], sizes["batch"], sizes["frames"]
     # What was measured: the options given, train.py's defaults for the rest.
     assert (f["device"], f["backbone"], f["batch_size"], f["sequence_length"], f["image_size"],
             f["amp"], f["channels_last"], f["num_workers"], f["loader"]) == \
         ("cpu", "small", batch, frames, 8, "None", False, 0, "in-memory batches")
     # Each rate is measured over one epoch (steps x batch clips) that took less than the
     # whole benchmark: a rate below that is a wrong count or a wrong clock.
-    for key in ("loop_clips_per_s", "bare_clips_per_s", "loader_clips_per_s"):
+    for key in ("loop_clips_per_s", "bare_clips_per_s", "augment_clips_per_s",
+                "deterministic_clips_per_s", "loader_clips_per_s"):
         assert f[key] >= steps * batch / wall, key
     # Derived figures agree with the ones they come from (each rounded on its own).
     for kind in ("loop", "bare"):
         assert f[f"{kind}_frames_per_s"] == pytest.approx(frames * f[f"{kind}_clips_per_s"],
                                                           abs=0.05 * frames + 0.05)
-    ratio = f["loop_clips_per_s"] / f["bare_clips_per_s"]
-    assert f["loop_vs_bare"] == pytest.approx(ratio, abs=1e-4 + ratio * (
-        0.05 / f["loop_clips_per_s"] + 0.05 / f["bare_clips_per_s"]))
     assert f["loop_overhead"] == pytest.approx(1 - f["loop_vs_bare"], abs=1e-4)
     for key in ("ckpt_save_ms", "torch_save_ms", "ckpt_block_ms", "ckpt_load_ms"):
         assert 0 < f[key] < 1000 * wall, key
@@ -241,24 +252,119 @@ def test_benchmark_prints_and_writes_every_figure(tmp_path):
     assert abs(f["ckpt_mb"] - f["torch_save_mb"]) < 0.05  # no duplicate tensors
     # The printed table shows the JSON's figures.
     assert re.search(rf"\nreal training loop +{f['loop_clips_per_s']:.1f} clips/s  "
-                     rf"\({f['loop_frames_per_s']:.0f} frames/s\)\n", out.stdout)
-    assert re.search(rf"\ncheckpoint size +{f['ckpt_mb']:.2f} MB ", out.stdout)
-    assert re.search(rf"\nlaunch to first step \(--resume\) +{f['resume_to_first_step_s']:.2f} s\n",
-                     out.stdout)
-    assert "real / bare" in out.stdout and "CPU time goes" in out.stdout
-    assert "aten::" in out.stdout
-    assert not [p for p in tmp_path.iterdir() if p.name != "bench.json"]  # throwaway files gone
+                     rf"\({f['loop_frames_per_s']:.0f} frames/s\)", stdout)
+    assert re.search(rf"\ncheckpoint size +{f['ckpt_mb']:.2f} MB ", stdout)
+    assert re.search(rf"\nlaunch to first step \(--resume\) +{f['resume_to_first_step_s']:.2f} s",
+                     stdout)
+    assert "CPU time goes" in stdout and "aten::" in stdout
+    assert not [p for p in tmp.iterdir() if p.name != "bench.json"]  # throwaway files gone
 
 
-def test_benchmark_child_stops_train_at_its_first_optimizer_step(tiny, tmp_path):
+def test_benchmark_gives_each_rounds_ratio_and_their_spread(bench):
+    f, stdout, _, sizes, _ = bench
+    rounds = sizes["rounds"]
+    assert set(f["per_round"]) == {"bare", "loop", "augment", "deterministic"}
+    assert set(f["ratios_per_round"]) == {"loop", "augment", "deterministic"}
+    for name, ratios in f["ratios_per_round"].items():
+        speeds, bare = f["per_round"][name], f["per_round"]["bare"]
+        assert len(ratios) == len(speeds) == len(bare) == rounds
+        for ratio, speed, base in zip(ratios, speeds, bare):  # each against its own round
+            assert ratio == pytest.approx(speed / base, rel=0.05 / speed + 0.05 / base + 1e-3)
+        assert f[f"{name}_vs_bare_spread"] == [min(ratios), max(ratios)]
+        assert min(ratios) <= f[f"{name}_vs_bare"] <= max(ratios)
+        assert f[f"{name}_vs_bare"] == pytest.approx(statistics.median(ratios), abs=1e-4)
+        assert f[f"{name}_clips_per_s"] == pytest.approx(statistics.median(speeds), abs=0.06)
+        low, high = f[f"{name}_vs_bare_spread"]
+        assert f"{100 * f[f'{name}_vs_bare']:.1f}% median, {100 * low:.1f}-{100 * high:.1f}% " \
+               f"over {rounds} rounds" in stdout
+
+
+def test_benchmark_breaks_the_start_up_down(bench):
+    f, stdout, _, _, _ = bench
+    names = [name for name, _ in f["startup_phases"]]
+    marks = ["checkpoint read and verified", "data on the device", "model built and restored"]
+    assert names[:3] == ["launch to interpreter ready", "import torch",
+                         "project imports (train and what it imports)"]
+    assert [n for n in names if n in marks] == marks and names[-1] == FIRST_STEP
+    seconds = [s for _, s in f["startup_phases"]]
+    assert all(s >= 0 for s in seconds)
+    # The phases add up to the child's whole life, from the parent's launch to the step.
+    assert 0.75 * f["resume_to_first_step_s"] <= sum(seconds) <= f["resume_to_first_step_s"]
+    assert f["startup_after_torch_s"] == pytest.approx(sum(seconds[2:]), abs=0.01)
+    assert set(f["imported_but_unused"]) <= set(startup.HEAVY_MODULES)
+    for name, s in f["startup_phases"]:
+        assert f"\n  {name} " in stdout and f"{s:.3f} s" in stdout
+
+
+def test_startup_child_stops_train_at_its_first_optimizer_step(tiny, tmp_path):
     # What "launch to first step" times: train.py --resume, ended by the global optimizer
     # hook right after its first step, before anything of the new epoch is saved.
     assert train.main(tiny("--epochs", "1")) == 0
-    out = run_script("benchmark.py", benchmark.FIRST_STEP_COMMAND,
-                     *tiny("--epochs", "2", "--resume"))
+    out = subprocess.run([sys.executable, "-m", "fatigue.startup", repr(time.time()), "cpu",
+                          *tiny("--epochs", "2", "--resume")], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines().count(benchmark.FIRST_STEP_MARKER) == 1
+    reports = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert len(reports) == 1 and reports[0]["phases"][-1][0] == FIRST_STEP
     assert load(tmp_path / "models" / "latest_model.pth")["epoch"] == 1
+
+
+def test_bare_loop_uses_no_training_code_of_the_project():
+    # The yardstick is plain PyTorch: were it the loop's own step functions, the benchmark
+    # would measure the loop against itself.
+    source = inspect.getsource(benchmarking)
+    assert "accumulate_gradients" not in source and "optimizer_step" not in source
+    assert "fatigue.training" not in source
+    modules = {getattr(v, "__module__", None) or getattr(v, "__name__", "")
+               for v in vars(benchmarking).values()}
+    assert not [m for m in modules if str(m).startswith("fatigue.training")]
+    code = ("import sys, torch; from config import Config; from fatigue import benchmarking as b;"
+            "cfg = Config(sequence_length=4, image_size=8, cnn_width=4, feature_dim=8, "
+            "lstm_hidden=8);"
+            "clips = torch.randint(0, 256, (4, 4, 1, 8, 8), dtype=torch.uint8);"
+            "batches = b.cut_batches(clips, torch.arange(4) % 2, 2, seed=0);"
+            "assert len(b.bare_loop(cfg, torch.device('cpu'), batches, 2)) == 1;"
+            "print(sorted(m for m in sys.modules if m.startswith('fatigue.training')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_bare_step_is_the_real_loops_step():
+    # The same work: one bare step moves the weights as the loop's step functions do.
+    cfg = Config(image_size=16, sequence_length=6, cnn_width=4, feature_dim=8, lstm_hidden=8,
+                 grad_clip=0.1, dropout=0.0, seed=5)
+    cpu = torch.device("cpu")
+    clips = torch.randint(0, 256, (4, 6, 1, 16, 16), dtype=torch.uint8)
+    labels = torch.tensor([0, 1, 1, 0])
+    bare, step = benchmarking.bare_step(cfg, cpu)
+    step(clips, labels)
+    real = benchmarking.placed_model(cfg, cpu)
+    optimizer = torch.optim.AdamW(real.parameters(), lr=cfg.learning_rate,
+                                  weight_decay=cfg.weight_decay)
+    loop.accumulate_gradients(real, clips.float() / 255, labels, 1, None, None)
+    loop.optimizer_step(real, optimizer, None, cfg.grad_clip)
+    for a, b in zip(bare.parameters(), real.parameters()):
+        torch.testing.assert_close(a, b)
+
+
+def test_lightning_row_needs_lightning(monkeypatch):
+    def missing(name):
+        raise ImportError(name)
+    monkeypatch.setattr(benchmarking.importlib, "import_module", missing)
+    assert benchmarking.import_lightning() is None
+    with pytest.raises(ImportError, match="pip install lightning"):
+        benchmarking.lightning_loop(Config(), torch.device("cpu"), [], 2)
+
+
+def test_lightning_loop_times_its_epochs_after_the_warm_up():
+    pytest.importorskip("lightning")
+    cfg = Config(sequence_length=4, image_size=8, cnn_width=4, feature_dim=8, lstm_hidden=8)
+    clips = torch.randint(0, 256, (4, 4, 1, 8, 8), dtype=torch.uint8)
+    batches = benchmarking.cut_batches(clips, torch.arange(4) % 2, 2, seed=0)
+    speeds = benchmarking.lightning_loop(cfg, torch.device("cpu"), batches, 3)
+    assert len(speeds) == 2 and all(s > 0 for s in speeds)
 
 
 def test_channels_last_where_tensor_cores_want_it():

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from fatigue import seeds
+from fatigue import seeds, startup
 from fatigue.data.augment import to_model_input
 
 if TYPE_CHECKING:  # annotations only: config.py and dataset.py are top-level modules
@@ -98,6 +98,7 @@ class DeviceClipLoader:
         self.dataset, self.sampler, self.batch_size, self.device = dataset, sampler, batch_size, device
         self.clips = torch.from_numpy(np.asarray(dataset.clips[dataset.rows])).to(device)
         self.labels = torch.tensor(dataset.labels, device=device)
+        startup.mark("data on the device")
         _, _, channels, height, width = self.clips.shape
         # Per pixel of a clip: the uint8 frames and, when resizing, their float copy (5
         # bytes at the stored size), the float input and its shifted copy (8 at the model's).

@@ -74,11 +74,11 @@ class Trainer:
         if not len(self.train_set) or not len(self.val_set):
             raise UserError(f"the data set in {cfg.data_dir}/ needs clips in both the train and "
                             f"the val split (it has {len(self.train_set)} and {len(self.val_set)})")
+        startup.mark("data sets opened")
         self.sampler = EpochSampler(len(self.train_set), cfg.seed, dist.rank, dist.world_size)
         self.train_loader = make_train_loader(self.train_set, self.sampler, cfg, self.device)
         self.val_shard = list(range(dist.rank, len(self.val_set), dist.world_size))
         self.val_loader = None
-        startup.mark("data sets opened")
 
         torch.manual_seed(seeds.model_init_seed(cfg.seed))
         model = build_model(cfg)
@@ -238,8 +238,10 @@ class Trainer:
         torch.cuda.empty_cache()
         micro = math.ceil(batch / self.accum_steps)
         more = min(self.cfg.batch_size, 2 * self.accum_steps)
-        # Smaller micro-batches add the gradients up in another order: not in exact mode.
-        if not self.cfg.auto_batch or micro == 1 or self.deterministic:
+        # Smaller micro-batches add the gradients up in another order: not in exact mode on a
+        # GPU (the only device that runs out of memory this way).
+        exact_gpu = self.deterministic and self.device.type == "cuda"
+        if not self.cfg.auto_batch or micro == 1 or exact_gpu:
             if not self.dist.enabled:  # other processes cannot join a save now
                 self.save(epoch_end=False)
                 self.store.wait()
