@@ -16,7 +16,7 @@ Measures, on a throwaway data set of random clips:
 - a checkpoint save (our atomic, checksummed write) against plain torch.save of the same
   state, the time a save blocks the loop (background writes), load time and size;
 - seconds from launching `train.py --resume` to its first training step, phase by phase (a
-  child process, `python -m fatigue.startup`), and the heavy modules imported by then that
+  child process, `python -m fatigue.first_step`), and the heavy modules imported by then that
   this run does not need;
 - peak memory: the benchmark process's RSS, and on CUDA the real loop's own peak.
 """
@@ -195,10 +195,10 @@ def checkpoint_speed(folder: Path) -> dict:
 
 def startup_breakdown(argv: list[str], device: torch.device, cfg: Config) -> dict:
     """`train.py argv` launched in a new process and ended at its first step: the seconds to
-    its end, each phase's seconds (fatigue.startup), the time after `import torch` and CUDA's
+    its end, each phase's seconds (fatigue.first_step), the time after `import torch` and CUDA's
     start, and the heavy modules imported by then that this run does not need."""
     launched = time.time()
-    out = subprocess.run([sys.executable, "-m", "fatigue.startup", repr(launched), device.type,
+    out = subprocess.run([sys.executable, "-m", "fatigue.first_step", repr(launched), device.type,
                           *argv], cwd=ROOT, capture_output=True, text=True, timeout=600)
     wall = time.time() - launched
     lines = [line for line in out.stdout.splitlines() if line.startswith('{"phases"')]

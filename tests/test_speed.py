@@ -20,14 +20,14 @@ import train
 from config import Config
 from conftest import ROOT, run_script
 from dataset import ClipDataset
-from fatigue import benchmarking, startup
+from fatigue import benchmarking
 from fatigue.checkpoints import schema
 from fatigue.checkpoints import store as checkpoint
 from fatigue.data import loaders
 from fatigue.data.clip_store import load_manifest
 from fatigue.errors import UserError
 from fatigue.inference.evaluation import evaluate_checkpoint
-from fatigue.startup import FIRST_STEP
+from fatigue.first_step import FIRST_STEP, HEAVY_MODULES
 from fatigue.training import loop
 from test_faults import interrupt
 from test_training import assert_same_run, load
@@ -291,7 +291,7 @@ def test_benchmark_breaks_the_start_up_down(bench):
     # The phases add up to the child's whole life, from the parent's launch to the step.
     assert 0.75 * f["resume_to_first_step_s"] <= sum(seconds) <= f["resume_to_first_step_s"]
     assert f["startup_after_torch_s"] == pytest.approx(sum(seconds[2:]), abs=0.01)
-    assert set(f["imported_but_unused"]) <= set(startup.HEAVY_MODULES)
+    assert set(f["imported_but_unused"]) <= set(HEAVY_MODULES)
     for name, s in f["startup_phases"]:
         assert f"\n  {name} " in stdout and f"{s:.3f} s" in stdout
 
@@ -300,7 +300,7 @@ def test_startup_child_stops_train_at_its_first_optimizer_step(tiny, tmp_path):
     # What "launch to first step" times: train.py --resume, ended by the global optimizer
     # hook right after its first step, before anything of the new epoch is saved.
     assert train.main(tiny("--epochs", "1")) == 0
-    out = subprocess.run([sys.executable, "-m", "fatigue.startup", repr(time.time()), "cpu",
+    out = subprocess.run([sys.executable, "-m", "fatigue.first_step", repr(time.time()), "cpu",
                           *tiny("--epochs", "2", "--resume")], cwd=ROOT, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr

@@ -1,0 +1,59 @@
+"""The start-up measurement (benchmark.py starts it in a process of its own):
+
+    python -m fatigue.first_step LAUNCHED DEVICE TRAIN_ARGS...
+
+runs train.py's main on TRAIN_ARGS and ends the process at its first optimizer step, printing
+one JSON line: every phase from LAUNCHED (the launching process's time.time() just before it
+started this one) to that step, with its seconds, and which of HEAVY_MODULES were imported by
+then. It imports only the standard library before its own timer starts, then times
+`import torch`, CUDA's initialisation (DEVICE cuda only), the project's imports, the marks
+the project records (fatigue.startup) and the first step. Those imports are inside the
+function on purpose: how long they take is the measurement.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from fatigue import startup  # standard library only
+
+# Modules that a single-process run without --compile should not need by its first step
+# (torchvision: not with the small backbone; torch._dynamo and sympy: not without --compile).
+HEAVY_MODULES = ("torch.distributed.fsdp", "torch._dynamo", "matplotlib.pyplot", "sympy",
+                 "torchvision")
+FIRST_STEP = "first optimizer step"
+
+
+def until_first_step(launched: float, device_type: str, argv: list[str]) -> int:
+    """train.py's main on `argv`, timed from `launched` and ended at its first optimizer step
+    (see the module docstring); returns train.py's exit code when no step is ever taken."""
+    timeline = [("launch to interpreter ready", time.time())]
+    # Imported here, each under its own timer: how long they take is the measurement.
+    import torch
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+    timeline.append(("import torch", time.time()))
+    if device_type == "cuda":
+        torch.cuda.init()
+        torch.zeros(1, device="cuda")
+        timeline.append(("CUDA initialisation", time.time()))
+    import train
+    timeline.append(("project imports (train and what it imports)", time.time()))
+
+    def report(optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+        if device_type == "cuda":
+            torch.cuda.synchronize()  # the step done, cuDNN's autotuning included
+        ends = timeline + startup.PHASES + [(FIRST_STEP, time.time())]
+        starts = [launched] + [at for _, at in ends[:-1]]
+        phases = [(name, at - start) for (name, at), start in zip(ends, starts)]
+        print(json.dumps({"phases": phases,
+                          "imported": [m for m in HEAVY_MODULES if m in sys.modules]}), flush=True)
+        os._exit(0)  # at once: no save, no waiting for a background write or the epoch's end
+
+    register_optimizer_step_post_hook(report)
+    return train.main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(until_first_step(float(sys.argv[1]), sys.argv[2], sys.argv[3:]))
