@@ -8,6 +8,7 @@ a folder's leftovers from a killed process are easy to find."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -68,3 +69,17 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda fh: fh.write(text.encode()))
+
+
+def move_to_new_folder(paths: list[Path], parent: Path, prefix: str) -> Path:
+    """Move `paths`, in their order, into a new folder parent/<prefix>_<time>/ (with a
+    ~N suffix when that name is taken), which is returned. Nothing is deleted."""
+    target = parent / time.strftime(f"{prefix}_%Y%m%d_%H%M%S")
+    n = 1
+    while target.exists():
+        target = target.with_name(f"{target.name.split('~')[0]}~{n}")
+        n += 1
+    target.mkdir(parents=True)
+    for p in paths:
+        os.replace(p, target / p.name)
+    return target

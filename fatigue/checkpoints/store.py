@@ -36,7 +36,7 @@ from fatigue.checkpoints import schema
 from fatigue.checkpoints.run_log import CURVES_FILE, LOG_FILE
 from fatigue.checkpoints.tensorboard_log import FOLDER as TENSORBOARD_FOLDER
 from fatigue.errors import UserError
-from fatigue.files import TMP_SUFFIX, commit, temp_path, write_temp
+from fatigue.files import TMP_SUFFIX, commit, move_to_new_folder, temp_path, write_temp
 
 LATEST = "latest_model.pth"
 BEST = "best_model.pth"
@@ -284,15 +284,7 @@ class CheckpointStore:
         files += sorted(self.dir.glob("*.damaged-*"))
         if not files:
             return None
-        target = self.dir / ARCHIVE / time.strftime("run_%Y%m%d_%H%M%S")
-        n = 1
-        while target.exists():
-            target = target.with_name(f"{target.name.split('~')[0]}~{n}")
-            n += 1
-        target.mkdir(parents=True)
-        for p in files:
-            os.replace(p, target / p.name)
-        return target
+        return move_to_new_folder(files, self.dir / ARCHIVE, "run")
 
     def find_resumable(self) -> tuple[Path, dict, list[str]]:
         """The checkpoint to resume from and notes for the user.

@@ -31,7 +31,6 @@ import shlex
 import signal
 import sys
 import threading
-import time
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -40,7 +39,7 @@ import numpy as np
 
 import train
 from config import Config, build_config, flag_of, given_options
-from dataset import DEFAULT_DATA_DIR, ClipDataset, ensure_dataset
+from fatigue.data.clips import DEFAULT_DATA_DIR, ClipDataset, ensure_dataset
 from fatigue import files
 from fatigue.checkpoints.store import ARCHIVE, BEST, LATEST
 from fatigue.claim import CLAIM_FILE, FolderClaim
@@ -271,15 +270,7 @@ class Study:
                          key=lambda p: p.name != STUDY_FILE)
         if not entries:
             return None
-        target = self.dir / ARCHIVE / time.strftime("study_%Y%m%d_%H%M%S")
-        n = 1
-        while target.exists():
-            target = target.with_name(f"{target.name.split('~')[0]}~{n}")
-            n += 1
-        target.mkdir(parents=True)
-        for p in entries:
-            p.replace(target / p.name)
-        return target
+        return files.move_to_new_folder(entries, self.dir / ARCHIVE, "study")
 
     def save(self, record: dict) -> None:
         record["updated"] = now()
