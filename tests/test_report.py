@@ -143,3 +143,17 @@ def test_frame_level_accuracy_for_data_with_frame_labels(two_checkpoints, tiny_d
     called_drowsy = sum(row[1] for row in m["confusion_matrix"])
     expected = (2 * (m["clips"] - called_drowsy) + 6 * called_drowsy) / (8 * m["clips"])
     assert m["frame_accuracy"] == pytest.approx(expected)
+
+
+def test_the_alarm_threshold_is_the_middle_of_the_best_ones():
+    """Well-separated validation clips: every threshold from 0.3 to 0.9 separates them,
+    and the alarm gets the middle one (the widest margin), not the highest."""
+    drowsy = np.array([1] * 10 + [0] * 10)
+    apart = np.r_[np.full(10, 0.97), np.full(10, 0.1)]
+    assert metrics.alarm_threshold(drowsy, apart) == 0.6
+    # Overlapping scores: the one threshold that separates best wins.
+    overlap = np.r_[np.linspace(0.5, 1, 10), np.linspace(0, 0.6, 10)]
+    best = metrics.alarm_threshold(drowsy, overlap)
+    rates = {r["threshold"]: r["recall"] + r["specificity"]
+             for r in metrics.threshold_sweep(drowsy, overlap)}
+    assert rates[best] == max(v for t, v in rates.items() if 0.3 - 1e-9 <= t <= 0.9 + 1e-9)

@@ -141,10 +141,13 @@ def frame_accuracy(preds: np.ndarray, frame_labels: list[str | None],
 def alarm_threshold(positive: np.ndarray, scores: np.ndarray, steps: int = 20,
                     lowest: float = 0.3, highest: float = 0.9) -> float:
     """The alarm's on-threshold chosen on validation clips: of the sweep's thresholds in
-    [lowest, highest], the one that best separates the classes (largest recall minus
-    false-positive rate); on a tie the higher one, which raises fewer false alarms."""
-    best = max((r for r in threshold_sweep(positive, scores, steps)
-                if lowest - 1e-9 <= r["threshold"] <= highest + 1e-9),
-               key=lambda r: (np.nan_to_num(r["recall"]) + np.nan_to_num(r["specificity"]),
-                              r["threshold"]))
-    return round(best["threshold"], 4)
+    [lowest, highest], one that best separates the classes (largest recall minus
+    false-positive rate). When several do equally well (validation clips well apart), the
+    middle one of them: the widest margin on both sides, where the highest would make the
+    alarm wait for a probability the model reaches only seconds into a closure."""
+    rows = [r for r in threshold_sweep(positive, scores, steps)
+            if lowest - 1e-9 <= r["threshold"] <= highest + 1e-9]
+    separation = [np.nan_to_num(r["recall"]) + np.nan_to_num(r["specificity"]) for r in rows]
+    best = [r["threshold"] for r, value in zip(rows, separation)
+            if value >= max(separation) - 1e-12]
+    return round(float(best[(len(best) - 1) // 2]), 4)
