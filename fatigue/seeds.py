@@ -37,6 +37,11 @@ def camera_jitter_entropy(seed: int, epoch: int) -> list[int]:
     return [seed % 2**64, epoch, 1]
 
 
+def fold_deal_entropy(seed: int) -> list[int]:
+    """numpy entropy of a cross-validation study's deal of subjects into folds."""
+    return [seed % 2**64, 0x6376]  # "cv": its own stream of the run's --seed
+
+
 def step_seed(seed: int, epoch: int, rank: int = 0) -> int:
     """torch's global seed at the start of an epoch (dropout and the like), per process."""
     return seed * 100_003 + epoch + 1_000_003 * rank

@@ -40,7 +40,7 @@ import numpy as np
 import train
 from config import Config, build_config, flag_of, given_options
 from fatigue.data.clips import DEFAULT_DATA_DIR, ClipDataset, ensure_dataset
-from fatigue import files
+from fatigue import files, seeds
 from fatigue.checkpoints.store import ARCHIVE, BEST, LATEST
 from fatigue.claim import CLAIM_FILE, FolderClaim
 from fatigue.data.clip_store import (dataset_exists, data_fingerprint, load_manifest, open_clips,
@@ -53,7 +53,6 @@ from fatigue.training.stop import EXIT_CODES, StopTraining
 STUDY_FOLDER = "cv"  # inside --model-dir
 STUDY_FILE = "study.json"
 FORMAT_VERSION = 1
-FOLD_STREAM = 0x6376  # the fold deal's own random stream of --seed ("cv")
 # Not the study's options: where it lives (model_dir), which data (checked by fingerprint),
 # and what the data set decides (num_classes).
 NOT_OPTIONS = ("model_dir", "data_dir", "num_classes")
@@ -139,7 +138,7 @@ def plan_folds(strata: dict[str, int], folds: int, seed: int, val_subjects: int 
     if len(subjects) < folds:
         raise UserError(f"--folds {folds} needs at least {folds} subjects; the data set has "
                         f"{len(subjects)}")
-    rng = np.random.default_rng([seed % 2**64, FOLD_STREAM])
+    rng = np.random.default_rng(seeds.fold_deal_entropy(seed))
     ordered = sorted((subjects[i] for i in rng.permutation(len(subjects))), key=strata.get)
     names = sorted(set(fixed.values())) if fixed else []
     fold_of = {s: names.index(fixed[s]) for s in subjects} if fixed else \
