@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import main
 import train
 from fatigue.training import loop
 from fatigue.training.schedule import lr_factor
+from fatigue.inference.evaluation import evaluate_checkpoint
 from fatigue.checkpoints import run_log
 from conftest import ROOT, run_script, tiny_args
 
@@ -282,3 +284,14 @@ def test_curves_show_every_saved_epoch_even_when_training_fails(tiny, monkeypatc
     with pytest.raises(RuntimeError):
         train.main(tiny("--epochs", "4"))
     assert drawn == [1, 2]
+
+
+def test_the_end_of_run_test_score_is_the_best_checkpoints(tiny, tmp_path, capsys):
+    """The run scores its best checkpoint with its own model (the best weights loaded into
+    it): the same figure as evaluating the file afresh."""
+    assert train.main(tiny("--epochs", "3")) == 0
+    printed = re.search(r"Test accuracy of best_model.pth on (\d+) clips of unseen subjects: "
+                        r"([\d.]+)%", capsys.readouterr().out)
+    fresh = evaluate_checkpoint(tmp_path / "models" / "best_model.pth", device="cpu")
+    assert int(printed.group(1)) == fresh["clips"] > 0
+    assert float(printed.group(2)) == pytest.approx(100 * fresh["accuracy"], abs=0.005)

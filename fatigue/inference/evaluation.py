@@ -63,13 +63,19 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict]:
 
 
 def evaluate_checkpoint(path: str | Path, data_dir: str | None = None, device: str = "auto",
-                        split: str = "test", batch_size: int = 64) -> dict:
-    """Rebuild a checkpoint's model from its own config and score it on a split.
+                        split: str = "test", batch_size: int = 64,
+                        model: nn.Module | None = None) -> dict:
+    """Rebuild a checkpoint's model from its own config and score it on a split. `model`:
+    an already built one of that config (the training run's own) takes the weights instead.
 
     Returns classification_report(...) plus per-subject and (NTHU) frame-level accuracy,
     the checkpoint's epoch and validation accuracy, and for plots (report.py): the class
     names, the per-clip `labels` and softmax `probabilities`, and the training `history`."""
-    model, state = load_model(path)
+    if model is None:
+        model, state = load_model(path)
+    else:
+        state = load_checkpoint(path)
+        model.load_state_dict(state["model_state_dict"])
     cfg = Config.from_dict(state["config"])
     data_dir = data_dir or cfg.data_dir
     data = ClipDataset(data_dir, split, cfg.sequence_length, cfg.image_size, cfg.channels)

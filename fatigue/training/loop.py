@@ -313,7 +313,8 @@ class Trainer:
                      f"its test evaluation was skipped (python evaluate.py --model {best})",
                      file=sys.stderr, flush=True)
             return code
-        test = evaluate_checkpoint(best, device=self.device.type,
+        # The run's own model takes the best weights: nothing is built or moved again.
+        test = evaluate_checkpoint(best, device=self.device.type, model=self.parts.model,
                                    batch_size=math.ceil(self.cfg.batch_size / self.accum_steps))
         if test["clips"]:
             print(f"Test accuracy of {best.name} on {test['clips']} clips of unseen subjects: "
