@@ -76,9 +76,16 @@ def start(args: argparse.Namespace, given: dict, ask: bool, dist: Distributed) -
     else:
         checkpoint = None
         cfg = build_config(given)
-    # Before anything is written: offline without the file, the run stops here.
-    pretrained = fetch_pretrained(cfg) if checkpoint is None and cfg.pretrained != "none" \
-        else None
+    # Before anything is written: offline without the file, the run stops here. Process 0
+    # downloads it (once, and its error reaches every process); the others read its file.
+    pretrained = None
+    if checkpoint is None and cfg.pretrained != "none":
+        fetched: dict = {}
+
+        def download() -> None:
+            fetched["weights"] = fetch_pretrained(cfg)
+        dist.on_main(download)
+        pretrained = fetched.get("weights") or fetch_pretrained(cfg)
 
     def prepare_folders() -> None:
         ensure_dataset(cfg.data_dir, explicitly_given="data_dir" in given or
