@@ -28,10 +28,16 @@ def is_deterministic(cfg: Config, device: torch.device) -> bool:
     return device.type != "cuda"
 
 
+def exact_on_gpu(deterministic: bool, device: torch.device) -> bool:
+    """Whether the run's GPU kernels must be the deterministic ones (nothing to choose on
+    the CPU, whose kernels are deterministic anyway)."""
+    return deterministic and device.type == "cuda"
+
+
 def apply(deterministic: bool, device: torch.device) -> None:
     """Set this process's kernels for the run's mode (process-wide settings, so each run
     sets all of them). The CPU's kernels need nothing: PyTorch's checks stay off there."""
-    exact_gpu = deterministic and device.type == "cuda"
+    exact_gpu = exact_on_gpu(deterministic, device)
     if exact_gpu:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     if torch.are_deterministic_algorithms_enabled() != exact_gpu:

@@ -240,8 +240,8 @@ class Trainer:
         more = min(self.cfg.batch_size, 2 * self.accum_steps)
         # Smaller micro-batches add the gradients up in another order: not in exact mode on a
         # GPU (the only device that runs out of memory this way).
-        exact_gpu = self.deterministic and self.device.type == "cuda"
-        if not self.cfg.auto_batch or micro == 1 or exact_gpu:
+        if not self.cfg.auto_batch or micro == 1 or \
+                determinism.exact_on_gpu(self.deterministic, self.device):
             if not self.dist.enabled:  # other processes cannot join a save now
                 self.save(epoch_end=False)
                 self.store.wait()
