@@ -44,6 +44,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"processes working on videos in parallel (default: {os.cpu_count() or 1})")
     add("--min-face-fraction", type=float, default=0.5, metavar="F",
         help="drop clips with a face found in fewer of their frames (default: 0.5)")
+    add("--min-drowsy", type=float, default=1.0, metavar="S",
+        help="with per-frame labels (nthu; a .txt beside a folders video): a clip is drowsy "
+             "when at least S seconds of its frames are labelled drowsy, at most half the "
+             "clip (default: 1.0, so that a doze is called in its first second)")
     add("--rldd-classes", type=int, default=2, choices=(2, 3),
         help="rldd: 2 = alert vs drowsy (low-vigilant videos left out), 3 = all (default: 2)")
     add("--fold", type=int, default=1, metavar="N", help="rldd: the test fold, 1-5 (default: 1)")
@@ -75,6 +79,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_claim_args(p, "--data-dir")
     args = p.parse_args(argv)
     checks = [(args.fps > 0, "--fps must be positive"),
+              (args.min_drowsy > 0, "--min-drowsy must be positive"),
               (min(args.sequence_length, args.stride, args.workers, args.detect_every) >= 1,
                "--sequence-length, --stride, --workers and --detect-every must be at least 1"),
               (args.image_size >= 8, "--image-size must be at least 8"),

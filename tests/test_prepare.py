@@ -233,7 +233,16 @@ def test_folders_layout_with_a_frame_folder_then_train_and_evaluate(tmp_path):
                     "--frames-fps", "10")
     assert m["classes"] == ["alert", "drowsy"]
     assert {c["label"] for c in by_source(m)["drowsy/subject04_frames"]} == {1}
-    assert all(c["label"] == (c["source"].startswith("drowsy")) for c in m["clips"])
+    # Without a label file, the folder is the label; generated drowsy videos bring per-frame
+    # labels beside them (<name>.txt), and a clip is drowsy from 1 s (here 4 frames) of them.
+    for c in m["clips"]:
+        if "frame_labels" in c:
+            assert c["source"].startswith("drowsy/") and (source / c["source"]).with_suffix(
+                ".txt").is_file()
+            assert c["label"] == (c["frame_labels"].count("1") >= 4)
+        else:
+            assert c["label"] == c["source"].startswith("drowsy")
+    assert {c["label"] for c in m["clips"] if "frame_labels" in c} == {0, 1}
     subjects = [set(m["splits"][s]) for s in ("train", "val", "test")]
     assert all(subjects) and sum(map(len, subjects)) == len(set().union(*subjects)) == 4
     assert all(c["subject"] in m["splits"][c["split"]] for c in m["clips"])
@@ -261,3 +270,36 @@ def test_user_mistakes_are_one_line_errors(nthu, rldd, tmp_path):
     result = run_script("prepare.py", "--prepare", str(tmp_path / "missing"), "--format", "nthu")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().count("\n") == 0 and "is not a folder" in result.stderr
+
+
+def test_folders_layout_reads_per_frame_labels_beside_a_video(tmp_path):
+    source = tmp_path / "videos"
+    for rel, seed in (("drowsy/s1_a.avi", 1), ("alert/s2_a.avi", 2), ("drowsy/s3_a.avi", 3),
+                      ("alert/s4_a.avi", 4)):
+        face_video(source / rel, 3, 30, seed)
+    labels(source / "drowsy/s1_a.txt", "0" * 45 + "1" * 45)  # alert 1.5 s, then a doze
+    labels(source / "drowsy/s3_a.txt", "0012")  # not one 0/1 digit per frame
+    args = ("--sequence-length", "8", "--stride", "2")
+    m = prepare_dir(source, tmp_path / "d", "folders", *args)
+    clips = by_source(m)
+    # 5 fps: a clip is drowsy from 1 s (5 frames), at most half the clip (4 of 8).
+    assert [(c["start"], c["label"], c["frame_labels"]) for c in clips["drowsy/s1_a.avi"]] == [
+        (0, 0, "00000000"), (2, 0, "00000011"), (4, 1, "00001111"), (6, 1, "00111111")]
+    assert {c["label"] for c in clips["alert/s2_a.avi"]} == {0}  # no file: the folder's label
+    assert "frame_labels" not in clips["alert/s2_a.avi"][0]
+    skipped = {s["source"]: s["reason"] for s in m["skipped_videos"]}
+    assert skipped == {"drowsy/s3_a.avi": "bad label file: expected one 0/1 digit per frame "
+                                          "in s3_a.txt"}
+    # --min-drowsy: a shorter doze makes a drowsy clip.
+    m = prepare_dir(source, tmp_path / "d2", "folders", *args, "--min-drowsy", "0.4")
+    assert [c["label"] for c in by_source(m)["drowsy/s1_a.avi"]] == [0, 1, 1, 1]
+
+
+def test_drowsy_frames_needed_is_seconds_at_most_half_the_clip(tmp_path):
+    assert preparation.drowsy_frames_needed(1.0, 10, 30) == 10
+    assert preparation.drowsy_frames_needed(2.0, 10, 30) == 15
+    assert preparation.drowsy_frames_needed(0.25, 10, 30) == 3
+    assert preparation.drowsy_frames_needed(1.0, 5, 7) == 4
+    with pytest.raises(UserError, match="--min-drowsy must be positive"):
+        prepare.main(["--prepare", str(tmp_path), "--format", "folders",
+                      "--min-drowsy", "0"])

@@ -155,3 +155,24 @@ def test_training_videos_never_show_the_astronaut(tmp_path, monkeypatch):
     sv.write_videos(tmp_path / "n", layout="nthu", num_subjects=3, seconds=0.5,
                     frame_size=(160, 120), workers=1)
     assert drawn and set(drawn) == {"grace_hopper"}
+
+
+def test_restyled_eyes_are_another_persons_and_the_lids_still_cover_them():
+    photo = faces.grace_hopper()
+    assert faces.restyle_eyes(photo, 1.0, 1.0) is photo
+    big = faces.restyle_eyes(photo, 1.3, 1.5)
+    a, b = big.eye_half
+    assert (a, b) == (round(19 * 1.3), round(11 * 1.3))
+    ex, ey = big.eyes[0]
+    eye = (slice(ey - b // 2, ey + b // 2 + 1), slice(ex - a // 2, ex + a // 2 + 1))
+    skin = photo.skin_colour()
+    # Open: the new eye stands out from the skin more than the photo's own eye does.
+    spread = lambda img: float(np.abs(img[eye].astype(float) - skin).mean())  # noqa: E731
+    assert spread(big.image) > 1.2 * spread(photo.image)
+    # Shut: the lid covers all of the larger eye with plain skin.
+    shut = faces.draw_face(big, 1.0, 0.0)[ey - b + 2:ey + b // 2, ex - a // 2:ex + a // 2 + 1]
+    assert np.abs(shut.astype(float) - skin).mean() < 12
+    # Training videos draw the eyes of several people: scales and contrasts differ.
+    drawn = {sv.video_subject("s", 0, 0, k, frame_size=(160, 120))[0].eye_scale
+             for k in range(12)}
+    assert len(drawn) >= 6 and min(drawn) < 1.0 < max(drawn)

@@ -34,7 +34,7 @@ class Video:
     subject: str
     split: str | None = None        # fixed by the layout (NTHU set, RLDD fold, split folder)
     label: int | None = None        # the whole video's class (RLDD, folders)
-    frame_labels: str | None = None  # NTHU: one digit per source frame
+    frame_labels: str | None = None  # one digit per source frame (NTHU; folders' .txt files)
     extra: tuple = ()               # (key, value) pairs copied into each clip record
 
 
@@ -203,8 +203,23 @@ def scan_folders(source: Path, paths: list[str]) -> Scan:
         raise UserError("some videos sit under train/val/test folders and some do not; put "
                         "all of them under split folders, or none (then subjects are split)")
     scan.classes = _class_order({r[3] for r in rows})
-    scan.videos = [Video(rel, subject, split, label=scan.classes.index(label))
-                   for rel, subject, split, label in rows]
+    for rel, subject, split, label in rows:
+        # Optional per-frame labels: <name>.txt beside the video (or the frame folder).
+        digits, where = None, source / rel
+        label_file = (where.with_suffix(".txt") if where.is_file()
+                      else where.parent / f"{where.name}.txt")
+        if label_file.is_file():
+            if len(scan.classes) != 2:
+                scan.skipped.append({"source": rel, "reason": "per-frame labels (0/1) need "
+                                     "exactly two class folders"})
+                continue
+            try:
+                digits = read_label_digits(label_file)
+            except ValueError as err:
+                scan.skipped.append({"source": rel, "reason": f"bad label file: {err}"})
+                continue
+        scan.videos.append(Video(rel, subject, split, label=scan.classes.index(label),
+                                 frame_labels=digits))
     return scan
 
 

@@ -6,8 +6,8 @@ Each video is decoded at --fps, the face is tracked and cropped on every frame
 (fatigue.data.video), and the crops are cached per video in DATA_DIR/.prepare/; clips are
 then cut from the cache and written to the store in the order of the sorted video paths.
 So an interrupted run picks up where it stopped, any worker count gives the same bytes,
-and changing only clip options (--sequence-length, --stride, --min-face-fraction, splits)
-re-cuts without decoding.
+and changing only clip options (--sequence-length, --stride, --min-face-fraction, --min-drowsy,
+splits) re-cuts without decoding.
 
 Nothing here imports torch: the worker processes (spawned, so they import this module
 afresh) stay light.
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import multiprocessing as mp
 import queue
 import shutil
@@ -110,9 +111,16 @@ def _drain(frames_done, bar: progress.Bar) -> None:
 
 
 # ----------------------------------------------------------------------------- clips
+def drowsy_frames_needed(min_drowsy_seconds: float, fps: float, sequence_length: int) -> int:
+    """Frames labelled drowsy that make a clip drowsy: `min_drowsy_seconds` of them, but never
+    more than half the clip (so the default of a 3 s clip is its first second of a doze,
+    and a short clip keeps the majority rule, a tie counting as drowsy)."""
+    return max(1, min(math.ceil(min_drowsy_seconds * fps - 1e-9), math.ceil(sequence_length / 2)))
+
+
 def cut_clips(item: Video, found: np.ndarray, source_index: np.ndarray, split: str,
-              sequence_length: int, stride: int,
-              min_face: float) -> tuple[list[dict], list[int], dict]:
+              sequence_length: int, stride: int, min_face: float,
+              drowsy_needed: int) -> tuple[list[dict], list[int], dict]:
     """Clip records of one video, the start frame of each kept clip, and counts."""
     n = len(found)
     labels = None
@@ -131,8 +139,9 @@ def cut_clips(item: Video, found: np.ndarray, source_index: np.ndarray, split: s
         rec = {"id": f"{item.path}@{start}", "subject": item.subject, "split": split,
                "source": item.path, "start": start, "face_fraction": round(face, 4)}
         if labels is not None:
-            # Majority of the frame labels; a tie counts as drowsy (missing one costs more).
-            rec["label"] = int(labels[window].mean() >= 0.5)
+            # Drowsy from the first second of a doze on, not from its middle: a detector
+            # watching the latest 3 s must call a doze as it begins (missing one costs more).
+            rec["label"] = int(labels[window].sum() >= drowsy_needed)
             rec["frame_labels"] = "".join(map(str, labels[window]))
         else:
             rec["label"] = item.label
@@ -158,7 +167,8 @@ def run(args: argparse.Namespace) -> int:
                      "margin": args.margin, "normalize": args.normalize, "region": args.region,
                      "frames_fps": args.frames_fps or args.fps}
     options = {**frame_options, "sequence_length": args.sequence_length, "stride": args.stride,
-               "min_face_fraction": args.min_face_fraction, "val_fraction": args.val_fraction,
+               "min_face_fraction": args.min_face_fraction, "min_drowsy": args.min_drowsy,
+               "val_fraction": args.val_fraction,
                "seed": args.seed}
     if args.format == "rldd":
         options.update(fold=args.fold, rldd_classes=args.rldd_classes)
@@ -225,7 +235,9 @@ def collect_clips(scan: Scan, shard_of: dict[str, Path], split_of: dict[str, str
             mismatches.append({"source": item.path, "frames": decoded,
                                "labels": len(item.frame_labels)})
         recs, kept, c = cut_clips(item, found, index, split_of[item.subject],
-                                  args.sequence_length, args.stride, args.min_face_fraction)
+                                  args.sequence_length, args.stride, args.min_face_fraction,
+                                  drowsy_frames_needed(args.min_drowsy, args.fps,
+                                                       args.sequence_length))
         counts.update(c, videos=1)
         records += recs
         blocks.append((shard, kept))

@@ -9,12 +9,15 @@ size, face size and place, light, tint, infrared, blur, small sensors enlarged, 
 codec, JPEG artefacts, 15 or 30 fps; and its own look of a closed eye. The two classes
 differ only in what the eyes do, so that this is what a model learns:
     alert  - eyes open; blinks of 0.1-0.4 s every 2-6 s;
-    drowsy - eyes shut most of every 3 s: closures of 1.5-5 s, reopenings of 0.3-1.2 s.
+    drowsy - dozes, where the eyes are shut most of every 3 s: closures of 1.5-5 s,
+             reopenings of 0.3-1.2 s; in the folders layout the dozes alternate with
+             alert driving and per-frame labels say which frames are which.
 Both glance aside, turn, nod (with the closing eyes when drowsy), roll, drift, yawn, rub
 their eyes and droop their lids a little, at the same rates; a few alert drivers wear
 sunglasses.
 
     write_videos("videos", layout="folders")  # videos/<alert|drowsy>/<subject>_<k>.<avi|mp4>
+                                              # (+ .txt frame labels beside drowsy ones)
     write_videos("videos", layout="nthu")     # NTHU-DDD file names and per-frame label files
 """
 from __future__ import annotations
@@ -30,7 +33,7 @@ import cv2
 import numpy as np
 
 from fatigue.data.camera import Camera, Pose, compose, extension, light_table, open_video_writer
-from fatigue.data.faces import FacePhoto, LidLook, draw_face, grace_hopper
+from fatigue.data.faces import FacePhoto, LidLook, draw_face, grace_hopper, restyle_eyes
 from fatigue.data.video import FaceTracker
 
 FRAME_SIZE = (160, 120)  # width, height of make_subject's plain camera (tests, demos)
@@ -55,6 +58,11 @@ NTHU_VIDEOS = (("nonsleepyCombination", 0.0, True), ("sleepyCombination", 0.7, T
                ("slowBlinkWithNodding", 0.6, True), ("yawning", 0.5, False))
 # (scenario folder name, its name inside mix video names, fps): night videos are 15 fps.
 NTHU_SCENARIOS = (("noglasses", "noglasses", 30), ("night_noglasses", "nightnoglasses", 15))
+# Drowsy videos of the folders layout: dozes (stretches of closures, 1.8-4.8 s) alternating
+# with alert driving, so that clips see closures begin and end at every point of a window;
+# each video's per-frame labels go in a .txt file beside it (one digit a frame).
+DOZE_SHARE, DOZE_STRETCH = 0.6, 3.0
+BESIDE = "beside"  # write_videos: the label file is the video's own name with .txt
 NOD_SHARE = 0.5  # of drowsy closures: as many nods a minute as alert drivers look down
 MOTION_KEYS = ("eyes", "mouth", "nod", "yaw", "roll", "dx", "dy", "hand")
 
@@ -69,9 +77,12 @@ class Subject:
     occluder: str | None = None
     glasses: bool = True
     stretch: float = 1.0
+    eye_scale: float = 1.0      # open eyes of other people: larger or smaller,
+    eye_contrast: float = 1.0   # darker or paler (faces.restyle_eyes)
 
     def photo(self) -> FacePhoto:
-        return training_face(self.glasses, self.stretch)
+        return restyle_eyes(training_face(self.glasses, self.stretch), self.eye_scale,
+                            self.eye_contrast)
 
 
 def make_subject(name: str, rng: np.random.Generator, fps: float,
@@ -206,14 +217,15 @@ def _tracker() -> FaceTracker:
 
 # ----------------------------------------------------------------------------- motion
 def timeline(rng: np.random.Generator, seconds: float, fps: float, drowsy_share: float,
-             nods: bool = True) -> dict[str, np.ndarray]:
+             nods: bool = True, stretch: float = 5.0) -> dict[str, np.ndarray]:
     """Per-frame eye closure, mouth opening, head nod (each 0..1), yaw (-1..1), roll
     (degrees), drift dx, dy (in face widths), a hand over the eyes (0/1) and the
     drowsy label.
 
     drowsy_share 0 or 1: the whole video is alert or drowsy. In between, alert and drowsy
-    stretches (3-8 s) alternate so that this share of the video is drowsy; the eyes keep to
-    the stretch's label. Head motion, yawns and hands do not depend on the label."""
+    stretches (`stretch` s on average, 0.6 to 1.6 times that) alternate so that this share
+    of the video is drowsy; the eyes keep to the stretch's label. Head motion, yawns and
+    hands do not depend on the label."""
     n = int(round(seconds * fps))
     t = np.arange(n) / fps
     state = {key: np.zeros(n) for key in MOTION_KEYS}
@@ -223,8 +235,9 @@ def timeline(rng: np.random.Generator, seconds: float, fps: float, drowsy_share:
     while start < seconds:
         end = seconds
         if 0 < drowsy_share < 1:
-            mean = 5.0 * (drowsy_share if drowsy else 1 - drowsy_share) / 0.5
-            end = min(seconds, start + float(np.clip(rng.normal(mean, 1.0), 3.0, 8.0)))
+            mean = stretch * (drowsy_share if drowsy else 1 - drowsy_share) / 0.5
+            length = np.clip(rng.normal(mean, stretch / 5), 0.6 * stretch, 1.6 * stretch)
+            end = min(seconds, start + float(length))
         inside = (t >= start) & (t < end)
         # Heavy or narrow lids, alike in both classes: only a closure is a closure.
         state["eyes"][inside] = 0.0 if rng.random() < 0.5 else rng.uniform(0.0, 0.25)
@@ -366,12 +379,12 @@ def write_video(path: str | Path, frames: list[np.ndarray] | np.ndarray, fps: fl
 
 
 def render_video(path: str | Path, subject: Subject, seconds: float, drowsy_share: float,
-                 rng: np.random.Generator, nods: bool = True) -> np.ndarray:
+                 rng: np.random.Generator, nods: bool = True, stretch: float = 5.0) -> np.ndarray:
     """Render and write one video; returns its per-frame drowsy labels (uint8 [N])."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     camera = replace(subject.camera, codec=_codec_for(path, subject.camera.codec))
-    motion = timeline(rng, seconds, camera.fps, drowsy_share, nods)
+    motion = timeline(rng, seconds, camera.fps, drowsy_share, nods, stretch)
     photo = subject.photo()
     face_h = camera.face_width * camera.frame_size[0] / camera.frame_size[1]  # of the height
     writer = open_video_writer(str(path), camera)
@@ -403,13 +416,18 @@ def video_subject(name: str, seed: int, subject: int, video: int, fps: float | N
     skin = tuple(np.random.default_rng((seed, subject)).uniform(0.85, 1.15, 3))
     rng = np.random.default_rng((seed, subject, video))
     glasses, stretch = bool(rng.random() < 0.5), float(rng.uniform(0.9, 1.1))
-    photo = training_face(glasses, stretch)
+    # Eyes of another person in most videos, from a stream of their own (the draws above
+    # and below stay what they were).
+    eye_rng = np.random.default_rng((seed, subject, video, 1))
+    eye_scale, eye_contrast = ((1.0, 1.0) if eye_rng.random() < PLAIN_SHARE else
+                               (float(eye_rng.uniform(0.8, 1.3)), float(eye_rng.uniform(0.6, 1.6))))
+    photo = restyle_eyes(training_face(glasses, stretch), eye_scale, eye_contrast)
     for _ in range(8):  # prepare drops clips where the tracker sees no face: redraw those
         camera, look = random_camera(rng, fps, frame_size, infrared, skin, codecs), random_look(rng)
         if findable(camera, look, photo):
             break
     occluder = "sunglasses" if alert and rng.random() < 0.05 else None  # no eyes, no alarm
-    return Subject(name, camera, look, occluder, glasses, stretch), rng
+    return Subject(name, camera, look, occluder, glasses, stretch, eye_scale, eye_contrast), rng
 
 
 def _make_video(task: dict) -> tuple[str, Subject]:
@@ -418,9 +436,11 @@ def _make_video(task: dict) -> tuple[str, Subject]:
     path = Path(task["path"])
     if not path.suffix:
         path = path.with_suffix(extension(subject.camera.codec))
-    labels = render_video(path, subject, task["seconds"], task["share"], rng, task["nods"])
+    labels = render_video(path, subject, task["seconds"], task["share"], rng, task["nods"],
+                          task["stretch"])
     if task["labels"]:
-        write_label_file(Path(task["labels"]), labels)
+        write_label_file(Path(task["labels"]) if task["labels"] != BESIDE
+                         else path.with_suffix(".txt"), labels)
     return str(path), subject
 
 
@@ -432,6 +452,8 @@ def write_videos(out_dir: str | Path, layout: str = "folders", num_subjects: int
 
     layout 'folders': <out>/<alert|drowsy>/<subject>_<k>.<avi|mp4>, `videos_per_label`
         videos per label and subject; 6.5 s makes three clips a video at prepare's defaults.
+        A drowsy video's dozes alternate with alert driving; its per-frame labels are in
+        <subject>_<k>.txt beside it.
     layout 'nthu': <out>/Training_Dataset/<id>/<scenario>/<video>.avi with
         <id>_<video>_drowsiness.txt beside it, and <out>/Evaluation_Dataset/<id>/
         <id>_<scen>_mix.mp4 with <id>_<scen>_mixing_drowsiness.txt (a quarter of the
@@ -448,9 +470,10 @@ def write_videos(out_dir: str | Path, layout: str = "folders", num_subjects: int
     tasks: list[dict] = []
 
     def add(name: str, draw: tuple, path: Path, length: float, share: float,
-            nods: bool = True, labels: Path | None = None, **camera) -> None:
+            nods: bool = True, labels: Path | str | None = None, stretch: float = 5.0,
+            **camera) -> None:
         tasks.append({"name": name, "draw": draw, "path": str(path), "seconds": length,
-                      "share": share, "nods": nods, "camera": camera,
+                      "share": share, "nods": nods, "camera": camera, "stretch": stretch,
                       "labels": labels and str(labels)})
 
     if layout == "folders":
@@ -458,8 +481,12 @@ def write_videos(out_dir: str | Path, layout: str = "folders", num_subjects: int
             name = f"subject{i + 1:02d}"
             for k in range(2 * videos_per_label):
                 label = "alert" if k < videos_per_label else "drowsy"
-                add(name, (seed, i, k), out / label / f"{name}_{k + 1}", seconds,
-                    float(label == "drowsy"), frame_size=frame_size, alert=label == "alert")
+                if label == "alert":
+                    add(name, (seed, i, k), out / label / f"{name}_{k + 1}", seconds, 0.0,
+                        frame_size=frame_size, alert=True)
+                else:  # dozes between alert stretches, and the frames' labels beside
+                    add(name, (seed, i, k), out / label / f"{name}_{k + 1}", seconds,
+                        DOZE_SHARE, labels=BESIDE, stretch=DOZE_STRETCH, frame_size=frame_size)
     else:
         num_eval = max(1, round(num_subjects / 4))
         if num_subjects - num_eval > len(NTHU_TRAIN_IDS) or num_eval > len(NTHU_TEST_IDS):
