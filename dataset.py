@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
                         help="output folder (default: data)")
     parser.add_argument("--num-subjects", type=int, default=None,
-                        help="synthetic subjects (default: 16 for clips, 6 for videos); "
+                        help=f"synthetic subjects (default: 16 for clips, {synthetic_videos.VIDEO_SUBJECTS} for "
+                             "videos); "
                              "split by subject into train/val/test")
     parser.add_argument("--clips-per-subject", type=int, default=40,
                         help="synthetic clips per subject, half alert, half drowsy (default: 40)")
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.synthetic:
         parser.error("say what to make: --synthetic, or --prepare SOURCE --format FORMAT")
-    num_subjects = args.num_subjects or (6 if args.as_videos else 16)
+    num_subjects = args.num_subjects or (synthetic_videos.VIDEO_SUBJECTS if args.as_videos else 16)
     if not args.as_videos and (num_subjects < 3 or args.clips_per_subject < 2
                                or args.sequence_length < 16):
         raise UserError("need --num-subjects of at least 3 (train, val and test each get one), "

@@ -63,6 +63,7 @@ NTHU_SCENARIOS = (("noglasses", "noglasses", 30), ("night_noglasses", "nightnogl
 # each video's per-frame labels go in a .txt file beside it (one digit a frame).
 DOZE_SHARE, DOZE_STRETCH = 0.6, 3.0
 BESIDE = "beside"  # write_videos: the label file is the video's own name with .txt
+VIDEO_SUBJECTS = 8  # default: 2 held out for test, 1 for validation, 5 to train on
 NOD_SHARE = 0.5  # of drowsy closures: as many nods a minute as alert drivers look down
 MOTION_KEYS = ("eyes", "mouth", "nod", "yaw", "roll", "dx", "dy", "hand")
 
@@ -444,7 +445,7 @@ def _make_video(task: dict) -> tuple[str, Subject]:
     return str(path), subject
 
 
-def write_videos(out_dir: str | Path, layout: str = "folders", num_subjects: int = 6,
+def write_videos(out_dir: str | Path, layout: str = "folders", num_subjects: int = VIDEO_SUBJECTS,
                  seed: int = 0, seconds: float = 6.5,
                  frame_size: tuple[int, int] | None = None, videos_per_label: int = 10,
                  workers: int | None = None) -> str:
