@@ -158,16 +158,23 @@ class FatigueCNNLSTM(nn.Module):
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         b, t = clips.shape[:2]
+        return self.classify(self.frame_features(clips.flatten(0, 1)).view(b, t, -1))
+
+    def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frames [N, C, H, W] in [0, 1] -> features [N, F], each frame on its own (a live
+        detector computes each frame's once, not once per window that holds it)."""
         # The data stays in [0, 1] (uint8 / 255) up to here: centred, or normalised as the
         # pretrained weights expect.
-        frames = clips.flatten(0, 1)
         if self.input_mean is None:
             frames = frames - 0.5
         else:
             frames = (frames - self.input_mean) / self.input_std
         if self.channels_last:
             frames = frames.contiguous(memory_format=torch.channels_last)
-        feats = self.cnn(frames).view(b, t, -1)  # (B, T, F)
+        return self.cnn(frames)
+
+    def classify(self, feats: torch.Tensor) -> torch.Tensor:
+        """Frame features in order [B, T, F] -> class logits [B, num_classes]."""
         if self.temporal == "lstm":
             outputs, _ = self.lstm(feats)  # (B, T, H)
             # The strongest evidence anywhere in the clip: a long closure early in the clip

@@ -14,9 +14,11 @@ import torch
 import detect
 from conftest import FPS, blinks, eyes_video, run_script
 from fatigue.data import synthetic_videos as sv
+from fatigue.data.augment import to_model_input
 from fatigue.errors import UserError
 from fatigue.inference.alarm import ALARM, OK, WARNING, Alarm, AlarmSettings
 from fatigue.inference.deployment import deployment_info
+from fatigue.inference.detection import Detector
 from fatigue.inference.evaluation import load_model
 
 
@@ -141,3 +143,25 @@ def test_a_missing_video_is_one_clear_line(face_model, tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error:") and "does not exist" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_cached_frame_features_give_the_models_own_probability(face_model):
+    # The detector computes each frame's CNN features once; every window's P(drowsy) must
+    # still be exactly what the whole model gives on that window.
+    model, state = load_model(face_model)
+    info, _ = deployment_info(state)
+    detector = Detector(model, info, 2, AlarmSettings(), torch.device("cpu"))
+    size, length = info["crop"]["image_size"], info["input"]["sequence_length"]
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 256, (length + 6, 1, size, size), dtype=np.uint8)
+    fed = 0
+    for end in (length, length + 2, length + 6):  # a full buffer, then 2 and 4 new frames
+        for crop in crops[fed:end]:
+            detector.crops.append(crop)
+            detector.features.append(None)
+        fed = end
+        window = torch.from_numpy(crops[end - length:end])[None]
+        with torch.no_grad():
+            expected = torch.softmax(model(to_model_input(window, None, detector.size)), 1)
+        assert detector.probability() == float(expected[0, detector.pos])
+        assert all(f is not None for f in detector.features)

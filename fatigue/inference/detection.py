@@ -97,6 +97,9 @@ class Detector:
         self.tracker = video.FaceTracker(self.crop["detect_every"], self.crop["detect_width"])
         length = info["input"]["sequence_length"]
         self.crops: deque[np.ndarray] = deque(maxlen=length)  # the ring buffer
+        # Each frame's CNN features, computed once when first scored: a window shares all
+        # but `every` of its frames with the one before.
+        self.features: deque[torch.Tensor | None] = deque(maxlen=length)
         self.found: deque[bool] = deque(maxlen=length)
         self.seen_eyes: deque[bool] = deque(maxlen=length)  # a face, and eyes in it
         self.alarm = Alarm(alarm)
@@ -112,6 +115,7 @@ class Detector:
         crop = video.crop_face(frame, self.box, self.crop["image_size"], self.channels,
                                self.crop["margin"], self.crop["normalize"], self.crop["region"])
         self.crops.append(crop)
+        self.features.append(None)
         self.found.append(found)
         self.seen_eyes.append(found and eyes_visible(crop, self.crop["margin"], self.crop["region"]))
         self.crop_seconds += time.perf_counter() - start
@@ -134,10 +138,16 @@ class Detector:
 
     @torch.no_grad()
     def probability(self) -> float:
-        """P(drowsy) of the clip in the ring buffer."""
-        # The training loader's own conversion, so live input matches training input.
-        clip = torch.from_numpy(np.stack(self.crops))[None].to(self.device)
-        logits = self.model(to_model_input(clip, None, self.size))
+        """P(drowsy) of the clip in the ring buffer: the model's forward, with the features
+        of frames already scored taken from the cache."""
+        new = [i for i, f in enumerate(self.features) if f is None]
+        if new:
+            # The training loader's own conversion, so live input matches training input.
+            crops = torch.from_numpy(np.stack([self.crops[i] for i in new]))[None]
+            frames = to_model_input(crops.to(self.device), None, self.size)[0]
+            for i, feature in zip(new, self.model.frame_features(frames)):
+                self.features[i] = feature
+        logits = self.model.classify(torch.stack(list(self.features))[None])
         return float(torch.softmax(logits.float(), 1)[0, self.pos])
 
 
