@@ -190,11 +190,11 @@ def _visible(camera: Camera) -> bool:
 
 def random_look(rng: np.random.Generator) -> LidLook:
     """How a closed eye looks: crease colour (dark grey to brown, near black to pale) and
-    width, lid shade 0.5-1.2 (eyeshadow to a pale lid), curve -0.5..0.8, lashes or not."""
+    width, lid shade 0.7-1.1, curve -0.5..0.8, lashes or not."""
     grey = rng.uniform(15, 120)
     colour = tuple(int(min(255, grey * f)) for f in rng.uniform((0.6, 0.75, 0.9), (1.0, 1.05, 1.3)))
-    return LidLook(line_colour=colour, line_width=float(rng.uniform(0.12, 0.7)),
-                   shade=float(rng.uniform(0.5, 1.2)), curve=float(rng.uniform(-0.5, 0.8)),
+    return LidLook(line_colour=colour, line_width=float(rng.uniform(0.12, 0.6)),
+                   shade=float(rng.uniform(0.7, 1.1)), curve=float(rng.uniform(-0.5, 0.8)),
                    lashes=bool(rng.random() < 0.5))
 
 
@@ -269,7 +269,7 @@ def _nod(rng: np.random.Generator, t: np.ndarray, up: float, room: float = 9.0) 
     dashboard and a drowsy nod, so that only the eyes tell them apart."""
     sink, hold, fall = rng.uniform(0.3, 2.0), rng.uniform(0.1, 1.2), rng.uniform(0.15, 0.5)
     scale = min(1.0, room / (sink + hold))
-    return rng.uniform(0.15, 0.9) * _bump(t, up - (sink + hold) * scale, sink * scale,
+    return rng.uniform(0.15, 0.6) * _bump(t, up - (sink + hold) * scale, sink * scale,
                                           hold * scale, fall)
 
 
@@ -311,17 +311,17 @@ def _closures(rng: np.random.Generator, state: dict, t: np.ndarray, start: float
 
 def _head_and_hands(rng: np.random.Generator, state: dict, t: np.ndarray,
                     seconds: float) -> None:
-    """What every driver does, alert or drowsy: sway and drift, a roll, glances
-    aside (yaw 0.3-0.9 for 0.4-1.5 s), slower head turns (mirrors), yawns with squinting
+    """What every driver does, alert or drowsy: sway and drift, a slight roll, glances
+    aside (yaw 0.3-0.7 for 0.4-1.5 s), slower head turns (mirrors), yawns with squinting
     eyes, now and then a hand rubbing the eyes. (Nods: _blinks and _closures, equal rates.)"""
     def wave(amplitude: float, periods: tuple[float, float]) -> np.ndarray:
         phase = rng.uniform(0, 2 * np.pi)
         return amplitude * np.sin(2 * np.pi * t / rng.uniform(*periods) + phase)
 
     # Drift in face widths: slow sway plus a little quick jitter.
-    state["dx"] += wave(rng.uniform(0, 0.25), (5, 20)) + wave(rng.uniform(0, 0.03), (1, 4))
-    state["dy"] += wave(rng.uniform(0, 0.12), (5, 20)) + wave(rng.uniform(0, 0.03), (1, 4))
-    state["roll"] += rng.uniform(-6, 6) + wave(rng.uniform(0, 12), (3, 17))
+    state["dx"] += wave(rng.uniform(0, 0.12), (5, 20)) + wave(rng.uniform(0, 0.03), (1, 4))
+    state["dy"] += wave(rng.uniform(0, 0.08), (5, 20)) + wave(rng.uniform(0, 0.03), (1, 4))
+    state["roll"] += rng.uniform(-6, 6) + wave(rng.uniform(0, 4), (3, 12))
     state["yaw"] += wave(rng.uniform(0, 0.1), (2, 10))
     # kind: seconds between events, and the (low, high) of rise, hold and fall
     events = {"glance": ((3, 9), (0.1, 0.25), (0.4, 1.5), (0.15, 0.3)),
@@ -334,7 +334,7 @@ def _head_and_hands(rng: np.random.Generator, state: dict, t: np.ndarray,
             rise, hold, fall = (rng.uniform(*r) for r in shape)
             bump = _bump(t, when, rise, hold, fall)
             if kind == "glance":
-                state["yaw"] += rng.choice((-1, 1)) * rng.uniform(0.3, 0.9) * bump
+                state["yaw"] += rng.choice((-1, 1)) * rng.uniform(0.3, 0.7) * bump
             elif kind == "turn":
                 state["yaw"] += rng.choice((-1, 1)) * rng.uniform(0.2, 0.5) * bump
                 state["roll"] += rng.uniform(-6, 6) * bump
@@ -345,7 +345,7 @@ def _head_and_hands(rng: np.random.Generator, state: dict, t: np.ndarray,
             else:
                 _raise(state, "hand", (bump > 0.5).astype(float))
             when += rise + hold + fall + rng.uniform(*gaps)
-    state["yaw"] = np.clip(state["yaw"], -1.0, 1.0)
+    state["yaw"] = np.clip(state["yaw"], -0.8, 0.8)
 
 
 # ----------------------------------------------------------------------------- rendering
