@@ -46,8 +46,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"synthetic subjects (default: 16 for clips, {synthetic_videos.VIDEO_SUBJECTS} for "
                              "videos); "
                              "split by subject into train/val/test")
-    parser.add_argument("--clips-per-subject", type=int, default=40,
-                        help="synthetic clips per subject, half alert, half drowsy (default: 40)")
+    parser.add_argument("--clips-per-subject", type=int, default=synthetic.CLIPS_PER_SUBJECT,
+                        help="synthetic clips per subject, half alert, half drowsy "
+                             f"(default: {synthetic.CLIPS_PER_SUBJECT})")
     parser.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
     parser.add_argument("--image-size", type=int, default=32, help="frame side (default: 32)")
     parser.add_argument("--sequence-length", type=int, default=30,

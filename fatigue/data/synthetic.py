@@ -31,6 +31,11 @@ class Subject:
     mouth_w: float
 
 
+# Clips of each drawn subject: 30 keeps the quick start (`python main.py --mode train`, 100
+# epochs) under 10 minutes on a 2-core CPU with over 90% test accuracy (README).
+CLIPS_PER_SUBJECT = 30
+
+
 def make_subject(rng: np.random.Generator) -> Subject:
     return Subject(cx=rng.uniform(0.42, 0.58), cy=rng.uniform(0.44, 0.56),
                    face_w=rng.uniform(0.30, 0.38), face_h=rng.uniform(0.38, 0.46),
@@ -135,7 +140,7 @@ def split_subjects(subjects: list[str], rng: np.random.Generator) -> dict[str, s
 
 
 def generate(data_dir: str | Path, seed: int = 0, num_subjects: int = 16,
-             clips_per_subject: int = 40, image_size: int = 32,
+             clips_per_subject: int = CLIPS_PER_SUBJECT, image_size: int = 32,
              sequence_length: int = 30) -> str:
     """Write the synthetic data set to data_dir; returns a one-line summary.
     The bytes depend only on the arguments."""

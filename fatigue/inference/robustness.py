@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from fatigue.data.camera import Camera
@@ -205,7 +206,9 @@ def run_suite(model_path: str, settings: SuiteSettings, alarm: dict | None = Non
             results = (run_job(*a) for a in args)
             pool = None
         else:
-            pool = multiprocessing.get_context("spawn").Pool(settings.workers)
+            # One OpenCV thread per worker: the workers already keep every core busy.
+            pool = multiprocessing.get_context("spawn").Pool(settings.workers, cv2.setNumThreads,
+                                                              (1,))
             results = pool.imap(_run_job_args, args)
         try:
             for k, r in enumerate(results, 1):
