@@ -481,13 +481,11 @@ def write_videos(out_dir: str | Path, layout: str = "folders", num_subjects: int
         for i in range(num_subjects):
             name = f"subject{i + 1:02d}"
             for k in range(2 * videos_per_label):
-                label = "alert" if k < videos_per_label else "drowsy"
-                if label == "alert":
-                    add(name, (seed, i, k), out / label / f"{name}_{k + 1}", seconds, 0.0,
-                        frame_size=frame_size, alert=True)
-                else:  # dozes between alert stretches, and the frames' labels beside
-                    add(name, (seed, i, k), out / label / f"{name}_{k + 1}", seconds,
-                        DOZE_SHARE, labels=BESIDE, stretch=DOZE_STRETCH, frame_size=frame_size)
+                drowsy = k >= videos_per_label  # dozes amid alert driving, labels beside
+                add(name, (seed, i, k), out / ("drowsy" if drowsy else "alert") / f"{name}_{k + 1}",
+                    seconds, DOZE_SHARE if drowsy else 0.0, labels=BESIDE if drowsy else None,
+                    stretch=DOZE_STRETCH if drowsy else 5.0, frame_size=frame_size,
+                    alert=not drowsy)
     else:
         num_eval = max(1, round(num_subjects / 4))
         if num_subjects - num_eval > len(NTHU_TRAIN_IDS) or num_eval > len(NTHU_TEST_IDS):
