@@ -43,9 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
                         help="output folder (default: data)")
     parser.add_argument("--num-subjects", type=int, default=None,
-                        help=f"synthetic subjects (default: 16 for clips, {synthetic_videos.VIDEO_SUBJECTS} for "
-                             "videos); "
-                             "split by subject into train/val/test")
+                        help="synthetic subjects (default: 16 for clips, "
+                             f"{synthetic_videos.VIDEO_SUBJECTS} for videos); split by subject "
+                             "into train/val/test")
     parser.add_argument("--clips-per-subject", type=int, default=synthetic.CLIPS_PER_SUBJECT,
                         help="synthetic clips per subject, half alert, half drowsy "
                              f"(default: {synthetic.CLIPS_PER_SUBJECT})")

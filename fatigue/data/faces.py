@@ -10,7 +10,7 @@ really another person). Their landmarks were measured on the photos.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import cv2
@@ -108,8 +108,7 @@ def restyle_eyes(photo: FacePhoto, scale: float, contrast: float) -> FacePhoto:
                     0, 0, 360, 1.0, -1)
         mask = cv2.GaussianBlur(mask, (0, 0), max(1.0, 0.25 * max(b, nb)))[..., None]
         img[box] = mask * eye + (1 - mask) * patch
-    return FacePhoto(photo.name, np.clip(img, 0, 255).astype(np.uint8), photo.face,
-                     photo.eyes, (na, nb), photo.mouth, photo.skin)
+    return replace(photo, image=np.clip(img, 0, 255).astype(np.uint8), eye_half=(na, nb))
 
 
 # ----------------------------------------------------------------------------- drawing

@@ -6,8 +6,8 @@ Each video is decoded at --fps, the face is tracked and cropped on every frame
 (fatigue.data.video), and the crops are cached per video in DATA_DIR/.prepare/; clips are
 then cut from the cache and written to the store in the order of the sorted video paths.
 So an interrupted run picks up where it stopped, any worker count gives the same bytes,
-and changing only clip options (--sequence-length, --stride, --min-face-fraction, --min-drowsy,
-splits) re-cuts without decoding.
+and changing only clip options (--sequence-length, --stride, --min-face-fraction,
+--min-drowsy, splits) re-cuts without decoding.
 
 Nothing here imports torch: the worker processes (spawned, so they import this module
 afresh) stay light.
@@ -223,6 +223,7 @@ def collect_clips(scan: Scan, shard_of: dict[str, Path], split_of: dict[str, str
     """Records of all clips in video path order, with where their frames are, from the
     per-video cache; videos that failed are moved to scan.skipped."""
     records, blocks, counts, mismatches = [], [], Counter(), []
+    drowsy_needed = drowsy_frames_needed(args.min_drowsy, args.fps, args.sequence_length)
     for item in scan.videos:
         shard = shard_of[item.path]
         if shard.with_suffix(".error").exists():
@@ -236,8 +237,7 @@ def collect_clips(scan: Scan, shard_of: dict[str, Path], split_of: dict[str, str
                                "labels": len(item.frame_labels)})
         recs, kept, c = cut_clips(item, found, index, split_of[item.subject],
                                   args.sequence_length, args.stride, args.min_face_fraction,
-                                  drowsy_frames_needed(args.min_drowsy, args.fps,
-                                                       args.sequence_length))
+                                  drowsy_needed)
         counts.update(c, videos=1)
         records += recs
         blocks.append((shard, kept))

@@ -62,6 +62,7 @@ NTHU_SCENARIOS = (("noglasses", "noglasses", 30), ("night_noglasses", "nightnogl
 # with alert driving, so that clips see closures begin and end at every point of a window;
 # each video's per-frame labels go in a .txt file beside it (one digit a frame).
 DOZE_SHARE, DOZE_STRETCH = 0.6, 3.0
+STRETCH = 5.0  # mean seconds of the other alternating stretches (NTHU-style videos)
 BESIDE = "beside"  # write_videos: the label file is the video's own name with .txt
 VIDEO_SUBJECTS = 8  # default: 2 held out for test, 1 for validation, 5 to train on
 NOD_SHARE = 0.5  # of drowsy closures: as many nods a minute as alert drivers look down
@@ -218,7 +219,7 @@ def _tracker() -> FaceTracker:
 
 # ----------------------------------------------------------------------------- motion
 def timeline(rng: np.random.Generator, seconds: float, fps: float, drowsy_share: float,
-             nods: bool = True, stretch: float = 5.0) -> dict[str, np.ndarray]:
+             nods: bool = True, stretch: float = STRETCH) -> dict[str, np.ndarray]:
     """Per-frame eye closure, mouth opening, head nod (each 0..1), yaw (-1..1), roll
     (degrees), drift dx, dy (in face widths), a hand over the eyes (0/1) and the
     drowsy label.
@@ -380,7 +381,7 @@ def write_video(path: str | Path, frames: list[np.ndarray] | np.ndarray, fps: fl
 
 
 def render_video(path: str | Path, subject: Subject, seconds: float, drowsy_share: float,
-                 rng: np.random.Generator, nods: bool = True, stretch: float = 5.0) -> np.ndarray:
+                 rng: np.random.Generator, nods: bool = True, stretch: float = STRETCH) -> np.ndarray:
     """Render and write one video; returns its per-frame drowsy labels (uint8 [N])."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -471,7 +472,7 @@ def write_videos(out_dir: str | Path, layout: str = "folders", num_subjects: int
     tasks: list[dict] = []
 
     def add(name: str, draw: tuple, path: Path, length: float, share: float,
-            nods: bool = True, labels: Path | str | None = None, stretch: float = 5.0,
+            nods: bool = True, labels: Path | str | None = None, stretch: float = STRETCH,
             **camera) -> None:
         tasks.append({"name": name, "draw": draw, "path": str(path), "seconds": length,
                       "share": share, "nods": nods, "camera": camera, "stretch": stretch,
@@ -484,7 +485,7 @@ def write_videos(out_dir: str | Path, layout: str = "folders", num_subjects: int
                 drowsy = k >= videos_per_label  # dozes amid alert driving, labels beside
                 add(name, (seed, i, k), out / ("drowsy" if drowsy else "alert") / f"{name}_{k + 1}",
                     seconds, DOZE_SHARE if drowsy else 0.0, labels=BESIDE if drowsy else None,
-                    stretch=DOZE_STRETCH if drowsy else 5.0, frame_size=frame_size,
+                    stretch=DOZE_STRETCH if drowsy else STRETCH, frame_size=frame_size,
                     alert=not drowsy)
     else:
         num_eval = max(1, round(num_subjects / 4))
