@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
 from fatigue.data import faces
 from fatigue.data import synthetic_videos as sv
 from fatigue.data import video
-from fatigue.data.camera import Pose, compose
+from fatigue.data.camera import Pose, compose, warp_replicated
 
 
 def longest_run(mask: np.ndarray) -> int:
@@ -176,3 +177,18 @@ def test_restyled_eyes_are_another_persons_and_the_lids_still_cover_them():
     drawn = {sv.video_subject("s", 0, 0, k, frame_size=(160, 120))[0].eye_scale
              for k in range(12)}
     assert len(drawn) >= 6 and min(drawn) < 1.0 < max(drawn)
+
+
+def test_a_far_face_is_rendered_as_opencv_would_with_the_border_replicated():
+    # The fast path pads the photo before warping; the frame must be the same bytes as
+    # OpenCV's own replicated border, also when the next face's edges differ (a new photo).
+    rng = np.random.default_rng(3)
+    photo = rng.integers(0, 256, (60, 50, 3), dtype=np.uint8)
+    flipped = photo[::-1].copy()  # other edges, same shape
+    for src, scale, angle in [(photo, 0.5, 0.2), (flipped, 0.5, 0.2), (photo, 0.3, -0.4),
+                              (photo, 1.0, 0.0)]:
+        c, s = scale * np.cos(angle), scale * np.sin(angle)
+        warp = np.float32([[c, -s, 150], [s, c, 90]])
+        want = cv2.warpAffine(src, warp, (320, 200), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
+        assert np.array_equal(warp_replicated(src, warp, (320, 200)), want), (scale, angle)
