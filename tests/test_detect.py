@@ -18,7 +18,7 @@ from fatigue.data.augment import to_model_input
 from fatigue.errors import UserError
 from fatigue.inference.alarm import ALARM, OK, WARNING, Alarm, AlarmSettings
 from fatigue.inference.deployment import deployment_info
-from fatigue.inference.detection import Detector
+from fatigue.inference.detection import HIDDEN, Detector
 from fatigue.inference.evaluation import load_model
 
 
@@ -165,3 +165,18 @@ def test_cached_frame_features_give_the_models_own_probability(face_model):
             expected = torch.softmax(model(to_model_input(window, None, detector.size)), 1)
         assert detector.probability() == float(expected[0, detector.pos])
         assert all(f is not None for f in detector.features)
+
+
+def test_eyes_lost_are_said_hidden_within_a_third_of_a_second(face_model):
+    # A hand over the eyes: the detector must say so at once, not a second later, and not
+    # for one frame without a face.
+    model, state = load_model(face_model)
+    info, _ = deployment_info(state)
+    info["input"]["sequence_length"] = 30  # a 3 s window, the default
+    detector = Detector(model, info, 1, AlarmSettings(), torch.device("cpu"))
+    found = iter([True] * 40 + [False] + [True] * 10 + [False] * 10)
+    detector.tracker.update = lambda frame: ((40, 20, 80, 80), next(found))  # its verdicts
+    frame = np.full((120, 160, 3), 128, np.uint8)
+    states = [getattr(detector.step(frame, k / FPS, k), "state", None) for k in range(61)]
+    assert HIDDEN not in states[:51]  # one frame lost at 40: still scored
+    assert states[51:53] != [HIDDEN] * 2 and states[53:] == [HIDDEN] * 8  # within 3 frames

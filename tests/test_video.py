@@ -8,8 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
+from fatigue.data import faces
 from fatigue.data import synthetic_videos as sv
 from fatigue.data import video
+from fatigue.data.camera import Camera, Pose, compose
 from test_synthetic_videos import longest_run
 
 
@@ -149,3 +151,39 @@ def test_synthetic_nthu_layout_has_matching_label_files(tmp_path):
         frames = sum(1 for _ in reader)
     labels = tmp_path / "Evaluation_Dataset/003/003_night_noglasses_mixing_drowsiness.txt"
     assert frames == len(labels.read_text().strip()) == 30
+
+
+def rendered(photo, eyes: float, frame_size=(640, 480), face_width=0.38, roll=0.0):
+    camera = Camera(frame_size=frame_size, face_width=face_width)
+    return compose(faces.draw_face(photo, eyes, 0.0), photo, camera, Pose(roll=roll), 0)
+
+
+def test_a_far_face_wins_over_a_weak_larger_false_face():
+    # The astronaut, 7% of a 1080p frame: at the first search size her head and shoulders
+    # pass for a face (weakly) before the face itself can be seen; the tracker must go on
+    # to larger sizes and take the real face, not the larger false one.
+    pytest.importorskip("skimage")
+    frame = rendered(faces.astronaut(), 0.0, (1920, 1080), 0.07)
+    true_box = (960 - 67, 540 - 67, 134, 134)  # the face box, centred in the frame
+    tracker = video.FaceTracker()
+    for _ in range(4):
+        box, found = tracker.update(frame)
+        assert found and iou(box, true_box) > 0.6, box
+
+
+def test_the_driver_is_the_largest_face_of_the_sure_ones():
+    weak_large, real, passenger = ((0, 0, 400, 400), 5), ((100, 100, 150, 150), 25), ((500, 80, 90, 90), 14)
+    assert video.driver_face([weak_large, real, passenger]) == real[0]
+    assert video.driver_face([weak_large]) == weak_large[0]
+    assert video.driver_face([passenger, real]) == real[0]  # both sure: the larger
+
+
+def test_a_tilted_head_with_its_eyes_shut_stays_tracked():
+    # Once found upright, the face tilts 18 degrees and the eyes close: the upright cascade
+    # alone misses it; the tracker must keep finding it (a lost face reads as hidden eyes).
+    photo = faces.grace_hopper()
+    tracker = video.FaceTracker(detect_every=1)
+    assert tracker.update(rendered(photo, 0.0))[1]
+    for roll in (-18.0, 18.0):
+        tilted = rendered(photo, 1.0, roll=roll)
+        assert tracker.update(tilted)[1], roll
