@@ -187,3 +187,21 @@ def test_a_tilted_head_with_its_eyes_shut_stays_tracked():
     for roll in (-18.0, 18.0):
         tilted = rendered(photo, 1.0, roll=roll)
         assert tracker.update(tilted)[1], roll
+
+
+def test_a_lost_face_is_found_again_at_another_size_within_a_second():
+    # Lost (the driver leaves the picture), the face is searched at its last size only,
+    # which is cheap; it comes back far smaller: the search at every size, about once a
+    # second, must still find it.
+    photo = faces.grace_hopper()
+    tracker = video.FaceTracker(detect_every=1)
+    near = rendered(photo, 0.0, face_width=0.45)
+    assert tracker.update(near)[1]
+    empty = np.full_like(near, 90)
+    assert not any(tracker.update(empty)[1] for _ in range(6))
+    far = rendered(photo, 0.0, face_width=0.15)
+    found = [tracker.update(far)[1] for _ in range(video.FULL_SEARCH_EVERY)]
+    assert any(found)
+    for _ in range(3):  # the box is blended towards the new face, not snapped
+        tracker.update(far)
+    assert iou(tracker.box, (320 - 48, 240 - 48, 96, 96)) > 0.5, tracker.box
