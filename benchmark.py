@@ -38,7 +38,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import train
 from config import AMP_MODES, BACKBONES, DEVICES, Config
 from dataset import ClipDataset
 from fatigue import benchmarking
@@ -47,6 +46,7 @@ from fatigue.checkpoints.run_log import LOG_FILE
 from fatigue.data.clip_store import write_clip_store
 from fatigue.data.loaders import DeviceClipLoader, EpochSampler, make_train_loader
 from fatigue.errors import UserError, run_cli
+from fatigue.training import command
 from model import autocast_dtype, pick_device, uses_channels_last
 
 ROOT = Path(__file__).resolve().parent
@@ -83,7 +83,7 @@ def real_loop(argv: list[str], device: torch.device) -> tuple[float, int]:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        code = train.main(argv)
+        code = command.main(argv)
     if code:
         raise RuntimeError(f"the measured training run failed (exit code {code})")
     peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else 0
@@ -225,7 +225,7 @@ def profile_loop(argv: list[str], device: torch.device, rows: int) -> str:
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof, contextlib.redirect_stdout(io.StringIO()), \
             contextlib.redirect_stderr(io.StringIO()):
-        code = train.main(argv + ["--epochs", "2"])
+        code = command.main(argv + ["--epochs", "2"])
     if code:
         raise RuntimeError(f"the profiled training run failed (exit code {code})")
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)

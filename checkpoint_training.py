@@ -12,12 +12,11 @@ code 75, while another command holds it. --list and --info only read, and work m
 """
 from __future__ import annotations
 
-import train
 from config import Config, given_options
 from fatigue.checkpoints import store as ckpt
 from fatigue.claim import FolderClaim
 from fatigue.errors import UserError, run_cli
-from fatigue.training import session
+from fatigue.training import command, session
 from model import build_model, count_parameters
 
 UNFINISHED = 3  # --status: the run has epochs left
@@ -125,7 +124,7 @@ def info(name: str, model_dir: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = train.build_parser(
+    parser = command.build_parser(
         prog="checkpoint_training.py",
         description="Train with checkpoints (continue the run in --model-dir or start a new "
                     "one), or inspect and tidy the checkpoints.")

@@ -38,7 +38,7 @@ def until_first_step(launched: float, device_type: str, argv: list[str]) -> int:
         torch.cuda.init()
         torch.zeros(1, device="cuda")
         timeline.append(("CUDA initialisation", time.time()))
-    import train
+    from fatigue.training import command
     timeline.append(("project imports (train and what it imports)", time.time()))
 
     def report(optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
@@ -52,7 +52,7 @@ def until_first_step(launched: float, device_type: str, argv: list[str]) -> int:
         os._exit(0)  # at once: no save, no waiting for a background write or the epoch's end
 
     register_optimizer_step_post_hook(report)
-    return train.main(argv)
+    return command.main(argv)
 
 
 if __name__ == "__main__":

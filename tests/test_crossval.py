@@ -13,10 +13,9 @@ import pytest
 
 import crossval as cv_command
 import main
-import train
 from fatigue.data.clip_store import load_manifest
 from fatigue.errors import UserError
-from fatigue.training import crossval, loop
+from fatigue.training import command, crossval, loop
 from conftest import tiny_args
 from test_faults import interrupt
 from test_training import assert_same_run, load
@@ -105,8 +104,8 @@ def test_stopped_in_second_fold_continues_bit_identically(reference, tiny_data, 
     untouched = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (study / "fold_1").glob("*.pth")}
 
     trained = []
-    real_main = train.main
-    monkeypatch.setattr(train, "main", lambda argv: trained.append(argv) or real_main(argv))
+    real_main = command.main
+    monkeypatch.setattr(command, "main", lambda argv: trained.append(argv) or real_main(argv))
     assert main.main(["--mode", "cv", *args]) == 0
     assert [a[a.index("--model-dir") + 1] for a in trained] == \
         [str(study / "fold_2"), str(study / "fold_3")]  # fold 1 is not trained again

@@ -185,8 +185,10 @@ def test_a_far_face_is_rendered_as_opencv_would_with_the_border_replicated():
     rng = np.random.default_rng(3)
     photo = rng.integers(0, 256, (60, 50, 3), dtype=np.uint8)
     flipped = photo[::-1].copy()  # other edges, same shape
-    for src, scale, angle in [(photo, 0.5, 0.2), (flipped, 0.5, 0.2), (photo, 0.3, -0.4),
-                              (photo, 1.0, 0.0)]:
+    inner = photo.copy()  # the same edges, another middle: the padded buffer is reused
+    inner[5:-5, 5:-5] ^= 255
+    for src, scale, angle in [(photo, 0.5, 0.2), (inner, 0.5, 0.2), (flipped, 0.5, 0.2),
+                              (photo, 0.3, -0.4), (photo, 1.0, 0.0)]:
         c, s = scale * np.cos(angle), scale * np.sin(angle)
         warp = np.float32([[c, -s, 150], [s, c, 90]])
         want = cv2.warpAffine(src, warp, (320, 200), flags=cv2.INTER_LINEAR,

@@ -182,11 +182,12 @@ def test_a_tilted_head_with_its_eyes_shut_stays_tracked():
     # Once found upright, the face tilts 18 degrees and the eyes close: the upright cascade
     # alone misses it; the tracker must keep finding it (a lost face reads as hidden eyes).
     photo = faces.grace_hopper()
-    tracker = video.FaceTracker(detect_every=1)
-    assert tracker.update(rendered(photo, 0.0))[1]
+    tracker = video.FaceTracker(detect_every=1, smoothing=1.0)  # each box as detected
+    box, found = tracker.update(rendered(photo, 0.0))
+    assert found
     for roll in (-18.0, 18.0):
-        tilted = rendered(photo, 1.0, roll=roll)
-        assert tracker.update(tilted)[1], roll
+        tilted_box, found = tracker.update(rendered(photo, 1.0, roll=roll))
+        assert found and iou(tilted_box, box) > 0.6, (roll, tilted_box, box)
 
 
 def test_a_lost_face_is_found_again_at_another_size_within_a_second():
@@ -201,7 +202,8 @@ def test_a_lost_face_is_found_again_at_another_size_within_a_second():
     assert not any(tracker.update(empty)[1] for _ in range(6))
     far = rendered(photo, 0.0, face_width=0.15)
     found = [tracker.update(far)[1] for _ in range(video.FULL_SEARCH_EVERY)]
-    assert any(found)
+    # 6 misses so far: misses 6 and 7 search the old size only, miss 8 every size.
+    assert found[:3] == [False, False, True]
     for _ in range(3):  # the box is blended towards the new face, not snapped
         tracker.update(far)
     assert iou(tracker.box, (320 - 48, 240 - 48, 96, 96)) > 0.5, tracker.box

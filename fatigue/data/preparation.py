@@ -37,7 +37,7 @@ from fatigue.data.layouts import Scan, Video, assign_splits, scan_source
 from fatigue.errors import UserError
 
 CACHE_DIR = ".prepare"
-CACHE_VERSION = 2  # bump when per-video processing changes: old caches are then ignored
+CACHE_VERSION = 3  # bump when per-video processing changes: old caches are then ignored
 
 
 # ----------------------------------------------------------------------------- per-video work

@@ -446,6 +446,61 @@ def _make_video(task: dict) -> tuple[str, Subject]:
     return str(path), subject
 
 
+def _task(name: str, draw: tuple, path: Path, length: float, share: float, nods: bool = True,
+          labels: Path | str | None = None, stretch: float = STRETCH, **camera) -> dict:
+    """One video to make (_make_video): its subject, the (seed, subject, video) it is drawn
+    from, where it goes, its length, drowsy share, nods, label file and camera changes."""
+    return {"name": name, "draw": draw, "path": str(path), "seconds": length, "share": share,
+            "nods": nods, "camera": camera, "stretch": stretch, "labels": labels and str(labels)}
+
+
+def folders_tasks(out: Path, num_subjects: int, seed: int, seconds: float,
+                  frame_size: tuple[int, int] | None, videos_per_label: int) -> list[dict]:
+    """The 'folders' layout's videos: per subject, alert ones, then drowsy ones whose dozes
+    alternate with alert driving (their frame labels beside them)."""
+    tasks = []
+    for i in range(num_subjects):
+        name = f"subject{i + 1:02d}"
+        for k in range(2 * videos_per_label):
+            drowsy = k >= videos_per_label
+            path = out / ("drowsy" if drowsy else "alert") / f"{name}_{k + 1}"
+            tasks.append(_task(name, (seed, i, k), path, seconds, DOZE_SHARE if drowsy else 0.0,
+                               labels=BESIDE if drowsy else None,
+                               stretch=DOZE_STRETCH if drowsy else STRETCH,
+                               frame_size=frame_size, alert=not drowsy))
+    return tasks
+
+
+def nthu_tasks(out: Path, num_subjects: int, seed: int, seconds: float,
+               frame_size: tuple[int, int] | None) -> list[dict]:
+    """The 'nthu' layout's videos: training subjects' scenario videos, and a quarter of the
+    subjects' mix videos in the evaluation part."""
+    num_eval = max(1, round(num_subjects / 4))
+    if num_subjects - num_eval > len(NTHU_TRAIN_IDS) or num_eval > len(NTHU_TEST_IDS):
+        raise ValueError(f"the NTHU layout has ids for at most {len(NTHU_TRAIN_IDS)} "
+                         f"training and {len(NTHU_TEST_IDS)} test subjects")
+    ids = [("Training_Dataset", sid) for sid in NTHU_TRAIN_IDS[:num_subjects - num_eval]]
+    ids += [("Evaluation_Dataset", sid) for sid in NTHU_TEST_IDS[:num_eval]]
+    tasks = []
+    for i, (part, sid) in enumerate(ids):
+        for j, (scenario, mix_name, fps) in enumerate(NTHU_SCENARIOS):
+            camera = {"fps": fps, "frame_size": frame_size,
+                      "infrared": scenario.startswith("night")}
+            folder = out / part / sid
+            if part == "Evaluation_Dataset":  # label names spell the scenario their own way
+                tasks.append(_task(sid, (seed, i, 10 * j), folder / f"{sid}_{mix_name}_mix.mp4",
+                                   2 * seconds, 0.5, True,
+                                   folder / f"{sid}_{scenario}_mixing_drowsiness.txt",
+                                   codecs=("mp4v",), **camera))
+                continue
+            for k, (video, share, nods) in enumerate(NTHU_VIDEOS):
+                tasks.append(_task(sid, (seed, i, 10 * j + k), folder / scenario / f"{video}.avi",
+                                   seconds, share, nods,
+                                   folder / scenario / f"{sid}_{video}_drowsiness.txt",
+                                   codecs=("XVID", "MJPG"), **camera))
+    return tasks
+
+
 def write_videos(out_dir: str | Path, layout: str = "folders", num_subjects: int = VIDEO_SUBJECTS,
                  seed: int = 0, seconds: float = 6.5,
                  frame_size: tuple[int, int] | None = None, videos_per_label: int = 10,
@@ -469,45 +524,8 @@ def write_videos(out_dir: str | Path, layout: str = "folders", num_subjects: int
         raise ValueError("need at least 3 subjects (train, val and test)")
     began = time.perf_counter()
     out = Path(out_dir)
-    tasks: list[dict] = []
-
-    def add(name: str, draw: tuple, path: Path, length: float, share: float,
-            nods: bool = True, labels: Path | str | None = None, stretch: float = STRETCH,
-            **camera) -> None:
-        tasks.append({"name": name, "draw": draw, "path": str(path), "seconds": length,
-                      "share": share, "nods": nods, "camera": camera, "stretch": stretch,
-                      "labels": labels and str(labels)})
-
-    if layout == "folders":
-        for i in range(num_subjects):
-            name = f"subject{i + 1:02d}"
-            for k in range(2 * videos_per_label):
-                drowsy = k >= videos_per_label  # dozes amid alert driving, labels beside
-                add(name, (seed, i, k), out / ("drowsy" if drowsy else "alert") / f"{name}_{k + 1}",
-                    seconds, DOZE_SHARE if drowsy else 0.0, labels=BESIDE if drowsy else None,
-                    stretch=DOZE_STRETCH if drowsy else STRETCH, frame_size=frame_size,
-                    alert=not drowsy)
-    else:
-        num_eval = max(1, round(num_subjects / 4))
-        if num_subjects - num_eval > len(NTHU_TRAIN_IDS) or num_eval > len(NTHU_TEST_IDS):
-            raise ValueError(f"the NTHU layout has ids for at most {len(NTHU_TRAIN_IDS)} "
-                             f"training and {len(NTHU_TEST_IDS)} test subjects")
-        ids = [("Training_Dataset", sid) for sid in NTHU_TRAIN_IDS[:num_subjects - num_eval]]
-        ids += [("Evaluation_Dataset", sid) for sid in NTHU_TEST_IDS[:num_eval]]
-        for i, (part, sid) in enumerate(ids):
-            for j, (scenario, mix_name, fps) in enumerate(NTHU_SCENARIOS):
-                camera = {"fps": fps, "frame_size": frame_size,
-                          "infrared": scenario.startswith("night")}
-                folder = out / part / sid
-                if part == "Evaluation_Dataset":  # label names spell the scenario their own way
-                    add(sid, (seed, i, 10 * j), folder / f"{sid}_{mix_name}_mix.mp4", 2 * seconds,
-                        0.5, True, folder / f"{sid}_{scenario}_mixing_drowsiness.txt",
-                        codecs=("mp4v",), **camera)
-                    continue
-                for k, (video, share, nods) in enumerate(NTHU_VIDEOS):
-                    add(sid, (seed, i, 10 * j + k), folder / scenario / f"{video}.avi", seconds,
-                        share, nods, folder / scenario / f"{sid}_{video}_drowsiness.txt",
-                        codecs=("XVID", "MJPG"), **camera)
+    tasks = (folders_tasks(out, num_subjects, seed, seconds, frame_size, videos_per_label)
+             if layout == "folders" else nthu_tasks(out, num_subjects, seed, seconds, frame_size))
     workers = workers or (min(2, os.cpu_count() or 1) if len(tasks) >= 8 else 1)
     if workers > 1:
         # spawn: fork is unsafe with OpenCV's threads (as in fatigue.data.preparation)

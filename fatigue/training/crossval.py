@@ -37,7 +37,6 @@ from pathlib import Path
 
 import numpy as np
 
-import train
 from config import Config, build_config, flag_of, given_options
 from fatigue.data.clips import DEFAULT_DATA_DIR, ClipDataset, ensure_dataset
 from fatigue import files, seeds
@@ -48,6 +47,7 @@ from fatigue.data.clip_store import (dataset_exists, data_fingerprint, load_mani
 from fatigue.errors import UserError
 from fatigue.inference.evaluation import evaluate_checkpoint
 from fatigue.inference.report import figures
+from fatigue.training import command
 from fatigue.training.stop import EXIT_CODES, StopTraining
 
 STUDY_FOLDER = "cv"  # inside --model-dir
@@ -291,7 +291,7 @@ class Study:
             self.save(self.record)
         print(f"fold {k}/{total}: training in {fold_dir}/ (test subjects: "
               f"{', '.join(fold['test'])})", flush=True)
-        code = train.main(self.train_argv(fold_dir, data))
+        code = command.main(self.train_argv(fold_dir, data))
         if code:
             return code
         report = evaluate_checkpoint(fold_dir / BEST, str(data), self.cfg.device, "test",
