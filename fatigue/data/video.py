@@ -187,9 +187,6 @@ def iter_frames(path: str | Path, target_fps: float, source_fps: float | None = 
 # A candidate face with this many overlapping detections is sure enough to stop searching
 # larger sizes (real faces measured 14-29 on the robustness suite's drives, false ones 5-6).
 CONFIDENT_NEIGHBOURS = 10
-# A face lost this many detections in a row is searched at every size again (in between,
-# only at the size it had): about once a second at the default detect_every and 10 fps.
-FULL_SEARCH_EVERY = 4
 TILT_RETRY = 15.0  # degrees: a tracked face missed upright is searched for this much tilted
 
 
@@ -199,9 +196,7 @@ class FaceTracker:
     The Haar cascade runs on every `detect_every`-th call only, on a grayscale copy shrunk
     to `detect_width` pixels. Once a face is known, detection first searches a window
     around the last box at the expected scale (a fraction of full-frame cost), then that
-    window tilted 15 degrees either way, then the whole frame: at every size on the first
-    miss and every FULL_SEARCH_EVERY-th while the face stays lost (about once a second at
-    the defaults), in between only at the size it had.
+    window tilted 15 degrees either way, then the whole frame at every size.
     The driver is the largest of the surest faces (`driver_face`). Between detections, and
     after a miss, the last box is kept; new detections are blended in with an exponential
     moving average so that crops do not jitter, unless the face jumped (then it snaps).
@@ -229,7 +224,6 @@ class FaceTracker:
         self._box: np.ndarray | None = None  # float x, y, w, h
         self._found = False
         self._calls = 0
-        self._misses = 0  # detections in a row that found no face
         self.detections, self.detect_seconds = 0, 0.0
 
     @property
@@ -244,7 +238,6 @@ class FaceTracker:
             self.detect_seconds += time.perf_counter() - start
             self.detections += 1
             self._found = detected is not None
-            self._misses = 0 if self._found else self._misses + 1
             if detected is not None:
                 self._blend(np.asarray(detected, dtype=np.float64))
         self._calls += 1
@@ -260,16 +253,11 @@ class FaceTracker:
             found = self._detect_in(frame, window, face_width=w) or self._detect_tilted(frame, window, w)
             if found:
                 return driver_face(found)
-        whole = (0, 0, frame.shape[1], frame.shape[0])
-        if self._box is not None and self._misses % FULL_SEARCH_EVERY:
-            # Lost for a while (a hand, dark glasses, a turned head): the whole frame at the
-            # size the face had, a fraction of the cost of every size; every size now and then.
-            found = self._detect_in(frame, whole, face_width=self._box[2])
-            return driver_face(found) if found else None
         # The whole frame, shrunk to detect_width first (cheap); a small face in a large frame
         # (a far or wide-angle camera) vanishes at that size, so larger sizes are tried next,
         # also when only weak candidates were found: a far face's surroundings can pass for
         # a large face at a small size (a head and shoulders), the face itself not yet.
+        whole = (0, 0, frame.shape[1], frame.shape[0])
         width, candidates = self.detect_width, []
         while True:
             candidates += self._detect_in(frame, whole, face_width=None, detect_width=width)
