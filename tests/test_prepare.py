@@ -13,7 +13,7 @@ from fatigue.data import clip_store, layouts, preparation
 import prepare
 from fatigue.data import synthetic_videos as sv
 import train
-from fatigue.data import video
+from fatigue.data import tracking, video
 from conftest import run_script, tiny_args
 from fatigue.errors import UserError
 
@@ -119,7 +119,7 @@ def test_nthu_layout_labels_subjects_and_splits(nthu, tmp_path):
     rec_index = next(i for i, c in enumerate(m["clips"])
                      if c["source"].endswith("slowBlinkWithNodding.avi") and c["start"] == 2)
     faces = video.read_video_faces(nthu / m["clips"][rec_index]["source"], 5, 16, 1,
-                                   tracker=video.FaceTracker(detect_every=2),
+                                   tracker=tracking.FaceTracker(detect_every=2),
                                    normalize=m["normalize"], region=m["region"])
     assert m["normalize"] == video.CROP_DEFAULTS["normalize"] == "equalize"
     assert m["region"] == video.CROP_DEFAULTS["region"] == "eyes"

@@ -11,7 +11,7 @@ import pytest
 
 from fatigue.data import faces
 from fatigue.data import synthetic_videos as sv
-from fatigue.data import video
+from fatigue.data import tracking, video
 from fatigue.data.camera import Pose, compose, warp_replicated
 
 
@@ -95,7 +95,7 @@ def test_the_tracker_finds_the_face_through_random_cameras():
         sizes.add(camera.frame_size)
         for eyes in (0.0, 1.0):
             frame = compose(faces.draw_face(photo, eyes, 0.0, look), photo, camera, Pose(), k)
-            found.append(video.FaceTracker(detect_every=1).update(frame)[1])
+            found.append(tracking.FaceTracker(detect_every=1).update(frame)[1])
     assert len(sizes) >= 6
     assert np.mean(found) >= 0.9
 

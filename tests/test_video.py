@@ -10,7 +10,7 @@ import pytest
 
 from fatigue.data import faces
 from fatigue.data import synthetic_videos as sv
-from fatigue.data import video
+from fatigue.data import tracking, video
 from fatigue.data.camera import Camera, Pose, compose
 from test_synthetic_videos import longest_run
 
@@ -30,7 +30,7 @@ def counter_video(path, frames: int, fps: float) -> None:
 
 def test_tracker_finds_grace_hopper_and_keeps_the_box_on_a_miss():
     photo = sv.face_photo()
-    tracker = video.FaceTracker(detect_every=1)
+    tracker = tracking.FaceTracker(detect_every=1)
     box, found = tracker.update(photo)
     assert found and iou(box, sv.PHOTO_FACE) > 0.7
     blank = np.full_like(photo, 128)
@@ -38,11 +38,11 @@ def test_tracker_finds_grace_hopper_and_keeps_the_box_on_a_miss():
     shifted = np.roll(photo, 12, axis=1)
     moved, found = tracker.update(shifted)
     assert found and box[0] < moved[0] < box[0] + 12  # smoothed: part of the way
-    assert video.FaceTracker().update(blank) == (None, False)
+    assert tracking.FaceTracker().update(blank) == (None, False)
 
 
 def test_tracker_detects_every_nth_frame_only():
-    tracker = video.FaceTracker(detect_every=3)
+    tracker = tracking.FaceTracker(detect_every=3)
     for _ in range(10):
         tracker.update(sv.face_photo())
     assert tracker.detections == 4  # frames 0, 3, 6, 9
@@ -165,7 +165,7 @@ def test_a_far_face_wins_over_a_weak_larger_false_face():
     pytest.importorskip("skimage")
     frame = rendered(faces.astronaut(), 0.0, (1920, 1080), 0.07)
     true_box = (960 - 67, 540 - 67, 134, 134)  # the face box, centred in the frame
-    tracker = video.FaceTracker()
+    tracker = tracking.FaceTracker()
     for _ in range(4):
         box, found = tracker.update(frame)
         assert found and iou(box, true_box) > 0.6, box
@@ -173,16 +173,16 @@ def test_a_far_face_wins_over_a_weak_larger_false_face():
 
 def test_the_driver_is_the_largest_face_of_the_sure_ones():
     weak_large, real, passenger = ((0, 0, 400, 400), 5), ((100, 100, 150, 150), 25), ((500, 80, 90, 90), 14)
-    assert video.driver_face([weak_large, real, passenger]) == real[0]
-    assert video.driver_face([weak_large]) == weak_large[0]
-    assert video.driver_face([passenger, real]) == real[0]  # both sure: the larger
+    assert tracking.driver_face([weak_large, real, passenger]) == real[0]
+    assert tracking.driver_face([weak_large]) == weak_large[0]
+    assert tracking.driver_face([passenger, real]) == real[0]  # both sure: the larger
 
 
 def test_a_tilted_head_with_its_eyes_shut_stays_tracked():
     # Once found upright, the face tilts 18 degrees and the eyes close: the upright cascade
     # alone misses it; the tracker must keep finding it (a lost face reads as hidden eyes).
     photo = faces.grace_hopper()
-    tracker = video.FaceTracker(detect_every=1, smoothing=1.0)  # each box as detected
+    tracker = tracking.FaceTracker(detect_every=1, smoothing=1.0)  # each box as detected
     box, found = tracker.update(rendered(photo, 0.0))
     assert found
     for roll in (-18.0, 18.0):

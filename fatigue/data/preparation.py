@@ -31,7 +31,7 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 from fatigue import files, progress
-from fatigue.data import video
+from fatigue.data import tracking, video
 from fatigue.data.clip_store import dataset_exists, load_manifest, write_clip_store
 from fatigue.data.layouts import Scan, Video, assign_splits, scan_source
 from fatigue.errors import UserError
@@ -60,7 +60,7 @@ def process_video(task: dict, progress: Callable[[int], None] | None = None) -> 
 
     A video OpenCV cannot read is cached as an error, so a rerun does not retry it."""
     opts, shard = task["frame_options"], Path(task["shard"])
-    tracker = video.FaceTracker(opts["detect_every"], opts["detect_width"])
+    tracker = tracking.FaceTracker(opts["detect_every"], opts["detect_width"])
     frame_folder = Path(task["file"]).is_dir()
     try:
         faces = video.read_video_faces(

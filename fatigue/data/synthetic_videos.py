@@ -34,7 +34,7 @@ import numpy as np
 
 from fatigue.data.camera import Camera, Pose, compose, extension, light_table, open_video_writer
 from fatigue.data.faces import FacePhoto, LidLook, draw_face, grace_hopper, restyle_eyes
-from fatigue.data.video import FaceTracker
+from fatigue.data.tracking import FaceTracker
 
 FRAME_SIZE = (160, 120)  # width, height of make_subject's plain camera (tests, demos)
 PHOTO_FACE = (155, 105, 222, 222)  # grace_hopper().face, without reading the photo at import

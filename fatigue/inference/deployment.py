@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 from config import Config
-from fatigue.data import video
+from fatigue.data import tracking, video
 from fatigue.data.clip_store import load_manifest
 from fatigue.errors import UserError
 from fatigue.inference.alarm import AlarmSettings
@@ -63,7 +63,7 @@ def deployment_info(state: dict, fps: float | None = None,
                    "positive_class": classes[positive_index(list(classes))]},
         "threshold": threshold,
         "frame_rate": float(fps or made.get("fps") or defaults["fps"]),
-        "crop": {**crop, "face_detector": f"OpenCV {video.CASCADE_FILE}",
+        "crop": {**crop, "face_detector": f"OpenCV {tracking.CASCADE_FILE}",
                  "box": "largest face, square, margin on each side; region 'eyes' keeps "
                         "rows EYE_BAND of it, stretched to a square (video.py)"},
         "alarm": {"on": alarm.on, "off": alarm.off, "min_on_s": alarm.min_on,

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import torch
 
-from fatigue.data import video
+from fatigue.data import tracking, video
 from fatigue.data.augment import to_model_input
 from fatigue.errors import UserError
 from fatigue.progress import bar as progress_bar  # `progress` is run()'s own parameter
@@ -97,7 +97,7 @@ class Detector:
         self.crop = info["crop"]
         self.size, self.channels = info["input"]["image_size"], info["input"]["channels"]
         self.pos = info["output"]["classes"].index(info["output"]["positive_class"])
-        self.tracker = video.FaceTracker(self.crop["detect_every"], self.crop["detect_width"])
+        self.tracker = tracking.FaceTracker(self.crop["detect_every"], self.crop["detect_width"])
         length = info["input"]["sequence_length"]
         self.crops: deque[np.ndarray] = deque(maxlen=length)  # the ring buffer
         # Each frame's CNN features, computed once when first scored: a window shares all
@@ -106,7 +106,7 @@ class Detector:
         self.found: deque[bool] = deque(maxlen=length)
         self.seen_eyes: deque[bool] = deque(maxlen=length)  # a face, and eyes in it
         self.alarm = Alarm(alarm)
-        self.box: video.Box | None = None
+        self.box: tracking.Box | None = None
         self.seen = 0
         self.crop_seconds = self.model_seconds = 0.0
 
@@ -159,7 +159,7 @@ STATE_COLOURS = {OK: (60, 180, 60), WARNING: (0, 165, 255), ALARM: (0, 0, 230),
                  HIDDEN: (160, 160, 160)}
 
 
-def annotate(frame: np.ndarray, box: video.Box | None, found: bool, window: Window | None,
+def annotate(frame: np.ndarray, box: tracking.Box | None, found: bool, window: Window | None,
              settings: AlarmSettings, fps: float, t: float, warming: str | None) -> np.ndarray:
     """A copy of `frame` (enlarged when small, so text stays readable) with the face box,
     a probability bar with the alarm thresholds, the state, the time and the speed."""
