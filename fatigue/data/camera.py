@@ -106,22 +106,19 @@ def warp_replicated(src: np.ndarray, warp: np.ndarray, size: tuple[int, int]) ->
                                  dtype=np.float64)
     h, w = src.shape[:2]
     # Rounded up to 128 px so that a moving head keeps hitting the same padded buffer.
-    pad = [int(-(-max(0.0, v + 2) // 128) * 128) for v in
-           (-corners[1].min(), corners[1].max() - h, -corners[0].min(), corners[0].max() - w)]
-    if not any(pad):
-        return cv2.warpAffine(src, warp, size, flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_REPLICATE)
-    top, bottom, left, right = pad
-    if (h + top + bottom) * (w + left + right) > 16 * width * height:
-        # A tiny face in a huge frame: padding would cost more memory than it saves time.
-        return cv2.warpAffine(src, warp, size, flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_REPLICATE)
-    # An integer shift of the source: the same sampling positions, up to float64 rounding
-    # in OpenCV's own inversion (the suite's cameras, hashed, and the tests: same bytes).
-    shifted = warp.astype(np.float64)
-    shifted[:, 2] -= shifted[:, :2] @ np.array([left, top], dtype=np.float64)
-    return cv2.warpAffine(_padded(src, top, bottom, left, right), shifted, size,
-                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    top, bottom, left, right = (int(-(-max(0.0, v + 2) // 128) * 128) for v in
+                                (-corners[1].min(), corners[1].max() - h,
+                                 -corners[0].min(), corners[0].max() - w))
+    padded_area = (h + top + bottom) * (w + left + right)
+    # Padded only where part of the frame falls outside `src`, and not for a tiny face in a
+    # huge frame (padding would then cost more memory than it saves time).
+    if h * w < padded_area <= 16 * width * height:
+        # An integer shift of the source: the same sampling positions, up to float64
+        # rounding in OpenCV's own inversion (the suite's cameras, hashed, and the tests).
+        warp = warp.astype(np.float64)
+        warp[:, 2] -= warp[:, :2] @ np.array([left, top], dtype=np.float64)
+        src = _padded(src, top, bottom, left, right)
+    return cv2.warpAffine(src, warp, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 _PADDED: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}

@@ -104,11 +104,10 @@ class FaceTracker:
         shut (measured on the suite's strong head motion, eyes closed, one detection a frame:
         found in 40% of frames upright, 65% with these retries, and with tracking in all of
         them instead of 69%; behind a hand still in under 1%)."""
-        fh, fw = frame.shape[:2]
-        x0, y0 = max(0, window[0]), max(0, window[1])
-        x1, y1 = min(fw, window[0] + window[2]), min(fh, window[1] + window[3])
-        if x1 - x0 < 24 or y1 - y0 < 24:
+        inside = _inside(window, frame.shape)
+        if inside is None:
             return []
+        x0, y0, x1, y1 = inside
         region = frame[y0:y1, x0:x1]
         centre = ((x1 - x0) / 2, (y1 - y0) / 2)
         for angle in (-TILT_RETRY, TILT_RETRY):
@@ -128,11 +127,10 @@ class FaceTracker:
                    detect_width: int | None = None) -> list[tuple[Box, int]]:
         """Faces found in `window` of `frame`: (box in frame pixels, the cascade's number of
         overlapping detections, a measure of its confidence)."""
-        fh, fw = frame.shape[:2]
-        x0, y0 = max(0, window[0]), max(0, window[1])
-        x1, y1 = min(fw, window[0] + window[2]), min(fh, window[1] + window[3])
-        if x1 - x0 < 24 or y1 - y0 < 24:
+        inside = _inside(window, frame.shape)
+        if inside is None:
             return []
+        x0, y0, x1, y1 = inside
         if face_width is None:
             scale = min(1.0, (detect_width or self.detect_width) / (x1 - x0))
             limits = {"minSize": (24, 24)}
@@ -164,6 +162,15 @@ class FaceTracker:
                 self._box = self.smoothing * new + (1 - self.smoothing) * old
                 return
         self._box = new
+
+
+def _inside(window: Box, frame_shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
+    """The part of `window` inside the frame as (x0, y0, x1, y1), or None when it is under
+    the cascade's smallest window (24 px) either way."""
+    fh, fw = frame_shape[:2]
+    x0, y0 = max(0, window[0]), max(0, window[1])
+    x1, y1 = min(fw, window[0] + window[2]), min(fh, window[1] + window[3])
+    return None if x1 - x0 < 24 or y1 - y0 < 24 else (x0, y0, x1, y1)
 
 
 def driver_face(candidates: list[tuple[Box, int]]) -> Box:
