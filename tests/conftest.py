@@ -87,6 +87,5 @@ def face_model(tmp_path_factory) -> Path:
                        # a confident model in 20 epochs: this tests the detect path, not
                        # robustness to other cameras (tests/test_robustness.py does)
                        "--augment-camera", "no"]) == 0
-    # The last epoch's model: the best-validation one is the first to reach 100%, often
-    # with a thin margin.
+    # The last epoch's model: trained the longest, the most confident on these faces.
     return root / "models/latest_model.pth"

@@ -58,12 +58,26 @@ def test_train_state_counts_steps_epochs_and_the_best():
     assert (state.global_step, state.samples_in_epoch, state.mid_epoch) == (1, 4, True)
     assert state.end_epoch(0.5, 0.75, 0.6, 0.5, 1e-3, 2.0) is True
     assert (state.epoch, state.samples_in_epoch, state.sums.tolist()) == (1, 0, [0.0, 0.0, 0.0])
-    assert state.end_epoch(0.4, 0.8, 0.5, 0.5, 5e-4, 2.0) is False  # a tie is not a new best
-    assert state.end_epoch(0.3, 0.9, 0.4, 0.8, 1e-4, 2.0) is True
-    assert (state.best_val_acc, state.best_epoch, state.val_acc) == (0.8, 3, 0.8)
-    assert state.history["val_accuracies"] == [0.5, 0.5, 0.8]
-    assert state.history["learning_rates"] == [1e-3, 5e-4, 1e-4]
-    assert state.history["train_accuracies"] == [0.75, 0.8, 0.9]
+    # A tie with the best accuracy: a new best only at a lower validation loss.
+    assert state.end_epoch(0.4, 0.8, 0.7, 0.5, 5e-4, 2.0) is False
+    assert state.end_epoch(0.4, 0.8, 0.55, 0.5, 5e-4, 2.0) is True
+    assert state.best_epoch == 3
+    assert state.end_epoch(0.4, 0.8, 0.58, 0.5, 5e-4, 2.0) is False  # lower than 0.6, not 0.55
+    assert state.end_epoch(0.3, 0.9, 0.9, 0.8, 1e-4, 2.0) is True  # better accuracy, any loss
+    assert (state.best_val_acc, state.best_epoch, state.val_acc) == (0.8, 5, 0.8)
+    assert state.history["val_accuracies"] == [0.5, 0.5, 0.5, 0.5, 0.8]
+    assert state.history["learning_rates"] == [1e-3, 5e-4, 5e-4, 5e-4, 1e-4]
+    assert state.history["train_accuracies"] == [0.75, 0.8, 0.8, 0.8, 0.9]
+
+
+def test_a_tie_never_replaces_a_best_whose_loss_is_unknown():
+    # A run from before best_epoch was recorded resumes with best_epoch 0: its best
+    # checkpoint's loss is unknown, so only a better accuracy replaces it.
+    state = TrainState()
+    state.load_state_dict({**state.state_dict(), "epoch": 2, "best_val_acc": 0.75,
+                           "best_epoch": 0, "val_losses": [0.9, 0.8]})
+    assert state.end_epoch(0.1, 0.9, 0.01, 0.75, 1e-3, 1.0) is False
+    assert state.end_epoch(0.1, 0.9, 0.01, 0.8, 1e-3, 1.0) is True and state.best_epoch == 4
 
 
 def test_train_state_round_trips_through_its_state_dict():

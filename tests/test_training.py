@@ -30,6 +30,16 @@ def load(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def best_epochs(state: dict) -> list[int]:
+    """The epochs that became best_model.pth, from a checkpoint's histories: a better
+    validation accuracy, or the same at a lower validation loss."""
+    epochs, best_acc, best_loss = [], -1.0, float("inf")
+    for epoch, (acc, loss) in enumerate(zip(state["val_accuracies"], state["val_losses"]), 1):
+        if acc > best_acc or (acc == best_acc and loss < best_loss):
+            epochs, best_acc, best_loss = epochs + [epoch], acc, loss
+    return epochs
+
+
 def assert_same_run(a: dict, b: dict) -> None:
     """Bit-identical weights, optimizer state and histories."""
     assert a["epoch"] == b["epoch"]
@@ -63,9 +73,9 @@ def test_checkpoint_files_and_contents(tiny, tmp_path):
     assert (cfg["learning_rate"], cfg["batch_size"], cfg["sequence_length"], cfg["num_epochs"]) \
         == (0.001, 4, 8, 3)
     assert load(models / "checkpoint_epoch_2.pth")["epoch"] == 2
-    # best_model.pth is the first epoch that reached the best validation accuracy
+    # best_model.pth: the best validation accuracy, ties broken by the lower validation loss
     best = load(models / "best_model.pth")
-    assert best["epoch"] == state["val_accuracies"].index(state["best_val_acc"]) + 1
+    assert best["epoch"] == best_epochs(state)[-1]
     assert (models / "training_curves.png").stat().st_size > 1000
     assert len((models / "training_log.jsonl").read_text().splitlines()) == 3
 
@@ -75,9 +85,7 @@ def test_every_n_and_best_rules(tiny, tmp_path):
     models = tmp_path / "models"
     assert sorted(p.name for p in models.glob("checkpoint_epoch_*.pth")) == \
         ["checkpoint_epoch_2.pth", "checkpoint_epoch_4.pth"]
-    history = load(models / "latest_model.pth")["val_accuracies"]
-    best_epochs = [i + 1 for i, acc in enumerate(history) if acc > max(history[:i], default=-1)]
-    assert load(models / "best_model.pth")["epoch"] == best_epochs[-1]
+    assert load(models / "best_model.pth")["epoch"] == best_epochs(load(models / "latest_model.pth"))[-1]
 
 
 def test_resume_is_bit_identical(tiny, tmp_path, monkeypatch):

@@ -2,7 +2,8 @@
 
 Layout of a model folder (default `models/`):
     latest_model.pth          after every epoch (and on interruption, mid-epoch)
-    best_model.pth            whenever validation accuracy beats the best so far
+    best_model.pth            whenever validation accuracy beats the best so far (a tie: at a
+                              lower validation loss)
     checkpoint_epoch_N.pth    every `save_every` epochs (N = completed epochs)
     archive/<time>/           earlier runs, moved aside when a new run starts
 

@@ -13,6 +13,8 @@ so they are not in `state_dict()`: the schema gathers them from every process as
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from fatigue.checkpoints.schema import HISTORY_KEYS
@@ -71,8 +73,10 @@ class TrainState:
 
     def end_epoch(self, train_loss: float, train_acc: float, val_loss: float, val_acc: float,
                   lr: float, seconds: float, alarm_threshold: float | None = None) -> bool:
-        """Close the epoch with its metrics. Returns whether its validation accuracy is the
-        best so far."""
+        """Close the epoch with its metrics. Returns whether it is the best so far: its
+        validation accuracy beats the best, or equals it at a lower validation loss (a small
+        validation set often scores 100% for many epochs while the loss still falls; the
+        first of them is seldom the model that does best on unseen subjects)."""
         self.alarm_threshold = alarm_threshold
         for key, value in zip(HISTORY_KEYS, (train_loss, val_loss, train_acc, val_acc, lr,
                                              seconds)):
@@ -80,7 +84,14 @@ class TrainState:
         self.epoch += 1
         self.restart_epoch()
         self.val_acc = val_acc
-        is_best = val_acc > self.best_val_acc
+        is_best = val_acc > self.best_val_acc or (
+            val_acc == self.best_val_acc and val_loss < self._best_val_loss())
         if is_best:
             self.best_val_acc, self.best_epoch = val_acc, self.epoch
         return is_best
+
+    def _best_val_loss(self) -> float:
+        """The validation loss of the best epoch; -inf where the history does not hold it
+        (runs from before best_epoch was recorded), so that a tie never replaces it."""
+        losses = self.history["val_losses"]
+        return losses[self.best_epoch - 1] if 0 < self.best_epoch <= len(losses) else -math.inf
