@@ -4,16 +4,19 @@ study continued bit-identically, finished folds left alone, changed options refu
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import statistics
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import crossval as cv_command
 import main
-from fatigue.data.clip_store import load_manifest
+from fatigue.data.clip_store import load_manifest, open_clips, write_clip_store
 from fatigue.errors import UserError
 from fatigue.training import command, crossval, loop
 from conftest import tiny_args
@@ -87,6 +90,29 @@ def test_study_writes_the_table(reference, tiny_data):
     assert csv_lines[0].startswith("fold,test_subjects,clips,best_epoch,accuracy,macro_f1")
     assert [line.split(",")[0] for line in csv_lines[1:]] == ["1", "2", "3", "mean", "std"]
     assert float(csv_lines[4].split(",")[4]) == results["mean"]["accuracy"]
+
+
+def test_folds_share_the_data_sets_clips_and_stay_whole_when_it_changes(tiny_data, tmp_path,
+                                                                        monkeypatch):
+    source = tmp_path / "data"
+    shutil.copytree(tiny_data, source)
+    manifest = load_manifest(source)
+    fold = crossval.plan_folds(crossval.subject_strata(manifest), 2, seed=1)[0]
+    crossval.cut_fold_data(str(source), manifest, fold, tmp_path / "fold", {"study": "t"})
+    clips, shared = source / "clips.npy", tmp_path / "fold" / "clips.npy"
+    assert shared.stat().st_ino == clips.stat().st_ino  # one file on disk, not a copy
+    before = np.array(open_clips(tmp_path / "fold"))
+    assert np.array_equal(before, open_clips(source))
+    assert load_manifest(tmp_path / "fold")["splits"]["test"] == fold["test"]
+    # The data set rewritten (prepared again): the fold keeps the clips it was cut from.
+    write_clip_store(source, np.zeros_like(before), manifest["clips"], {"classes": manifest["classes"]})
+    assert np.array_equal(open_clips(tmp_path / "fold"), before)
+    assert not np.array_equal(open_clips(source), before)
+    # Where the file system cannot link, the clips are copied.
+    monkeypatch.setattr(os, "link", lambda *a: (_ for _ in ()).throw(OSError("cross-device")))
+    crossval.cut_fold_data(str(source), load_manifest(source), fold, tmp_path / "copy", {})
+    assert (tmp_path / "copy" / "clips.npy").stat().st_ino != clips.stat().st_ino
+    assert np.array_equal(open_clips(tmp_path / "copy"), open_clips(source))
 
 
 def test_stopped_in_second_fold_continues_bit_identically(reference, tiny_data, tmp_path,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Iterable
 
@@ -39,7 +40,9 @@ def write_clip_store(data_dir: str | Path, clips: np.ndarray | Iterable[np.ndarr
 
     Args:
         clips: uint8 [N, T, C, H, W], or an iterable of such blocks whose rows follow
-            `records` in order (so big data sets never sit in memory whole).
+            `records` in order (so big data sets never sit in memory whole), or the path
+            of another store's clips.npy holding them in that order: it is shared (a hard
+            link; a copy where the file system cannot link).
         records: one dict per clip with at least id, subject, label and split.
         meta: must hold `classes` (names, index = label); anything else is kept as is.
     """
@@ -51,7 +54,8 @@ def write_clip_store(data_dir: str | Path, clips: np.ndarray | Iterable[np.ndarr
         stale.unlink(missing_ok=True)
     tmp = files.temp_path(data_dir / CLIPS_FILE)
     try:
-        shape = _write_clips(tmp, clips, len(records))
+        shape = (_share_clips(tmp, clips, len(records)) if isinstance(clips, Path)
+                 else _write_clips(tmp, clips, len(records)))
         for rec in records:
             if rec.get("split") not in SPLITS:
                 raise ValueError(f"clip {rec.get('id')} has no split")
@@ -67,6 +71,22 @@ def write_clip_store(data_dir: str | Path, clips: np.ndarray | Iterable[np.ndarr
         tmp.unlink(missing_ok=True)
         raise
     files.atomic_write_text(data_dir / MANIFEST_FILE, json.dumps(manifest, indent=1))
+
+
+def _share_clips(tmp: Path, source: Path, count: int) -> list[int]:
+    """`source` (a clips.npy of `count` rows) at `tmp`, ready for files.commit: a hard link,
+    since no clips.npy is ever changed in place (each write is a new file renamed over the
+    old), so the two stores cannot disturb each other; a copy where linking fails."""
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+    shape = np.load(tmp, mmap_mode="r").shape
+    if shape[0] != count:
+        raise ValueError(f"{source} holds {shape[0]} clips for {count} records")
+    return list(shape[1:])
 
 
 def _write_clips(tmp: Path, clips: np.ndarray | Iterable[np.ndarray], count: int) -> list[int]:

@@ -42,7 +42,7 @@ from fatigue.data.clips import DEFAULT_DATA_DIR, ClipDataset, ensure_dataset
 from fatigue import files, seeds
 from fatigue.checkpoints.store import ARCHIVE, BEST, LATEST
 from fatigue.claim import CLAIM_FILE, FolderClaim
-from fatigue.data.clip_store import (dataset_exists, data_fingerprint, load_manifest, open_clips,
+from fatigue.data.clip_store import (CLIPS_FILE, dataset_exists, data_fingerprint, load_manifest,
                                      write_clip_store)
 from fatigue.errors import UserError
 from fatigue.inference.evaluation import evaluate_checkpoint
@@ -160,14 +160,15 @@ def plan_folds(strata: dict[str, int], folds: int, seed: int, val_subjects: int 
 
 def cut_fold_data(source: str, manifest: dict, fold: dict, target: Path, origin: dict) -> None:
     """Write the fold's clip store: every clip of the source, its split set by subject.
-    Copied in order from the memory-mapped source; the manifest is written last, so an
-    interrupted cut leaves no data set and is redone."""
+    The clips are the source's own file, shared (a hard link: a study of k folds takes no
+    more room than the data set); the manifest is written last, so an interrupted cut
+    leaves no data set and is redone."""
     split_of = {s: split for split in ("train", "val", "test") for s in fold[split]}
     records = [{**clip, "split": split_of[clip["subject"]]} for clip in manifest["clips"]]
     meta = {k: v for k, v in manifest.items()
             if k not in ("format_version", "clip_shape", "splits", "clips")}
     meta["cross_validation"] = {**origin, "fold": fold["fold"]}
-    write_clip_store(target, open_clips(source), records, meta)
+    write_clip_store(target, Path(source) / CLIPS_FILE, records, meta)
 
 
 # ----------------------------------------------------------------------------- the study
