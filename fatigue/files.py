@@ -8,6 +8,7 @@ a folder's leftovers from a killed process are easy to find."""
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -37,6 +38,19 @@ def commit(tmp: str | Path, final: str | Path) -> None:
     """Rename a fully written, fsynced temporary file over `final`, durably."""
     os.replace(tmp, final)
     fsync_dir(Path(final).parent)
+
+
+def link_or_copy(source: str | Path, tmp: str | Path) -> None:
+    """Put `source` at the temporary name `tmp`, ready for `commit`: a hard link (no time,
+    no room) where the file system allows one, else a fsynced copy. Safe only for files
+    that are never changed in place, which holds for every file written through this
+    module: each write is a new file renamed over the old."""
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
 
 
 def write_temp(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:

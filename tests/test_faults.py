@@ -119,7 +119,9 @@ def test_damaged_latest_falls_back_to_newest_intact(tiny, tmp_path, capsys, refe
     (models / "checkpoint_epoch_4.pth").unlink()
     damage(models / "latest_model.pth")
     # Other files in the folder are never taken for the run's own backups.
-    torch.save(load(models / "best_model.pth")["model_state_dict"], models / "weights.pth")
+    # (best_model.pth may be latest_model.pth's own file, a hard link: damaged with it.)
+    weights = load(models / "checkpoint_epoch_1.pth")["model_state_dict"]
+    torch.save(weights, models / "weights.pth")
     torch.save({"model_state_dict": {}, "config": Payload(tmp_path / "ran")}, models / "x.pth")
     capsys.readouterr()
     assert checkpoint_training.main(["--list", "--model-dir", str(models)]) == 0

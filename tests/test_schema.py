@@ -70,6 +70,15 @@ def test_train_state_counts_steps_epochs_and_the_best():
     assert state.history["train_accuracies"] == [0.75, 0.8, 0.8, 0.8, 0.9]
 
 
+def test_which_epochs_were_best_is_replayed_from_the_histories():
+    # What a log line rebuilt after a crash says its epoch saved (best_model.pth or not).
+    state, said = TrainState(), []
+    for acc, loss in [(0.5, 0.7), (0.5, 0.6), (0.75, 0.9), (0.75, 0.95), (0.5, 0.1), (0.75, 0.5)]:
+        said.append(state.end_epoch(0.5, 0.5, loss, acc, 1e-3, 1.0))
+    assert said == [True, True, True, False, False, True]
+    assert [state.was_best(epoch) for epoch in range(1, 7)] == said
+
+
 def test_a_tie_never_replaces_a_best_whose_loss_is_unknown():
     # A run from before best_epoch was recorded resumes with best_epoch 0: its best
     # checkpoint's loss is unknown, so only a better accuracy replaces it.

@@ -23,16 +23,14 @@ def epoch_record(epoch: int, train: dict, val: dict, written: list[str],
             "saved": written, "time": when}
 
 
-def rebuilt_record(epoch: int, history: dict, names_due: Callable[[int, bool], list[str]],
-                   clips: int) -> dict:
+def rebuilt_record(epoch: int, history: dict, written: list[str], clips: int) -> dict:
     """Epoch `epoch`'s line from a checkpoint's histories, as it was first written apart
-    from its timings (unknown: None). `names_due(epoch, is_best)`: the files its save wrote."""
+    from its timings (unknown: None); `written`: the files its save wrote."""
     i, accuracies = epoch - 1, history["val_accuracies"]
-    is_best = accuracies[i] > max(accuracies[:i], default=-1.0)  # as TrainState decides
     train = {"loss": history["train_losses"][i], "accuracy": history["train_accuracies"][i],
              "lr": history["learning_rates"][i], "seconds": None, "clips": clips}
     val = {"loss": history["val_losses"][i], "accuracy": accuracies[i]}
-    return epoch_record(epoch, train, val, names_due(epoch, is_best), None, None, None)
+    return epoch_record(epoch, train, val, written, None, None, None)
 
 
 def append_epoch(model_dir: str | Path, record: dict) -> None:

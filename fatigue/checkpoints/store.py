@@ -25,7 +25,6 @@ import hashlib
 import os
 import pickle
 import re
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -37,7 +36,8 @@ from fatigue.checkpoints import schema
 from fatigue.checkpoints.run_log import CURVES_FILE, LOG_FILE
 from fatigue.checkpoints.tensorboard_log import FOLDER as TENSORBOARD_FOLDER
 from fatigue.errors import UserError
-from fatigue.files import TMP_SUFFIX, commit, move_to_new_folder, temp_path, write_temp
+from fatigue.files import (TMP_SUFFIX, commit, link_or_copy, move_to_new_folder, temp_path,
+                           write_temp)
 
 LATEST = "latest_model.pth"
 BEST = "best_model.pth"
@@ -249,17 +249,10 @@ class CheckpointStore:
         self.prune()
 
     def _copy_to(self, written: Path, target: Path) -> None:
-        # The written file is never rewritten in place, only renamed, so a hard link is a
-        # safe zero-cost copy; filesystems without links get a real copy.
         tmp = temp_path(target)
         try:
             tmp.unlink(missing_ok=True)
-            try:
-                os.link(written, tmp)
-            except OSError:
-                shutil.copyfile(written, tmp)
-                with open(tmp, "rb+") as fh:
-                    os.fsync(fh.fileno())
+            link_or_copy(written, tmp)  # the written file is never rewritten in place
             commit(tmp, target)
         except OSError as err:
             tmp.unlink(missing_ok=True)

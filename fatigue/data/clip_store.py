@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Iterable
 
@@ -74,15 +73,10 @@ def write_clip_store(data_dir: str | Path, clips: np.ndarray | Iterable[np.ndarr
 
 
 def _share_clips(tmp: Path, source: Path, count: int) -> list[int]:
-    """`source` (a clips.npy of `count` rows) at `tmp`, ready for files.commit: a hard link,
-    since no clips.npy is ever changed in place (each write is a new file renamed over the
-    old), so the two stores cannot disturb each other; a copy where linking fails."""
-    try:
-        os.link(source, tmp)
-    except OSError:
-        shutil.copyfile(source, tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
+    """`source` (a clips.npy of `count` rows) at `tmp`, ready for files.commit: shared, a
+    hard link where possible (no clips.npy is ever changed in place, so the two stores
+    cannot disturb each other)."""
+    files.link_or_copy(source, tmp)
     shape = np.load(tmp, mmap_mode="r").shape
     if shape[0] != count:
         raise ValueError(f"{source} holds {shape[0]} clips for {count} records")

@@ -349,7 +349,8 @@ class Trainer:
     def lost_log_line(self, epoch: int) -> dict:
         """The log line of a completed `epoch`, lost when the process ended between writing
         its checkpoint and logging it: rebuilt from the restored histories."""
-        return run_log.rebuilt_record(epoch, self.state.history, self.store.names_due,
+        written = self.store.names_due(epoch, self.state.was_best(epoch))
+        return run_log.rebuilt_record(epoch, self.state.history, written,
                                       len(self.sampler.shard()) * self.dist.world_size)
 
     def draw_curves(self, force: bool = False) -> None:

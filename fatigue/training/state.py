@@ -84,14 +84,29 @@ class TrainState:
         self.epoch += 1
         self.restart_epoch()
         self.val_acc = val_acc
-        is_best = val_acc > self.best_val_acc or (
-            val_acc == self.best_val_acc and val_loss < self._best_val_loss())
+        is_best = improves(val_acc, val_loss, self.best_val_acc, self._best_val_loss())
         if is_best:
             self.best_val_acc, self.best_epoch = val_acc, self.epoch
         return is_best
+
+    def was_best(self, epoch: int) -> bool:
+        """Whether completed `epoch` became the best when it ended (replayed from the
+        histories, by end_epoch's rule)."""
+        accuracies, losses = self.history["val_accuracies"], self.history["val_losses"]
+        best, new = (-1.0, math.inf), False
+        for acc, loss in zip(accuracies[:epoch], losses[:epoch]):
+            new = improves(acc, loss, *best)
+            best = (acc, loss) if new else best
+        return new
 
     def _best_val_loss(self) -> float:
         """The validation loss of the best epoch; -inf where the history does not hold it
         (runs from before best_epoch was recorded), so that a tie never replaces it."""
         losses = self.history["val_losses"]
         return losses[self.best_epoch - 1] if 0 < self.best_epoch <= len(losses) else -math.inf
+
+
+def improves(val_acc: float, val_loss: float, best_acc: float, best_loss: float) -> bool:
+    """Whether an epoch scoring (val_acc, val_loss) on validation is a new best: a higher
+    accuracy, or the same at a lower loss."""
+    return val_acc > best_acc or (val_acc == best_acc and val_loss < best_loss)
