@@ -44,7 +44,9 @@ def link_or_copy(source: str | Path, tmp: str | Path) -> None:
     """Put `source` at the temporary name `tmp`, ready for `commit`: a hard link (no time,
     no room) where the file system allows one, else a fsynced copy. Safe only for files
     that are never changed in place, which holds for every file written through this
-    module: each write is a new file renamed over the old."""
+    module: each write is a new file renamed over the old. A file already at `tmp` (a
+    leftover) is removed first, never written into: it may be linked to another."""
+    Path(tmp).unlink(missing_ok=True)
     try:
         os.link(source, tmp)
     except OSError:

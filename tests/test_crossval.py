@@ -3,6 +3,7 @@ study continued bit-identically, finished folds left alone, changed options refu
 --force archiving."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -92,8 +93,8 @@ def test_study_writes_the_table(reference, tiny_data):
     assert float(csv_lines[4].split(",")[4]) == results["mean"]["accuracy"]
 
 
-def test_folds_share_the_data_sets_clips_and_stay_whole_when_it_changes(tiny_data, tmp_path,
-                                                                        monkeypatch):
+def test_folds_share_the_data_sets_clips_and_stay_whole_when_it_changes(
+        tiny_data, tmp_path, monkeypatch):
     source = tmp_path / "data"
     shutil.copytree(tiny_data, source)
     manifest = load_manifest(source)
@@ -105,11 +106,14 @@ def test_folds_share_the_data_sets_clips_and_stay_whole_when_it_changes(tiny_dat
     assert np.array_equal(before, open_clips(source))
     assert load_manifest(tmp_path / "fold")["splits"]["test"] == fold["test"]
     # The data set rewritten (prepared again): the fold keeps the clips it was cut from.
-    write_clip_store(source, np.zeros_like(before), manifest["clips"], {"classes": manifest["classes"]})
+    write_clip_store(source, np.zeros_like(before), manifest["clips"],
+                     {"classes": manifest["classes"]})
     assert np.array_equal(open_clips(tmp_path / "fold"), before)
     assert not np.array_equal(open_clips(source), before)
     # Where the file system cannot link, the clips are copied.
-    monkeypatch.setattr(os, "link", lambda *a: (_ for _ in ()).throw(OSError("cross-device")))
+    def cannot_link(source, target):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+    monkeypatch.setattr(os, "link", cannot_link)
     crossval.cut_fold_data(str(source), load_manifest(source), fold, tmp_path / "copy", {})
     assert (tmp_path / "copy" / "clips.npy").stat().st_ino != clips.stat().st_ino
     assert np.array_equal(open_clips(tmp_path / "copy"), open_clips(source))

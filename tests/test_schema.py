@@ -84,8 +84,10 @@ def test_a_tie_never_replaces_a_best_whose_loss_is_unknown():
     # checkpoint's loss is unknown, so only a better accuracy replaces it.
     state = TrainState()
     state.load_state_dict({**state.state_dict(), "epoch": 2, "best_val_acc": 0.75,
-                           "best_epoch": 0, "val_losses": [0.9, 0.8]})
+                           "best_epoch": 0, "val_accuracies": [0.5, 0.75],
+                           "val_losses": [0.9, 0.8]})
     assert state.end_epoch(0.1, 0.9, 0.01, 0.75, 1e-3, 1.0) is False
+    assert state.was_best(3) is False  # what a rebuilt log line says epoch 3 saved
     assert state.end_epoch(0.1, 0.9, 0.01, 0.8, 1e-3, 1.0) is True and state.best_epoch == 4
 
 

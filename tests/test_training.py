@@ -85,7 +85,8 @@ def test_every_n_and_best_rules(tiny, tmp_path):
     models = tmp_path / "models"
     assert sorted(p.name for p in models.glob("checkpoint_epoch_*.pth")) == \
         ["checkpoint_epoch_2.pth", "checkpoint_epoch_4.pth"]
-    assert load(models / "best_model.pth")["epoch"] == best_epochs(load(models / "latest_model.pth"))[-1]
+    latest = load(models / "latest_model.pth")
+    assert load(models / "best_model.pth")["epoch"] == best_epochs(latest)[-1]
 
 
 def test_resume_is_bit_identical(tiny, tmp_path, monkeypatch):

@@ -33,7 +33,7 @@ def dataset_exists(data_dir: str | Path) -> bool:
     return (Path(data_dir) / MANIFEST_FILE).is_file()
 
 
-def write_clip_store(data_dir: str | Path, clips: np.ndarray | Iterable[np.ndarray],
+def write_clip_store(data_dir: str | Path, clips: np.ndarray | Iterable[np.ndarray] | Path,
                      records: list[dict], meta: dict) -> None:
     """Write a data set.
 
@@ -77,7 +77,11 @@ def _share_clips(tmp: Path, source: Path, count: int) -> list[int]:
     hard link where possible (no clips.npy is ever changed in place, so the two stores
     cannot disturb each other)."""
     files.link_or_copy(source, tmp)
-    shape = np.load(tmp, mmap_mode="r").shape
+    shared = np.load(tmp, mmap_mode="r")
+    shape, dtype = shared.shape, shared.dtype
+    del shared
+    if dtype != np.uint8 or len(shape) != 5:
+        raise ValueError(f"{source} does not hold uint8 clips [N, T, C, H, W]")
     if shape[0] != count:
         raise ValueError(f"{source} holds {shape[0]} clips for {count} records")
     return list(shape[1:])

@@ -4,10 +4,10 @@ The subjects of a prepared data set are dealt into K folds, deterministically fr
 by subject (no subject is in two folds) and stratified by each subject's majority label.
 For fold k, in order:
 
-    1. cut       <study>/fold_k/data/: a clip store of every clip, copied from the source
-                 clip store (never decoded again), split by subject: fold k's subjects are
-                 the test split; the other folds' give the val split (a share of them, which
-                 picks the best checkpoint) and the train split
+    1. cut       <study>/fold_k/data/: a clip store of every clip, sharing the source's
+                 clips.npy (a hard link, else a copy; never decoded again), split by subject:
+                 fold k's subjects are the test split; the other folds' give the val split
+                 (a share of them, which picks the best checkpoint) and the train split
     2. train     train.py in <study>/fold_k/ with the study's options; --resume once it has
                  begun, so an interrupted fold continues mid-epoch, bit-identically on CPU
     3. evaluate  the fold's best_model.pth on its test subjects (fold_k/test_metrics.json)

@@ -90,8 +90,11 @@ class TrainState:
         return is_best
 
     def was_best(self, epoch: int) -> bool:
-        """Whether completed `epoch` became the best when it ended (replayed from the
-        histories, by end_epoch's rule)."""
+        """Whether completed `epoch` became the best when it ended. The last one's answer
+        is recorded (best_epoch, by whichever code ran it); earlier ones are replayed from
+        the histories by end_epoch's rule."""
+        if epoch == self.epoch:
+            return self.best_epoch == epoch
         accuracies, losses = self.history["val_accuracies"], self.history["val_losses"]
         best, new = (-1.0, math.inf), False
         for acc, loss in zip(accuracies[:epoch], losses[:epoch]):
