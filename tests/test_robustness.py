@@ -118,6 +118,8 @@ def test_the_suite_runs_end_to_end_and_writes_its_report(tiny, tmp_path, capsys)
     assert float(rows[0]["face_found"]) > 0.95 and rows[0]["hidden_said"] == ""
     # Behind the hand the detector says it cannot see the eyes, whatever the model.
     assert float(rows[2]["hidden_said"]) >= 0.5
+    # Each row's time, split between filming the drives and detecting on them.
+    assert all(float(r["render_seconds"]) > 0 and float(r["detect_seconds"]) > 0 for r in rows)
     assert (report / "robustness.png").stat().st_size > 1000
     passed = sum(r["passed"] == "True" for r in rows)
     assert f"{passed}/3 rows meet the targets" in printed
