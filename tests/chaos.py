@@ -141,6 +141,7 @@ def launch(script: str, args: list[str], cwd: Path, logs: Path, name: str) -> su
     out.close()
     err.close()
     proc.logs = (logs / f"{name}.out", logs / f"{name}.err")
+    proc.probed = False  # set once `where` has sent it the SIGUSR1 stack-dump probe
     return proc
 
 
@@ -339,7 +340,7 @@ def run_chaos(kills: int, seed: int = 0, data: Path | None = None, epochs: int =
             if proc.poll() is None:
                 proc.kill()
         err = proc.logs[1].read_text(errors="replace")
-        if code == -signal.SIGSEGV and getattr(proc, "probed", False):
+        if code == -signal.SIGSEGV and proc.probed:
             # CPython's faulthandler, printing every thread's stack for the SIGUSR1 probe,
             # reads the other threads' frames unlocked and can crash (seen once in a
             # thread's import): an abrupt death, like SIGKILL, that the run must survive

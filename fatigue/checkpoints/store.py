@@ -251,7 +251,6 @@ class CheckpointStore:
     def _copy_to(self, written: Path, target: Path) -> None:
         tmp = temp_path(target)
         try:
-            tmp.unlink(missing_ok=True)
             link_or_copy(written, tmp)  # the written file is never rewritten in place
             commit(tmp, target)
         except OSError as err:
