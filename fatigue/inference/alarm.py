@@ -7,6 +7,19 @@ from dataclasses import dataclass
 from fatigue.errors import UserError
 
 OK, WARNING, ALARM = "ok", "warning", "ALARM"
+HIDDEN = "eyes hidden"  # a window's state when the eyes are not seen enough to judge
+
+
+@dataclass
+class Window:
+    """One scored window: the model's view of the last sequence_length frames."""
+    time: float            # seconds from the start, at the window's last frame
+    frame: int             # source frame index of that frame
+    probability: float     # P(drowsy) of this window
+    smoothed: float
+    state: str
+    face_found: bool       # the latest face detection saw a face
+    face_fraction: float   # share of the window's frames with a face found
 
 
 @dataclass(frozen=True)

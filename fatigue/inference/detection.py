@@ -1,5 +1,6 @@
 """Live detection: frames of a video file or a camera in, scored windows, an alarm and
-the outputs (CSV rows, annotated video, on-screen window, the alarm's sound) out. detect.py is its command line.
+the outputs (outputs.py: CSV rows, annotated video, on-screen window; sound.py: the alarm's
+sound) out. detect.py is its command line.
 
 Frames are taken at the model's frame rate (the one its training data was prepared at),
 the face is found and cropped by video.py, the same code `prepare` used to make the
@@ -10,9 +11,6 @@ time spent in each step; `summary` words them.
 """
 from __future__ import annotations
 
-import csv
-import os
-import sys
 import time
 from collections import deque
 from contextlib import contextmanager
@@ -20,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-import cv2
 import numpy as np
 import torch
 
@@ -28,14 +25,14 @@ from fatigue.data import tracking, video
 from fatigue.data.augment import to_model_input
 from fatigue.errors import UserError
 from fatigue.progress import bar as progress_bar  # `progress` is run()'s own parameter
-from fatigue.inference.alarm import ALARM, OK, WARNING, Alarm, AlarmSettings
+from fatigue.inference.alarm import HIDDEN, Alarm, AlarmSettings, Window
 from fatigue.inference.deployment import alarm_settings, deployment_info
 from fatigue.inference.evaluation import load_model
+from fatigue.inference.outputs import Outputs, display_available
 from fatigue.inference.sound import AlarmSound
 from model import pick_device
 
 
-HIDDEN = "eyes hidden"  # a window's state when the eyes are not seen enough to judge
 MIN_FACE_FRACTION = 0.5  # of a window's frames with the eyes seen, and of its newest
                          # RECENT_FRAMES, to score it
 RECENT_FRAMES = 3  # 0.3 s at the model's 10 fps: a hand over the eyes is said within the
@@ -67,18 +64,6 @@ def eyes_visible(crop: np.ndarray, margin: float, region: str = "face") -> bool:
 
 
 # ----------------------------------------------------------------------------- the model
-@dataclass
-class Window:
-    """One scored window: the model's view of the last sequence_length frames."""
-    time: float            # seconds from the start, at the window's last frame
-    frame: int             # source frame index of that frame
-    probability: float     # P(drowsy) of this window
-    smoothed: float
-    state: str
-    face_found: bool       # the latest face detection saw a face
-    face_fraction: float   # share of the window's frames with a face found
-
-
 @dataclass
 class Timing:
     """Seconds spent per step, to tell where a frame's time goes."""
@@ -154,52 +139,6 @@ class Detector:
         return float(torch.softmax(logits.float(), 1)[0, self.pos])
 
 
-# ----------------------------------------------------------------------------- drawing
-STATE_COLOURS = {OK: (60, 180, 60), WARNING: (0, 165, 255), ALARM: (0, 0, 230),
-                 HIDDEN: (160, 160, 160)}
-
-
-def annotate(frame: np.ndarray, box: tracking.Box | None, found: bool, window: Window | None,
-             settings: AlarmSettings, fps: float, t: float, warming: str | None) -> np.ndarray:
-    """A copy of `frame` (enlarged when small, so text stays readable) with the face box,
-    a probability bar with the alarm thresholds, the state, the time and the speed."""
-    scale = max(1, int(np.ceil(480 / frame.shape[1])))
-    out = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR) \
-        if scale > 1 else frame.copy()
-    h, w = out.shape[:2]
-    font, size, thick = cv2.FONT_HERSHEY_SIMPLEX, w / 900, max(1, w // 480)
-    if box is not None:
-        x, y, bw, bh = (v * scale for v in box)
-        cv2.rectangle(out, (x, y), (x + bw, y + bh), (0, 220, 0) if found else (0, 220, 220),
-                      2 * thick)
-    state = window.state if window else OK
-    colour = STATE_COLOURS[state]
-    # Probability bar along the bottom: filled to the smoothed P(drowsy), ticks at on / off.
-    bar_h, x0, x1 = max(10, h // 24), 10, w - 10
-    y0 = h - bar_h - 10
-    cv2.rectangle(out, (x0, y0), (x1, y0 + bar_h), (40, 40, 40), -1)
-    if window is not None:
-        cv2.rectangle(out, (x0, y0), (x0 + int((x1 - x0) * window.smoothed), y0 + bar_h),
-                      colour, -1)
-    for level in (settings.off, settings.on):
-        x = x0 + int((x1 - x0) * level)
-        cv2.line(out, (x, y0 - 4), (x, y0 + bar_h + 4), (255, 255, 255), thick)
-    label = (f"P(drowsy) {window.smoothed:.2f}" if window else warming or "")
-    cv2.putText(out, label, (x0, y0 - 8), font, size, (255, 255, 255), thick, cv2.LINE_AA)
-    # A darkened strip along the top keeps the state and the speed readable on any image.
-    strip = max(24, h // 10)
-    out[:strip] = (out[:strip] * 0.4).astype(np.uint8)
-    cv2.putText(out, state if window else "", (10, int(strip * 0.78)), font, 2 * size, colour,
-                2 * thick, cv2.LINE_AA)
-    speed = f"{t:.1f} s   {fps:.0f} frames/s"
-    (tw, _), _ = cv2.getTextSize(speed, font, size, thick)
-    cv2.putText(out, speed, (w - tw - 10, int(strip * 0.65)), font, size, (255, 255, 255), thick,
-                cv2.LINE_AA)
-    if state == ALARM:
-        cv2.rectangle(out, (0, 0), (w - 1, h - 1), colour, 6 * thick)
-    return out
-
-
 # ----------------------------------------------------------------------------- the loop
 def frames_at_rate(reader: video.VideoReader, fps: float, camera: bool
                    ) -> Iterator[tuple[float, int, np.ndarray]]:
@@ -215,23 +154,6 @@ def frames_at_rate(reader: video.VideoReader, fps: float, camera: bool
         if t >= due:
             yield t, index, frame
             due = (np.floor(t * fps) + 1) / fps
-
-
-def open_writer(path: Path, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
-    """A video writer for `path`, with the codec its extension needs."""
-    fourcc = "XVID" if path.suffix.lower() == ".avi" else "mp4v"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
-    if not writer.isOpened():
-        raise UserError(f"OpenCV cannot write {path}; use a .mp4 or .avi file name")
-    return writer
-
-
-def display_available() -> bool:
-    """Whether a window can be shown: on Linux without a display, OpenCV would abort."""
-    if sys.platform.startswith("linux"):
-        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-    return True
 
 
 def is_camera(source: str) -> bool:
@@ -280,54 +202,6 @@ class Result:
     stopped: str | None     # why it stopped early, if it did
 
 
-CSV_COLUMNS = ("time_s", "frame", "probability", "smoothed", "state", "face_found",
-               "face_fraction")
-
-
-class Outputs:
-    """Where a run's results go: the CSV, the annotated video, the window on screen."""
-
-    def __init__(self, csv_path: Path, video_path: Path | None, show: bool, fps: float,
-                 settings: AlarmSettings):
-        csv_path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(csv_path, "w", newline="")
-        self._rows = csv.writer(self._fh)
-        self._rows.writerow(CSV_COLUMNS)
-        self.video_path, self.show, self.fps, self.settings = video_path, show, fps, settings
-        self._writer: cv2.VideoWriter | None = None
-        self.last: Window | None = None
-
-    def window(self, w: Window) -> None:
-        self.last = w
-        self._rows.writerow((f"{w.time:.2f}", w.frame, f"{w.probability:.4f}",
-                             f"{w.smoothed:.4f}", w.state, int(w.face_found),
-                             f"{w.face_fraction:.2f}"))
-
-    def frame(self, frame: np.ndarray, detector: Detector, t: float, speed: float) -> bool:
-        """Draw and write/show one frame; False when the user asked to quit."""
-        if self.video_path is None and not self.show:
-            return True
-        warming = (None if self.last else
-                   f"warming up: {len(detector.crops)}/{detector.crops.maxlen} frames")
-        image = annotate(frame, detector.box, detector.found[-1], self.last, self.settings,
-                         speed, t, warming)
-        if self.video_path is not None:
-            if self._writer is None:
-                self._writer = open_writer(self.video_path, self.fps, image.shape[1::-1])
-            self._writer.write(image)
-        if self.show:
-            cv2.imshow("drowsiness (q to quit)", image)
-            return cv2.waitKey(1) & 0xFF not in (ord("q"), 27)
-        return True
-
-    def close(self) -> None:
-        self._fh.close()
-        if self._writer is not None:
-            self._writer.release()
-        if self.show:
-            cv2.destroyAllWindows()
-
-
 def run(model_path: str, source: str, csv_path: Path, output: Path | None = None,
         fps: float | None = None, every: int = 5, alarm_overrides: dict | None = None,
         device: str = "auto", show: bool = False, duration: float | None = None,
@@ -368,7 +242,8 @@ def run(model_path: str, source: str, csv_path: Path, output: Path | None = None
                 if sound is not None:  # both return at once, and only act on a change
                     (sound.start if detector.alarm.active else sound.stop)()
             draw_start = time.perf_counter()
-            keep_going = outputs.frame(frame, detector, t, speed)
+            keep_going = outputs.frame(frame, detector.box, detector.found[-1],
+                                       (len(detector.crops), detector.crops.maxlen), t, speed)
             timing.steps["annotate and write"] += time.perf_counter() - draw_start
             if not keep_going:
                 stopped = "q pressed"
