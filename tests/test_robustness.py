@@ -49,6 +49,19 @@ def test_test_drives_use_seeds_and_a_face_training_never_draws():
         assert sum(j.closures for j in row) == 20 and sum(j.open_seconds for j in row) == 300
 
 
+def test_a_shut_eye_of_the_held_out_face_shows_no_part_of_her_open_eye():
+    # The suite's closures are closures: the lid covers the whole eye, its dark corners and
+    # lashes included (the astronaut's first landmarks left them showing beside the lid).
+    photo = faces.astronaut()
+    skin = photo.skin_colour().mean()
+    # Where her eyes are dark when open (iris, lashes, corners), read off the photo.
+    eyes = {"left": (slice(98, 103), slice(193, 214)), "right": (slice(100, 105), slice(237, 258))}
+    for shut, lighter in ((0.0, False), (1.0, True)):
+        grey = faces.draw_face(photo, shut, 0.0).mean(axis=2)
+        for name, box in eyes.items():
+            assert (grey[box].min() > 0.6 * skin) == lighter, (name, shut)
+
+
 def window(t: float, state: str = "ok") -> Window:
     return Window(t, int(t * 10), 0.5, 0.5, state, True, 1.0)
 

@@ -68,7 +68,7 @@ def astronaut() -> FacePhoto:
                         "pip install scikit-image") from None
     image = np.ascontiguousarray(data.astronaut()[:, :, ::-1])
     return FacePhoto("astronaut", image, face=(177, 66, 95, 95),
-                     eyes=((204, 101), (246, 103)), eye_half=(8, 5), mouth=(224, 144),
+                     eyes=((203, 100), (247, 102)), eye_half=(12, 5), mouth=(224, 144),
                      skin=(196, 118, 14, 10))
 
 
