@@ -142,6 +142,7 @@ def run_robustness(args: argparse.Namespace) -> int:
     began = time.perf_counter()
     rows = robustness.run_suite(args.model[0], settings)
     print(robustness.table(rows))
+    print(robustness.face_summary(rows))
     passed = sum(r["passed"] for r in rows)
     print(f"{passed}/{len(rows)} rows meet the targets (closures caught >= "
           f"{100 * robustness.TARGET_CAUGHT:.0f}%, false alarms <= "

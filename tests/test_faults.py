@@ -259,7 +259,14 @@ def test_sigterm_to_the_process_group_with_loader_workers(tiny, tmp_path):
     while time.time() < deadline and not (latest.exists() and load_or_none(latest)):
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    try:
+        _, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:  # seen once in CI: say where it hung, for the record
+        os.killpg(proc.pid, signal.SIGUSR1)  # every stack of the group to stderr (errors.py)
+        time.sleep(2)
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("train.py still running 120 s after SIGTERM; its stderr and stacks:\n"
+                    + proc.communicate()[1][-6000:])
     assert proc.returncode == 143, err
     assert load(latest)["interrupted"] == "SIGTERM"
 

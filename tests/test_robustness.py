@@ -136,6 +136,22 @@ def test_the_suite_runs_end_to_end_and_writes_its_report(tiny, tmp_path, capsys)
     assert (report / "robustness.png").stat().st_size > 1000
     passed = sum(r["passed"] == "True" for r in rows)
     assert f"{passed}/3 rows meet the targets" in printed
+    # Each face's closures, per row and over all rows.
+    by_face = rows[0]["caught_by_face"]
+    assert by_face.startswith("astronaut ") and "; grace_hopper " in by_face
+    assert "closures caught by face, all rows: astronaut " in printed
+
+
+def test_closures_are_counted_per_face_and_a_face_left_behind_is_named():
+    def row(astronaut, hopper):
+        return {"caught_by_face": {"astronaut": astronaut, "grace_hopper": hopper}}
+    rows = [row([1, 10], [10, 10]), row([2, 10], [9, 10]), row([0, 0], [0, 0])]
+    assert robustness.caught_by_face(rows) == {"astronaut": (3, 20), "grace_hopper": (19, 20)}
+    line = robustness.face_summary(rows)
+    assert "astronaut 3/20 (15%), grace_hopper 19/20 (95%)" in line
+    assert "learned a face rather than the eyes" in line
+    even = robustness.face_summary([row([9, 10], [10, 10])])
+    assert "grace_hopper 10/10 (100%)" in even and "learned a face" not in even
 
 
 def test_bad_suite_options_are_one_line(tmp_path):

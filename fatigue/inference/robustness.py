@@ -190,7 +190,7 @@ def run_job(job: Job, model_path: str, folder: str, alarm: dict | None) -> dict:
                                   say=_ignore)
     path.unlink()
     return {**score(script, result, detection.HIDDEN), "condition": job.condition,
-            "severity": job.severity, "render_s": rendered,
+            "severity": job.severity, "face": photo.name, "render_s": rendered,
             "detect_s": result.timing.total}
 
 
@@ -254,7 +254,10 @@ def rows(drives: list[dict]) -> list[dict]:
                                if total("hidden_windows") else None),
                # Where the suite's time goes (seconds of one worker): filming the drives
                # and writing their videos, then the detect path on them.
-               "render_seconds": total("render_s"), "detect_seconds": total("detect_s")}
+               "render_seconds": total("render_s"), "detect_seconds": total("detect_s"),
+               # Each face's closures caught: a model that learned one face, not the eyes,
+               # catches that face's and misses the other's.
+               "caught_by_face": {d["face"]: [d["caught"], d["closures"]] for d in ds}}
         row["passed"] = passes(row)
         out.append(row)
     return out
@@ -274,8 +277,34 @@ def passes(row: dict) -> bool:
 # ----------------------------------------------------------------------------- output
 COLUMNS = ("condition", "severity", "setting", "caught", "closures", "caught_share",
            "median_delay_s", "false_alarms", "open_minutes", "false_per_min",
-           "open_under_alarm", "face_found", "hidden_said", "passed", "render_seconds",
-           "detect_seconds")
+           "open_under_alarm", "face_found", "hidden_said", "passed", "caught_by_face",
+           "render_seconds", "detect_seconds")
+
+
+def caught_by_face(result_rows: list[dict]) -> dict[str, tuple[int, int]]:
+    """Every row's closures pooled per held-out face: name -> (caught, closures)."""
+    out: dict[str, list[int]] = {}
+    for row in result_rows:
+        for face, (caught, closures) in row["caught_by_face"].items():
+            total = out.setdefault(face, [0, 0])
+            total[0] += caught
+            total[1] += closures
+    return {face: (c, n) for face, (c, n) in out.items()}
+
+
+def face_summary(result_rows: list[dict]) -> str:
+    """One line: closures caught per face over all rows, and what a gap between faces
+    means."""
+    faces = {f: cn for f, cn in caught_by_face(result_rows).items() if cn[1]}
+    if not faces:
+        return "closures caught by face: none scored"
+    line = "closures caught by face, all rows: " + ", ".join(
+        f"{face} {c}/{n} ({100 * c / n:.0f}%)" for face, (c, n) in faces.items())
+    shares = [c / n for c, n in faces.values()]
+    if max(shares) - min(shares) >= 0.25:
+        line += ("; the faces differ: the model has learned a face rather than the eyes "
+                 "(train on more people's eyes, docs/robustness.md)")
+    return line
 
 
 def table(result_rows: list[dict]) -> str:
@@ -306,7 +335,9 @@ def write_report(result_rows: list[dict], out_dir: str | Path) -> list[Path]:
     with open(csv_path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, COLUMNS, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(result_rows)
+        for row in result_rows:
+            by_face = "; ".join(f"{face} {c}/{n}" for face, (c, n) in row["caught_by_face"].items())
+            writer.writerow({**row, "caught_by_face": by_face})
     import matplotlib  # heavy: only when a report is asked for
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
