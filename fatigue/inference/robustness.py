@@ -24,6 +24,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import cv2
 import numpy as np
@@ -257,7 +258,8 @@ def rows(drives: list[dict]) -> list[dict]:
                "render_seconds": total("render_s"), "detect_seconds": total("detect_s"),
                # Each face's closures caught: a model that learned one face, not the eyes,
                # catches that face's and misses the other's.
-               "caught_by_face": {d["face"]: [d["caught"], d["closures"]] for d in ds}}
+               "caught_by_face": _pool_by_face((d["face"], d["caught"], d["closures"])
+                                               for d in ds)}
         row["passed"] = passes(row)
         out.append(row)
     return out
@@ -281,15 +283,19 @@ COLUMNS = ("condition", "severity", "setting", "caught", "closures", "caught_sha
            "render_seconds", "detect_seconds")
 
 
+def _pool_by_face(counts: Iterable[tuple[str, int, int]]) -> dict[str, tuple[int, int]]:
+    """(face, caught, closures) counts summed per face, in the order faces first appear."""
+    out: dict[str, tuple[int, int]] = {}
+    for face, caught, closures in counts:
+        c, n = out.get(face, (0, 0))
+        out[face] = (c + caught, n + closures)
+    return out
+
+
 def caught_by_face(result_rows: list[dict]) -> dict[str, tuple[int, int]]:
     """Every row's closures pooled per held-out face: name -> (caught, closures)."""
-    out: dict[str, list[int]] = {}
-    for row in result_rows:
-        for face, (caught, closures) in row["caught_by_face"].items():
-            total = out.setdefault(face, [0, 0])
-            total[0] += caught
-            total[1] += closures
-    return {face: (c, n) for face, (c, n) in out.items()}
+    return _pool_by_face((face, c, n) for row in result_rows
+                         for face, (c, n) in row["caught_by_face"].items())
 
 
 def face_summary(result_rows: list[dict]) -> str:
