@@ -271,6 +271,26 @@ def test_sigterm_to_the_process_group_with_loader_workers(tiny, tmp_path):
     assert load(latest)["interrupted"] == "SIGTERM"
 
 
+def test_a_process_exits_with_loader_workers_still_alive():
+    """Loader workers ignore SIGTERM; a process leaving while a loader still holds them
+    (a stopped run, saved, exiting) must not wait on them for ever at exit."""
+    script = ("import sys, torch\n"
+              "from config import Config\n"
+              "from fatigue.data.loaders import make_loader\n"
+              "data = torch.utils.data.TensorDataset(torch.arange(64.0))\n"
+              "LOADER = make_loader(data, 4, Config(num_workers=1), torch.device('cpu'))\n"
+              "next(iter(LOADER))\n"
+              "sys.exit(143)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, start_new_session=True,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("the process still waits on its loader workers 60 s after sys.exit")
+    assert proc.returncode == 143, err
+
+
 def test_bad_data_for_a_new_run_leaves_the_old_run_in_place(tiny, tmp_path):
     assert train.main(tiny("--epochs", "1")) == 0
     out = run_script("train.py", *tiny("--epochs", "1", "--sequence-length", "99"))

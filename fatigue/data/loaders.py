@@ -5,8 +5,10 @@ clips (ModelBatches); `make_train_loader` picks one.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import signal
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
@@ -170,15 +172,34 @@ def _quiet_worker(_: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+# Loaders whose workers ignore SIGTERM (_quiet_worker). At exit, multiprocessing ends
+# worker processes still alive with terminate(), a SIGTERM, then waits for them: these it
+# would wait on for ever (a stopped run saved, then hung at exit while a loader was still
+# referenced). So their workers are shut down first, as the DataLoader itself does when
+# collected: told to finish, then joined.
+_QUIET_LOADERS: weakref.WeakSet[DataLoader] = weakref.WeakSet()
+
+
+@atexit.register  # atexit runs last-registered first: before multiprocessing's own hook
+def _shut_down_quiet_workers() -> None:
+    for loader in list(_QUIET_LOADERS):
+        iterator = getattr(loader, "_iterator", None)  # its persistent workers, if started
+        if iterator is not None:
+            iterator._shutdown_workers()
+
+
 def make_loader(dataset: Dataset, batch_size: int, cfg: Config, device: torch.device,
                 sampler: Sampler | None = None) -> DataLoader:
     # Own generator: the DataLoader would otherwise draw its worker seed from the global
     # torch RNG, and a resumed run would draw at a different moment.
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False,
-                      num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
-                      worker_init_fn=_quiet_worker if cfg.num_workers else None,
-                      persistent_workers=cfg.num_workers > 0,
-                      generator=torch.Generator().manual_seed(seeds.loader_seed(cfg.seed)))
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False,
+                        num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+                        worker_init_fn=_quiet_worker if cfg.num_workers else None,
+                        persistent_workers=cfg.num_workers > 0,
+                        generator=torch.Generator().manual_seed(seeds.loader_seed(cfg.seed)))
+    if cfg.num_workers:
+        _QUIET_LOADERS.add(loader)
+    return loader
 
 
 def make_train_loader(dataset: ClipDataset, sampler: EpochSampler, cfg: Config,
