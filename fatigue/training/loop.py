@@ -39,6 +39,7 @@ from fatigue.inference.evaluation import evaluate_checkpoint, predict
 from fatigue.inference.metrics import alarm_threshold, positive_index
 from fatigue.training import determinism
 from fatigue.training.distributed import Distributed
+from fatigue.training.optimizer import make_optimizer
 from fatigue.training.schedule import make_schedule
 from fatigue.training.state import TrainState
 from fatigue.training.stop import StopRequest, StopTraining
@@ -91,8 +92,7 @@ class Trainer:
         step_model = DistributedDataParallel(
             model, find_unused_parameters=cfg.freeze_backbone_epochs > 0) if dist.enabled else model
         self.step_model = torch.compile(step_model) if cfg.compile else step_model
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate,
-                                      weight_decay=cfg.weight_decay)
+        optimizer = make_optimizer(model.parameters(), cfg)
         scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
         self.parts = schema.Trainables(model, optimizer, make_schedule(optimizer, cfg), scaler)
         self.state = TrainState(self.device)
