@@ -208,8 +208,11 @@ def startup_breakdown(argv: list[str], device: torch.device, cfg: Config) -> dic
     names = [name for name, _ in report["phases"]]
     started = names.index("CUDA initialisation" if "CUDA initialisation" in names
                           else "import torch") + 1
-    needed = ({"torchvision"} if cfg.backbone != "small" else set()) | (
-        {"torch._dynamo", "sympy"} if cfg.compile else set())
+    # mobilenet_v3_small comes from torchvision, whose import loads the compiler stack.
+    needed = ({"torchvision", "torch._dynamo", "sympy", "torch.distributed.fsdp"}
+              if cfg.backbone == "mobilenet_v3_small" else set())
+    if cfg.compile:
+        needed |= {"torch._dynamo", "sympy"}
     return {"resume_to_first_step_s": round(wall, 3),
             "startup_phases": [[name, round(s, 3)] for name, s in report["phases"]],
             "startup_after_torch_s": round(sum(s for _, s in report["phases"][started:]), 3),

@@ -12,6 +12,7 @@ import torch.nn as nn
 
 from config import Config
 from fatigue.errors import UserError
+from fatigue.resnet import ResNet18
 
 
 class SpatialMean(nn.Module):
@@ -48,15 +49,17 @@ def small_cnn(channels: int, width: int, feature_dim: int) -> nn.Module:
 
 def torchvision_cnn(name: str, channels: int, feature_dim: int) -> nn.Module:
     """A torchvision backbone with random weights (nothing is downloaded), its first
-    convolution adapted to the channel count and its classifier replaced by a projection."""
-    import torchvision  # imported here: it costs a second at start-up, and is rarely used
+    convolution adapted to the channel count and its classifier replaced by a projection.
+    resnet18 is fatigue.resnet's copy of torchvision's: importing torchvision loads
+    PyTorch's compiler (seconds of every start)."""
     if name == "resnet18":
-        net = torchvision.models.resnet18(weights=None)
+        net = ResNet18()
         if channels != 3:
             net.conv1 = nn.Conv2d(channels, 64, 7, stride=2, padding=3, bias=False)
         net.fc = nn.Sequential(nn.Linear(net.fc.in_features, feature_dim), nn.ReLU(inplace=True))
         return replace_global_pools(net)
     if name == "mobilenet_v3_small":
+        import torchvision  # imported here: it costs seconds at start-up, and is rarely used
         net = torchvision.models.mobilenet_v3_small(weights=None)
         if channels != 3:
             first = net.features[0][0]

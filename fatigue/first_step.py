@@ -20,7 +20,7 @@ import time
 from fatigue import startup  # standard library only
 
 # Modules that a single-process run without --compile should not need by its first step
-# (torchvision: not with the small backbone; torch._dynamo and sympy: not without --compile).
+# (torchvision: only for mobilenet_v3_small; torch._dynamo and sympy: not without --compile).
 HEAVY_MODULES = ("torch.distributed.fsdp", "torch._dynamo", "matplotlib.pyplot", "sympy",
                  "torchvision")
 FIRST_STEP = "first optimizer step"

@@ -3,6 +3,8 @@ offline with a file of the right name placed in a temporary TORCH_HOME; the offl
 the warm-up with a frozen backbone."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import urllib.error
 
 import pytest
@@ -12,7 +14,9 @@ import torchvision
 import evaluate
 import train
 from config import Config
+from conftest import ROOT
 from fatigue.errors import UserError
+from fatigue.resnet import ResNet18
 from fatigue.training import pretrained
 from model import build_model
 from test_training import load
@@ -113,3 +117,32 @@ def test_a_frozen_backbone_keeps_its_weights_and_statistics_for_its_epochs(tiny_
     # Epoch 2: the whole model trains.
     assert not torch.equal(second["cnn.conv1.weight"], first["cnn.conv1.weight"])
     assert not torch.equal(second["cnn.bn1.running_mean"], first["cnn.bn1.running_mean"])
+
+
+def test_our_resnet18_is_torchvisions_layer_for_layer():
+    # Built here so that a resnet18 run need not import torchvision (which loads PyTorch's
+    # compiler): the same names (ImageNet weights and old checkpoints load), the same
+    # initial weights for a seed (same runs as before), the same outputs.
+    torch.manual_seed(3)
+    theirs = torchvision.models.resnet18(weights=None)
+    after_theirs = torch.rand(3)
+    torch.manual_seed(3)
+    ours = ResNet18()
+    assert torch.equal(torch.rand(3), after_theirs)  # the same random draws, no more
+    mine, reference = ours.state_dict(), theirs.state_dict()
+    assert list(mine) == list(reference)
+    assert all(torch.equal(mine[k], reference[k]) for k in reference)
+    x = torch.randn(2, 3, 40, 40)
+    for mode in (True, False):
+        ours.train(mode), theirs.train(mode)
+        assert torch.equal(ours(x), theirs(x))
+
+
+def test_a_resnet18_model_is_built_without_importing_torchvision():
+    code = ("import sys; from config import Config; from model import build_model;"
+            "build_model(Config(backbone='resnet18', channels=1, image_size=32));"
+            "print([m for m in ('torchvision', 'torch._dynamo') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
