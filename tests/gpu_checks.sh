@@ -27,5 +27,6 @@ step gpu_tests 200 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py te
 #    augmentation's and the deterministic mode's costs; the start-up breakdown.
 step bench_small 110 python3 benchmark.py --device cuda --steps 60 --epochs 3 --rounds 2 --lightning --json "$OUT/bench_small.json"
 step bench_resnet18 110 python3 benchmark.py --device cuda --backbone resnet18 --image-size 64 --steps 30 --epochs 3 --rounds 2 --lightning --json "$OUT/bench_resnet18.json"
-# 3. What import torch._dynamo costs on its own (torch.optim imports it at first use).
+# 3. What import torch._dynamo costs on its own: what LeanAdamW and fatigue.resnet save a run
+#    (torch.optim and torchvision import it).
 python3 -c "import time, torch; torch.cuda.init(); t = time.time(); import torch._dynamo; print(f'import torch._dynamo after torch and CUDA: {time.time() - t:.2f} s')"
