@@ -46,6 +46,15 @@ def run_script(script: str, *args: str, cwd: Path | None = None, input: str | No
                           capture_output=True, text=True, input=input, env=env, timeout=300)
 
 
+def run_python(code: str) -> str:
+    """Run `code` in a fresh Python process at the repository root (what a new process
+    imports is part of what some tests check); returns its stdout, failing on an error."""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
 # ----------------------------------------------------------------------------- a face model
 FPS = 10  # frame rate of the generated test videos
 

@@ -3,8 +3,6 @@ offline with a file of the right name placed in a temporary TORCH_HOME; the offl
 the warm-up with a frozen backbone."""
 from __future__ import annotations
 
-import subprocess
-import sys
 import urllib.error
 
 import pytest
@@ -14,7 +12,7 @@ import torchvision
 import evaluate
 import train
 from config import Config
-from conftest import ROOT
+from conftest import run_python
 from fatigue.errors import UserError
 from fatigue.resnet import ResNet18
 from fatigue.training import pretrained
@@ -142,7 +140,4 @@ def test_a_resnet18_model_is_built_without_importing_torchvision():
     code = ("import sys; from config import Config; from model import build_model;"
             "build_model(Config(backbone='resnet18', channels=1, image_size=32));"
             "print([m for m in ('torchvision', 'torch._dynamo') if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                         timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
+    assert run_python(code).strip() == "[]"

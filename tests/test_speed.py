@@ -18,7 +18,7 @@ import torch
 import model as model_module
 import train
 from config import Config
-from conftest import ROOT, run_script
+from conftest import ROOT, run_python, run_script
 from dataset import ClipDataset
 from fatigue import benchmarking
 from fatigue.checkpoints import schema
@@ -344,10 +344,7 @@ print(str(lean_opt.state_dict()) == str(stock_opt.state_dict()))
 compiled = make_optimizer(torch.nn.Linear(2, 2).parameters(), Config(compile=True))
 print(type(compiled) is torch.optim.AdamW)
 '''
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                         timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split("\n")[:4] == ["[]", "True", "True", "True"]
+    assert run_python(code).split("\n")[:4] == ["[]", "True", "True", "True"]
 
 
 def test_bare_loop_uses_no_training_code_of_the_project():
@@ -366,10 +363,7 @@ def test_bare_loop_uses_no_training_code_of_the_project():
             "batches = b.cut_batches(clips, torch.arange(4) % 2, 2, seed=0);"
             "assert len(b.bare_loop(cfg, torch.device('cpu'), batches, 2)) == 1;"
             "print(sorted(m for m in sys.modules if m.startswith('fatigue.training')))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                         timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
+    assert run_python(code).strip() == "[]"
 
 
 def test_bare_step_is_the_real_loops_step():
