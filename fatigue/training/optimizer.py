@@ -14,14 +14,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import inspect
+
 import torch
 
 from config import Config
 
 
 def _unwrapped(method: Callable) -> Callable:
-    """The function under torch's functools.wraps-made wrapper (itself if it has none)."""
-    return getattr(method, "__wrapped__", method)
+    """The function under torch's functools.wraps-made wrappers, all of them: building any
+    AdamW first adds a step-hook wrapper over the class's step."""
+    return inspect.unwrap(method)
 
 
 class LeanAdamW(torch.optim.AdamW):
@@ -34,9 +37,8 @@ class LeanAdamW(torch.optim.AdamW):
     _adamw_step = _unwrapped(torch.optim.AdamW.step)
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        # What torch's wrapper does around the step, but the import: gradients off
-        # (differentiable=False, the default and the only setting used here).
-        with torch.no_grad():
+        # What torch's wrapper does around the step, but the import.
+        with torch.set_grad_enabled(self.defaults["differentiable"]):
             return self._adamw_step(closure)
 
 
