@@ -47,6 +47,11 @@ def test_test_drives_use_seeds_and_a_face_training_never_draws():
         row = [j for j in jobs if (j.condition, j.severity) == key]
         assert sorted(j.face for j in row) == [0, 1]
         assert sum(j.closures for j in row) == 20 and sum(j.open_seconds for j in row) == 300
+    # A row run alone (--conditions) drives the same drives as in the full suite.
+    alone = robustness.jobs(robustness.SuiteSettings(conditions=("eyes hidden", "blur")))
+    assert [(j.condition, j.severity) for j in alone][:4] == [("baseline", "clean")] * 2 + [("eyes hidden", "moderate")] * 2
+    full_seeds = {(j.condition, j.severity, j.face): j.seed for j in jobs}
+    assert all(full_seeds[j.condition, j.severity, j.face] == j.seed for j in alone)
 
 
 def test_a_shut_eye_of_the_held_out_face_shows_no_part_of_her_open_eye():

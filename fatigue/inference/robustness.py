@@ -128,15 +128,22 @@ class Job:
     open_seconds: float
 
 
+def _rows(conditions: Iterable[str]) -> list[tuple[str, str, Variant]]:
+    """(condition, severity, variant): the baseline, then each condition's two severities."""
+    return [("baseline", "clean", BASELINE)] + [
+        (name, severity, variant) for name in conditions
+        for severity, variant in zip(("moderate", "strong"), CONDITIONS[name][1:])]
+
+
 def jobs(settings: SuiteSettings) -> list[Job]:
-    rows = [("baseline", "clean", BASELINE)]
-    rows += [(name, sev, variant) for name in settings.conditions
-             for sev, variant in zip(("moderate", "strong"), CONDITIONS[name][1:])]
+    # A row's drives are numbered by its place in the whole suite, so that a row run alone
+    # (--conditions) drives the very drives of the full table's row.
+    number = {(name, severity): r for r, (name, severity, _) in enumerate(_rows(CONDITIONS))}
     out = []
-    for r, (name, severity, variant) in enumerate(rows):
+    for name, severity, variant in _rows(settings.conditions):
         for face in range(2):  # each row: one drive per held-out face
             out.append(Job(name, severity, variant, face,
-                           TEST_SEED_BASE + 1000 * settings.seed + 2 * r + face,
+                           TEST_SEED_BASE + 1000 * settings.seed + 2 * number[name, severity] + face,
                            settings.closures // 2 + (face < settings.closures % 2),
                            settings.open_minutes * 30.0))
     return out
