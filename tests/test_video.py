@@ -171,6 +171,78 @@ def test_a_far_face_wins_over_a_weak_larger_false_face():
         assert found and iou(box, true_box) > 0.6, box
 
 
+def searched_sizes(tracker, frames) -> list[list[int]]:
+    """Per detection, the widths the whole frame was searched at (window searches left out)."""
+    widths, search = [], tracker._detect_in
+
+    def spy(frame, window, face_width, detect_width=None):
+        if face_width is None:
+            widths[-1].append(detect_width)
+        return search(frame, window, face_width, detect_width)
+
+    tracker._detect_in = spy
+    for frame in frames:
+        widths.append([])
+        tracker.update(frame)
+    return widths
+
+
+def test_a_lost_face_is_searched_for_at_every_size_only_now_and_then_when_live():
+    # No face for a long time (the driver away, dark glasses): detect's tracker searches
+    # the costly sizes (copies wider than LIVE_SEARCH_WIDTH) on the first detections as
+    # always, then on one detection in LIVE_FULL_SEARCH_EVERY only; the cheaper ones on
+    # every one. Prepare's (offline), always.
+    empty = np.full((480, 640, 3), 90, np.uint8)
+    every = tracking.LIVE_FULL_SEARCH_EVERY
+    n = tracking.LOST_AFTER + 5 * every
+    live = tracking.FaceTracker(detect_every=1, full_search_every=every)
+    sizes = searched_sizes(live, [empty] * n)
+    assert all(s[:2] == [160, 480] for s in sizes)
+    full = [max(s) > tracking.LIVE_SEARCH_WIDTH for s in sizes]
+    assert all(full[:tracking.LOST_AFTER])
+    later = full[tracking.LOST_AFTER:]
+    for k in range(0, len(later), every):
+        assert sum(later[k:k + every]) == 1, full
+    offline = searched_sizes(tracking.FaceTracker(detect_every=1), [empty] * n)
+    assert all(len(s) == 3 for s in offline)  # 160, 480 and 640 px wide
+
+
+def test_a_face_back_after_a_long_loss_is_found_when_live():
+    pytest.importorskip("skimage")
+    every = tracking.LIVE_FULL_SEARCH_EVERY
+    lost = tracking.LOST_AFTER + 2 * every
+
+    def tracker_after_a_loss(frame_size, first=None):
+        tracker = tracking.FaceTracker(detect_every=1, full_search_every=every)
+        if first is not None:
+            assert tracker.update(first)[1]
+        for _ in range(lost):
+            assert not tracker.update(np.full((frame_size[1], frame_size[0], 3), 90, np.uint8))[1]
+        return tracker
+
+    # A face of ordinary size, never seen before: at the next detection.
+    box, found = tracker_after_a_loss((640, 480)).update(rendered(faces.grace_hopper(), 0.0))
+    assert found and box is not None
+    # A far face (7% of a 1080p frame, found at the larger sizes only), never seen before:
+    # within LIVE_FULL_SEARCH_EVERY detections, and the face, not the weak false face of
+    # her head and shoulders.
+    far = rendered(faces.astronaut(), 0.0, (1920, 1080), 0.07)
+    true_box = (960 - 67, 540 - 67, 134, 134)
+    tracker = tracker_after_a_loss((1920, 1080))
+    for k in range(every):
+        box, found = tracker.update(far)
+        if found:
+            break
+    assert found and iou(box, true_box) > 0.6, (k, box)
+    # The same far face seen before, back two face widths away: at the next detection
+    # (searched around where it was, at the size it had).
+    photo = faces.astronaut()
+    moved = compose(faces.draw_face(photo, 0.0, 0.0), photo,
+                    Camera(frame_size=(1920, 1080), face_width=0.07, centre=(0.36, 0.4)), Pose(), 0)
+    box, found = tracker_after_a_loss((1920, 1080), first=far).update(moved)
+    assert found and iou(box, (691 - 67, 432 - 67, 134, 134)) > 0.6, box
+
+
 def test_the_driver_is_the_largest_face_of_the_sure_ones():
     weak_large, real, passenger = ((0, 0, 400, 400), 5), ((100, 100, 150, 150), 25), ((500, 80, 90, 90), 14)
     assert tracking.driver_face([weak_large, real, passenger]) == real[0]

@@ -19,6 +19,18 @@ DETECT_EVERY, DETECT_WIDTH = 3, 160
 # larger sizes (real faces measured 14-29 on the robustness suite's drives, false ones 5-6).
 CONFIDENT_NEIGHBOURS = 10
 TILT_RETRY = 15.0  # degrees: a tracked face missed upright is searched for this much tilted
+# Live detection (detect, and the robustness suite through it) must keep up with the camera.
+# Searching the whole frame at every size costs 0.2-0.3 s a detection on a 640x480 scene
+# without a face and 0.8-1.2 s on a 1920x1080 one (2-core CPU): a driver out of view or
+# behind dark glasses would leave a live camera far behind. So a face missing for LOST_AFTER
+# detections in a row (about 1 s at the defaults) is searched for at every size on one
+# detection in LIVE_FULL_SEARCH_EVERY only (or when a smaller copy shows a candidate); the
+# others search copies up to LIVE_SEARCH_WIDTH wide (a cost that does not grow with the
+# frame) and, at the face's own size, LOST_WINDOW face widths around where it was.
+# Prepare, offline, searches every size every time (full_search_every=1).
+LOST_AFTER, LIVE_FULL_SEARCH_EVERY = 3, 4
+LIVE_SEARCH_WIDTH = 480  # px
+LOST_WINDOW = 6  # face widths
 
 
 class FaceTracker:
@@ -27,10 +39,12 @@ class FaceTracker:
     The Haar cascade runs on every `detect_every`-th call only, on a grayscale copy shrunk
     to `detect_width` pixels. Once a face is known, detection first searches a window
     around the last box at the expected scale (a fraction of full-frame cost), then that
-    window tilted 15 degrees either way, then the whole frame at every size.
-    The driver is the largest of the surest faces (`driver_face`). Between detections, and
-    after a miss, the last box is kept; new detections are blended in with an exponential
-    moving average so that crops do not jitter, unless the face jumped (then it snaps).
+    window tilted 15 degrees either way, then the whole frame at every size (with
+    `full_search_every` > 1, a face lost for a while only on one detection in that many:
+    LOST_AFTER). The driver is the largest of the surest faces (`driver_face`). Between
+    detections, and after a miss, the last box is kept; new detections are blended in with
+    an exponential moving average so that crops do not jitter, unless the face jumped (then
+    it snaps).
 
     `update` returns (box or None before any face was ever seen, found), where `found` is
     whether the latest detection attempt saw a face.
@@ -39,15 +53,17 @@ class FaceTracker:
     def __init__(self, detect_every: int = DETECT_EVERY,
                  detect_width: int = DETECT_WIDTH, smoothing: float = 0.5,
                  scale_factor: float = 1.15, min_neighbors: int = 4,
-                 cascade_path: str | None = None):
-        if detect_every < 1 or detect_width < 48 or not 0 < smoothing <= 1:
-            raise ValueError("detect_every >= 1, detect_width >= 48, 0 < smoothing <= 1")
+                 cascade_path: str | None = None, full_search_every: int = 1):
+        if detect_every < 1 or detect_width < 48 or not 0 < smoothing <= 1 or full_search_every < 1:
+            raise ValueError("detect_every >= 1, detect_width >= 48, 0 < smoothing <= 1, "
+                             "full_search_every >= 1")
         path = cascade_path or cv2.data.haarcascades + CASCADE_FILE
         self.cascade = cv2.CascadeClassifier(path)
         if self.cascade.empty():
             raise RuntimeError(f"cannot load the Haar cascade {path}; reinstall opencv-python<5")
         self.detect_every, self.detect_width, self.smoothing = detect_every, detect_width, smoothing
         self.scale_factor, self.min_neighbors = scale_factor, min_neighbors
+        self.full_search_every = full_search_every
         self.reset()
 
     def reset(self) -> None:
@@ -55,6 +71,7 @@ class FaceTracker:
         self._box: np.ndarray | None = None  # float x, y, w, h
         self._found = False
         self._calls = 0
+        self._misses = 0  # detections in a row that found no sure face
         self.detections, self.detect_seconds = 0, 0.0
 
     @property
@@ -65,10 +82,11 @@ class FaceTracker:
         """Feed the next frame (BGR [H, W, 3] or gray [H, W]); returns (box, found)."""
         if self._calls % self.detect_every == 0:
             start = time.perf_counter()
-            detected = self.detect(frame)
+            detected, sure = self._search(frame)
             self.detect_seconds += time.perf_counter() - start
             self.detections += 1
             self._found = detected is not None
+            self._misses = 0 if sure else self._misses + 1
             if detected is not None:
                 self._blend(np.asarray(detected, dtype=np.float64))
         self._calls += 1
@@ -76,6 +94,12 @@ class FaceTracker:
 
     def detect(self, frame: np.ndarray) -> Box | None:
         """The driver's face in `frame`, searched near the last box first. No smoothing."""
+        return self._search(frame)[0]
+
+    def _search(self, frame: np.ndarray) -> tuple[Box | None, bool]:
+        """(the face or None, whether it is sure: found near the last box, or with at
+        least CONFIDENT_NEIGHBOURS in the whole frame). Only a sure face ends a loss: a
+        weak false face in the scene, found again and again, must not keep every size on."""
         if self._box is not None:
             x, y, w, h = self._box
             # A window of twice the face: between detections (a few a second) a driver's
@@ -83,19 +107,36 @@ class FaceTracker:
             window = (int(x - w / 2), int(y - h / 2), int(2 * w), int(2 * h))
             found = self._detect_in(frame, window, face_width=w) or self._detect_tilted(frame, window, w)
             if found:
-                return driver_face(found)
+                return driver_face(found), True
+        every_size = self._search_every_size()
+        if not every_size and self._box is not None:
+            # Between searches at every size: a wider window at the face's own size, for a
+            # driver back from leaning away.
+            x, y, w, h = self._box
+            wide = (int(x + w / 2 - LOST_WINDOW * w / 2), int(y + h / 2 - LOST_WINDOW * h / 2),
+                    int(LOST_WINDOW * w), int(LOST_WINDOW * h))
+            found = self._detect_in(frame, wide, face_width=w)
+            if found:
+                return driver_face(found), True
+        whole = (0, 0, frame.shape[1], frame.shape[0])
         # The whole frame, shrunk to detect_width first (cheap); a small face in a large frame
         # (a far or wide-angle camera) vanishes at that size, so larger sizes are tried next,
         # also when only weak candidates were found: a far face's surroundings can pass for
         # a large face at a small size (a head and shoulders), the face itself not yet.
-        whole = (0, 0, frame.shape[1], frame.shape[0])
         width, candidates = self.detect_width, []
         while True:
             candidates += self._detect_in(frame, whole, face_width=None, detect_width=width)
             confident = any(n >= CONFIDENT_NEIGHBOURS for _, n in candidates)
             if confident or width >= frame.shape[1]:
-                return driver_face(candidates) if candidates else None
+                return (driver_face(candidates) if candidates else None), confident
             width *= 3
+            if not (every_size or candidates) and width > LIVE_SEARCH_WIDTH:
+                return None, False
+
+    def _search_every_size(self) -> bool:
+        """Whether this detection searches the whole frame at every size."""
+        lost_for = self._misses - LOST_AFTER
+        return lost_for < 0 or lost_for % self.full_search_every == self.full_search_every - 1
 
     def _detect_tilted(self, frame: np.ndarray, window: Box, face_width: float
                        ) -> list[tuple[Box, int]]:

@@ -82,7 +82,8 @@ class Detector:
         self.crop = info["crop"]
         self.size, self.channels = info["input"]["image_size"], info["input"]["channels"]
         self.pos = info["output"]["classes"].index(info["output"]["positive_class"])
-        self.tracker = tracking.FaceTracker(self.crop["detect_every"], self.crop["detect_width"])
+        self.tracker = tracking.FaceTracker(self.crop["detect_every"], self.crop["detect_width"],
+                                            full_search_every=tracking.LIVE_FULL_SEARCH_EVERY)
         length = info["input"]["sequence_length"]
         self.crops: deque[np.ndarray] = deque(maxlen=length)  # the ring buffer
         # Each frame's CNN features, computed once when first scored: a window shares all
