@@ -23,7 +23,7 @@ TILT_RETRY = 15.0  # degrees: a tracked face missed upright is searched for this
 # Searching the whole frame at every size costs 0.2-0.3 s a detection on a 640x480 scene
 # without a face and 0.8-1.2 s on a 1920x1080 one (2-core CPU): a driver out of view or
 # behind dark glasses would leave a live camera far behind. So a face missing for LOST_AFTER
-# detections in a row (about 1 s at the defaults) is searched for at every size on one
+# detections in a row (9 frames: about 1 s at detect's 10 fps) is searched for at every size on one
 # detection in LIVE_FULL_SEARCH_EVERY only (or when a smaller copy shows a candidate); the
 # others search copies up to LIVE_SEARCH_WIDTH wide (a cost that does not grow with the
 # frame) and, at the face's own size, LOST_WINDOW face widths around where it was.
@@ -40,8 +40,8 @@ class FaceTracker:
     to `detect_width` pixels. Once a face is known, detection first searches a window
     around the last box at the expected scale (a fraction of full-frame cost), then that
     window tilted 15 degrees either way, then the whole frame at every size (with
-    `full_search_every` > 1, a face lost for a while only on one detection in that many:
-    LOST_AFTER). The driver is the largest of the surest faces (`driver_face`). Between
+    `full_search_every` > 1: after LOST_AFTER detections without a sure face, only one
+    detection in `full_search_every` searches every size). The driver is the largest of the surest faces (`driver_face`). Between
     detections, and after a miss, the last box is kept; new detections are blended in with
     an exponential moving average so that crops do not jitter, unless the face jumped (then
     it snaps).
@@ -129,9 +129,10 @@ class FaceTracker:
             confident = any(n >= CONFIDENT_NEIGHBOURS for _, n in candidates)
             if confident or width >= frame.shape[1]:
                 return (driver_face(candidates) if candidates else None), confident
-            width *= 3
-            if not (every_size or candidates) and width > LIVE_SEARCH_WIDTH:
+            cheap = not (every_size or candidates)
+            if cheap and width >= LIVE_SEARCH_WIDTH:
                 return None, False
+            width = min(width * 3, LIVE_SEARCH_WIDTH) if cheap else width * 3
 
     def _search_every_size(self) -> bool:
         """Whether this detection searches the whole frame at every size."""
