@@ -153,8 +153,9 @@ def test_synthetic_nthu_layout_has_matching_label_files(tmp_path):
     assert frames == len(labels.read_text().strip()) == 30
 
 
-def rendered(photo, eyes: float, frame_size=(640, 480), face_width=0.38, roll=0.0):
-    camera = Camera(frame_size=frame_size, face_width=face_width)
+def rendered(photo, eyes: float, frame_size=(640, 480), face_width=0.38, roll=0.0,
+             centre=(0.5, 0.5)):
+    camera = Camera(frame_size=frame_size, face_width=face_width, centre=centre)
     return compose(faces.draw_face(photo, eyes, 0.0), photo, camera, Pose(roll=roll), 0)
 
 
@@ -236,9 +237,7 @@ def test_a_face_back_after_a_long_loss_is_found_when_live():
     assert found and iou(box, true_box) > 0.6, (k, box)
     # The same far face seen before, back two face widths away: at the next detection
     # (searched around where it was, at the size it had).
-    photo = faces.astronaut()
-    moved = compose(faces.draw_face(photo, 0.0, 0.0), photo,
-                    Camera(frame_size=(1920, 1080), face_width=0.07, centre=(0.36, 0.4)), Pose(), 0)
+    moved = rendered(faces.astronaut(), 0.0, (1920, 1080), 0.07, centre=(0.36, 0.4))
     tracker = tracker_after_a_loss((1920, 1080), first=far)
     sizes = searched_sizes(tracker, [moved])[0]
     assert tracker._found  # at this detection, and without the costly sizes

@@ -23,8 +23,8 @@ TILT_RETRY = 15.0  # degrees: a tracked face missed upright is searched for this
 # Searching the whole frame at every size costs 0.2-0.3 s a detection on a 640x480 scene
 # without a face and 0.8-1.2 s on a 1920x1080 one (2-core CPU): a driver out of view or
 # behind dark glasses would leave a live camera far behind. So a face missing for LOST_AFTER
-# detections in a row (9 frames: about 1 s at detect's 10 fps) is searched for at every size on one
-# detection in LIVE_FULL_SEARCH_EVERY only (or when a smaller copy shows a candidate); the
+# detections in a row (9 frames: about 1 s at detect's 10 fps) is searched for at every size
+# on one detection in LIVE_FULL_SEARCH_EVERY only (or when a smaller copy shows a candidate); the
 # others search copies up to LIVE_SEARCH_WIDTH wide (a cost that does not grow with the
 # frame) and, at the face's own size, LOST_WINDOW face widths around where it was.
 # Prepare, offline, searches every size every time (full_search_every=1).
@@ -41,10 +41,10 @@ class FaceTracker:
     around the last box at the expected scale (a fraction of full-frame cost), then that
     window tilted 15 degrees either way, then the whole frame at every size (with
     `full_search_every` > 1: after LOST_AFTER detections without a sure face, only one
-    detection in `full_search_every` searches every size). The driver is the largest of the surest faces (`driver_face`). Between
-    detections, and after a miss, the last box is kept; new detections are blended in with
-    an exponential moving average so that crops do not jitter, unless the face jumped (then
-    it snaps).
+    detection in `full_search_every` searches every size). The driver is the largest of the
+    surest faces (`driver_face`). Between detections, and after a miss, the last box is
+    kept; new detections are blended in with an exponential moving average so that crops
+    do not jitter, unless the face jumped (then it snaps).
 
     `update` returns (box or None before any face was ever seen, found), where `found` is
     whether the latest detection attempt saw a face.
@@ -98,13 +98,14 @@ class FaceTracker:
 
     def _search(self, frame: np.ndarray) -> tuple[Box | None, bool]:
         """(the face or None, whether it is sure: found near the last box, or with at
-        least CONFIDENT_NEIGHBOURS in the whole frame). Only a sure face ends a loss: a
-        weak false face in the scene, found again and again, must not keep every size on."""
+        least CONFIDENT_NEIGHBOURS in the whole frame). Only a sure face ends a loss, so that
+        a weak false face found in the whole frame again and again does not keep every size
+        on (one found near the last box counts as sure, whatever its neighbours)."""
         if self._box is not None:
-            x, y, w, h = self._box
+            w = self._box[2]
             # A window of twice the face: between detections (a few a second) a driver's
             # face moves well under half its width.
-            window = (int(x - w / 2), int(y - h / 2), int(2 * w), int(2 * h))
+            window = _around(self._box, 2)
             found = self._detect_in(frame, window, face_width=w) or self._detect_tilted(frame, window, w)
             if found:
                 return driver_face(found), True
@@ -112,10 +113,7 @@ class FaceTracker:
         if not every_size and self._box is not None:
             # Between searches at every size: a wider window at the face's own size, for a
             # driver back from leaning away.
-            x, y, w, h = self._box
-            wide = (int(x + w / 2 - LOST_WINDOW * w / 2), int(y + h / 2 - LOST_WINDOW * h / 2),
-                    int(LOST_WINDOW * w), int(LOST_WINDOW * h))
-            found = self._detect_in(frame, wide, face_width=w)
+            found = self._detect_in(frame, _around(self._box, LOST_WINDOW), face_width=self._box[2])
             if found:
                 return driver_face(found), True
         whole = (0, 0, frame.shape[1], frame.shape[0])
@@ -204,6 +202,13 @@ class FaceTracker:
                 self._box = self.smoothing * new + (1 - self.smoothing) * old
                 return
         self._box = new
+
+
+def _around(box: np.ndarray, factor: float) -> Box:
+    """The window `factor` times the size of `box` (float x, y, w, h), centred on it."""
+    x, y, w, h = box
+    return (int(x - (factor - 1) * w / 2), int(y - (factor - 1) * h / 2),
+            int(factor * w), int(factor * h))
 
 
 def _inside(window: Box, frame_shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:

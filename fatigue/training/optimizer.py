@@ -11,10 +11,9 @@ anyway, and the run uses torch.optim.AdamW as it is.
 """
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable
 from typing import Any
-
-import inspect
 
 import torch
 
