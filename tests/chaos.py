@@ -218,11 +218,14 @@ def strike(proc: subprocess.Popen, delay: float, kind: str, rng: random.Random,
 
 # ----------------------------------------------------------------------------- lives
 def new_run_state(cwd: Path, old_data: Path) -> dict | None:
-    """The new run's latest checkpoint in the life's folder, if it has one yet (the earlier
-    run's, on `old_data`, does not count)."""
-    latest = cwd / "models" / "latest_model.pth"
-    state = load(latest) if latest.exists() else None
-    return state if state and state["config"]["data_dir"] != str(old_data) else None
+    """The new run's newest checkpoint in the life's folder, if it has one yet: latest, or
+    best or an epoch backup when its first save was cut short before latest (the earlier
+    run's, on `old_data`, do not count)."""
+    models = cwd / "models"
+    states = [load(p) for p in [models / "latest_model.pth", models / "best_model.pth",
+                                *models.glob("checkpoint_epoch_*.pth")] if p.exists()]
+    states = [s for s in states if s["config"]["data_dir"] != str(old_data)]
+    return max(states, key=lambda s: (s["epoch"], s["global_step"]), default=None)
 
 
 def next_command(cwd: Path, options: list[str], turn: int,

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 import chaos
+import main
 import train
 from fatigue.checkpoints import run_log, store
+from conftest import ROOT, tiny_args
 from test_faults import interrupt
-from test_training import load
+from test_training import assert_same_run, load
 
 
 def test_killed_three_ways_ends_as_if_never_stopped(tiny_data, tmp_path):
@@ -77,3 +81,49 @@ def test_a_kill_in_the_middle_of_archiving_loses_nothing(tiny, tmp_path, monkeyp
     # (files: with TensorBoard installed an archived run also holds its tensorboard/ folder)
     archived = {p.name: p.read_bytes() for p in models.glob("archive/*/*") if p.is_file()}
     assert archived == old and len(list(models.glob("archive/*"))) == 2
+
+
+# A kill -9 while a new run's first checkpoint is written, after best_model.pth is in place
+# and before latest_model.pth is: the writer thread sleeps there, then the process dies.
+KILLED_IN_FIRST_SAVE = """
+import os, sys, time
+from pathlib import Path
+sys.path.insert(0, {root!r})
+import train
+from fatigue.checkpoints import store
+real = store.commit
+def commit(tmp, final):
+    if Path(final).name == "latest_model.pth":
+        time.sleep(1.0)  # the training thread goes on meanwhile
+        os._exit(137)
+    real(tmp, final)
+store.commit = commit
+sys.exit(train.main({args!r}))
+"""
+
+
+def test_a_kill_in_a_new_runs_first_save_leaves_no_record_ahead_and_resumes(
+        tiny, tiny_data, tmp_path, capsys):
+    assert train.main(tiny("--epochs", "1")) == 0  # the earlier run, archived by --force
+    models = tmp_path / "models"
+    old = {p.name: p.read_bytes() for p in models.iterdir() if p.is_file() and p.name != ".claim"}
+    code = KILLED_IN_FIRST_SAVE.format(root=str(ROOT), args=tiny("--epochs", "2", "--force"))
+    killed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300)
+    assert killed.returncode == 137, killed.stderr  # died in the save, not before or after
+    left = sorted(p.name for p in models.iterdir() if p.is_file() and p.name[0] != ".")
+    # No log line or curves for an epoch whose checkpoint is not all on disk.
+    assert left == ["best_model.pth"], left
+    capsys.readouterr()
+    # main.py's question sees the run (it would start anew, archiving it, if not).
+    assert main.main(["--mode", "train", *tiny("--epochs", "2")]) == 0
+    captured = capsys.readouterr()
+    assert "latest_model.pth (missing" in captured.out, captured.out
+    assert "latest_model.pth is missing" in captured.err
+    assert train.main(tiny_args(tiny_data, tmp_path / "never_stopped", "--epochs", "2")) == 0
+    assert_same_run(load(tmp_path / "never_stopped" / "latest_model.pth"),
+                    load(models / "latest_model.pth"))
+    assert [json.loads(line)["epoch"] for line in
+            (models / "training_log.jsonl").read_text().splitlines()] == [1, 2]
+    archived = {p.name: p.read_bytes() for p in models.glob("archive/*/*") if p.is_file()}
+    assert archived == old and len(list(models.glob("archive/*"))) == 1

@@ -10,6 +10,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -118,6 +119,31 @@ def test_background_save_blocks_only_for_a_copy(tmp_path):
     store.wait()
     saved = checkpoint.load_checkpoint(tmp_path / "latest_model.pth")
     assert saved["model_state_dict"]["w"].abs().sum() > 0  # the snapshot was written
+
+
+def test_what_waits_for_a_background_save_runs_after_it_and_not_after_a_failed_one(
+        tmp_path, monkeypatch):
+    state = {"epoch": 1, "model_state_dict": {"w": torch.ones(3)}, "config": {}}
+    store = checkpoint.CheckpointStore(tmp_path, background=True)
+    latest, seen, go = tmp_path / "latest_model.pth", [], threading.Event()
+    real = checkpoint.commit
+    monkeypatch.setattr(checkpoint, "commit", lambda tmp, final: (go.wait(10), real(tmp, final)))
+    store.save(state)
+    store.when_saved(lambda: seen.append(("first", latest.exists())))
+    store.when_saved(lambda: seen.append(("second", latest.exists())))
+    assert seen == []  # the write is held: nothing ran ahead of it
+    go.set()
+    store.wait()
+    assert seen == [("first", True), ("second", True)]
+    store.when_saved(lambda: seen.append(("after", True)))  # nothing pending: at once
+    assert seen[-1] == ("after", True)
+    monkeypatch.setattr(checkpoint, "commit", lambda tmp, final: (_ for _ in ()).throw(
+        OSError(28, "No space left on device")))
+    store.save(state)
+    store.when_saved(lambda: seen.append(("failed", True)))
+    with pytest.raises(checkpoint.CheckpointWriteError, match="No space left"):
+        store.wait()
+    assert seen[-1] == ("after", True)  # no record of a save that failed
 
 
 def fail_big_batches(monkeypatch, limit):

@@ -159,6 +159,10 @@ class CheckpointStore:
         self.background = background
         self._writer: threading.Thread | None = None
         self._error: BaseException | None = None
+        # Actions waiting for the background write to be on disk (when_saved), and whether
+        # the writer still takes them: both changed under the lock only.
+        self._lock = threading.Lock()
+        self._after_write: list[Callable[[], None]] | None = None
 
     @property
     def latest(self) -> Path:
@@ -181,13 +185,23 @@ class CheckpointStore:
         """The run's checkpoint files: latest, best, then backups by epoch."""
         if not self.dir.is_dir():
             return []
-        backups = sorted(self.dir.glob("checkpoint_epoch_*.pth"), key=_epoch_of)
+        backups = self._backups()
         named = [p for p in (self.latest, self.best) if p.is_file()]
         others = sorted(p for p in self.dir.glob("*.pth") if p not in named and p not in backups)
         return named + backups + others
 
     def has_run(self) -> bool:
         return bool(self.checkpoints()) or any((self.dir / f).exists() for f in RUN_FILES)
+
+    def can_resume(self) -> bool:
+        """Whether the folder holds a run's checkpoint to continue: latest, or (when a save
+        was cut short before latest first existed) its best model or an epoch backup."""
+        return self.latest.is_file() or self.best.is_file() or bool(self._backups())
+
+    def _backups(self) -> list[Path]:
+        """The epoch backups, oldest first."""
+        return sorted(self.dir.glob("checkpoint_epoch_*.pth"), key=_epoch_of) \
+            if self.dir.is_dir() else []
 
     def save(self, state: dict, is_best: bool = False, epoch_end: bool = True) -> list[str]:
         """Write latest_model.pth, then link best and epoch backups to it as due.
@@ -203,10 +217,23 @@ class CheckpointStore:
         if not self.background:
             self._write(state, names)
             return names
+        self._after_write = []
         self._writer = threading.Thread(target=self._write_in_background,
                                         args=(_snapshot(state), names), name="checkpoint-writer")
         self._writer.start()
         return names
+
+    def when_saved(self, action: Callable[[], None]) -> None:
+        """Run `action` once the last save is on disk: now when it is, else in the writer
+        right after it. Records of a save (the log line) go through here, so none of them
+        gets ahead of the checkpoint it describes, however the process ends. Dropped when
+        the save failed (its error is raised by the next save or `wait`)."""
+        with self._lock:
+            if self._after_write is not None:
+                self._after_write.append(action)
+                return
+        if self._error is None:
+            action()
 
     def names_due(self, epoch: int, is_best: bool, epoch_end: bool = True) -> list[str]:
         """The files a save at `epoch` writes: latest, and the epoch backup and best model
@@ -230,8 +257,18 @@ class CheckpointStore:
     def _write_in_background(self, state: dict, names: list[str]) -> None:
         try:
             self._write(state, names)
+            while True:  # then what waited for it; once none is left, callers run their own
+                with self._lock:
+                    actions = self._after_write
+                    self._after_write = [] if actions else None
+                if not actions:
+                    return
+                for action in actions:
+                    action()
         except BaseException as err:  # handed to the training loop by wait()
             self._error = err
+            with self._lock:
+                self._after_write = None
 
     def _write(self, state: dict, names: list[str]) -> None:
         # latest_model.pth is renamed into place last: once it holds an epoch, the best and
@@ -265,8 +302,7 @@ class CheckpointStore:
         keep = self.keep_last if keep_last is None else keep_last
         if not keep:
             return []
-        backups = sorted(self.dir.glob("checkpoint_epoch_*.pth"), key=_epoch_of)
-        doomed = backups[:-keep]
+        doomed = self._backups()[:-keep]
         for p in doomed:
             p.unlink(missing_ok=True)
         return doomed
@@ -283,19 +319,23 @@ class CheckpointStore:
         """The checkpoint to resume from and notes for the user.
 
         latest_model.pth when intact; when it is damaged, the newest intact epoch backup or
-        best model, and the damaged file is renamed aside (never deleted). When nothing is
-        intact, nothing is changed and the error says so."""
-        if not self.latest.is_file():
+        best model, and the damaged file is renamed aside (never deleted); the same when it
+        is missing (killed in the run's first save, after best but before latest was in
+        place). When nothing is intact, nothing is changed and the error says so."""
+        if not self.can_resume():
             raise CheckpointError(f"nothing to resume: no {LATEST} in {self.dir}/. Start a new "
                                   f"run without --resume, or point --model-dir at the run's folder")
-        try:
-            return self.latest, load_checkpoint(self.latest), []
-        except DamagedCheckpoint as err:
-            damage = str(err)
+        if not self.latest.is_file():
+            damage = f"{self.latest} is missing (its first save was cut short)"
+        else:
+            try:
+                return self.latest, load_checkpoint(self.latest), []
+            except DamagedCheckpoint as err:
+                damage = str(err)
         candidates = []
         # Only this run's own backups: other .pth files in the folder (copies, exports,
         # another run's checkpoints) are never taken for it.
-        for path in [self.best, *self.dir.glob("checkpoint_epoch_*.pth")]:
+        for path in [self.best, *self._backups()]:
             try:
                 state = load_checkpoint(path)
             except CheckpointError:
@@ -305,10 +345,12 @@ class CheckpointStore:
             raise CheckpointError(f"{damage}; no intact checkpoint is left in {self.dir}/ to "
                                   f"resume from. Nothing was changed. Start a new run with --force")
         _, _, path, state = max(candidates, key=lambda c: (c[0], c[1]))
-        aside = self.latest.with_name(f"{LATEST}.damaged-{time.strftime('%Y%m%d_%H%M%S')}")
-        os.replace(self.latest, aside)
-        return path, state, [f"{damage}", f"moved it aside to {aside.name}",
-                             f"resuming from {path.name} (epoch {state['epoch']}) instead"]
+        notes = [damage]
+        if self.latest.is_file():
+            aside = self.latest.with_name(f"{LATEST}.damaged-{time.strftime('%Y%m%d_%H%M%S')}")
+            os.replace(self.latest, aside)
+            notes.append(f"moved it aside to {aside.name}")
+        return path, state, notes + [f"resuming from {path.name} (epoch {state['epoch']}) instead"]
 
 
 def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:

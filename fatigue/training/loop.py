@@ -337,9 +337,11 @@ class Trainer:
                      save_seconds: float) -> None:
         """The epoch's line in training_log.jsonl and on the terminal; the curves."""
         epoch = self.state.epoch
-        run_log.append_epoch(self.cfg.model_dir, run_log.epoch_record(
-            epoch, train, val, written, seconds, save_seconds,
-            datetime.now().astimezone().isoformat(timespec="seconds")))
+        record = run_log.epoch_record(epoch, train, val, written, seconds, save_seconds,
+                                      datetime.now().astimezone().isoformat(timespec="seconds"))
+        # Logged once the checkpoint is on disk: a line never names files a kill kept from
+        # being written, and a run killed in its first save leaves nothing behind.
+        self.store.when_saved(lambda: run_log.append_epoch(self.cfg.model_dir, record))
         self.draw_curves()
         print(f"epoch {epoch:3d}/{self.cfg.num_epochs}  train loss {train['loss']:.4f} "
               f"acc {100 * train['accuracy']:5.1f}%  val loss {val['loss']:.4f} acc "
@@ -359,6 +361,7 @@ class Trainer:
         epochs, drawn_at = len(self.state.history["train_losses"]), self.curves_drawn[1]
         if self.dist.is_main and epochs > self.curves_drawn[0] and (
                 force or time.time() - drawn_at > CURVES_EVERY_S):
+            self.store.wait()  # as the log: never ahead of the checkpoints on disk
             run_log.plot_curves(self.cfg.model_dir, self.state.history)
             self.curves_drawn = (epochs, time.time())
 

@@ -14,7 +14,8 @@ import sys
 
 from config import Config, architecture_diff, build_config, flag_of, given_options
 from fatigue.data.clips import DEFAULT_DATA_DIR, ClipDataset, ensure_dataset
-from fatigue.checkpoints.store import CheckpointStore, DamagedCheckpoint, load_checkpoint
+from fatigue.checkpoints.store import (CheckpointError, CheckpointStore, DamagedCheckpoint,
+                                       load_checkpoint)
 from fatigue.claim import FolderClaim
 from fatigue.data.clip_store import load_manifest
 from fatigue import startup
@@ -52,7 +53,7 @@ def start(args: argparse.Namespace, given: dict, ask: bool, dist: Distributed) -
     for stale in folder.clean_temp_files() if dist.is_main else []:
         say(f"removed {stale}, left by an interrupted save")
     resume = args.resume
-    if ask and not dist.enabled and not args.resume and not args.force and folder.latest.is_file():
+    if ask and not dist.enabled and not args.resume and not args.force and folder.can_resume():
         resume = ask_to_continue(folder)
     notes: list[str] = []
     if resume:
@@ -127,12 +128,17 @@ def resume_config(checkpoint: dict, given: dict, model_dir: str) -> tuple[Config
 def ask_to_continue(store: CheckpointStore) -> bool:
     """The main.py / checkpoint_training.py question: continue the run in the model
     folder, or start a new one? Never blocks without a terminal: then it continues."""
+    fallback = "continuing falls back to the newest intact checkpoint"
     try:
         state = load_checkpoint(store.latest)
         where = (f"epoch {state['epoch']}/{state['config'].get('num_epochs')}, best val acc "
                  f"{100 * state['best_val_acc']:.2f}%, saved {state['timestamp']}")
     except DamagedCheckpoint as err:
-        where = f"{err}; continuing falls back to the newest intact checkpoint"
+        where = f"{err}; {fallback}"
+    except CheckpointError:
+        if store.latest.is_file():
+            raise
+        where = f"missing (a first save cut short); {fallback}"
     print(f"Found a run in {store.dir}/: {store.latest.name} ({where}).")
     if not sys.stdin.isatty():
         print("Standard input is not a terminal, so continuing that run "
