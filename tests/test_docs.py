@@ -2,6 +2,7 @@
 #section, to a heading that exists (as GitHub names its anchors)."""
 from __future__ import annotations
 
+import collections
 import re
 from pathlib import Path
 
@@ -17,8 +18,15 @@ def anchor(heading: str) -> str:
 
 
 def anchors(page: Path) -> set[str]:
+    """Every heading's anchor; a repeated heading's gets GitHub's -1, -2... suffix."""
     text = FENCE.sub("", page.read_text(encoding="utf-8"))
-    return {anchor(line.lstrip("#")) for line in text.splitlines() if line.startswith("#")}
+    found, times = set(), collections.Counter()
+    for line in text.splitlines():
+        if line.startswith("#"):
+            base = anchor(line.lstrip("#"))
+            found.add(f"{base}-{times[base]}" if times[base] else base)
+            times[base] += 1
+    return found
 
 
 def broken_links(page: Path) -> list[str]:
@@ -45,5 +53,7 @@ def test_every_link_in_the_docs_leads_somewhere():
 def test_the_link_check_sees_a_broken_link(tmp_path):
     page = tmp_path / "page.md"
     page.write_text("# A title\n\n[ok](#a-title) [gone](missing.md) [no heading](#nowhere)\n"
-                    "```\n[in code](ignored.md)\n```\n")
-    assert broken_links(page) == ["missing.md (no such file)", "#nowhere (no such heading)"]
+                    "```\n[in code](ignored.md)\n```\n## Usage\n## Usage\n"
+                    "[second](#usage-1) [no third](#usage-2)\n")
+    assert broken_links(page) == ["missing.md (no such file)", "#nowhere (no such heading)",
+                                  "#usage-2 (no such heading)"]
