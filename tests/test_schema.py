@@ -1,5 +1,6 @@
 """The training state and the checkpoint schema, without training; and checkpoints written
-by the code before the schema existed (tests/data/format1_*.pth), resumed bit-identically."""
+by the code before the schema existed (tests/data/format1_*.pth), resumed as the old code
+would have gone on."""
 from __future__ import annotations
 
 import shutil
@@ -16,7 +17,7 @@ from fatigue.checkpoints.store import CheckpointError, load_checkpoint, write_ch
 from fatigue.training.schedule import make_schedule
 from fatigue.training.state import TrainState
 from model import build_model
-from test_training import assert_same_run, load
+from test_training import load
 
 DATA = Path(__file__).parent / "data"
 # The options of the run that wrote tests/data/format1_*.pth with the code before fatigue/
@@ -227,21 +228,66 @@ def fixture_threads():
     torch.set_num_threads(before)
 
 
-def test_an_uninterrupted_run_matches_the_old_code_bit_for_bit(tiny, fixture_threads):
+# tests/data was written on another machine's CPU, and float kernels of another vector width
+# round the last bits differently: on an AVX-512 AMD EPYC the old code's run, redone by the
+# new code or resumed from its mid-epoch file, ends at most 3e-8 from the stored weights (the
+# same code on the same CPU is bit-identical: test_training). Anything lost on resume moves
+# them far more: one optimizer step count off by one, 9e-5 (the control below); the Adam
+# moments lost, 9e-3.
+ROUNDING = 1e-6
+
+
+def assert_same_run_but_rounding(a: dict, b: dict) -> None:
+    """The same run as assert_same_run, up to how another CPU rounds (ROUNDING)."""
+    assert (a["epoch"], a["global_step"]) == (b["epoch"], b["global_step"])
+    for key, value in a["model_state_dict"].items():
+        assert torch.allclose(value.double(), b["model_state_dict"][key].double(), rtol=0,
+                              atol=ROUNDING), key
+    for pid, st in a["optimizer_state_dict"]["state"].items():
+        for name, value in st.items():
+            assert torch.allclose(value.double(), b["optimizer_state_dict"]["state"][pid][name]
+                                  .double(), rtol=0, atol=ROUNDING), (pid, name)
+    for key in ("train_losses", "val_losses", "train_accuracies", "val_accuracies",
+                "learning_rates"):
+        assert a[key] == pytest.approx(b[key], rel=0, abs=ROUNDING), key
+    assert a["best_val_acc"] == b["best_val_acc"]
+
+
+def resumed_from_the_old_mid_epoch_file(tiny, models: Path, change=None) -> dict:
+    """The old code's mid-epoch files resumed by this code: the file as it is, or as
+    `change` makes it (loaded, changed, written again)."""
+    models.mkdir()
+    if change is None:
+        shutil.copy(DATA / "format1_mid_epoch.pth", models / "latest_model.pth")
+    else:
+        state = load_checkpoint(DATA / "format1_mid_epoch.pth")
+        change(state)
+        write_checkpoint(state, models / "latest_model.pth")
+    shutil.copy(DATA / "format1_mid_epoch_best.pth", models / "best_model.pth")
+    assert train.main(tiny("--resume", "--model-dir", str(models))) == 0
+    return load(models / "latest_model.pth")
+
+
+def test_an_uninterrupted_run_matches_the_old_code(tiny, fixture_threads):
     args = tiny(*FIXTURE_OPTIONS)
     assert train.main(args) == 0
-    assert_same_run(load(DATA / "format1_final.pth"),
-                    load(Path(args[args.index("--model-dir") + 1]) / "latest_model.pth"))
+    assert_same_run_but_rounding(load(DATA / "format1_final.pth"), load(
+        Path(args[args.index("--model-dir") + 1]) / "latest_model.pth"))
 
 
-def test_a_mid_epoch_checkpoint_of_the_old_code_resumes_bit_identically(tiny, tmp_path,
-                                                                       fixture_threads):
-    models = tmp_path / "models"
-    models.mkdir()
-    shutil.copy(DATA / "format1_mid_epoch.pth", models / "latest_model.pth")
-    shutil.copy(DATA / "format1_mid_epoch_best.pth", models / "best_model.pth")
-    assert train.main(tiny("--resume")) == 0
-    assert_same_run(load(DATA / "format1_final.pth"), load(models / "latest_model.pth"))
+def test_a_mid_epoch_checkpoint_of_the_old_code_resumes_as_it_would_have(tiny, tmp_path,
+                                                                         fixture_threads):
+    assert_same_run_but_rounding(load(DATA / "format1_final.pth"),
+                                 resumed_from_the_old_mid_epoch_file(tiny, tmp_path / "models"))
+
+
+def test_the_rounding_allowance_still_sees_a_resume_that_lost_something(tiny, tmp_path,
+                                                                        fixture_threads):
+    def one_step_off(state: dict) -> None:
+        state["optimizer_state_dict"]["state"][0]["step"] += 1
+    resumed = resumed_from_the_old_mid_epoch_file(tiny, tmp_path / "off", one_step_off)
+    with pytest.raises(AssertionError):
+        assert_same_run_but_rounding(load(DATA / "format1_final.pth"), resumed)
 
 
 def test_a_damaged_old_file_is_refused(tmp_path):
