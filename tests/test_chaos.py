@@ -94,7 +94,7 @@ from fatigue.checkpoints import store
 real = store.commit
 def commit(tmp, final):
     if Path(final).name == "latest_model.pth":
-        time.sleep(1.0)  # the training thread goes on meanwhile
+        time.sleep(1.0)  # training goes on meanwhile, into epoch 2
         os._exit(137)
     real(tmp, final)
 store.commit = commit
@@ -118,8 +118,9 @@ def test_a_kill_in_a_new_runs_first_save_leaves_no_record_ahead_and_resumes(
     # main.py's question sees the run (it would start anew, archiving it, if not).
     assert main.main(["--mode", "train", *tiny("--epochs", "2")]) == 0
     captured = capsys.readouterr()
-    assert "latest_model.pth (missing" in captured.out, captured.out
-    assert "latest_model.pth is missing" in captured.err
+    assert "best_model.pth (epoch 1/2" in captured.out and "stopped in its first save" \
+        in captured.out, captured.out
+    assert "resuming from best_model.pth (the end of epoch 1)" in captured.err
     assert train.main(tiny_args(tiny_data, tmp_path / "never_stopped", "--epochs", "2")) == 0
     assert_same_run(load(tmp_path / "never_stopped" / "latest_model.pth"),
                     load(models / "latest_model.pth"))
@@ -127,3 +128,21 @@ def test_a_kill_in_a_new_runs_first_save_leaves_no_record_ahead_and_resumes(
             (models / "training_log.jsonl").read_text().splitlines()] == [1, 2]
     archived = {p.name: p.read_bytes() for p in models.glob("archive/*/*") if p.is_file()}
     assert archived == old and len(list(models.glob("archive/*"))) == 1
+
+
+def test_a_run_whose_archiving_was_cut_short_is_not_taken_for_one_to_continue(
+        tiny, tmp_path, monkeypatch, capsys):
+    # One epoch: what is left looks like a first save cut short, but for the log.
+    assert train.main(tiny("--epochs", "1")) == 0
+    models = tmp_path / "models"
+    interrupt(monkeypatch, store.os, "replace", 2, signal.SIGINT)  # latest moved, then Ctrl+C
+    with pytest.raises(KeyboardInterrupt):
+        train.main(tiny("--epochs", "1", "--force"))
+    monkeypatch.undo()
+    assert not (models / "latest_model.pth").exists() and (models / "best_model.pth").exists()
+    capsys.readouterr()
+    # The old run is finished and half archived: main.py starts the new run it was asked for.
+    assert main.main(["--mode", "train", *tiny("--epochs", "1")]) == 0
+    assert "Moved the previous run's files" in capsys.readouterr().out
+    assert [json.loads(line)["epoch"] for line in
+            (models / "training_log.jsonl").read_text().splitlines()] == [1]

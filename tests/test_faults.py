@@ -14,6 +14,7 @@ import time
 import pytest
 import torch
 
+from fatigue.checkpoints import run_log
 from fatigue.checkpoints import store as checkpoint
 import checkpoint_training
 from fatigue.data import loaders, synthetic
@@ -229,6 +230,28 @@ def test_failed_write_stops_cleanly_and_keeps_old_files(tiny, tmp_path, monkeypa
     assert checkpoint.load_checkpoint(models / "latest_model.pth")["epoch"] == 1
     assert checkpoint.load_checkpoint(models / "best_model.pth")["epoch"] == 1
     assert not list(models.glob(".*.tmp"))
+
+
+def test_a_log_line_that_cannot_be_written_is_a_warning_not_a_lost_checkpoint(
+        tiny, tmp_path, monkeypatch, capsys):
+    real, calls = run_log.append_epoch, []
+
+    def full_disk(model_dir, record):
+        calls.append(record["epoch"])
+        if record["epoch"] == 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(model_dir, record)
+
+    monkeypatch.setattr(run_log, "append_epoch", full_disk)
+    assert train.main(tiny("--epochs", "3")) == 0
+    assert calls == [1, 2, 3]  # training went on, every epoch logged once written
+    assert "warning: could not write training_log.jsonl" in capsys.readouterr().err
+    models = tmp_path / "models"
+    assert checkpoint.load_checkpoint(models / "latest_model.pth")["epoch"] == 3
+    monkeypatch.undo()
+    assert train.main(tiny("--epochs", "4", "--resume")) == 0  # the lost line is rebuilt
+    assert [json.loads(line)["epoch"] for line in
+            (models / "training_log.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
 
 
 def test_keep_last_and_clean(tiny, tmp_path, capsys):

@@ -130,17 +130,24 @@ def test_what_waits_for_a_background_save_runs_after_it_and_not_after_a_failed_o
     monkeypatch.setattr(checkpoint, "commit", lambda tmp, final: (go.wait(10), real(tmp, final)))
     store.save(state)
     store.when_saved(lambda: seen.append(("first", latest.exists())))
-    store.when_saved(lambda: seen.append(("second", latest.exists())))
+    # One that arrives while the writer runs the others (here: queued by one of them).
+    store.when_saved(lambda: (seen.append(("second", latest.exists())), store.when_saved(
+        lambda: seen.append(("while running", latest.exists())))))
     assert seen == []  # the write is held: nothing ran ahead of it
     go.set()
     store.wait()
-    assert seen == [("first", True), ("second", True)]
+    assert seen == [("first", True), ("second", True), ("while running", True)]
     store.when_saved(lambda: seen.append(("after", True)))  # nothing pending: at once
     assert seen[-1] == ("after", True)
-    monkeypatch.setattr(checkpoint, "commit", lambda tmp, final: (_ for _ in ()).throw(
-        OSError(28, "No space left on device")))
+    go.clear()
+
+    def full_disk(tmp, final):
+        go.wait(10)
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(checkpoint, "commit", full_disk)
     store.save(state)
-    store.when_saved(lambda: seen.append(("failed", True)))
+    store.when_saved(lambda: seen.append(("failed", True)))  # queued while the write is held
+    go.set()
     with pytest.raises(checkpoint.CheckpointWriteError, match="No space left"):
         store.wait()
     assert seen[-1] == ("after", True)  # no record of a save that failed

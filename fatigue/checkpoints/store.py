@@ -194,9 +194,26 @@ class CheckpointStore:
         return bool(self.checkpoints()) or any((self.dir / f).exists() for f in RUN_FILES)
 
     def can_resume(self) -> bool:
-        """Whether the folder holds a run's checkpoint to continue: latest, or (when a save
-        was cut short before latest first existed) its best model or an epoch backup."""
-        return self.latest.is_file() or self.best.is_file() or bool(self._backups())
+        """Whether the folder holds a run to continue: its latest checkpoint, or a run
+        stopped in its first save (first_save_cut_short)."""
+        return self.latest.is_file() or self.first_save_cut_short() is not None
+
+    def first_save_cut_short(self) -> Path | None:
+        """The checkpoint of a new run stopped in its first save, after its best model (and
+        epoch backup) were in place and before latest_model.pth was: no latest, no log (it
+        is written after latest), and only end-of-epoch-1 files, intact. None otherwise,
+        e.g. for a run whose archiving was cut short, which has a log left."""
+        if self.latest.is_file() or (self.dir / LOG_FILE).exists():
+            return None
+        found = [p for p in [self.best, *self._backups()] if p.is_file()]
+        for path in found:
+            try:
+                state = load_checkpoint(path)
+            except CheckpointError:
+                return None
+            if (state["epoch"], state["samples_in_epoch"]) != (1, 0):
+                return None
+        return found[0] if found else None
 
     def _backups(self) -> list[Path]:
         """The epoch backups, oldest first."""
@@ -217,10 +234,14 @@ class CheckpointStore:
         if not self.background:
             self._write(state, names)
             return names
-        self._after_write = []
         self._writer = threading.Thread(target=self._write_in_background,
                                         args=(_snapshot(state), names), name="checkpoint-writer")
-        self._writer.start()
+        self._after_write = []
+        try:
+            self._writer.start()
+        except BaseException:
+            self._writer, self._after_write = None, None
+            raise
         return names
 
     def when_saved(self, action: Callable[[], None]) -> None:
@@ -319,19 +340,21 @@ class CheckpointStore:
         """The checkpoint to resume from and notes for the user.
 
         latest_model.pth when intact; when it is damaged, the newest intact epoch backup or
-        best model, and the damaged file is renamed aside (never deleted); the same when it
-        is missing (killed in the run's first save, after best but before latest was in
-        place). When nothing is intact, nothing is changed and the error says so."""
-        if not self.can_resume():
+        best model, and the damaged file is renamed aside (never deleted). A run stopped in
+        its first save goes on from its best model. When nothing is intact, nothing is
+        changed and the error says so."""
+        cut_short = self.first_save_cut_short()
+        if cut_short is not None:
+            return cut_short, load_checkpoint(cut_short), [
+                f"the run was stopped in its first save, before {LATEST} was written; "
+                f"resuming from {cut_short.name} (the end of epoch 1)"]
+        if not self.latest.is_file():
             raise CheckpointError(f"nothing to resume: no {LATEST} in {self.dir}/. Start a new "
                                   f"run without --resume, or point --model-dir at the run's folder")
-        if not self.latest.is_file():
-            damage = f"{self.latest} is missing (its first save was cut short)"
-        else:
-            try:
-                return self.latest, load_checkpoint(self.latest), []
-            except DamagedCheckpoint as err:
-                damage = str(err)
+        try:
+            return self.latest, load_checkpoint(self.latest), []
+        except DamagedCheckpoint as err:
+            damage = str(err)
         candidates = []
         # Only this run's own backups: other .pth files in the folder (copies, exports,
         # another run's checkpoints) are never taken for it.
@@ -345,12 +368,10 @@ class CheckpointStore:
             raise CheckpointError(f"{damage}; no intact checkpoint is left in {self.dir}/ to "
                                   f"resume from. Nothing was changed. Start a new run with --force")
         _, _, path, state = max(candidates, key=lambda c: (c[0], c[1]))
-        notes = [damage]
-        if self.latest.is_file():
-            aside = self.latest.with_name(f"{LATEST}.damaged-{time.strftime('%Y%m%d_%H%M%S')}")
-            os.replace(self.latest, aside)
-            notes.append(f"moved it aside to {aside.name}")
-        return path, state, notes + [f"resuming from {path.name} (epoch {state['epoch']}) instead"]
+        aside = self.latest.with_name(f"{LATEST}.damaged-{time.strftime('%Y%m%d_%H%M%S')}")
+        os.replace(self.latest, aside)
+        return path, state, [f"{damage}", f"moved it aside to {aside.name}",
+                             f"resuming from {path.name} (epoch {state['epoch']}) instead"]
 
 
 def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:

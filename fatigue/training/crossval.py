@@ -40,7 +40,7 @@ import numpy as np
 from config import Config, build_config, flag_of, given_options
 from fatigue.data.clips import DEFAULT_DATA_DIR, ClipDataset, ensure_dataset
 from fatigue import files, seeds
-from fatigue.checkpoints.store import ARCHIVE, BEST, LATEST
+from fatigue.checkpoints.store import ARCHIVE, BEST, CheckpointStore
 from fatigue.claim import CLAIM_FILE, FolderClaim
 from fatigue.data.clip_store import (CLIPS_FILE, dataset_exists, data_fingerprint, load_manifest,
                                      write_clip_store)
@@ -312,7 +312,7 @@ class Study:
             argv += [flag_of(name), ("yes" if value else "no") if isinstance(value, bool)
                      else str(value)]
         argv += ["--wait", str(self.args.wait), *["--break-claim"] * self.args.break_claim]
-        return argv + ["--resume"] * (fold_dir / LATEST).is_file()
+        return argv + ["--resume"] * CheckpointStore(fold_dir).can_resume()
 
 
 def read_record(path: Path) -> dict:

@@ -19,6 +19,7 @@ import math
 import sys
 import time
 from datetime import datetime
+from typing import Callable
 
 import numpy as np
 import torch
@@ -339,9 +340,7 @@ class Trainer:
         epoch = self.state.epoch
         record = run_log.epoch_record(epoch, train, val, written, seconds, save_seconds,
                                       datetime.now().astimezone().isoformat(timespec="seconds"))
-        # Logged once the checkpoint is on disk: a line never names files a kill kept from
-        # being written, and a run killed in its first save leaves nothing behind.
-        self.store.when_saved(lambda: run_log.append_epoch(self.cfg.model_dir, record))
+        self.once_saved(run_log.LOG_FILE, lambda: run_log.append_epoch(self.cfg.model_dir, record))
         self.draw_curves()
         print(f"epoch {epoch:3d}/{self.cfg.num_epochs}  train loss {train['loss']:.4f} "
               f"acc {100 * train['accuracy']:5.1f}%  val loss {val['loss']:.4f} acc "
@@ -357,13 +356,34 @@ class Trainer:
 
     def draw_curves(self, force: bool = False) -> None:
         """training_curves.png, when it lacks epochs: at most every CURVES_EVERY_S seconds,
-        and with `force` (on leaving the loop: the run's end, a stop, an error)."""
+        once the epoch's checkpoint is on disk; with `force` (on leaving the loop: the run's
+        end, a stop, an error) at once, after the last save."""
+        if force and self.dist.is_main:
+            self.store.wait()  # the last save, and what waits for it, before the signals go
         epochs, drawn_at = len(self.state.history["train_losses"]), self.curves_drawn[1]
         if self.dist.is_main and epochs > self.curves_drawn[0] and (
                 force or time.time() - drawn_at > CURVES_EVERY_S):
-            self.store.wait()  # as the log: never ahead of the checkpoints on disk
-            run_log.plot_curves(self.cfg.model_dir, self.state.history)
+            history = {key: list(values) for key, values in self.state.history.items()}
+            if force:
+                run_log.plot_curves(self.cfg.model_dir, history)
+            else:
+                self.once_saved(run_log.CURVES_FILE,
+                                lambda: run_log.plot_curves(self.cfg.model_dir, history))
             self.curves_drawn = (epochs, time.time())
+
+    def once_saved(self, what: str, action: Callable[[], None]) -> None:
+        """Run `action`, a record of the save just handed to the store, once that save is on
+        disk (in the store's writer, while training goes on): the log and curves never get
+        ahead of the checkpoints, and a run killed in its first save leaves no record of
+        it. A failure is a warning: the checkpoint stands, and a resume rebuilds a lost log
+        line and redraws outdated curves."""
+        def guarded() -> None:
+            try:
+                action()
+            except OSError as err:
+                self.say(f"warning: could not write {what} in {self.cfg.model_dir}/ ({err}); "
+                         f"training goes on", file=sys.stderr, flush=True)
+        self.store.when_saved(guarded)
 
     def _identity(self, checkpoint: dict | None, allow_data_change: bool,
                   warnings: list[str] | tuple, pretrained_from: str | None) -> schema.RunIdentity:

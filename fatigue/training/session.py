@@ -14,8 +14,7 @@ import sys
 
 from config import Config, architecture_diff, build_config, flag_of, given_options
 from fatigue.data.clips import DEFAULT_DATA_DIR, ClipDataset, ensure_dataset
-from fatigue.checkpoints.store import (CheckpointError, CheckpointStore, DamagedCheckpoint,
-                                       load_checkpoint)
+from fatigue.checkpoints.store import CheckpointStore, DamagedCheckpoint, load_checkpoint
 from fatigue.claim import FolderClaim
 from fatigue.data.clip_store import load_manifest
 from fatigue import startup
@@ -128,18 +127,15 @@ def resume_config(checkpoint: dict, given: dict, model_dir: str) -> tuple[Config
 def ask_to_continue(store: CheckpointStore) -> bool:
     """The main.py / checkpoint_training.py question: continue the run in the model
     folder, or start a new one? Never blocks without a terminal: then it continues."""
-    fallback = "continuing falls back to the newest intact checkpoint"
+    path = store.first_save_cut_short() or store.latest
     try:
-        state = load_checkpoint(store.latest)
+        state = load_checkpoint(path)
         where = (f"epoch {state['epoch']}/{state['config'].get('num_epochs')}, best val acc "
-                 f"{100 * state['best_val_acc']:.2f}%, saved {state['timestamp']}")
+                 f"{100 * state['best_val_acc']:.2f}%, saved {state['timestamp']}"
+                 + ("; stopped in its first save" if path != store.latest else ""))
     except DamagedCheckpoint as err:
-        where = f"{err}; {fallback}"
-    except CheckpointError:
-        if store.latest.is_file():
-            raise
-        where = f"missing (a first save cut short); {fallback}"
-    print(f"Found a run in {store.dir}/: {store.latest.name} ({where}).")
+        where = f"{err}; continuing falls back to the newest intact checkpoint"
+    print(f"Found a run in {store.dir}/: {path.name} ({where}).")
     if not sys.stdin.isatty():
         print("Standard input is not a terminal, so continuing that run "
               "(pass --force to start a new run instead).")
