@@ -40,7 +40,7 @@ import torch
 
 from config import AMP_MODES, BACKBONES, DEVICES, Config
 from dataset import ClipDataset
-from fatigue import benchmarking
+from fatigue import benchmarking, files
 from fatigue.checkpoints import store as checkpoint
 from fatigue.checkpoints.run_log import LOG_FILE
 from fatigue.data.clip_store import write_clip_store
@@ -251,6 +251,8 @@ def run(args: argparse.Namespace) -> dict:
     if args.lightning and benchmarking.import_lightning() is None:
         args.lightning = False
         result["lightning"] = "not installed (pip install lightning): not measured"
+    if args.tmp_dir:
+        Path(args.tmp_dir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.tmp_dir) as tmp:
         tmp = Path(tmp)
         data, runs = tmp / "data", tmp / "runs"
@@ -358,8 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lightning", action="store_true",
                         help="also measure a LightningModule doing the bare loop's work "
                              "(needs `pip install lightning`)")
-    parser.add_argument("--tmp-dir", default=None, help="where the throwaway files go")
-    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    parser.add_argument("--tmp-dir", default=None, type=files.output_folder, help="where the throwaway files go")
+    parser.add_argument("--json", metavar="PATH", type=files.output_file, help="also write the figures as JSON")
     parser.add_argument("--profile", type=int, default=0, metavar="ROWS",
                         help="also print the ROWS operations that take most CPU time in a "
                              "two-epoch run of the measured real loop (torch.profiler; "
@@ -381,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         print("\nWhere a two-epoch training run's CPU time goes:\n" + result.pop("profile"))
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=1))
     return 0
 

@@ -18,6 +18,9 @@ AMP_MODES = ("auto", "off", "bf16", "fp16")
 AUTO_YES_NO = ("auto", "yes", "no")
 PRETRAINED = ("none", "imagenet")
 TORCHVISION_BACKBONES = BACKBONES[1:]
+# The smallest --image-size each backbone can look at: model.small_cnn halves the frame
+# three times (the torchvision backbones pool adaptively).
+MIN_IMAGE_SIZE = {"small": 8}
 
 
 def _opt(default: Any, help: str, group: str, flag: str | None = None, choices: tuple | None = None,
@@ -127,6 +130,10 @@ class Config:
             if getattr(self, name) < 1:
                 raise UserError(f"{flag_of(name)} must be at least 1, "
                                 f"got {getattr(self, name)}")
+        smallest = MIN_IMAGE_SIZE.get(self.backbone, 1)
+        if self.image_size < smallest:
+            raise UserError(f"--image-size {self.image_size} is too small for the {self.backbone} "
+                            f"CNN: give at least {smallest}")
         non_negative = ["num_workers", "save_every", "save_every_steps", "keep_last",
                         "weight_decay", "grad_clip", "freeze_backbone_epochs"]
         for name in non_negative:

@@ -18,6 +18,7 @@ from fatigue.claim import CLAIM_FILE, FolderClaim, add_claim_args
 from fatigue.data import clip_store, synthetic, synthetic_videos
 # Re-exported: `from dataset import ClipDataset` is how the README loads a split.
 from fatigue.data.clips import DEFAULT_DATA_DIR, ClipDataset, ensure_dataset  # noqa: F401
+from fatigue import files
 from fatigue.errors import UserError, run_cli
 
 
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
                              "instead, to be turned into clips by --prepare")
     parser.add_argument("--layout", choices=("folders", "nthu"), default="folders",
                         help="with --as-videos: the folder layout to write (default: folders)")
-    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
+    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR, type=files.output_folder,
                         help="output folder (default: data)")
     parser.add_argument("--num-subjects", type=int, default=None,
                         help="synthetic subjects (default: 16 for clips, "
@@ -59,11 +60,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.synthetic:
         parser.error("say what to make: --synthetic, or --prepare SOURCE --format FORMAT")
-    num_subjects = args.num_subjects or (synthetic_videos.VIDEO_SUBJECTS if args.as_videos else 16)
-    if not args.as_videos and (num_subjects < 3 or args.clips_per_subject < 2
-                               or args.sequence_length < 16):
-        raise UserError("need --num-subjects of at least 3 (train, val and test each get one), "
-                        "--clips-per-subject of at least 2 and --sequence-length of at least 16")
+    num_subjects = args.num_subjects if args.num_subjects is not None else (
+        synthetic_videos.VIDEO_SUBJECTS if args.as_videos else 16)
+    if num_subjects < 3:
+        raise UserError(f"--num-subjects {num_subjects}: give at least 3 (train, val and test "
+                        f"each get one)")
+    if not args.as_videos and (args.clips_per_subject < 2 or args.sequence_length < 16
+                               or args.image_size < 1):
+        raise UserError("need --clips-per-subject of at least 2, --sequence-length of at least "
+                        "16 and --image-size of at least 1")
     # Checked and written under the folder's claim: no other command writes it meanwhile.
     with FolderClaim(args.data_dir, wait=args.wait, break_claim=args.break_claim,
                      option="--data-dir"):

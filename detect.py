@@ -19,6 +19,7 @@ from pathlib import Path
 
 from config import DEVICES, Config
 from fatigue.data.video import CROP_DEFAULTS
+from fatigue import files
 from fatigue.errors import UserError, run_cli
 from fatigue.inference.alarm import AlarmSettings
 from fatigue.inference.detection import is_camera, run, summary, torch_threads
@@ -39,9 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--model", required=True, metavar="PATH", help="trained checkpoint (e.g. models/best_model.pth)")
     add("--source", required=True, metavar="VIDEO_OR_CAMERA",
         help="a video file, a folder of frame images, or a camera index (0 is the first webcam)")
-    add("--output", metavar="PATH", help="write an annotated video (.mp4 or .avi) at the model's "
-                                         "frame rate: face box, probability bar, state, speed")
-    add("--csv", default="detections.csv", metavar="PATH",
+    add("--frames-fps", type=float, metavar="F",
+        help="with a folder of frame images: the rate they were taken at (default: 30)")
+    add("--output", metavar="PATH", type=files.output_file,
+        help="write an annotated video (.mp4 or .avi) at the model's frame rate: face box, "
+             "probability bar, state, speed")
+    add("--csv", default="detections.csv", metavar="PATH", type=files.output_file,
         help="per-window CSV: time, probability, state, face found (default: detections.csv)")
     add("--show", action="store_true", help="also show the annotated frames in a window, where "
                                             "a display exists (q quits)")
@@ -87,8 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: v for k, v in given.items() if v is not None}
     if args.every < 1 or args.threads < 1:
         raise UserError("--every and --threads must be at least 1")
-    if args.fps is not None and args.fps <= 0:
-        raise UserError("--fps must be positive")
+    for name in ("fps", "frames_fps"):
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
+            raise UserError(f"--{name.replace('_', '-')} must be positive")
     sound_file = Path(args.sound_file) if args.sound_file else None
     if sound_file is not None:
         wav_seconds(sound_file)  # a bad file fails now, before the model and the camera
@@ -97,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     with sound or nullcontext(), torch_threads(args.threads):
         result, info = run(args.model, args.source, Path(args.csv), output, args.fps,
                            args.every, overrides, args.device, args.show, args.duration,
-                           progress=not args.quiet, sound=sound)
+                           progress=not args.quiet, sound=sound, frames_fps=args.frames_fps)
     print(summary(result, args.source, info, Path(args.csv), output))
     return 0
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from fatigue.data.video import CROP_DEFAULTS
+from fatigue import files
 from fatigue.errors import UserError, run_cli
 from fatigue.inference.deployment import alarm_settings, deployment_info
 from fatigue.inference.evaluation import load_model
@@ -148,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=("onnx", "torchscript"),
                    help="onnx: for onnxruntime, TensorRT, OpenVINO...; torchscript: for "
                         "PyTorch's C++ API (libtorch) or torch.jit.load")
-    p.add_argument("--output", metavar="PATH", help="file to write (default: beside the "
+    p.add_argument("--output", metavar="PATH", type=files.output_file, help="file to write (default: beside the "
                    "checkpoint, NAME.onnx or NAME.torchscript.pt)")
     p.add_argument("--method", choices=("trace", "script"), default="trace",
                    help="torchscript: trace (records one run; works for every backbone) or "

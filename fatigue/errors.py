@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import faulthandler
+import os
 import signal
 import sys
 from typing import Callable
@@ -25,7 +26,8 @@ def dump_stacks_on_sigusr1() -> None:
 
 
 def run_cli(main: Callable[[list[str] | None], int]) -> None:
-    """Run an entry point, turning UserError into one line on stderr and its exit code."""
+    """Run an entry point, turning UserError (and the file system's errors) into one line
+    on stderr and its exit code."""
     dump_stacks_on_sigusr1()
     try:
         code = main(None)
@@ -35,4 +37,11 @@ def run_cli(main: Callable[[list[str] | None], int]) -> None:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         code = 130
+    except BrokenPipeError:  # `... | head`: the reader is gone; nothing more to print
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 141  # as a command ended by SIGPIPE
+    except OSError as err:  # the file system said no: a path, a permission, a full disk
+        where = f"{err.filename}: " if err.filename is not None else ""
+        print(f"error: {where}{err.strerror or err}", file=sys.stderr)
+        code = 1
     sys.exit(code)

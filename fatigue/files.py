@@ -4,9 +4,12 @@ uses (checkpoints, the clip store, prepare's cache, the training log and curves)
 A file is written to a temporary name beside its final one, flushed, fsynced, then renamed
 over the old file, and the folder is fsynced: a crash at any moment leaves the old file or
 the new one, never a torn one. Temporary names start with '.' and end with TMP_SUFFIX, so
-a folder's leftovers from a killed process are easy to find."""
+a folder's leftovers from a killed process are easy to find.
+
+Also the checks of the output paths a command is given (output_file, output_folder)."""
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import time
@@ -99,3 +102,35 @@ def move_to_new_folder(paths: list[Path], parent: Path, prefix: str) -> Path:
     for p in paths:
         os.replace(p, target / p.name)
     return target
+
+
+# ----------------------------------------------------------------------------- options
+def _blocking_file(path: Path) -> Path | None:
+    """The first existing non-folder among the folders `path` would be written in."""
+    return next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()), None)
+
+
+def output_file(value: str) -> str:
+    """argparse type of an option naming a file the command writes: refused at once (one
+    line, exit 2) when it names a folder or lies under a file, before any work is done.
+    Missing folders on the way are made when it is written."""
+    path = Path(value)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{value} is a folder; give the path of a file "
+                                         f"(in it or elsewhere)")
+    blocking = _blocking_file(path)
+    if blocking is not None:
+        raise argparse.ArgumentTypeError(f"{blocking} is a file, not a folder, so {value} "
+                                         f"cannot be written")
+    return value
+
+
+def output_folder(value: str) -> str:
+    """argparse type of an option naming a folder the command writes into (made if missing):
+    refused at once when it, or a folder on its way, is a file."""
+    path = Path(value)
+    blocking = path if path.exists() and not path.is_dir() else _blocking_file(path)
+    if blocking is not None:
+        raise argparse.ArgumentTypeError(f"{blocking} is a file, not a folder; give a folder "
+                                         f"(it is made if missing)")
+    return value

@@ -137,6 +137,22 @@ def test_deployment_info_comes_from_the_checkpoint_then_falls_back(face_model):
     assert info["frame_rate"] == 15
 
 
+def test_a_folder_of_frames_is_timed_at_the_rate_it_was_taken(face_model, tmp_path, capsys):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(20):
+        cv2.imwrite(str(folder / f"{k}.png"), rng.integers(0, 255, (48, 64, 3), np.uint8))
+    seconds = {}
+    for rate in (None, "5"):
+        extra = ["--frames-fps", rate] if rate else []
+        assert detect.main(["--model", str(face_model), "--source", str(folder), "--csv",
+                            str(tmp_path / "w.csv"), "--quiet", *extra]) == 0
+        said = re.search(r"frames \(([\d.]+) s at", capsys.readouterr().out)
+        seconds[rate] = float(said[1])
+    assert seconds == {None: pytest.approx(20 / 30, abs=0.1), "5": 4.0}  # 30 fps unless told
+
+
 def test_a_missing_video_is_one_clear_line(face_model, tmp_path):
     result = run_script("detect.py", "--model", str(face_model), "--source",
                         str(tmp_path / "none.mp4"), "--csv", str(tmp_path / "w.csv"))

@@ -123,6 +123,9 @@ def _write_error(path: str | Path, err: OSError) -> CheckpointWriteError:
 def load_checkpoint(path: str | Path, verify: bool = True) -> dict:
     """Load a checkpoint safely (weights only) and check that it is whole."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder; give a checkpoint file in it, such as "
+                              f"{path / BEST}")
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}; list the available ones with "
                               f"'python checkpoint_training.py --list'")

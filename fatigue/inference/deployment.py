@@ -41,8 +41,8 @@ def deployment_info(state: dict, fps: float | None = None,
                          f"{defaults['image_size']} px crops; --fps sets the rate)")
     if manifest.get("source") == "synthetic":
         notes.append("this model was trained on the built-in synthetic drawn faces, not on "
-                     "video of real faces: expect nothing useful on a real driver (README.md, "
-                     "'Training on real driver videos', says how to train on videos)")
+                     "video of real faces: expect nothing useful on a real driver "
+                     "(docs/real-data.md says how to train on videos)")
     classes = manifest.get("classes") or (["alert", "drowsy"] if cfg.num_classes == 2 else
                                           [f"class{k}" for k in range(cfg.num_classes)])
     # The checkpoint's own record first (format 2), then the training data's manifest, then

@@ -162,13 +162,16 @@ def is_camera(source: str) -> bool:
     return source.isdigit() and not Path(source).exists()
 
 
-def open_source(source: str, fps: float) -> tuple[video.VideoReader, bool]:
+def open_source(source: str, fps: float, frames_fps: float | None = None
+                ) -> tuple[video.VideoReader, bool]:
     """(reader, is a camera)."""
     camera = is_camera(source)
     try:
         if camera:
             return video.VideoReader(int(source)), True
-        return video.VideoReader(source, target_fps=fps), False
+        folder = Path(source).is_dir()  # a video file's own rate always holds
+        return video.VideoReader(source, target_fps=fps,
+                                 source_fps=frames_fps if folder else None), False
     except video.VideoError as err:
         what = f"camera {source}" if camera else source
         raise UserError(f"cannot read {what} ({err}); give a video file or a camera index "
@@ -206,18 +209,19 @@ class Result:
 def run(model_path: str, source: str, csv_path: Path, output: Path | None = None,
         fps: float | None = None, every: int = 5, alarm_overrides: dict | None = None,
         device: str = "auto", show: bool = False, duration: float | None = None,
-        progress: bool = True, say=print, sound: AlarmSound | None = None
-        ) -> tuple[Result, dict]:
+        progress: bool = True, say=print, sound: AlarmSound | None = None,
+        frames_fps: float | None = None) -> tuple[Result, dict]:
     """Detect on `source`; says its notes first (`say`), returns the result and the
     deployment info. The alarm is the checkpoint's (alarm_settings) with `alarm_overrides`;
-    `sound` (sound.py) sounds while it is on. The caller closes `sound`."""
+    `sound` (sound.py) sounds while it is on. The caller closes `sound`. `frames_fps`: the
+    rate of a folder of frame images (default: 30)."""
     model, state = load_model(model_path)
     settings = alarm_settings(state, alarm_overrides)
     settings.check()
     info, notes = deployment_info(state, fps, settings)
     rate = info["frame_rate"]
     detector = Detector(model, info, every, settings, pick_device(device))
-    reader, camera = open_source(source, rate)
+    reader, camera = open_source(source, rate, frames_fps)
     if show and not display_available():
         notes.append("no display here: --show ignored (the CSV and --output still work)")
         show = False

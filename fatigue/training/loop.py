@@ -115,9 +115,12 @@ class Trainer:
         if state.epoch >= cfg.num_epochs:
             if self.dist.is_main and run_log.curves_outdated(cfg.model_dir, self.store.latest):
                 run_log.plot_curves(cfg.model_dir, state.history)
-            self.say(f"All {cfg.num_epochs} epochs of this run are done (best val acc "
-                     f"{100 * state.best_val_acc:.2f}% at epoch {state.best_epoch}). To train "
-                     f"longer: python train.py --resume --epochs {cfg.num_epochs + 50}")
+            done = (f"All {cfg.num_epochs} epochs of this run are done"
+                    if state.epoch == cfg.num_epochs else f"This run has trained {state.epoch} "
+                    f"epochs, more than --epochs {cfg.num_epochs}")
+            self.say(f"{done} (best val acc {100 * state.best_val_acc:.2f}% at epoch "
+                     f"{state.best_epoch}). To train longer: python train.py --resume "
+                     f"--epochs {state.epoch + 50}")
             return 0
         self.announce()
         with StopRequest(verbose=self.dist.is_main) as self.stop_request, \

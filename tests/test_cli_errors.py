@@ -1,0 +1,108 @@
+"""User mistakes on the command line: one clear line, a non-zero exit, no traceback, and
+nothing written. Output paths that cannot be written are refused before any work is done."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import benchmark
+import dataset
+import detect
+import evaluate
+import export
+import prepare
+import train
+from conftest import ROOT
+from fatigue.errors import UserError, run_cli
+
+
+@pytest.fixture
+def a_file(tmp_path):
+    path = tmp_path / "afile"
+    path.write_text("not a folder")
+    return path
+
+
+@pytest.mark.parametrize("main, args, option", [
+    (evaluate.main, ["--model", "m.pth", "--report", "{file}"], "--report"),
+    (evaluate.main, ["--model", "m.pth", "--json", "{folder}"], "--json"),
+    (evaluate.main, ["--model", "m.pth", "--json", "{file}/sub/e.json"], "--json"),
+    (export.main, ["--model", "m.pth", "--format", "torchscript", "--output", "{folder}"],
+     "--output"),
+    (detect.main, ["--model", "m.pth", "--source", "v.mp4", "--csv", "{folder}"], "--csv"),
+    (detect.main, ["--model", "m.pth", "--source", "v.mp4", "--output", "{file}/o.mp4"],
+     "--output"),
+    (benchmark.main, ["--tmp-dir", "{file}"], "--tmp-dir"),
+    (benchmark.main, ["--json", "{folder}"], "--json"),
+    (prepare.main, ["--prepare", "videos", "--format", "folders", "--data-dir", "{file}"],
+     "--data-dir"),
+    (dataset.main, ["--synthetic", "--data-dir", "{file}"], "--data-dir"),
+])
+def test_an_output_path_that_cannot_be_written_is_refused_at_once(main, args, option, a_file,
+                                                                  tmp_path, capsys):
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    argv = [a.format(file=a_file, folder=folder) for a in args]
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    said = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"argument {option}:" in said and ("is a file, not a folder" in said
+                                              or "is a folder" in said), said
+    assert a_file.read_text() == "not a folder" and not any(folder.iterdir())
+
+
+def test_missing_folders_of_an_output_file_are_made(tiny, tmp_path, capsys):
+    assert train.main(tiny("--epochs", "1")) == 0
+    report = tmp_path / "new" / "deeper" / "figures.json"
+    assert evaluate.main(["--model", str(tmp_path / "models" / "best_model.pth"), "--json",
+                          str(report)]) == 0
+    assert report.read_text().startswith("{")
+
+
+def test_an_os_error_is_one_line_and_a_closed_pipe_is_quiet(tmp_path, capsys):
+    def fails(argv):
+        open(tmp_path / "no" / "such" / "file")
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(fails)
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err == \
+        f"error: {tmp_path / 'no' / 'such' / 'file'}: No such file or directory\n"
+    # `python checkpoint_training.py --list | head -1`: the reader leaves before the end
+    # (here of far more than a pipe holds).
+    code = ("from fatigue.errors import run_cli\n"
+            "run_cli(lambda argv: [print('x' * 99) for _ in range(10 ** 4)] and 0)")
+    piped = subprocess.run(f"{sys.executable} -c \"{code}\" | head -c 10", shell=True,
+                           capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert piped.stdout == "x" * 10 and piped.stderr == "", piped.stderr
+
+
+def test_a_frame_too_small_for_the_model_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(UserError, match="--image-size 4 is too small for the small CNN: give "
+                                        "at least 8"):
+        train.main(["--model-dir", str(tmp_path / "models"), "--image-size", "4"])
+    assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.parametrize("args", [["--num-subjects", "0"], ["--num-subjects", "2", "--as-videos"]])
+def test_synthetic_data_needs_three_subjects(args, tmp_path):
+    with pytest.raises(UserError, match="give at least 3"):
+        dataset.main(["--synthetic", "--data-dir", str(tmp_path / "d"), *args])
+    assert not (tmp_path / "d").exists()
+
+
+def test_a_model_folder_given_as_a_model_says_which_file_to_give(tmp_path):
+    with pytest.raises(UserError, match=f"{tmp_path} is a folder; give a checkpoint file in "
+                                        f"it, such as {tmp_path / 'best_model.pth'}"):
+        evaluate.main(["--model", str(tmp_path)])
+
+
+def test_resuming_a_run_longer_than_asked_says_how_to_train_longer(tiny, capsys):
+    assert train.main(tiny("--epochs", "2")) == 0
+    capsys.readouterr()
+    assert train.main(tiny("--epochs", "1", "--resume")) == 0
+    said = capsys.readouterr().out
+    assert "This run has trained 2 epochs, more than --epochs 1" in said
+    assert "python train.py --resume --epochs 52" in said
