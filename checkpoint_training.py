@@ -81,8 +81,9 @@ def run_status(store: ckpt.CheckpointStore) -> int:
               f"{pct(state['best_val_acc'])} at epoch {state.get('best_epoch', '-')}")
         return 0
     stopped = f", stopped by {state['interrupted']}" if state.get("interrupted") else ""
-    print(f"unfinished: epoch {position(state)} of {num_epochs} in {path}{stopped}; continue "
-          f"with --resume")
+    where = (f"{state['samples_in_epoch']} clips into epoch {state['epoch'] + 1}"
+             if state.get("samples_in_epoch") else f"{state['epoch']} epochs done")
+    print(f"unfinished: {where} of {num_epochs} in {path}{stopped}; continue with --resume")
     return UNFINISHED
 
 
@@ -128,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="checkpoint_training.py",
         description="Train with checkpoints (continue the run in --model-dir or start a new "
                     "one), or inspect and tidy the checkpoints.")
-    tools = parser.add_argument_group("checkpoint tools (these do not train)")
+    tools = parser.add_argument_group("checkpoint tools (these do not train; one at a time)"
+                                      ).add_mutually_exclusive_group()
     tools.add_argument("--list", action="store_true", help="table of the checkpoints in --model-dir")
     tools.add_argument("--info", metavar="NAME", help="everything in one checkpoint (a path, "
                                                       "or a file name inside --model-dir)")

@@ -56,13 +56,23 @@ class ClaimBusy(UserError):
     exit_code = EXIT_BUSY
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative: give 0 (do not wait) or more")
+    return value
+
+
 def add_claim_args(parser: argparse.ArgumentParser, folder_option: str) -> None:
     """--wait and --break-claim for a command that claims `folder_option`'s folder. They are
     options of the command only, never Config fields: a checkpoint must not store them."""
     group = parser.add_argument_group(
         "one command per folder", f"the command holds {folder_option} for its whole life; "
         f"a second one there is refused (exit code {EXIT_BUSY}) unless it waits")
-    group.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+    group.add_argument("--wait", type=_seconds, default=0.0, metavar="SECONDS",
                        help=f"when another command holds {folder_option}, wait up to SECONDS "
                             f"for it to end instead of refusing (default: 0)")
     group.add_argument("--break-claim", action="store_true",
@@ -256,7 +266,9 @@ class FolderClaim:
 
     def _refusal(self, holder: Holder | None, locked_by_other: bool) -> str:
         """The one line a refused command prints: who holds the folder, what to do."""
-        todo = (f"wait for it to end, add --wait SECONDS to wait for it, or use another "
+        todo = (f"still in use after waiting {self.wait:g} s; wait longer (--wait SECONDS) "
+                f"or use another {self.option}" if self.wait else
+                f"wait for it to end, add --wait SECONDS to wait for it, or use another "
                 f"{self.option}")
         if holder is None or holder.host is None:
             return (f"{self.folder}/ is in use by another process that has not said who it is "

@@ -165,7 +165,7 @@ def test_break_claim_never_overrides_a_live_local_process(tmp_path):
             with pytest.raises(ClaimBusy, match=f"in use by another run: pid {holder.pid} on "):
                 FolderClaim(tmp_path / "m", break_claim=break_claim).acquire()
         began = time.monotonic()
-        with pytest.raises(ClaimBusy):
+        with pytest.raises(ClaimBusy, match="still in use after waiting 0.5 s; wait longer"):
             FolderClaim(tmp_path / "m", wait=0.5).acquire()
         assert time.monotonic() - began >= 0.5
     finally:

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 import benchmark
+import checkpoint_training
 import dataset
 import detect
 import evaluate
@@ -106,3 +107,13 @@ def test_resuming_a_run_longer_than_asked_says_how_to_train_longer(tiny, capsys)
     said = capsys.readouterr().out
     assert "This run has trained 2 epochs, more than --epochs 1" in said
     assert "python train.py --resume --epochs 52" in said
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--list", "--status"], "argument --status: not allowed with argument --list"),
+    (["--wait", "-5"], "argument --wait: -5 is negative"),
+])
+def test_contradicting_or_impossible_options_are_refused(argv, says, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        checkpoint_training.main(argv)
+    assert exit_.value.code == 2 and says in capsys.readouterr().err

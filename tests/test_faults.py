@@ -254,6 +254,19 @@ def test_a_log_line_that_cannot_be_written_is_a_warning_not_a_lost_checkpoint(
             (models / "training_log.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
 
 
+def test_status_says_where_a_stopped_run_is(tiny, tmp_path, monkeypatch, capsys):
+    # Stopped by Ctrl+C in its second epoch's second step (3 steps an epoch: 12 clips by 4).
+    interrupt(monkeypatch, loop, "accumulate_gradients", 3 + 2, signal.SIGINT)
+    assert train.main(tiny("--epochs", "3")) == 130
+    capsys.readouterr()
+    models = str(tmp_path / "models")
+    code = checkpoint_training.main(["--status", "--model-dir", models])
+    said = capsys.readouterr().out
+    assert code == checkpoint_training.UNFINISHED
+    assert said.startswith("unfinished: 8 clips into epoch 2 of 3 in ") and \
+        "stopped by SIGINT; continue with --resume" in said, said
+
+
 def test_keep_last_and_clean(tiny, tmp_path, capsys):
     assert train.main(tiny("--epochs", "1", "--save-every", "1")) == 0
     assert train.main(tiny("--epochs", "5", "--save-every", "1", "--keep-last", "2",
