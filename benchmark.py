@@ -245,7 +245,7 @@ def run(args: argparse.Namespace) -> dict:
     result = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
               "backbone": args.backbone, "batch_size": args.batch_size,
               "sequence_length": args.sequence_length, "image_size": args.image_size,
-              "amp": str(autocast_dtype(args.amp, device)).replace("torch.", ""),
+              "amp": str(autocast_dtype(args.amp, device) or "off").replace("torch.", ""),
               "channels_last": uses_channels_last(cfg, device), "num_workers": args.num_workers,
               "rounds": args.rounds, "epochs": args.epochs, "steps": args.steps}
     if args.lightning and benchmarking.import_lightning() is None:

@@ -72,6 +72,8 @@ def run_status(store: ckpt.CheckpointStore) -> int:
     """One line on the run in the folder, and an exit code a job script can rely on (torchrun's
     own is 1 whenever it was signalled, even when every process saved): 0 all its epochs are
     done, UNFINISHED to be continued with --resume, 2 (an error) no run to continue."""
+    if not store.can_resume():
+        raise UserError(f"no run to continue in {store.dir}/ (no {ckpt.LATEST} there)")
     path, state, notes = store.find_resumable()  # damaged files: the newest intact one
     for note in notes:
         print(f"warning: {note}")

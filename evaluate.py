@@ -157,7 +157,16 @@ def run_robustness(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Evaluate each --model, print its figures (and a comparison), write --json/--report."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    suite_only = [flag for flag, given in (("--quick", args.quick), ("--conditions",
+                  args.conditions), ("--closures", args.closures is not None),
+                  ("--open-minutes", args.open_minutes is not None)) if given]
+    if suite_only and not args.robustness:
+        parser.error(f"{', '.join(suite_only)}: only with --robustness (the suite's settings)")
+    if args.robustness and args.split != "test":
+        parser.error("--split is for scoring clips; --robustness renders its own held-out "
+                     "drives")
     if args.robustness:
         return run_robustness(args)
     if args.batch_size < 1:

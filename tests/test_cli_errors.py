@@ -117,3 +117,24 @@ def test_contradicting_or_impossible_options_are_refused(argv, says, capsys):
     with pytest.raises(SystemExit) as exit_:
         checkpoint_training.main(argv)
     assert exit_.value.code == 2 and says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--model", "m.pth", "--quick"], "--quick: only with --robustness"),
+    (["--model", "m.pth", "--closures", "4", "--conditions", "blur"],
+     "--conditions, --closures: only with --robustness"),
+    (["--model", "m.pth", "--robustness", "--split", "val"], "--split is for scoring clips"),
+])
+def test_evaluate_refuses_options_that_would_be_ignored(argv, says, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        evaluate.main(argv)
+    assert exit_.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_a_file_that_is_no_checkpoint_and_a_folder_without_a_run_say_so(tmp_path):
+    text = tmp_path / "notes.pth"
+    text.write_text("hello")
+    with pytest.raises(UserError, match="notes.pth is not a PyTorch checkpoint"):
+        evaluate.main(["--model", str(text)])
+    with pytest.raises(UserError, match=f"no run to continue in {tmp_path / 'none'}/"):
+        checkpoint_training.main(["--status", "--model-dir", str(tmp_path / "none")])

@@ -261,7 +261,7 @@ def test_benchmark_prints_and_writes_every_figure(bench):
     # What was measured: the options given, train.py's defaults for the rest.
     assert (f["device"], f["backbone"], f["batch_size"], f["sequence_length"], f["image_size"],
             f["amp"], f["channels_last"], f["num_workers"], f["loader"]) == \
-        ("cpu", "small", batch, frames, 8, "None", False, 0, "in-memory batches")
+        ("cpu", "small", batch, frames, 8, "off", False, 0, "in-memory batches")
     # Each rate is measured over one epoch (steps x batch clips) that took less than the
     # whole benchmark: a rate below that is a wrong count or a wrong clock.
     for key in ("loop_clips_per_s", "bare_clips_per_s", "augment_clips_per_s",

@@ -140,6 +140,11 @@ def load_checkpoint(path: str | Path, verify: bool = True) -> dict:
             f"code; it was not written by this suite. Only load checkpoints you trust, and "
             f"move this file away if you did not make it") from None
     except Exception as err:  # torch raises RuntimeError/EOFError/... on torn zips
+        with open(path, "rb") as fh:
+            start = fh.read(2)
+        if start and start != b"PK" and start[:1] != b"\x80":  # not torch's zip nor a pickle
+            raise DamagedCheckpoint(f"{path} is not a PyTorch checkpoint (not written by "
+                                    f"torch.save); give one such as models/{BEST}") from None
         raise DamagedCheckpoint(f"{path} is damaged and cannot be read "
                                 f"({type(err).__name__}: {str(err).splitlines()[0][:100]})") from None
     trouble = schema.problem(state)
