@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Callable
 
+from fatigue import files
 from fatigue.errors import UserError
 
 BACKBONES = ("small", "resnet18", "mobilenet_v3_small")
@@ -24,11 +25,12 @@ MIN_IMAGE_SIZE = {"small": 8}
 
 
 def _opt(default: Any, help: str, group: str, flag: str | None = None, choices: tuple | None = None,
-         alone: Any = None):
+         alone: Any = None, parse: Callable[[str], Any] | None = None):
     """A config field's default and its command-line option; `alone` is the value of the
-    option given without one (`--pretrained` means `--pretrained imagenet`)."""
+    option given without one (`--pretrained` means `--pretrained imagenet`); `parse`, its
+    argparse type when the field's own type is not enough."""
     return field(default=default, metadata={"help": help, "group": group, "flag": flag,
-                                            "choices": choices, "alone": alone})
+                                            "choices": choices, "alone": alone, "parse": parse})
 
 
 @dataclass
@@ -80,7 +82,8 @@ class Config:
                                        "frozen (the usual warm-up with --pretrained)", "train")
     seed: int = _opt(42, "seed of every random choice: same seed, same run", "train")
     # --- run ------------------------------------------------------------------------------
-    model_dir: str = _opt("models", "folder of the checkpoints, the log and the curves", "run")
+    model_dir: str = _opt("models", "folder of the checkpoints, the log and the curves", "run",
+                          parse=files.output_folder)
     save_every: int = _opt(10, "also keep checkpoint_epoch_N.pth every N epochs (0: never)",
                            "run")
     save_every_steps: int = _opt(0, "also refresh latest_model.pth every N optimizer steps "
@@ -180,7 +183,8 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     for f in fields(Config):
         if f.metadata["flag"] == "":
             continue
-        kind = {"bool": _bool, "int": int, "float": float, "str": str}[f.type]
+        kind = f.metadata["parse"] or {"bool": _bool, "int": int, "float": float,
+                                       "str": str}[f.type]
         alone = {} if f.metadata["alone"] is None else {"nargs": "?", "const": f.metadata["alone"]}
         groups[f.metadata["group"]].add_argument(
             flag_of(f.name), dest=f.name, type=kind, default=None,

@@ -40,6 +40,7 @@ def a_file(tmp_path):
     (prepare.main, ["--prepare", "videos", "--format", "folders", "--data-dir", "{file}"],
      "--data-dir"),
     (dataset.main, ["--synthetic", "--data-dir", "{file}"], "--data-dir"),
+    (train.main, ["--model-dir", "{file}"], "--model-dir"),
 ])
 def test_an_output_path_that_cannot_be_written_is_refused_at_once(main, args, option, a_file,
                                                                   tmp_path, capsys):
