@@ -310,7 +310,9 @@ def table(r: dict) -> str:
     if "lightning" in r:
         rows.append(("Lightning / bare", r["lightning"]))
     rows += [
-        ("real loop's overhead", f"{100 * r['loop_overhead']:.1f}% (median round)"),
+        ("real loop's overhead", f"{100 * r['loop_overhead']:.1f}% (median round)"
+                                 + ("; one round shows no spread: --rounds 5 to trust a few %"
+                                    if r["rounds"] == 1 else "")),
         ("data loader alone", f"{r['loader_clips_per_s']:.1f} clips/s, {r['loader']} "
                               f"({r['loader_clips_per_s'] / r['bare_clips_per_s']:.1f}x what "
                               f"the step consumes)"),

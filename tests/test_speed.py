@@ -16,6 +16,7 @@ import time
 import pytest
 import torch
 
+import benchmark
 import model as model_module
 import train
 from config import Config
@@ -253,6 +254,12 @@ def bench(tmp_path_factory):
     assert out.returncode == 0, out.stderr
     figures = json.loads((tmp / "bench.json").read_text())
     return figures, out.stdout, wall, sizes, tmp
+
+
+def test_benchmark_says_when_one_round_cannot_show_the_spread(bench):
+    figures = bench[0]
+    assert "one round shows no spread" not in benchmark.table(figures)  # two rounds
+    assert "one round shows no spread: --rounds 5" in benchmark.table({**figures, "rounds": 1})
 
 
 def test_benchmark_prints_and_writes_every_figure(bench):
