@@ -362,8 +362,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lightning", action="store_true",
                         help="also measure a LightningModule doing the bare loop's work "
                              "(needs `pip install lightning`)")
-    parser.add_argument("--tmp-dir", default=None, type=files.output_folder, help="where the throwaway files go")
-    parser.add_argument("--json", metavar="PATH", type=files.output_file, help="also write the figures as JSON")
+    parser.add_argument("--tmp-dir", default=None, type=files.output_folder,
+                        help="where the throwaway files go")
+    parser.add_argument("--json", metavar="PATH", type=files.output_file,
+                        help="also write the figures as JSON")
     parser.add_argument("--profile", type=int, default=0, metavar="ROWS",
                         help="also print the ROWS operations that take most CPU time in a "
                              "two-epoch run of the measured real loop (torch.profiler; "
@@ -385,8 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         print("\nWhere a two-epoch training run's CPU time goes:\n" + result.pop("profile"))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=1))
+        files.write_output_text(args.json, json.dumps(result, indent=1))
     return 0
 
 

@@ -17,7 +17,6 @@ import dataclasses
 import json
 import math
 import time
-from pathlib import Path
 
 from config import DEVICES, Config
 from fatigue.data.clip_store import SPLITS
@@ -86,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=Config.device, choices=DEVICES,
                         help=f"where to run (default: {Config.device})")
     parser.add_argument("--batch-size", type=int, default=64, help="clips per batch (default: 64)")
-    parser.add_argument("--json", metavar="PATH", type=files.output_file, help="also write the figures as JSON")
+    parser.add_argument("--json", metavar="PATH", type=files.output_file,
+                        help="also write the figures as JSON")
     parser.add_argument("--report", metavar="DIR", type=files.output_folder,
                         help="also write a report into DIR: metrics.json, confusion matrix, "
                              "ROC and precision-recall plots, a threshold sweep CSV and the "
@@ -181,9 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         print(comparison_table(reports))
     if args.json:
         figures = [report.figures(r) for r in reports]
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.json, "w") as fh:
-            json.dump(figures if len(figures) > 1 else figures[0], fh, indent=1)
+        files.write_output_text(args.json, json.dumps(
+            figures if len(figures) > 1 else figures[0], indent=1))
     if args.report:
         written = report.write_report(reports, args.report)
         print(f"\nReport: {len(written)} files in {args.report}/ (start with "

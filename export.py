@@ -149,8 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=("onnx", "torchscript"),
                    help="onnx: for onnxruntime, TensorRT, OpenVINO...; torchscript: for "
                         "PyTorch's C++ API (libtorch) or torch.jit.load")
-    p.add_argument("--output", metavar="PATH", type=files.output_file, help="file to write (default: beside the "
-                   "checkpoint, NAME.onnx or NAME.torchscript.pt)")
+    p.add_argument("--output", metavar="PATH", type=files.output_file,
+                   help="file to write (default: beside the checkpoint, NAME.onnx or "
+                        "NAME.torchscript.pt)")
     p.add_argument("--method", choices=("trace", "script"), default="trace",
                    help="torchscript: trace (records one run; works for every backbone) or "
                         "script (compiles the Python code) (default: trace)")

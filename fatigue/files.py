@@ -110,10 +110,17 @@ def _blocking_file(path: Path) -> Path | None:
     return next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()), None)
 
 
+def write_output_text(path: str | Path, text: str) -> None:
+    """Write an output file a command was given (see output_file), making the missing
+    folders on its way."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, text)
+
+
 def output_file(value: str) -> str:
     """argparse type of an option naming a file the command writes: refused at once (one
     line, exit 2) when it names a folder or lies under a file, before any work is done.
-    Missing folders on the way are made when it is written."""
+    Missing folders on the way are made when it is written (write_output_text)."""
     path = Path(value)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{value} is a folder; give the path of a file "

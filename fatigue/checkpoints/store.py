@@ -206,21 +206,22 @@ class CheckpointStore:
         stopped in its first save (first_save_cut_short)."""
         return self.latest.is_file() or self.first_save_cut_short() is not None
 
-    def first_save_cut_short(self) -> Path | None:
-        """The checkpoint of a new run stopped in its first save, after its best model (and
+    def first_save_cut_short(self) -> tuple[Path, dict] | None:
+        """(file, state) of a new run stopped in its first save, after its best model (and
         epoch backup) were in place and before latest_model.pth was: no latest, no log (it
         is written after latest), and only end-of-epoch-1 files, intact. None otherwise,
         e.g. for a run whose archiving was cut short, which has a log left."""
         if self.latest.is_file() or (self.dir / LOG_FILE).exists():
             return None
-        found = [p for p in [self.best, *self._backups()] if p.is_file()]
-        for path in found:
+        found = []
+        for path in [p for p in [self.best, *self._backups()] if p.is_file()]:
             try:
                 state = load_checkpoint(path)
             except CheckpointError:
                 return None
             if (state["epoch"], state["samples_in_epoch"]) != (1, 0):
                 return None
+            found.append((path, state))
         return found[0] if found else None
 
     def _backups(self) -> list[Path]:
@@ -353,9 +354,9 @@ class CheckpointStore:
         changed and the error says so."""
         cut_short = self.first_save_cut_short()
         if cut_short is not None:
-            return cut_short, load_checkpoint(cut_short), [
-                f"the run was stopped in its first save, before {LATEST} was written; "
-                f"resuming from {cut_short.name} (the end of epoch 1)"]
+            path, state = cut_short
+            return path, state, [f"the run was stopped in its first save, before {LATEST} was "
+                                 f"written; resuming from {path.name} (the end of epoch 1)"]
         if not self.latest.is_file():
             raise CheckpointError(f"nothing to resume: no {LATEST} in {self.dir}/. Start a new "
                                   f"run without --resume, or point --model-dir at the run's folder")

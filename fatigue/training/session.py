@@ -127,14 +127,14 @@ def resume_config(checkpoint: dict, given: dict, model_dir: str) -> tuple[Config
 def ask_to_continue(store: CheckpointStore) -> bool:
     """The main.py / checkpoint_training.py question: continue the run in the model
     folder, or start a new one? Never blocks without a terminal: then it continues."""
-    path = store.first_save_cut_short() or store.latest
+    cut_short = store.first_save_cut_short()
     try:
-        state = load_checkpoint(path)
+        path, state = cut_short or (store.latest, load_checkpoint(store.latest))
         where = (f"epoch {state['epoch']}/{state['config'].get('num_epochs')}, best val acc "
                  f"{100 * state['best_val_acc']:.2f}%, saved {state['timestamp']}"
-                 + ("; stopped in its first save" if path != store.latest else ""))
+                 + ("; stopped in its first save" if cut_short else ""))
     except DamagedCheckpoint as err:
-        where = f"{err}; continuing falls back to the newest intact checkpoint"
+        path, where = store.latest, f"{err}; continuing falls back to the newest intact checkpoint"
     print(f"Found a run in {store.dir}/: {path.name} ({where}).")
     if not sys.stdin.isatty():
         print("Standard input is not a terminal, so continuing that run "
