@@ -12,7 +12,7 @@ code 75, while another command holds it. --list and --info only read, and work m
 """
 from __future__ import annotations
 
-from config import Config, given_options
+from config import Config, flag_of, given_options
 from fatigue.checkpoints import store as ckpt
 from fatigue.claim import FolderClaim
 from fatigue.errors import UserError, run_cli
@@ -20,6 +20,10 @@ from fatigue.training import command, session
 from model import build_model, count_parameters
 
 UNFINISHED = 3  # --status: the run has epochs left
+# What each tool reads beyond --model-dir; any other option would silently do nothing.
+TOOL_OPTIONS = {"list": (), "info": (), "status": (),
+                "clean": ("keep_last", "wait", "break_claim")}
+TRAINING_ACTIONS = ("resume", "force", "allow_data_change")
 
 
 def status_of(path) -> tuple[dict | None, str]:
@@ -126,9 +130,20 @@ def info(name: str, model_dir: str) -> int:
     return 0
 
 
+def options_a_tool_ignores(args, tool: str) -> list[str]:
+    """The flags given with `tool` that it does not use (training ones: it does not train)."""
+    given = [name for name in TRAINING_ACTIONS if getattr(args, name)]
+    given += [name for name in given_options(args) if name != "model_dir"]
+    if args.wait:
+        given.append("wait")
+    if args.break_claim:
+        given.append("break_claim")
+    return [flag_of(n) if n in given_options(args) else "--" + n.replace("_", "-")
+            for n in given if n not in TOOL_OPTIONS[tool]]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = command.build_parser(
-        prog="checkpoint_training.py",
         description="Train with checkpoints (continue the run in --model-dir or start a new "
                     "one), or inspect and tidy the checkpoints.")
     tools = parser.add_argument_group("checkpoint tools (these do not train; one at a time)"
@@ -143,6 +158,12 @@ def main(argv: list[str] | None = None) -> int:
                             f"0 finished, {UNFINISHED} epochs left (continue with --resume), "
                             "2 no run to continue (for job scripts: see docs/distributed.md)")
     args = parser.parse_args(argv)
+    tool = next((name for name in TOOL_OPTIONS if getattr(args, name)), None)
+    ignored = options_a_tool_ignores(args, tool) if tool else []
+    if ignored:
+        raise UserError(f"--{tool} does not train: {', '.join(ignored)} would do nothing with "
+                        f"it. Leave {'it' if len(ignored) == 1 else 'them'} out, and train or "
+                        f"start a new run in a separate command")
     model_dir = given_options(args).get("model_dir", Config.model_dir)
     store = ckpt.CheckpointStore(model_dir)
     if args.list:

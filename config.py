@@ -157,6 +157,19 @@ class Config:
                             f"--batch-size {self.batch_size} clips it splits")
 
 
+    def doubtful_choices(self) -> list[str]:
+        """Allowed combinations that are probably a mistake: a warning each, not an error."""
+        doubts = []
+        if self.freeze_backbone_epochs and self.pretrained == "none":
+            doubts.append(f"--freeze-backbone-epochs {self.freeze_backbone_epochs} holds a "
+                          f"randomly initialised backbone fixed: it is meant for --pretrained "
+                          f"imagenet")
+        if self.freeze_backbone_epochs >= self.num_epochs:
+            doubts.append(f"--freeze-backbone-epochs {self.freeze_backbone_epochs} is not "
+                          f"less than --epochs {self.num_epochs}: the backbone never trains")
+        return doubts
+
+
 MODEL_FIELDS = tuple(f.name for f in fields(Config) if f.metadata["group"] == "model")
 
 

@@ -21,7 +21,6 @@ from fatigue.training import crossval
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="main.py --mode cv",
         description="Cross-validation over subjects: deal the data set's subjects into folds; "
                     "for each fold train on the others (a share of them validates) and test on "
                     "its subjects; print and save the table of all folds with mean and standard "

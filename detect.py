@@ -29,7 +29,6 @@ from fatigue.inference.sound import open_sound, sound_wanted, wav_seconds
 def build_parser() -> argparse.ArgumentParser:
     """detect.py's options (main.py --mode detect passes its arguments on unchanged)."""
     p = argparse.ArgumentParser(
-        prog="detect.py",
         description="Watch a driver on a video file or a camera and raise an alarm when the "
                     "model finds them drowsy. Writes one CSV row per scored window, and with "
                     "--output an annotated video; prints the alarms and the speed.",

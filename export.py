@@ -139,7 +139,6 @@ def default_output(model_path: str, fmt: str) -> Path:
 def build_parser() -> argparse.ArgumentParser:
     """export.py's options (main.py --mode export passes its arguments on unchanged)."""
     p = argparse.ArgumentParser(
-        prog="export.py",
         description="Export a trained checkpoint to ONNX or TorchScript for deployment, with "
                     "its input size, normalisation, class names and threshold, and check the "
                     "exported model against PyTorch on random clips.",

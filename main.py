@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     # prepare's worker processes would otherwise load too (a spawned worker re-imports the
     # script that started it, this file), and a start-up pays only for what it runs.
     script = importlib.import_module(MODES[args.mode][0])
+    # argparse names the program after sys.argv[0]: a mode's usage and error lines then say
+    # "main.py --mode cv", the command the user typed, not the script behind it.
+    sys.argv[0] = f"{sys.argv[0]} --mode {args.mode}"
     if args.mode == "train":
         return script.main(rest, ask=True)  # a run found in --model-dir: continue or new?
     return script.main(rest)

@@ -20,7 +20,6 @@ from fatigue.errors import UserError, run_cli
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="dataset.py",
         description="Turn driver videos into the clip data set training reads, split by subject.",
         epilog="Example: python dataset.py --prepare ~/NTHU-DDD --format nthu --data-dir data/nthu")
     add = p.add_argument

@@ -139,3 +139,27 @@ def test_a_file_that_is_no_checkpoint_and_a_folder_without_a_run_say_so(tmp_path
         evaluate.main(["--model", str(text)])
     with pytest.raises(UserError, match=f"no run to continue in {tmp_path / 'none'}/"):
         checkpoint_training.main(["--status", "--model-dir", str(tmp_path / "none")])
+
+
+@pytest.mark.parametrize("argv, ignored", [
+    (["--clean", "--keep-last", "1", "--force"], "--force"),
+    (["--list", "--epochs", "5", "--resume"], "--resume, --epochs"),
+    (["--status", "--wait", "3"], "--wait"),
+])
+def test_a_checkpoint_tool_refuses_options_it_would_ignore(argv, ignored, tiny, tmp_path):
+    """`--clean --force` used to clean and silently not start the new run it asked for."""
+    models = tmp_path / "models"
+    assert train.main(tiny("--epochs", "2", "--save-every", "1")) == 0
+    before = sorted(p.name for p in models.rglob("*"))
+    with pytest.raises(UserError, match=f"does not train: {ignored} would do nothing"):
+        checkpoint_training.main([*argv, "--model-dir", str(models)])
+    assert sorted(p.name for p in models.rglob("*")) == before
+    assert checkpoint_training.main(["--clean", "--keep-last", "1", "--wait", "1",
+                                     "--model-dir", str(models)]) == 0
+
+
+def test_freezing_a_backbone_that_is_not_pretrained_is_a_warning(tiny, capsys):
+    assert train.main(tiny("--epochs", "1", "--freeze-backbone-epochs", "1")) == 0
+    said = capsys.readouterr().err
+    assert "--freeze-backbone-epochs 1 holds a randomly initialised backbone fixed" in said
+    assert "is not less than --epochs 1: the backbone never trains" in said

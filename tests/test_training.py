@@ -260,6 +260,16 @@ def test_main_help_lists_modes():
     assert "{" + ",".join(main.MODES) + "}" in out.stdout  # every mode, as --mode's choices
     out = run_script("main.py", "--mode", "train", "--help")
     assert "--resume" in out.stdout and "--epochs" in out.stdout
+    assert out.stdout.startswith("usage: main.py --mode train [-h]")
+
+
+@pytest.mark.parametrize("script, mode", [("crossval.py", "cv"), ("detect.py", "detect")])
+def test_a_usage_error_names_the_command_the_user_typed(script, mode):
+    through_main = run_script("main.py", "--mode", mode, "--folds", "x")
+    direct = run_script(script, "--folds", "x")
+    assert through_main.returncode == direct.returncode == 2
+    assert f"main.py --mode {mode}: error:" in through_main.stderr
+    assert f"{script}: error:" in direct.stderr and "main.py" not in direct.stderr
 
 
 def test_curves_are_drawn_now_and_then_and_always_at_the_end_or_a_stop(tiny, monkeypatch):

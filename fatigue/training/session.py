@@ -68,7 +68,7 @@ def start(args: argparse.Namespace, given: dict, ask: bool, dist: Distributed) -
         for note in notes:
             say(f"warning: {note}", file=sys.stderr)
         if changes:
-            say("warning: options changed on resume, applied: " + "; ".join(changes),
+            say("warning: options given now replace the checkpoint's: " + "; ".join(changes),
                 file=sys.stderr)
         say(f"Resuming {path} at epoch {checkpoint['epoch']}"
             + (f", {checkpoint['samples_in_epoch']} clips into epoch {checkpoint['epoch'] + 1}"
@@ -76,6 +76,8 @@ def start(args: argparse.Namespace, given: dict, ask: bool, dist: Distributed) -
     else:
         checkpoint = None
         cfg = build_config(given)
+    for doubt in cfg.doubtful_choices():
+        say(f"warning: {doubt}", file=sys.stderr)
     # Before anything is written: offline without the file, the run stops here. Process 0
     # downloads it (once, and its error reaches every process); the others read its file.
     pretrained = None
