@@ -366,7 +366,7 @@ class Trainer:
         epochs, drawn_at = len(self.state.history["train_losses"]), self.curves_drawn[1]
         if self.dist.is_main and epochs > self.curves_drawn[0] and (
                 force or time.time() - drawn_at > CURVES_EVERY_S):
-            history = {key: list(values) for key, values in self.state.history.items()}
+            history = self.state.history_copy()
             if force:
                 run_log.plot_curves(self.cfg.model_dir, history)
             else:

@@ -40,8 +40,11 @@ class TrainState:
         return {"epoch": self.epoch, "global_step": self.global_step,
                 "samples_in_epoch": self.samples_in_epoch, "val_acc": self.val_acc,
                 "best_val_acc": self.best_val_acc, "best_epoch": self.best_epoch,
-                "alarm_threshold": self.alarm_threshold,
-                **{key: list(values) for key, values in self.history.items()}}
+                "alarm_threshold": self.alarm_threshold, **self.history_copy()}
+
+    def history_copy(self) -> dict[str, list[float]]:
+        """The per-epoch histories, copied: safe to hand to another thread."""
+        return {key: list(values) for key, values in self.history.items()}
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch = state["epoch"]
