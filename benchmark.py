@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from config import AMP_MODES, BACKBONES, DEVICES, Config
+from config import AMP_MODES, BACKBONES, DEVICES, Config, yes_no
 from dataset import ClipDataset
 from fatigue import benchmarking, files
 from fatigue.checkpoints import store as checkpoint
@@ -346,7 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backbone", default=Config.backbone, choices=BACKBONES)
     parser.add_argument("--num-workers", type=int, default=Config.num_workers)
     parser.add_argument("--amp", default=Config.amp, choices=AMP_MODES)
-    parser.add_argument("--compile", action="store_true", help="measure with torch.compile")
+    parser.add_argument("--compile", type=yes_no, default=Config.compile, metavar="{yes,no}",
+                        help="measure with torch.compile, as train.py's option (default: no)")
     parser.add_argument("--channels-last", default=Config.channels_last,
                         choices=CHANNELS_LAST_MODES,
                         help="NHWC convolution inputs, as train.py's option "

@@ -142,7 +142,8 @@ def options_a_tool_ignores(args, tool: str) -> list[str]:
             for n in given if n not in TOOL_OPTIONS[tool]]
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, tools_only: bool = False) -> int:
+    """With `tools_only` (main.py --mode checkpoints) no tool means --list, not training."""
     parser = command.build_parser(
         description="Train with checkpoints (continue the run in --model-dir or start a new "
                     "one), or inspect and tidy the checkpoints.")
@@ -159,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
                             "2 no run to continue (for job scripts: see docs/distributed.md)")
     args = parser.parse_args(argv)
     tool = next((name for name in TOOL_OPTIONS if getattr(args, name)), None)
+    if tools_only and tool is None:
+        args.list, tool = True, "list"
     ignored = options_a_tool_ignores(args, tool) if tool else []
     if ignored:
         raise UserError(f"--{tool} does not train: {', '.join(ignored)} would do nothing with "

@@ -178,7 +178,7 @@ def flag_of(name: str) -> str:
     return flag if flag else "--" + name.replace("_", "-")
 
 
-def _bool(text: str) -> bool:
+def yes_no(text: str) -> bool:
     lowered = text.lower()
     if lowered in ("1", "true", "yes", "on"):
         return True
@@ -196,7 +196,7 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     for f in fields(Config):
         if f.metadata["flag"] == "":
             continue
-        kind = f.metadata["parse"] or {"bool": _bool, "int": int, "float": float,
+        kind = f.metadata["parse"] or {"bool": yes_no, "int": int, "float": float,
                                        "str": str}[f.type]
         alone = {} if f.metadata["alone"] is None else {"nargs": "?", "const": f.metadata["alone"]}
         groups[f.metadata["group"]].add_argument(

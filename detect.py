@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Check the options, run the detection and print its summary; 0 when done."""
     args = build_parser().parse_args(argv)
+    files.not_an_input({"--output": args.output, "--csv": args.csv},
+                       {"--source": args.source, "--model": args.model})
     given = {"on": args.on_threshold, "off": args.off_threshold, "min_on": args.min_on,
              "cooldown": args.cooldown, "smoothing": args.smoothing}
     overrides = {k: v for k, v in given.items() if v is not None}

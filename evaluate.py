@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=64, help="clips per batch (default: 64)")
     parser.add_argument("--json", metavar="PATH", type=files.output_file,
                         help="also write the figures as JSON")
-    parser.add_argument("--report", metavar="DIR", type=files.output_folder,
+    parser.add_argument("--report", metavar="DIR", type=files.report_folder,
                         help="also write a report into DIR: metrics.json, confusion matrix, "
                              "ROC and precision-recall plots, a threshold sweep CSV and the "
                              "training curves (several --model: a comparison table and one "

@@ -21,8 +21,8 @@ from fatigue.errors import run_cli
 MODES = {
     "train": ("train", "train the detector (continue or start new when a run exists)"),
     "evaluate": ("evaluate", "score checkpoints on the test split"),
-    "checkpoints": ("checkpoint_training", "list, inspect or tidy checkpoints (see "
-                                           "checkpoint_training.py --help)"),
+    "checkpoints": ("checkpoint_training", "list (the default), inspect or tidy checkpoints "
+                                           "(see checkpoint_training.py --help)"),
     "prepare": ("prepare", "turn driver videos into clips: --prepare SOURCE --format "
                            "{nthu,rldd,folders}"),
     "benchmark": ("benchmark", "measure the training loop, data loading and checkpoints "
@@ -59,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     sys.argv[0] = f"{sys.argv[0]} --mode {args.mode}"
     if args.mode == "train":
         return script.main(rest, ask=True)  # a run found in --model-dir: continue or new?
+    if args.mode == "checkpoints":
+        return script.main(rest, tools_only=True)  # looks after checkpoints, never trains
     return script.main(rest)
 
 

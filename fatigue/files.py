@@ -13,8 +13,11 @@ import argparse
 import os
 import shutil
 import time
+import zipfile
 from pathlib import Path
 from typing import BinaryIO, Callable
+
+from fatigue.errors import UserError
 
 TMP_SUFFIX = ".tmp"
 
@@ -117,10 +120,23 @@ def write_output_text(path: str | Path, text: str) -> None:
     atomic_write_text(path, text)
 
 
+def is_checkpoint_file(path: str | Path) -> bool:
+    """Whether `path` is a file written by torch.save (a training checkpoint): a zip
+    archive holding a pickle and no TorchScript code. Read without loading it."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return (any(n.endswith("/data.pkl") for n in names)
+            and not any("/code/" in n for n in names))
+
+
 def output_file(value: str) -> str:
     """argparse type of an option naming a file the command writes: refused at once (one
-    line, exit 2) when it names a folder or lies under a file, before any work is done.
-    Missing folders on the way are made when it is written (write_output_text)."""
+    line, exit 2) when it names a folder, lies under a file or is a checkpoint, before any
+    work is done. Missing folders on the way are made when it is written
+    (write_output_text)."""
     path = Path(value)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{value} is a folder; give the path of a file "
@@ -129,7 +145,32 @@ def output_file(value: str) -> str:
     if blocking is not None:
         raise argparse.ArgumentTypeError(f"{blocking} is a file, not a folder, so {value} "
                                          f"cannot be written")
+    if path.is_file() and is_checkpoint_file(path):
+        raise argparse.ArgumentTypeError(f"{value} is a checkpoint, which an output never "
+                                         f"overwrites; give another file name")
     return value
+
+
+def report_folder(value: str) -> str:
+    """argparse type of a folder a report is written into: output_folder's checks, and not
+    a folder of checkpoints (a report's training_curves.png would replace the run's)."""
+    value = output_folder(value)
+    if Path(value).is_dir() and any(is_checkpoint_file(p) for p in Path(value).glob("*.pth")):
+        raise argparse.ArgumentTypeError(f"{value} holds checkpoints (a training run's "
+                                         f"folder), whose files a report would replace; give "
+                                         f"another folder, e.g. {Path(value) / 'report'}")
+    return value
+
+
+def not_an_input(outputs: dict[str, str | None], inputs: dict[str, str | None]) -> None:
+    """Refuse, before any work, an output option naming the same file as an input option
+    (a video written over the video being read)."""
+    for out_flag, out in outputs.items():
+        for in_flag, source in inputs.items():
+            if out and source and Path(out).exists() and Path(source).exists() \
+                    and os.path.samefile(out, source):
+                raise UserError(f"{out_flag} {out} is the file {in_flag} reads; give "
+                                f"another file name")
 
 
 def output_folder(value: str) -> str:

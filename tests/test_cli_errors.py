@@ -2,6 +2,7 @@
 nothing written. Output paths that cannot be written are refused before any work is done."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -13,6 +14,7 @@ import dataset
 import detect
 import evaluate
 import export
+import main
 import prepare
 import train
 from conftest import ROOT
@@ -107,7 +109,8 @@ def test_resuming_a_run_longer_than_asked_says_how_to_train_longer(tiny, capsys)
     assert train.main(tiny("--epochs", "1", "--resume")) == 0
     said = capsys.readouterr().out
     assert "This run has trained 2 epochs, more than --epochs 1" in said
-    assert "python train.py --resume --epochs 52" in said
+    models = tiny()[tiny().index("--model-dir") + 1]
+    assert f"python train.py --resume --model-dir {models} --epochs 52" in said
 
 
 @pytest.mark.parametrize("argv, says", [
@@ -163,3 +166,59 @@ def test_freezing_a_backbone_that_is_not_pretrained_is_a_warning(tiny, capsys):
     said = capsys.readouterr().err
     assert "--freeze-backbone-epochs 1 holds a randomly initialised backbone fixed" in said
     assert "is not less than --epochs 1: the backbone never trains" in said
+
+
+def test_no_output_overwrites_a_checkpoint_or_the_file_it_reads(tiny, tmp_path, capsys):
+    """Training hard-links best and latest when one epoch saves both: an export written
+    over best_model.pth used to destroy the whole run."""
+    assert train.main(tiny("--epochs", "1")) == 0
+    models = tmp_path / "models"
+    best, latest = models / "best_model.pth", models / "latest_model.pth"
+    kept = best.read_bytes(), latest.read_bytes()
+    for command, argv, option in [
+            (export.main, ["--model", best, "--format", "torchscript", "--output", best], "--output"),
+            (evaluate.main, ["--model", best, "--json", latest], "--json"),
+            (detect.main, ["--model", best, "--source", "v.avi", "--csv", best], "--csv")]:
+        with pytest.raises(SystemExit) as exit_:
+            command([str(a) for a in argv])
+        assert exit_.value.code == 2
+        assert f"argument {option}: {best if option != '--json' else latest} is a checkpoint" \
+            in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        evaluate.main(["--model", str(best), "--report", str(models)])
+    assert "holds checkpoints (a training run's folder)" in capsys.readouterr().err
+    video = tmp_path / "drive.avi"
+    video.write_bytes(b"a video")
+    with pytest.raises(UserError, match="--output .*drive.avi is the file --source reads"):
+        detect.main(["--model", str(best), "--source", str(video), "--output", str(video)])
+    assert (best.read_bytes(), latest.read_bytes()) == kept and video.read_bytes() == b"a video"
+
+
+def test_files_that_are_no_training_checkpoint_say_what_they_are(tiny, tmp_path):
+    assert train.main(tiny("--epochs", "1")) == 0
+    best = tmp_path / "models" / "best_model.pth"
+    export.main(["--model", str(best), "--format", "torchscript", "--output",
+                 str(tmp_path / "m.pt")])
+    text = tmp_path / "README.md"
+    text.write_text("# a page")
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(best.read_bytes()[:5000])
+    for path, says in [(tmp_path / "m.pt", "is a TorchScript export (export.py), not a training "
+                        "checkpoint"), (text, "is not a PyTorch checkpoint"),
+                       (cut, "is damaged and cannot be read (it may be cut short")]:
+        with pytest.raises(UserError, match=re.escape(f"{path} {says}")):
+            evaluate.main(["--model", str(path)])
+    with pytest.raises(UserError, match=f"--list --model-dir {tmp_path}'"):
+        evaluate.main(["--model", str(tmp_path / "nope.pth")])
+    with pytest.raises(UserError, match="README.md is a file, not a data set folder"):
+        train.main(tiny("--data-dir", str(text)))
+
+
+def test_main_checkpoints_mode_lists_and_never_trains(tiny, tmp_path, capsys):
+    assert train.main(tiny("--epochs", "1")) == 0
+    before = sorted(p.name for p in (tmp_path / "models").iterdir())
+    capsys.readouterr()
+    assert main.main(["--mode", "checkpoints", "--model-dir", str(tmp_path / "models")]) == 0
+    out = capsys.readouterr().out
+    assert "best_model.pth" in out and "epoch" in out and "Training" not in out
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == before

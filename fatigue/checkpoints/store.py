@@ -27,6 +27,7 @@ import pickle
 import re
 import threading
 import time
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -127,8 +128,13 @@ def load_checkpoint(path: str | Path, verify: bool = True) -> dict:
         raise CheckpointError(f"{path} is a folder; give a checkpoint file in it, such as "
                               f"{path / BEST}")
     if not path.is_file():
+        folder = "" if path.parent == Path("models") else f" --model-dir {path.parent}"
         raise CheckpointError(f"no checkpoint at {path}; list the available ones with "
-                              f"'python checkpoint_training.py --list'")
+                              f"'python checkpoint_training.py --list{folder}'")
+    not_a_checkpoint = _not_a_checkpoint(path)
+    if not_a_checkpoint:
+        raise DamagedCheckpoint(f"{path} {not_a_checkpoint}; give a training checkpoint such "
+                                f"as models/{BEST}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -140,19 +146,32 @@ def load_checkpoint(path: str | Path, verify: bool = True) -> dict:
             f"code; it was not written by this suite. Only load checkpoints you trust, and "
             f"move this file away if you did not make it") from None
     except Exception as err:  # torch raises RuntimeError/EOFError/... on torn zips
-        with open(path, "rb") as fh:
-            start = fh.read(2)
-        if start and start != b"PK" and start[:1] != b"\x80":  # not torch's zip nor a pickle
-            raise DamagedCheckpoint(f"{path} is not a PyTorch checkpoint (not written by "
-                                    f"torch.save); give one such as models/{BEST}") from None
-        raise DamagedCheckpoint(f"{path} is damaged and cannot be read "
-                                f"({type(err).__name__}: {str(err).splitlines()[0][:100]})") from None
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DamagedCheckpoint(f"{path} is damaged and cannot be read (it may be cut short: "
+                                f"{reason.split('. ')[0].rstrip('.')})") from None
     trouble = schema.problem(state)
     if trouble:
         raise CheckpointError(f"{path} {trouble}")
     if verify and state.get("checksum") != content_checksum(state):
         raise DamagedCheckpoint(f"{path} is damaged: its contents do not match its checksum")
     return schema.upgrade(state)
+
+
+def _not_a_checkpoint(path: Path) -> str | None:
+    """Why the file cannot be a checkpoint, read from its first bytes (None: it may be one).
+    torch.save writes a zip archive (a pickle before PyTorch 1.6); a TorchScript export is
+    a zip too, but holds code."""
+    with open(path, "rb") as fh:
+        start = fh.read(2)
+    if not start:
+        return "is empty"
+    if start != b"PK" and start[:1] != b"\x80":
+        return "is not a PyTorch checkpoint (not written by torch.save)"
+    if start == b"PK" and zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            if any("/code/" in name for name in archive.namelist()):
+                return "is a TorchScript export (export.py), not a training checkpoint"
+    return None
 
 
 # ----------------------------------------------------------------------------- the folder

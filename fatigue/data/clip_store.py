@@ -114,6 +114,9 @@ def _write_clips(tmp: Path, clips: np.ndarray | Iterable[np.ndarray], count: int
 
 def load_manifest(data_dir: str | Path) -> dict:
     path = Path(data_dir) / MANIFEST_FILE
+    if Path(data_dir).is_file():
+        raise UserError(f"{data_dir} is a file, not a data set folder; give the folder that "
+                        f"'python dataset.py' wrote (it holds {MANIFEST_FILE})")
     if not path.is_file():
         raise UserError(f"no data set in {data_dir}/ (no {MANIFEST_FILE}); make one with "
                         f"'python dataset.py --synthetic --data-dir {data_dir}' or prepare "

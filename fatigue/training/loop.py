@@ -119,8 +119,8 @@ class Trainer:
                     if state.epoch == cfg.num_epochs else f"This run has trained {state.epoch} "
                     f"epochs, more than --epochs {cfg.num_epochs}")
             self.say(f"{done} (best val acc {100 * state.best_val_acc:.2f}% at epoch "
-                     f"{state.best_epoch}). To train longer: python train.py --resume "
-                     f"--epochs {state.epoch + 50}")
+                     f"{state.best_epoch}). To train longer: "
+                     f"{resume_command(cfg, self.dist.enabled)} --epochs {state.epoch + 50}")
             return 0
         self.announce()
         with StopRequest(verbose=self.dist.is_main) as self.stop_request, \
