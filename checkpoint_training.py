@@ -176,6 +176,8 @@ def main(argv: list[str] | None = None, tools_only: bool = False) -> int:
     if args.status:
         return run_status(store)
     if args.clean:
+        if not store.dir.is_dir():
+            raise UserError(f"no folder {store.dir}/: give the --model-dir of a run")
         if args.keep_last is None or args.keep_last < 1:
             raise UserError("--clean needs --keep-last N (N >= 1): how many epoch backups to keep")
         # Deleting backups is writing the folder: not while a run there saves or prunes.

@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     if args.mode is None:
         parser.print_help()
+        if not args.help:
+            print("\nerror: say what to do with --mode MODE, e.g. python main.py --mode train",
+                  file=sys.stderr)
         return 0 if args.help else 2
     if args.help:
         rest = ["--help"] + rest

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 from fatigue.claim import FolderClaim, add_claim_args
 from fatigue.data import preparation
@@ -86,7 +87,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
               (args.detect_width >= 48, "--detect-width must be at least 48"),
               (0 <= args.min_face_fraction <= 1, "--min-face-fraction must be between 0 and 1"),
               (0 <= args.val_fraction < 0.5, "--val-fraction must be in [0, 0.5)"),
-              (0 <= args.margin <= 1, "--margin must be between 0 and 1")]
+              (0 <= args.margin <= 1, "--margin must be between 0 and 1"),
+              (Path(args.data_dir).resolve() != Path(args.prepare).resolve(),
+               "--data-dir is the videos' own folder: give a separate folder for the clips")]
     for ok, message in checks:
         if not ok:
             raise UserError(message)

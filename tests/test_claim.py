@@ -133,7 +133,7 @@ def test_wait_takes_the_folder_once_the_first_run_ends(tiny, tmp_path, capsys):
     captured = capsys.readouterr()
     assert f"in use by pid {first.pid} " in captured.err
     assert "waiting up to 120 s for it to end" in captured.err
-    assert "All 1 epochs of this run are done" in captured.out
+    assert "The one epoch of this run is done" in captured.out
 
 
 def hold(folder: Path, record: dict | None = None) -> subprocess.Popen:

@@ -222,3 +222,16 @@ def test_main_checkpoints_mode_lists_and_never_trains(tiny, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "best_model.pth" in out and "epoch" in out and "Training" not in out
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == before
+
+
+def test_more_mistakes_get_one_line(tmp_path, capsys):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    with pytest.raises(UserError, match="--data-dir is the videos' own folder"):
+        prepare.main(["--prepare", str(videos), "--format", "folders", "--data-dir", str(videos)])
+    with pytest.raises(UserError, match=f"no folder {tmp_path / 'typo'}/"):
+        checkpoint_training.main(["--clean", "--keep-last", "1", "--model-dir",
+                                  str(tmp_path / "typo")])
+    assert main.main([]) == 2
+    assert "error: say what to do with --mode MODE" in capsys.readouterr().err
+    assert not any(videos.iterdir())

@@ -115,7 +115,8 @@ class Trainer:
         if state.epoch >= cfg.num_epochs:
             if self.dist.is_main and run_log.curves_outdated(cfg.model_dir, self.store.latest):
                 run_log.plot_curves(cfg.model_dir, state.history)
-            done = (f"All {cfg.num_epochs} epochs of this run are done"
+            done = ((f"All {cfg.num_epochs} epochs of this run are done" if cfg.num_epochs > 1
+                     else "The one epoch of this run is done")
                     if state.epoch == cfg.num_epochs else f"This run has trained {state.epoch} "
                     f"epochs, more than --epochs {cfg.num_epochs}")
             self.say(f"{done} (best val acc {100 * state.best_val_acc:.2f}% at epoch "
