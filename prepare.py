@@ -79,6 +79,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="replace a data set in --data-dir that was made from something else")
     add_claim_args(p, "--data-dir")
     args = p.parse_args(argv)
+    refuse_bad_values(args)
+    return args
+
+
+def refuse_bad_values(args: argparse.Namespace) -> None:
+    """One line for the first option whose value cannot work."""
     checks = [(args.fps > 0, "--fps must be positive"),
               (args.min_drowsy > 0, "--min-drowsy must be positive"),
               (min(args.sequence_length, args.stride, args.workers, args.detect_every) >= 1,
@@ -93,7 +99,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for ok, message in checks:
         if not ok:
             raise UserError(message)
-    return args
 
 
 def main(argv: list[str] | None = None) -> int:
