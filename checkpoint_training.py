@@ -132,14 +132,11 @@ def info(name: str, model_dir: str) -> int:
 
 def options_a_tool_ignores(args, tool: str) -> list[str]:
     """The flags given with `tool` that it does not use (training ones: it does not train)."""
-    given = [name for name in TRAINING_ACTIONS if getattr(args, name)]
-    given += [name for name in given_options(args) if name != "model_dir"]
-    if args.wait:
-        given.append("wait")
-    if args.break_claim:
-        given.append("break_claim")
-    return [flag_of(n) if n in given_options(args) else "--" + n.replace("_", "-")
-            for n in given if n not in TOOL_OPTIONS[tool]]
+    flags = {name: "--" + name.replace("_", "-") for name in (*TRAINING_ACTIONS, "wait",
+                                                              "break_claim")
+             if getattr(args, name)}
+    flags.update({name: flag_of(name) for name in given_options(args) if name != "model_dir"})
+    return [flag for name, flag in flags.items() if name not in TOOL_OPTIONS[tool]]
 
 
 def main(argv: list[str] | None = None, tools_only: bool = False) -> int:

@@ -156,7 +156,6 @@ class Config:
             raise UserError(f"--accum-steps {self.accum_steps} is more than the "
                             f"--batch-size {self.batch_size} clips it splits")
 
-
     def doubtful_choices(self) -> list[str]:
         """Allowed combinations that are probably a mistake: a warning each, not an error."""
         doubts = []

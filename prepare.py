@@ -28,7 +28,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--format", required=True, choices=FORMATS,
         help="layout: nthu (NTHU-DDD), rldd (UTA-RLDD) or folders "
              "(<split or any>/<label>/<subject>_<anything>.<ext>, or folders of frame images)")
-    add("--data-dir", default="data", metavar="DIR", type=files.output_folder, help="output folder (default: data)")
+    add("--data-dir", default="data", metavar="DIR", type=files.output_folder,
+        help="output folder (default: data)")
     # Crop defaults (fps, size, margin, detection) are fatigue.data.video's, which live
     # detection shares. 30 frames = 3 s at 10 fps; stride 15 = half overlap.
     add("--fps", type=float, default=CROP_DEFAULTS["fps"], metavar="F",

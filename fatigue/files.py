@@ -120,16 +120,23 @@ def write_output_text(path: str | Path, text: str) -> None:
     atomic_write_text(path, text)
 
 
-def is_checkpoint_file(path: str | Path) -> bool:
-    """Whether `path` is a file written by torch.save (a training checkpoint): a zip
-    archive holding a pickle and no TorchScript code. Read without loading it."""
+def torch_zip_kind(path: str | Path) -> str | None:
+    """What a zip archive torch wrote holds, read from its entry names without loading it:
+    'torchscript' (an export: it holds code), 'checkpoint' (torch.save: a pickle), or None
+    (no such archive)."""
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
     except (OSError, zipfile.BadZipFile):
-        return False
-    return (any(n.endswith("/data.pkl") for n in names)
-            and not any("/code/" in n for n in names))
+        return None
+    if any("/code/" in n for n in names):
+        return "torchscript"
+    return "checkpoint" if any(n.endswith("/data.pkl") for n in names) else None
+
+
+def is_checkpoint_file(path: str | Path) -> bool:
+    """Whether `path` is a file written by torch.save (a training checkpoint)."""
+    return torch_zip_kind(path) == "checkpoint"
 
 
 def output_file(value: str) -> str:

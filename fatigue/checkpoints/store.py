@@ -27,7 +27,6 @@ import pickle
 import re
 import threading
 import time
-import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,7 +37,7 @@ from fatigue.checkpoints.run_log import CURVES_FILE, LOG_FILE
 from fatigue.checkpoints.tensorboard_log import FOLDER as TENSORBOARD_FOLDER
 from fatigue.errors import UserError
 from fatigue.files import (TMP_SUFFIX, commit, link_or_copy, move_to_new_folder, temp_path,
-                           write_temp)
+                           torch_zip_kind, write_temp)
 
 LATEST = "latest_model.pth"
 BEST = "best_model.pth"
@@ -167,10 +166,8 @@ def _not_a_checkpoint(path: Path) -> str | None:
         return "is empty"
     if start != b"PK" and start[:1] != b"\x80":
         return "is not a PyTorch checkpoint (not written by torch.save)"
-    if start == b"PK" and zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            if any("/code/" in name for name in archive.namelist()):
-                return "is a TorchScript export (export.py), not a training checkpoint"
+    if start == b"PK" and torch_zip_kind(path) == "torchscript":
+        return "is a TorchScript export (export.py), not a training checkpoint"
     return None
 
 
