@@ -389,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\nWhere a two-epoch training run's CPU time goes:\n" + result.pop("profile"))
     if args.json:
         files.write_output_text(args.json, json.dumps(result, indent=1))
+        print(f"Figures: {args.json}")
     return 0
 
 

@@ -65,10 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     if num_subjects < 3:
         raise UserError(f"--num-subjects {num_subjects}: give at least 3 (train, val and test "
                         f"each get one)")
-    if not args.as_videos and (args.clips_per_subject < 2 or args.sequence_length < 16
-                               or args.image_size < 1):
-        raise UserError("need --clips-per-subject of at least 2, --sequence-length of at least "
-                        "16 and --image-size of at least 1")
+    too_small = [f"{flag} {value}: give at least {least}" for flag, value, least in (
+        ("--clips-per-subject", args.clips_per_subject, 2),
+        ("--sequence-length", args.sequence_length, 16),
+        ("--image-size", args.image_size, 1)) if value < least]
+    if too_small and not args.as_videos:
+        raise UserError("; ".join(too_small))
     # Checked and written under the folder's claim: no other command writes it meanwhile.
     with FolderClaim(args.data_dir, wait=args.wait, break_claim=args.break_claim,
                      option="--data-dir"):

@@ -45,6 +45,8 @@ def format_report(r: dict) -> str:
              f"ROC-AUC {_optional(r.get('roc_auc'))}   specificity "
              f"{_optional(r.get('specificity'))} ({r.get('positive_class', 'drowsy')} = positive)",
              f"  {'class':<{width}} precision  recall     F1  clips"]
+    if r.get("data_warning"):
+        lines.insert(1, f"  warning: {r['data_warning']}")
     for name, c in r["per_class"].items():
         lines.append(f"  {name:<{width}} {c['precision']:9.3f} {c['recall']:7.3f} {c['f1']:6.3f}"
                      f" {c['support']:6d}")
@@ -183,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         figures = [report.figures(r) for r in reports]
         files.write_output_text(args.json, json.dumps(
             figures if len(figures) > 1 else figures[0], indent=1))
+        print(f"Figures: {args.json}")
     if args.report:
         written = report.write_report(reports, args.report)
         print(f"\nReport: {len(written)} files in {args.report}/ (start with "

@@ -97,6 +97,13 @@ def test_synthetic_data_needs_three_subjects(args, tmp_path):
     assert not (tmp_path / "d").exists()
 
 
+def test_synthetic_data_names_only_the_option_that_is_out_of_range(tmp_path):
+    with pytest.raises(UserError) as refused:
+        dataset.main(["--synthetic", "--data-dir", str(tmp_path / "d"), "--sequence-length", "8"])
+    assert str(refused.value) == "--sequence-length 8: give at least 16"
+    assert not (tmp_path / "d").exists()
+
+
 def test_a_model_folder_given_as_a_model_says_which_file_to_give(tmp_path):
     with pytest.raises(UserError, match=f"{tmp_path} is a folder; give a checkpoint file in "
                                         f"it, such as {tmp_path / 'best_model.pth'}"):
@@ -111,6 +118,7 @@ def test_resuming_a_run_longer_than_asked_says_how_to_train_longer(tiny, capsys)
     assert "This run has trained 2 epochs, more than --epochs 1" in said
     models = tiny()[tiny().index("--model-dir") + 1]
     assert f"python train.py --resume --model-dir {models} --epochs 52" in said
+    assert "schedule rebuilt" not in said  # nothing is trained, so no schedule is rebuilt
 
 
 @pytest.mark.parametrize("argv, says", [

@@ -128,14 +128,18 @@ def test_stopped_in_second_fold_continues_bit_identically(reference, tiny_data, 
     interrupt(monkeypatch, loop, "accumulate_gradients", fold_1_steps + 2, signal.SIGTERM)
     assert main.main(["--mode", "cv", *args]) == 143
     monkeypatch.undo()
-    assert "Continue with: python main.py --mode cv --folds 3" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "Continue with: python main.py --mode cv --folds 3" in err
+    # The fold's own run says where it stopped, but not a train.py line of its own.
+    assert "Stopped by SIGTERM at epoch" in err and "train.py --resume" not in err
     assert [f["status"] for f in record_of(study)["folds"]] == ["finished", "training", "pending"]
     assert load(study / "fold_2" / "latest_model.pth")["interrupted"] == "SIGTERM"
     untouched = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (study / "fold_1").glob("*.pth")}
 
     trained = []
     real_main = command.main
-    monkeypatch.setattr(command, "main", lambda argv: trained.append(argv) or real_main(argv))
+    monkeypatch.setattr(command, "main",
+                        lambda argv, **kw: trained.append(argv) or real_main(argv, **kw))
     assert main.main(["--mode", "cv", *args]) == 0
     assert [a[a.index("--model-dir") + 1] for a in trained] == \
         [str(study / "fold_2"), str(study / "fold_3")]  # fold 1 is not trained again

@@ -138,7 +138,9 @@ def test_frame_level_accuracy_for_data_with_frame_labels(two_checkpoints, tiny_d
     best, _ = two_checkpoints
     out = tmp_path / "figures.json"
     assert evaluate.main(["--model", str(best), "--data-dir", str(data), "--json", str(out)]) == 0
-    assert "frame-level accuracy" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "frame-level accuracy" in said and said.rstrip().endswith(f"Figures: {out}")
+    assert "warning" not in said  # another folder, named on purpose
     m = json.loads(out.read_text())
     called_drowsy = sum(row[1] for row in m["confusion_matrix"])
     expected = (2 * (m["clips"] - called_drowsy) + 6 * called_drowsy) / (8 * m["clips"])
@@ -157,3 +159,24 @@ def test_the_alarm_threshold_is_the_middle_of_the_best_ones():
     rates = {r["threshold"]: r["recall"] + r["specificity"]
              for r in metrics.threshold_sweep(drowsy, overlap)}
     assert rates[best] == max(v for t, v in rates.items() if 0.3 - 1e-9 <= t <= 0.9 + 1e-9)
+
+
+def test_data_made_again_in_the_training_folder_is_flagged(tmp_path, capsys):
+    """A data folder prepared or generated again after training: its test split may now
+    hold clips the model trained on, and evaluate says so (training's own data: silent)."""
+    from conftest import tiny_args
+    from fatigue.data import synthetic
+    data = tmp_path / "data"
+    synthetic.generate(data, seed=1, num_subjects=4, clips_per_subject=6, image_size=16,
+                       sequence_length=16)
+    assert train.main(tiny_args(data, tmp_path / "m", "--epochs", "1")) == 0
+    best = str(tmp_path / "m" / "best_model.pth")
+    capsys.readouterr()
+    assert evaluate.main(["--model", best]) == 0
+    assert "warning" not in capsys.readouterr().out
+    synthetic.generate(data, seed=2, num_subjects=4, clips_per_subject=6, image_size=16,
+                       sequence_length=16)
+    assert evaluate.main(["--model", best]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith(f"  warning: {data}/ holds another data set than the one this "
+                               f"model trained on")

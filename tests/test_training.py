@@ -14,13 +14,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from config import Config
 from fatigue.checkpoints import store as checkpoint
+from fatigue.errors import UserError
 import checkpoint_training
 import evaluate
 import main
 import train
 from fatigue.training import loop
 from fatigue.training.schedule import lr_factor
+from fatigue.training.session import fit_to_clips
 from fatigue.inference.evaluation import evaluate_checkpoint
 from fatigue.checkpoints import run_log
 from conftest import ROOT, run_script, tiny_args
@@ -179,6 +182,43 @@ def test_prompt_with_terminal(tiny, tmp_path, monkeypatch, capsys, answer, resum
     assert "Found a run" in out
     assert load(tmp_path / "models" / "latest_model.pth")["epoch"] == 2
     assert (tmp_path / "models" / "archive").exists() == (not resumed)
+
+
+def test_prompt_quit_changes_nothing(tiny, tmp_path, monkeypatch, capsys):
+    assert train.main(tiny("--epochs", "1")) == 0
+    models = tmp_path / "models"
+    before = {p.name: p.read_bytes() for p in models.iterdir() if p.is_file()}
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True, raising=False)
+    answers = iter(["what?", "q"])
+    monkeypatch.setattr("builtins.input", lambda prompt: next(answers))
+    assert checkpoint_training.main(tiny("--epochs", "2")) == 0
+    out = capsys.readouterr().out
+    assert "Please answer c (continue), n (new" in out
+    assert f"Nothing done: the run in {models}/ is as it was." in out
+    assert {p.name: p.read_bytes() for p in models.iterdir() if p.is_file()} == before
+
+
+def test_a_new_run_takes_clip_length_and_channels_from_the_data(tiny_data, tmp_path, capsys):
+    """The tiny data set's clips have 16 frames: training without --sequence-length uses
+    16 (the default, 30, would not fit) and says so; given explicitly, 30 is refused."""
+    argv = tiny_args(tiny_data, tmp_path / "models", "--epochs", "1")
+    at = argv.index("--sequence-length")
+    del argv[at:at + 2]
+    assert train.main(argv) == 0
+    assert ("note: --sequence-length 16, the length of the data set's clips (the default, "
+            "30, is longer)") in capsys.readouterr().out
+    assert load(tmp_path / "models" / "latest_model.pth")["config"]["sequence_length"] == 16
+    with pytest.raises(UserError, match="--sequence-length 30 is longer than the "
+                                                   "stored clips"):
+        train.main([*argv, "--sequence-length", "30", "--force"])
+
+
+def test_fit_to_clips_takes_colour_only_when_not_given():
+    cfg = Config()
+    assert fit_to_clips(cfg, {}, [40, 3, 64, 64]) == ["--channels 3, as the data set's clips have"]
+    assert (cfg.channels, cfg.sequence_length) == (3, 30)  # 40 frames fit the default 30
+    cfg = Config(channels=1)
+    assert fit_to_clips(cfg, {"channels": 1}, [40, 3, 64, 64]) == [] and cfg.channels == 1
 
 
 def test_list_and_info(tiny, tmp_path, capsys):

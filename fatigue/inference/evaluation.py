@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from config import Config
+from fatigue.data.clip_store import data_fingerprint
 from fatigue.data.clips import ClipDataset
 from fatigue.checkpoints.store import CheckpointError, load_checkpoint
 from fatigue.checkpoints.schema import HISTORY_KEYS
@@ -99,6 +100,21 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | None = None, device: s
         [slice(offset, offset + cfg.sequence_length)] * len(records))
     report.update(model=str(path), epoch=state["epoch"], val_acc=state["val_acc"],
                   data_dir=str(data_dir), split=split, classes=list(classes),
+                  data_warning=data_rebuilt(state, data.manifest, data_dir, cfg.data_dir),
                   labels=labels.tolist(), probabilities=torch.softmax(logits, 1).tolist(),
                   history={k: list(state[k]) for k in HISTORY_KEYS})  # the report's curves
     return report
+
+
+def data_rebuilt(state: dict, manifest: dict, data_dir: str | Path,
+                 trained_on: str | Path) -> str | None:
+    """A warning when the folder the model trained on holds another data set now (prepared
+    or generated again): its held-out split may then hold clips the model trained on.
+    None when the data is the same, is another folder, or the checkpoint predates the
+    fingerprint."""
+    saved, now = state["data_fingerprint"], data_fingerprint(manifest)
+    if saved in (None, now) or Path(data_dir).resolve() != Path(trained_on).resolve():
+        return None
+    return (f"{data_dir}/ holds another data set than the one this model trained on (data "
+            f"fingerprint {now}, the checkpoint's {saved}); it was made again since, so "
+            f"these clips may include ones the model trained on")

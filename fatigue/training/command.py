@@ -27,5 +27,7 @@ def build_parser(prog: str | None = None, description: str | None = None) -> arg
     return parser
 
 
-def main(argv: list[str] | None = None, ask: bool = False) -> int:
-    return session.run(build_parser().parse_args(argv), ask=ask)
+def main(argv: list[str] | None = None, ask: bool = False,
+         continue_with: str | None = None) -> int:
+    """Parse train.py's options and run; `ask` and `continue_with`: see session.run."""
+    return session.run(build_parser().parse_args(argv), ask=ask, continue_with=continue_with)

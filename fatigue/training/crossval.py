@@ -292,7 +292,8 @@ class Study:
             self.save(self.record)
         print(f"fold {k}/{total}: training in {fold_dir}/ (test subjects: "
               f"{', '.join(fold['test'])})", flush=True)
-        code = command.main(self.train_argv(fold_dir, data))
+        # A stop inside the fold's training: the study says how to continue (run()).
+        code = command.main(self.train_argv(fold_dir, data), continue_with="")
         if code:
             return code
         report = evaluate_checkpoint(fold_dir / BEST, str(data), self.cfg.device, "test",

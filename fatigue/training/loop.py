@@ -58,9 +58,14 @@ class Trainer:
     def __init__(self, cfg: Config, store: CheckpointStore, dist: Distributed,
                  checkpoint: dict | None = None, allow_data_change: bool = False,
                  warnings: list[str] | tuple = (),
-                 pretrained: tuple[dict, str] | None = None) -> None:
+                 pretrained: tuple[dict, str] | None = None,
+                 continue_with: str | None = None) -> None:
         self.cfg, self.store, self.dist, self.device = cfg, store, dist, dist.device
         self.say = dist.say
+        # The command that continues this run, printed after a stop; "" when the caller
+        # (a cross-validation fold) prints its own.
+        self.continue_with = (resume_command(cfg, dist.enabled) if continue_with is None
+                              else continue_with)
         self.amp_dtype = autocast_dtype(cfg.amp, self.device)
         self.accum_steps = cfg.accum_steps  # raised by --auto-batch after an out-of-memory
         self.deterministic = determinism.is_deterministic(cfg, self.device)
@@ -119,9 +124,10 @@ class Trainer:
                      else "The one epoch of this run is done")
                     if state.epoch == cfg.num_epochs else f"This run has trained {state.epoch} "
                     f"epochs, more than --epochs {cfg.num_epochs}")
+            longer = (f" To train longer: {self.continue_with} --epochs {state.epoch + 50}"
+                      if self.continue_with else "")
             self.say(f"{done} (best val acc {100 * state.best_val_acc:.2f}% at epoch "
-                     f"{state.best_epoch}). To train longer: "
-                     f"{resume_command(cfg, self.dist.enabled)} --epochs {state.epoch + 50}")
+                     f"{state.best_epoch}).{longer}")
             return 0
         self.announce()
         with StopRequest(verbose=self.dist.is_main) as self.stop_request, \
@@ -254,7 +260,7 @@ class Trainer:
                 f"CUDA ran out of memory on micro-batches of {micro} clips. Lower --batch-size, "
                 f"--image-size or --sequence-length, split batches with --accum-steps {more}, "
                 f"or add --auto-batch (not with --deterministic); progress is saved, continue with "
-                f"{resume_command(self.cfg)}")
+                f"{self.continue_with or 'the same command'}")
         self.accum_steps = more
         self.say(f"CUDA out of memory: micro-batch halved to {math.ceil(batch / more)} clips "
                  f"(--accum-steps {more}); the effective batch stays {self.cfg.batch_size}",
@@ -297,8 +303,8 @@ class Trainer:
                  f"{len(self.sampler.shard())} clips"
                  + (" of each process" if self.dist.enabled else "")
                  if state.mid_epoch else f"the end of epoch {state.epoch}")
-        self.say(f"Stopped by {stop} at {where}; saved {self.store.latest}.\n"
-                 f"Continue with: {resume_command(self.cfg, self.dist.enabled)}",
+        self.say(f"Stopped by {stop} at {where}; saved {self.store.latest}."
+                 + (f"\nContinue with: {self.continue_with}" if self.continue_with else ""),
                  file=sys.stderr, flush=True)
         self.dist.barrier()
         return stop.exit_code

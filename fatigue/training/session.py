@@ -25,9 +25,10 @@ from fatigue.training.pretrained import fetch as fetch_pretrained
 from model import pick_device
 
 
-def run(args: argparse.Namespace, ask: bool = False) -> int:
+def run(args: argparse.Namespace, ask: bool = False, continue_with: str | None = None) -> int:
     """Start or resume a run as the parsed options say; returns the exit code.
-    With `ask`, a run found in the model folder prompts: continue it, or start anew."""
+    With `ask`, a run found in the model folder prompts: continue it, or start anew.
+    `continue_with`: the command printed after a stop ("": none; see Trainer)."""
     if args.resume and args.force:
         raise UserError("--resume and --force contradict each other; choose one")
     given = given_options(args)
@@ -39,12 +40,13 @@ def run(args: argparse.Namespace, ask: bool = False) -> int:
                                                wait=args.wait, break_claim=args.break_claim,
                                                say=dist.say))
             dist.on_main(claim)
-            return start(args, given, ask, dist)
+            return start(args, given, ask, dist, continue_with)
     finally:
         dist.close()
 
 
-def start(args: argparse.Namespace, given: dict, ask: bool, dist: Distributed) -> int:
+def start(args: argparse.Namespace, given: dict, ask: bool, dist: Distributed,
+          continue_with: str | None = None) -> int:
     say = dist.say
     model_dir = given.get("model_dir", Config.model_dir)
     folder = CheckpointStore(model_dir)
@@ -54,6 +56,9 @@ def start(args: argparse.Namespace, given: dict, ask: bool, dist: Distributed) -
     resume = args.resume
     if ask and not dist.enabled and not args.resume and not args.force and folder.can_resume():
         resume = ask_to_continue(folder)
+        if resume is None:
+            say(f"Nothing done: the run in {folder.dir}/ is as it was.")
+            return 0
     notes: list[str] = []
     if resume:
         found: dict = {}
@@ -89,26 +94,48 @@ def start(args: argparse.Namespace, given: dict, ask: bool, dist: Distributed) -
         dist.on_main(download)
         pretrained = fetched.get("weights") or fetch_pretrained(cfg)
 
-    def prepare_folders() -> None:
+    def make_data() -> None:
         ensure_dataset(cfg.data_dir, explicitly_given="data_dir" in given or
                        cfg.data_dir != DEFAULT_DATA_DIR, seed=0, image_size=cfg.image_size,
                        sequence_length=cfg.sequence_length, channels=cfg.channels,
                        wait=args.wait, break_claim=args.break_claim)
+
+    def archive_old_run() -> None:
         # A data set that does not fit the options is an error before anything is moved.
         ClipDataset(cfg.data_dir, "train", cfg.sequence_length, cfg.image_size, cfg.channels)
         if checkpoint is None and folder.has_run():
             say(f"Moved the previous run's files to {folder.archive_run()}/ (nothing deleted).")
 
-    dist.on_main(prepare_folders)
+    dist.on_main(make_data)
     if checkpoint is None:
-        cfg.num_classes = len(load_manifest(cfg.data_dir)["classes"])
+        manifest = load_manifest(cfg.data_dir)
+        cfg.num_classes = len(manifest["classes"])
+        for note in fit_to_clips(cfg, given, manifest["clip_shape"]):
+            say(f"note: {note}")
+    dist.on_main(archive_old_run)
     if not dist.enabled:  # the run's own device (a resumed run's from its checkpoint)
         dist = dist.on_device(pick_device(cfg.device))
     store = CheckpointStore(model_dir, save_every=cfg.save_every, keep_last=cfg.keep_last,
                             background=True)
     trainer = Trainer(cfg, store, dist, checkpoint, allow_data_change=args.allow_data_change,
-                      warnings=notes, pretrained=pretrained)
+                      warnings=notes, pretrained=pretrained, continue_with=continue_with)
     return trainer.train()
+
+
+def fit_to_clips(cfg: Config, given: dict, clip_shape: list[int]) -> list[str]:
+    """A new run takes its clip length and channels from the data set's clips ([frames,
+    channels, height, width]) where the defaults do not fit them and the options were not
+    given: clips prepared shorter than 30 frames, or in colour. Returns what it took."""
+    frames, channels = clip_shape[:2]
+    taken = []
+    if "sequence_length" not in given and cfg.sequence_length > frames:
+        taken.append(f"--sequence-length {frames}, the length of the data set's clips (the "
+                     f"default, {cfg.sequence_length}, is longer)")
+        cfg.sequence_length = frames
+    if "channels" not in given and cfg.channels != channels:
+        taken.append(f"--channels {channels}, as the data set's clips have")
+        cfg.channels = channels
+    return taken
 
 
 def resume_config(checkpoint: dict, given: dict, model_dir: str) -> tuple[Config, list[str]]:
@@ -126,9 +153,10 @@ def resume_config(checkpoint: dict, given: dict, model_dir: str) -> tuple[Config
     return wanted, changes
 
 
-def ask_to_continue(store: CheckpointStore) -> bool:
+def ask_to_continue(store: CheckpointStore) -> bool | None:
     """The main.py / checkpoint_training.py question: continue the run in the model
-    folder, or start a new one? Never blocks without a terminal: then it continues."""
+    folder (True), start a new one (False), or quit (None)? Never blocks without a
+    terminal: then it continues."""
     cut_short = store.first_save_cut_short()
     try:
         path, state = cut_short or (store.latest, load_checkpoint(store.latest))
@@ -144,11 +172,15 @@ def ask_to_continue(store: CheckpointStore) -> bool:
         return True
     while True:
         try:
-            answer = input("Continue it or start a new run? [C]ontinue / [n]ew: ").strip().lower()
+            answer = input("Continue it or start a new run? [C]ontinue / [n]ew / [q]uit: "
+                           ).strip().lower()
         except EOFError:
             answer = ""
         if answer in ("", "c", "continue", "y", "yes", "r", "resume"):
             return True
         if answer in ("n", "new"):
             return False
-        print("Please answer c (continue) or n (new; the old run is archived, not deleted).")
+        if answer in ("q", "quit"):
+            return None
+        print("Please answer c (continue), n (new; the old run is archived, not deleted) "
+              "or q (quit, changing nothing).")
