@@ -92,9 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: v for k, v in given.items() if v is not None}
     if args.every < 1 or args.threads < 1:
         raise UserError("--every and --threads must be at least 1")
-    for name in ("fps", "frames_fps"):
+    for name in ("fps", "frames_fps", "duration"):
         if getattr(args, name) is not None and getattr(args, name) <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be positive")
+    if args.output and Path(args.output).suffix.lower() not in (".mp4", ".avi"):
+        raise UserError(f"--output {args.output}: give a .mp4 or .avi file name (the annotated "
+                        f"video)")
     sound_file = Path(args.sound_file) if args.sound_file else None
     if sound_file is not None:
         wav_seconds(sound_file)  # a bad file fails now, before the model and the camera

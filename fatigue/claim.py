@@ -45,8 +45,8 @@ from pathlib import Path
 from typing import Callable
 
 from fatigue.errors import UserError
+from fatigue.files import CLAIM_FILE  # named there: outputs never replace it
 
-CLAIM_FILE = ".claim"
 EXIT_BUSY = 75  # EX_TEMPFAIL (sysexits.h): the folder is busy, try again later
 POLL_S = 0.2
 

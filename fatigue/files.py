@@ -20,6 +20,16 @@ from typing import BinaryIO, Callable
 from fatigue.errors import UserError
 
 TMP_SUFFIX = ".tmp"
+# Files the suite keeps beside its checkpoints, named here (their owners, clip_store,
+# run_log, claim and crossval, take their names from here) so that an output given on a
+# command line never replaces one (output_file).
+CLIPS_FILE, MANIFEST_FILE = "clips.npy", "manifest.json"
+LOG_FILE, CURVES_FILE = "training_log.jsonl", "training_curves.png"
+CLAIM_FILE, STUDY_FILE = ".claim", "study.json"
+KEPT_FILES = {CLIPS_FILE: "a data set's clips", MANIFEST_FILE: "a data set's manifest",
+              LOG_FILE: "a training run's log", CURVES_FILE: "a training run's curves",
+              CLAIM_FILE: "a folder's claim (what keeps two commands out of one folder)",
+              STUDY_FILE: "a cross-validation study's record"}
 
 
 def temp_path(path: str | Path) -> Path:
@@ -141,8 +151,8 @@ def is_checkpoint_file(path: str | Path) -> bool:
 
 def output_file(value: str) -> str:
     """argparse type of an option naming a file the command writes: refused at once (one
-    line, exit 2) when it names a folder, lies under a file or is a checkpoint, before any
-    work is done. Missing folders on the way are made when it is written
+    line, exit 2) when it names a folder, lies under a file, or is a checkpoint or another
+    file the suite keeps (KEPT_FILES), before any work is done. Missing folders on the way are made when it is written
     (write_output_text)."""
     path = Path(value)
     if path.is_dir():
@@ -155,6 +165,9 @@ def output_file(value: str) -> str:
     if path.is_file() and is_checkpoint_file(path):
         raise argparse.ArgumentTypeError(f"{value} is a checkpoint, which an output never "
                                          f"overwrites; give another file name")
+    if path.is_file() and path.name in KEPT_FILES:
+        raise argparse.ArgumentTypeError(f"{value} is {KEPT_FILES[path.name]}, which an output "
+                                         f"never overwrites; give another file name")
     return value
 
 

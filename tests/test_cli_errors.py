@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import benchmark
@@ -18,7 +19,9 @@ import main
 import prepare
 import train
 from conftest import ROOT
+from fatigue.data import synthetic_videos as sv
 from fatigue.errors import UserError, run_cli
+from fatigue.inference import detection
 
 
 @pytest.fixture
@@ -200,6 +203,50 @@ def test_no_output_overwrites_a_checkpoint_or_the_file_it_reads(tiny, tmp_path, 
     with pytest.raises(UserError, match="--output .*drive.avi is the file --source reads"):
         detect.main(["--model", str(best), "--source", str(video), "--output", str(video)])
     assert (best.read_bytes(), latest.read_bytes()) == kept and video.read_bytes() == b"a video"
+
+
+def test_no_output_overwrites_a_data_set_or_a_run_file(tiny, tiny_data, tmp_path, capsys):
+    assert train.main(tiny("--epochs", "1")) == 0
+    models = tmp_path / "models"
+    best = str(models / "best_model.pth")
+    kept = {p: p.read_bytes() for p in (tiny_data / "manifest.json", tiny_data / "clips.npy",
+                                        models / "training_log.jsonl")}
+    for command, argv, option, path, what in [
+            (evaluate.main, ["--model", best, "--json"], "--json", tiny_data / "manifest.json",
+             "a data set's manifest"),
+            (detect.main, ["--model", best, "--source", "v.avi", "--csv"], "--csv",
+             models / "training_log.jsonl", "a training run's log"),
+            (export.main, ["--model", best, "--format", "torchscript", "--output"], "--output",
+             tiny_data / "clips.npy", "a data set's clips")]:
+        with pytest.raises(SystemExit) as exit_:
+            command([*argv, str(path)])
+        assert exit_.value.code == 2
+        assert f"argument {option}: {path} is {what}, which an output never overwrites" \
+            in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in kept} == kept
+
+
+def test_a_failed_detection_leaves_the_previous_csv_as_it_was(face_model, tmp_path,
+                                                              monkeypatch):
+    csv_file, video = tmp_path / "detections.csv", tmp_path / "drive.avi"
+    csv_file.write_text("an earlier run's rows\n")
+    sv.write_video(video, [np.full((120, 160, 3), 90, np.uint8)] * 30, 10)
+    argv = ["--model", str(face_model), "--source", str(video), "--csv", str(csv_file), "--quiet"]
+    with pytest.raises(UserError, match="--output out.txt: give a .mp4 or .avi file name"):
+        detect.main([*argv, "--output", "out.txt"])
+    real_step = detection.Detector.step
+    steps = []
+
+    def fail_in_the_run(self, *args):  # a failure once the CSV is open and rows are written
+        steps.append(1)
+        if len(steps) == 25:
+            raise RuntimeError("a failure half-way")
+        return real_step(self, *args)
+    monkeypatch.setattr(detection.Detector, "step", fail_in_the_run)
+    with pytest.raises(RuntimeError, match="half-way"):
+        detect.main(argv)
+    assert len(steps) == 25 and csv_file.read_text() == "an earlier run's rows\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["detections.csv", "drive.avi"]
 
 
 def test_files_that_are_no_training_checkpoint_say_what_they_are(tiny, tmp_path):

@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Callable
 
 from fatigue import files
+from fatigue.files import CURVES_FILE, LOG_FILE  # named there: outputs never replace them
 
-LOG_FILE = "training_log.jsonl"
-CURVES_FILE = "training_curves.png"
 
 
 def epoch_record(epoch: int, train: dict, val: dict, written: list[str],

@@ -21,11 +21,10 @@ from typing import Iterable
 import numpy as np
 
 from fatigue import files
+from fatigue.files import CLIPS_FILE, MANIFEST_FILE  # named there: outputs never replace them
 from fatigue.errors import UserError
 
 FORMAT_VERSION = 1
-CLIPS_FILE = "clips.npy"
-MANIFEST_FILE = "manifest.json"
 SPLITS = ("train", "val", "test")
 
 
@@ -124,8 +123,10 @@ def load_manifest(data_dir: str | Path) -> dict:
                         f"{{nthu,rldd,folders}} --data-dir {data_dir}'")
     try:
         manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, ValueError) as err:  # ValueError: not JSON, or not text at all
         raise UserError(f"{path} is unreadable ({err}); rebuild the data set") from None
+    if not isinstance(manifest, dict):
+        raise UserError(f"{path} is not a data set's manifest; rebuild the data set")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise UserError(f"{path} has format {manifest.get('format_version')}, this code "
                         f"reads {FORMAT_VERSION}; rebuild the data set")

@@ -234,6 +234,7 @@ def run(model_path: str, source: str, csv_path: Path, output: Path | None = None
                        mininterval=0.5)
     started = previous = time.perf_counter()
     speed, t = 0.0, 0.0
+    finished = False  # the source ran out, --duration passed, or q or Ctrl+C stopped it
     try:
         for t, index, frame in frames_at_rate(reader, rate, camera):
             if duration is not None and t >= duration:
@@ -258,14 +259,15 @@ def run(model_path: str, source: str, csv_path: Path, output: Path | None = None
             current = 1 / max(now - previous, 1e-6)
             speed, previous = (0.9 * speed + 0.1 * current) if speed else current, now
             bar.update(1)
+        finished = True
     except KeyboardInterrupt:
-        stopped = "interrupted"  # what was seen so far is still written and summed up
+        stopped, finished = "interrupted", True  # what was seen so far is written and summed up
     finally:
         if sound is not None:
             sound.stop()  # an alarm still on at the end (Ctrl+C, q, --duration) falls silent
         bar.close()
         reader.close()
-        outputs.close()
+        outputs.close(keep=finished and timing.frames > 0)
     timing.total = time.perf_counter() - started
     timing.steps.update({"decode": reader.decode_seconds,
                          "face detection": detector.tracker.detect_seconds,

@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fatigue import files
 from fatigue.data import tracking
 from fatigue.errors import UserError
 from fatigue.inference.alarm import ALARM, HIDDEN, OK, WARNING, AlarmSettings, Window
@@ -90,7 +91,10 @@ class Outputs:
     def __init__(self, csv_path: Path, video_path: Path | None, show: bool, fps: float,
                  settings: AlarmSettings):
         csv_path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(csv_path, "w", newline="")
+        # Written under a temporary name and renamed over csv_path by close(keep=True): a
+        # run that fails leaves an earlier CSV of that name as it was.
+        self.csv_path, self._csv_tmp = csv_path, files.temp_path(csv_path)
+        self._fh = open(self._csv_tmp, "w", newline="")
         self._rows = csv.writer(self._fh)
         self._rows.writerow(CSV_COLUMNS)
         self.video_path, self.show, self.fps, self.settings = video_path, show, fps, settings
@@ -120,8 +124,13 @@ class Outputs:
             return cv2.waitKey(1) & 0xFF not in (ord("q"), 27)
         return True
 
-    def close(self) -> None:
+    def close(self, keep: bool = True) -> None:
+        """Finish the outputs; `keep`: put the CSV in place (else it is dropped)."""
         self._fh.close()
+        if keep:
+            files.commit(self._csv_tmp, self.csv_path)
+        else:
+            self._csv_tmp.unlink(missing_ok=True)
         if self._writer is not None:
             self._writer.release()
         if self.show:

@@ -40,6 +40,7 @@ import numpy as np
 from config import Config, build_config, flag_of, given_options
 from fatigue.data.clips import DEFAULT_DATA_DIR, ClipDataset, ensure_dataset
 from fatigue import files, seeds
+from fatigue.files import STUDY_FILE  # named there: outputs never replace it
 from fatigue.checkpoints.store import ARCHIVE, BEST, CheckpointStore
 from fatigue.claim import CLAIM_FILE, FolderClaim
 from fatigue.data.clip_store import (CLIPS_FILE, dataset_exists, data_fingerprint, load_manifest,
@@ -51,7 +52,6 @@ from fatigue.training import command
 from fatigue.training.stop import EXIT_CODES, StopTraining
 
 STUDY_FOLDER = "cv"  # inside --model-dir
-STUDY_FILE = "study.json"
 FORMAT_VERSION = 1
 # Not the study's options: where it lives (model_dir), which data (checked by fingerprint),
 # and what the data set decides (num_classes).
