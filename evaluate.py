@@ -27,6 +27,12 @@ from fatigue.inference import report, robustness
 from fatigue.inference.evaluation import evaluate_checkpoint
 
 
+BATCH_SIZE = 64
+# Options of one mode only (their defaults are set after the check, so that "given" shows).
+SUITE_OPTIONS = ("quick", "conditions", "closures", "open_minutes", "workers")
+SCORING_OPTIONS = ("data_dir", "split", "device", "batch_size", "json")
+
+
 def _optional(value: float | None, scale: float = 1.0, digits: int = 3, unit: str = "") -> str:
     # An undefined figure (ROC-AUC with one class absent is NaN) prints as n/a.
     if value is None or math.isnan(value):
@@ -82,11 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="checkpoint file; repeat to compare several")
     parser.add_argument("--data-dir", help="data set to evaluate on (default: the one the "
                                            "checkpoint was trained on)")
-    parser.add_argument("--split", default="test", choices=SPLITS,
+    parser.add_argument("--split", choices=SPLITS,
                         help="which split to score (default: test)")
-    parser.add_argument("--device", default=Config.device, choices=DEVICES,
+    parser.add_argument("--device", choices=DEVICES,
                         help=f"where to run (default: {Config.device})")
-    parser.add_argument("--batch-size", type=int, default=64, help="clips per batch (default: 64)")
+    parser.add_argument("--batch-size", type=int, help=f"clips per batch (default: {BATCH_SIZE})")
     parser.add_argument("--json", metavar="PATH", type=files.output_file,
                         help="also write the figures as JSON")
     parser.add_argument("--report", metavar="DIR", type=files.report_folder,
@@ -113,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                        f"{robustness.SuiteSettings.closures})")
     suite.add_argument("--open-minutes", type=float, help="minutes of open-eye driving per "
                        f"row (default: {robustness.SuiteSettings.open_minutes:g})")
-    suite.add_argument("--workers", type=int, default=robustness.SuiteSettings.workers,
+    suite.add_argument("--workers", type=int,
                        help="processes rendering and detecting in parallel (default: "
                             f"{robustness.SuiteSettings.workers})")
     return parser
@@ -124,7 +130,7 @@ def run_robustness(args: argparse.Namespace) -> int:
     if len(args.model) != 1:
         raise UserError("--robustness takes one --model")
     settings = robustness.SuiteSettings.quick() if args.quick else robustness.SuiteSettings()
-    changes = {"workers": args.workers}
+    changes = {} if args.workers is None else {"workers": args.workers}
     if args.conditions:
         names = tuple(c.strip() for c in args.conditions.split(","))
         unknown = [c for c in names if c not in robustness.CONDITIONS]
@@ -161,16 +167,20 @@ def main(argv: list[str] | None = None) -> int:
     """Evaluate each --model, print its figures (and a comparison), write --json/--report."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    suite_only = [flag for flag, given in (("--quick", args.quick), ("--conditions",
-                  args.conditions), ("--closures", args.closures is not None),
-                  ("--open-minutes", args.open_minutes is not None)) if given]
+    # The two modes take different options: one given to the other mode would be ignored.
+    given = {flag for flag, value in vars(args).items() if value not in (None, False)}
+    suite_only = [f"--{f.replace('_', '-')}" for f in SUITE_OPTIONS if f in given]
+    scoring_only = [f"--{f.replace('_', '-')}" for f in SCORING_OPTIONS if f in given]
     if suite_only and not args.robustness:
         parser.error(f"{', '.join(suite_only)}: only with --robustness (the suite's settings)")
-    if args.robustness and args.split != "test":
-        parser.error("--split is for scoring clips; --robustness renders its own held-out "
-                     "drives")
+    if scoring_only and args.robustness:
+        parser.error(f"{', '.join(scoring_only)} {'is' if len(scoring_only) == 1 else 'are'} "
+                     f"for scoring clips; --robustness renders its own held-out drives (on "
+                     f"the CPU) and writes its table with --report DIR")
     if args.robustness:
         return run_robustness(args)
+    args.split, args.device = args.split or "test", args.device or Config.device
+    args.batch_size = BATCH_SIZE if args.batch_size is None else args.batch_size
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     reports = [evaluate_checkpoint(path, args.data_dir, args.device, args.split, args.batch_size)

@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # for the annotation only: onnxruntime is optional
 TOLERANCE = 1e-4
 EXTRA_FILE = "deployment.json"
 ONNX_INSTALL = "pip install onnx onnxruntime"
+DEFAULT_METHOD, DEFAULT_OPSET = "trace", 17
 
 
 def random_clips(info: dict, batch: int, frames: int, seed: int = 0) -> torch.Tensor:
@@ -151,26 +152,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", metavar="PATH", type=files.output_file,
                    help="file to write (default: beside the checkpoint, NAME.onnx or "
                         "NAME.torchscript.pt)")
-    p.add_argument("--method", choices=("trace", "script"), default="trace",
+    p.add_argument("--method", choices=("trace", "script"),
                    help="torchscript: trace (records one run; works for every backbone) or "
-                        "script (compiles the Python code) (default: trace)")
-    p.add_argument("--opset", type=int, default=17, metavar="N",
-                   help="onnx: ONNX opset version (default: 17)")
+                        f"script (compiles the Python code) (default: {DEFAULT_METHOD})")
+    p.add_argument("--opset", type=int, metavar="N",
+                   help=f"onnx: ONNX opset version (default: {DEFAULT_OPSET})")
     p.add_argument("--threshold", type=float, default=0.5, metavar="P",
                    help="decision threshold on P(drowsy) stored with the model, e.g. one "
                         "picked from evaluate.py --report's threshold_sweep.csv (default: 0.5)")
-    p.add_argument("--fps", type=float, metavar="F", help="frame rate to record when the "
-                   "training data set is not on this machine (default: its manifest's, else "
-                   f"{CROP_DEFAULTS['fps']:g})")
+    p.add_argument("--fps", type=float, metavar="F", help="frame rate to record (default: "
+                   "the one the training data was prepared at, read from its manifest when "
+                   f"the data set is on this machine, else {CROP_DEFAULTS['fps']:g})")
     return p
+
+
+def refuse_bad_values(args: argparse.Namespace) -> None:
+    """One clear line for a value out of range or an option of the other format."""
+    if not 0 <= args.threshold <= 1:
+        raise UserError(f"--threshold must be between 0 and 1, got {args.threshold}")
+    if args.fps is not None and args.fps <= 0:
+        raise UserError(f"--fps must be positive, got {args.fps:g}")
+    other = {"onnx": ("--method", args.method), "torchscript": ("--opset", args.opset)}
+    flag, value = other[args.format]
+    if value is not None:
+        raise UserError(f"{flag} is for the other format; leave it out with --format "
+                        f"{args.format}")
+    suffix = Path(args.output).suffix.lower() if args.output else ""
+    if (args.format, suffix) in (("torchscript", ".onnx"), ("onnx", ".pt"), ("onnx", ".pth")):
+        raise UserError(f"--output {args.output} names a file of the other format; give "
+                        f"a {'.pt' if args.format == 'torchscript' else '.onnx'} name for "
+                        f"--format {args.format}")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Export, write the deployment info beside the file, and check the export against
     PyTorch: 0 when it matches within TOLERANCE (or could not be checked), 1 when not."""
     args = build_parser().parse_args(argv)
-    if not 0 <= args.threshold <= 1:
-        raise UserError(f"--threshold must be between 0 and 1, got {args.threshold}")
+    refuse_bad_values(args)
+    # Not parser defaults: an option of the other format is refused only when given.
+    args.method = args.method or DEFAULT_METHOD
+    args.opset = DEFAULT_OPSET if args.opset is None else args.opset
 
     model, state = load_model(args.model)
     info, notes = deployment_info(state, args.fps, alarm_settings(state), threshold=args.threshold)

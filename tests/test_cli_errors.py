@@ -139,6 +139,9 @@ def test_contradicting_or_impossible_options_are_refused(argv, says, capsys):
     (["--model", "m.pth", "--closures", "4", "--conditions", "blur"],
      "--conditions, --closures: only with --robustness"),
     (["--model", "m.pth", "--robustness", "--split", "val"], "--split is for scoring clips"),
+    (["--model", "m.pth", "--robustness", "--json", "r.json", "--batch-size", "8"],
+     "--batch-size, --json are for scoring clips; --robustness renders its own held-out drives"),
+    (["--model", "m.pth", "--workers", "3"], "--workers: only with --robustness"),
 ])
 def test_evaluate_refuses_options_that_would_be_ignored(argv, says, capsys):
     with pytest.raises(SystemExit) as exit_:

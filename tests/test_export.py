@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 
 import pytest
 import torch
@@ -28,6 +29,8 @@ def check_deployment_info(info: dict) -> None:
     assert info["output"]["classes"] == ["alert", "drowsy"]
     assert info["output"]["positive_class"] == "drowsy"
     assert info["threshold"] == 0.35 and info["frame_rate"] == 10
+    # The crop is described by its figures, so that it can be rebuilt outside this code.
+    assert "rows from 0.22 to 0.66 of its height" in info["crop"]["box"]
 
 
 @pytest.mark.parametrize("method", ["trace", "script"])
@@ -80,3 +83,19 @@ def test_onnx_round_trip_in_onnxruntime(checkpoint, tmp_path, capsys):
         expected = model(clips)
     got = torch.from_numpy(session.run(None, {"clips": clips.numpy()})[0])
     assert (got - expected).abs().max() <= export.TOLERANCE
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--format", "torchscript", "--opset", "13"], "--opset is for the other format; leave it "
+                                                   "out with --format torchscript"),
+    (["--format", "onnx", "--method", "script"], "--method is for the other format"),
+    (["--format", "torchscript", "--output", "m.onnx"], "--output m.onnx names a file of the "
+                                                        "other format; give a .pt name"),
+    (["--format", "torchscript", "--fps", "-5"], "--fps must be positive, got -5"),
+])
+def test_options_of_the_other_format_or_out_of_range_are_refused(checkpoint, tmp_path,
+                                                                  monkeypatch, argv, says):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match=re.escape(says)):
+        export.main(["--model", str(checkpoint), *argv])
+    assert not any(tmp_path.iterdir())  # nothing written

@@ -64,8 +64,9 @@ def deployment_info(state: dict, fps: float | None = None,
         "threshold": threshold,
         "frame_rate": float(fps or made.get("fps") or defaults["fps"]),
         "crop": {**crop, "face_detector": f"OpenCV {tracking.CASCADE_FILE}",
-                 "box": "largest face, square, margin on each side; region 'eyes' keeps "
-                        "rows EYE_BAND of it, stretched to a square (video.py)"},
+                 "box": f"largest face, square, margin on each side; region 'eyes' keeps "
+                        f"the rows from {video.EYE_BAND[0]:g} to {video.EYE_BAND[1]:g} of its "
+                        f"height, stretched to a square (fatigue/data/video.py)"},
         "alarm": {"on": alarm.on, "off": alarm.off, "min_on_s": alarm.min_on,
                   "cooldown_s": alarm.cooldown, "smoothing": alarm.smoothing},
         "checkpoint": {"epoch": state["epoch"], "val_acc": state["val_acc"],
