@@ -91,7 +91,9 @@ class VideoReader:
     (frames arrive in real time). `threads`: decoder threads (None: OpenCV's choice).
 
     Attributes after (or during) iteration: `fps` (source), `frames_read` (source frames
-    decoded), `decode_seconds` (time inside OpenCV's grab/retrieve/imread).
+    decoded), `decode_seconds` (time inside OpenCV's grab/retrieve/imread), `unreadable`
+    (frame images that could not be read: each is replaced by the frame before it, so that
+    the frames keep their times; a video file ends at its first undecodable frame).
     """
 
     def __init__(self, source: str | Path | int, target_fps: float | None = None,
@@ -99,6 +101,7 @@ class VideoReader:
                  threads: int | None = None):
         self.source, self.target_fps = source, target_fps
         self.frames_read, self.decode_seconds = 0, 0.0
+        self.unreadable: list[Path] = []
         self._images: list[Path] | None = None
         self._cap: cv2.VideoCapture | None = None
         path = None if isinstance(source, int) else Path(source)
@@ -142,6 +145,7 @@ class VideoReader:
         step = self.fps / self.target_fps if self.target_fps else None
         out = 0  # next output frame to emit
         index = 0
+        previous: np.ndarray | None = None
         while True:
             start = time.perf_counter()
             if not self._grab(index):
@@ -153,8 +157,12 @@ class VideoReader:
             self.decode_seconds += time.perf_counter() - start
             self.frames_read += 1
             if wanted:
+                if frame is None and self._images is not None and previous is not None:
+                    self.unreadable.append(self._images[index])
+                    frame = previous
                 if frame is None:
                     break  # a corrupt tail: keep what was decoded before it
+                previous = frame
                 if frame.ndim == 2:
                     frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
                 if step is None:

@@ -166,16 +166,21 @@ def open_source(source: str, fps: float, frames_fps: float | None = None
                 ) -> tuple[video.VideoReader, bool]:
     """(reader, is a camera)."""
     camera = is_camera(source)
+    folder = not camera and Path(source).is_dir()
+    if frames_fps is not None and not folder:
+        raise UserError("--frames-fps is for a folder of frame images: a video file or a "
+                        "camera has its own rate; leave it out")
     try:
         if camera:
             return video.VideoReader(int(source)), True
-        folder = Path(source).is_dir()  # a video file's own rate always holds
-        return video.VideoReader(source, target_fps=fps,
-                                 source_fps=frames_fps if folder else None), False
+        return video.VideoReader(source, target_fps=fps, source_fps=frames_fps), False
     except video.VideoError as err:
-        what = f"camera {source}" if camera else source
-        raise UserError(f"cannot read {what} ({err}); give a video file or a camera index "
-                        f"such as 0") from None
+        if camera:
+            raise UserError(f"cannot open camera {source} ({err}); check that it is connected "
+                            f"and no other program uses it, or give another index or a video "
+                            f"file") from None
+        raise UserError(f"cannot read {source} ({err}); give a video file, a folder of frame "
+                        f"images or a camera index such as 0") from None
 
 
 @contextmanager
@@ -274,6 +279,9 @@ def run(model_path: str, source: str, csv_path: Path, output: Path | None = None
                          "crop": detector.crop_seconds, "model": detector.model_seconds})
     if timing.frames == 0:
         raise UserError(f"no frame could be read from {source}")
+    if reader.unreadable:
+        say(f"warning: {len(reader.unreadable)} frame image(s) could not be read, each replaced "
+            f"by the frame before it (first: {reader.unreadable[0]})")
     result = Result(windows, detector.alarm.events, timing.frames,
                     t if camera else timing.frames / rate, timing,
                     found_frames / timing.frames, stopped)
