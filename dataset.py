@@ -22,6 +22,9 @@ from fatigue import files
 from fatigue.errors import UserError, run_cli
 
 
+IMAGE_SIZE, SEQUENCE_LENGTH = 32, 30  # the built-in clip data set's defaults
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "--prepare" in argv or any(a.startswith("--prepare=") for a in argv):
@@ -39,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--as-videos", action="store_true",
                         help="with --synthetic: write video files of an animated real face "
                              "instead, to be turned into clips by --prepare")
-    parser.add_argument("--layout", choices=("folders", "nthu"), default="folders",
+    parser.add_argument("--layout", choices=("folders", "nthu"),
                         help="with --as-videos: the folder layout to write (default: folders)")
     parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR, type=files.output_folder,
                         help="output folder (default: data)")
@@ -47,19 +50,34 @@ def main(argv: list[str] | None = None) -> int:
                         help="synthetic subjects (default: 16 for clips, "
                              f"{synthetic_videos.VIDEO_SUBJECTS} for videos); split by subject "
                              "into train/val/test")
-    parser.add_argument("--clips-per-subject", type=int, default=synthetic.CLIPS_PER_SUBJECT,
+    parser.add_argument("--clips-per-subject", type=int,
                         help="synthetic clips per subject, half alert, half drowsy "
                              f"(default: {synthetic.CLIPS_PER_SUBJECT})")
     parser.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
-    parser.add_argument("--image-size", type=int, default=32, help="frame side (default: 32)")
-    parser.add_argument("--sequence-length", type=int, default=30,
-                        help="frames per clip (default: 30)")
+    parser.add_argument("--image-size", type=int, help=f"frame side (default: {IMAGE_SIZE})")
+    parser.add_argument("--sequence-length", type=int,
+                        help=f"frames per clip (default: {SEQUENCE_LENGTH})")
     parser.add_argument("--force", action="store_true",
                         help="overwrite a data set already in --data-dir")
     add_claim_args(parser, "--data-dir")
     args = parser.parse_args(argv)
     if not args.synthetic:
         parser.error("say what to make: --synthetic, or --prepare SOURCE --format FORMAT")
+    clip_options = [flag for flag, value in (("--clips-per-subject", args.clips_per_subject),
+                    ("--image-size", args.image_size), ("--sequence-length",
+                    args.sequence_length)) if value is not None]
+    if args.as_videos and clip_options:
+        parser.error(f"{', '.join(clip_options)}: for the clip data set, not --as-videos (give "
+                     f"{'it' if len(clip_options) == 1 else 'them'} when preparing the videos: python dataset.py --prepare X --help)")
+    if args.layout is not None and not args.as_videos:
+        parser.error("--layout: only with --as-videos (the layout of the video files)")
+    # Defaults only now, so that the checks above see what was given.
+    args.layout = args.layout or "folders"
+    if args.clips_per_subject is None:
+        args.clips_per_subject = synthetic.CLIPS_PER_SUBJECT
+    args.image_size = IMAGE_SIZE if args.image_size is None else args.image_size
+    if args.sequence_length is None:
+        args.sequence_length = SEQUENCE_LENGTH
     num_subjects = args.num_subjects if args.num_subjects is not None else (
         synthetic_videos.VIDEO_SUBJECTS if args.as_videos else 16)
     if num_subjects < 3:

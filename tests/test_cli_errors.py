@@ -100,6 +100,18 @@ def test_synthetic_data_needs_three_subjects(args, tmp_path):
     assert not (tmp_path / "d").exists()
 
 
+@pytest.mark.parametrize("args, says", [
+    (["--as-videos", "--image-size", "8", "--clips-per-subject", "2"],
+     "--clips-per-subject, --image-size: for the clip data set, not --as-videos"),
+    (["--layout", "nthu"], "--layout: only with --as-videos"),
+])
+def test_synthetic_data_refuses_options_it_would_ignore(args, says, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        dataset.main(["--synthetic", "--data-dir", str(tmp_path / "d"), *args])
+    assert exit_.value.code == 2 and says in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+
+
 def test_synthetic_data_names_only_the_option_that_is_out_of_range(tmp_path):
     with pytest.raises(UserError) as refused:
         dataset.main(["--synthetic", "--data-dir", str(tmp_path / "d"), "--sequence-length", "8"])
