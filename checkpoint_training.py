@@ -12,6 +12,8 @@ code 75, while another command holds it. --list and --info only read, and work m
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from config import Config, flag_of, given_options
 from fatigue.checkpoints import store as ckpt
 from fatigue.claim import FolderClaim
@@ -50,7 +52,10 @@ def position(state: dict) -> str:
 def list_checkpoints(store: ckpt.CheckpointStore) -> int:
     paths = store.checkpoints()
     if not paths:
-        print(f"No checkpoints in {store.dir}/. Train with: python checkpoint_training.py")
+        folder = "" if store.dir == Path(Config.model_dir) else f" --model-dir {store.dir}"
+        missing = "" if store.dir.is_dir() else " (no such folder)"
+        print(f"No checkpoints in {store.dir}/{missing}. Train with: python "
+              f"checkpoint_training.py{folder}")
         return 0
     rows = [("file", "epoch", "val acc", "best val acc", "size", "saved at", "status")]
     for path in paths:

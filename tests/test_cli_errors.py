@@ -284,6 +284,17 @@ def test_files_that_are_no_training_checkpoint_say_what_they_are(tiny, tmp_path)
         train.main(tiny("--data-dir", str(text)))
 
 
+def test_checkpoint_tools_name_the_folder_they_looked_in(tmp_path, monkeypatch, capsys):
+    missing = tmp_path / "nodir"
+    assert checkpoint_training.main(["--list", "--model-dir", str(missing)]) == 0
+    assert (f"No checkpoints in {missing}/ (no such folder). Train with: python "
+            f"checkpoint_training.py --model-dir {missing}") in capsys.readouterr().out
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m").mkdir()
+    with pytest.raises(UserError, match="m is a folder; give a checkpoint file in it"):
+        checkpoint_training.main(["--info", "m", "--model-dir", "m"])
+
+
 def test_main_checkpoints_mode_lists_and_never_trains(tiny, tmp_path, capsys):
     assert train.main(tiny("--epochs", "1")) == 0
     before = sorted(p.name for p in (tmp_path / "models").iterdir())

@@ -425,7 +425,7 @@ def _epoch_of(path: Path) -> int:
 def resolve(name: str, model_dir: str | Path) -> Path:
     """A checkpoint given as a path, or as a file name inside the model folder."""
     path = Path(name)
-    if path.is_file() or path.parent != Path("."):
+    if path.exists() or path.parent != Path("."):
         return path
     return Path(model_dir) / name
 
