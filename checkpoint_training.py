@@ -93,7 +93,8 @@ def run_status(store: ckpt.CheckpointStore) -> int:
         return 0
     stopped = f", stopped by {state['interrupted']}" if state.get("interrupted") else ""
     where = (f"{state['samples_in_epoch']} clips into epoch {state['epoch'] + 1}"
-             if state.get("samples_in_epoch") else f"{state['epoch']} epochs done")
+             if state.get("samples_in_epoch") else
+             f"{state['epoch']} epoch{'s' if state['epoch'] != 1 else ''} done")
     print(f"unfinished: {where} of {num_epochs} in {path}{stopped}; continue with --resume")
     return UNFINISHED
 

@@ -198,10 +198,14 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
         kind = f.metadata["parse"] or {"bool": yes_no, "int": int, "float": float,
                                        "str": str}[f.type]
         alone = {} if f.metadata["alone"] is None else {"nargs": "?", "const": f.metadata["alone"]}
+        yes_or_no = kind is yes_no  # shown as the yes/no it takes, not Python's True/False
+        metavar = ("{yes,no}" if yes_or_no else
+                   None if f.metadata["choices"] else f.name.upper())
+        default = ("yes" if f.default else "no") if yes_or_no else f.default
         groups[f.metadata["group"]].add_argument(
             flag_of(f.name), dest=f.name, type=kind, default=None,
-            choices=f.metadata["choices"], metavar=None if f.metadata["choices"] else f.name.upper(),
-            help=f"{f.metadata['help']} (default: {f.default})", **alone)
+            choices=f.metadata["choices"], metavar=metavar,
+            help=f"{f.metadata['help']} (default: {default})", **alone)
 
 
 def given_options(args: argparse.Namespace) -> dict:

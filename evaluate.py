@@ -24,6 +24,7 @@ from fatigue.checkpoints.store import load_checkpoint
 from fatigue import files
 from fatigue.errors import UserError, run_cli
 from fatigue.inference import report, robustness
+from fatigue.inference.deployment import deployment_info
 from fatigue.inference.evaluation import evaluate_checkpoint
 
 
@@ -145,7 +146,9 @@ def run_robustness(args: argparse.Namespace) -> int:
     settings = dataclasses.replace(settings, **changes)
     if settings.closures < 1 or settings.open_minutes <= 0 or settings.workers < 1:
         raise UserError("--closures and --workers must be at least 1, --open-minutes positive")
-    load_checkpoint(args.model[0])  # a missing or damaged file: one clear line, before any work
+    state = load_checkpoint(args.model[0])  # missing or damaged: one clear line, before any work
+    for note in deployment_info(state)[1]:  # detect's own notes: the suite runs its path
+        print(f"note: {note}")
     print(f"Robustness of {args.model[0]}: {len(settings.conditions)} conditions x 2 "
           f"severities + baseline, each row {settings.closures} closures and "
           f"{settings.open_minutes:g} min of open-eye driving, on 2 held-out faces")

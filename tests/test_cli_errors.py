@@ -22,6 +22,7 @@ from conftest import ROOT
 from fatigue.data import synthetic_videos as sv
 from fatigue.errors import UserError, run_cli
 from fatigue.inference import detection
+from fatigue.training import command
 
 
 @pytest.fixture
@@ -316,3 +317,9 @@ def test_more_mistakes_get_one_line(tmp_path, capsys):
     assert main.main([]) == 2
     assert "error: say what to do with --mode MODE" in capsys.readouterr().err
     assert not any(videos.iterdir())
+
+
+def test_yes_no_options_show_yes_or_no_in_the_help():
+    text = " ".join(command.build_parser().format_help().split())
+    assert "--augment {yes,no} flip, shift" in text and "(default: yes)" in text
+    assert "--compile {yes,no}" in text and "True" not in text and "False" not in text

@@ -251,8 +251,8 @@ def assign_splits(videos: list[Video], val_fraction: float,
             carved = _carve([s for s, v in split.items() if v == "train"], fraction, seed, name)
             split.update({s: name for s in carved})
             if name == "test":
-                notes.append(f"no test subjects in the layout: {len(carved)} training subjects "
-                             f"held out for test")
+                notes.append(f"no test subjects in the layout: {len(carved)} training "
+                             f"subject{'s' if len(carved) != 1 else ''} held out for test")
     return split, notes
 
 

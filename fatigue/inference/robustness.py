@@ -221,7 +221,8 @@ def run_suite(model_path: str, settings: SuiteSettings, alarm: dict | None = Non
         try:
             for k, r in enumerate(results, 1):
                 done.append(r)
-                progress(f"  [{k}/{len(todo)}] {r['condition']} ({r['severity']}): "
+                progress(f"  [{k}/{len(todo)}] {r['condition']} ({r['severity']}), "
+                         f"{r['face'].replace('_', ' ')}: "
                          f"{r['caught']}/{r['closures']} closures caught, "
                          f"{r['false_alarms']} false alarms")
         finally:
