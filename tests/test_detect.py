@@ -208,3 +208,13 @@ def test_eyes_lost_are_said_hidden_within_a_third_of_a_second(face_model):
     states = [getattr(detector.step(frame, k / FPS, k), "state", None) for k in range(61)]
     assert HIDDEN not in states[:51]  # one frame lost at 40: still scored
     assert states[51] != HIDDEN and states[52:] == [HIDDEN] * 9  # within 3 frames
+
+
+def test_a_video_without_a_face_says_the_model_scored_nothing(face_model, tmp_path, capsys):
+    source = tmp_path / "empty_seat.avi"
+    sv.write_video(source, [np.full((120, 160, 3), 120, np.uint8)] * 30, FPS)
+    assert detect.main(["--model", str(face_model), "--source", str(source), "--csv",
+                        str(tmp_path / "w.csv"), "--quiet"]) == 0
+    said = capsys.readouterr().out
+    assert "face found in 0% of frames" in said
+    assert "no face was found in any frame, so the model scored none" in said

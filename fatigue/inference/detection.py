@@ -299,6 +299,10 @@ def summary(result: Result, source: str, info: dict, csv_path: Path,
     if not r.windows:
         lines.append(f"  no window scored: the model needs {info['input']['sequence_length']} "
                      f"frames ({info['input']['sequence_length'] / info['frame_rate']:.1f} s)")
+    elif r.face_found == 0:
+        lines.append("  no face was found in any frame, so the model scored none (the CSV's "
+                     "probability is nan): check that the camera sees the driver's face, "
+                     "frontal and lit")
     lines.append(f"  alarms: {len(r.alarms)}")
     for k, (start, end) in enumerate(r.alarms, 1):
         lines.append(f"    {k}. {start:.1f} s - " + (f"{end:.1f} s ({end - start:.1f} s)"
