@@ -154,6 +154,8 @@ def output_file(value: str) -> str:
     line, exit 2) when it names a folder, lies under a file, or is a checkpoint or another
     file the suite keeps (KEPT_FILES), before any work is done. Missing folders on the way are made when it is written
     (write_output_text)."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("empty; give the path of a file")
     path = Path(value)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{value} is a folder; give the path of a file "

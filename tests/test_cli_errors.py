@@ -62,6 +62,15 @@ def test_an_output_path_that_cannot_be_written_is_refused_at_once(main, args, op
     assert a_file.read_text() == "not a folder" and not any(folder.iterdir())
 
 
+def test_an_empty_output_name_and_a_device_as_a_model_are_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        evaluate.main(["--model", "m.pth", "--json", ""])
+    assert exit_.value.code == 2
+    assert "argument --json: empty; give the path of a file" in capsys.readouterr().err
+    with pytest.raises(UserError, match="/dev/null is not a regular file"):
+        evaluate.main(["--model", "/dev/null"])
+
+
 def test_missing_folders_of_an_output_file_are_made(tiny, tmp_path, capsys):
     assert train.main(tiny("--epochs", "1")) == 0
     report = tmp_path / "new" / "deeper" / "figures.json"

@@ -126,6 +126,9 @@ def load_checkpoint(path: str | Path, verify: bool = True) -> dict:
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder; give a checkpoint file in it, such as "
                               f"{path / BEST}")
+    if path.exists() and not path.is_file():
+        raise CheckpointError(f"{path} is not a regular file; give a checkpoint file such as "
+                              f"models/{BEST}")
     if not path.is_file():
         folder = "" if path.parent == Path("models") else f" --model-dir {path.parent}"
         raise CheckpointError(f"no checkpoint at {path}; list the available ones with "
