@@ -25,10 +25,8 @@ from fatigue.errors import UserError, run_cli
 IMAGE_SIZE, SEQUENCE_LENGTH = 32, 30  # the built-in clip data set's defaults
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if "--prepare" in argv or any(a.startswith("--prepare=") for a in argv):
-        return prepare.main(argv)  # real videos (python dataset.py --prepare X --help)
+def build_parser() -> argparse.ArgumentParser:
+    """dataset.py's options for the built-in data (--prepare has prepare.py's own)."""
     parser = argparse.ArgumentParser(
         description="Make the clip data set that training reads: the built-in synthetic one "
                     "(--synthetic), or one prepared from driver videos (--prepare SOURCE "
@@ -60,6 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true",
                         help="overwrite a data set already in --data-dir")
     add_claim_args(parser, "--data-dir")
+    return parser
+
+
+def checked_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """The parsed options with their defaults filled in, after refusing (one line, exit 2)
+    what is missing, out of range, or would be ignored."""
     args = parser.parse_args(argv)
     if not args.synthetic:
         parser.error("say what to make: --synthetic, or --prepare SOURCE --format FORMAT")
@@ -68,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
                     args.sequence_length)) if value is not None]
     if args.as_videos and clip_options:
         parser.error(f"{', '.join(clip_options)}: for the clip data set, not --as-videos (give "
-                     f"{'it' if len(clip_options) == 1 else 'them'} when preparing the videos: python dataset.py --prepare X --help)")
+                     f"{'it' if len(clip_options) == 1 else 'them'} when preparing the videos: "
+                     f"python dataset.py --prepare X --help)")
     if args.layout is not None and not args.as_videos:
         parser.error("--layout: only with --as-videos (the layout of the video files)")
     # Defaults only now, so that the checks above see what was given.
@@ -78,17 +83,25 @@ def main(argv: list[str] | None = None) -> int:
     args.image_size = IMAGE_SIZE if args.image_size is None else args.image_size
     if args.sequence_length is None:
         args.sequence_length = SEQUENCE_LENGTH
-    num_subjects = args.num_subjects if args.num_subjects is not None else (
-        synthetic_videos.VIDEO_SUBJECTS if args.as_videos else 16)
-    if num_subjects < 3:
-        raise UserError(f"--num-subjects {num_subjects}: give at least 3 (train, val and test "
-                        f"each get one)")
+    if args.num_subjects is None:
+        args.num_subjects = synthetic_videos.VIDEO_SUBJECTS if args.as_videos else 16
+    if args.num_subjects < 3:
+        raise UserError(f"--num-subjects {args.num_subjects}: give at least 3 (train, val and "
+                        f"test each get one)")
     too_small = [f"{flag} {value}: give at least {least}" for flag, value, least in (
         ("--clips-per-subject", args.clips_per_subject, 2),
         ("--sequence-length", args.sequence_length, 16),
         ("--image-size", args.image_size, 1)) if value < least]
     if too_small and not args.as_videos:
         raise UserError("; ".join(too_small))
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--prepare" in argv or any(a.startswith("--prepare=") for a in argv):
+        return prepare.main(argv)  # real videos (python dataset.py --prepare X --help)
+    args = checked_args(build_parser(), argv)
     # Checked and written under the folder's claim: no other command writes it meanwhile.
     with FolderClaim(args.data_dir, wait=args.wait, break_claim=args.break_claim,
                      option="--data-dir"):
@@ -98,15 +111,16 @@ def main(argv: list[str] | None = None) -> int:
                 raise UserError(f"{out}/ is not empty; add --force to write into it anyway or "
                                 f"choose another --data-dir")
             print(synthetic_videos.write_videos(out, layout=args.layout,
-                                                num_subjects=num_subjects, seed=args.seed))
+                                                num_subjects=args.num_subjects, seed=args.seed))
             return 0
         if clip_store.dataset_exists(out) and not args.force:
             raise UserError(f"{out}/ already holds a data set; add --force to replace it "
                             f"or choose another --data-dir")
-        print(synthetic.generate(out, seed=args.seed, num_subjects=num_subjects,
+        print(synthetic.generate(out, seed=args.seed, num_subjects=args.num_subjects,
                                  clips_per_subject=args.clips_per_subject,
                                  image_size=args.image_size, sequence_length=args.sequence_length))
     return 0
+
 
 if __name__ == "__main__":
     run_cli(main)

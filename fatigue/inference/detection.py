@@ -209,6 +209,7 @@ class Result:
     timing: Timing
     face_found: float       # share of frames whose latest detection saw a face
     stopped: str | None     # why it stopped early, if it did
+    unreadable: list[Path] = field(default_factory=list)  # frame images that could not be read
 
 
 def run(model_path: str, source: str, csv_path: Path, output: Path | None = None,
@@ -279,12 +280,9 @@ def run(model_path: str, source: str, csv_path: Path, output: Path | None = None
                          "crop": detector.crop_seconds, "model": detector.model_seconds})
     if timing.frames == 0:
         raise UserError(f"no frame could be read from {source}")
-    if reader.unreadable:
-        say(f"warning: {len(reader.unreadable)} frame image(s) could not be read, each replaced "
-            f"by the frame before it (first: {reader.unreadable[0]})")
     result = Result(windows, detector.alarm.events, timing.frames,
                     t if camera else timing.frames / rate, timing,
-                    found_frames / timing.frames, stopped)
+                    found_frames / timing.frames, stopped, reader.unreadable)
     return result, info
 
 
@@ -296,6 +294,9 @@ def summary(result: Result, source: str, info: dict, csv_path: Path,
     lines = [f"{source}: {r.frames} frames ({r.seconds:.1f} s at {info['frame_rate']:g} fps), "
              f"{len(r.windows)} windows scored, face found in {100 * r.face_found:.0f}% of "
              f"frames" + (f"; stopped early ({r.stopped})" if r.stopped else "")]
+    if r.unreadable:
+        lines.append(f"  warning: {len(r.unreadable)} frame image(s) could not be read, each "
+                     f"replaced by the frame before it (first: {r.unreadable[0]})")
     if not r.windows:
         lines.append(f"  no window scored: the model needs {info['input']['sequence_length']} "
                      f"frames ({info['input']['sequence_length'] / info['frame_rate']:.1f} s)")

@@ -61,23 +61,7 @@ def start(args: argparse.Namespace, given: dict, ask: bool, dist: Distributed,
             return 0
     notes: list[str] = []
     if resume:
-        found: dict = {}
-
-        def choose() -> tuple[str, list[str]]:
-            path, found["checkpoint"], notes = folder.find_resumable()
-            return str(path), notes
-        path, notes = dist.on_main(choose)
-        checkpoint = found["checkpoint"] if dist.is_main else load_checkpoint(path)
-        startup.mark("checkpoint read and verified")
-        cfg, changes = resume_config(checkpoint, given, model_dir)
-        for note in notes:
-            say(f"warning: {note}", file=sys.stderr)
-        if changes:
-            say("warning: options given now replace the checkpoint's: " + "; ".join(changes),
-                file=sys.stderr)
-        say(f"Resuming {path} at epoch {checkpoint['epoch']}"
-            + (f", {checkpoint['samples_in_epoch']} clips into epoch {checkpoint['epoch'] + 1}"
-               if checkpoint["samples_in_epoch"] else ""))
+        checkpoint, cfg, notes = resumed(folder, given, model_dir, dist)
     else:
         checkpoint = None
         cfg = build_config(given)
@@ -120,6 +104,30 @@ def start(args: argparse.Namespace, given: dict, ask: bool, dist: Distributed,
     trainer = Trainer(cfg, store, dist, checkpoint, allow_data_change=args.allow_data_change,
                       warnings=notes, pretrained=pretrained, continue_with=continue_with)
     return trainer.train()
+
+
+def resumed(folder: CheckpointStore, given: dict, model_dir: str, dist: Distributed
+            ) -> tuple[dict, Config, list[str]]:
+    """The checkpoint a resumed run continues from (process 0 chooses it), its config with
+    the options given now, and the notes about the choice, said as warnings."""
+    found: dict = {}
+
+    def choose() -> tuple[str, list[str]]:
+        path, found["checkpoint"], notes = folder.find_resumable()
+        return str(path), notes
+    path, notes = dist.on_main(choose)
+    checkpoint = found["checkpoint"] if dist.is_main else load_checkpoint(path)
+    startup.mark("checkpoint read and verified")
+    cfg, changes = resume_config(checkpoint, given, model_dir)
+    for note in notes:
+        dist.say(f"warning: {note}", file=sys.stderr)
+    if changes:
+        dist.say("warning: options given now replace the checkpoint's: " + "; ".join(changes),
+                 file=sys.stderr)
+    dist.say(f"Resuming {path} at epoch {checkpoint['epoch']}"
+             + (f", {checkpoint['samples_in_epoch']} clips into epoch {checkpoint['epoch'] + 1}"
+                if checkpoint["samples_in_epoch"] else ""))
+    return checkpoint, cfg, notes
 
 
 def fit_to_clips(cfg: Config, given: dict, clip_shape: list[int]) -> list[str]:
