@@ -303,3 +303,32 @@ def test_drowsy_frames_needed_is_seconds_at_most_half_the_clip(tmp_path):
     with pytest.raises(UserError, match="--min-drowsy must be positive"):
         prepare.main(["--prepare", str(tmp_path), "--format", "folders",
                       "--min-drowsy", "0"])
+
+
+def test_only_subjects_whose_videos_give_clips_are_dealt_a_split(tmp_path, capsys):
+    """Videos without a face give no clip: their subjects must not take the val or test
+    places (which left those splits empty), and the summary names such videos."""
+    source = tmp_path / "videos"
+    faces = (1, 2, 3, 5)  # dealt before clips were known, s4 and s6 took val (seed 0)
+    for k in faces:
+        for label in ("alert", "drowsy"):
+            face_video(source / label / f"s{k}_{label}.avi", 3, 10, seed=k)
+    blank = [np.full((120, 160, 3), 90, np.uint8)] * 30
+    for k in set(range(1, 13)) - set(faces):
+        sv.write_video(source / "alert" / f"s{k}_empty_seat.avi", blank, 10)
+    m = prepare_dir(source, tmp_path / "data", "folders", "--sequence-length", "8",
+                    "--stride", "4")
+    with_clips = {c["subject"] for c in m["clips"]}
+    assert with_clips == {"s1", "s2", "s3", "s5"}
+    assert all(m["splits"][s] and set(m["splits"][s]) <= with_clips for s in m["splits"])
+    assert {c["split"] for c in m["clips"]} == {"train", "val", "test"}
+    assert "8 video(s) gave no clip (too short, or the face found in too few frames)" in \
+        capsys.readouterr().out
+    # Two people with clips cannot make train, val and test: refused, nothing written.
+    for k in (3, 5):
+        for label in ("alert", "drowsy"):
+            (source / label / f"s{k}_{label}.avi").unlink()
+    with pytest.raises(UserError, match=r"the clips come from 2 subject\(s\) \(s1, s2\), too "
+                                        r"few for a val split"):
+        prepare_dir(source, tmp_path / "two", "folders", "--sequence-length", "8")
+    assert not (tmp_path / "two" / "manifest.json").exists()

@@ -118,9 +118,9 @@ def drowsy_frames_needed(min_drowsy_seconds: float, fps: float, sequence_length:
     return max(1, min(math.ceil(min_drowsy_seconds * fps - 1e-9), math.ceil(sequence_length / 2)))
 
 
-def cut_clips(item: Video, found: np.ndarray, source_index: np.ndarray, split: str,
-              sequence_length: int, stride: int, min_face: float,
-              drowsy_needed: int) -> tuple[list[dict], list[int], dict]:
+def cut_clips(item: Video, found: np.ndarray, source_index: np.ndarray, sequence_length: int,
+              stride: int, min_face: float, drowsy_needed: int
+              ) -> tuple[list[dict], list[int], dict]:
     """Clip records of one video, the start frame of each kept clip, and counts."""
     n = len(found)
     labels = None
@@ -136,7 +136,8 @@ def cut_clips(item: Video, found: np.ndarray, source_index: np.ndarray, split: s
         if face < min_face:
             dropped += 1
             continue
-        rec = {"id": f"{item.path}@{start}", "subject": item.subject, "split": split,
+        # The split is dealt once every video's clips are known (split_subjects_with_clips).
+        rec = {"id": f"{item.path}@{start}", "subject": item.subject, "split": None,
                "source": item.path, "start": start, "face_fraction": round(face, 4)}
         if labels is not None:
             # Drowsy from the first second of a doze on, not from its middle: a detector
@@ -158,8 +159,7 @@ def run(args: argparse.Namespace) -> int:
     source, data_dir = Path(args.prepare).expanduser(), Path(args.data_dir)
     scan = scan_source(source, data_dir, args)
     source = source.resolve()
-    split_of, notes = assign_splits(scan.videos, args.val_fraction, args.seed)
-    scan.notes += notes
+    assign_splits(scan.videos, args.val_fraction, args.seed)  # a layout's error, before any work
 
     frame_options = {"prepare_version": CACHE_VERSION, "fps": args.fps,
                      "image_size": args.image_size, "channels": args.channels,
@@ -189,7 +189,8 @@ def run(args: argparse.Namespace) -> int:
             if not any(shard_of[v.path].with_suffix(s).exists() for s in (".npz", ".error"))]
     stats = _process(todo, args.workers, len(scan.videos))
 
-    records, blocks, counts, mismatches = collect_clips(scan, shard_of, split_of, args)
+    records, blocks, counts, mismatches = collect_clips(scan, shard_of, args)
+    split_of = split_subjects_with_clips(scan, records, args)
     meta = {"classes": scan.classes, "source": args.format, "source_dir": str(source), **options,
             "prepare_fingerprint": fingerprint, "skipped_videos": scan.skipped,
             "label_length_mismatches": mismatches}
@@ -218,10 +219,31 @@ def _clear_store(data_dir: Path, source: Path, fingerprint: str, force: bool) ->
     return True
 
 
-def collect_clips(scan: Scan, shard_of: dict[str, Path], split_of: dict[str, str],
+def split_subjects_with_clips(scan: Scan, records: list[dict],
+                              args: argparse.Namespace) -> dict[str, str]:
+    """Subject -> split, dealt among the subjects whose videos gave clips (a subject without
+    any would take a split's place and leave it empty), written into the records. Refuses
+    clips that cannot make a training and a validation split."""
+    with_clips = {r["subject"] for r in records}
+    split_of, notes = assign_splits([v for v in scan.videos if v.subject in with_clips],
+                                    args.val_fraction, args.seed)
+    scan.notes += notes
+    for rec in records:
+        rec["split"] = split_of[rec["subject"]]
+    missing = [s for s in ("train", "val") if s not in split_of.values()]
+    if missing:
+        raise UserError(f"the clips come from {len(with_clips)} subject(s) "
+                        f"({', '.join(sorted(with_clips))}), too few for a {' and a '.join(missing)} "
+                        f"split: training needs people in train, val and test. Add videos of more "
+                        f"people ({len(scan.skipped)} video(s) gave no clip)")
+    return split_of
+
+
+def collect_clips(scan: Scan, shard_of: dict[str, Path],
                   args: argparse.Namespace) -> tuple[list[dict], list, Counter, list[dict]]:
-    """Records of all clips in video path order, with where their frames are, from the
-    per-video cache; videos that failed are moved to scan.skipped."""
+    """Records of all clips in video path order (their split not yet dealt), with where
+    their frames are, from the per-video cache; videos that failed are moved to
+    scan.skipped."""
     records, blocks, counts, mismatches = [], [], Counter(), []
     drowsy_needed = drowsy_frames_needed(args.min_drowsy, args.fps, args.sequence_length)
     for item in scan.videos:
@@ -235,9 +257,8 @@ def collect_clips(scan: Scan, shard_of: dict[str, Path], split_of: dict[str, str
         if item.frame_labels is not None and len(item.frame_labels) != decoded:
             mismatches.append({"source": item.path, "frames": decoded,
                                "labels": len(item.frame_labels)})
-        recs, kept, c = cut_clips(item, found, index, split_of[item.subject],
-                                  args.sequence_length, args.stride, args.min_face_fraction,
-                                  drowsy_needed)
+        recs, kept, c = cut_clips(item, found, index, args.sequence_length, args.stride,
+                                  args.min_face_fraction, drowsy_needed)
         counts.update(c, videos=1)
         records += recs
         blocks.append((shard, kept))
@@ -327,6 +348,12 @@ def summary(args: argparse.Namespace, scan: Scan, records: list[dict], counts: C
         lines.append(f"  skipped {len(scan.skipped)} videos (all listed in manifest.json):")
         lines += [f"    {s['source']}: {s['reason']}" for s in scan.skipped[:10]]
     lines += [f"  note: {note}" for note in scan.notes]
+    no_clip = sorted({v.path for v in scan.videos} - {r["source"] for r in records}
+                     - {s["source"] for s in scan.skipped})
+    if no_clip:
+        lines.append(f"  {len(no_clip)} video(s) gave no clip (too short, or the face found in "
+                     f"too few frames): " + ", ".join(no_clip[:5]) + (" ..." if len(no_clip) > 5
+                                                                     else ""))
     lines.append(f"  frames: {counts['frames']} at {args.fps:g} fps, face found in "
                  f"{100 * counts['found'] / max(1, counts['frames']):.1f}%")
     if mismatches:
