@@ -50,9 +50,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="with per-frame labels (nthu; a .txt beside a folders video): a clip is drowsy "
              "when at least S seconds of its frames are labelled drowsy, at most half the "
              "clip (default: 1.0, so that a doze is called in its first second)")
-    add("--rldd-classes", type=int, default=2, choices=(2, 3),
+    add("--rldd-classes", type=int, choices=(2, 3),
         help="rldd: 2 = alert vs drowsy (low-vigilant videos left out), 3 = all (default: 2)")
-    add("--fold", type=int, default=1, metavar="N", help="rldd: the test fold, 1-5 (default: 1)")
+    add("--fold", type=int, metavar="N", help="rldd: the test fold, 1-5 (default: 1)")
     add("--val-fraction", type=float, default=0.15, metavar="F",
         help="share of training subjects held out for validation (default: 0.15)")
     add("--seed", type=int, default=0, metavar="N", help="seed of the subject split (default: 0)")
@@ -77,16 +77,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
              "low-contrast camera gives the model the same picture) or 'none' (default: "
              f"{CROP_DEFAULTS['normalize']}; detect applies what the model was trained with)")
     add("--force", action="store_true",
-        help="replace a data set in --data-dir that was made from something else")
+        help="write into --data-dir whatever it holds (a data set made from something "
+             "else, other files), and rebuild even an up-to-date data set, trying videos "
+             "that failed again")
     add_claim_args(p, "--data-dir")
     args = p.parse_args(argv)
     refuse_bad_values(args)
+    # rldd's defaults only now, so that refuse_bad_values sees whether they were given.
+    args.fold = 1 if args.fold is None else args.fold
+    args.rldd_classes = args.rldd_classes or 2
     return args
 
 
 def refuse_bad_values(args: argparse.Namespace) -> None:
-    """One line for the first option whose value cannot work."""
-    checks = [(args.fps > 0, "--fps must be positive"),
+    """One line for the first option whose value cannot work, or that this --format
+    would ignore."""
+    rldd_only = [flag for flag, value in (("--fold", args.fold),
+                                          ("--rldd-classes", args.rldd_classes)) if value is not None]
+    checks = [(args.format == "rldd" or not rldd_only,
+               f"{', '.join(rldd_only)}: only with --format rldd"),
+              (args.format == "folders" or args.frames_fps is None,
+               "--frames-fps: only with --format folders (the rate of folders of frame images)"),
+              (args.frames_fps is None or args.frames_fps > 0, "--frames-fps must be positive"),
+              (args.fps > 0, "--fps must be positive"),
               (args.min_drowsy > 0, "--min-drowsy must be positive"),
               (min(args.sequence_length, args.stride, args.workers, args.detect_every) >= 1,
                "--sequence-length, --stride, --workers and --detect-every must be at least 1"),

@@ -256,8 +256,19 @@ def test_folders_layout_with_a_frame_folder_then_train_and_evaluate(tmp_path):
 
 
 def test_user_mistakes_are_one_line_errors(nthu, rldd, tmp_path):
-    with pytest.raises(UserError, match="is not a folder"):
+    with pytest.raises(UserError, match="missing does not exist"):
         prepare.main(["--prepare", str(tmp_path / "missing"), "--format", "nthu"])
+    for extra, says in ((["--format", "folders", "--fold", "3"], "--fold: only with --format rldd"),
+                        (["--format", "nthu", "--frames-fps", "5"],
+                         "--frames-fps: only with --format folders"),
+                        (["--format", "folders", "--frames-fps", "0"],
+                         "--frames-fps must be positive")):
+        with pytest.raises(UserError, match=says):
+            prepare.main(["--prepare", str(nthu), *extra, "--data-dir", str(tmp_path / "x")])
+    assert not (tmp_path / "x").exists()
+    (tmp_path / "a_file").write_text("not videos")
+    with pytest.raises(UserError, match="a_file is not a folder"):
+        prepare.main(["--prepare", str(tmp_path / "a_file"), "--format", "nthu"])
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no videos"):
         prepare.main(["--prepare", str(tmp_path / "empty"), "--format", "rldd"])
@@ -269,7 +280,7 @@ def test_user_mistakes_are_one_line_errors(nthu, rldd, tmp_path):
         prepare_dir(nthu, tmp_path / "d", "nthu", "--sequence-length", "4")
     result = run_script("prepare.py", "--prepare", str(tmp_path / "missing"), "--format", "nthu")
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip().count("\n") == 0 and "is not a folder" in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "does not exist" in result.stderr
 
 
 def test_folders_layout_reads_per_frame_labels_beside_a_video(tmp_path):
@@ -332,3 +343,41 @@ def test_only_subjects_whose_videos_give_clips_are_dealt_a_split(tmp_path, capsy
                                         r"few for a val split"):
         prepare_dir(source, tmp_path / "two", "folders", "--sequence-length", "8")
     assert not (tmp_path / "two" / "manifest.json").exists()
+
+
+def test_own_videos_odd_trees_are_read_as_a_user_means(tmp_path, capsys):
+    """A picture beside the videos of a label folder, a linked folder, a broken link, an
+    'eyes_closed' label, a spreadsheet's subjects.csv (byte-order mark), and a stray file in
+    --data-dir."""
+    source, elsewhere = tmp_path / "videos", tmp_path / "elsewhere"
+    for rel, seed in (("eyes_closed/s1_a.avi", 1), ("eyes_open/s2_a.avi", 2),
+                      ("eyes_closed/s3_a.avi", 3), ("eyes_open/s4_a.avi", 4),
+                      ("eyes_open/s1_b.avi", 5)):
+        face_video(source / rel, 3, 30, seed)
+    face_video(elsewhere / "eyes_closed" / "s5_a.avi", 3, 30, 6)
+    cv2.imwrite(str(source / "eyes_closed" / "cover.jpg"), np.zeros((8, 8, 3), np.uint8))
+    (source / "more").symlink_to(elsewhere, target_is_directory=True)
+    (source / "eyes_open" / "s9_gone.avi").symlink_to(tmp_path / "nowhere.avi")
+    (source / "subjects.csv").write_bytes("eyes_open/s1_b.avi,s3\n".encode("utf-8-sig"))
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "clips.npy").write_text("a file of mine")
+    with pytest.raises(UserError, match="is not empty .clips.npy. and holds no data set; add "
+                                        "--force"):
+        prepare_dir(source, data, "folders", "--sequence-length", "8")
+    assert (data / "clips.npy").read_text() == "a file of mine"
+    m = prepare_dir(source, tmp_path / "d2", "folders", "--sequence-length", "8")
+    assert m["classes"] == ["eyes_open", "eyes_closed"]  # the alarm's class is the last
+    subjects = {c["source"]: c["subject"] for c in m["clips"]}
+    assert subjects["eyes_open/s1_b.avi"] == "s3"  # the first row, despite the mark
+    assert "more/eyes_closed/s5_a.avi" in subjects  # the linked folder's video
+    # Both eyes_closed videos kept beside the picture (it was taken for one frame folder).
+    assert {"eyes_closed/s1_a.avi", "eyes_closed/s3_a.avi"} <= set(subjects)
+    assert "eyes_open/s9_gone.avi: a broken link" in capsys.readouterr().out
+    # Editing subjects.csv is a change (it was "already prepared"); a lost clips.npy is rebuilt.
+    (source / "subjects.csv").write_text("eyes_open/s1_b.avi,s4\n")
+    m = prepare_dir(source, tmp_path / "d2", "folders", "--sequence-length", "8")
+    assert {c["source"]: c["subject"] for c in m["clips"]}["eyes_open/s1_b.avi"] == "s4"
+    (tmp_path / "d2" / "clips.npy").unlink()
+    prepare_dir(source, tmp_path / "d2", "folders", "--sequence-length", "8")
+    assert (tmp_path / "d2" / "clips.npy").is_file()

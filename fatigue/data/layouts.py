@@ -55,13 +55,17 @@ def _norm(text: str) -> str:
 def list_videos(source: Path, skip: Path | None, frame_folders: bool) -> list[str]:
     """Relative paths of the video files (and, if asked, folders of frame images), sorted."""
     found = []
-    for root, dirs, files in os.walk(source):
+    # Linked folders are followed (a data set spread over disks); `skip` keeps --data-dir out.
+    for root, dirs, files in os.walk(source, followlinks=True):
         here = Path(root)
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and
                          (skip is None or (here / d).resolve() != skip))
         rel = here.relative_to(source).as_posix()
         images = any(f.lower().endswith(video.IMAGE_EXTENSIONS) for f in files)
-        if frame_folders and rel != "." and images:
+        videos = any(f.lower().endswith(video.VIDEO_EXTENSIONS) for f in files)
+        # A folder of frames holds images only: a stray picture beside videos (a cover, a
+        # thumbnail) does not turn a label folder into one video.
+        if frame_folders and rel != "." and images and not videos:
             found.append(rel)
             dirs[:] = []
             continue
@@ -174,10 +178,11 @@ def scan_rldd(paths: list[str], num_classes: int, test_fold: int) -> Scan:
 
 def _class_order(names: set[str]) -> list[str]:
     """Numbers numerically; otherwise alphabetical with drowsy-like names last, so that
-    'alert/drowsy', 'awake/sleepy' and 'notdrowsy/drowsy' all make drowsy the class 1."""
+    'alert/drowsy', 'awake/sleepy', 'notdrowsy/drowsy' and 'eyes_open/eyes_closed' all make
+    the drowsy-like class the last one, which the alarm is for (metrics.positive_index)."""
     if all(n.isdigit() for n in names):
         return sorted(names, key=int)
-    sleepy = re.compile(r"drows|sleep|fatig|tired")
+    sleepy = re.compile(r"drows|sleep|fatig|tired|clos|shut|doz|yawn")
     negated = re.compile(r"^(non|not|no)[_\- ]?", re.IGNORECASE)
     return sorted(names, key=lambda n: (bool(sleepy.search(n.lower())) and not negated.match(n), n))
 
@@ -185,9 +190,15 @@ def _class_order(names: set[str]) -> list[str]:
 def scan_folders(source: Path, paths: list[str]) -> Scan:
     table: dict[str, str] = {}
     if (source / "subjects.csv").is_file():  # rows: file (path or name), subject
-        with open(source / "subjects.csv", newline="") as fh:
-            table = {row[0].strip(): row[1].strip() for row in csv.reader(fh)
-                     if len(row) >= 2 and not row[0].startswith("#")}
+        # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte-order mark, which would
+        # otherwise stick to the first file name.
+        try:
+            with open(source / "subjects.csv", newline="", encoding="utf-8-sig") as fh:
+                table = {row[0].strip(): row[1].strip() for row in csv.reader(fh)
+                         if len(row) >= 2 and not row[0].startswith("#")}
+        except UnicodeDecodeError as err:
+            raise UserError(f"{source / 'subjects.csv'} is not UTF-8 text ({err.reason} at "
+                            f"byte {err.start}); save it as CSV UTF-8") from None
     scan = Scan([], [])
     rows = []
     for rel in paths:
@@ -258,18 +269,28 @@ def assign_splits(videos: list[Video], val_fraction: float,
 
 def scan_source(source: Path, data_dir: Path, args: argparse.Namespace) -> Scan:
     """The videos of SOURCE in the chosen layout, with subjects, labels and given splits."""
+    if not source.exists():
+        raise UserError(f"{source} does not exist; give the folder the data set was unpacked "
+                        f"into")
     if not source.is_dir():
         raise UserError(f"{source} is not a folder; give the folder the data set was unpacked into")
     source = source.resolve()
-    paths = list_videos(source, data_dir.resolve(), frame_folders=args.format == "folders")
+    found = list_videos(source, data_dir.resolve(), frame_folders=args.format == "folders")
+    paths = [p for p in found if (source / p).exists()]
     if not paths:
-        raise UserError(f"no videos ({', '.join(video.VIDEO_EXTENSIONS)}) found under {source}")
+        images = (f", or folders of {'/'.join(video.IMAGE_EXTENSIONS)} frame images"
+                  if args.format == "folders" else "")
+        raise UserError(f"no videos ({', '.join(video.VIDEO_EXTENSIONS)}{images}) found under "
+                        f"{source}")
     if args.format == "nthu":
         scan = scan_nthu(source, paths)
     elif args.format == "rldd":
         scan = scan_rldd(paths, args.rldd_classes, args.fold)
     else:
         scan = scan_folders(source, paths)
+    scan.skipped += [{"source": p, "reason": "a broken link: what it points to does not exist"}
+                     for p in found if p not in paths]
+    scan.skipped.sort(key=lambda s: s["source"])
     if not scan.videos:
         reasons = "; ".join(sorted({s["reason"] for s in scan.skipped}))[:300]
         raise UserError(f"none of the {len(paths)} videos under {source} fits the '{args.format}' "

@@ -31,6 +31,7 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 from fatigue import files, progress
+from fatigue.files import CLAIM_FILE, CLIPS_FILE
 from fatigue.data import tracking, video
 from fatigue.data.clip_store import dataset_exists, load_manifest, write_clip_store
 from fatigue.data.layouts import Scan, Video, assign_splits, scan_source
@@ -174,8 +175,8 @@ def run(args: argparse.Namespace) -> int:
         options.update(fold=args.fold, rldd_classes=args.rldd_classes)
     # A video's cache file is named by its path and size: a replaced file is redone.
     sizes = {v.path: _size(source / v.path) for v in scan.videos}
-    fingerprint = _digest([args.format, options, [(v.path, sizes[v.path], v.frame_labels)
-                                                  for v in scan.videos]])
+    fingerprint = _digest([args.format, options, [(v.path, sizes[v.path], v.frame_labels,
+                                                   v.subject) for v in scan.videos]])
     if not _clear_store(data_dir, source, fingerprint, args.force):
         print(f"Already prepared: {data_dir}/ holds these videos with these options; "
               f"nothing to do.")
@@ -184,6 +185,9 @@ def run(args: argparse.Namespace) -> int:
     cache = data_dir / CACHE_DIR / f"frames-{_digest(frame_options)[:12]}"
     cache.mkdir(parents=True, exist_ok=True)
     shard_of = {v.path: cache / f"{_digest([v.path, sizes[v.path]])[:20]}.npz" for v in scan.videos}
+    if args.force:  # videos that failed before are tried again
+        for shard in shard_of.values():
+            shard.with_suffix(".error").unlink(missing_ok=True)
     todo = [{"path": v.path, "file": str(source / v.path), "shard": str(shard_of[v.path]),
              "frame_options": frame_options} for v in scan.videos
             if not any(shard_of[v.path].with_suffix(s).exists() for s in (".npz", ".error"))]
@@ -202,16 +206,25 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _clear_store(data_dir: Path, source: Path, fingerprint: str, force: bool) -> bool:
-    """False when DATA_DIR already holds exactly this result. A data set made from another
-    SOURCE, or by something else, is only replaced with --force; the old one stays whole
-    and usable until the new one is written (write_clip_store)."""
+    """False when DATA_DIR already holds exactly this result, whole (--force: always
+    rebuilt). A data set made from another SOURCE, or by something else, and a folder of
+    other files, are only written into with --force; an old data set stays whole and usable
+    until the new one is written (write_clip_store)."""
     if not dataset_exists(data_dir):
+        ours = {CACHE_DIR, CLAIM_FILE}  # an interrupted preparation's cache continues
+        others = [p.name for p in data_dir.iterdir() if p.name not in ours
+                  and not p.name.endswith(files.TMP_SUFFIX)] if data_dir.is_dir() else []
+        if others and not force:
+            raise UserError(f"{data_dir}/ is not empty ({', '.join(sorted(others)[:3])}"
+                            f"{' ...' if len(others) > 3 else ''}) and holds no data set; add "
+                            f"--force to write into it anyway, or choose another --data-dir")
         return True
     try:
         old = load_manifest(data_dir)
+        whole = (data_dir / CLIPS_FILE).is_file()
     except UserError:
-        old = {}
-    if old.get("prepare_fingerprint") == fingerprint:
+        old, whole = {}, False
+    if old.get("prepare_fingerprint") == fingerprint and whole and not force:
         return False
     if old.get("source_dir") != str(source) and not force:
         raise UserError(f"{data_dir}/ already holds a data set made from something else; add "
