@@ -381,3 +381,18 @@ def test_own_videos_odd_trees_are_read_as_a_user_means(tmp_path, capsys):
     (tmp_path / "d2" / "clips.npy").unlink()
     prepare_dir(source, tmp_path / "d2", "folders", "--sequence-length", "8")
     assert (tmp_path / "d2" / "clips.npy").is_file()
+
+
+def test_clips_of_one_class_are_refused_and_an_upper_case_label_file_is_read(tmp_path):
+    source = tmp_path / "videos"
+    for k in range(1, 5):
+        face_video(source / "drowsy" / f"s{k}_a.avi", 3, 30, k)
+    (source / "alert").mkdir()  # an empty folder: no alert clip
+    with pytest.raises(UserError, match="every clip is 'drowsy': a detector needs clips of at "
+                                        "least two classes"):
+        prepare_dir(source, tmp_path / "data", "folders", "--sequence-length", "8")
+    assert not (tmp_path / "data" / "manifest.json").exists()
+    face_video(source / "alert" / "s5_a.avi", 3, 30, 5)
+    labels(source / "drowsy" / "s1_a.TXT", "0" * 90)  # all alert, frame by frame
+    m = prepare_dir(source, tmp_path / "data", "folders", "--sequence-length", "8")
+    assert {c["label"] for c in by_source(m)["drowsy/s1_a.avi"]} == {0}

@@ -205,20 +205,24 @@ def test_a_new_run_takes_clip_length_and_channels_from_the_data(tiny_data, tmp_p
     at = argv.index("--sequence-length")
     del argv[at:at + 2]
     assert train.main(argv) == 0
-    assert ("note: --sequence-length 16, the length of the data set's clips (the default, "
-            "30, is longer)") in capsys.readouterr().out
+    assert ("note: --sequence-length 16, the length of the data set's clips (the default "
+            "is 30)") in capsys.readouterr().out
     assert load(tmp_path / "models" / "latest_model.pth")["config"]["sequence_length"] == 16
     with pytest.raises(UserError, match="--sequence-length 30 is longer than the "
                                                    "stored clips"):
         train.main([*argv, "--sequence-length", "30", "--force"])
 
 
-def test_fit_to_clips_takes_colour_only_when_not_given():
+def test_fit_to_clips_follows_the_data_only_where_not_given():
     cfg = Config()
-    assert fit_to_clips(cfg, {}, [40, 3, 64, 64]) == ["--channels 3, as the data set's clips have"]
-    assert (cfg.channels, cfg.sequence_length) == (3, 30)  # 40 frames fit the default 30
-    cfg = Config(channels=1)
-    assert fit_to_clips(cfg, {"channels": 1}, [40, 3, 64, 64]) == [] and cfg.channels == 1
+    assert fit_to_clips(cfg, {}, [40, 3, 64, 64]) == [
+        "--sequence-length 40, the length of the data set's clips (the default is 30)",
+        "--channels 3, as the data set's clips have"]
+    assert (cfg.channels, cfg.sequence_length) == (3, 40)
+    cfg = Config(channels=1, sequence_length=20)
+    assert fit_to_clips(cfg, {"channels": 1, "sequence_length": 20}, [40, 3, 64, 64]) == []
+    assert (cfg.channels, cfg.sequence_length) == (1, 20)
+    assert fit_to_clips(Config(), {}, [30, 1, 32, 32]) == []  # the built-in data: as before
 
 
 def test_list_and_info(tiny, tmp_path, capsys):

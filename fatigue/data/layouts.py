@@ -219,6 +219,8 @@ def scan_folders(source: Path, paths: list[str]) -> Scan:
         digits, where = None, source / rel
         label_file = (where.with_suffix(".txt") if where.is_file()
                       else where.parent / f"{where.name}.txt")
+        if not label_file.is_file():  # also s1_a.TXT, as some recorders write it
+            label_file = label_file.with_suffix(".TXT")
         if label_file.is_file():
             if len(scan.classes) != 2:
                 scan.skipped.append({"source": rel, "reason": "per-frame labels (0/1) need "

@@ -243,6 +243,11 @@ def split_subjects_with_clips(scan: Scan, records: list[dict],
     scan.notes += notes
     for rec in records:
         rec["split"] = split_of[rec["subject"]]
+    labels = sorted({r["label"] for r in records})
+    if len(labels) < 2:
+        raise UserError(f"every clip is {scan.classes[labels[0]]!r}: a detector needs clips of "
+                        f"at least two classes (check the label folders, and the videos that "
+                        f"gave no clip)")
     missing = [s for s in ("train", "val") if s not in split_of.values()]
     if missing:
         raise UserError(f"the clips come from {len(with_clips)} subject(s) "

@@ -132,13 +132,14 @@ def resumed(folder: CheckpointStore, given: dict, model_dir: str, dist: Distribu
 
 def fit_to_clips(cfg: Config, given: dict, clip_shape: list[int]) -> list[str]:
     """A new run takes its clip length and channels from the data set's clips ([frames,
-    channels, height, width]) where the defaults do not fit them and the options were not
-    given: clips prepared shorter than 30 frames, or in colour. Returns what it took."""
+    channels, height, width]) where they differ from the defaults and the options were not
+    given: clips prepared longer or shorter than 30 frames (a window of 30 would miss the
+    frames a clip's label was read from, or not fit), or in colour. Returns what it took."""
     frames, channels = clip_shape[:2]
     taken = []
-    if "sequence_length" not in given and cfg.sequence_length > frames:
+    if "sequence_length" not in given and cfg.sequence_length != frames:
         taken.append(f"--sequence-length {frames}, the length of the data set's clips (the "
-                     f"default, {cfg.sequence_length}, is longer)")
+                     f"default is {cfg.sequence_length})")
         cfg.sequence_length = frames
     if "channels" not in given and cfg.channels != channels:
         taken.append(f"--channels {channels}, as the data set's clips have")
