@@ -167,10 +167,23 @@ def output_file(value: str) -> str:
     if path.is_file() and is_checkpoint_file(path):
         raise argparse.ArgumentTypeError(f"{value} is a checkpoint, which an output never "
                                          f"overwrites; give another file name")
-    if path.is_file() and path.name in KEPT_FILES:
+    if path.is_file() and is_kept_file(path):
         raise argparse.ArgumentTypeError(f"{value} is {KEPT_FILES[path.name]}, which an output "
                                          f"never overwrites; give another file name")
     return value
+
+
+def is_kept_file(path: Path) -> bool:
+    """Whether an existing file is one the suite keeps (KEPT_FILES), judged by its name and
+    its folder, so that an output of the same name elsewhere (a second `--json study.json`)
+    is not mistaken for one: a data set's file beside the other, a run's log or curves
+    beside a log or a checkpoint, a study record beside its folds, any claim."""
+    here = {p.name for p in path.parent.iterdir()}
+    run = LOG_FILE in here or any(name.endswith(".pth") for name in here)
+    return any((path.name == CLAIM_FILE,
+                path.name in (CLIPS_FILE, MANIFEST_FILE) and {CLIPS_FILE, MANIFEST_FILE} <= here,
+                path.name in (LOG_FILE, CURVES_FILE) and run,
+                path.name == STUDY_FILE and any(name.startswith("fold_") for name in here)))
 
 
 def report_folder(value: str) -> str:

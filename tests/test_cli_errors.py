@@ -249,6 +249,12 @@ def test_no_output_overwrites_a_data_set_or_a_run_file(tiny, tiny_data, tmp_path
         assert f"argument {option}: {path} is {what}, which an output never overwrites" \
             in capsys.readouterr().err
     assert {p: p.read_bytes() for p in kept} == kept
+    # The same names elsewhere are a user's own outputs: written again without a word.
+    mine = tmp_path / "mine" / "manifest.json"
+    mine.parent.mkdir()
+    mine.write_text("{}")
+    assert evaluate.main(["--model", best, "--json", str(mine)]) == 0
+    assert '"accuracy"' in mine.read_text()
 
 
 def test_a_failed_detection_leaves_the_previous_csv_as_it_was(face_model, tmp_path,

@@ -189,3 +189,17 @@ def test_changed_options_refused_and_force_archives(tiny_data, tmp_path, monkeyp
     assert record_of(study)["num_folds"] == 2
     assert Counter(f["status"] for f in record_of(study)["folds"]) == \
         Counter({"training": 1, "pending": 1})
+
+
+def test_a_study_takes_the_clip_length_from_the_data_as_training_does(tiny_data, tmp_path,
+                                                                      capsys):
+    args = study_args(tiny_data, tmp_path / "models")
+    at = args.index("--sequence-length")
+    del args[at:at + 2]  # the tiny clips have 16 frames; the default is 30
+    args[args.index("--epochs") + 1] = "1"
+    assert main.main(["--mode", "cv", *args]) == 0
+    assert "note: --sequence-length 16, the length of the data set's clips" in \
+        capsys.readouterr().out
+    study = tmp_path / "models" / "cv"
+    assert record_of(study)["options"]["sequence_length"] == 16
+    assert load(study / "fold_1" / "best_model.pth")["config"]["sequence_length"] == 16

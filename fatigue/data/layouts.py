@@ -55,17 +55,24 @@ def _norm(text: str) -> str:
 def list_videos(source: Path, skip: Path | None, frame_folders: bool) -> list[str]:
     """Relative paths of the video files (and, if asked, folders of frame images), sorted."""
     found = []
-    # Linked folders are followed (a data set spread over disks); `skip` keeps --data-dir out.
+    # Linked folders are followed (a data set spread over disks), each real folder once (a
+    # link back up the tree would loop); `skip` keeps --data-dir out.
+    seen = {source.resolve()}
     for root, dirs, files in os.walk(source, followlinks=True):
         here = Path(root)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and
-                         (skip is None or (here / d).resolve() != skip))
+        kept = []
+        for d in sorted(dirs):
+            real = (here / d).resolve()
+            if not d.startswith(".") and real != skip and real not in seen:
+                seen.add(real)
+                kept.append(d)
+        dirs[:] = kept
         rel = here.relative_to(source).as_posix()
         images = any(f.lower().endswith(video.IMAGE_EXTENSIONS) for f in files)
         videos = any(f.lower().endswith(video.VIDEO_EXTENSIONS) for f in files)
-        # A folder of frames holds images only: a stray picture beside videos (a cover, a
-        # thumbnail) does not turn a label folder into one video.
-        if frame_folders and rel != "." and images and not videos:
+        # A folder of frames holds images only: a stray picture beside videos or frame
+        # folders (a cover, a thumbnail) does not turn a label folder into one video.
+        if frame_folders and rel != "." and images and not videos and not dirs:
             found.append(rel)
             dirs[:] = []
             continue

@@ -49,6 +49,7 @@ from fatigue.errors import UserError
 from fatigue.inference.evaluation import evaluate_checkpoint
 from fatigue.inference.report import figures
 from fatigue.training import command
+from fatigue.training.session import fit_to_clips
 from fatigue.training.stop import EXIT_CODES, StopTraining
 
 STUDY_FOLDER = "cv"  # inside --model-dir
@@ -210,8 +211,12 @@ class Study:
         ensure_dataset(self.data_dir, self.data_given or self.data_dir != DEFAULT_DATA_DIR,
                        seed=0, image_size=cfg.image_size, sequence_length=cfg.sequence_length,
                        channels=cfg.channels, wait=args.wait, break_claim=args.break_claim)
+        manifest = load_manifest(self.data_dir)
+        # As each fold's training does (the same clips), so the record holds what they train.
+        for note in fit_to_clips(cfg, self.given, manifest["clip_shape"]):
+            print(f"note: {note}")
         ClipDataset(self.data_dir, "train", cfg.sequence_length, cfg.image_size, cfg.channels)
-        return load_manifest(self.data_dir)
+        return manifest
 
     def wanted(self, manifest: dict) -> dict:
         """What defines the study: folds, val subjects, data and every result-deciding option."""
