@@ -340,7 +340,8 @@ def test_only_subjects_whose_videos_give_clips_are_dealt_a_split(tmp_path, capsy
         for label in ("alert", "drowsy"):
             (source / label / f"s{k}_{label}.avi").unlink()
     with pytest.raises(UserError, match=r"the clips come from 2 subject\(s\) \(s1, s2\), too "
-                                        r"few for a val split"):
+                                        r"few for a val split: training needs people in both. "
+                                        r"Add videos of more people \(8 video\(s\) gave no clip"):
         prepare_dir(source, tmp_path / "two", "folders", "--sequence-length", "8")
     assert not (tmp_path / "two" / "manifest.json").exists()
 
@@ -381,17 +382,29 @@ def test_own_videos_odd_trees_are_read_as_a_user_means(tmp_path, capsys):
     (tmp_path / "d2" / "clips.npy").unlink()
     prepare_dir(source, tmp_path / "d2", "folders", "--sequence-length", "8")
     assert (tmp_path / "d2" / "clips.npy").is_file()
+    # Stopped between putting its clips in place and writing the manifest: it continues.
+    (tmp_path / "d2" / "manifest.json").unlink()
+    prepare_dir(source, tmp_path / "d2", "folders", "--sequence-length", "8")
+    # A link back up the tree is followed once: each video is listed once.
+    (source / "eyes_open" / "up").symlink_to(source, target_is_directory=True)
+    m = prepare_dir(source, tmp_path / "d3", "folders", "--sequence-length", "8")
+    assert len({c["source"] for c in m["clips"]}) == 6
 
 
 def test_clips_of_one_class_are_refused_and_an_upper_case_label_file_is_read(tmp_path):
     source = tmp_path / "videos"
     for k in range(1, 5):
         face_video(source / "drowsy" / f"s{k}_a.avi", 3, 30, k)
-    (source / "alert").mkdir()  # an empty folder: no alert clip
+    (source / "alert").mkdir()  # an empty folder: no alert video
+    with pytest.raises(UserError, match=r"every video is under one label folder \(drowsy/\)"):
+        prepare_dir(source, tmp_path / "data", "folders", "--sequence-length", "8")
+    sv.write_video(source / "alert" / "s6_empty_seat.avi",
+                   [np.full((120, 160, 3), 90, np.uint8)] * 30, 10)  # an alert video, no clip
     with pytest.raises(UserError, match="every clip is 'drowsy': a detector needs clips of at "
                                         "least two classes"):
         prepare_dir(source, tmp_path / "data", "folders", "--sequence-length", "8")
     assert not (tmp_path / "data" / "manifest.json").exists()
+    (source / "alert" / "s6_empty_seat.avi").unlink()
     face_video(source / "alert" / "s5_a.avi", 3, 30, 5)
     labels(source / "drowsy" / "s1_a.TXT", "0" * 90)  # all alert, frame by frame
     m = prepare_dir(source, tmp_path / "data", "folders", "--sequence-length", "8")

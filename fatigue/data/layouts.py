@@ -300,6 +300,9 @@ def scan_source(source: Path, data_dir: Path, args: argparse.Namespace) -> Scan:
     scan.skipped += [{"source": p, "reason": "a broken link: what it points to does not exist"}
                      for p in found if p not in paths]
     scan.skipped.sort(key=lambda s: s["source"])
+    if len(scan.classes) == 1:  # before any video is decoded
+        raise UserError(f"every video is under one label folder ({scan.classes[0]}/): a "
+                        f"detector needs at least two, e.g. alert/ and drowsy/")
     if not scan.videos:
         reasons = "; ".join(sorted({s["reason"] for s in scan.skipped}))[:300]
         raise UserError(f"none of the {len(paths)} videos under {source} fits the '{args.format}' "

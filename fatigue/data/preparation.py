@@ -211,7 +211,9 @@ def _clear_store(data_dir: Path, source: Path, fingerprint: str, force: bool) ->
     other files, are only written into with --force; an old data set stays whole and usable
     until the new one is written (write_clip_store)."""
     if not dataset_exists(data_dir):
-        ours = {CACHE_DIR, CLAIM_FILE}  # an interrupted preparation's cache continues
+        # An interrupted preparation continues: its cache, and the clips it was putting in
+        # place when it stopped (write_clip_store writes the manifest last).
+        ours = {CACHE_DIR, CLAIM_FILE} | ({CLIPS_FILE} if (data_dir / CACHE_DIR).is_dir() else set())
         others = [p.name for p in data_dir.iterdir() if p.name not in ours
                   and not p.name.endswith(files.TMP_SUFFIX)] if data_dir.is_dir() else []
         if others and not force:
@@ -252,9 +254,16 @@ def split_subjects_with_clips(scan: Scan, records: list[dict],
     if missing:
         raise UserError(f"the clips come from {len(with_clips)} subject(s) "
                         f"({', '.join(sorted(with_clips))}), too few for a {' and a '.join(missing)} "
-                        f"split: training needs people in train, val and test. Add videos of more "
-                        f"people ({len(scan.skipped)} video(s) gave no clip)")
+                        f"split: training needs people in both. Add videos of more people "
+                        f"({len(no_clip(scan, records))} video(s) gave no clip, "
+                        f"{len(scan.skipped)} were skipped)")
     return split_of
+
+
+def no_clip(scan: Scan, records: list[dict]) -> list[str]:
+    """The videos that were read but gave no clip (skipped ones are listed apart)."""
+    return sorted({v.path for v in scan.videos} - {r["source"] for r in records}
+                  - {s["source"] for s in scan.skipped})
 
 
 def collect_clips(scan: Scan, shard_of: dict[str, Path],
@@ -366,11 +375,10 @@ def summary(args: argparse.Namespace, scan: Scan, records: list[dict], counts: C
         lines.append(f"  skipped {len(scan.skipped)} videos (all listed in manifest.json):")
         lines += [f"    {s['source']}: {s['reason']}" for s in scan.skipped[:10]]
     lines += [f"  note: {note}" for note in scan.notes]
-    no_clip = sorted({v.path for v in scan.videos} - {r["source"] for r in records}
-                     - {s["source"] for s in scan.skipped})
-    if no_clip:
-        lines.append(f"  {len(no_clip)} video(s) gave no clip (too short, or the face found in "
-                     f"too few frames): " + ", ".join(no_clip[:5]) + (" ..." if len(no_clip) > 5
+    without = no_clip(scan, records)
+    if without:
+        lines.append(f"  {len(without)} video(s) gave no clip (too short, or the face found in "
+                     f"too few frames): " + ", ".join(without[:5]) + (" ..." if len(without) > 5
                                                                      else ""))
     lines.append(f"  frames: {counts['frames']} at {args.fps:g} fps, face found in "
                  f"{100 * counts['found'] / max(1, counts['frames']):.1f}%")
