@@ -14,15 +14,12 @@ import sys
 from pathlib import Path
 
 import prepare
-from fatigue.claim import CLAIM_FILE, FolderClaim, add_claim_args
+from fatigue.claim import FolderClaim, add_claim_args
 from fatigue.data import clip_store, synthetic, synthetic_videos
 # Re-exported: `from dataset import ClipDataset` is how the README loads a split.
 from fatigue.data.clips import DEFAULT_DATA_DIR, ClipDataset, ensure_dataset  # noqa: F401
 from fatigue import files
 from fatigue.errors import UserError, run_cli
-
-
-IMAGE_SIZE, SEQUENCE_LENGTH = 32, 30  # the built-in clip data set's defaults
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,16 +42,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR, type=files.output_folder,
                         help="output folder (default: data)")
     parser.add_argument("--num-subjects", type=int, default=None,
-                        help="synthetic subjects (default: 16 for clips, "
+                        help=f"synthetic subjects (default: {synthetic.NUM_SUBJECTS} for clips, "
                              f"{synthetic_videos.VIDEO_SUBJECTS} for videos); split by subject "
                              "into train/val/test")
     parser.add_argument("--clips-per-subject", type=int,
                         help="synthetic clips per subject, half alert, half drowsy "
                              f"(default: {synthetic.CLIPS_PER_SUBJECT})")
     parser.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
-    parser.add_argument("--image-size", type=int, help=f"frame side (default: {IMAGE_SIZE})")
+    parser.add_argument("--image-size", type=int, help=f"frame side (default: {synthetic.IMAGE_SIZE})")
     parser.add_argument("--sequence-length", type=int,
-                        help=f"frames per clip (default: {SEQUENCE_LENGTH})")
+                        help=f"frames per clip (default: {synthetic.SEQUENCE_LENGTH})")
     parser.add_argument("--force", action="store_true",
                         help="overwrite a data set already in --data-dir")
     add_claim_args(parser, "--data-dir")
@@ -71,20 +68,22 @@ def checked_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.N
                     ("--image-size", args.image_size), ("--sequence-length",
                     args.sequence_length)) if value is not None]
     if args.as_videos and clip_options:
-        parser.error(f"{', '.join(clip_options)}: for the clip data set, not --as-videos (give "
-                     f"{'it' if len(clip_options) == 1 else 'them'} when preparing the videos: "
-                     f"python dataset.py --prepare X --help)")
+        parser.error(f"{', '.join(clip_options)}: for the clip data set, not --as-videos "
+                     f"(the videos' clips are cut when they are prepared: python dataset.py "
+                     f"--prepare X --help)")
     if args.layout is not None and not args.as_videos:
         parser.error("--layout: only with --as-videos (the layout of the video files)")
     # Defaults only now, so that the checks above see what was given.
     args.layout = args.layout or "folders"
     if args.clips_per_subject is None:
         args.clips_per_subject = synthetic.CLIPS_PER_SUBJECT
-    args.image_size = IMAGE_SIZE if args.image_size is None else args.image_size
+    if args.image_size is None:
+        args.image_size = synthetic.IMAGE_SIZE
     if args.sequence_length is None:
-        args.sequence_length = SEQUENCE_LENGTH
+        args.sequence_length = synthetic.SEQUENCE_LENGTH
     if args.num_subjects is None:
-        args.num_subjects = synthetic_videos.VIDEO_SUBJECTS if args.as_videos else 16
+        args.num_subjects = (synthetic_videos.VIDEO_SUBJECTS if args.as_videos
+                             else synthetic.NUM_SUBJECTS)
     if args.num_subjects < 3:
         raise UserError(f"--num-subjects {args.num_subjects}: give at least 3 (train, val and "
                         f"test each get one)")
@@ -107,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                      option="--data-dir"):
         out = Path(args.data_dir)
         if args.as_videos:
-            if any(p.name != CLAIM_FILE for p in out.iterdir()) and not args.force:
+            if files.other_files(out) and not args.force:
                 raise UserError(f"{out}/ is not empty; add --force to write into it anyway or "
                                 f"choose another --data-dir")
             print(synthetic_videos.write_videos(out, layout=args.layout,
@@ -116,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         if clip_store.dataset_exists(out) and not args.force:
             raise UserError(f"{out}/ already holds a data set; add --force to replace it "
                             f"or choose another --data-dir")
+        if files.other_files(out) and not args.force:
+            raise UserError(f"{out}/ is not empty ({', '.join(files.other_files(out)[:3])}) and "
+                            f"holds no data set; add --force to write into it anyway, or choose "
+                            f"another --data-dir")
         print(synthetic.generate(out, seed=args.seed, num_subjects=args.num_subjects,
                                  clips_per_subject=args.clips_per_subject,
                                  image_size=args.image_size, sequence_length=args.sequence_length))

@@ -22,7 +22,9 @@ from fatigue.data.video import CROP_DEFAULTS
 from fatigue import files
 from fatigue.errors import UserError, run_cli
 from fatigue.inference.alarm import AlarmSettings
-from fatigue.inference.detection import is_camera, run, summary, torch_threads
+from fatigue.inference.detection import (is_camera, run, summary, term_stops_like_ctrl_c,
+                                        torch_threads)
+from fatigue.inference.outputs import video_output_error
 from fatigue.inference.sound import open_sound, sound_wanted, wav_seconds
 
 
@@ -42,8 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--frames-fps", type=float, metavar="F",
         help="with a folder of frame images: the rate they were taken at (default: 30)")
     add("--output", metavar="PATH", type=files.output_file,
-        help="write an annotated video (.mp4 or .avi) at the model's frame rate: face box, "
-             "probability bar, state, speed")
+        help="write an annotated video (.mp4, .avi, .mov, .mkv, .m4v) at the model's frame "
+             "rate: face box, probability bar, state, speed")
     add("--csv", default="detections.csv", metavar="PATH", type=files.output_file,
         help="per-window CSV: time, probability, state, face found (default: detections.csv)")
     add("--show", action="store_true", help="also show the annotated frames in a window, where "
@@ -95,15 +97,15 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("fps", "frames_fps", "duration"):
         if getattr(args, name) is not None and getattr(args, name) <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be positive")
-    if args.output and Path(args.output).suffix.lower() not in (".mp4", ".avi"):
-        raise UserError(f"--output {args.output}: give a .mp4 or .avi file name (the annotated "
-                        f"video)")
+    if args.output and video_output_error(args.output):
+        raise UserError(f"--output {args.output}: {video_output_error(args.output)} (the "
+                        f"annotated video)")
     sound_file = Path(args.sound_file) if args.sound_file else None
     if sound_file is not None:
         wav_seconds(sound_file)  # a bad file fails now, before the model and the camera
     output = Path(args.output) if args.output else None
     sound = open_sound(sound_file) if sound_wanted(args.sound, is_camera(args.source)) else None
-    with sound or nullcontext(), torch_threads(args.threads):
+    with sound or nullcontext(), torch_threads(args.threads), term_stops_like_ctrl_c():
         result, info = run(args.model, args.source, Path(args.csv), output, args.fps,
                            args.every, overrides, args.device, args.show, args.duration,
                            progress=not args.quiet, sound=sound, frames_fps=args.frames_fps)

@@ -171,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     # The two modes take different options: one given to the other mode would be ignored.
-    given = {flag for flag, value in vars(args).items() if value not in (None, False)}
+    given = {flag for flag, value in vars(args).items()
+             if value is not None and value is not False}  # 0 is a value given
     suite_only = [f"--{f.replace('_', '-')}" for f in SUITE_OPTIONS if f in given]
     scoring_only = [f"--{f.replace('_', '-')}" for f in SCORING_OPTIONS if f in given]
     if suite_only and not args.robustness:

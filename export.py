@@ -161,8 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decision threshold on P(drowsy) stored with the model, e.g. one "
                         "picked from evaluate.py --report's threshold_sweep.csv (default: 0.5)")
     p.add_argument("--fps", type=float, metavar="F", help="frame rate to record (default: "
-                   "the one the training data was prepared at, read from its manifest when "
-                   f"the data set is on this machine, else {CROP_DEFAULTS['fps']:g})")
+                   "the one the training data was prepared at, as the checkpoint records it "
+                   "or the data set's manifest says, else "
+                   f"{CROP_DEFAULTS['fps']:g})")
     return p
 
 

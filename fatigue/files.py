@@ -173,6 +173,15 @@ def output_file(value: str) -> str:
     return value
 
 
+def other_files(folder: Path, ours: set[str] = frozenset()) -> list[str]:
+    """The names in `folder` (if it exists) other than `ours`, its claim and temporary
+    files, sorted: what a command writing into it must not replace without --force."""
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.name not in ours
+                  and p.name != CLAIM_FILE and not p.name.endswith(TMP_SUFFIX))
+
+
 def is_kept_file(path: Path) -> bool:
     """Whether an existing file is one the suite keeps (KEPT_FILES), judged by its name and
     its folder, so that an output of the same name elsewhere (a second `--json study.json`)

@@ -122,6 +122,17 @@ def test_synthetic_data_refuses_options_it_would_ignore(args, says, tmp_path, ca
     assert not (tmp_path / "d").exists()
 
 
+def test_synthetic_data_is_not_written_into_a_folder_of_other_files(tmp_path):
+    out = tmp_path / "d"
+    out.mkdir()
+    (out / "clips.npy").write_text("a file of mine")
+    with pytest.raises(UserError, match=r"d/ is not empty \(clips.npy\) and holds no data set; "
+                                        r"add --force"):
+        dataset.main(["--synthetic", "--data-dir", str(out), "--num-subjects", "3",
+                      "--clips-per-subject", "2", "--image-size", "8", "--sequence-length", "16"])
+    assert (out / "clips.npy").read_text() == "a file of mine"
+
+
 def test_synthetic_data_names_only_the_option_that_is_out_of_range(tmp_path):
     with pytest.raises(UserError) as refused:
         dataset.main(["--synthetic", "--data-dir", str(tmp_path / "d"), "--sequence-length", "8"])
@@ -164,6 +175,7 @@ def test_contradicting_or_impossible_options_are_refused(argv, says, capsys):
     (["--model", "m.pth", "--robustness", "--json", "r.json", "--batch-size", "8"],
      "--batch-size, --json are for scoring clips; --robustness renders its own held-out drives"),
     (["--model", "m.pth", "--workers", "3"], "--workers: only with --robustness"),
+    (["--model", "m.pth", "--closures", "0"], "--closures: only with --robustness"),  # 0 is given
 ])
 def test_evaluate_refuses_options_that_would_be_ignored(argv, says, capsys):
     with pytest.raises(SystemExit) as exit_:
@@ -263,7 +275,8 @@ def test_a_failed_detection_leaves_the_previous_csv_as_it_was(face_model, tmp_pa
     csv_file.write_text("an earlier run's rows\n")
     sv.write_video(video, [np.full((120, 160, 3), 90, np.uint8)] * 30, 10)
     argv = ["--model", str(face_model), "--source", str(video), "--csv", str(csv_file), "--quiet"]
-    with pytest.raises(UserError, match="--output out.txt: give a .mp4 or .avi file name"):
+    with pytest.raises(UserError, match="--output out.txt: give a .mp4, .avi, .mov, .mkv or "
+                                        ".m4v file name"):
         detect.main([*argv, "--output", "out.txt"])
     real_step = detection.Detector.step
     steps = []
@@ -336,5 +349,5 @@ def test_more_mistakes_get_one_line(tmp_path, capsys):
 
 def test_yes_no_options_show_yes_or_no_in_the_help():
     text = " ".join(command.build_parser().format_help().split())
-    assert "--augment {yes,no} flip, shift" in text and "(default: yes)" in text
+    assert re.search(r"--augment \{yes,no\} flip, shift[^-]*\(default: yes\)", text)
     assert "--compile {yes,no}" in text and "True" not in text and "False" not in text

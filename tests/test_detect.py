@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import csv
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -12,7 +16,7 @@ import pytest
 import torch
 
 import detect
-from conftest import FPS, blinks, eyes_video, run_script
+from conftest import FPS, ROOT, blinks, eyes_video, run_script
 from fatigue.data import synthetic_videos as sv
 from fatigue.data.augment import to_model_input
 from fatigue.errors import UserError
@@ -161,6 +165,9 @@ def test_a_folder_of_frames_is_timed_at_the_rate_it_was_taken(face_model, tmp_pa
            f"it (first: {folder / '7.png'})" in said
     video_file = tmp_path / "w.avi"
     sv.write_video(video_file, [np.zeros((48, 64, 3), np.uint8)] * 5, 10)
+    with pytest.raises(UserError, match="typo does not exist"):
+        detect.main(["--model", str(face_model), "--source", str(tmp_path / "typo"),
+                     "--frames-fps", "5"])
     with pytest.raises(UserError, match="--frames-fps is for a folder of frame images"):
         detect.main(["--model", str(face_model), "--source", str(video_file), "--frames-fps", "5"])
 
@@ -218,3 +225,25 @@ def test_a_video_without_a_face_says_the_model_scored_nothing(face_model, tmp_pa
     said = capsys.readouterr().out
     assert "face found in 0% of frames" in said
     assert "no face was found in any frame, so the model scored none" in said
+
+
+def test_sigterm_ends_a_detection_as_ctrl_c_does(face_model, tmp_path):
+    """A service manager's stop (SIGTERM) keeps what was seen: the CSV so far, the summary."""
+    source, table = tmp_path / "long.avi", tmp_path / "w.csv"
+    # 50 minutes of an empty seat: about 10 s of work, as no face is there to look at.
+    sv.write_video(source, [np.full((120, 160, 3), 90, np.uint8)] * 30000, FPS)
+    process = subprocess.Popen([sys.executable, str(ROOT / "detect.py"), "--model",
+                                str(face_model), "--source", str(source), "--csv", str(table),
+                                "--quiet", "--every", "1"], stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".w.csv.*.tmp")) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the run has begun once its CSV is open
+    time.sleep(0.3)  # a few hundred frames in
+    assert process.poll() is None, "the detection ended before it could be stopped"
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=60)
+    assert process.returncode == 0 and "stopped early (interrupted)" in out
+    frames = int(re.search(r"long.avi: (\d+) frames", out)[1])
+    assert 0 < frames < 30000  # the stop landed mid-video
+    assert table.read_text().startswith("time_s,frame,")
+    assert not list(tmp_path.glob(".w.csv.*"))  # nothing left behind

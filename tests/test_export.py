@@ -96,6 +96,7 @@ def test_onnx_round_trip_in_onnxruntime(checkpoint, tmp_path, capsys):
 def test_options_of_the_other_format_or_out_of_range_are_refused(checkpoint, tmp_path,
                                                                   monkeypatch, argv, says):
     monkeypatch.chdir(tmp_path)
+    beside = set(checkpoint.parent.iterdir())  # where the default output would go
     with pytest.raises(UserError, match=re.escape(says)):
         export.main(["--model", str(checkpoint), *argv])
-    assert not any(tmp_path.iterdir())  # nothing written
+    assert not any(tmp_path.iterdir()) and set(checkpoint.parent.iterdir()) == beside

@@ -31,7 +31,7 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 from fatigue import files, progress
-from fatigue.files import CLAIM_FILE, CLIPS_FILE
+from fatigue.files import CLIPS_FILE
 from fatigue.data import tracking, video
 from fatigue.data.clip_store import dataset_exists, load_manifest, write_clip_store
 from fatigue.data.layouts import Scan, Video, assign_splits, scan_source
@@ -213,11 +213,10 @@ def _clear_store(data_dir: Path, source: Path, fingerprint: str, force: bool) ->
     if not dataset_exists(data_dir):
         # An interrupted preparation continues: its cache, and the clips it was putting in
         # place when it stopped (write_clip_store writes the manifest last).
-        ours = {CACHE_DIR, CLAIM_FILE} | ({CLIPS_FILE} if (data_dir / CACHE_DIR).is_dir() else set())
-        others = [p.name for p in data_dir.iterdir() if p.name not in ours
-                  and not p.name.endswith(files.TMP_SUFFIX)] if data_dir.is_dir() else []
+        ours = {CACHE_DIR} | ({CLIPS_FILE} if (data_dir / CACHE_DIR).is_dir() else set())
+        others = files.other_files(data_dir, ours)
         if others and not force:
-            raise UserError(f"{data_dir}/ is not empty ({', '.join(sorted(others)[:3])}"
+            raise UserError(f"{data_dir}/ is not empty ({', '.join(others[:3])}"
                             f"{' ...' if len(others) > 3 else ''}) and holds no data set; add "
                             f"--force to write into it anyway, or choose another --data-dir")
         return True

@@ -36,6 +36,7 @@ class Subject:
 # (86.7-95.6%, README). 24 subjects of 20 clips (more validation and test faces) was
 # measured too: 88.0-96.0% over three seeds, no better on average.
 CLIPS_PER_SUBJECT = 30
+NUM_SUBJECTS, IMAGE_SIZE, SEQUENCE_LENGTH = 16, 32, 30  # generate()'s defaults
 
 
 def make_subject(rng: np.random.Generator) -> Subject:
@@ -141,9 +142,9 @@ def split_subjects(subjects: list[str], rng: np.random.Generator) -> dict[str, s
             for i, s in enumerate(order)}
 
 
-def generate(data_dir: str | Path, seed: int = 0, num_subjects: int = 16,
-             clips_per_subject: int = CLIPS_PER_SUBJECT, image_size: int = 32,
-             sequence_length: int = 30) -> str:
+def generate(data_dir: str | Path, seed: int = 0, num_subjects: int = NUM_SUBJECTS,
+             clips_per_subject: int = CLIPS_PER_SUBJECT, image_size: int = IMAGE_SIZE,
+             sequence_length: int = SEQUENCE_LENGTH) -> str:
     """Write the synthetic data set to data_dir; returns a one-line summary.
     The bytes depend only on the arguments."""
     began = time.time()

@@ -544,4 +544,4 @@ def write_videos(out_dir: str | Path, layout: str = "folders", num_subjects: int
             f"each through its own random camera ({sizes[0][0]}x{sizes[0][1]} to "
             f"{sizes[-1][0]}x{sizes[-1][1]}, {sum(c.infrared for c in cameras)} infrared). "
             f"Prepare them with: python dataset.py --prepare {out} --format {layout} "
-            f"--data-dir {out.with_name(out.name + '_clips')}")
+            f"--data-dir {out.resolve().with_name(out.resolve().name + '_clips')}")

@@ -11,6 +11,8 @@ time spent in each step; `summary` words them.
 """
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from collections import deque
 from contextlib import contextmanager
@@ -166,6 +168,9 @@ def open_source(source: str, fps: float, frames_fps: float | None = None
                 ) -> tuple[video.VideoReader, bool]:
     """(reader, is a camera)."""
     camera = is_camera(source)
+    if not camera and not Path(source).exists():
+        raise UserError(f"{source} does not exist; give a video file, a folder of frame images "
+                        f"or a camera index such as 0")
     folder = not camera and Path(source).is_dir()
     if frames_fps is not None and not folder:
         raise UserError("--frames-fps is for a folder of frame images: a video file or a "
@@ -181,6 +186,23 @@ def open_source(source: str, fps: float, frames_fps: float | None = None
                             f"file") from None
         raise UserError(f"cannot read {source} ({err}); give a video file, a folder of frame "
                         f"images or a camera index such as 0") from None
+
+
+@contextmanager
+def term_stops_like_ctrl_c() -> Iterator[None]:
+    """SIGTERM (kill, systemd, docker stop) ends a detection as Ctrl+C does: what was seen
+    so far is written and summed up (run() catches the KeyboardInterrupt)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread can take signals
+        return
+
+    def stop(signum: int, frame) -> None:
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager

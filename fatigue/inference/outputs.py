@@ -64,13 +64,25 @@ def annotate(frame: np.ndarray, box: tracking.Box | None, found: bool, window: W
 
 
 # ----------------------------------------------------------------------------- files and screen
+# The annotated video's file types: XVID in .avi, mp4v in the others.
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v")
+
+
+def video_output_error(path: str | Path) -> str | None:
+    """Why `path` cannot be an annotated video (its file type), or None."""
+    if Path(path).suffix.lower() in VIDEO_SUFFIXES:
+        return None
+    return f"give a {', '.join(VIDEO_SUFFIXES[:-1])} or {VIDEO_SUFFIXES[-1]} file name"
+
+
 def open_writer(path: Path, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
     """A video writer for `path`, with the codec its extension needs."""
     fourcc = "XVID" if path.suffix.lower() == ".avi" else "mp4v"
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
     if not writer.isOpened():
-        raise UserError(f"OpenCV cannot write {path}; use a .mp4 or .avi file name")
+        raise UserError(f"OpenCV cannot write {path}; "
+                        f"{video_output_error(path) or 'check the folder can be written'}")
     return writer
 
 
