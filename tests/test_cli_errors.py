@@ -22,7 +22,7 @@ from conftest import ROOT
 from fatigue.data import synthetic_videos as sv
 from fatigue.errors import UserError, run_cli
 from fatigue.inference import detection
-from fatigue.training import command
+from fatigue.training import command as train_command
 
 
 @pytest.fixture
@@ -348,6 +348,6 @@ def test_more_mistakes_get_one_line(tmp_path, capsys):
 
 
 def test_yes_no_options_show_yes_or_no_in_the_help():
-    text = " ".join(command.build_parser().format_help().split())
+    text = " ".join(train_command.build_parser().format_help().split())
     assert re.search(r"--augment \{yes,no\} flip, shift[^-]*\(default: yes\)", text)
     assert "--compile {yes,no}" in text and "True" not in text and "False" not in text
