@@ -409,3 +409,21 @@ def test_clips_of_one_class_are_refused_and_an_upper_case_label_file_is_read(tmp
     labels(source / "drowsy" / "s1_a.TXT", "0" * 90)  # all alert, frame by frame
     m = prepare_dir(source, tmp_path / "data", "folders", "--sequence-length", "8")
     assert {c["label"] for c in by_source(m)["drowsy/s1_a.avi"]} == {0}
+
+
+def test_force_rebuilds_and_tries_failed_videos_again_and_subjects_csv_must_be_utf8(tmp_path,
+                                                                                  capsys):
+    source = tmp_path / "videos"
+    for rel, seed in (("alert/s1_a.avi", 1), ("drowsy/s2_a.avi", 2), ("alert/s3_a.avi", 3),
+                      ("drowsy/s4_a.avi", 4), ("alert/s5_a.avi", 5)):
+        face_video(source / rel, 3, 30, seed)
+    (source / "drowsy" / "s6_a.avi").write_text("not a video")
+    prepare_dir(source, tmp_path / "data", "folders", "--sequence-length", "8")
+    assert "1 processed now" not in capsys.readouterr().out
+    prepare_dir(source, tmp_path / "data", "folders", "--sequence-length", "8")
+    assert "Already prepared" in capsys.readouterr().out
+    prepare_dir(source, tmp_path / "data", "folders", "--sequence-length", "8", "--force")
+    assert "(1 processed now, 5 from the cache)" in capsys.readouterr().out  # the failed one
+    (source / "subjects.csv").write_bytes(b"alert/s1_a.avi,Zo\xeb\n")  # Windows-1252
+    with pytest.raises(UserError, match="subjects.csv is not UTF-8 text .* save it as CSV UTF-8"):
+        prepare_dir(source, tmp_path / "data", "folders", "--sequence-length", "8")
