@@ -199,6 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     for note in notes:
         print(f"note: {note}")
     out = Path(args.output) if args.output else default_output(args.model, args.format)
+    try:  # the deployment info goes beside the export: the same checks as --output's
+        files.output_file(str(out.with_name(out.name + ".json")))
+    except argparse.ArgumentTypeError as err:
+        raise UserError(f"--output {out}: the deployment info beside it, {err}") from None
     out.parent.mkdir(parents=True, exist_ok=True)
     info = dict(info, source_checkpoint=str(args.model), format=args.format)
     if args.format == "onnx":
@@ -211,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         module, _ = load_torchscript(out)
         run, checked_in = module, "the reloaded TorchScript file"
     side = out.with_name(out.name + ".json")
-    side.write_text(json.dumps(info, indent=1))
+    files.write_output_text(side, json.dumps(info, indent=1))
     print(f"Exported {args.model} (epoch {state['epoch']}) to {out} "
           f"({out.stat().st_size / 2**20:.2f} MB); deployment info inside it and in {side}")
     if run is None:

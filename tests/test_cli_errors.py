@@ -260,7 +260,11 @@ def test_no_output_overwrites_a_data_set_or_a_run_file(tiny, tiny_data, tmp_path
         assert exit_.value.code == 2
         assert f"argument {option}: {path} is {what}, which an output never overwrites" \
             in capsys.readouterr().err
-    assert {p: p.read_bytes() for p in kept} == kept
+    with pytest.raises(UserError, match="the deployment info beside it, .*manifest.json is a "
+                                        "data set's manifest"):
+        export.main(["--model", best, "--format", "torchscript", "--output",
+                     str(tiny_data / "manifest")])
+    assert {p: p.read_bytes() for p in kept} == kept and not (tiny_data / "manifest").exists()
     # The same names elsewhere are a user's own outputs: written again without a word.
     mine = tmp_path / "mine" / "manifest.json"
     mine.parent.mkdir()
