@@ -38,7 +38,8 @@ def deployment_info(state: dict, fps: float | None = None,
         if not state["preprocessing"]:
             notes.append(f"the training data set ({cfg.data_dir}/) is not here: assuming "
                          f"prepare's defaults ({fps or defaults['fps']:g} fps, "
-                         f"{defaults['image_size']} px crops; detect's and export's --fps set the rate)")
+                         f"{defaults['image_size']} px crops; detect's and export's --fps "
+                         f"set the rate)")
     if manifest.get("source") == "synthetic":
         notes.append("this model was trained on the built-in synthetic drawn faces, not on "
                      "video of real faces: expect nothing useful on a real driver "
