@@ -375,6 +375,13 @@ def test_own_videos_odd_trees_are_read_as_a_user_means(tmp_path, capsys):
     # Both eyes_closed videos kept beside the picture (it was taken for one frame folder).
     assert {"eyes_closed/s1_a.avi", "eyes_closed/s3_a.avi"} <= set(subjects)
     assert "eyes_open/s9_gone.avi: a broken link" in capsys.readouterr().out
+    # A folder below a label folder is a label of its own, and the summary says so.
+    face_video(source / "eyes_open" / "night" / "s7_a.avi", 3, 30, 7)
+    m = prepare_dir(source, tmp_path / "d4", "folders", "--sequence-length", "8")
+    assert m["classes"] == ["eyes_open", "night", "eyes_closed"]
+    assert "note: 3 classes (eyes_open, night, eyes_closed): each folder that holds videos " \
+           "is a label" in capsys.readouterr().out
+    (source / "eyes_open" / "night" / "s7_a.avi").unlink()
     # Editing subjects.csv is a change (it was "already prepared"); a lost clips.npy is rebuilt.
     (source / "subjects.csv").write_text("eyes_open/s1_b.avi,s4\n")
     m = prepare_dir(source, tmp_path / "d2", "folders", "--sequence-length", "8")

@@ -221,6 +221,10 @@ def scan_folders(source: Path, paths: list[str]) -> Scan:
         raise UserError("some videos sit under train/val/test folders and some do not; put "
                         "all of them under split folders, or none (then subjects are split)")
     scan.classes = _class_order({r[3] for r in rows})
+    if len(scan.classes) > 2:  # a folder below a label folder is a label of its own
+        scan.notes.append(f"{len(scan.classes)} classes ({', '.join(scan.classes)}): each "
+                          f"folder that holds videos is a label; put the videos of one label "
+                          f"in one folder if that is not what you meant")
     for rel, subject, split, label in rows:
         # Optional per-frame labels: <name>.txt beside the video (or the frame folder).
         digits, where = None, source / rel
