@@ -155,14 +155,16 @@ def test_a_folder_of_frames_is_timed_at_the_rate_it_was_taken(face_model, tmp_pa
         said = re.search(r"frames \(([\d.]+) s at", capsys.readouterr().out)
         seconds[rate] = float(said[1])
     assert seconds == {None: pytest.approx(20 / 30, abs=0.1), "5": 4.0}  # 30 fps unless told
-    # An image that cannot be read keeps its place (the frame before it is repeated).
+    # An image that cannot be read keeps its place (the frame before it is repeated), also
+    # the first one (the first readable one is used).
     (folder / "7.png").write_bytes(b"not an image")
+    (folder / "0.png").write_bytes(b"")
     assert detect.main(["--model", str(face_model), "--source", str(folder), "--csv",
                         str(tmp_path / "w.csv"), "--quiet", "--frames-fps", "5"]) == 0
     said = capsys.readouterr().out
     assert float(re.search(r"frames \(([\d.]+) s at", said)[1]) == 4.0
-    assert f"  warning: 1 frame image(s) could not be read, each replaced by the frame before " \
-           f"it (first: {folder / '7.png'})" in said
+    assert f"  warning: 2 frame image(s) could not be read, each replaced by the frame before " \
+           f"it, or at the start by the first readable one (first: {folder / '0.png'})" in said
     video_file = tmp_path / "w.avi"
     sv.write_video(video_file, [np.zeros((48, 64, 3), np.uint8)] * 5, 10)
     with pytest.raises(UserError, match="typo does not exist"):

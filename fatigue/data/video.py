@@ -92,8 +92,9 @@ class VideoReader:
 
     Attributes after (or during) iteration: `fps` (source), `frames_read` (source frames
     decoded), `decode_seconds` (time inside OpenCV's grab/retrieve/imread), `unreadable`
-    (frame images that could not be read: each is replaced by the frame before it, so that
-    the frames keep their times; a video file ends at its first undecodable frame).
+    (frame images that could not be read: each is replaced by the frame before it, or at
+    the start by the first readable one, so that the frames keep their times; a video file
+    ends at its first undecodable frame).
     """
 
     def __init__(self, source: str | Path | int, target_fps: float | None = None,
@@ -157,9 +158,9 @@ class VideoReader:
             self.decode_seconds += time.perf_counter() - start
             self.frames_read += 1
             if wanted:
-                if frame is None and self._images is not None and previous is not None:
+                if frame is None and self._images is not None:
                     self.unreadable.append(self._images[index])
-                    frame = previous
+                    frame = previous if previous is not None else self._first_readable(index + 1)
                 if frame is None:
                     break  # a corrupt tail: keep what was decoded before it
                 previous = frame
@@ -171,6 +172,15 @@ class VideoReader:
                     yield index, frame  # more than once when the source is slower
                     out += 1
             index += 1
+
+    def _first_readable(self, start: int) -> np.ndarray | None:
+        """The first frame image from `start` on that can be read (for unreadable ones at
+        the start of a folder), or None."""
+        for path in self._images[start:]:
+            frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if frame is not None:
+                return frame
+        return None
 
     def close(self) -> None:
         if self._cap is not None:

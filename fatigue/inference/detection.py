@@ -318,7 +318,8 @@ def summary(result: Result, source: str, info: dict, csv_path: Path,
              f"frames" + (f"; stopped early ({r.stopped})" if r.stopped else "")]
     if r.unreadable:
         lines.append(f"  warning: {len(r.unreadable)} frame image(s) could not be read, each "
-                     f"replaced by the frame before it (first: {r.unreadable[0]})")
+                     f"replaced by the frame before it, or at the start by the first readable "
+                     f"one (first: {r.unreadable[0]})")
     if not r.windows:
         lines.append(f"  no window scored: the model needs {info['input']['sequence_length']} "
                      f"frames ({info['input']['sequence_length'] / info['frame_rate']:.1f} s)")
