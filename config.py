@@ -208,6 +208,15 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
             help=f"{f.metadata['help']} (default: {default})", **alone)
 
 
+def fill_defaults(args: argparse.Namespace, **defaults) -> None:
+    """Give each option named in `defaults` that was not given (None) its default: for
+    options whose parser default is None so that a check can tell whether they were given
+    (an option another mode or format would ignore is refused, not dropped)."""
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+
+
 def given_options(args: argparse.Namespace) -> dict:
     """The config values a user gave on the command line."""
     return {f.name: getattr(args, f.name) for f in fields(Config)

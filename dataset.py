@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import prepare
+from config import fill_defaults
 from fatigue.claim import FolderClaim, add_claim_args
 from fatigue.data import clip_store, synthetic, synthetic_videos
 # Re-exported: `from dataset import ClipDataset` is how the README loads a split.
@@ -49,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="synthetic clips per subject, half alert, half drowsy "
                              f"(default: {synthetic.CLIPS_PER_SUBJECT})")
     parser.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
-    parser.add_argument("--image-size", type=int, help=f"frame side (default: {synthetic.IMAGE_SIZE})")
+    parser.add_argument("--image-size", type=int,
+                        help=f"frame side (default: {synthetic.IMAGE_SIZE})")
     parser.add_argument("--sequence-length", type=int,
                         help=f"frames per clip (default: {synthetic.SEQUENCE_LENGTH})")
     parser.add_argument("--force", action="store_true",
@@ -73,17 +75,10 @@ def checked_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.N
                      f"--prepare X --help)")
     if args.layout is not None and not args.as_videos:
         parser.error("--layout: only with --as-videos (the layout of the video files)")
-    # Defaults only now, so that the checks above see what was given.
-    args.layout = args.layout or "folders"
-    if args.clips_per_subject is None:
-        args.clips_per_subject = synthetic.CLIPS_PER_SUBJECT
-    if args.image_size is None:
-        args.image_size = synthetic.IMAGE_SIZE
-    if args.sequence_length is None:
-        args.sequence_length = synthetic.SEQUENCE_LENGTH
-    if args.num_subjects is None:
-        args.num_subjects = (synthetic_videos.VIDEO_SUBJECTS if args.as_videos
-                             else synthetic.NUM_SUBJECTS)
+    fill_defaults(args, layout="folders", clips_per_subject=synthetic.CLIPS_PER_SUBJECT,
+                  image_size=synthetic.IMAGE_SIZE, sequence_length=synthetic.SEQUENCE_LENGTH,
+                  num_subjects=(synthetic_videos.VIDEO_SUBJECTS if args.as_videos
+                                else synthetic.NUM_SUBJECTS))
     if args.num_subjects < 3:
         raise UserError(f"--num-subjects {args.num_subjects}: give at least 3 (train, val and "
                         f"test each get one)")
@@ -115,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         if clip_store.dataset_exists(out) and not args.force:
             raise UserError(f"{out}/ already holds a data set; add --force to replace it "
                             f"or choose another --data-dir")
-        if files.other_files(out) and not args.force:
-            raise UserError(f"{out}/ is not empty ({', '.join(files.other_files(out)[:3])}) and "
+        others = files.other_files(out)
+        if others and not args.force:
+            raise UserError(f"{out}/ is not empty ({', '.join(others[:3])}) and "
                             f"holds no data set; add --force to write into it anyway, or choose "
                             f"another --data-dir")
         print(synthetic.generate(out, seed=args.seed, num_subjects=args.num_subjects,

@@ -97,9 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("fps", "frames_fps", "duration"):
         if getattr(args, name) is not None and getattr(args, name) <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be positive")
-    if args.output and video_output_error(args.output):
-        raise UserError(f"--output {args.output}: {video_output_error(args.output)} (the "
-                        f"annotated video)")
+    not_a_video = args.output and video_output_error(args.output)
+    if not_a_video:
+        raise UserError(f"--output {args.output}: {not_a_video} (the annotated video)")
     sound_file = Path(args.sound_file) if args.sound_file else None
     if sound_file is not None:
         wav_seconds(sound_file)  # a bad file fails now, before the model and the camera

@@ -18,7 +18,7 @@ import json
 import math
 import time
 
-from config import DEVICES, Config
+from config import DEVICES, Config, fill_defaults
 from fatigue.data.clip_store import SPLITS
 from fatigue.checkpoints.store import load_checkpoint
 from fatigue import files
@@ -29,7 +29,7 @@ from fatigue.inference.evaluation import evaluate_checkpoint
 
 
 BATCH_SIZE = 64
-# Options of one mode only (their defaults are set after the check, so that "given" shows).
+# Options of one mode only (their defaults are filled after the check: fill_defaults).
 SUITE_OPTIONS = ("quick", "conditions", "closures", "open_minutes", "workers")
 SCORING_OPTIONS = ("data_dir", "split", "device", "batch_size", "json")
 
@@ -183,8 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"the CPU) and writes its table with --report DIR")
     if args.robustness:
         return run_robustness(args)
-    args.split, args.device = args.split or "test", args.device or Config.device
-    args.batch_size = BATCH_SIZE if args.batch_size is None else args.batch_size
+    fill_defaults(args, split="test", device=Config.device, batch_size=BATCH_SIZE)
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     reports = [evaluate_checkpoint(path, args.data_dir, args.device, args.split, args.batch_size)

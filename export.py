@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import torch
 
+from config import fill_defaults
 from fatigue.data.video import CROP_DEFAULTS
 from fatigue import files
 from fatigue.errors import UserError, run_cli
@@ -190,17 +191,16 @@ def main(argv: list[str] | None = None) -> int:
     PyTorch: 0 when it matches within TOLERANCE (or could not be checked), 1 when not."""
     args = build_parser().parse_args(argv)
     refuse_bad_values(args)
-    # Not parser defaults: an option of the other format is refused only when given.
-    args.method = args.method or DEFAULT_METHOD
-    args.opset = DEFAULT_OPSET if args.opset is None else args.opset
+    fill_defaults(args, method=DEFAULT_METHOD, opset=DEFAULT_OPSET)
 
     model, state = load_model(args.model)
     info, notes = deployment_info(state, args.fps, alarm_settings(state), threshold=args.threshold)
     for note in notes:
         print(f"note: {note}")
     out = Path(args.output) if args.output else default_output(args.model, args.format)
-    try:  # the deployment info goes beside the export: the same checks as --output's
-        files.output_file(str(out.with_name(out.name + ".json")))
+    side = out.with_name(out.name + ".json")  # the deployment info, beside the export
+    try:  # the same checks as --output's
+        files.output_file(str(side))
     except argparse.ArgumentTypeError as err:
         raise UserError(f"--output {out}: the deployment info beside it, {err}") from None
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -214,7 +214,6 @@ def main(argv: list[str] | None = None) -> int:
         export_torchscript(model, info, out, args.method)
         module, _ = load_torchscript(out)
         run, checked_in = module, "the reloaded TorchScript file"
-    side = out.with_name(out.name + ".json")
     files.write_output_text(side, json.dumps(info, indent=1))
     print(f"Exported {args.model} (epoch {state['epoch']}) to {out} "
           f"({out.stat().st_size / 2**20:.2f} MB); deployment info inside it and in {side}")

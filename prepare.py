@@ -11,6 +11,7 @@ import argparse
 import os
 from pathlib import Path
 
+from config import fill_defaults
 from fatigue.claim import FolderClaim, add_claim_args
 from fatigue.data import preparation
 from fatigue.data.layouts import FORMATS
@@ -83,17 +84,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_claim_args(p, "--data-dir")
     args = p.parse_args(argv)
     refuse_bad_values(args)
-    # rldd's defaults only now, so that refuse_bad_values sees whether they were given.
-    args.fold = 1 if args.fold is None else args.fold
-    args.rldd_classes = args.rldd_classes or 2
+    fill_defaults(args, fold=1, rldd_classes=2)
     return args
 
 
 def refuse_bad_values(args: argparse.Namespace) -> None:
     """One line for the first option whose value cannot work, or that this --format
     would ignore."""
-    rldd_only = [flag for flag, value in (("--fold", args.fold),
-                                          ("--rldd-classes", args.rldd_classes)) if value is not None]
+    rldd_only = [flag for flag, value in (("--fold", args.fold), ("--rldd-classes",
+                                                                  args.rldd_classes))
+                 if value is not None]
     checks = [(args.format == "rldd" or not rldd_only,
                f"{', '.join(rldd_only)}: only with --format rldd"),
               (args.format == "folders" or args.frames_fps is None,

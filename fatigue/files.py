@@ -152,8 +152,8 @@ def is_checkpoint_file(path: str | Path) -> bool:
 def output_file(value: str) -> str:
     """argparse type of an option naming a file the command writes: refused at once (one
     line, exit 2) when it names a folder, lies under a file, or is a checkpoint or another
-    file the suite keeps (KEPT_FILES), before any work is done. Missing folders on the way are made when it is written
-    (write_output_text)."""
+    file the suite keeps (KEPT_FILES), before any work is done. Missing folders on the way
+    are made when it is written (write_output_text)."""
     if not value.strip():
         raise argparse.ArgumentTypeError("empty; give the path of a file")
     path = Path(value)

@@ -127,7 +127,8 @@ def restore(checkpoint: dict, parts: Trainables, train: Stateful, cfg: Config, r
     parts.scheduler.load_state_dict(checkpoint["scheduler_state_dict"])
     rebuild_schedule(parts.optimizer, parts.scheduler, cfg)
     # (Not said when no epoch is left to train: the run then only reports it is done.)
-    if checkpoint["config"]["num_epochs"] != cfg.num_epochs and checkpoint["epoch"] < cfg.num_epochs:
+    if checkpoint["config"]["num_epochs"] != cfg.num_epochs \
+            and checkpoint["epoch"] < cfg.num_epochs:
         notes.append(f"Learning-rate schedule rebuilt for {cfg.num_epochs} epochs: epoch "
                      f"{checkpoint['epoch'] + 1} continues at lr "
                      f"{parts.optimizer.param_groups[0]['lr']:.2e}")

@@ -252,9 +252,9 @@ def split_subjects_with_clips(scan: Scan, records: list[dict],
     missing = [s for s in ("train", "val") if s not in split_of.values()]
     if missing:
         raise UserError(f"the clips come from {len(with_clips)} subject(s) "
-                        f"({', '.join(sorted(with_clips))}), too few for a {' and a '.join(missing)} "
-                        f"split: training needs people in both. Add videos of more people "
-                        f"({len(no_clip(scan, records))} video(s) gave no clip, "
+                        f"({', '.join(sorted(with_clips))}), too few for a "
+                        f"{' and a '.join(missing)} split: training needs people in both. "
+                        f"Add videos of more people ({len(no_clip(scan, records))} video(s) gave no clip, "
                         f"{len(scan.skipped)} were skipped)")
     return split_of
 

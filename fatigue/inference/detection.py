@@ -12,7 +12,6 @@ time spent in each step; `summary` words them.
 from __future__ import annotations
 
 import signal
-import threading
 import time
 from collections import deque
 from contextlib import contextmanager
@@ -32,6 +31,7 @@ from fatigue.inference.deployment import alarm_settings, deployment_info
 from fatigue.inference.evaluation import load_model
 from fatigue.inference.outputs import Outputs, display_available
 from fatigue.inference.sound import AlarmSound
+from fatigue.training.stop import signals_raise
 from model import pick_device
 
 
@@ -188,21 +188,10 @@ def open_source(source: str, fps: float, frames_fps: float | None = None
                         f"images or a camera index such as 0") from None
 
 
-@contextmanager
-def term_stops_like_ctrl_c() -> Iterator[None]:
+def term_stops_like_ctrl_c():
     """SIGTERM (kill, systemd, docker stop) ends a detection as Ctrl+C does: what was seen
     so far is written and summed up (run() catches the KeyboardInterrupt)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread can take signals
-        return
-
-    def stop(signum: int, frame) -> None:
-        raise KeyboardInterrupt
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    return signals_raise(lambda signum: KeyboardInterrupt(), (signal.SIGTERM,))
 
 
 @contextmanager

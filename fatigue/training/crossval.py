@@ -22,15 +22,12 @@ finishes its step and saves; elsewhere the step in progress is dropped and redon
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import os
 import shlex
-import signal
 import sys
-import threading
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -50,7 +47,7 @@ from fatigue.inference.evaluation import evaluate_checkpoint
 from fatigue.inference.report import figures
 from fatigue.training import command
 from fatigue.training.session import fit_to_clips
-from fatigue.training.stop import EXIT_CODES, StopTraining
+from fatigue.training.stop import StopTraining, signals_raise
 
 STUDY_FOLDER = "cv"  # inside --model-dir
 FORMAT_VERSION = 1
@@ -80,27 +77,11 @@ def run(args, argv: list[str]) -> int:
     return code
 
 
-@contextlib.contextmanager
 def stops_raise():
     """Ctrl+C and SIGTERM raise StopTraining wherever the study is: every step is either
     atomic or redone. Inside training, the fold's run installs its own handler, which
     finishes the step and saves first, and returns the stop's exit code."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    stopping: list[int] = []
-
-    def handle(signum: int, frame) -> None:
-        if not stopping:  # a second signal while unwinding: already stopping
-            stopping.append(signum)
-            raise StopTraining(signum)
-
-    previous = {sig: signal.signal(sig, handle) for sig in EXIT_CODES}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    return signals_raise(StopTraining)
 
 
 # ----------------------------------------------------------------------------- the deal

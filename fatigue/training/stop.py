@@ -1,10 +1,14 @@
 """Stopping on Ctrl+C or SIGTERM: the signal only sets a flag; the loop finishes the step
 it is in, raises `StopTraining`, and the one place that catches it saves and exits.
-(Saving inside the signal handler itself can hang or tear the file.)"""
+(Saving inside the signal handler itself can hang or tear the file.) `signals_raise` is
+for code with nothing to finish: a signal raises where it lands."""
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
+import threading
+from typing import Callable, Iterator
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -45,4 +49,28 @@ class StopRequest:
                   "\nalready stopping: the checkpoint is being saved, please wait",
                   file=sys.stderr, flush=True)
         self.signum = signum
+
+
+@contextlib.contextmanager
+def signals_raise(make: Callable[[int], BaseException],
+                  signals: tuple[int, ...] = tuple(EXIT_CODES)) -> Iterator[None]:
+    """While inside, each of `signals` raises make(signum) wherever the main thread is; a
+    second one while the first unwinds is ignored. Elsewhere than the main thread (which
+    alone takes signals) nothing is installed. The previous handlers come back on exit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stopping: list[int] = []
+
+    def handle(signum: int, frame) -> None:
+        if not stopping:
+            stopping.append(signum)
+            raise make(signum)
+
+    previous = {sig: signal.signal(sig, handle) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
