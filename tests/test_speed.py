@@ -309,9 +309,10 @@ def test_benchmark_gives_each_rounds_ratio_and_their_spread(bench):
         speeds, bare = f["per_round"][name], f["per_round"]["bare"]
         assert len(ratios) == len(speeds) == len(bare) == rounds
         for ratio, speed, base in zip(ratios, speeds, bare):  # each against its own round
-            # Within the rounding of the speeds (0.1) and of the ratio itself (4 decimals).
-            assert ratio == pytest.approx(speed / base, rel=0.05 / speed + 0.05 / base + 1e-3,
-                                          abs=5e-5)
+            # Within the rounding of the speeds (0.1) plus that of the ratio itself (4
+            # decimals): approx takes the larger of rel and abs, so the sum is given as abs.
+            rounding = (0.05 / speed + 0.05 / base + 1e-3) * speed / base + 5e-5
+            assert ratio == pytest.approx(speed / base, rel=0, abs=rounding)
         assert f[f"{name}_vs_bare_spread"] == [min(ratios), max(ratios)]
         assert min(ratios) <= f[f"{name}_vs_bare"] <= max(ratios)
         assert f[f"{name}_vs_bare"] == pytest.approx(statistics.median(ratios), abs=1e-4)
