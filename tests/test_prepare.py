@@ -217,7 +217,7 @@ def test_one_and_two_workers_write_identical_bytes(nthu, tmp_path):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
 
 
-def test_folders_layout_with_a_frame_folder_then_train_and_evaluate(tmp_path):
+def test_folders_layout_with_a_frame_folder_then_train_and_evaluate(tmp_path, capsys):
     source = tmp_path / "videos"
     sv.write_videos(source, layout="folders", num_subjects=3, seconds=2.0, frame_size=(160, 120),
                     videos_per_label=2)
@@ -228,9 +228,14 @@ def test_folders_layout_with_a_frame_folder_then_train_and_evaluate(tmp_path):
     for i in range(20):
         frame = sv.render_frame(subject, float(i > 10), 0, 0, rng)
         cv2.imwrite(str(folder / f"{i:03d}.jpg"), frame)
+    (folder / "004.jpg").write_bytes(b"cut short")  # kept in place by the one before, and said
     data = tmp_path / "data"
     m = prepare_dir(source, data, "folders", "--sequence-length", "8", "--stride", "4",
                     "--frames-fps", "10")
+    assert "  warning: 1 frame image(s) in 1 folder(s) could not be read, each replaced by the " \
+           "one before it (first: drowsy/subject04_frames/004.jpg;" in capsys.readouterr().out
+    assert m["replaced_frame_images"] == [{"source": "drowsy/subject04_frames", "images": 1,
+                                           "first": "004.jpg"}]
     assert m["classes"] == ["alert", "drowsy"]
     assert {c["label"] for c in by_source(m)["drowsy/subject04_frames"]} == {1}
     # Without a label file, the folder is the label; generated drowsy videos bring per-frame

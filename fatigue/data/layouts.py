@@ -44,6 +44,7 @@ class Scan:
     classes: list[str]
     skipped: list[dict] = field(default_factory=list)  # {"source", "reason"}
     notes: list[str] = field(default_factory=list)
+    replaced: list[dict] = field(default_factory=list)  # {"source", "images", "first"}
 
 
 # ----------------------------------------------------------------------------- layouts

@@ -76,7 +76,8 @@ def process_video(task: dict, progress: Callable[[int], None] | None = None) -> 
     files.atomic_write(shard, lambda fh: np.savez(fh, frames=faces.frames,
                                                   face_found=faces.face_found,
                                                   source_index=faces.source_index,
-                                                  source_frames=faces.source_frames))
+                                                  source_frames=faces.source_frames,
+                                                  unreadable=np.array(faces.unreadable, dtype=str)))
     return {"path": task["path"], "source_frames": faces.source_frames, "frames": len(faces.frames),
             "decode_s": faces.decode_seconds, "detect_s": faces.detect_seconds,
             "total_s": faces.total_seconds}
@@ -197,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
     split_of = split_subjects_with_clips(scan, records, args)
     meta = {"classes": scan.classes, "source": args.format, "source_dir": str(source), **options,
             "prepare_fingerprint": fingerprint, "skipped_videos": scan.skipped,
-            "label_length_mismatches": mismatches}
+            "label_length_mismatches": mismatches, "replaced_frame_images": scan.replaced}
     write_clip_store(data_dir, _clip_blocks(blocks, args.sequence_length), records, meta)
     _remove_stale(data_dir / CACHE_DIR, cache, set(shard_of.values()))
     print(summary(args, scan, records, counts, mismatches, stats, split_of,
@@ -280,6 +281,10 @@ def collect_clips(scan: Scan, shard_of: dict[str, Path],
             continue
         with np.load(shard) as z:
             found, index, decoded = z["face_found"], z["source_index"], int(z["source_frames"])
+            unreadable = list(z["unreadable"]) if "unreadable" in z.files else []
+        if unreadable:
+            scan.replaced.append({"source": item.path, "images": len(unreadable),
+                                  "first": Path(unreadable[0]).name})
         if item.frame_labels is not None and len(item.frame_labels) != decoded:
             mismatches.append({"source": item.path, "frames": decoded,
                                "labels": len(item.frame_labels)})
@@ -374,6 +379,12 @@ def summary(args: argparse.Namespace, scan: Scan, records: list[dict], counts: C
         lines.append(f"  skipped {len(scan.skipped)} videos (all listed in manifest.json):")
         lines += [f"    {s['source']}: {s['reason']}" for s in scan.skipped[:10]]
     lines += [f"  note: {note}" for note in scan.notes]
+    if scan.replaced:
+        first = scan.replaced[0]
+        lines.append(f"  warning: {sum(r['images'] for r in scan.replaced)} frame image(s) in "
+                     f"{len(scan.replaced)} folder(s) could not be read, each replaced by the one "
+                     f"before it (first: {first['source']}/{first['first']}; all listed in "
+                     f"manifest.json)")
     without = no_clip(scan, records)
     if without:
         lines.append(f"  {len(without)} video(s) gave no clip (too short, or the face found in "

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -289,6 +289,7 @@ class VideoFaces:
     decode_seconds: float
     detect_seconds: float
     total_seconds: float
+    unreadable: list[str] = field(default_factory=list)  # frame images replaced by the one before
 
 
 def read_video_faces(path: str | Path, fps: float, image_size: int, channels: int,
@@ -329,7 +330,8 @@ def read_video_faces(path: str | Path, fps: float, image_size: int, channels: in
                       source_index=np.array(indices, dtype=np.int64), source_fps=reader.fps,
                       source_frames=reader.frames_read, decode_seconds=reader.decode_seconds,
                       detect_seconds=tracker.detect_seconds,
-                      total_seconds=time.perf_counter() - start)
+                      total_seconds=time.perf_counter() - start,
+                      unreadable=[str(p) for p in reader.unreadable])
 
 
 def decode_fps(paths: list[str | Path], max_frames: int = 1000) -> float:
