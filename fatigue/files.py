@@ -10,6 +10,7 @@ Also the checks of the output paths a command is given (output_file, output_fold
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import shutil
 import time
@@ -36,6 +37,38 @@ def temp_path(path: str | Path) -> Path:
     """The temporary name a write of `path` goes to first (unique to this process)."""
     path = Path(path)
     return path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` runs on this machine (True where that cannot be told)."""
+    if os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # someone else's process
+    return True
+
+
+def remove_orphaned_temps(path: str | Path, min_age_s: float = 60.0) -> list[Path]:
+    """Remove the temporary files of `path` that a killed process left (kill -9 during a
+    write): those named by a process id that no longer runs, untouched for `min_age_s` (a
+    writer on another machine sharing the folder keeps its file fresh). Returns them."""
+    path = Path(path)
+    prefix = f".{path.name}."
+    removed = []
+    for tmp in path.parent.glob(f"{glob.escape(prefix)}*{TMP_SUFFIX}"):
+        pid = tmp.name[len(prefix):-len(TMP_SUFFIX)]
+        try:
+            old = time.time() - tmp.stat().st_mtime > min_age_s
+        except OSError:
+            continue  # gone meanwhile
+        if pid.isdigit() and old and tmp.is_file() and not _running(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
 
 
 def fsync_dir(folder: str | Path) -> None:
@@ -74,7 +107,9 @@ def link_or_copy(source: str | Path, tmp: str | Path) -> None:
 def write_temp(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     """Write what will become `path` through `write(file_object)` to its temporary name,
     flushed and fsynced, and return that name, ready for `commit`. On any error the
-    temporary file is removed and the error raised."""
+    temporary file is removed and the error raised. An earlier write's leftover, from a
+    process killed meanwhile, is removed first."""
+    remove_orphaned_temps(path)
     tmp = temp_path(path)
     try:
         with open(tmp, "wb") as fh:

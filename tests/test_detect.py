@@ -3,6 +3,7 @@ run on a generated video of a real face whose eyes stay closed for seconds."""
 from __future__ import annotations
 
 import csv
+import os
 import re
 import signal
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 import torch
 
 import detect
+from fatigue import files
 from conftest import FPS, ROOT, blinks, eyes_video, run_script
 from fatigue.data import synthetic_videos as sv
 from fatigue.data.augment import to_model_input
@@ -249,3 +251,25 @@ def test_sigterm_ends_a_detection_as_ctrl_c_does(face_model, tmp_path):
     assert 0 < frames < 30000  # the stop landed mid-video
     assert table.read_text().startswith("time_s,frame,")
     assert not list(tmp_path.glob(".w.csv.*"))  # nothing left behind
+
+
+def test_a_killed_runs_temporary_csv_is_removed_by_the_next_run(face_model, tmp_path):
+    """kill -9 leaves the CSV's temporary file (named by the process id): the next run
+    into that CSV removes it, and only it (a live or fresh writer's file is its own)."""
+    source, table = tmp_path / "short.avi", tmp_path / "w.csv"
+    sv.write_video(source, [np.full((120, 160, 3), 90, np.uint8)] * 10, FPS)
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()  # a process id that no longer runs, as a killed detect's
+    killed, fresh = tmp_path / f".w.csv.{ended.pid}.tmp", tmp_path / f".w.csv.{ended.pid}1.tmp"
+    alive, other = tmp_path / f".w.csv.{os.getppid()}.tmp", tmp_path / f".x.csv.{ended.pid}.tmp"
+    for leftover in (killed, fresh, alive, other):
+        leftover.write_text("time_s,frame\n0.1,")
+    hour_ago = time.time() - 3600
+    for leftover in (killed, alive, other):
+        os.utime(leftover, (hour_ago, hour_ago))
+    assert detect.main(["--model", str(face_model), "--source", str(source), "--csv",
+                        str(table), "--quiet"]) == 0
+    assert table.read_text().startswith("time_s,frame,")
+    assert not killed.exists() and fresh.exists() and alive.exists() and other.exists()
+    files.atomic_write_text(tmp_path / "x.csv", "x")  # every atomic write does the same
+    assert not other.exists() and (tmp_path / "x.csv").read_text() == "x"

@@ -104,7 +104,9 @@ class Outputs:
                  settings: AlarmSettings):
         csv_path.parent.mkdir(parents=True, exist_ok=True)
         # Written under a temporary name and renamed over csv_path by close(keep=True): a
-        # run that fails leaves an earlier CSV of that name as it was.
+        # run that fails leaves an earlier CSV of that name as it was. A killed run's
+        # temporary file is removed by the next one.
+        files.remove_orphaned_temps(csv_path)
         self.csv_path, self._csv_tmp = csv_path, files.temp_path(csv_path)
         self._fh = open(self._csv_tmp, "w", newline="")
         self._rows = csv.writer(self._fh)
