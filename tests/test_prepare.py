@@ -288,15 +288,23 @@ def test_user_mistakes_are_one_line_errors(nthu, rldd, tmp_path):
     assert result.stderr.strip().count("\n") == 0 and "does not exist" in result.stderr
 
 
-def test_folders_layout_reads_per_frame_labels_beside_a_video(tmp_path):
+def test_folders_layout_reads_per_frame_labels_beside_a_video(tmp_path, capsys):
     source = tmp_path / "videos"
     for rel, seed in (("drowsy/s1_a.avi", 1), ("alert/s2_a.avi", 2), ("drowsy/s3_a.avi", 3),
                       ("alert/s4_a.avi", 4)):
         face_video(source / rel, 3, 30, seed)
     labels(source / "drowsy/s1_a.txt", "0" * 45 + "1" * 45)  # alert 1.5 s, then a doze
     labels(source / "drowsy/s3_a.txt", "0012")  # not one 0/1 digit per frame
+    labels(source / "alert/s4_a.txt", "0" * 60)  # two thirds of the video: another video's?
     args = ("--sequence-length", "8", "--stride", "2")
     m = prepare_dir(source, tmp_path / "d", "folders", *args)
+    said = capsys.readouterr().out
+    assert "  labels: 1 label file(s) differ in length from their video (by up to 30 frames, " \
+           "alert/s4_a.avi); clipped to the shorter" in said
+    assert "  warning: 1 label file(s) differ from their video by more than a tenth: is each " \
+           "the right video's? alert/s4_a.avi (60 labels, 90 frames)" in said
+    assert m["label_length_mismatches"] == [{"source": "alert/s4_a.avi", "frames": 90,
+                                             "labels": 60}]
     clips = by_source(m)
     # 5 fps: a clip is drowsy from 1 s (5 frames), at most half the clip (4 of 8).
     assert [(c["start"], c["label"], c["frame_labels"]) for c in clips["drowsy/s1_a.avi"]] == [

@@ -393,9 +393,16 @@ def summary(args: argparse.Namespace, scan: Scan, records: list[dict], counts: C
     lines.append(f"  frames: {counts['frames']} at {args.fps:g} fps, face found in "
                  f"{100 * counts['found'] / max(1, counts['frames']):.1f}%")
     if mismatches:
-        worst = max(abs(m["frames"] - m["labels"]) for m in mismatches)
-        lines.append(f"  labels: {len(mismatches)} label files differ in length from their "
-                     f"video (by up to {worst} frames); clipped to the shorter")
+        worst = max(mismatches, key=lambda m: abs(m["frames"] - m["labels"]))
+        lines.append(f"  labels: {len(mismatches)} label file(s) differ in length from their "
+                     f"video (by up to {abs(worst['frames'] - worst['labels'])} frames, "
+                     f"{worst['source']}); clipped to the shorter")
+        far = [m for m in mismatches if abs(m["frames"] - m["labels"]) > 0.1 * m["frames"]]
+        if far:
+            lines.append(f"  warning: {len(far)} label file(s) differ from their video by more "
+                         f"than a tenth: is each the right video's? " + ", ".join(
+                             f"{m['source']} ({m['labels']} labels, {m['frames']} frames)"
+                             for m in far[:3]) + (" ..." if len(far) > 3 else ""))
     lines.append(f"  clips: {len(records)} of {args.sequence_length} frames, stride {args.stride}; "
                  f"{counts['dropped']} dropped (face in < {args.min_face_fraction:g} of frames)")
     per = Counter((r["split"], r["label"]) for r in records)
