@@ -162,6 +162,22 @@ def test_rldd_scan_duplicates_and_folds_without_files():
         layouts.scan_rldd(["Fold1_part1/01/0.mp4"], 2, test_fold=3)
 
 
+def test_nthu_two_label_files_of_one_name_elsewhere_say_so(tmp_path):
+    """Labels kept apart are matched by name; two of one name cannot be told apart, and the
+    skipped video says that, not that it has no label file."""
+    video_rel = "Testing_Dataset/010/010_glasses_mix.mp4"
+    (tmp_path / video_rel).parent.mkdir(parents=True)
+    (tmp_path / video_rel).write_bytes(b"")
+    labels(tmp_path / "Testing_Labels/010_glasses_mixing_drowsiness.txt", "1" * 90)
+    labels(tmp_path / "old/010_glasses_mixing_drowsiness.txt", "0" * 90)
+    scan = layouts.scan_nthu(tmp_path, [video_rel])
+    assert scan.videos == [] and scan.skipped == [{"source": video_rel, "reason": (
+        "2 label files could be its, none beside it (Testing_Labels/010_glasses_mixing_"
+        "drowsiness.txt, old/010_glasses_mixing_drowsiness.txt); put the right one in its folder")}]
+    (tmp_path / "old/010_glasses_mixing_drowsiness.txt").unlink()
+    assert layouts.scan_nthu(tmp_path, [video_rel]).videos[0].frame_labels == "1" * 90
+
+
 def test_splits_never_share_a_subject():
     videos = [layouts.Video(f"v{i}", f"s{i % 9}") for i in range(27)]
     split, notes = layouts.assign_splits(videos, 0.15, seed=3)

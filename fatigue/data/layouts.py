@@ -121,8 +121,11 @@ def scan_nthu(source: Path, paths: list[str]) -> Scan:
         if label is None and len(everywhere.get(key, [])) == 1:
             label = everywhere[key][0]  # labels shipped in a separate folder
         if label is None:
-            scan.skipped.append({"source": rel,
-                                 "reason": f"no label file {subject}_..._drowsiness.txt for it"})
+            found = sorted(everywhere.get(key, []))
+            reason = (f"{len(found)} label files could be its, none beside it "
+                      f"({', '.join(found[:3])}); put the right one in its folder" if found else
+                      f"no label file {subject}_..._drowsiness.txt for it")
+            scan.skipped.append({"source": rel, "reason": reason})
             continue
         try:
             digits = read_label_digits(source / label)
