@@ -330,9 +330,15 @@ def test_folders_layout_reads_per_frame_labels_beside_a_video(tmp_path, capsys):
     skipped = {s["source"]: s["reason"] for s in m["skipped_videos"]}
     assert skipped == {"drowsy/s3_a.avi": "bad label file: expected one 0/1 digit per frame "
                                           "in s3_a.txt"}
+    assert "slower than --fps" not in said
     # --min-drowsy: a shorter doze makes a drowsy clip.
     m = prepare_dir(source, tmp_path / "d2", "folders", *args, "--min-drowsy", "0.4")
     assert [c["label"] for c in by_source(m)["drowsy/s1_a.avi"]] == [0, 1, 1, 1]
+    # A rate above the videos' own repeats their frames: said.
+    prepare_dir(source, tmp_path / "d3", "folders", *args, "--fps", "40")
+    assert "  note: 3 video(s) run slower than --fps 40, so each of their frames is repeated " \
+           "(times stay right; a lower --fps saves the work): alert/s2_a.avi at 30 fps, " \
+           "alert/s4_a.avi at 30 fps, drowsy/s1_a.avi at 30 fps" in capsys.readouterr().out
 
 
 def test_drowsy_frames_needed_is_seconds_at_most_half_the_clip(tmp_path):

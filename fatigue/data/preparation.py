@@ -77,6 +77,7 @@ def process_video(task: dict, progress: Callable[[int], None] | None = None) -> 
                                                   face_found=faces.face_found,
                                                   source_index=faces.source_index,
                                                   source_frames=faces.source_frames,
+                                                  source_fps=faces.source_fps,
                                                   unreadable=np.array(faces.unreadable, dtype=str)))
     return {"path": task["path"], "source_frames": faces.source_frames, "frames": len(faces.frames),
             "decode_s": faces.decode_seconds, "detect_s": faces.detect_seconds,
@@ -271,7 +272,7 @@ def collect_clips(scan: Scan, shard_of: dict[str, Path],
     """Records of all clips in video path order (their split not yet dealt), with where
     their frames are, from the per-video cache; videos that failed are moved to
     scan.skipped."""
-    records, blocks, counts, mismatches = [], [], Counter(), []
+    records, blocks, counts, mismatches, slower = [], [], Counter(), [], []
     drowsy_needed = drowsy_frames_needed(args.min_drowsy, args.fps, args.sequence_length)
     for item in scan.videos:
         shard = shard_of[item.path]
@@ -282,6 +283,9 @@ def collect_clips(scan: Scan, shard_of: dict[str, Path],
         with np.load(shard) as z:
             found, index, decoded = z["face_found"], z["source_index"], int(z["source_frames"])
             unreadable = list(z["unreadable"]) if "unreadable" in z.files else []
+            source_fps = float(z["source_fps"]) if "source_fps" in z.files else args.fps
+        if source_fps < args.fps - 1e-6:
+            slower.append(f"{item.path} at {source_fps:g} fps")
         if unreadable:
             scan.replaced.append({"source": item.path, "images": len(unreadable),
                                   "first": Path(unreadable[0]).name})
@@ -298,6 +302,11 @@ def collect_clips(scan: Scan, shard_of: dict[str, Path],
                         f"{args.sequence_length} frames at {args.fps:g} fps, or faces were "
                         f"found in fewer than --min-face-fraction {args.min_face_fraction} of "
                         f"their frames")
+    if slower:
+        scan.notes.append(f"{len(slower)} video(s) run slower than --fps {args.fps:g}, so each "
+                          f"of their frames is repeated (times stay right; a lower --fps saves "
+                          f"the work): " + ", ".join(slower[:3]) + (" ..." if len(slower) > 3
+                                                                   else ""))
     scan.skipped.sort(key=lambda s: s["source"])
     return records, blocks, counts, mismatches
 
