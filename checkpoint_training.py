@@ -83,10 +83,14 @@ def run_status(store: ckpt.CheckpointStore) -> int:
     done, UNFINISHED to be continued with --resume, 2 (an error) no run to continue."""
     if not store.can_resume():
         raise UserError(f"no run to continue in {store.dir}/ (no {ckpt.LATEST} there)")
-    path, state, notes = store.find_resumable()  # damaged files: the newest intact one
-    for note in notes:
-        print(f"warning: {note}")
+    path, state, damage = store.resumable()  # only reads: the run may be going on
     num_epochs = state["config"]["num_epochs"]
+    if damage is not None:
+        # The damaged file may have held a run extended beyond this one's epochs: a
+        # --resume (which moves it aside) decides; a job script should run it.
+        print(f"unfinished: {damage}; --resume would go on from {path.name} (epoch "
+              f"{position(state)} of {num_epochs}); continue with --resume")
+        return UNFINISHED
     if state["epoch"] >= num_epochs:
         print(f"finished: {num_epochs}/{num_epochs} epochs in {path}, best val acc "
               f"{pct(state['best_val_acc'])} at epoch {state.get('best_epoch', '-')}")

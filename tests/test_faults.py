@@ -132,6 +132,16 @@ def test_damaged_latest_falls_back_to_newest_intact(tiny, tmp_path, capsys, refe
     out = run_script("checkpoint_training.py", "--info", "latest_model.pth", "--model-dir",
                      str(models))
     assert out.returncode != 0 and "damaged" in out.stderr and "Traceback" not in out.stderr
+    # --status only reads (the run may be going on), and a damaged latest is not "finished":
+    # it may have held a longer run than the intact files say; a --resume decides.
+    damaged = (models / "latest_model.pth").read_bytes()
+    assert checkpoint_training.main(["--status", "--model-dir", str(models)]) == \
+        checkpoint_training.UNFINISHED
+    said = capsys.readouterr().out
+    assert said.startswith("unfinished: ") and "--resume would go on from " \
+        "checkpoint_epoch_3.pth (epoch 3 of 4); continue with --resume" in said, said
+    assert (models / "latest_model.pth").read_bytes() == damaged
+    assert not list(models.glob("*.damaged-*"))
     assert train.main(tiny(*EPOCHS, "--resume")) == 0
     err = capsys.readouterr().err
     assert "resuming from checkpoint_epoch_3.pth" in err

@@ -364,23 +364,21 @@ class CheckpointStore:
             return None
         return move_to_new_folder(files, self.dir / ARCHIVE, "run")
 
-    def find_resumable(self) -> tuple[Path, dict, list[str]]:
-        """The checkpoint to resume from and notes for the user.
+    def resumable(self) -> tuple[Path, dict, str | None]:
+        """(file, state, damage): what a resume would go on from, changing nothing.
 
-        latest_model.pth when intact; when it is damaged, the newest intact epoch backup or
-        best model, and the damaged file is renamed aside (never deleted). A run stopped in
-        its first save goes on from its best model. When nothing is intact, nothing is
-        changed and the error says so."""
+        latest_model.pth when intact (damage None); when it is damaged, the newest intact
+        epoch backup or best model, and `damage` says what is wrong with latest. A run
+        stopped in its first save goes on from its best model. When nothing is intact, the
+        error says so."""
         cut_short = self.first_save_cut_short()
         if cut_short is not None:
-            path, state = cut_short
-            return path, state, [f"the run was stopped in its first save, before {LATEST} was "
-                                 f"written; resuming from {path.name} (the end of epoch 1)"]
+            return (*cut_short, None)
         if not self.latest.is_file():
             raise CheckpointError(f"nothing to resume: no {LATEST} in {self.dir}/. Start a new "
                                   f"run without --resume, or point --model-dir at the run's folder")
         try:
-            return self.latest, load_checkpoint(self.latest), []
+            return self.latest, load_checkpoint(self.latest), None
         except DamagedCheckpoint as err:
             damage = str(err)
         candidates = []
@@ -396,6 +394,17 @@ class CheckpointStore:
             raise CheckpointError(f"{damage}; no intact checkpoint is left in {self.dir}/ to "
                                   f"resume from. Nothing was changed. Start a new run with --force")
         _, _, path, state = max(candidates, key=lambda c: (c[0], c[1]))
+        return path, state, damage
+
+    def find_resumable(self) -> tuple[Path, dict, list[str]]:
+        """The checkpoint to resume from (see resumable) and notes for the user; a damaged
+        latest_model.pth is renamed aside (never deleted), so the run goes on without it."""
+        path, state, damage = self.resumable()
+        if path != self.latest and damage is None:
+            return path, state, [f"the run was stopped in its first save, before {LATEST} was "
+                                 f"written; resuming from {path.name} (the end of epoch 1)"]
+        if damage is None:
+            return path, state, []
         aside = self.latest.with_name(f"{LATEST}.damaged-{time.strftime('%Y%m%d_%H%M%S')}")
         os.replace(self.latest, aside)
         return path, state, [f"{damage}", f"moved it aside to {aside.name}",
