@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--source", required=True, metavar="VIDEO_OR_CAMERA",
         help="a video file, a folder of frame images, or a camera index (0 is the first webcam)")
     add("--frames-fps", type=float, metavar="F",
-        help="with a folder of frame images: the rate they were taken at (default: 30)")
+        help="with a folder of frame images: the rate they were taken at (default: the "
+             "model's frame rate, one image a frame, as prepare takes them)")
     add("--output", metavar="PATH", type=files.output_file,
         help="write an annotated video (.mp4, .avi, .mov, .mkv, .m4v) at the model's frame "
              "rate: face box, probability bar, state, speed")

@@ -149,14 +149,17 @@ def test_a_folder_of_frames_is_timed_at_the_rate_it_was_taken(face_model, tmp_pa
     rng = np.random.default_rng(0)
     for k in range(20):
         cv2.imwrite(str(folder / f"{k}.png"), rng.integers(0, 255, (48, 64, 3), np.uint8))
-    seconds = {}
+    seconds, said = {}, {}
     for rate in (None, "5"):
         extra = ["--frames-fps", rate] if rate else []
         assert detect.main(["--model", str(face_model), "--source", str(folder), "--csv",
                             str(tmp_path / "w.csv"), "--quiet", *extra]) == 0
-        said = re.search(r"frames \(([\d.]+) s at", capsys.readouterr().out)
-        seconds[rate] = float(said[1])
-    assert seconds == {None: pytest.approx(20 / 30, abs=0.1), "5": 4.0}  # 30 fps unless told
+        said[rate] = capsys.readouterr().out
+        seconds[rate] = float(re.search(r"frames \(([\d.]+) s at", said[rate])[1])
+    # Unless told, one image a frame at the model's rate, as prepare takes them; said.
+    assert seconds == {None: 20 / FPS, "5": 4.0}
+    assert "note: the frame images are taken as 10 a second, the model's rate" in said[None]
+    assert "frame images are taken" not in said["5"]
     # An image that cannot be read keeps its place (the frame before it is repeated), also
     # the first one (the first readable one is used).
     (folder / "7.png").write_bytes(b"not an image")

@@ -178,7 +178,9 @@ def open_source(source: str, fps: float, frames_fps: float | None = None
     try:
         if camera:
             return video.VideoReader(int(source)), True
-        return video.VideoReader(source, target_fps=fps, source_fps=frames_fps), False
+        # A folder of frames has no rate: one image per frame at the model's rate unless
+        # told, as prepare takes it (--frames-fps defaults to --fps there).
+        return video.VideoReader(source, target_fps=fps, source_fps=frames_fps or fps), False
     except video.VideoError as err:
         if camera:
             raise UserError(f"cannot open camera {source} ({err}); check that it is connected "
@@ -231,7 +233,7 @@ def run(model_path: str, source: str, csv_path: Path, output: Path | None = None
     """Detect on `source`; says its notes first (`say`), returns the result and the
     deployment info. The alarm is the checkpoint's (alarm_settings) with `alarm_overrides`;
     `sound` (sound.py) sounds while it is on. The caller closes `sound`. `frames_fps`: the
-    rate of a folder of frame images (default: 30)."""
+    rate of a folder of frame images (default: the model's frame rate)."""
     model, state = load_model(model_path)
     settings = alarm_settings(state, alarm_overrides)
     settings.check()
@@ -239,6 +241,9 @@ def run(model_path: str, source: str, csv_path: Path, output: Path | None = None
     rate = info["frame_rate"]
     detector = Detector(model, info, every, settings, pick_device(device))
     reader, camera = open_source(source, rate, frames_fps)
+    if frames_fps is None and not camera and Path(source).is_dir():
+        notes.append(f"the frame images are taken as {rate:g} a second, the model's rate (as "
+                     f"prepare takes them); give --frames-fps with the rate they were taken at")
     if show and not display_available():
         notes.append("no display here: --show ignored (the CSV and --output still work)")
         show = False
