@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from config import AMP_MODES, BACKBONES, DEVICES, Config, yes_no
+from config import AMP_MODES, BACKBONES, DEVICES, Config, Parser, yes_no
 from dataset import ClipDataset
 from fatigue import benchmarking, files
 from fatigue.checkpoints import store as checkpoint
@@ -337,7 +337,7 @@ def table(r: dict) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """benchmark.py's options; the model and data defaults are train.py's (config.Config)."""
-    parser = argparse.ArgumentParser(description="Measure the training loop against the "
+    parser = Parser(description="Measure the training loop against the "
                                                  "model's own speed (see the module docstring).")
     parser.add_argument("--device", default=Config.device, choices=DEVICES)
     parser.add_argument("--batch-size", type=int, default=Config.batch_size)

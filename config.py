@@ -33,6 +33,14 @@ def _opt(default: Any, help: str, group: str, flag: str | None = None, choices: 
                                             "choices": choices, "alone": alone, "parse": parse})
 
 
+
+class Parser(argparse.ArgumentParser):
+    """argparse that says a mistake on the command line in one line, with where to read
+    more, instead of the whole usage block above it."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
 @dataclass
 class Config:
     # --- data ---------------------------------------------------------------------------

@@ -13,14 +13,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from config import add_config_args
+from config import Parser, add_config_args
 from fatigue.claim import add_claim_args
 from fatigue.errors import run_cli
 from fatigue.training import crossval
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         description="Cross-validation over subjects: deal the data set's subjects into folds; "
                     "for each fold train on the others (a share of them validates) and test on "
                     "its subjects; print and save the table of all folds with mean and standard "

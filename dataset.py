@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import prepare
-from config import fill_defaults
+from config import Parser, fill_defaults
 from fatigue.claim import FolderClaim, add_claim_args
 from fatigue.data import clip_store, synthetic, synthetic_videos
 # Re-exported: `from dataset import ClipDataset` is how the README loads a split.
@@ -25,7 +25,7 @@ from fatigue.errors import UserError, run_cli
 
 def build_parser() -> argparse.ArgumentParser:
     """dataset.py's options for the built-in data (--prepare has prepare.py's own)."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         description="Make the clip data set that training reads: the built-in synthetic one "
                     "(--synthetic), or one prepared from driver videos (--prepare SOURCE "
                     "--format {nthu,rldd,folders}; 'python dataset.py --prepare X --help' "

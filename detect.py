@@ -17,7 +17,7 @@ import argparse
 from contextlib import nullcontext
 from pathlib import Path
 
-from config import DEVICES, Config
+from config import DEVICES, Config, Parser
 from fatigue.data.video import CROP_DEFAULTS
 from fatigue import files
 from fatigue.errors import UserError, run_cli
@@ -30,7 +30,7 @@ from fatigue.inference.sound import open_sound, sound_wanted, wav_seconds
 
 def build_parser() -> argparse.ArgumentParser:
     """detect.py's options (main.py --mode detect passes its arguments on unchanged)."""
-    p = argparse.ArgumentParser(
+    p = Parser(
         description="Watch a driver on a video file or a camera and raise an alarm when the "
                     "model finds them drowsy. Writes one CSV row per scored window, and with "
                     "--output an annotated video; prints the alarms and the speed.",

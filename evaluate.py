@@ -18,7 +18,7 @@ import json
 import math
 import time
 
-from config import DEVICES, Config, fill_defaults
+from config import DEVICES, Config, Parser, fill_defaults
 from fatigue.data.clip_store import SPLITS
 from fatigue.checkpoints.store import load_checkpoint
 from fatigue import files
@@ -80,7 +80,7 @@ def comparison_table(reports: list[dict]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """evaluate.py's options (main.py --mode evaluate passes its arguments on unchanged)."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         description="Evaluate checkpoints on the test split: accuracy, per-class precision, "
                     "recall and F1, confusion matrix, ROC-AUC, per-subject (and for NTHU "
                     "data frame-level) accuracy.",

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import torch
 
-from config import fill_defaults
+from config import Parser, fill_defaults
 from fatigue.data.video import CROP_DEFAULTS
 from fatigue import files
 from fatigue.errors import UserError, run_cli
@@ -140,7 +140,7 @@ def default_output(model_path: str, fmt: str) -> Path:
 
 def build_parser() -> argparse.ArgumentParser:
     """export.py's options (main.py --mode export passes its arguments on unchanged)."""
-    p = argparse.ArgumentParser(
+    p = Parser(
         description="Export a trained checkpoint to ONNX or TorchScript for deployment, with "
                     "its input size, normalisation, class names and threshold, and check the "
                     "exported model against PyTorch on random clips.",

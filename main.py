@@ -11,10 +11,10 @@
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 
+from config import Parser
 from fatigue.errors import run_cli
 
 # mode: (the script that runs it, what it does)
@@ -37,7 +37,7 @@ MODES = {
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         description="Driver-fatigue detection: train and use a CNN-LSTM on face clips.",
         epilog="modes: " + "; ".join(f"{m}: {h}" for m, (_, h) in MODES.items())
                + ". Options after --mode MODE go to that mode; see --mode MODE --help.",

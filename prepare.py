@@ -11,7 +11,7 @@ import argparse
 import os
 from pathlib import Path
 
-from config import fill_defaults
+from config import Parser, fill_defaults
 from fatigue.claim import FolderClaim, add_claim_args
 from fatigue.data import preparation
 from fatigue.data.layouts import FORMATS
@@ -21,7 +21,7 @@ from fatigue.errors import UserError, run_cli
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = Parser(
         description="Turn driver videos into the clip data set training reads, split by subject.",
         epilog="Example: python dataset.py --prepare ~/NTHU-DDD --format nthu --data-dir data/nthu")
     add = p.add_argument

@@ -355,3 +355,20 @@ def test_yes_no_options_show_yes_or_no_in_the_help():
     text = " ".join(train_command.build_parser().format_help().split())
     assert re.search(r"--augment \{yes,no\} flip, shift[^-]*\(default: yes\)", text)
     assert "--compile {yes,no}" in text and "True" not in text and "False" not in text
+
+
+@pytest.mark.parametrize("script, argv, says", [
+    ("train.py", ["--augment", "maybe"], "argument --augment: expected yes or no, got 'maybe'"),
+    ("main.py", ["--mode", "trian"], "argument --mode: invalid choice: 'trian'"),
+    ("main.py", ["--mode", "evaluate", "--batch-size", "x"],
+     "argument --batch-size: invalid int value: 'x'"),
+    ("detect.py", ["--model", "m.pth"], "the following arguments are required: --source"),
+    ("benchmark.py", ["--steps"], "argument --steps: expected one argument"),
+])
+def test_a_mistake_argparse_finds_is_one_line_that_says_where_help_is(script, argv, says):
+    out = subprocess.run([sys.executable, str(ROOT / script), *argv], capture_output=True,
+                         text=True, timeout=120)
+    prog = script + (f" --mode {argv[1]}" if script == "main.py" and argv[2:] else "")
+    assert out.returncode == 2 and out.stdout == ""
+    [line] = out.stderr.splitlines()
+    assert line.startswith(f"{prog}: error: {says}") and line.endswith(f"(see {prog} --help)")

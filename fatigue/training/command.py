@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import argparse
 
-from config import add_config_args
+from config import Parser, add_config_args
 from fatigue.claim import add_claim_args
 from fatigue.training import session
 
 
 def build_parser(prog: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=prog, description=description or "Train the CNN-LSTM fatigue detector.")
     action = parser.add_argument_group("what to do")
     action.add_argument("--resume", action="store_true",
