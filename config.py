@@ -85,9 +85,10 @@ class Config:
                                 "schedule to 1%% of it at the last epoch", "train", flag="--lr")
     weight_decay: float = _opt(0.0001, "AdamW weight decay", "train")
     grad_clip: float = _opt(1.0, "clip the gradient norm to this (0 disables)", "train")
-    freeze_backbone_epochs: int = _opt(0, "train only the LSTM and the head for the first N "
-                                       "epochs, the backbone's weights and BatchNorm statistics "
-                                       "frozen (the usual warm-up with --pretrained)", "train")
+    freeze_backbone_epochs: int = _opt(0, "train only the new projection, the LSTM and the "
+                                       "head for the first N epochs, the backbone's weights "
+                                       "and BatchNorm statistics frozen (the usual warm-up "
+                                       "with --pretrained)", "train")
     seed: int = _opt(42, "seed of every random choice: same seed, same run", "train")
     # --- run ------------------------------------------------------------------------------
     model_dir: str = _opt("models", "folder of the checkpoints, the log and the curves", "run",

@@ -3,6 +3,7 @@ by the code before the schema existed (tests/data/format1_*.pth), resumed as the
 would have gone on."""
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -117,7 +118,12 @@ def test_snapshot_has_every_documented_key_at_the_top_and_loads_weights_only(tmp
     assert snap["partial_epoch"].tolist() == [[0.5, 2.0, 2.0]]
     assert (snap["alarm_threshold"], snap["preprocessing"]) == (0.55, {"fps": 10.0})
     write_checkpoint(snap, tmp_path / "c.pth")
-    assert torch.load(tmp_path / "c.pth", weights_only=True)["config"] == cfg.to_dict()
+    loaded = torch.load(tmp_path / "c.pth", weights_only=True)
+    assert loaded["config"] == cfg.to_dict()
+    # docs/checkpoints.md names every key a checkpoint holds (a new field is documented).
+    page = (Path(__file__).resolve().parent.parent / "docs" / "checkpoints.md").read_text()
+    named = set(re.findall(r'state\["(\w+)"\]', page)) | set(re.findall(r"`(\w+)`", page))
+    assert set(loaded) - named == set()
 
 
 def test_restore_puts_back_what_snapshot_took():
