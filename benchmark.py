@@ -337,15 +337,28 @@ def table(r: dict) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """benchmark.py's options; the model and data defaults are train.py's (config.Config)."""
-    parser = Parser(description="Measure the training loop against the "
-                                                 "model's own speed (see the module docstring).")
-    parser.add_argument("--device", default=Config.device, choices=DEVICES)
-    parser.add_argument("--batch-size", type=int, default=Config.batch_size)
-    parser.add_argument("--sequence-length", type=int, default=Config.sequence_length)
-    parser.add_argument("--image-size", type=int, default=Config.image_size)
-    parser.add_argument("--backbone", default=Config.backbone, choices=BACKBONES)
-    parser.add_argument("--num-workers", type=int, default=Config.num_workers)
-    parser.add_argument("--amp", default=Config.amp, choices=AMP_MODES)
+    parser = Parser(
+        description="Measure the training loop against a bare PyTorch loop of the same model "
+                    "(in interleaved rounds, with the spread), the loader, checkpoint save and "
+                    "load, launch to first step with --resume, and peak memory. Prints a table.",
+        epilog="Example: python benchmark.py --backbone resnet18 --image-size 64 --json "
+               "bench.json. What each row means: docs/performance.md.")
+    parser.add_argument("--device", default=Config.device, choices=DEVICES,
+                        help=f"where to measure; auto is CUDA when present (default: "
+                             f"{Config.device})")
+    parser.add_argument("--batch-size", type=int, default=Config.batch_size,
+                        help=f"clips per step, as train.py (default: {Config.batch_size})")
+    parser.add_argument("--sequence-length", type=int, default=Config.sequence_length,
+                        help=f"frames per clip (default: {Config.sequence_length})")
+    parser.add_argument("--image-size", type=int, default=Config.image_size,
+                        help=f"side of each frame in pixels (default: {Config.image_size})")
+    parser.add_argument("--backbone", default=Config.backbone, choices=BACKBONES,
+                        help=f"the CNN read on each frame (default: {Config.backbone})")
+    parser.add_argument("--num-workers", type=int, default=Config.num_workers,
+                        help=f"loader worker processes of the real loop, as train.py "
+                             f"(default: {Config.num_workers})")
+    parser.add_argument("--amp", default=Config.amp, choices=AMP_MODES,
+                        help=f"mixed precision, as train.py (default: {Config.amp})")
     parser.add_argument("--compile", type=yes_no, default=Config.compile, metavar="{yes,no}",
                         help="measure with torch.compile, as train.py's option (default: no)")
     parser.add_argument("--channels-last", default=Config.channels_last,

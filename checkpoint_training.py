@@ -12,12 +12,14 @@ code 75, while another command holds it. --list and --info only read, and work m
 """
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
-from config import Config, flag_of, given_options
+from config import Config, Parser, flag_of, given_options
 from fatigue.checkpoints import store as ckpt
-from fatigue.claim import FolderClaim
+from fatigue.claim import FolderClaim, add_claim_args
 from fatigue.errors import UserError, run_cli
+from fatigue.text import counted
 from fatigue.training import command, session
 from model import build_model, count_parameters
 
@@ -98,7 +100,7 @@ def run_status(store: ckpt.CheckpointStore) -> int:
     stopped = f", stopped by {state['interrupted']}" if state.get("interrupted") else ""
     where = (f"{state['samples_in_epoch']} clips into epoch {state['epoch'] + 1}"
              if state.get("samples_in_epoch") else
-             f"{state['epoch']} epoch{'s' if state['epoch'] != 1 else ''} done")
+             f"{counted(state['epoch'], 'epoch')} done")
     print(f"unfinished: {where} of {num_epochs} in {path}{stopped}; continue with --resume")
     return UNFINISHED
 
@@ -135,8 +137,10 @@ def info(name: str, model_dir: str) -> int:
     for warning in state.get("warnings", []):
         print(f"warning         {warning}")
     print("config")
-    for key, value in cfg.to_dict().items():
-        print(f"  {key:<18} {value}")
+    settings = cfg.to_dict()
+    width = max(map(len, settings))
+    for key, value in settings.items():
+        print(f"  {key:<{width}} {value}")
     return 0
 
 
@@ -144,16 +148,26 @@ def options_a_tool_ignores(args, tool: str) -> list[str]:
     """The flags given with `tool` that it does not use (training ones: it does not train)."""
     flags = {name: "--" + name.replace("_", "-") for name in (*TRAINING_ACTIONS, "wait",
                                                               "break_claim")
-             if getattr(args, name)}
+             if getattr(args, name, False)}
     flags.update({name: flag_of(name) for name in given_options(args) if name != "model_dir"})
     return [flag for name, flag in flags.items() if name not in TOOL_OPTIONS[tool]]
 
 
-def main(argv: list[str] | None = None, tools_only: bool = False) -> int:
-    """With `tools_only` (main.py --mode checkpoints) no tool means --list, not training."""
-    parser = command.build_parser(
-        description="Train with checkpoints (continue the run in --model-dir or start a new "
-                    "one), or inspect and tidy the checkpoints.")
+def build_parser(tools_only: bool = False) -> argparse.ArgumentParser:
+    """train.py's options and the tools; `tools_only` (main.py --mode checkpoints, which
+    never trains): the tools and the options they take."""
+    if tools_only:
+        parser = Parser(description="Inspect and tidy the checkpoints of a run; this mode "
+                                    "never trains (with no option it lists them).")
+        parser.add_argument("--model-dir", metavar="MODEL_DIR",
+                            help=f"the run's folder (default: {Config.model_dir})")
+        parser.add_argument("--keep-last", type=int, metavar="N",
+                            help="with --clean: how many epoch backups to keep")
+        add_claim_args(parser, "--model-dir")
+    else:
+        parser = command.build_parser(
+            description="Train with checkpoints (continue the run in --model-dir or start a "
+                        "new one), or inspect and tidy the checkpoints.")
     tools = parser.add_argument_group("checkpoint tools (these do not train; one at a time)"
                                       ).add_mutually_exclusive_group()
     tools.add_argument("--list", action="store_true", help="table of the checkpoints in --model-dir")
@@ -165,7 +179,12 @@ def main(argv: list[str] | None = None, tools_only: bool = False) -> int:
                        help="is the run in --model-dir finished? One line, and the exit code: "
                             f"0 finished, {UNFINISHED} epochs left (continue with --resume), "
                             "2 no run to continue (for job scripts: see docs/distributed.md)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None, tools_only: bool = False) -> int:
+    """With `tools_only` (main.py --mode checkpoints) no tool means --list, not training."""
+    args = build_parser(tools_only).parse_args(argv)
     tool = next((name for name in TOOL_OPTIONS if getattr(args, name)), None)
     if tools_only and tool is None:
         args.list, tool = True, "list"

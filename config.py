@@ -46,12 +46,14 @@ class Config:
     # --- data ---------------------------------------------------------------------------
     data_dir: str = _opt("data", "folder of the prepared clip data set (made automatically "
                          "with synthetic data when the default folder is empty)", "data")
-    sequence_length: int = _opt(30, "frames per clip seen by the model", "data")
+    sequence_length: int = _opt(30, "frames per clip seen by the model; when not given, a new "
+                                "run takes its data set's clip length", "data")
     image_size: int = _opt(32, "side of the square face crop, in pixels", "data")
     num_workers: int = _opt(0, "DataLoader worker processes; with 0, batches are cut from the "
                             "training split held in memory when it fits in a quarter of the "
                             "free memory (fastest), else loaded in the main process. On a GPU "
-                            "the split goes to GPU memory whenever it fits", "data")
+                            "the split goes to GPU memory whenever it fits in a quarter of "
+                            "the free GPU memory, and workers are then not used", "data")
     augment: bool = _opt(True, "flip, shift and brightness jitter applied identically to all "
                          "frames of a training clip", "data")
     augment_camera: str = _opt("auto", "with --augment: each training clip also seen through "
@@ -61,7 +63,8 @@ class Config:
                                "data", choices=AUTO_YES_NO)
     # --- model (these options define the architecture; a resume must keep them) ----------
     backbone: str = _opt("small", "per-frame CNN", "model", choices=BACKBONES)
-    channels: int = _opt(1, "image channels: 1 grayscale, 3 colour", "model")
+    channels: int = _opt(1, "image channels: 1 grayscale, 3 colour; when not given, a new run "
+                         "takes its data set's", "model")
     cnn_width: int = _opt(16, "channels of the first conv block of the small CNN "
                           "(doubled in each of its three blocks)", "model")
     feature_dim: int = _opt(64, "size of the per-frame feature vector fed to the LSTM", "model")
@@ -82,7 +85,8 @@ class Config:
                            flag="--epochs")
     batch_size: int = _opt(32, "clips per optimizer step", "train")
     learning_rate: float = _opt(0.001, "peak learning rate (AdamW), decayed by a cosine "
-                                "schedule to 1%% of it at the last epoch", "train", flag="--lr")
+                                "schedule epoch by epoch toward 1%% of it, reached as the last epoch "
+                                "ends", "train", flag="--lr")
     weight_decay: float = _opt(0.0001, "AdamW weight decay", "train")
     grad_clip: float = _opt(1.0, "clip the gradient norm to this (0 disables)", "train")
     freeze_backbone_epochs: int = _opt(0, "train only the new projection, the LSTM and the "
@@ -195,9 +199,11 @@ def yes_no(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected yes or no, got {text!r}")
 
 
-def add_config_args(parser: argparse.ArgumentParser) -> None:
+def add_config_args(parser: argparse.ArgumentParser, helps: dict[str, str] | None = None
+                    ) -> None:
     """One option per config field. Defaults are None so that the options a user
-    actually typed can be told apart (they override a resumed checkpoint's values)."""
+    actually typed can be told apart (they override a resumed checkpoint's values).
+    `helps`: a field's help where a command uses it otherwise (cross-validation's folder)."""
     titles = {"data": "data", "model": "model (fixed for the life of a run)",
               "train": "optimisation", "run": "run"}
     groups = {key: parser.add_argument_group(title) for key, title in titles.items()}
@@ -214,7 +220,8 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
         groups[f.metadata["group"]].add_argument(
             flag_of(f.name), dest=f.name, type=kind, default=None,
             choices=f.metadata["choices"], metavar=metavar,
-            help=f"{f.metadata['help']} (default: {default})", **alone)
+            help=f"{(helps or {}).get(f.name, f.metadata['help'])} (default: {default})",
+            **alone)
 
 
 def fill_defaults(args: argparse.Namespace, **defaults) -> None:

@@ -40,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--force", action="store_true",
                        help="start a new study; the old one moves to <--model-dir>/cv/archive/, "
                             "nothing is deleted")
-    add_config_args(parser)
+    add_config_args(parser, helps={"model_dir": "parent of the study's folder: the study, "
+                                                "its folds' checkpoints and table go to "
+                                                "<DIR>/cv/"})
     add_claim_args(parser, "<--model-dir>/cv")
     return parser
 

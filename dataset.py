@@ -17,7 +17,7 @@ import prepare
 from config import Parser, fill_defaults
 from fatigue.claim import FolderClaim, add_claim_args
 from fatigue.data import clip_store, synthetic, synthetic_videos
-# Re-exported: `from dataset import ClipDataset` is how the README loads a split.
+# Re-exported: code written when dataset.py held them imports them from here.
 from fatigue.data.clips import DEFAULT_DATA_DIR, ClipDataset, ensure_dataset  # noqa: F401
 from fatigue import files
 from fatigue.errors import UserError, run_cli
@@ -47,15 +47,18 @@ def build_parser() -> argparse.ArgumentParser:
                              f"{synthetic_videos.VIDEO_SUBJECTS} for videos); split by subject "
                              "into train/val/test")
     parser.add_argument("--clips-per-subject", type=int,
-                        help="synthetic clips per subject, half alert, half drowsy "
-                             f"(default: {synthetic.CLIPS_PER_SUBJECT})")
+                        help="synthetic clips per subject, half alert, half drowsy; not "
+                             f"with --as-videos (default: {synthetic.CLIPS_PER_SUBJECT})")
     parser.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
     parser.add_argument("--image-size", type=int,
-                        help=f"frame side (default: {synthetic.IMAGE_SIZE})")
+                        help=f"frame side; not with --as-videos, whose frame size prepare "
+                             f"sets (default: {synthetic.IMAGE_SIZE})")
     parser.add_argument("--sequence-length", type=int,
-                        help=f"frames per clip (default: {synthetic.SEQUENCE_LENGTH})")
+                        help=f"frames per clip; not with --as-videos (default: "
+                             f"{synthetic.SEQUENCE_LENGTH})")
     parser.add_argument("--force", action="store_true",
-                        help="overwrite a data set already in --data-dir")
+                        help="overwrite a data set already in --data-dir, or write into a "
+                             "folder that holds other files")
     add_claim_args(parser, "--data-dir")
     return parser
 

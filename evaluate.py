@@ -82,8 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     """evaluate.py's options (main.py --mode evaluate passes its arguments on unchanged)."""
     parser = Parser(
         description="Evaluate checkpoints on the test split: accuracy, per-class precision, "
-                    "recall and F1, confusion matrix, ROC-AUC, per-subject (and for NTHU "
-                    "data frame-level) accuracy.",
+                    "recall and F1, confusion matrix, ROC-AUC, per-subject (and, for data "
+                    "with per-frame labels, frame-level) accuracy.",
         epilog="Example: python evaluate.py --model models/best_model.pth --report reports/best")
     parser.add_argument("--model", action="append", required=True, metavar="PATH",
                         help="checkpoint file; repeat to compare several")

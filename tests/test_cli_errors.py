@@ -336,6 +336,13 @@ def test_main_checkpoints_mode_lists_and_never_trains(tiny, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "best_model.pth" in out and "epoch" in out and "Training" not in out
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == before
+    # Its help offers only what it does: no training option.
+    help_text = checkpoint_training.build_parser(tools_only=True).format_help()
+    assert "--status" in help_text and "--keep-last" in help_text
+    assert "--resume" not in help_text and "--epochs" not in help_text
+    with pytest.raises(SystemExit) as stop:
+        main.main(["--mode", "checkpoints", "--resume"])
+    assert stop.value.code == 2 and "unrecognized arguments: --resume" in capsys.readouterr().err
 
 
 def test_more_mistakes_get_one_line(tmp_path, capsys):

@@ -17,6 +17,7 @@ from fatigue.claim import FolderClaim
 from fatigue.data import augment as augmentation  # `augment` is ClipDataset's flag
 from fatigue.data import clip_store, synthetic
 from fatigue.errors import UserError
+from fatigue.text import counted
 
 DEFAULT_DATA_DIR = "data"
 
@@ -45,7 +46,7 @@ class ClipDataset(Dataset):
                             f"clips ({stored_t} frames); use at most {stored_t} or rebuild the data")
         if channels != stored_c:
             raise UserError(f"--channels {channels} does not match the data set "
-                            f"({stored_c} channel{'s' if stored_c > 1 else ''})")
+                            f"({counted(stored_c, 'channel')})")
         self.sequence_length, self.image_size = sequence_length, image_size
         self.augment, self.seed, self.raw = augment, seed, raw
         self.camera_jitter = camera_jitter  # with augment: each clip through its own camera

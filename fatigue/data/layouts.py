@@ -15,6 +15,7 @@ from pathlib import Path
 
 from fatigue.data import video
 from fatigue.errors import UserError
+from fatigue.text import counted
 
 FORMATS = ("nthu", "rldd", "folders")
 TEST_FRACTION = 0.2  # share of subjects for test when the layout names no test subjects
@@ -279,8 +280,8 @@ def assign_splits(videos: list[Video], val_fraction: float,
             carved = _carve([s for s, v in split.items() if v == "train"], fraction, seed, name)
             split.update({s: name for s in carved})
             if name == "test":
-                notes.append(f"no test subjects in the layout: {len(carved)} training "
-                             f"subject{'s' if len(carved) != 1 else ''} held out for test")
+                notes.append(f"no test subjects in the layout: "
+                             f"{counted(len(carved), 'training subject')} held out for test")
     return split, notes
 
 

@@ -31,6 +31,7 @@ from fatigue.inference.deployment import alarm_settings, deployment_info
 from fatigue.inference.evaluation import load_model
 from fatigue.inference.outputs import Outputs, display_available
 from fatigue.inference.sound import AlarmSound
+from fatigue.text import counted
 from fatigue.training.stop import signals_raise
 from model import pick_device
 
@@ -308,7 +309,7 @@ def summary(result: Result, source: str, info: dict, csv_path: Path,
     (per step, 'other' being the loop's own share) and the files written."""
     r, tm = result, result.timing
     lines = [f"{source}: {r.frames} frames ({r.seconds:.1f} s at {info['frame_rate']:g} fps), "
-             f"{len(r.windows)} windows scored, face found in {100 * r.face_found:.0f}% of "
+             f"{counted(len(r.windows), 'window')} scored, face found in {100 * r.face_found:.0f}% of "
              f"frames" + (f"; stopped early ({r.stopped})" if r.stopped else "")]
     if r.unreadable:
         lines.append(f"  warning: {len(r.unreadable)} frame image(s) could not be read, each "
@@ -331,6 +332,6 @@ def summary(result: Result, source: str, info: dict, csv_path: Path,
                  f"a frame): " + ", ".join(f"{name} {100 * s / tm.total:.0f}% "
                                            f"({1000 * s / tm.frames:.2f} ms)"
                                            for name, s in steps.items()))
-    lines.append(f"  wrote {csv_path} ({len(r.windows)} windows)"
+    lines.append(f"  wrote {csv_path} ({counted(len(r.windows), 'window')})"
                  + (f" and {output}" if output else ""))
     return "\n".join(lines)

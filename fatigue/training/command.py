@@ -18,7 +18,8 @@ def build_parser(prog: str | None = None, description: str | None = None) -> arg
                         help="continue the run in --model-dir from latest_model.pth (its own "
                              "config; options given here override it)")
     action.add_argument("--force", action="store_true",
-                        help="start a new run; an earlier run's files move to "
+                        help="start a new run without asking (train.py without --resume "
+                             "does so too); an earlier run's files move to "
                              "<model-dir>/archive/, nothing is deleted")
     action.add_argument("--allow-data-change", action="store_true",
                         help="resume even though the data set differs from the checkpoint's")
