@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -287,9 +288,14 @@ def test_keep_last_and_clean(tiny, tmp_path, capsys):
     assert (models / "latest_model.pth").exists() and (models / "best_model.pth").exists()
     assert len(list(models.glob("archive/*/checkpoint_epoch_1.pth"))) == 1  # archive untouched
     capsys.readouterr()
+    # A user's own copies whose names merely start like a backup's are not backups.
+    mine = [models / "checkpoint_epoch_4_before_lr_change.pth", models / "checkpoint_epoch_final.pth"]
+    for copy in mine:
+        shutil.copyfile(models / "checkpoint_epoch_4.pth", copy)
     assert checkpoint_training.main(["--clean", "--keep-last", "1", "--model-dir", str(models)]) == 0
-    assert "checkpoint_epoch_4.pth" in capsys.readouterr().out
-    assert [p.name for p in models.glob("checkpoint_epoch_*.pth")] == ["checkpoint_epoch_5.pth"]
+    assert capsys.readouterr().out == f"removed {models / 'checkpoint_epoch_4.pth'}\n"
+    assert sorted(p.name for p in models.glob("checkpoint_epoch_*.pth")) == \
+        sorted(["checkpoint_epoch_5.pth", *(p.name for p in mine)])
     assert len(list(models.glob("archive/*/checkpoint_epoch_1.pth"))) == 1
 
 

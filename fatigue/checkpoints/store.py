@@ -244,9 +244,12 @@ class CheckpointStore:
         return found[0] if found else None
 
     def _backups(self) -> list[Path]:
-        """The epoch backups, oldest first."""
-        return sorted(self.dir.glob("checkpoint_epoch_*.pth"), key=_epoch_of) \
-            if self.dir.is_dir() else []
+        """The epoch backups, oldest first: checkpoint_epoch_<N>.pth only, so that a user's
+        copy such as checkpoint_epoch_3_before_lr_change.pth is never taken (or pruned)."""
+        if not self.dir.is_dir():
+            return []
+        return sorted((p for p in self.dir.glob("checkpoint_epoch_*.pth") if _epoch_of(p) >= 0),
+                      key=_epoch_of)
 
     def save(self, state: dict, is_best: bool = False, epoch_end: bool = True) -> list[str]:
         """Write latest_model.pth, then link best and epoch backups to it as due.
@@ -428,10 +431,9 @@ def _snapshot(obj: Any) -> Any:
 
 
 def _epoch_of(path: Path) -> int:
-    try:
-        return int(path.stem.rsplit("_", 1)[1])
-    except (IndexError, ValueError):
-        return -1
+    """N of checkpoint_epoch_N.pth, or -1 for any other name."""
+    found = re.fullmatch(r"checkpoint_epoch_(\d+)\.pth", path.name)
+    return int(found[1]) if found else -1
 
 
 def resolve(name: str, model_dir: str | Path) -> Path:
