@@ -143,6 +143,13 @@ def test_damaged_latest_falls_back_to_newest_intact(tiny, tmp_path, capsys, refe
         "checkpoint_epoch_3.pth (epoch 3 of 4); continue with --resume" in said, said
     assert (models / "latest_model.pth").read_bytes() == damaged
     assert not list(models.glob("*.damaged-*"))
+    # A resume that set it aside and was killed before its first save left no latest: the
+    # run is still there to continue.
+    checkpoint.CheckpointStore(models).find_resumable()
+    assert not (models / "latest_model.pth").exists()
+    assert checkpoint_training.main(["--status", "--model-dir", str(models)]) == \
+        checkpoint_training.UNFINISHED
+    assert "was found damaged and set aside" in capsys.readouterr().out
     assert train.main(tiny(*EPOCHS, "--resume")) == 0
     err = capsys.readouterr().err
     assert "resuming from checkpoint_epoch_3.pth" in err

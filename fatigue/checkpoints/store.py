@@ -221,9 +221,15 @@ class CheckpointStore:
         return bool(self.checkpoints()) or any((self.dir / f).exists() for f in RUN_FILES)
 
     def can_resume(self) -> bool:
-        """Whether the folder holds a run to continue: its latest checkpoint, or a run
+        """Whether the folder holds a run to continue: its latest checkpoint, one set aside
+        as damaged (a resume that moved it was stopped before its first save), or a run
         stopped in its first save (first_save_cut_short)."""
-        return self.latest.is_file() or self.first_save_cut_short() is not None
+        return (self.latest.is_file() or bool(self._set_aside())
+                or self.first_save_cut_short() is not None)
+
+    def _set_aside(self) -> list[Path]:
+        """latest_model.pth files found damaged and renamed by find_resumable, oldest first."""
+        return sorted(self.dir.glob(f"{LATEST}.damaged-*")) if self.dir.is_dir() else []
 
     def first_save_cut_short(self) -> tuple[Path, dict] | None:
         """(file, state) of a new run stopped in its first save, after its best model (and
@@ -377,13 +383,17 @@ class CheckpointStore:
         cut_short = self.first_save_cut_short()
         if cut_short is not None:
             return (*cut_short, None)
-        if not self.latest.is_file():
+        if self.latest.is_file():
+            try:
+                return self.latest, load_checkpoint(self.latest), None
+            except DamagedCheckpoint as err:
+                damage = str(err)
+        elif self._set_aside():
+            damage = (f"{LATEST} was found damaged and set aside "
+                      f"({self._set_aside()[-1].name}) before a new one was written")
+        else:
             raise CheckpointError(f"nothing to resume: no {LATEST} in {self.dir}/. Start a new "
                                   f"run without --resume, or point --model-dir at the run's folder")
-        try:
-            return self.latest, load_checkpoint(self.latest), None
-        except DamagedCheckpoint as err:
-            damage = str(err)
         candidates = []
         # Only this run's own backups: other .pth files in the folder (copies, exports,
         # another run's checkpoints) are never taken for it.
@@ -403,15 +413,17 @@ class CheckpointStore:
         """The checkpoint to resume from (see resumable) and notes for the user; a damaged
         latest_model.pth is renamed aside (never deleted), so the run goes on without it."""
         path, state, damage = self.resumable()
-        if path != self.latest and damage is None:
-            return path, state, [f"the run was stopped in its first save, before {LATEST} was "
-                                 f"written; resuming from {path.name} (the end of epoch 1)"]
         if damage is None:
-            return path, state, []
-        aside = self.latest.with_name(f"{LATEST}.damaged-{time.strftime('%Y%m%d_%H%M%S')}")
-        os.replace(self.latest, aside)
-        return path, state, [f"{damage}", f"moved it aside to {aside.name}",
-                             f"resuming from {path.name} (epoch {state['epoch']}) instead"]
+            return path, state, [] if path == self.latest else [
+                f"the run was stopped in its first save, before {LATEST} was written; "
+                f"resuming from {path.name} (the end of epoch 1)"]
+        notes = [damage]
+        if self.latest.is_file():
+            aside = self.latest.with_name(f"{LATEST}.damaged-{time.strftime('%Y%m%d_%H%M%S')}")
+            os.replace(self.latest, aside)
+            notes.append(f"moved it aside to {aside.name}")
+        return path, state, notes + [f"resuming from {path.name} (epoch {state['epoch']}) "
+                                     f"instead"]
 
 
 def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
