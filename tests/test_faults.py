@@ -242,8 +242,18 @@ def test_failed_write_stops_cleanly_and_keeps_old_files(tiny, tmp_path, monkeypa
         return real(obj, fh, *a, **kw)
 
     monkeypatch.setattr(checkpoint.torch, "save", full_disk)
+    steps = []  # the epoch of each training step
+    real_step = loop.accumulate_gradients
+    monkeypatch.setattr(loop, "accumulate_gradients", lambda *a, **kw: (
+        steps.append(calls["n"]), real_step(*a, **kw))[1])
+    # The curves cannot be written either (a read-only or full folder): the write error
+    # is what is said, not the curves'.
+    monkeypatch.setattr(run_log, "plot_curves", lambda *a: open("/", "w"))
     with pytest.raises(checkpoint.CheckpointWriteError, match="latest_model.pth: No space left"):
         train.main(tiny("--epochs", "3"))
+    # Epoch 2's save failed in the background: the run stopped within a step of it, not
+    # after training epoch 3 without a checkpoint.
+    assert steps.count(2) <= 1 and len(steps) <= 3 + 3 + 1
     models = tmp_path / "models"
     assert checkpoint.load_checkpoint(models / "latest_model.pth")["epoch"] == 1
     assert checkpoint.load_checkpoint(models / "best_model.pth")["epoch"] == 1

@@ -312,6 +312,12 @@ class CheckpointStore:
             error, self._error = self._error, None
             raise error
 
+    def raise_if_failed(self) -> None:
+        """Raise a background write's error as soon as it is known: the loop calls it every
+        step, so that a run stops at once rather than training on without checkpoints."""
+        if self._error is not None:
+            self.wait()
+
     def _write_in_background(self, state: dict, names: list[str]) -> None:
         try:
             self._write(state, names)

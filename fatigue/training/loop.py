@@ -178,6 +178,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}%",
                                 refresh=False)
             self.raise_if_stopped()
+            self.store.raise_if_failed()
             if cfg.save_every_steps and state.global_step % cfg.save_every_steps == 0:
                 self.save(epoch_end=False)
         bar.close()
@@ -374,11 +375,12 @@ class Trainer:
         if self.dist.is_main and epochs > self.curves_drawn[0] and (
                 force or time.time() - drawn_at > CURVES_EVERY_S):
             history = self.state.history_copy()
+            draw = self.warn_on_failure(run_log.CURVES_FILE,
+                                        lambda: run_log.plot_curves(self.cfg.model_dir, history))
             if force:
-                run_log.plot_curves(self.cfg.model_dir, history)
+                draw()  # never in place of the error that left the loop, if one did
             else:
-                self.once_saved(run_log.CURVES_FILE,
-                                lambda: run_log.plot_curves(self.cfg.model_dir, history))
+                self.store.when_saved(draw)
             self.curves_drawn = (epochs, time.time())
 
     def once_saved(self, what: str, action: Callable[[], None]) -> None:
@@ -387,13 +389,17 @@ class Trainer:
         ahead of the checkpoints, and a run killed in its first save leaves no record of
         it. A failure is a warning: the checkpoint stands, and a resume rebuilds a lost log
         line and redraws outdated curves."""
+        self.store.when_saved(self.warn_on_failure(what, action))
+
+    def warn_on_failure(self, what: str, action: Callable[[], None]) -> Callable[[], None]:
+        """`action`, writing the record `what`, with a file system error made a warning."""
         def guarded() -> None:
             try:
                 action()
             except OSError as err:
                 self.say(f"warning: could not write {what} in {self.cfg.model_dir}/ ({err}); "
-                         f"training goes on", file=sys.stderr, flush=True)
-        self.store.when_saved(guarded)
+                         f"the checkpoints are not affected", file=sys.stderr, flush=True)
+        return guarded
 
     def _identity(self, checkpoint: dict | None, allow_data_change: bool,
                   warnings: list[str] | tuple, pretrained_from: str | None) -> schema.RunIdentity:
