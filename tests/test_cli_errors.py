@@ -2,6 +2,8 @@
 nothing written. Output paths that cannot be written are refused before any work is done."""
 from __future__ import annotations
 
+import errno
+import os
 import re
 import subprocess
 import sys
@@ -94,6 +96,28 @@ def test_an_os_error_is_one_line_and_a_closed_pipe_is_quiet(tmp_path, capsys):
     piped = subprocess.run(f"{sys.executable} -c \"{code}\" | head -c 10", shell=True,
                            capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert piped.stdout == "x" * 10 and piped.stderr == "", piped.stderr
+
+
+def test_a_full_disk_while_writing_clips_is_one_line_and_leaves_nothing(tmp_path, monkeypatch,
+                                                                       capsys):
+    """The clips are written through a memory map: without the space claimed first, a full
+    disk killed the process with SIGBUS and left its temporary file."""
+    data = tmp_path / "data"
+    small = ["--synthetic", "--data-dir", str(data), "--num-subjects", "3",
+             "--clips-per-subject", "2", "--image-size", "16", "--sequence-length", "16"]
+    assert dataset.main(small) == 0
+    before = {p.name: p.read_bytes() for p in data.iterdir()}
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(lambda argv: dataset.main(small + ["--force", "--seed", "1"]))
+    assert exit_.value.code == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: no room for the clips in {data}/ (No space left on device, ")
+    assert line.endswith("MB needed): free space or give another --data-dir; nothing was changed")
+    assert {p.name: p.read_bytes() for p in data.iterdir()} == before  # the old set, whole
 
 
 def test_a_frame_too_small_for_the_model_is_refused_before_anything_is_written(tmp_path):

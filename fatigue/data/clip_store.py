@@ -12,6 +12,7 @@ processes stay light.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -99,6 +100,7 @@ def _write_clips(tmp: Path, clips: np.ndarray | Iterable[np.ndarray], count: int
             # Memory-mapped: the blocks go straight to disk, never all in memory at once.
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
                                             shape=(count,) + block.shape[1:])
+            _reserve(tmp)
         out[row:row + len(block)] = block
         row += len(block)
     if out is None or row != count:
@@ -109,6 +111,22 @@ def _write_clips(tmp: Path, clips: np.ndarray | Iterable[np.ndarray], count: int
     with open(tmp, "rb+") as fh:
         os.fsync(fh.fileno())
     return shape
+
+
+def _reserve(path: Path) -> None:
+    """Claim the disk space of the (sparse) file at `path` now: a full disk is then an
+    OSError here, not a SIGBUS when a page of the memory map is first written."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with open(path, "rb+") as fh:
+        try:
+            os.posix_fallocate(fh.fileno(), 0, os.fstat(fh.fileno()).st_size)
+        except OSError as err:
+            if err.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                return  # a file system without it: the write itself will tell
+            raise UserError(f"no room for the clips in {path.parent}/ ({err.strerror}, "
+                            f"{os.fstat(fh.fileno()).st_size / 1e6:.1f} MB needed): free space "
+                            f"or give another --data-dir; nothing was changed") from None
 
 
 def load_manifest(data_dir: str | Path) -> dict:
