@@ -76,6 +76,25 @@ def test_signal_anywhere_then_resume_is_bit_identical(tiny, tmp_path, monkeypatc
     assert_same_run(reference, load(tmp_path / "models" / "latest_model.pth"))
 
 
+@pytest.mark.parametrize("where", ["validation", "save"])
+def test_a_stop_in_the_last_epochs_validation_or_save_says_the_run_is_complete(
+        tiny, tmp_path, monkeypatch, capsys, where):
+    """Nothing is left to continue: the run is done, only its test evaluation is skipped."""
+    if where == "validation":
+        interrupt(monkeypatch, loop, "predict", 2, signal.SIGTERM)
+    else:
+        interrupt(monkeypatch, checkpoint.torch, "save", 2, signal.SIGTERM)
+    assert train.main(tiny("--epochs", "2")) == 143
+    monkeypatch.undo()
+    out, err = capsys.readouterr()
+    best = tmp_path / "models" / "best_model.pth"
+    assert "Stopped by SIGTERM after the last epoch: the run is complete; its test evaluation " \
+           f"was skipped (python evaluate.py --model {best})" in err
+    assert "Continue with" not in err and "Test accuracy" not in out
+    assert load(tmp_path / "models" / "latest_model.pth")["epoch"] == 2
+    assert checkpoint_training.main(["--status", "--model-dir", str(tmp_path / "models")]) == 0
+
+
 def test_save_every_steps_refreshes_latest_mid_epoch(tiny, tmp_path, monkeypatch):
     seen = []
     real = checkpoint.CheckpointStore.save

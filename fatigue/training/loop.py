@@ -224,8 +224,8 @@ class Trainer:
         signum = self.requested_stop()  # arrived during validation or the save
         if self.dist.is_main:
             self.report_epoch(train, val, written, time.time() - began, save_seconds)
-        if signum:
-            raise StopTraining(signum)
+        if signum and self.state.epoch < self.cfg.num_epochs:
+            raise StopTraining(signum)  # after the last epoch, finish() says the run is done
 
     # ------------------------------------------------------------------------- a step
     def train_step(self, clips: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
