@@ -22,6 +22,7 @@ from fatigue.data import loaders, synthetic
 import train
 from fatigue.training import loop
 from fatigue.training.schedule import lr_factor
+from fatigue.training.state import TrainState
 from conftest import ROOT, run_script, tiny_args
 from test_training import assert_same_run, load, load_or_none
 
@@ -402,3 +403,18 @@ def test_torn_log_line_does_not_block_resume(tiny, tmp_path):
     assert train.main(tiny("--epochs", "2", "--resume")) == 0
     lines = (tmp_path / "models" / "training_log.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+
+
+def test_a_run_folder_copied_without_its_best_model_finishes_on_its_latest(
+        tiny, tiny_data, tmp_path, monkeypatch, capsys):
+    assert train.main(tiny("--epochs", "1")) == 0
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copyfile(tmp_path / "models" / "latest_model.pth", copy / "latest_model.pth")
+    real = TrainState.end_epoch
+    monkeypatch.setattr(TrainState, "end_epoch", lambda *a: real(*a) and False)  # no new best
+    capsys.readouterr()
+    assert train.main(tiny_args(tiny_data, copy, "--epochs", "2", "--resume")) == 0
+    out = capsys.readouterr().out
+    assert f"but best_model.pth is not in {copy}/; the test scores latest_model.pth instead" in out
+    assert "Test accuracy of latest_model.pth on " in out and not (copy / "best_model.pth").exists()

@@ -318,8 +318,14 @@ class Trainer:
             return code
         self.store.wait()
         state, best = self.state, self.store.best
-        print(f"Done: best val acc {100 * state.best_val_acc:.2f}% at epoch {state.best_epoch}, "
-              f"saved as {best}.")
+        if best.is_file():
+            print(f"Done: best val acc {100 * state.best_val_acc:.2f}% at epoch "
+                  f"{state.best_epoch}, saved as {best}.")
+        else:  # a folder copied without it: the best epoch's weights are not here
+            best = self.store.latest
+            print(f"Done: best val acc {100 * state.best_val_acc:.2f}% at epoch "
+                  f"{state.best_epoch}, but {self.store.best.name} is not in "
+                  f"{self.cfg.model_dir}/; the test scores {best.name} instead.")
         if signum:
             self.say(f"Stopped by {StopTraining(signum)} after the last epoch: the run is complete; "
                      f"its test evaluation was skipped (python evaluate.py --model {best})",
