@@ -170,8 +170,9 @@ def test_changed_options_refused_and_force_archives(tiny_data, tmp_path, monkeyp
                 if p.name != ".claim"}
 
     before = files()
-    with pytest.raises(UserError) as refused:
-        cv_command.main([*args, "--folds", "2", "--lr", "0.01"])
+    with pytest.raises(UserError) as refused:  # where it runs may change; what it learns not
+        cv_command.main([*args, "--folds", "2", "--lr", "0.01", "--device", "cpu",
+                         "--num-workers", "1", "--keep-last", "2"])
     lines = str(refused.value).splitlines()
     assert refused.value.exit_code == 2
     assert "  --folds: 3 in the study, 2 now" in lines
@@ -179,6 +180,15 @@ def test_changed_options_refused_and_force_archives(tiny_data, tmp_path, monkeyp
     assert len([line for line in lines if " in the study, " in line]) == 2
     assert "--force" in lines[-1]
     assert files() == before  # nothing changed
+    # The same study on another device or worker count goes on, its folds run so.
+    fold_argv = []
+    monkeypatch.setattr(crossval.command, "main",
+                        lambda argv, **kw: fold_argv.append(argv) or 130)
+    assert cv_command.main([*args, "--device", "cpu", "--num-workers", "1"]) == 130
+    monkeypatch.undo()
+    assert fold_argv[0][fold_argv[0].index("--device") + 1] == "cpu"
+    assert fold_argv[0][fold_argv[0].index("--num-workers") + 1] == "1"
+    assert "--resume" in fold_argv[0]
 
     interrupt(monkeypatch, loop, "accumulate_gradients", 1, signal.SIGINT)
     assert cv_command.main([*args, "--folds", "2", "--force"]) == 130

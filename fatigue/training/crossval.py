@@ -54,6 +54,10 @@ FORMAT_VERSION = 1
 # Not the study's options: where it lives (model_dir), which data (checked by fingerprint),
 # and what the data set decides (num_classes).
 NOT_OPTIONS = ("model_dir", "data_dir", "num_classes")
+# Where and how the folds run, not what they learn: taken from each command, as train.py
+# --resume takes them, so that a study moves to another machine or worker count.
+RUN_ENVIRONMENT = ("device", "num_workers", "save_every", "save_every_steps", "log_every_steps",
+                   "keep_last", "auto_batch", "compile", "channels_last")
 METRICS = ("accuracy", "macro_f1", "roc_auc")
 
 
@@ -295,7 +299,9 @@ class Study:
         """The fold's train.py command line: the study's options, its folders, and --resume
         once the fold's run has a checkpoint."""
         argv = ["--data-dir", str(data), "--model-dir", str(fold_dir)]
-        for name, value in self.record["given"].items():
+        given = {**{k: v for k, v in self.record["given"].items() if k not in RUN_ENVIRONMENT},
+                 **{k: v for k, v in self.given.items() if k in RUN_ENVIRONMENT}}
+        for name, value in given.items():
             argv += [flag_of(name), ("yes" if value else "no") if isinstance(value, bool)
                      else str(value)]
         argv += ["--wait", str(self.args.wait), *["--break-claim"] * self.args.break_claim]
@@ -332,7 +338,7 @@ def study_diff(record: dict, wanted: dict) -> list[str]:
     saved = {**{k: v for k, v in defaults.items() if k not in NOT_OPTIONS}, **record["options"]}
     now_ = wanted["options"]
     for name in [*now_, *(n for n in saved if n not in now_)]:
-        if saved.get(name) != now_.get(name):
+        if name not in RUN_ENVIRONMENT and saved.get(name) != now_.get(name):
             lines.append(f"{flag_of(name) if name in now_ else name}: {show(saved.get(name))} "
                          f"in the study, {show(now_.get(name))} now")
     return lines
