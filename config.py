@@ -85,8 +85,8 @@ class Config:
                            flag="--epochs")
     batch_size: int = _opt(32, "clips per optimizer step", "train")
     learning_rate: float = _opt(0.001, "peak learning rate (AdamW), decayed by a cosine "
-                                "schedule epoch by epoch toward 1%% of it, reached as the last epoch "
-                                "ends", "train", flag="--lr")
+                                "schedule epoch by epoch toward 1%% of it, reached as the "
+                                "last epoch ends", "train", flag="--lr")
     weight_decay: float = _opt(0.0001, "AdamW weight decay", "train")
     grad_clip: float = _opt(1.0, "clip the gradient norm to this (0 disables)", "train")
     freeze_backbone_epochs: int = _opt(0, "train only the new projection, the LSTM and the "
@@ -188,6 +188,13 @@ MODEL_FIELDS = tuple(f.name for f in fields(Config) if f.metadata["group"] == "m
 def flag_of(name: str) -> str:
     flag = next(f.metadata["flag"] for f in fields(Config) if f.name == name)
     return flag if flag else "--" + name.replace("_", "-")
+
+
+def shown(value: Any) -> str:
+    """An option's value as a user types it: yes/no, auto for None."""
+    if value is None:
+        return "auto"
+    return ("yes" if value else "no") if isinstance(value, bool) else str(value)
 
 
 def yes_no(text: str) -> bool:

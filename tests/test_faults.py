@@ -20,7 +20,7 @@ from fatigue.checkpoints import store as checkpoint
 import checkpoint_training
 from fatigue.data import loaders, synthetic
 import train
-from fatigue.training import loop
+from fatigue.training import loop, session
 from fatigue.training.schedule import lr_factor
 from fatigue.training.state import TrainState
 from conftest import ROOT, run_script, tiny_args
@@ -161,6 +161,11 @@ def test_damaged_latest_falls_back_to_newest_intact(tiny, tmp_path, capsys, refe
     said = capsys.readouterr().out
     assert said.startswith("unfinished: ") and "--resume would go on from " \
         "checkpoint_epoch_3.pth (epoch 3 of 4); continue with --resume" in said, said
+    # So does the continue-or-new question, which names the file a continue goes on from.
+    assert session.ask_to_continue(checkpoint.CheckpointStore(models)) is True  # no terminal
+    said = capsys.readouterr().out
+    assert said.startswith(f"Found a run in {models}/: checkpoint_epoch_3.pth (epoch 3/4, ")
+    assert ": continuing goes on from this file)." in said and "damaged" in said
     assert (models / "latest_model.pth").read_bytes() == damaged
     assert not list(models.glob("*.damaged-*"))
     # A resume that set it aside and was killed before its first save left no latest: the
@@ -227,9 +232,10 @@ def test_architecture_change_is_refused_training_change_applied(tiny, tmp_path, 
     assert "--cnn-width: 4 in the checkpoint, 8 now" in out.stderr
     assert "--backbone: 'small' in the checkpoint, 'resnet18' now" in out.stderr
     capsys.readouterr()
-    assert train.main(tiny("--resume", "--epochs", "3", "--lr", "0.0005")) == 0
+    assert train.main(tiny("--resume", "--epochs", "3", "--lr", "0.0005", "--augment", "no")) == 0
     err = capsys.readouterr().err
     assert "--lr 0.0005 (checkpoint: 0.001)" in err and "--epochs 3 (checkpoint: 2)" in err
+    assert "--augment no (checkpoint: yes)" in err  # as typed, not Python's False
     state = load(tmp_path / "models" / "latest_model.pth")
     assert state["config"]["learning_rate"] == 0.0005
     assert state["learning_rates"][2] == pytest.approx(0.0005 * lr_factor(2, 3))

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from config import Config, build_config, flag_of, given_options
+from config import Config, build_config, flag_of, given_options, shown
 from fatigue.data.clips import DEFAULT_DATA_DIR, ClipDataset, ensure_dataset
 from fatigue import files, seeds
 from fatigue.files import STUDY_FILE  # named there: outputs never replace it
@@ -327,8 +327,8 @@ def study_diff(record: dict, wanted: dict) -> list[str]:
                                ("val_subjects", "--val-subjects", None),
                                ("fold_source", "--fold-source", "auto")):
         if record.get(key, default) != wanted[key]:
-            lines.append(f"{flag}: {show(record.get(key, default))} in the study, "
-                         f"{show(wanted[key])} now")
+            lines.append(f"{flag}: {shown(record.get(key, default))} in the study, "
+                         f"{shown(wanted[key])} now")
     if record["data_fingerprint"] != wanted["data_fingerprint"]:
         lines.append(f"--data-dir: {record['data_dir']}/ (data fingerprint "
                      f"{record['data_fingerprint']}) in the study, {wanted['data_dir']}/ "
@@ -339,14 +339,9 @@ def study_diff(record: dict, wanted: dict) -> list[str]:
     now_ = wanted["options"]
     for name in [*now_, *(n for n in saved if n not in now_)]:
         if name not in RUN_ENVIRONMENT and saved.get(name) != now_.get(name):
-            lines.append(f"{flag_of(name) if name in now_ else name}: {show(saved.get(name))} "
-                         f"in the study, {show(now_.get(name))} now")
+            lines.append(f"{flag_of(name) if name in now_ else name}: {shown(saved.get(name))} "
+                         f"in the study, {shown(now_.get(name))} now")
     return lines
-
-
-def show(value) -> str:
-    return "auto" if value is None else ("yes" if value else "no") if isinstance(value, bool) \
-        else str(value)
 
 
 def now() -> str:

@@ -12,9 +12,9 @@ import argparse
 import contextlib
 import sys
 
-from config import Config, architecture_diff, build_config, flag_of, given_options
+from config import Config, architecture_diff, build_config, flag_of, given_options, shown
 from fatigue.data.clips import DEFAULT_DATA_DIR, ClipDataset, ensure_dataset
-from fatigue.checkpoints.store import CheckpointStore, DamagedCheckpoint, load_checkpoint
+from fatigue.checkpoints.store import CheckpointError, CheckpointStore, load_checkpoint
 from fatigue.claim import FolderClaim
 from fatigue.data.clip_store import load_manifest
 from fatigue import startup
@@ -157,7 +157,7 @@ def resume_config(checkpoint: dict, given: dict, model_dir: str) -> tuple[Config
     if diff:
         raise UserError("cannot resume with a different model (" + "; ".join(diff) + "). "
                         "Drop these options to resume, or start a new run with --force")
-    changes = [f"{flag_of(k)} {v} (checkpoint: {getattr(saved, k)})"
+    changes = [f"{flag_of(k)} {shown(v)} (checkpoint: {shown(getattr(saved, k))})"
                for k, v in given.items() if getattr(saved, k) != v]
     return wanted, changes
 
@@ -166,14 +166,14 @@ def ask_to_continue(store: CheckpointStore) -> bool | None:
     """The main.py / checkpoint_training.py question: continue the run in the model
     folder (True), start a new one (False), or quit (None)? Never blocks without a
     terminal: then it continues."""
-    cut_short = store.first_save_cut_short()
     try:
-        path, state = cut_short or (store.latest, load_checkpoint(store.latest))
+        path, state, damage = store.resumable()  # only reads
         where = (f"epoch {state['epoch']}/{state['config'].get('num_epochs')}, best val acc "
                  f"{100 * state['best_val_acc']:.2f}%, saved {state['timestamp']}"
-                 + ("; stopped in its first save" if cut_short else ""))
-    except DamagedCheckpoint as err:
-        path, where = store.latest, f"{err}; continuing falls back to the newest intact checkpoint"
+                 + (f"; {damage}: continuing goes on from this file" if damage else
+                    "; stopped in its first save" if path != store.latest else ""))
+    except CheckpointError as err:  # nothing intact: continuing would say so and stop
+        path, where = store.latest, str(err)
     print(f"Found a run in {store.dir}/: {path.name} ({where}).")
     if not sys.stdin.isatty():
         print("Standard input is not a terminal, so continuing that run "
