@@ -121,7 +121,7 @@ def resumed(folder: CheckpointStore, given: dict, model_dir: str, dist: Distribu
     cfg, changes = resume_config(checkpoint, given, model_dir)
     for note in notes:
         dist.say(f"warning: {note}", file=sys.stderr)
-    if changes:
+    if changes and checkpoint["epoch"] < cfg.num_epochs:  # else nothing is trained with them
         dist.say("warning: options given now replace the checkpoint's: " + "; ".join(changes),
                  file=sys.stderr)
     dist.say(f"Resuming {path} at epoch {checkpoint['epoch']}"
