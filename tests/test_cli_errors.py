@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -353,7 +354,7 @@ def test_checkpoint_tools_name_the_folder_they_looked_in(tmp_path, monkeypatch, 
         checkpoint_training.main(["--info", "m", "--model-dir", "m"])
 
 
-def test_main_checkpoints_mode_lists_and_never_trains(tiny, tmp_path, capsys):
+def test_main_checkpoints_mode_lists_and_never_trains(tiny, tmp_path, capsys, monkeypatch):
     assert train.main(tiny("--epochs", "1")) == 0
     before = sorted(p.name for p in (tmp_path / "models").iterdir())
     capsys.readouterr()
@@ -368,6 +369,11 @@ def test_main_checkpoints_mode_lists_and_never_trains(tiny, tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         main.main(["--mode", "checkpoints", "--resume"])
     assert stop.value.code == 2 and "unrecognized arguments: --resume" in capsys.readouterr().err
+    # A bare name is the --model-dir's file, even where the current folder has one too.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "best_model.pth").write_bytes(b"another run's, or anything")
+    assert checkpoint_training.main(["--info", "best_model.pth", "--model-dir", "models"]) == 0
+    assert capsys.readouterr().out.startswith(f"file            {Path('models/best_model.pth')} (")
 
 
 def test_more_mistakes_get_one_line(tmp_path, capsys):

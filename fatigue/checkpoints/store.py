@@ -455,11 +455,13 @@ def _epoch_of(path: Path) -> int:
 
 
 def resolve(name: str, model_dir: str | Path) -> Path:
-    """A checkpoint given as a path, or as a file name inside the model folder."""
-    path = Path(name)
-    if path.exists() or path.parent != Path("."):
+    """A checkpoint given as a path, or as a file name inside the model folder: a bare
+    name is the model folder's file when it has one (a file of that name in the current
+    folder is another run's), else the current folder's."""
+    path, inside = Path(name), Path(model_dir) / name
+    if path.parent != Path(".") or (path.exists() and not inside.exists()):
         return path
-    return Path(model_dir) / name
+    return inside
 
 
 def file_size_mb(path: Path) -> float:
