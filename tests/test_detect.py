@@ -160,6 +160,12 @@ def test_a_folder_of_frames_is_timed_at_the_rate_it_was_taken(face_model, tmp_pa
     assert seconds == {None: 20 / FPS, "5": 4.0}
     assert "note: the frame images are taken as 10 a second, the model's rate" in said[None]
     assert "frame images are taken" not in said["5"]
+    # A video file keeps its own rate: 2 s at 30 fps are 20 frames at the model's 10.
+    fast = tmp_path / "fast.avi"
+    sv.write_video(fast, [np.zeros((48, 64, 3), np.uint8)] * 60, 30)
+    assert detect.main(["--model", str(face_model), "--source", str(fast), "--csv",
+                        str(tmp_path / "w.csv"), "--quiet"]) == 0
+    assert "fast.avi: 20 frames (2.0 s at 10 fps)" in capsys.readouterr().out
     # An image that cannot be read keeps its place (the frame before it is repeated), also
     # the first one (the first readable one is used).
     (folder / "7.png").write_bytes(b"not an image")

@@ -181,7 +181,8 @@ def open_source(source: str, fps: float, frames_fps: float | None = None
             return video.VideoReader(int(source)), True
         # A folder of frames has no rate: one image per frame at the model's rate unless
         # told, as prepare takes it (--frames-fps defaults to --fps there).
-        return video.VideoReader(source, target_fps=fps, source_fps=frames_fps or fps), False
+        return video.VideoReader(source, target_fps=fps,
+                                 source_fps=(frames_fps or fps) if folder else None), False
     except video.VideoError as err:
         if camera:
             raise UserError(f"cannot open camera {source} ({err}); check that it is connected "
