@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 from fatigue import files
 from fatigue.errors import UserError
@@ -33,13 +33,19 @@ def _opt(default: Any, help: str, group: str, flag: str | None = None, choices: 
                                             "choices": choices, "alone": alone, "parse": parse})
 
 
-
 class Parser(argparse.ArgumentParser):
     """argparse that says a mistake on the command line in one line, with where to read
-    more, instead of the whole usage block above it."""
+    more, instead of the whole usage block above it. `help_command`: that place, where it
+    is not PROG --help (prepare's options reached through dataset.py)."""
 
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+    def __init__(self, *args, help_command: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.help_command = help_command
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see "
+                     f"{self.help_command or self.prog + ' --help'})\n")
+
 
 @dataclass
 class Config:
@@ -52,8 +58,9 @@ class Config:
     num_workers: int = _opt(0, "DataLoader worker processes; with 0, batches are cut from the "
                             "training split held in memory when it fits in a quarter of the "
                             "free memory (fastest), else loaded in the main process. On a GPU "
-                            "the split goes to GPU memory whenever it fits in a quarter of "
-                            "the free GPU memory, and workers are then not used", "data")
+                            "the training split goes to GPU memory whenever it fits in a "
+                            "quarter of the free GPU memory; workers then serve validation "
+                            "only", "data")
     augment: bool = _opt(True, "flip, shift and brightness jitter applied identically to all "
                          "frames of a training clip", "data")
     augment_camera: str = _opt("auto", "with --augment: each training clip also seen through "

@@ -97,7 +97,8 @@ def checked_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.N
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "--prepare" in argv or any(a.startswith("--prepare=") for a in argv):
-        return prepare.main(argv)  # real videos (python dataset.py --prepare X --help)
+        # Real videos; their options' help: python dataset.py --prepare X --help.
+        return prepare.main(argv, help_command="dataset.py --prepare SOURCE --help")
     args = checked_args(build_parser(), argv)
     # Checked and written under the folder's claim: no other command writes it meanwhile.
     with FolderClaim(args.data_dir, wait=args.wait, break_claim=args.break_claim,

@@ -20,8 +20,8 @@ from fatigue import files
 from fatigue.errors import UserError, run_cli
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = Parser(
+def parse_args(argv: list[str] | None, help_command: str | None = None) -> argparse.Namespace:
+    p = Parser(help_command=help_command,
         description="Turn driver videos into the clip data set training reads, split by subject.",
         epilog="Example: python dataset.py --prepare ~/NTHU-DDD --format nthu --data-dir data/nthu")
     add = p.add_argument
@@ -115,8 +115,10 @@ def refuse_bad_values(args: argparse.Namespace) -> None:
             raise UserError(message)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, help_command: str | None = None) -> int:
+    """`help_command`: where a mistake's line sends the user (dataset.py's own --help lists
+    other options)."""
+    args = parse_args(argv, help_command)
     # One writer per data folder: its stale temporary files and cache are then its own.
     with FolderClaim(args.data_dir, wait=args.wait, break_claim=args.break_claim,
                      option="--data-dir"):

@@ -52,10 +52,12 @@ def _running(pid: int) -> bool:
     return True
 
 
-def remove_orphaned_temps(path: str | Path, min_age_s: float = 60.0) -> list[Path]:
+def remove_orphaned_temps(path: str | Path, min_age_s: float = 3600.0) -> list[Path]:
     """Remove the temporary files of `path` that a killed process left (kill -9 during a
-    write): those named by a process id that no longer runs, untouched for `min_age_s` (a
-    writer on another machine sharing the folder keeps its file fresh). Returns them."""
+    write): those named by a process id that no longer runs here and untouched for
+    `min_age_s`. A process id only tells about this machine (and container); the age keeps
+    a live writer elsewhere that shares the folder, whose file is written at least hourly
+    (a detect CSV's buffer, a checkpoint's fsync), out of reach. Returns them."""
     path = Path(path)
     prefix = f".{path.name}."
     removed = []

@@ -402,11 +402,14 @@ def test_yes_no_options_show_yes_or_no_in_the_help():
      "argument --batch-size: invalid int value: 'x'"),
     ("detect.py", ["--model", "m.pth"], "the following arguments are required: --source"),
     ("benchmark.py", ["--steps"], "argument --steps: expected one argument"),
+    ("dataset.py", ["--prepare", "v", "--format", "mp4"], "argument --format: invalid choice"),
 ])
 def test_a_mistake_argparse_finds_is_one_line_that_says_where_help_is(script, argv, says):
     out = subprocess.run([sys.executable, str(ROOT / script), *argv], capture_output=True,
                          text=True, timeout=120)
     prog = script + (f" --mode {argv[1]}" if script == "main.py" and argv[2:] else "")
+    # prepare's options, reached through dataset.py, have their own help.
+    where = f"{prog} --prepare SOURCE" if "--prepare" in argv else prog
     assert out.returncode == 2 and out.stdout == ""
     [line] = out.stderr.splitlines()
-    assert line.startswith(f"{prog}: error: {says}") and line.endswith(f"(see {prog} --help)")
+    assert line.startswith(f"{prog}: error: {says}") and line.endswith(f"(see {where} --help)")

@@ -273,9 +273,9 @@ def test_a_killed_runs_temporary_csv_is_removed_by_the_next_run(face_model, tmp_
     alive, other = tmp_path / f".w.csv.{os.getppid()}.tmp", tmp_path / f".x.csv.{ended.pid}.tmp"
     for leftover in (killed, fresh, alive, other):
         leftover.write_text("time_s,frame\n0.1,")
-    hour_ago = time.time() - 3600
+    long_ago = time.time() - 2 * 3600
     for leftover in (killed, alive, other):
-        os.utime(leftover, (hour_ago, hour_ago))
+        os.utime(leftover, (long_ago, long_ago))
     assert detect.main(["--model", str(face_model), "--source", str(source), "--csv",
                         str(table), "--quiet"]) == 0
     assert table.read_text().startswith("time_s,frame,")

@@ -3,6 +3,7 @@ or data, failing writes, retention. Nothing saved is ever lost or overwritten.""
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import pickle
@@ -10,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -134,7 +136,8 @@ def flip_byte_in_weights(path):
 
 
 @pytest.mark.parametrize("damage", [truncate, flip_byte_in_weights])
-def test_damaged_latest_falls_back_to_newest_intact(tiny, tmp_path, capsys, reference, damage):
+def test_damaged_latest_falls_back_to_newest_intact(tiny, tmp_path, capsys, monkeypatch, reference,
+                                                    damage):
     assert train.main(tiny(*EPOCHS, "--save-every", "1")) == 4 - 4  # completes
     models = tmp_path / "models"
     # Pretend the run was stopped after epoch 3 and its last save was damaged.
@@ -162,16 +165,16 @@ def test_damaged_latest_falls_back_to_newest_intact(tiny, tmp_path, capsys, refe
     assert said.startswith("unfinished: ") and "--resume would go on from " \
         "checkpoint_epoch_3.pth (epoch 3 of 4); continue with --resume" in said, said
     # So does the continue-or-new question, which names the file a continue goes on from.
-    assert session.ask_to_continue(checkpoint.CheckpointStore(models)) is True  # no terminal
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # no terminal, even under pytest -s
+    assert session.ask_to_continue(checkpoint.CheckpointStore(models)) is True
     said = capsys.readouterr().out
     assert said.startswith(f"Found a run in {models}/: checkpoint_epoch_3.pth (epoch 3/4, ")
     assert ": continuing goes on from this file)." in said and "damaged" in said
     assert (models / "latest_model.pth").read_bytes() == damaged
     assert not list(models.glob("*.damaged-*"))
-    # A resume that set it aside and was killed before its first save left no latest: the
-    # run is still there to continue.
-    checkpoint.CheckpointStore(models).find_resumable()
-    assert not (models / "latest_model.pth").exists()
+    # A resume killed right after setting it aside leaves no latest: the run is still there
+    # to continue.
+    (models / "latest_model.pth").rename(models / "latest_model.pth.damaged-20260101_000000")
     assert checkpoint_training.main(["--status", "--model-dir", str(models)]) == \
         checkpoint_training.UNFINISHED
     assert "was found damaged and set aside" in capsys.readouterr().out
@@ -180,6 +183,24 @@ def test_damaged_latest_falls_back_to_newest_intact(tiny, tmp_path, capsys, refe
     assert "resuming from checkpoint_epoch_3.pth" in err
     assert len(list(models.glob("latest_model.pth.damaged-*"))) == 1
     assert_same_run(reference, load(models / "latest_model.pth"))
+
+
+def test_a_finished_run_with_a_damaged_latest_is_whole_after_one_resume(tiny, tmp_path, capsys):
+    """Nothing is left to train, so nothing is saved: the newest intact file must take the
+    damaged one's place itself, or --status would say 'unfinished' for ever."""
+    assert train.main(tiny("--epochs", "2", "--save-every", "1")) == 0
+    models = tmp_path / "models"
+    latest = models / "latest_model.pth"
+    data = latest.read_bytes()
+    latest.unlink()  # a file of its own: the epoch-2 backup, its hard link, stays intact
+    latest.write_bytes(data[:len(data) // 2])
+    assert checkpoint_training.main(["--status", "--model-dir", str(models)]) == \
+        checkpoint_training.UNFINISHED
+    assert train.main(tiny("--epochs", "2", "--resume")) == 0
+    assert "All 2 epochs of this run are done" in capsys.readouterr().out
+    assert load(models / "latest_model.pth")["epoch"] == 2
+    assert len(list(models.glob("latest_model.pth.damaged-*"))) == 1
+    assert checkpoint_training.main(["--status", "--model-dir", str(models)]) == 0
 
 
 def test_nothing_intact_changes_nothing(tiny, tmp_path):
@@ -268,10 +289,16 @@ def test_failed_write_stops_cleanly_and_keeps_old_files(tiny, tmp_path, monkeypa
         return real(obj, fh, *a, **kw)
 
     monkeypatch.setattr(checkpoint.torch, "save", full_disk)
-    steps = []  # the epoch of each training step
+    steps = []  # per training step, how many saves had begun (the 2nd fails)
     real_step = loop.accumulate_gradients
-    monkeypatch.setattr(loop, "accumulate_gradients", lambda *a, **kw: (
-        steps.append(calls["n"]), real_step(*a, **kw))[1])
+
+    def step(*args, **kwargs):
+        for thread in threading.enumerate():  # each save done before the next step, so
+            if thread.name == "checkpoint-writer":  # that the count does not race it
+                thread.join()
+        steps.append(calls["n"])
+        return real_step(*args, **kwargs)
+    monkeypatch.setattr(loop, "accumulate_gradients", step)
     # The curves cannot be written either (a read-only or full folder): the write error
     # is what is said, not the curves'.
     monkeypatch.setattr(run_log, "plot_curves", lambda *a: open("/", "w"))
@@ -279,7 +306,7 @@ def test_failed_write_stops_cleanly_and_keeps_old_files(tiny, tmp_path, monkeypa
         train.main(tiny("--epochs", "3"))
     # Epoch 2's save failed in the background: the run stopped within a step of it, not
     # after training epoch 3 without a checkpoint.
-    assert steps.count(2) <= 1 and len(steps) <= 3 + 3 + 1
+    assert steps == [0] * 3 + [1] * 3 + [2]
     models = tmp_path / "models"
     assert checkpoint.load_checkpoint(models / "latest_model.pth")["epoch"] == 1
     assert checkpoint.load_checkpoint(models / "best_model.pth")["epoch"] == 1

@@ -172,8 +172,9 @@ def test_nthu_two_label_files_of_one_name_elsewhere_say_so(tmp_path):
     labels(tmp_path / "old/010_glasses_mixing_drowsiness.txt", "0" * 90)
     scan = layouts.scan_nthu(tmp_path, [video_rel])
     assert scan.videos == [] and scan.skipped == [{"source": video_rel, "reason": (
-        "2 label files could be its, none beside it (Testing_Labels/010_glasses_mixing_"
-        "drowsiness.txt, old/010_glasses_mixing_drowsiness.txt); put the right one in its folder")}]
+        "2 label files of its name, none beside it (Testing_Labels/010_glasses_mixing_"
+        "drowsiness.txt, old/010_glasses_mixing_drowsiness.txt); move the right one beside the "
+        "video")}]
     (tmp_path / "old/010_glasses_mixing_drowsiness.txt").unlink()
     assert layouts.scan_nthu(tmp_path, [video_rel]).videos[0].frame_labels == "1" * 90
 

@@ -428,6 +428,11 @@ class CheckpointStore:
             aside = self.latest.with_name(f"{LATEST}.damaged-{time.strftime('%Y%m%d_%H%M%S')}")
             os.replace(self.latest, aside)
             notes.append(f"moved it aside to {aside.name}")
+        # The intact file takes latest's place at once: a run with nothing left to train
+        # (which saves nothing) is then whole again, and so is one stopped before its save.
+        tmp = temp_path(self.latest)
+        link_or_copy(path, tmp)
+        commit(tmp, self.latest)
         return path, state, notes + [f"resuming from {path.name} (epoch {state['epoch']}) "
                                      f"instead"]
 
@@ -459,7 +464,8 @@ def resolve(name: str, model_dir: str | Path) -> Path:
     name is the model folder's file when it has one (a file of that name in the current
     folder is another run's), else the current folder's."""
     path, inside = Path(name), Path(model_dir) / name
-    if path.parent != Path(".") or (path.exists() and not inside.exists()):
+    bare = not any(sep in name for sep in ("/", os.sep))  # ./best_model.pth is not bare
+    if not bare or (path.exists() and not inside.exists()):
         return path
     return inside
 

@@ -123,8 +123,8 @@ def scan_nthu(source: Path, paths: list[str]) -> Scan:
             label = everywhere[key][0]  # labels shipped in a separate folder
         if label is None:
             found = sorted(everywhere.get(key, []))
-            reason = (f"{len(found)} label files could be its, none beside it "
-                      f"({', '.join(found[:3])}); put the right one in its folder" if found else
+            reason = (f"{len(found)} label files of its name, none beside it "
+                      f"({', '.join(found[:3])}); move the right one beside the video" if found else
                       f"no label file {subject}_..._drowsiness.txt for it")
             scan.skipped.append({"source": rel, "reason": reason})
             continue

@@ -302,8 +302,7 @@ class Study:
         given = {**{k: v for k, v in self.record["given"].items() if k not in RUN_ENVIRONMENT},
                  **{k: v for k, v in self.given.items() if k in RUN_ENVIRONMENT}}
         for name, value in given.items():
-            argv += [flag_of(name), ("yes" if value else "no") if isinstance(value, bool)
-                     else str(value)]
+            argv += [flag_of(name), shown(value)]
         argv += ["--wait", str(self.args.wait), *["--break-claim"] * self.args.break_claim]
         return argv + ["--resume"] * CheckpointStore(fold_dir).can_resume()
 
