@@ -98,7 +98,8 @@ def run_status(store: ckpt.CheckpointStore) -> int:
               f"{pct(state['best_val_acc'])} at epoch {state.get('best_epoch', '-')}")
         return 0
     stopped = f", stopped by {state['interrupted']}" if state.get("interrupted") else ""
-    where = (f"{state['samples_in_epoch']} clips into epoch {state['epoch'] + 1}"
+    each = " of each process" if state.get("world_size", 1) > 1 else ""  # torchrun's shards
+    where = (f"{state['samples_in_epoch']} clips{each} into epoch {state['epoch'] + 1}"
              if state.get("samples_in_epoch") else
              f"{counted(state['epoch'], 'epoch')} done")
     print(f"unfinished: {where} of {num_epochs} in {path}{stopped}; continue with --resume")
