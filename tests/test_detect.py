@@ -16,14 +16,16 @@ import numpy as np
 import pytest
 import torch
 
+import dataset
 import detect
 from fatigue import files
 from conftest import FPS, ROOT, blinks, eyes_video, run_script
 from fatigue.data import synthetic_videos as sv
+from fatigue.data.clip_store import data_fingerprint, load_manifest
 from fatigue.data.augment import to_model_input
 from fatigue.errors import UserError
 from fatigue.inference.alarm import ALARM, OK, WARNING, Alarm, AlarmSettings
-from fatigue.inference.deployment import deployment_info
+from fatigue.inference.deployment import alarm_settings, deployment_info
 from fatigue.inference.detection import HIDDEN, Detector
 from fatigue.inference.evaluation import load_model
 
@@ -60,6 +62,19 @@ def test_alarm_smooths_the_probability():
 def test_bad_alarm_settings_are_refused():
     with pytest.raises(UserError, match="off-threshold"):
         AlarmSettings(on=0.3, off=0.6).check()
+
+
+def test_the_off_threshold_follows_the_on_threshold_unless_given():
+    ratio = AlarmSettings.off / AlarmSettings.on
+    chosen = {"alarm_threshold": 0.6}  # on validation data, when the model was trained
+    assert (alarm_settings(chosen).on, alarm_settings(chosen).off) == (0.6, round(0.6 * ratio, 4))
+    lower = alarm_settings(chosen, {"on": 0.3})  # --on-threshold alone: off follows it
+    assert (lower.on, lower.off) == (0.3, round(0.3 * ratio, 4))
+    lower.check()
+    both = alarm_settings(chosen, {"on": 0.9, "off": 0.2, "min_on": 2.0})
+    assert (both.on, both.off, both.min_on) == (0.9, 0.2, 2.0)
+    old = alarm_settings({"alarm_threshold": None})  # a file from before the choice
+    assert (old.on, old.off) == (AlarmSettings.on, AlarmSettings.off)
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -139,8 +154,39 @@ def test_deployment_info_comes_from_the_checkpoint_then_falls_back(face_model):
     assert info["crop"]["margin"] == 0.2 and info["crop"]["detect_every"] == 3
     assert info["crop"]["detect_width"] == 160 and "fps" not in info["crop"]
     assert any("not here" in n for n in notes)
-    info, _ = deployment_info(state, fps=15)
-    assert info["frame_rate"] == 15
+    info, notes = deployment_info(state, fps=15)
+    assert info["frame_rate"] == 15 and not any("replaces" in n for n in notes)
+
+
+def test_what_the_model_was_trained_on_comes_from_its_checkpoint_not_the_folder(
+        face_model, tmp_path, monkeypatch):
+    """detect runs from any folder: the data's source and classes are the checkpoint's, and
+    a data set found at its (relative) data_dir counts only when it is the very one."""
+    _, state = load_model(face_model)
+    assert (state["data_source"], state["data_classes"]) == ("folders", ["alert", "drowsy"])
+    monkeypatch.chdir(tmp_path)
+    state["config"]["data_dir"] = "data"  # as recorded by a run started with --data-dir data
+    assert dataset.main(["--synthetic", "--data-dir", "data", "--num-subjects", "3",
+                         "--clips-per-subject", "2", "--sequence-length", "16"]) == 0
+    _, notes = deployment_info(state)  # another data set there: not this model's
+    assert not any("drawn faces" in n for n in notes)
+    # An older file (format 4) without the record reads the manifest, if it is the one.
+    state["data_source"] = state["data_classes"] = None
+    _, notes = deployment_info(state)
+    assert not any("drawn faces" in n for n in notes)
+    state["data_fingerprint"] = data_fingerprint(load_manifest("data"))
+    _, notes = deployment_info(state)
+    assert any("drawn faces" in n for n in notes)
+    # A drawn-face model run from another folder (its data set not found) still says so.
+    state.update(data_source="synthetic", preprocessing=None)
+    state["config"]["data_dir"] = "elsewhere"
+    _, notes = deployment_info(state)
+    assert any("drawn faces" in n for n in notes) and not any("not here" in n for n in notes)
+    # A frame rate other than the recorded one is said, with what it does to the clips.
+    _, state = load_model(face_model)
+    _, notes = deployment_info(state, fps=2 * FPS)
+    assert f"--fps {2 * FPS} replaces the {FPS} fps the model was trained at: its clips of 10 " \
+           f"frames then span 0.5 s instead of 1.0 s" in notes
 
 
 def test_a_folder_of_frames_is_timed_at_the_rate_it_was_taken(face_model, tmp_path, capsys):

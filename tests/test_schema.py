@@ -206,12 +206,34 @@ def test_a_format_0_file_with_only_the_documented_keys_loads_and_resumes(tiny, t
     assert load(models / "latest_model.pth")["epoch"] == 3
 
 
+def test_a_format_4_file_without_the_data_record_loads_and_resumes_exactly(tiny, tmp_path):
+    """Format 5 added data_source and data_classes: a format 4 file has neither; it loads
+    with them unknown, and its run resumes as the uninterrupted one, then records them."""
+    assert train.main(tiny("--epochs", "2")) == 0
+    models = tmp_path / "models"
+    shutil.copytree(models, tmp_path / "reference")
+    assert train.main(tiny("--epochs", "3", "--resume", "--model-dir",
+                           str(tmp_path / "reference"))) == 0
+    full = load(models / "latest_model.pth")
+    assert (full["data_source"], full["data_classes"]) == ("synthetic", ["alert", "drowsy"])
+    older = {k: v for k, v in full.items() if k not in ("data_source", "data_classes")}
+    write_checkpoint({**older, "format_version": 4}, models / "latest_model.pth")
+    state = load_checkpoint(models / "latest_model.pth")
+    assert state["format_version"] == 5 and state["data_source"] is state["data_classes"] is None
+    assert train.main(tiny("--resume", "--epochs", "3")) == 0
+    resumed, reference = load(models / "latest_model.pth"), load(tmp_path / "reference" /
+                                                                 "latest_model.pth")
+    assert all(torch.equal(resumed["model_state_dict"][k], v)
+               for k, v in reference["model_state_dict"].items())
+    assert resumed["data_source"] == "synthetic"
+
+
 # ----------------------------------------------------------------------------- older files
 def test_checkpoints_of_the_code_before_the_schema_load(tmp_path):
     for name in ("format1_mid_epoch.pth", "format1_final.pth"):
         assert torch.load(DATA / name, weights_only=True)["format_version"] == 1
         state = load_checkpoint(DATA / name)  # checksum verified, upgraded
-        assert state["format_version"] == schema.FORMAT_VERSION == 4
+        assert state["format_version"] == schema.FORMAT_VERSION == 5
         assert state["partial_epoch"].dim() == 2
         # Unknown to format 1: detect and export keep what they did for such files.
         assert state["alarm_threshold"] is None and state["preprocessing"] is None

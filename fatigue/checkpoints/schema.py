@@ -13,7 +13,9 @@ fixed order, so that reading either tells you the other:
                           running sums); interrupted (the signal that stopped it)
     6. RNG                rng_state (process 0's), rank_rng_states (every process's), world_size
     7. data               data_fingerprint, data_splits, preprocessing (how the face
-                          crops were made: detect and export apply the same)
+                          crops were made: detect and export apply the same),
+                          data_source (synthetic, nthu, rldd, folders) and data_classes,
+                          so that using the model never depends on finding its data set
     8. the run            config, deterministic (whether its steps were bit-exact),
                           pretrained_from (the weights file it started from, or None),
                           warnings, timestamp; the log is cut back to the epoch
@@ -37,8 +39,9 @@ from fatigue import seeds
 from fatigue.training.schedule import rebuild_schedule
 
 # 2: alarm_threshold, preprocessing; 3: config's augment_camera; 4: deterministic,
-# pretrained_from, and config's deterministic, pretrained, freeze_backbone_epochs
-FORMAT_VERSION = 4
+# pretrained_from, and config's deterministic, pretrained, freeze_backbone_epochs;
+# 5: data_source, data_classes
+FORMAT_VERSION = 5
 # The keys the README documents: every checkpoint has them at its top level.
 DOCUMENTED_KEYS = ("epoch", "model_state_dict", "optimizer_state_dict", "scheduler_state_dict",
                    "val_acc", "best_val_acc", "train_losses", "val_losses", "train_accuracies",
@@ -71,6 +74,8 @@ class RunIdentity:
     data_splits: dict
     warnings: list[str]
     preprocessing: dict | None = None  # face-crop settings of video data (None: drawn faces)
+    data_source: str | None = None  # the manifest's source: synthetic, nthu, rldd, folders
+    data_classes: list[str] | None = None  # class names, index = label
     deterministic: bool | None = None  # whether its steps are bit-exact (--deterministic)
     pretrained_from: str | None = None  # the weights file the run started from (--pretrained)
 
@@ -102,6 +107,8 @@ def snapshot(parts: Trainables, train: Stateful, run: RunIdentity, rank_sums: li
         "data_fingerprint": run.data_fingerprint,
         "data_splits": run.data_splits,
         "preprocessing": run.preprocessing,
+        "data_source": run.data_source,
+        "data_classes": run.data_classes,
         # 8. the run
         "config": run.config.to_dict(),
         "deterministic": run.deterministic,
@@ -228,4 +235,10 @@ def upgrade(checkpoint: dict) -> dict:
         checkpoint["config"].setdefault("freeze_backbone_epochs", 0)
         checkpoint.setdefault("pretrained_from", None)
         checkpoint["format_version"] = 4
+    if checkpoint["format_version"] < 5:
+        # Unknown for older files: detect and export read them from the data set's manifest
+        # when that is the one the model trained on (its fingerprint says so).
+        checkpoint.setdefault("data_source", None)
+        checkpoint.setdefault("data_classes", None)
+        checkpoint["format_version"] = 5
     return checkpoint

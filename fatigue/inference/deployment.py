@@ -10,7 +10,7 @@ import dataclasses
 
 from config import Config
 from fatigue.data import tracking, video
-from fatigue.data.clip_store import load_manifest
+from fatigue.data.clip_store import data_fingerprint, load_manifest
 from fatigue.errors import UserError
 from fatigue.inference.alarm import AlarmSettings
 from fatigue.inference.metrics import positive_index
@@ -23,32 +23,36 @@ def deployment_info(state: dict, fps: float | None = None,
                     threshold: float = 0.5) -> tuple[dict, list[str]]:
     """What running a checkpoint's model on video needs beside its weights, and notes.
 
-    Frame rate, crop size, margin and face-detection settings come from the manifest of
-    the data set the model was trained on (cfg.data_dir), so that live crops match the
-    training crops; where that manifest is not on this machine, prepare's defaults are used
-    and a note says so."""
+    Frame rate, crop size, margin and face-detection settings, the data's source and class
+    names come from the checkpoint's own record; older files have them from the manifest of
+    the data set the model was trained on (cfg.data_dir, when it is still that data set),
+    else prepare's defaults are used and a note says so."""
     cfg = Config.from_dict(state["config"])
     # What files without a record had.
     defaults = {**video.CROP_DEFAULTS, "normalize": "none", "region": "face"}
     notes: list[str] = []
-    try:
-        manifest = load_manifest(cfg.data_dir)
-    except UserError:
-        manifest = {}
-        if not state["preprocessing"]:
-            notes.append(f"the training data set ({cfg.data_dir}/) is not here: assuming "
-                         f"prepare's defaults ({fps or defaults['fps']:g} fps, "
-                         f"{defaults['image_size']} px crops; detect's and export's --fps "
-                         f"set the rate)")
-    if manifest.get("source") == "synthetic":
+    manifest = training_manifest(cfg.data_dir, state["data_fingerprint"])
+    source = state["data_source"] or manifest.get("source")
+    if source == "synthetic":
         notes.append("this model was trained on the built-in synthetic drawn faces, not on "
                      "video of real faces: expect nothing useful on a real driver "
                      "(docs/real-data.md says how to train on videos)")
-    classes = manifest.get("classes") or (["alert", "drowsy"] if cfg.num_classes == 2 else
-                                          [f"class{k}" for k in range(cfg.num_classes)])
+    elif not state["preprocessing"] and not manifest:
+        notes.append(f"the training data set ({cfg.data_dir}/) is not here: assuming "
+                     f"prepare's defaults ({fps or defaults['fps']:g} fps, "
+                     f"{defaults['image_size']} px crops; detect's and export's --fps "
+                     f"set the rate)")
+    classes = (state["data_classes"] or manifest.get("classes")
+               or (["alert", "drowsy"] if cfg.num_classes == 2 else
+                   [f"class{k}" for k in range(cfg.num_classes)]))
     # The checkpoint's own record first (format 2), then the training data's manifest, then
     # prepare's defaults. The frame rate is its own entry below; "crop" holds the rest.
     made = state["preprocessing"] or video.crop_settings(manifest) or {}
+    if fps and made.get("fps") and abs(fps - made["fps"]) > 1e-6:
+        notes.append(f"--fps {fps:g} replaces the {made['fps']:g} fps the model was trained "
+                     f"at: its clips of {cfg.sequence_length} frames then span "
+                     f"{cfg.sequence_length / fps:.1f} s instead of "
+                     f"{cfg.sequence_length / made['fps']:.1f} s")
     crop = {k: made.get(k, v) for k, v in defaults.items() if k != "fps"}
     info = {
         "model": MODEL_DESCRIPTION,
@@ -76,13 +80,28 @@ def deployment_info(state: dict, fps: float | None = None,
     return info, notes
 
 
+def training_manifest(data_dir: str, fingerprint: str | None) -> dict:
+    """The manifest of the data set a model trained on, when `data_dir` (as recorded,
+    relative to where it trained) holds it here; {} when it is absent or another data set
+    (its fingerprint differs), whose source and classes would say nothing of this model."""
+    try:
+        manifest = load_manifest(data_dir)
+    except UserError:
+        return {}
+    if fingerprint is not None and data_fingerprint(manifest) != fingerprint:
+        return {}
+    return manifest
+
+
 def alarm_settings(state: dict, overrides: dict | None = None) -> AlarmSettings:
     """The alarm a checkpoint's model runs with: its on-threshold chosen on validation data
-    when training recorded one (the off-threshold scaled with it), else the defaults; then
-    `overrides` (AlarmSettings field -> value, e.g. the user's --on-threshold)."""
-    settings = AlarmSettings()
-    threshold = state["alarm_threshold"]
-    if threshold is not None:
-        settings = dataclasses.replace(
-            settings, on=threshold, off=round(threshold * settings.off / settings.on, 4))
-    return dataclasses.replace(settings, **(overrides or {}))
+    when training recorded one, else the default; then `overrides` (AlarmSettings field ->
+    value, e.g. the user's --on-threshold). The off-threshold, unless given, keeps the
+    default's ratio to the on-threshold."""
+    overrides = dict(overrides or {})
+    default = AlarmSettings()
+    on = next(v for v in (overrides.pop("on", None), state["alarm_threshold"], default.on)
+              if v is not None)
+    off = overrides.pop("off", None)
+    off = round(on * default.off / default.on, 4) if off is None else off
+    return dataclasses.replace(default, on=on, off=off, **overrides)

@@ -433,7 +433,8 @@ class Trainer:
         self.camera_jitter = cfg.augment_camera == "yes" or (
             cfg.augment_camera == "auto" and made is not None)
         return schema.RunIdentity(
-            cfg, fingerprint, manifest["splits"], warnings, made, self.deterministic,
+            cfg, fingerprint, manifest["splits"], warnings, made,
+            manifest.get("source"), list(manifest["classes"]), self.deterministic,
             checkpoint["pretrained_from"] if checkpoint else pretrained_from)
 
 
