@@ -127,7 +127,14 @@ def info(name: str, model_dir: str) -> int:
     print(f"val acc         {pct(state['val_acc'])}")
     print(f"best val acc    {pct(state['best_val_acc'])} (epoch {state.get('best_epoch', '-')})")
     print(f"parameters      {count_parameters(build_model(cfg)):,}")
-    print(f"data            {cfg.data_dir}/ (fingerprint {state.get('data_fingerprint', '-')})")
+    print(f"data            {cfg.data_dir}/ (fingerprint {state.get('data_fingerprint', '-')}"
+          + (f", {state['data_source']}" if state.get("data_source") else "") + ")")
+    crops = state.get("preprocessing")
+    print("face crops      " + (", ".join(f"{k} {v}" for k, v in crops.items()) if crops else
+                                "- (not cut from video: drawn faces, or an older file)"))
+    threshold = state.get("alarm_threshold")
+    print("alarm threshold " + (f"{threshold:g} (chosen on validation; detect uses it)"
+                                if threshold is not None else "- (detect's default)"))
     for split, subjects in state.get("data_splits", {}).items():
         print(f"  {split:<5} subjects  {', '.join(subjects)}")
     print("history")

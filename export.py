@@ -159,8 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, metavar="N",
                    help=f"onnx: ONNX opset version (default: {DEFAULT_OPSET})")
     p.add_argument("--threshold", type=float, default=0.5, metavar="P",
-                   help="decision threshold on P(drowsy) stored with the model, e.g. one "
-                        "picked from evaluate.py --report's threshold_sweep.csv (default: 0.5)")
+                   help="decision threshold on one clip's P(drowsy) stored with the model, e.g. "
+                        "one picked from evaluate.py --report's threshold_sweep.csv (default: "
+                        "0.5). The alarm's own thresholds, chosen on validation when the model "
+                        "was trained, are stored apart (alarm.on, alarm.off)")
     p.add_argument("--fps", type=float, metavar="F", help="frame rate to record (default: "
                    "the one the training data was prepared at, as the checkpoint records it "
                    "or the data set's manifest says, else "

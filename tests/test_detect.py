@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+import checkpoint_training
 import dataset
 import detect
 from fatigue import files
@@ -328,3 +329,13 @@ def test_a_killed_runs_temporary_csv_is_removed_by_the_next_run(face_model, tmp_
     assert not killed.exists() and fresh.exists() and alive.exists() and other.exists()
     files.atomic_write_text(tmp_path / "x.csv", "x")  # every atomic write does the same
     assert not other.exists() and (tmp_path / "x.csv").read_text() == "x"
+
+
+def test_info_shows_what_detect_and_export_apply(face_model, capsys):
+    _, state = load_model(face_model)
+    assert checkpoint_training.main(["--info", str(face_model)]) == 0
+    said = capsys.readouterr().out
+    assert f"fingerprint {state['data_fingerprint']}, folders)" in said
+    assert "face crops      " + ", ".join(f"{k} {v}" for k, v in
+                                          state["preprocessing"].items()) in said
+    assert f"alarm threshold {state['alarm_threshold']:g} (chosen on validation" in said
