@@ -11,6 +11,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -26,6 +27,7 @@ from fatigue.training.schedule import lr_factor
 from fatigue.training.session import fit_to_clips
 from fatigue.inference.evaluation import evaluate_checkpoint
 from fatigue.checkpoints import run_log
+from fatigue.data.clip_store import load_manifest, open_clips, write_clip_store
 from conftest import ROOT, run_script, tiny_args
 
 
@@ -358,3 +360,17 @@ def test_the_end_of_run_test_score_is_the_best_checkpoints(tiny, tmp_path, capsy
     fresh = evaluate_checkpoint(tmp_path / "models" / "best_model.pth", device="cpu")
     assert int(printed.group(1)) == fresh["clips"] > 0
     assert float(printed.group(2)) == pytest.approx(100 * fresh["accuracy"], abs=0.005)
+
+
+def test_a_training_split_without_one_class_is_warned_about(tiny_data, tmp_path, capsys):
+    """Splits are dealt by subject: with few subjects, the training ones may all be alert."""
+    manifest = load_manifest(tiny_data)
+    clips = [dict(c, label=0) if c["split"] == "train" else c for c in manifest["clips"]]
+    data = tmp_path / "data"
+    write_clip_store(data, np.array(open_clips(tiny_data)), clips,
+                     {"classes": manifest["classes"]})
+    assert train.main(tiny_args(data, tmp_path / "models", "--epochs", "1")) == 0
+    assert f"warning: the training split of {data}/ has no drowsy clips: the model cannot " \
+           f"learn to tell them apart" in capsys.readouterr().err
+    assert train.main(tiny_args(tiny_data, tmp_path / "fine", "--epochs", "1")) == 0
+    assert "the training split of" not in capsys.readouterr().err

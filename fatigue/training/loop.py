@@ -81,6 +81,12 @@ class Trainer:
         if not len(self.train_set) or not len(self.val_set):
             raise UserError(f"the data set in {cfg.data_dir}/ needs clips in both the train and "
                             f"the val split (it has {len(self.train_set)} and {len(self.val_set)})")
+        missing = [name for k, name in enumerate(self.train_set.manifest["classes"])
+                   if k not in set(self.train_set.labels)]
+        if missing and checkpoint is None:  # said once, when the run starts
+            self.say(f"warning: the training split of {cfg.data_dir}/ has no "
+                     f"{' or '.join(missing)} clips: the model cannot learn to tell them "
+                     f"apart; add videos of that class from more subjects", file=sys.stderr)
         startup.mark("data sets opened")
         self.sampler = EpochSampler(len(self.train_set), cfg.seed, dist.rank, dist.world_size)
         self.train_loader = make_train_loader(self.train_set, self.sampler, cfg, self.device)
