@@ -3,8 +3,10 @@ run on a generated video of a real face whose eyes stay closed for seconds."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,9 +21,11 @@ import torch
 import checkpoint_training
 import dataset
 import detect
+import evaluate
 from fatigue import files
 from conftest import FPS, ROOT, blinks, eyes_video, run_script
 from fatigue.data import synthetic_videos as sv
+from fatigue.checkpoints.store import write_checkpoint
 from fatigue.data.clip_store import data_fingerprint, load_manifest
 from fatigue.data.augment import to_model_input
 from fatigue.errors import UserError
@@ -339,3 +343,28 @@ def test_info_shows_what_detect_and_export_apply(face_model, capsys):
     assert "face crops      " + ", ".join(f"{k} {v}" for k, v in
                                           state["preprocessing"].items()) in said
     assert f"alarm threshold {state['alarm_threshold']:g} (chosen on validation" in said
+
+
+def test_evaluate_says_when_data_was_cut_otherwise_or_is_not_here(face_model, tmp_path,
+                                                                  monkeypatch, capsys):
+    _, state = load_model(face_model)
+    trained_on = Path(state["config"]["data_dir"])
+    other = tmp_path / "other"
+    shutil.copytree(trained_on, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest.update(region="face", fps=5.0)  # as if prepared with --region face --fps 5
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    assert evaluate.main(["--model", str(face_model), "--data-dir", str(other)]) == 0
+    assert (f"warning: the clips in {other}/ were cut otherwise than this model's training "
+            f"clips: fps 5.0 (trained on {float(FPS)}), region face (trained on eyes); detect "
+            f"would crop as in training") in capsys.readouterr().out
+    assert evaluate.main(["--model", str(face_model)]) == 0  # its own data: nothing to say
+    assert "cut otherwise" not in capsys.readouterr().out
+    # Run from another folder, a relative data_dir cannot be found: say what to give.
+    state["config"]["data_dir"] = "data"
+    write_checkpoint(state, tmp_path / "moved.pth")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match=r"the data set .*moved.pth trained on \(data/, as its "
+                                        r"training command named it, from the folder it ran "
+                                        r"in\) is not here; give its folder with --data-dir"):
+        evaluate.main(["--model", str(tmp_path / "moved.pth")])

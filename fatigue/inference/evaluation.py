@@ -16,6 +16,9 @@ import torch.nn as nn
 
 from config import Config
 from fatigue.data.clip_store import data_fingerprint
+from fatigue.data.video import crop_settings
+from fatigue.errors import UserError
+from fatigue.files import MANIFEST_FILE
 from fatigue.data.clips import ClipDataset
 from fatigue.checkpoints.store import CheckpointError, load_checkpoint
 from fatigue.checkpoints.schema import HISTORY_KEYS
@@ -78,8 +81,15 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | None = None, device: s
         state = load_checkpoint(path)
         model.load_state_dict(state["model_state_dict"])
     cfg = Config.from_dict(state["config"])
+    if data_dir is None and not (Path(cfg.data_dir) / MANIFEST_FILE).is_file():
+        raise UserError(f"the data set {path} trained on ({cfg.data_dir}/, as its training "
+                        f"command named it, from the folder it ran in) is not here; give its "
+                        f"folder with --data-dir")
     data_dir = data_dir or cfg.data_dir
-    data = ClipDataset(data_dir, split, cfg.sequence_length, cfg.image_size, cfg.channels)
+    try:
+        data = ClipDataset(data_dir, split, cfg.sequence_length, cfg.image_size, cfg.channels)
+    except UserError as err:
+        raise UserError(f"{path} does not fit the data in {data_dir}/: {err}") from None
     classes = data.manifest["classes"]
     if len(classes) != cfg.num_classes:
         raise CheckpointError(f"{path} predicts {cfg.num_classes} classes, the data set in "
@@ -100,10 +110,24 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | None = None, device: s
         [slice(offset, offset + cfg.sequence_length)] * len(records))
     report.update(model=str(path), epoch=state["epoch"], val_acc=state["val_acc"],
                   data_dir=str(data_dir), split=split, classes=list(classes),
-                  data_warning=data_rebuilt(state, data.manifest, data_dir, cfg.data_dir),
+                  data_warning=(data_rebuilt(state, data.manifest, data_dir, cfg.data_dir)
+                                or crops_differ(state, data.manifest, data_dir)),
                   labels=labels.tolist(), probabilities=torch.softmax(logits, 1).tolist(),
                   history={k: list(state[k]) for k in HISTORY_KEYS})  # the report's curves
     return report
+
+
+def crops_differ(state: dict, manifest: dict, data_dir: str | Path) -> str | None:
+    """A warning when the clips were cut otherwise than the model's training clips (another
+    frame rate, crop region, normalisation...): scored on them, the model is not scored on
+    what detect feeds it. None when they match, or either side has no record."""
+    trained, here = state["preprocessing"], crop_settings(manifest)
+    if not trained or not here:
+        return None
+    differ = [f"{k} {here[k]} (trained on {trained[k]})" for k in sorted(trained)
+              if k in here and here[k] != trained[k]]
+    return (f"the clips in {data_dir}/ were cut otherwise than this model's training clips: "
+            + ", ".join(differ) + "; detect would crop as in training") if differ else None
 
 
 def data_rebuilt(state: dict, manifest: dict, data_dir: str | Path,
