@@ -26,6 +26,7 @@ from fatigue.errors import UserError, run_cli
 from fatigue.inference import report, robustness
 from fatigue.inference.deployment import deployment_info
 from fatigue.inference.evaluation import evaluate_checkpoint
+from fatigue.text import counted
 
 
 BATCH_SIZE = 64
@@ -149,7 +150,7 @@ def run_robustness(args: argparse.Namespace) -> int:
     state = load_checkpoint(args.model[0])  # missing or damaged: one clear line, before any work
     for note in deployment_info(state)[1]:  # detect's own notes: the suite runs its path
         print(f"note: {note}")
-    print(f"Robustness of {args.model[0]}: {len(settings.conditions)} conditions x 2 "
+    print(f"Robustness of {args.model[0]}: {counted(len(settings.conditions), 'condition')} x 2 "
           f"severities + baseline, each row {settings.closures} closures and "
           f"{settings.open_minutes:g} min of open-eye driving, on 2 held-out faces")
     began = time.perf_counter()

@@ -217,6 +217,14 @@ def test_a_folder_of_frames_is_timed_at_the_rate_it_was_taken(face_model, tmp_pa
     assert detect.main(["--model", str(face_model), "--source", str(fast), "--csv",
                         str(tmp_path / "w.csv"), "--quiet"]) == 0
     assert "fast.avi: 20 frames (2.0 s at 10 fps)" in capsys.readouterr().out
+    # A rate no camera has is replaced by 30 fps, and said.
+    odd = tmp_path / "odd.avi"
+    sv.write_video(odd, [np.zeros((48, 64, 3), np.uint8)] * 30, 300)
+    assert detect.main(["--model", str(face_model), "--source", str(odd), "--csv",
+                        str(tmp_path / "w.csv"), "--quiet"]) == 0
+    said = capsys.readouterr().out
+    assert f"note: {odd} says 300 frames a second, which cannot be right: taken as 30" in said
+    assert "odd.avi: 10 frames (1.0 s at 10 fps)" in said
     # An image that cannot be read keeps its place (the frame before it is repeated), also
     # the first one (the first readable one is used).
     (folder / "7.png").write_bytes(b"not an image")

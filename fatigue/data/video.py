@@ -121,8 +121,12 @@ class VideoReader:
             if not self._cap.isOpened():
                 raise VideoError(f"OpenCV cannot open {source}")
             reported = self._cap.get(cv2.CAP_PROP_FPS)
-        self.fps = float(source_fps or (reported if PLAUSIBLE_FPS[0] <= reported <= PLAUSIBLE_FPS[1]
-                                        else fallback_fps))
+        plausible = PLAUSIBLE_FPS[0] <= reported <= PLAUSIBLE_FPS[1]
+        self.fps = float(source_fps or (reported if plausible else fallback_fps))
+        # A file's rate that cannot be right (0, 1000) is replaced: said by its users.
+        self.fps_note = None if source_fps or plausible or self._images is not None else (
+            f"{source} says {reported:g} frames a second, which cannot be right: taken as "
+            f"{fallback_fps:g}, so its times may be off")
 
     def frame_count(self) -> int:
         """The container's frame count (an estimate: it can be off by a few frames)."""

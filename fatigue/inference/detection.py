@@ -243,6 +243,8 @@ def run(model_path: str, source: str, csv_path: Path, output: Path | None = None
     rate = info["frame_rate"]
     detector = Detector(model, info, every, settings, pick_device(device))
     reader, camera = open_source(source, rate, frames_fps)
+    if reader.fps_note and not camera:
+        notes.append(reader.fps_note)
     if frames_fps is None and not camera and Path(source).is_dir():
         notes.append(f"the frame images are taken as {rate:g} a second, the model's rate (as "
                      f"prepare takes them); give --frames-fps with the rate they were taken at")
