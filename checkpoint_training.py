@@ -19,6 +19,7 @@ from config import Config, Parser, flag_of, given_options
 from fatigue.checkpoints import store as ckpt
 from fatigue.claim import FolderClaim, add_claim_args
 from fatigue.errors import UserError, run_cli
+from fatigue.inference.deployment import alarm_settings, deployment_info
 from fatigue.text import counted
 from fatigue.training import command, session
 from model import build_model, count_parameters
@@ -129,12 +130,18 @@ def info(name: str, model_dir: str) -> int:
     print(f"parameters      {count_parameters(build_model(cfg)):,}")
     print(f"data            {cfg.data_dir}/ (fingerprint {state.get('data_fingerprint', '-')}"
           + (f", {state['data_source']}" if state.get("data_source") else "") + ")")
-    crops = state.get("preprocessing")
-    print("face crops      " + (", ".join(f"{k} {v}" for k, v in crops.items()) if crops else
-                                "- (not cut from video: drawn faces, or an older file)"))
-    threshold = state.get("alarm_threshold")
-    print("alarm threshold " + (f"{threshold:g} (chosen on validation; detect uses it)"
-                                if threshold is not None else "- (detect's default)"))
+    # What detect and export apply, from the same functions.
+    applied, notes = deployment_info(state)
+    alarm = alarm_settings(state)
+    crop = {k: v for k, v in applied["crop"].items() if k not in ("face_detector", "box")}
+    print(f"classes         {', '.join(applied['output']['classes'])}")
+    print(f"detect applies  {applied['frame_rate']:g} fps, "
+          + ", ".join(f"{k} {v}" for k, v in crop.items()))
+    print(f"alarm           on {alarm.on:g}, off {alarm.off:g} ("
+          + ("on chosen on validation" if state["alarm_threshold"] is not None else "defaults")
+          + ")")
+    for note in notes:
+        print(f"note            {note}")
     for split, subjects in state.get("data_splits", {}).items():
         print(f"  {split:<5} subjects  {', '.join(subjects)}")
     print("history")

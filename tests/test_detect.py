@@ -78,6 +78,10 @@ def test_the_off_threshold_follows_the_on_threshold_unless_given():
     lower.check()
     both = alarm_settings(chosen, {"on": 0.9, "off": 0.2, "min_on": 2.0})
     assert (both.on, both.off, both.min_on) == (0.9, 0.2, 2.0)
+    with pytest.raises(UserError, match="--off-threshold 0.65 is above the on-threshold 0.6 "
+                                        "chosen on validation when the model was trained; "
+                                        "give --on-threshold too"):
+        alarm_settings(chosen, {"off": 0.65})
     old = alarm_settings({"alarm_threshold": None})  # a file from before the choice
     assert (old.on, old.off) == (AlarmSettings.on, AlarmSettings.off)
 
@@ -179,6 +183,9 @@ def test_what_the_model_was_trained_on_comes_from_its_checkpoint_not_the_folder(
     state["data_source"] = state["data_classes"] = None
     _, notes = deployment_info(state)
     assert not any("drawn faces" in n for n in notes)
+    _, notes = deployment_info({**state, "preprocessing": None})  # and no crop record either
+    assert any("the training data set (data/) was replaced by another data set: assuming "
+               "prepare's defaults" in n for n in notes)
     state["data_fingerprint"] = data_fingerprint(load_manifest("data"))
     _, notes = deployment_info(state)
     assert any("drawn faces" in n for n in notes)
@@ -348,9 +355,13 @@ def test_info_shows_what_detect_and_export_apply(face_model, capsys):
     assert checkpoint_training.main(["--info", str(face_model)]) == 0
     said = capsys.readouterr().out
     assert f"fingerprint {state['data_fingerprint']}, folders)" in said
-    assert "face crops      " + ", ".join(f"{k} {v}" for k, v in
-                                          state["preprocessing"].items()) in said
-    assert f"alarm threshold {state['alarm_threshold']:g} (chosen on validation" in said
+    assert "classes         alert, drowsy\n" in said
+    made = state["preprocessing"]
+    assert f"detect applies  {made['fps']:g} fps, image_size {made['image_size']}, " in said
+    assert f"region {made['region']}" in said and f"normalize {made['normalize']}" in said
+    on = state["alarm_threshold"]
+    assert f"alarm           on {on:g}, off {round(on * 11 / 14, 4):g} (on chosen on " \
+           f"validation)" in said
 
 
 def test_evaluate_says_when_data_was_cut_otherwise_or_is_not_here(face_model, tmp_path,

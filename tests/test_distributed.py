@@ -73,8 +73,8 @@ def test_sigterm_under_torchrun_then_resume_is_bit_identical(reference, tiny_dat
     status = run_script("checkpoint_training.py", "--status", "--model-dir", str(models))
     assert status.returncode == checkpoint_training.UNFINISHED, status.stderr
     assert "stopped by SIGTERM; continue with --resume" in status.stdout
-    if stopped["samples_in_epoch"]:  # counted per process, as the stop message says
-        assert f"{stopped['samples_in_epoch']} clips of each process into epoch " in status.stdout
+    assert (f"{stopped['samples_in_epoch']} clips of each process into epoch "  # per process
+            if stopped["samples_in_epoch"] else f"{stopped['epoch']} epochs done") in status.stdout
     code, out = finish(torchrun(*args, "--resume"))
     assert code == 0, out
     status = run_script("checkpoint_training.py", "--status", "--model-dir", str(models))

@@ -180,3 +180,6 @@ def test_data_made_again_in_the_training_folder_is_flagged(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].startswith(f"  warning: {data}/ holds another data set than the one this "
                                f"model trained on")
+    with pytest.raises(UserError, match=r"no data set in .*dta/ \(no manifest.json\): give "
+                                        r"--data-dir a folder that dataset.py or prepare wrote"):
+        evaluate.main(["--model", best, "--data-dir", str(tmp_path / "dta")])

@@ -31,14 +31,14 @@ def deployment_info(state: dict, fps: float | None = None,
     # What files without a record had.
     defaults = {**video.CROP_DEFAULTS, "normalize": "none", "region": "face"}
     notes: list[str] = []
-    manifest = training_manifest(cfg.data_dir, state["data_fingerprint"])
+    manifest, absent = training_manifest(cfg.data_dir, state["data_fingerprint"])
     source = state["data_source"] or manifest.get("source")
     if source == "synthetic":
         notes.append("this model was trained on the built-in synthetic drawn faces, not on "
                      "video of real faces: expect nothing useful on a real driver "
                      "(docs/real-data.md says how to train on videos)")
     elif not state["preprocessing"] and not manifest:
-        notes.append(f"the training data set ({cfg.data_dir}/) is not here: assuming "
+        notes.append(f"the training data set ({cfg.data_dir}/) {absent}: assuming "
                      f"prepare's defaults ({fps or defaults['fps']:g} fps, "
                      f"{defaults['image_size']} px crops; detect's and export's --fps "
                      f"set the rate)")
@@ -80,17 +80,17 @@ def deployment_info(state: dict, fps: float | None = None,
     return info, notes
 
 
-def training_manifest(data_dir: str, fingerprint: str | None) -> dict:
-    """The manifest of the data set a model trained on, when `data_dir` (as recorded,
-    relative to where it trained) holds it here; {} when it is absent or another data set
-    (its fingerprint differs), whose source and classes would say nothing of this model."""
+def training_manifest(data_dir: str, fingerprint: str | None) -> tuple[dict, str]:
+    """(manifest, "") of the data set a model trained on, when `data_dir` (as recorded,
+    relative to where it trained) holds it here; else ({}, why not): absent, or another
+    data set (its fingerprint differs), whose source and classes say nothing of the model."""
     try:
         manifest = load_manifest(data_dir)
     except UserError:
-        return {}
+        return {}, "is not here"
     if fingerprint is not None and data_fingerprint(manifest) != fingerprint:
-        return {}
-    return manifest
+        return {}, "was replaced by another data set"
+    return manifest, ""
 
 
 def alarm_settings(state: dict, overrides: dict | None = None) -> AlarmSettings:
@@ -100,8 +100,13 @@ def alarm_settings(state: dict, overrides: dict | None = None) -> AlarmSettings:
     default's ratio to the on-threshold."""
     overrides = dict(overrides or {})
     default = AlarmSettings()
-    on = next(v for v in (overrides.pop("on", None), state["alarm_threshold"], default.on)
-              if v is not None)
+    given_on = overrides.pop("on", None)
+    on = next(v for v in (given_on, state["alarm_threshold"], default.on) if v is not None)
     off = overrides.pop("off", None)
+    if off is not None and given_on is None and off > on:
+        whence = ("chosen on validation when the model was trained"
+                  if state["alarm_threshold"] is not None else "by default")
+        raise UserError(f"--off-threshold {off:g} is above the on-threshold {on:g} {whence}; "
+                        f"give --on-threshold too")
     off = round(on * default.off / default.on, 4) if off is None else off
     return dataclasses.replace(default, on=on, off=off, **overrides)

@@ -85,6 +85,9 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | None = None, device: s
         raise UserError(f"the data set {path} trained on ({cfg.data_dir}/, as its training "
                         f"command named it, from the folder it ran in) is not here; give its "
                         f"folder with --data-dir")
+    if data_dir is not None and not (Path(data_dir) / MANIFEST_FILE).is_file():
+        raise UserError(f"no data set in {data_dir}/ (no {MANIFEST_FILE}): give --data-dir "
+                        f"a folder that dataset.py or prepare wrote")
     data_dir = data_dir or cfg.data_dir
     try:
         data = ClipDataset(data_dir, split, cfg.sequence_length, cfg.image_size, cfg.channels)
@@ -110,8 +113,9 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | None = None, device: s
         [slice(offset, offset + cfg.sequence_length)] * len(records))
     report.update(model=str(path), epoch=state["epoch"], val_acc=state["val_acc"],
                   data_dir=str(data_dir), split=split, classes=list(classes),
-                  data_warning=(data_rebuilt(state, data.manifest, data_dir, cfg.data_dir)
-                                or crops_differ(state, data.manifest, data_dir)),
+                  data_warning="; ".join(filter(None, (
+                      data_rebuilt(state, data.manifest, data_dir, cfg.data_dir),
+                      crops_differ(state, data.manifest, data_dir)))) or None,
                   labels=labels.tolist(), probabilities=torch.softmax(logits, 1).tolist(),
                   history={k: list(state[k]) for k in HISTORY_KEYS})  # the report's curves
     return report
@@ -140,5 +144,6 @@ def data_rebuilt(state: dict, manifest: dict, data_dir: str | Path,
     if saved in (None, now) or Path(data_dir).resolve() != Path(trained_on).resolve():
         return None
     return (f"{data_dir}/ holds another data set than the one this model trained on (data "
-            f"fingerprint {now}, the checkpoint's {saved}); it was made again since, so "
-            f"these clips may include ones the model trained on")
+            f"fingerprint {now}, the checkpoint's {saved}): made again since, or another "
+            f"project's; its clips may include ones the model trained on (give --data-dir to "
+            f"choose the data)")

@@ -439,9 +439,10 @@ class Trainer:
         self.camera_jitter = cfg.augment_camera == "yes" or (
             cfg.augment_camera == "auto" and made is not None)
         return schema.RunIdentity(
-            cfg, fingerprint, manifest["splits"], warnings, made,
-            manifest.get("source"), list(manifest["classes"]), self.deterministic,
-            checkpoint["pretrained_from"] if checkpoint else pretrained_from)
+            config=cfg, data_fingerprint=fingerprint, data_splits=manifest["splits"],
+            warnings=warnings, preprocessing=made, data_source=manifest.get("source"),
+            data_classes=list(manifest["classes"]), deterministic=self.deterministic,
+            pretrained_from=checkpoint["pretrained_from"] if checkpoint else pretrained_from)
 
 
 # ----------------------------------------------------------------------------- step pieces
