@@ -165,6 +165,20 @@ def is_camera(source: str) -> bool:
     return source.isdigit() and not Path(source).exists()
 
 
+def rate_notes(reader: video.VideoReader, camera: bool, frames_fps: float | None,
+               rate: float) -> list[str]:
+    """What the user should know of the source's frame rate: a file's that cannot be
+    right, or a folder of frames timed by assumption."""
+    if camera:
+        return []
+    if reader.fps_note:
+        return [reader.fps_note]
+    if frames_fps is None and Path(reader.source).is_dir():
+        return [f"the frame images are taken as {rate:g} a second, the model's rate (as "
+                f"prepare takes them); give --frames-fps with the rate they were taken at"]
+    return []
+
+
 def open_source(source: str, fps: float, frames_fps: float | None = None
                 ) -> tuple[video.VideoReader, bool]:
     """(reader, is a camera)."""
@@ -243,11 +257,7 @@ def run(model_path: str, source: str, csv_path: Path, output: Path | None = None
     rate = info["frame_rate"]
     detector = Detector(model, info, every, settings, pick_device(device))
     reader, camera = open_source(source, rate, frames_fps)
-    if reader.fps_note and not camera:
-        notes.append(reader.fps_note)
-    if frames_fps is None and not camera and Path(source).is_dir():
-        notes.append(f"the frame images are taken as {rate:g} a second, the model's rate (as "
-                     f"prepare takes them); give --frames-fps with the rate they were taken at")
+    notes += rate_notes(reader, camera, frames_fps, rate)
     if show and not display_available():
         notes.append("no display here: --show ignored (the CSV and --output still work)")
         show = False
