@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import evaluate
+from fatigue.errors import UserError
 from fatigue.inference import metrics
 import train
 
