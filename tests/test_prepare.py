@@ -470,3 +470,14 @@ def test_force_rebuilds_and_tries_failed_videos_again_and_subjects_csv_must_be_u
     (source / "subjects.csv").write_bytes(b"alert/s1_a.avi,Zo\xeb\n")  # Windows-1252
     with pytest.raises(UserError, match="subjects.csv is not UTF-8 text .* save it as CSV UTF-8"):
         prepare_dir(source, tmp_path / "data", "folders", "--sequence-length", "8")
+
+
+def test_a_video_whose_frame_rate_cannot_be_right_is_named(tmp_path, capsys):
+    source = tmp_path / "videos"
+    for seed, rel in enumerate(("drowsy/s1_a.avi", "alert/s2_a.avi", "drowsy/s3_a.avi")):
+        face_video(source / rel, 2, 30, seed)
+    face_video(source / "alert/subject09_odd.avi", 0.5, 300, 9)  # its header says 300 fps
+    prepare_dir(source, tmp_path / "data", "folders", "--sequence-length", "8", "--stride", "4")
+    assert "  note: 1 video(s) give a frame rate that cannot be right, so they were read at 30 " \
+           "fps (their times and labels may be off): alert/subject09_odd.avi" in \
+           capsys.readouterr().out

@@ -78,7 +78,8 @@ def process_video(task: dict, progress: Callable[[int], None] | None = None) -> 
                                                   source_index=faces.source_index,
                                                   source_frames=faces.source_frames,
                                                   source_fps=faces.source_fps,
-                                                  unreadable=np.array(faces.unreadable, dtype=str)))
+                                                  unreadable=np.array(faces.unreadable, dtype=str),
+                                                  odd_rate=bool(faces.fps_note)))
     return {"path": task["path"], "source_frames": faces.source_frames, "frames": len(faces.frames),
             "decode_s": faces.decode_seconds, "detect_s": faces.detect_seconds,
             "total_s": faces.total_seconds}
@@ -272,7 +273,7 @@ def collect_clips(scan: Scan, shard_of: dict[str, Path],
     """Records of all clips in video path order (their split not yet dealt), with where
     their frames are, from the per-video cache; videos that failed are moved to
     scan.skipped."""
-    records, blocks, counts, mismatches, slower = [], [], Counter(), [], []
+    records, blocks, counts, mismatches, slower, odd_rate = [], [], Counter(), [], [], []
     drowsy_needed = drowsy_frames_needed(args.min_drowsy, args.fps, args.sequence_length)
     for item in scan.videos:
         shard = shard_of[item.path]
@@ -284,6 +285,8 @@ def collect_clips(scan: Scan, shard_of: dict[str, Path],
             found, index, decoded = z["face_found"], z["source_index"], int(z["source_frames"])
             unreadable = list(z["unreadable"]) if "unreadable" in z.files else []
             source_fps = float(z["source_fps"]) if "source_fps" in z.files else args.fps
+            if "odd_rate" in z.files and bool(z["odd_rate"]):
+                odd_rate.append(item.path)
         if source_fps < args.fps - 1e-6:
             slower.append(f"{item.path} at {source_fps:g} fps")
         if unreadable:
@@ -302,6 +305,11 @@ def collect_clips(scan: Scan, shard_of: dict[str, Path],
                         f"{args.sequence_length} frames at {args.fps:g} fps, or faces were "
                         f"found in fewer than --min-face-fraction {args.min_face_fraction} of "
                         f"their frames")
+    if odd_rate:
+        scan.notes.append(f"{len(odd_rate)} video(s) give a frame rate that cannot be right, so "
+                          f"they were read at {video.FALLBACK_FPS:g} fps (their times and "
+                          f"labels may be off): " + ", ".join(odd_rate[:3])
+                          + (" ..." if len(odd_rate) > 3 else ""))
     if slower:
         scan.notes.append(f"{len(slower)} video(s) run slower than --fps {args.fps:g}, so each "
                           f"of their frames is repeated (times stay right; a lower --fps saves "

@@ -33,6 +33,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 # CAP_PROP_FPS returns 0, NaN or container nonsense (90000) for some files; anything
 # outside this range is not trusted and the fallback is used instead.
 PLAUSIBLE_FPS = (1.0, 240.0)
+FALLBACK_FPS = 30.0  # a file's rate outside PLAUSIBLE_FPS is taken as this
 # How real videos become face crops, offline (prepare's option defaults) and live (detect):
 # one set of values, so that a model sees the same crops in both. 10 fps keeps every cue of
 # drowsiness (a blink lasts 100-400 ms, a closure or a yawn seconds) at a third of the cost
@@ -98,7 +99,7 @@ class VideoReader:
     """
 
     def __init__(self, source: str | Path | int, target_fps: float | None = None,
-                 source_fps: float | None = None, fallback_fps: float = 30.0,
+                 source_fps: float | None = None, fallback_fps: float = FALLBACK_FPS,
                  threads: int | None = None):
         self.source, self.target_fps = source, target_fps
         self.frames_read, self.decode_seconds = 0, 0.0
@@ -294,6 +295,7 @@ class VideoFaces:
     detect_seconds: float
     total_seconds: float
     unreadable: list[str] = field(default_factory=list)  # frame images replaced by the one before
+    fps_note: str | None = None  # the file's own rate could not be right (VideoReader)
 
 
 def read_video_faces(path: str | Path, fps: float, image_size: int, channels: int,
@@ -335,7 +337,7 @@ def read_video_faces(path: str | Path, fps: float, image_size: int, channels: in
                       source_frames=reader.frames_read, decode_seconds=reader.decode_seconds,
                       detect_seconds=tracker.detect_seconds,
                       total_seconds=time.perf_counter() - start,
-                      unreadable=[str(p) for p in reader.unreadable])
+                      unreadable=[str(p) for p in reader.unreadable], fps_note=reader.fps_note)
 
 
 def decode_fps(paths: list[str | Path], max_frames: int = 1000) -> float:
