@@ -230,7 +230,7 @@ def add_config_args(parser: argparse.ArgumentParser, helps: dict[str, str] | Non
         yes_or_no = kind is yes_no  # shown as the yes/no it takes, not Python's True/False
         metavar = ("{yes,no}" if yes_or_no else
                    None if f.metadata["choices"] else f.name.upper())
-        default = ("yes" if f.default else "no") if yes_or_no else f.default
+        default = shown(f.default)
         groups[f.metadata["group"]].add_argument(
             flag_of(f.name), dest=f.name, type=kind, default=None,
             choices=f.metadata["choices"], metavar=metavar,

@@ -160,14 +160,19 @@ def restore(checkpoint: dict, parts: Trainables, train: Stateful, cfg: Config, r
     return notes
 
 
+def other_data(checkpoint: dict, fingerprint: str) -> bool:
+    """Whether `fingerprint` names another data set than the checkpoint's (never for a
+    checkpoint from before fingerprints)."""
+    return checkpoint["data_fingerprint"] not in (None, fingerprint)
+
+
 def data_change(checkpoint: dict, fingerprint: str) -> str | None:
     """How the data set differs from the checkpoint's, or None when it is the same (or the
     checkpoint does not record it)."""
-    saved = checkpoint["data_fingerprint"]
-    if saved in (None, fingerprint):
+    if not other_data(checkpoint, fingerprint):
         return None
     return (f"data set changed on resume at epoch {checkpoint['epoch']}: "
-            f"{saved} -> {fingerprint}")
+            f"{checkpoint['data_fingerprint']} -> {fingerprint}")
 
 
 def match_layouts(optimizer: torch.optim.Optimizer) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 from config import Config
+from fatigue.checkpoints.schema import other_data
 from fatigue.data import tracking, video
 from fatigue.data.clip_store import data_fingerprint, load_manifest
 from fatigue.errors import UserError
@@ -31,7 +32,10 @@ def deployment_info(state: dict, fps: float | None = None,
     # What files without a record had.
     defaults = {**video.CROP_DEFAULTS, "normalize": "none", "region": "face"}
     notes: list[str] = []
-    manifest, absent = training_manifest(cfg.data_dir, state["data_fingerprint"])
+    # Files of format 5 record all of it (a drawn-face set has no crops): no manifest needed.
+    recorded = state["data_classes"] and (state["preprocessing"]
+                                          or state["data_source"] == "synthetic")
+    manifest, absent = ({}, "") if recorded else training_manifest(cfg.data_dir, state)
     source = state["data_source"] or manifest.get("source")
     if source == "synthetic":
         notes.append("this model was trained on the built-in synthetic drawn faces, not on "
@@ -80,7 +84,7 @@ def deployment_info(state: dict, fps: float | None = None,
     return info, notes
 
 
-def training_manifest(data_dir: str, fingerprint: str | None) -> tuple[dict, str]:
+def training_manifest(data_dir: str, state: dict) -> tuple[dict, str]:
     """(manifest, "") of the data set a model trained on, when `data_dir` (as recorded,
     relative to where it trained) holds it here; else ({}, why not): absent, or another
     data set (its fingerprint differs), whose source and classes say nothing of the model."""
@@ -88,7 +92,7 @@ def training_manifest(data_dir: str, fingerprint: str | None) -> tuple[dict, str
         manifest = load_manifest(data_dir)
     except UserError:
         return {}, "is not here"
-    if fingerprint is not None and data_fingerprint(manifest) != fingerprint:
+    if other_data(state, data_fingerprint(manifest)):
         return {}, "was replaced by another data set"
     return manifest, ""
 

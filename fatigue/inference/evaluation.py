@@ -15,13 +15,13 @@ import torch
 import torch.nn as nn
 
 from config import Config
-from fatigue.data.clip_store import data_fingerprint
+from fatigue.data.clip_store import data_fingerprint, dataset_exists
 from fatigue.data.video import crop_settings
 from fatigue.errors import UserError
 from fatigue.files import MANIFEST_FILE
 from fatigue.data.clips import ClipDataset
 from fatigue.checkpoints.store import CheckpointError, load_checkpoint
-from fatigue.checkpoints.schema import HISTORY_KEYS
+from fatigue.checkpoints.schema import HISTORY_KEYS, other_data
 from fatigue.data.augment import to_model_input
 from fatigue.inference.metrics import classification_report, frame_accuracy
 # Aliased: predict's `autocast_dtype` parameter (a dtype, its name kept for callers) would
@@ -81,12 +81,11 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | None = None, device: s
         state = load_checkpoint(path)
         model.load_state_dict(state["model_state_dict"])
     cfg = Config.from_dict(state["config"])
-    if data_dir is None and not (Path(cfg.data_dir) / MANIFEST_FILE).is_file():
+    if not dataset_exists(data_dir or cfg.data_dir):
         raise UserError(f"the data set {path} trained on ({cfg.data_dir}/, as its training "
                         f"command named it, from the folder it ran in) is not here; give its "
-                        f"folder with --data-dir")
-    if data_dir is not None and not (Path(data_dir) / MANIFEST_FILE).is_file():
-        raise UserError(f"no data set in {data_dir}/ (no {MANIFEST_FILE}): give --data-dir "
+                        f"folder with --data-dir" if data_dir is None else
+                        f"no data set in {data_dir}/ (no {MANIFEST_FILE}): give --data-dir "
                         f"a folder that dataset.py or prepare wrote")
     data_dir = data_dir or cfg.data_dir
     try:
@@ -141,7 +140,7 @@ def data_rebuilt(state: dict, manifest: dict, data_dir: str | Path,
     None when the data is the same, is another folder, or the checkpoint predates the
     fingerprint."""
     saved, now = state["data_fingerprint"], data_fingerprint(manifest)
-    if saved in (None, now) or Path(data_dir).resolve() != Path(trained_on).resolve():
+    if not other_data(state, now) or Path(data_dir).resolve() != Path(trained_on).resolve():
         return None
     return (f"{data_dir}/ holds another data set than the one this model trained on (data "
             f"fingerprint {now}, the checkpoint's {saved}): made again since, or another "

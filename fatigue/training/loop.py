@@ -81,8 +81,9 @@ class Trainer:
         if not len(self.train_set) or not len(self.val_set):
             raise UserError(f"the data set in {cfg.data_dir}/ needs clips in both the train and "
                             f"the val split (it has {len(self.train_set)} and {len(self.val_set)})")
+        present = set(self.train_set.labels)
         missing = [name for k, name in enumerate(self.train_set.manifest["classes"])
-                   if k not in set(self.train_set.labels)]
+                   if k not in present]
         if missing and checkpoint is None:  # said once, when the run starts
             self.say(f"warning: the training split of {cfg.data_dir}/ has no "
                      f"{' or '.join(missing)} clips: the model cannot learn to tell them "
