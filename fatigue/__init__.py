@@ -5,3 +5,9 @@
     fatigue.data          clip storage, augmentation, loaders, video, preparation, generators
     fatigue.inference     using a trained model: metrics, reports, the alarm, detection
 """
+
+from fatigue.errors import install_start_up_handlers
+
+# Every script imports this package before torch: Ctrl+C or SIGUSR1 while torch loads must
+# already be handled (one line; a stack dump) rather than end the process with a traceback.
+install_start_up_handlers()

@@ -25,10 +25,25 @@ def dump_stacks_on_sigusr1() -> None:
         pass  # stderr without a file descriptor (an embedding host): no dumps, nothing else lost
 
 
+def _interrupted_in_one_line(kind, value, traceback, _print_traceback=sys.excepthook) -> None:
+    """sys.excepthook: Ctrl+C before `run_cli` takes over reads as one line, not a traceback.
+    The process still ends as one stopped by SIGINT (Python re-raises it after the hook)."""
+    if issubclass(kind, KeyboardInterrupt):
+        print("\ninterrupted", file=sys.stderr)
+        return
+    _print_traceback(kind, value, traceback)
+
+
+def install_start_up_handlers() -> None:
+    """Run when the package is imported, i.e. before a script imports torch (seconds): a
+    Ctrl+C or a stack-dump request (SIGUSR1) during those seconds then behaves as later."""
+    sys.excepthook = _interrupted_in_one_line
+    dump_stacks_on_sigusr1()
+
+
 def run_cli(main: Callable[[list[str] | None], int]) -> None:
     """Run an entry point, turning UserError (and the file system's errors) into one line
     on stderr and its exit code."""
-    dump_stacks_on_sigusr1()
     try:
         code = main(None)
     except UserError as err:

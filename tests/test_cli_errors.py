@@ -5,8 +5,10 @@ from __future__ import annotations
 import errno
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -413,3 +415,25 @@ def test_a_mistake_argparse_finds_is_one_line_that_says_where_help_is(script, ar
     assert out.returncode == 2 and out.stdout == ""
     [line] = out.stderr.splitlines()
     assert line.startswith(f"{prog}: error: {says}") and line.endswith(f"(see {where} --help)")
+
+
+def test_ctrl_c_or_a_stack_dump_request_while_a_script_starts_up_is_handled():
+    """A script imports torch for seconds before run_cli takes over. The package's own import
+    (every script's first) already handles SIGUSR1 (stacks printed, the process goes on) and
+    Ctrl+C (one line, ended as by SIGINT), instead of ending it or printing a traceback."""
+    if not hasattr(signal, "SIGUSR1"):
+        pytest.skip("no SIGUSR1 here")
+    # `import config` is what each script begins with; the sleep stands for `import torch`.
+    starting = subprocess.Popen(
+        [sys.executable, "-c", "import config, time; print('ready', flush=True); time.sleep(60)"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert starting.stdout.readline() == "ready\n"
+    starting.send_signal(signal.SIGUSR1)
+    time.sleep(1)
+    assert starting.poll() is None, "a stack-dump request ended the process"
+    starting.send_signal(signal.SIGINT)
+    _, err = starting.communicate(timeout=60)
+    assert starting.returncode == -signal.SIGINT  # the Ctrl+C landed and ended it
+    assert "most recent call first" in err and "Traceback" not in err, err
+    assert err.endswith("\ninterrupted\n"), err
