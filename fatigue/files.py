@@ -52,22 +52,27 @@ def _running(pid: int) -> bool:
     return True
 
 
-def remove_orphaned_temps(path: str | Path, min_age_s: float = 3600.0) -> list[Path]:
-    """Remove the temporary files of `path` that a killed process left (kill -9 during a
-    write): those named by a process id that no longer runs here and untouched for
-    `min_age_s`. A process id only tells about this machine (and container); the age keeps
-    a live writer elsewhere that shares the folder, whose file is written at least hourly
-    (a detect CSV's buffer, a checkpoint's fsync), out of reach. Returns them."""
-    path = Path(path)
-    prefix = f".{path.name}."
+def remove_temp_files(folder: str | Path, of: str | None = None, claim_held: bool = False,
+                      min_age_s: float = 3600.0) -> list[Path]:
+    """Remove the temporary files that killed writes (kill -9, power loss) left in `folder`:
+    those of the file named `of`, or of any file. Returns them.
+
+    With `claim_held` the caller holds the folder's claim (fatigue.claim), so no live process
+    writes there and every one goes. Otherwise only orphans go: named by a process id that no
+    longer runs here, and untouched for `min_age_s`. A process id only tells about this
+    machine (and container); the age keeps a live writer elsewhere that shares the folder,
+    whose file is written at least hourly (a detect CSV's buffer, a checkpoint's fsync), out
+    of reach."""
+    prefix = f".{of}." if of is not None else "."
     removed = []
-    for tmp in path.parent.glob(f"{glob.escape(prefix)}*{TMP_SUFFIX}"):
-        pid = tmp.name[len(prefix):-len(TMP_SUFFIX)]
+    for tmp in Path(folder).glob(f"{glob.escape(prefix)}*{TMP_SUFFIX}"):
+        pid = tmp.name[len(prefix):-len(TMP_SUFFIX)].rsplit(".", 1)[-1]
         try:
             old = time.time() - tmp.stat().st_mtime > min_age_s
         except OSError:
             continue  # gone meanwhile
-        if pid.isdigit() and old and tmp.is_file() and not _running(int(pid)):
+        orphan = pid.isdigit() and old and not _running(int(pid))
+        if tmp.is_file() and (claim_held or orphan):
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed
@@ -111,7 +116,7 @@ def write_temp(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     flushed and fsynced, and return that name, ready for `commit`. On any error the
     temporary file is removed and the error raised. An earlier write's leftover, from a
     process killed meanwhile, is removed first."""
-    remove_orphaned_temps(path)
+    remove_temp_files(path.parent, path.name)
     tmp = temp_path(path)
     try:
         with open(tmp, "wb") as fh:

@@ -17,6 +17,7 @@ import time
 import pytest
 import torch
 
+from fatigue import files
 from fatigue.checkpoints import run_log
 from fatigue.checkpoints import store as checkpoint
 import checkpoint_training
@@ -118,6 +119,28 @@ def test_stale_temp_files_are_removed(tiny, tmp_path, capsys):
     stale.write_bytes(b"half a checkpoint")
     assert train.main(tiny("--epochs", "2", "--resume")) == 0
     assert not stale.exists() and "left by an interrupted save" in capsys.readouterr().out
+
+
+def test_temp_files_go_when_their_writer_is_gone_or_the_folder_is_claimed(tmp_path):
+    """One sweep for every folder: a claimed folder's leftovers all go (no live process
+    writes there); elsewhere only a dead writer's, untouched for an hour, go."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    hour_ago = time.time() - 3700
+    names = {"dead_old": f".clips.npy.{gone}.tmp", "dead_new": f".clips.npy.{gone}1.tmp",
+             "live_old": f".clips.npy.{os.getpid()}.tmp", "other": f".manifest.json.{gone}.tmp",
+             "kept": "clips.npy"}
+    for key, name in names.items():
+        (tmp_path / name).write_bytes(b"x")
+        if key != "dead_new":
+            os.utime(tmp_path / name, (hour_ago, hour_ago))
+    if os.name == "posix":  # process ids tell nothing elsewhere
+        assert files.remove_temp_files(tmp_path, "clips.npy") == [tmp_path / names["dead_old"]]
+    assert sorted(p.name for p in files.remove_temp_files(tmp_path, "clips.npy", claim_held=True)) \
+        == sorted(names[k] for k in ("dead_new", "live_old"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([names["other"], names["kept"]])
+    assert files.remove_temp_files(tmp_path, claim_held=True) == [tmp_path / names["other"]]
+    assert files.remove_temp_files(tmp_path / "no such folder", claim_held=True) == []
 
 
 def truncate(path):

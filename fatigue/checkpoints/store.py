@@ -36,8 +36,8 @@ from fatigue.checkpoints import schema
 from fatigue.checkpoints.run_log import CURVES_FILE, LOG_FILE
 from fatigue.checkpoints.tensorboard_log import FOLDER as TENSORBOARD_FOLDER
 from fatigue.errors import UserError
-from fatigue.files import (TMP_SUFFIX, commit, link_or_copy, move_to_new_folder, temp_path,
-                           torch_zip_kind, write_temp)
+from fatigue.files import (commit, link_or_copy, move_to_new_folder, remove_temp_files,
+                           temp_path, torch_zip_kind, write_temp)
 
 LATEST = "latest_model.pth"
 BEST = "best_model.pth"
@@ -200,13 +200,9 @@ class CheckpointStore:
         return self.dir / BEST
 
     def clean_temp_files(self) -> list[Path]:
-        """Remove the temporary files a killed save leaves behind."""
-        if not self.dir.is_dir():
-            return []
-        stale = [p for p in self.dir.glob(f".*{TMP_SUFFIX}") if p.is_file()]
-        for p in stale:
-            p.unlink(missing_ok=True)
-        return stale
+        """Remove the temporary files a killed save leaves behind (the caller holds the
+        folder's claim)."""
+        return remove_temp_files(self.dir, claim_held=True)
 
     def checkpoints(self) -> list[Path]:
         """The run's checkpoint files: latest, best, then backups by epoch."""

@@ -47,10 +47,9 @@ def write_clip_store(data_dir: str | Path, clips: np.ndarray | Iterable[np.ndarr
     """
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    # Temporary names carry the writer's pid: a killed writer's leftover (as big as the
-    # data set) would never be reused, so drop it before writing a new one.
-    for stale in data_dir.glob(f".{CLIPS_FILE}.*{files.TMP_SUFFIX}"):
-        stale.unlink(missing_ok=True)
+    # A killed writer's leftover is as big as the data set, and its name (by process id) is
+    # never reused: drop it. Every command that writes a data set holds the folder's claim.
+    files.remove_temp_files(data_dir, CLIPS_FILE, claim_held=True)
     tmp = files.temp_path(data_dir / CLIPS_FILE)
     try:
         shape = (_share_clips(tmp, clips, len(records)) if isinstance(clips, Path)

@@ -106,7 +106,7 @@ class Outputs:
         # Written under a temporary name and renamed over csv_path by close(keep=True): a
         # run that fails leaves an earlier CSV of that name as it was. A killed run's
         # temporary file is removed by the next one.
-        files.remove_orphaned_temps(csv_path)
+        files.remove_temp_files(csv_path.parent, csv_path.name)
         self.csv_path, self._csv_tmp = csv_path, files.temp_path(csv_path)
         self._fh = open(self._csv_tmp, "w", newline="")
         self._rows = csv.writer(self._fh)

@@ -170,8 +170,7 @@ class Study:
         self.record: dict = {}
 
     def run(self) -> int:
-        for stale in self.dir.glob(f".*{files.TMP_SUFFIX}"):
-            stale.unlink(missing_ok=True)  # left by a killed write; the claim is held
+        files.remove_temp_files(self.dir, claim_held=True)  # left by killed writes
         manifest = self.source_manifest()
         self.record = self.open(manifest)
         for fold in self.record["folds"]:
