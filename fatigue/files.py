@@ -116,7 +116,7 @@ def write_temp(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     flushed and fsynced, and return that name, ready for `commit`. On any error the
     temporary file is removed and the error raised. An earlier write's leftover, from a
     process killed meanwhile, is removed first."""
-    remove_temp_files(path.parent, path.name)
+    remove_temp_files(Path(path).parent, Path(path).name)
     tmp = temp_path(path)
     try:
         with open(tmp, "wb") as fh:
