@@ -104,3 +104,36 @@ def test_an_error_on_process_0_stops_every_process(tiny_data, tmp_path):
     code, out = finish(proc)
     assert code != 0
     assert out.count("error: nothing to resume") == 2  # both processes say it and exit
+
+
+def test_a_failed_checkpoint_write_stops_every_process_with_one_error(tiny_data, tmp_path):
+    """Process 0 writes; when a background write fails (a full disk), every process stops
+    within a step: the error said once, no process meeting a closed connection."""
+    script = tmp_path / "full_disk_train.py"
+    script.write_text(
+        "import errno, sys\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "from fatigue.checkpoints import store\n"
+        "from fatigue.errors import run_cli\n"
+        "import train\n"
+        "real, calls = store.write_temp, []\n"
+        "def full_disk(path, write):  # process 0's checkpoint writes\n"
+        "    calls.append(path)\n"
+        "    if len(calls) == 2:  # the second epoch's save\n"
+        "        raise OSError(errno.ENOSPC, 'No space left on device', str(path))\n"
+        "    return real(path, write)\n"
+        "store.write_temp = full_disk\n"
+        "run_cli(train.main)\n")
+    models = tmp_path / "models"
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                             "--nproc_per_node=2", str(script),
+                             *tiny_args(tiny_data, models, "--epochs", EPOCHS)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    code, out = finish(proc)
+    assert code != 0
+    assert out.count("No space left on device") == 1, out  # process 0's line, once
+    assert "error: could not write" in out and "latest_model.pth" in out, out
+    assert "Connection closed" not in out and "RuntimeError" not in out, out
+    assert "rank      : 0" in out.split("Root Cause")[-1], out  # torchrun blames process 0
+    assert "epoch   1/" in out and "epoch   3/" not in out, out  # stopped within epoch 2
+    assert load(models / "latest_model.pth")["epoch"] == 1

@@ -299,20 +299,25 @@ class CheckpointStore:
             names.append(BEST)
         return names
 
-    def wait(self) -> None:
-        """Block until the last background save is on disk; raise its error, if any."""
+    def join(self) -> None:
+        """Block until the last background save has ended (see `failed`)."""
         if self._writer is not None:
             self._writer.join()
             self._writer = None
+
+    def wait(self) -> None:
+        """Block until the last background save is on disk; raise its error, if any."""
+        self.join()
         if self._error is not None:
             error, self._error = self._error, None
             raise error
 
-    def raise_if_failed(self) -> None:
-        """Raise a background write's error as soon as it is known: the loop calls it every
-        step, so that a run stops at once rather than training on without checkpoints."""
-        if self._error is not None:
-            self.wait()
+    @property
+    def failed(self) -> bool:
+        """Whether a background write has failed (its error not yet raised by `wait`). The
+        loop asks every step, so that a run stops at once rather than training on without
+        checkpoints."""
+        return self._error is not None
 
     def _write_in_background(self, state: dict, names: list[str]) -> None:
         try:

@@ -70,13 +70,14 @@ class Distributed:
             dist.all_reduce(tensor)
         return tensor
 
-    def max_int(self, value: int) -> int:
-        """The largest `value` any process holds; every process calls it at the same step."""
+    def max_ints(self, *values: int) -> list[int]:
+        """For each of `values`, the largest any process holds; every process calls it at
+        the same step (one exchange, however many values)."""
         if not self.enabled:
-            return value
-        t = torch.tensor([value], dtype=torch.int64)
+            return list(values)
+        t = torch.tensor(values, dtype=torch.int64)
         dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.control)
-        return int(t.item())
+        return t.tolist()
 
     def gather(self, obj) -> list:
         """Every process's `obj`, in rank order, on every process."""

@@ -184,8 +184,7 @@ class Trainer:
                 loss_sum, correct, seen = state.sums.tolist()
                 bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}%",
                                 refresh=False)
-            self.raise_if_stopped()
-            self.store.raise_if_failed()
+            self.raise_if_stopped()  # or a checkpoint write failed, within a step of it
             if cfg.save_every_steps and state.global_step % cfg.save_every_steps == 0:
                 self.save(epoch_end=False)
         bar.close()
@@ -277,8 +276,19 @@ class Trainer:
     # ------------------------------------------------------------------------- stops, saves
     def requested_stop(self) -> int:
         """The signal number when any process was asked to stop, else 0 (collective: all
-        processes call it at the same point, so they all stop at the same step)."""
-        return self.dist.max_int(self.stop_request.signum or 0)
+        processes call it at the same point, so they all stop at the same step).
+
+        A checkpoint write that failed in the background stops them all there too: process
+        0, the writer, raises its error (said once); the others leave without a word rather
+        than meet its closed connection at the next exchange. They exit 0: torchrun then
+        names process 0, whose error is the one to read, as the root cause (an exit 1 would
+        be seen first, and process 0 killed before it said why)."""
+        signum, write_failed = self.dist.max_ints(self.stop_request.signum or 0,
+                                                  int(self.store.failed))
+        if write_failed:
+            self.store.wait()  # raises the error on process 0
+            raise SystemExit(0)
+        return signum
 
     def raise_if_stopped(self) -> None:
         signum = self.requested_stop()
@@ -306,7 +316,8 @@ class Trainer:
         """The one place a stop is handled: save the position, say how to continue."""
         state = self.state
         self.save(epoch_end=False, interrupted=str(stop))
-        self.store.wait()
+        self.store.join()
+        self.requested_stop()  # raises, on every process, if that save failed
         where = (f"epoch {state.epoch + 1}, {state.samples_in_epoch}/"
                  f"{len(self.sampler.shard())} clips"
                  + (" of each process" if self.dist.enabled else "")
