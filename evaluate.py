@@ -49,15 +49,15 @@ def format_report(r: dict) -> str:
     width = max(8, *(len(n) for n in names))
     lines = [f"{r['model']}  (epoch {r['epoch']}, {r['clips']} {r['split']} clips from "
              f"{r['data_dir']}/)",
-             f"  accuracy {100 * r['accuracy']:.2f}%   macro F1 {r['macro_f1']:.3f}   "
+             f"  accuracy {100 * r['accuracy']:.2f}%   macro F1 {_optional(r['macro_f1'])}   "
              f"ROC-AUC {_optional(r.get('roc_auc'))}   specificity "
              f"{_optional(r.get('specificity'))} ({r.get('positive_class', 'drowsy')} = positive)",
              f"  {'class':<{width}} precision  recall     F1  clips"]
     if r.get("data_warning"):
         lines.insert(1, f"  warning: {r['data_warning']}")
     for name, c in r["per_class"].items():
-        lines.append(f"  {name:<{width}} {c['precision']:9.3f} {c['recall']:7.3f} {c['f1']:6.3f}"
-                     f" {c['support']:6d}")
+        lines.append(f"  {name:<{width}} {_optional(c['precision']):>9} "
+                     f"{_optional(c['recall']):>7} {_optional(c['f1']):>6} {c['support']:6d}")
     lines.append(f"  confusion matrix (rows: true, columns: predicted {', '.join(names)})")
     for name, row in zip(names, r["confusion_matrix"]):
         lines.append(f"  {name:<{width}} " + " ".join(f"{v:6d}" for v in row))
@@ -75,7 +75,7 @@ def comparison_table(reports: list[dict]) -> str:
     lines = [f"{'model':<{width}}  epoch  accuracy  macro F1  ROC-AUC", "-" * (width + 37)]
     for r in reports:
         lines.append(f"{r['model']:<{width}}  {r['epoch']:5d}  {100 * r['accuracy']:7.2f}%  "
-                     f"{r['macro_f1']:8.3f}  {_optional(r.get('roc_auc')):>7}")
+                     f"{_optional(r['macro_f1']):>8}  {_optional(r.get('roc_auc')):>7}")
     return "\n".join(lines)
 
 

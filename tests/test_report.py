@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 import shutil
 
@@ -14,6 +15,7 @@ import torch
 import evaluate
 from fatigue.errors import UserError
 from fatigue.inference import metrics
+from fatigue.training import crossval
 import train
 
 
@@ -184,3 +186,29 @@ def test_data_made_again_in_the_training_folder_is_flagged(tmp_path, capsys):
     with pytest.raises(UserError, match=r"no data set in .*dta/ \(no manifest.json\): give "
                                         r"--data-dir a folder that dataset.py or prepare wrote"):
         evaluate.main(["--model", best, "--data-dir", str(tmp_path / "dta")])
+
+
+def test_a_class_absent_from_the_data_has_no_recall_or_f1_rather_than_zero():
+    """A fold whose test subjects show one class: the other class's recall and F1 are
+    undefined (n/a), and macro F1 is over the classes present, so that a fold scored 100%
+    does not read as macro F1 0.5 or pull a study's mean recall down."""
+    labels = torch.tensor([0, 0, 0])  # alert only
+    right = metrics.classification_report(torch.tensor([[2.0, 0]] * 3), labels, ["alert", "drowsy"])
+    assert right["per_class"]["alert"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 3}
+    drowsy = right["per_class"]["drowsy"]
+    assert math.isnan(drowsy["recall"]) and math.isnan(drowsy["f1"]) and drowsy["support"] == 0
+    assert right["macro_f1"] == 1.0
+    # Clips called drowsy that are not: precision 0 for drowsy (defined), alert's recall down.
+    wrong = metrics.classification_report(torch.tensor([[2.0, 0], [0, 2.0], [0, 2.0]]), labels,
+                                          ["alert", "drowsy"])
+    assert wrong["per_class"]["drowsy"]["precision"] == 0.0
+    assert wrong["per_class"]["alert"]["recall"] == pytest.approx(1 / 3)
+    assert wrong["macro_f1"] == pytest.approx(0.5)  # alert's F1 alone
+    # Cross-validation's mean leaves the undefined recall out.
+    folds = [{"fold": k, "test": ["s"], "result": crossval.fold_result(
+        dict(r, epoch=1, val_acc=1.0, per_subject={}))} for k, r in ((1, right), (2, wrong))]
+    table = crossval.results_table({"classes": ["alert", "drowsy"], "folds": folds,
+                                    "data_dir": "d", "num_folds": 2, "options": {}})
+    assert table["n"]["recall_drowsy"] == 0 and table["mean"]["recall_drowsy"] is None
+    assert table["mean"]["macro_f1"] == pytest.approx(0.75)
+    assert crossval.format_table(table).splitlines()[1].endswith("n/a")  # recall drowsy, fold 1

@@ -8,6 +8,8 @@ numpy alone, so the suite does not need scikit-learn.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -104,19 +106,24 @@ def classification_report(logits: torch.Tensor, labels: torch.Tensor,
     cm = confusion_matrix(y, p, len(class_names))
     per_class = {}
     for k, name in enumerate(class_names):
-        tp = cm[k, k]
-        precision = tp / cm[:, k].sum() if cm[:, k].sum() else 0.0
-        recall = tp / cm[k, :].sum() if cm[k, :].sum() else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        tp, support, predicted = cm[k, k], int(cm[k, :].sum()), int(cm[:, k].sum())
+        # A class absent from the data (a cross-validation fold whose subjects show one
+        # class) has no recall or F1: NaN, left out of macro F1 and of means over folds,
+        # never a 0 that would read as a model that misses it.
+        precision = tp / predicted if predicted else (0.0 if support else math.nan)
+        recall = tp / support if support else math.nan
+        f1 = (math.nan if not support else
+              2 * precision * recall / (precision + recall) if precision + recall else 0.0)
         per_class[name] = {"precision": float(precision), "recall": float(recall),
-                           "f1": float(f1), "support": int(cm[k, :].sum())}
+                           "f1": float(f1), "support": support}
+    present = [c["f1"] for c in per_class.values() if c["support"]]
     pos = positive_index(class_names)
     is_pos = y == pos
     scores = torch.softmax(logits.float(), 1)[:, pos].numpy() if len(y) else np.zeros(0)
     # Specificity: the share of not-drowsy clips the model lets pass without an alarm.
     negatives = cm[np.arange(len(class_names)) != pos]
     return {"accuracy": float((p == y).mean()) if len(y) else float("nan"),
-            "macro_f1": float(np.mean([c["f1"] for c in per_class.values()])),
+            "macro_f1": float(np.mean(present)) if present else math.nan,
             "per_class": per_class, "confusion_matrix": cm.tolist(), "clips": int(len(y)),
             "positive_class": class_names[pos],
             "specificity": _ratio(negatives.sum() - negatives[:, pos].sum(), negatives.sum()),
