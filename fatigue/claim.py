@@ -97,7 +97,8 @@ class Holder:
 
     @classmethod
     def me(cls) -> "Holder":
-        command = " ".join([Path(sys.executable).name, *map(shlex.quote, sys.argv)])
+        # As typed: main.py renames sys.argv[0] after its mode for argparse's messages.
+        command = " ".join([Path(sys.executable).name, *map(shlex.quote, sys.orig_argv[1:])])
         return cls(os.getpid(), socket.gethostname(), _now(), command[:300])
 
     @classmethod

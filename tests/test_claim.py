@@ -248,3 +248,15 @@ def test_progress_is_a_bar_on_a_terminal_and_lines_in_a_log(monkeypatch, capsys)
         bar = progress.bar(range(3), desc="epoch 1/3")
         assert isinstance(bar, tqdm)
         bar.close()
+
+
+def test_the_claim_names_the_command_as_typed(tmp_path):
+    """main.py renames sys.argv[0] ('main.py --mode cv') for argparse's messages; the
+    claim still shows the command line as typed, without the mode twice."""
+    script = tmp_path / "main.py"
+    script.write_text(f"import sys\nsys.path.insert(0, {str(ROOT)!r})\n"
+                      "sys.argv[0] = 'main.py --mode cv'\n"
+                      "from fatigue.claim import Holder\nprint(Holder.me().command)\n")
+    shown = subprocess.run([sys.executable, str(script), "--mode", "cv", "--folds", "2"],
+                           capture_output=True, text=True, check=True).stdout
+    assert shown == f"{Path(sys.executable).name} {script} --mode cv --folds 2\n"

@@ -126,10 +126,11 @@ def test_stopped_in_second_fold_continues_bit_identically(reference, tiny_data, 
     # SIGTERM in the second step of fold 2 (one accumulate_gradients call per step).
     fold_1_steps = load(reference / "fold_1" / "latest_model.pth")["global_step"]
     interrupt(monkeypatch, loop, "accumulate_gradients", fold_1_steps + 2, signal.SIGTERM)
-    assert main.main(["--mode", "cv", *args]) == 143
+    # --force abbreviated (argparse's prefixes): the line to continue has none of it.
+    assert main.main(["--mode", "cv", *args, "--forc"]) == 143
     monkeypatch.undo()
     err = capsys.readouterr().err
-    assert "Continue with: python main.py --mode cv --folds 3" in err
+    assert "Continue with: python main.py --mode cv --folds 3" in err and "--forc" not in err
     # The fold's own run says where it stopped, but not a train.py line of its own.
     assert "Stopped by SIGTERM at epoch" in err and "train.py --resume" not in err
     assert [f["status"] for f in record_of(study)["folds"]] == ["finished", "training", "pending"]

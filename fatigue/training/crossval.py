@@ -74,8 +74,10 @@ def run(args, argv: list[str]) -> int:
         except StopTraining as stop:  # outside a fold's training loop
             code = stop.exit_code
     if code:  # only a stop ends a study early: a failure raises
-        again = shlex.join(["python", "main.py", "--mode", "cv",
-                            *(a for a in argv if a != "--force")])
+        # Without --force, however abbreviated (argparse took --forc for it), or the
+        # line would start the study anew.
+        again = shlex.join(["python", "main.py", "--mode", "cv", *(
+            a for a in argv if not (len(a) > 2 and "--force".startswith(a)))])
         print(f"The study stopped; its finished folds are kept and the fold in progress goes "
               f"on where it stopped. Continue with: {again}", file=sys.stderr, flush=True)
     return code
