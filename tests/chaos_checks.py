@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-TIMING_FIELDS = {"seconds", "train_seconds", "save_block_seconds", "time"}
+TIMING_FIELDS = {"seconds", "train_seconds", "save_block_seconds", "timed_clips", "time"}
 HISTORIES = ("train_losses", "val_losses", "train_accuracies", "val_accuracies",
              "learning_rates")
 

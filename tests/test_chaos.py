@@ -52,7 +52,7 @@ def test_a_log_line_lost_after_its_checkpoint_is_rebuilt(tiny, tmp_path):
     assert train.main(tiny("--resume")) == 0
     lines = log.read_text().splitlines()
     assert lines[0] == first and len(lines) == 2
-    timings = {"seconds", "train_seconds", "save_block_seconds", "time"}
+    timings = {"seconds", "train_seconds", "save_block_seconds", "timed_clips", "time"}
     rebuilt, lost = json.loads(lines[1]), json.loads(second)
     assert {k: v for k, v in rebuilt.items() if k not in timings} == \
         {k: v for k, v in lost.items() if k not in timings}

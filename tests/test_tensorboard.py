@@ -3,6 +3,7 @@ stop and resume, the same points as a run never stopped; without it, one note.""
 from __future__ import annotations
 
 import builtins
+import json
 
 import pytest
 
@@ -69,8 +70,15 @@ def test_a_stopped_run_resumes_its_curves(tiny, tmp_path, monkeypatch):
     assert train.main(tiny(*EPOCHS)) == 143
     monkeypatch.undo()
     assert train.main(tiny(*EPOCHS, "--resume")) == 0
-    steps = [s for s, _ in curves(tmp_path / "models" / "tensorboard")["train/step_loss"]]
-    assert steps == list(range(1, 10))
+    shown = curves(tmp_path / "models" / "tensorboard")
+    assert [s for s, _ in shown["train/step_loss"]] == list(range(1, 10))
+    # Epoch 2 was stopped after 2 of its 3 steps: its speed is its last step's clips over
+    # the time the resumed process took, not the whole epoch's clips over that time.
+    log = [json.loads(line) for line in (tmp_path / "models" / "training_log.jsonl").open()]
+    assert [r["timed_clips"] == r["clips"] for r in log] == [True, False, True]
+    assert 0 < log[1]["timed_clips"] <= 4  # one step of --batch-size 4
+    speeds = [v for _, v in shown["throughput/clips_per_second"]]
+    assert speeds[1] == pytest.approx(log[1]["timed_clips"] / log[1]["train_seconds"], rel=0.1)
 
 
 def test_without_the_package_one_note_and_nothing_else_changes(tiny, tmp_path, monkeypatch,

@@ -19,7 +19,8 @@ def epoch_record(epoch: int, train: dict, val: dict, written: list[str],
             "val_loss": val["loss"], "val_acc": val["accuracy"], "lr": train["lr"],
             "seconds": rounded(seconds, 3), "train_seconds": rounded(train["seconds"], 3),
             "save_block_seconds": rounded(save_seconds, 4), "clips": train["clips"],
-            "saved": written, "time": when}
+            # trained in train_seconds: fewer than clips in an epoch resumed part-way
+            "timed_clips": train.get("timed_clips"), "saved": written, "time": when}
 
 
 def rebuilt_record(epoch: int, history: dict, written: list[str], clips: int) -> dict:

@@ -61,7 +61,7 @@ class TensorBoardLog:
         figures = {"train/loss": train["loss"], "train/accuracy": train["accuracy"],
                    "val/loss": val["loss"], "val/accuracy": val["accuracy"],
                    "learning_rate": train["lr"], "epoch": epoch,
-                   "throughput/clips_per_second": train["clips"] / max(train["seconds"], 1e-9)}
+                   "throughput/clips_per_second": train["timed_clips"] / max(train["seconds"], 1e-9)}
         for tag, value in figures.items():
             self.writer.add_scalar(tag, value, global_step)
         self.flush()

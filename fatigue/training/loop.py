@@ -168,6 +168,7 @@ class Trainer:
         self.parts.model.train_mode(freeze_backbone=state.epoch < cfg.freeze_backbone_epochs)
         # A bar on a terminal; in a log, a plain line every 10 s (fatigue.progress).
         done = math.ceil(state.samples_in_epoch / cfg.batch_size)  # steps, when resumed
+        clips_before = state.samples_in_epoch  # this process's, trained before a resume
         bar = progress.bar(self.train_loader, desc=f"epoch {state.epoch + 1}/{cfg.num_epochs}",
                            unit="step", initial=done, total=done + len(self.train_loader),
                            count=lambda batch: len(batch[1]), count_unit="clips",
@@ -189,8 +190,10 @@ class Trainer:
                 self.save(epoch_end=False)
         bar.close()
         loss_sum, correct, seen = dist.sum(state.sums.clone()).tolist()
+        # `seconds` times this process's part of a resumed epoch: `timed_clips`, for speeds.
+        timed = (state.samples_in_epoch - clips_before) * dist.world_size
         return {"loss": loss_sum / seen, "accuracy": correct / seen, "clips": int(seen),
-                "lr": lr, "seconds": time.time() - began}
+                "timed_clips": timed, "lr": lr, "seconds": time.time() - began}
 
     def validate(self) -> dict:
         """Loss and accuracy of the model on the whole validation split."""
