@@ -10,6 +10,7 @@ import torch
 import torchvision
 
 import evaluate
+import main
 import train
 from config import Config
 from conftest import run_python
@@ -92,6 +93,42 @@ def test_offline_without_the_file_one_line_says_what_to_do_and_nothing_is_moved(
     assert not (models / "archive").exists()
 
 
+def _resnet34():
+    return torchvision.models.resnet34(weights=None).state_dict()  # resnet18's keys and more
+
+
+def _one_reshaped():
+    weights = torchvision.models.resnet18(weights=None).state_dict()
+    weights["layer1.0.conv1.weight"] = torch.zeros(64, 64, 1, 1)
+    return weights
+
+
+@pytest.mark.parametrize("content, says", [
+    (lambda: [1, 2, 3], "holds no state dict of tensors"),
+    (lambda: {"a": 1}, "holds no state dict of tensors"),
+    (lambda: torchvision.models.mobilenet_v3_small(weights=None).state_dict(),
+     "it lacks conv1.weight, bn1.weight, ..."),
+    (_resnet34, "it holds layers the model has not: layer1.2."),
+    (_one_reshaped, "shapes differ for layer1.0.conv1.weight"),
+    (None, "PytorchStreamReader"),  # a truncated copy of the right file
+])
+def test_a_wrong_or_damaged_weights_file_is_one_line_before_anything_is_written(
+        torch_home, tiny, tmp_path, content, says):
+    path = pretrained.weights_file("resnet18")
+    path.parent.mkdir(parents=True)
+    if content is None:
+        torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+        path.write_bytes(path.read_bytes()[:100_000])
+    else:
+        torch.save(content(), path)
+    with pytest.raises(UserError) as err:
+        train.main(tiny(*RESNET, "--pretrained", "--epochs", "1"))
+    message = str(err.value)
+    assert message.startswith(f"{path} is damaged or not torchvision's resnet18 weights file")
+    assert says in message and "\n" not in message and "could not download" not in message, message
+    assert not (tmp_path / "models").exists()
+
+
 def test_the_small_cnn_has_no_pretrained_weights():
     with pytest.raises(UserError, match="needs a torchvision backbone"):
         Config(pretrained="imagenet").validate()
@@ -141,3 +178,12 @@ def test_a_resnet18_model_is_built_without_importing_torchvision():
             "build_model(Config(backbone='resnet18', channels=1, image_size=32));"
             "print([m for m in ('torchvision', 'torch._dynamo') if m in sys.modules])")
     assert run_python(code).strip() == "[]"
+
+
+def test_a_study_without_the_weights_file_writes_nothing(torch_home, tiny_data, tmp_path):
+    models = tmp_path / "models"
+    with pytest.raises(UserError, match="--pretrained needs torchvision's file resnet18"):
+        main.main(["--mode", "cv", "--folds", "2", "--data-dir", str(tiny_data),
+                   "--model-dir", str(models), *RESNET, "--pretrained", "--epochs", "1"])
+    study = models / "cv"
+    assert not (study / "study.json").exists() and not list(study.glob("fold_*"))

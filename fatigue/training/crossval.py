@@ -46,6 +46,7 @@ from fatigue.errors import UserError
 from fatigue.inference.evaluation import evaluate_checkpoint
 from fatigue.inference.report import figures
 from fatigue.training import command
+from fatigue.training.pretrained import fetch as fetch_pretrained
 from fatigue.training.session import fit_to_clips
 from fatigue.training.stop import StopTraining, signals_raise
 
@@ -173,6 +174,9 @@ class Study:
 
     def run(self) -> int:
         files.remove_temp_files(self.dir, claim_held=True)  # left by killed writes
+        if self.cfg.pretrained != "none" and (self.args.force
+                                              or not (self.dir / STUDY_FILE).is_file()):
+            fetch_pretrained(self.cfg)  # missing or wrong: refused before a study is written
         manifest = self.source_manifest()
         self.record = self.open(manifest)
         for fold in self.record["folds"]:
