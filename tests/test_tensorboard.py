@@ -81,18 +81,24 @@ def test_a_stopped_run_resumes_its_curves(tiny, tmp_path, monkeypatch):
     assert speeds[1] == pytest.approx(log[1]["timed_clips"] / log[1]["train_seconds"], rel=0.1)
 
 
+@pytest.mark.parametrize("error, says", [
+    (ImportError("No module named 'tensorboard'"), "no TensorBoard curves (pip install tensorboard"),
+    # installed, but its protobuf is of another version
+    (TypeError("Descriptors cannot be created directly.\nIf this call came from a _pb2.py"),
+     "no TensorBoard curves: the installed tensorboard does not load (Descriptors cannot be "
+     "created directly.)")])
 def test_without_the_package_one_note_and_nothing_else_changes(tiny, tmp_path, monkeypatch,
-                                                               capsys):
+                                                               capsys, error, says):
     real_import = builtins.__import__
 
     def no_tensorboard(name, *args, **kwargs):
         if name.startswith(("torch.utils.tensorboard", "tensorboard")):
-            raise ImportError(f"No module named {name!r}")
+            raise error
         return real_import(name, *args, **kwargs)
     monkeypatch.setattr(builtins, "__import__", no_tensorboard)
     assert train.main(tiny("--epochs", "2")) == 0
     out = capsys.readouterr().out
-    assert out.count("note: no TensorBoard curves (pip install tensorboard") == 1
+    assert out.count(f"note: {says}") == 1, out
     models = tmp_path / "models"
     assert not (models / "tensorboard").exists()
     assert (models / "training_log.jsonl").is_file() and (models / "training_curves.png").is_file()

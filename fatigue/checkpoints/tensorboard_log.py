@@ -38,6 +38,11 @@ class TensorBoardLog:
                 f"{Path(model_dir) / FOLDER}/); training_log.jsonl and training_curves.png "
                 f"are written as always")
             return None
+        except Exception as err:  # installed but broken (a protobuf of another version...)
+            reason = (str(err).splitlines() or [type(err).__name__])[0][:120]
+            say(f"note: no TensorBoard curves: the installed tensorboard does not load "
+                f"({reason}); training_log.jsonl and training_curves.png are written as always")
+            return None
         writer = SummaryWriter(str(Path(model_dir) / FOLDER),
                                purge_step=global_step + 1 if global_step else None)
         rows = "\n".join(f"| {key} | {value} |" for key, value in config.items())
