@@ -18,8 +18,9 @@ from conftest import FPS, blinks, eyes_video, run_script
 from fatigue.data import synthetic_videos as sv
 from fatigue.errors import UserError
 from fatigue.inference import detection
+from fatigue.inference import sound as sound_module
 from fatigue.inference.alarm import ALARM, OK
-from fatigue.inference.sound import (BEEP_SECONDS, SAMPLE_RATE, TONES, AlarmSound,
+from fatigue.inference.sound import (BEEP_SECONDS, SAMPLE_RATE, TONES, AlarmSound, wav_seconds,
                                      BellPlayer, CommandPlayer, Player, choose_player,
                                      make_player, open_sound, sound_wanted, write_beep)
 
@@ -178,6 +179,37 @@ def test_a_failing_player_gives_way_to_the_bell_with_one_note(tmp_path, capsys, 
     assert len(notes) == 1 and reason in notes[0] and "terminal bell" in notes[0]
 
 
+NO_DEVICE = [sys.executable, "-c", "raise SystemExit(1)"]  # as aplay without a sound card
+
+
+def test_a_player_without_a_device_gives_way_before_its_next_play(tmp_path, capsys):
+    """The bell rings a fraction of a second after the player failed, not a period (here
+    10 s) later, when the next play would find it."""
+    notes: list[str] = []
+    sound = AlarmSound(CommandPlayer(NO_DEVICE), write_beep(tmp_path / "b.wav"), seconds=5,
+                       gap=5, say=notes.append)
+    sound.start()
+    rung: list[str] = []
+    assert wait_for(lambda: bells(capsys, rung) >= 1, 5)
+    sound.close()
+    assert len(notes) == 1 and "exited with code 1" in notes[0]
+
+
+def test_an_alarm_over_before_its_player_was_checked_still_says_it_failed(tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setattr(sound_module, "CHECK_AFTER", 60.0)  # only the stop can find it
+    notes: list[str] = []
+    sound = AlarmSound(CommandPlayer(NO_DEVICE), write_beep(tmp_path / "b.wav"), seconds=5,
+                       gap=5, say=notes.append)
+    sound.start()
+    assert wait_for(lambda: sound.player._process.poll() is not None)
+    sound.stop()
+    assert len(notes) == 1 and "exited with code 1" in notes[0]
+    assert isinstance(sound.player, BellPlayer)  # the next alarm rings the bell
+    sound.close()
+    assert len(notes) == 1
+
+
 def test_without_a_player_the_bell_rings_with_one_note(capsys):
     notes: list[str] = []
     sound = open_sound(platform="linux", which=lambda name: None, say=notes.append)
@@ -236,6 +268,10 @@ def test_an_unreadable_sound_file_is_refused_before_the_camera(tmp_path, monkeyp
                      str(tmp_path / "beep.wav")])
     with pytest.raises(UserError, match="is not a file"):
         detect.main(["--model", "m.pth", "--source", "0", "--sound-file", str(tmp_path)])
+    for content in (b"", b"abc"):  # too short to hold a header: the reason is still said
+        (tmp_path / "short.wav").write_bytes(content)
+        with pytest.raises(UserError, match=r"as a WAV file \(it ends too soon\)"):
+            wav_seconds(tmp_path / "short.wav")
 
 
 def test_a_missing_sound_file_is_one_line_and_exit_2(tmp_path):

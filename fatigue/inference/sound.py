@@ -29,6 +29,7 @@ SAMPLE_RATE = 22050   # samples a second of the generated beep (16-bit mono)
 BEEP_SECONDS = 0.4    # its length: two tones of 0.2 s each
 TONES = (880, 660)    # Hz: high then low, a warning rather than a ring tone
 GAP = 0.4             # seconds of silence between two plays while the alarm is on
+CHECK_AFTER = 0.25    # seconds after a play starts: a player without a device has failed
 # Command-line players, in the order they are tried. paplay goes through the sound server
 # (PulseAudio or PipeWire) that a desktop's own sounds use; aplay talks to ALSA directly.
 COMMANDS = {"darwin": ("afplay",), "other": ("paplay", "aplay")}
@@ -68,7 +69,8 @@ def wav_seconds(path: Path) -> float:
         with wave.open(str(path), "rb") as wav:
             frames, rate = wav.getnframes(), wav.getframerate()
     except (wave.Error, EOFError, OSError) as err:
-        raise UserError(f"--sound-file {path} cannot be read as a WAV file ({err}); give an "
+        why = str(err) or ("it ends too soon" if isinstance(err, EOFError) else "unreadable")
+        raise UserError(f"--sound-file {path} cannot be read as a WAV file ({why}); give an "
                         f"uncompressed (PCM) .wav") from None
     if frames == 0 or rate <= 0:
         raise UserError(f"--sound-file {path} holds no sound")
@@ -175,6 +177,7 @@ class AlarmSound:
         self.on = False
         self._closed = False
         self._played = 0.0
+        self._checked = True  # whether the last play was checked CHECK_AFTER its start
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
 
@@ -195,6 +198,7 @@ class AlarmSound:
             if not self.on:
                 return
             self.on = False
+            self._give_way_if_failed(ring=False)  # an alarm over before its check: still said
             self.player.stop()
             self._wake.notify()
 
@@ -217,26 +221,44 @@ class AlarmSound:
     def _play(self) -> None:
         """Play once (the lock held). A player that has failed gives way to the bell: the
         detection goes on, and the driver still hears something."""
-        reason = self.player.failed()
-        if reason is None:
-            try:
-                self.player.play(self.path)
-            except (OSError, RuntimeError) as err:  # no such program; winsound's own error
-                reason = f"{self.player.name} failed ({err})"
-        if reason is not None:
-            self.say(f"note: {reason} playing the alarm sound: the terminal bell rings instead")
-            self.player = BellPlayer()
+        if self._give_way_if_failed(ring=True):
+            self._played = time.monotonic()
+            return
+        try:
             self.player.play(self.path)
+            self._checked = False
+        except (OSError, RuntimeError) as err:  # no such program; winsound's own error
+            self._to_bell(f"{self.player.name} failed ({err})", ring=True)
         self._played = time.monotonic()
 
+    def _give_way_if_failed(self, ring: bool) -> bool:
+        """(the lock held) Whether the player's last play failed; if so, the bell takes its
+        place, with a note, and rings now when `ring` (the alarm is on)."""
+        self._checked = True
+        reason = self.player.failed()
+        if reason is not None:
+            self._to_bell(reason, ring)
+        return reason is not None
+
+    def _to_bell(self, reason: str, ring: bool) -> None:
+        self.say(f"note: {reason} playing the alarm sound: the terminal bell rings instead")
+        self.player = BellPlayer()
+        if ring:
+            self.player.play(self.path)
+
     def _repeat(self) -> None:
+        # While on: a check CHECK_AFTER each play starts (a player without a sound device
+        # exits at once: the bell then rings within a fraction of a second, not a period
+        # later), and a play every period.
         with self._wake:
             while not self._closed:
-                due = self._played + self.period
+                due = self._played + (CHECK_AFTER if not self._checked else self.period)
                 if not self.on:
                     self._wake.wait()
                 elif time.monotonic() < due:
                     self._wake.wait(due - time.monotonic())
+                elif not self._checked:
+                    self._give_way_if_failed(ring=True)
                 else:
                     self._play()
 
