@@ -5,6 +5,7 @@ import faulthandler
 import os
 import signal
 import sys
+import threading
 from typing import Callable
 
 
@@ -17,12 +18,25 @@ class UserError(Exception):
 def dump_stacks_on_sigusr1() -> None:
     """`kill -USR1 <pid>` prints every thread's stack to stderr and the command goes on:
     where a run that seems stuck is (tests/chaos.py also reads where its kills land)."""
-    if not hasattr(signal, "SIGUSR1"):
-        return  # not on Windows
+    if not hasattr(signal, "SIGUSR1") or threading.current_thread() is not threading.main_thread():
+        return  # not on Windows; a handler can only be set from the main thread
     try:
-        faulthandler.register(signal.SIGUSR1, all_threads=True)
-    except (AttributeError, ValueError, OSError, RuntimeError):
-        pass  # stderr without a file descriptor (an embedding host): no dumps, nothing else lost
+        signal.signal(signal.SIGUSR1, _print_stacks)
+        signal.siginterrupt(signal.SIGUSR1, False)  # a system call it lands in carries on
+    except (ValueError, OSError):
+        pass
+
+
+def _print_stacks(signum: int, frame: object) -> None:
+    """Every thread's stack to stderr. Python runs this in the main thread between two
+    bytecodes, holding the interpreter lock, so no thread's frames change meanwhile; a main
+    thread inside a long C call (a collective waiting for another process) prints when it
+    returns. faulthandler.register, which prints from the signal itself, reads the other
+    threads' frames unlocked: it crashed processes under torchrun."""
+    try:
+        faulthandler.dump_traceback(sys.stderr, all_threads=True)
+    except (ValueError, OSError, RuntimeError, AttributeError):
+        pass  # no stderr to print to: nothing else is lost
 
 
 def _interrupted_in_one_line(kind, value, traceback, _print_traceback=sys.excepthook) -> None:

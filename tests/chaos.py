@@ -347,11 +347,12 @@ def run_chaos(kills: int, seed: int = 0, data: Path | None = None, epochs: int =
                 proc.kill()
         err = proc.logs[1].read_text(errors="replace")
         if code == -signal.SIGSEGV and proc.probed:
-            # CPython's faulthandler, printing every thread's stack for the SIGUSR1 probe,
-            # reads the other threads' frames unlocked and can crash (more often while the
-            # checkpoint writer draws the curves): an abrupt death, like SIGKILL, that the
-            # run must survive just the same (its life goes on and is checked). It is not
-            # one of the kills asked for, whose kind the next launch gets instead.
+            # The SIGUSR1 probe's stack dump crashing the process: it did when faulthandler
+            # printed from the signal itself, reading other threads' frames unlocked (it now
+            # prints from Python, holding the interpreter lock; fatigue.errors). Should it
+            # happen, it is an abrupt death, like SIGKILL, that the run must survive just the
+            # same (its life goes on and is checked). It is not one of the kills asked for,
+            # whose kind the next launch gets instead.
             report.probe_crashes += 1
             say(f"the stack-dump probe crashed launch {launches} (an abrupt death): going on")
             if report.probe_crashes > 10 + 2 * kills:

@@ -437,3 +437,33 @@ def test_ctrl_c_or_a_stack_dump_request_while_a_script_starts_up_is_handled():
     assert starting.returncode == -signal.SIGINT  # the Ctrl+C landed and ended it
     assert "most recent call first" in err and "Traceback" not in err, err
     assert err.endswith("\ninterrupted\n"), err
+
+
+def test_a_stack_dump_request_shows_every_thread_and_never_ends_the_process(tmp_path):
+    """kill -USR1 (docs/checkpoints.md), sent many times while threads run Python code, as
+    the checkpoint writer and the loader do during training: each thread's stack is printed
+    and the process goes on to its end."""
+    if not hasattr(signal, "SIGUSR1"):
+        pytest.skip("no SIGUSR1 here")
+    script = tmp_path / "busy.py"
+    script.write_text(
+        f"import sys, threading, time\nsys.path.insert(0, {str(ROOT)!r})\nimport config\n"
+        "def background_worker():\n"
+        "    while not done.is_set():\n"
+        "        sum(i * i for i in range(1000))\n"
+        "done = threading.Event()\n"
+        "workers = [threading.Thread(target=background_worker) for _ in range(3)]\n"
+        "[w.start() for w in workers]\n"
+        "print('ready', flush=True)\n"
+        "sys.stdin.readline()\n"
+        "done.set(); [w.join() for w in workers]\n"
+        "print('finished', flush=True)\n")
+    proc = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "ready\n"
+    for _ in range(500):
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(0.001)
+    out, err = proc.communicate("go\n", timeout=60)
+    assert proc.returncode == 0 and out == "finished\n", err[-2000:]
+    assert err.count("Current thread") >= 1 and "in background_worker" in err
