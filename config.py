@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, NoReturn
 
 from fatigue import files
-from fatigue.errors import UserError
+from fatigue.errors import UserError, says_errors
 
 BACKBONES = ("small", "resnet18", "mobilenet_v3_small")
 TEMPORAL = ("lstm", "mean")
@@ -44,7 +44,7 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see "
-                     f"{self.help_command or self.prog + ' --help'})\n")
+                     f"{self.help_command or self.prog + ' --help'})\n" if says_errors() else None)
 
 
 @dataclass

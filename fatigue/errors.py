@@ -55,13 +55,20 @@ def install_start_up_handlers() -> None:
     dump_stacks_on_sigusr1()
 
 
+def says_errors() -> bool:
+    """Whether this process prints a user's mistake: under torchrun only process 0 does,
+    as every process finds the same mistake (the others exit with the same code)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def run_cli(main: Callable[[list[str] | None], int]) -> None:
     """Run an entry point, turning UserError (and the file system's errors) into one line
     on stderr and its exit code."""
     try:
         code = main(None)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        if says_errors():
+            print(f"error: {err}", file=sys.stderr)
         code = err.exit_code
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)

@@ -103,7 +103,7 @@ def test_an_error_on_process_0_stops_every_process(tiny_data, tmp_path):
     proc = torchrun(*tiny_args(tiny_data, tmp_path / "empty", "--resume"))
     code, out = finish(proc)
     assert code != 0
-    assert out.count("error: nothing to resume") == 2  # both processes say it and exit
+    assert out.count("error: nothing to resume") == 1  # process 0 says it; both exit
 
 
 def test_a_failed_checkpoint_write_stops_every_process_with_one_error(tiny_data, tmp_path):
@@ -137,3 +137,25 @@ def test_a_failed_checkpoint_write_stops_every_process_with_one_error(tiny_data,
     assert "rank      : 0" in out.split("Root Cause")[-1], out  # torchrun blames process 0
     assert "epoch   1/" in out and "epoch   3/" not in out, out  # stopped within epoch 2
     assert load(models / "latest_model.pth")["epoch"] == 1
+
+
+def test_a_mistake_is_said_once_and_a_run_found_is_continued_under_torchrun(
+        tiny_data, tmp_path):
+    """Every process finds the same mistake; process 0 alone says it. checkpoint_training.py
+    (continue or new) asks nobody under torchrun: it continues, as without a terminal."""
+    for mistake, says in ((["--epochs", "0"], "error: --epochs must be at least 1"),
+                          (["--augment", "maybe"], "error: argument --augment: expected yes")):
+        code, out = finish(torchrun(*tiny_args(tiny_data, tmp_path / "m", *mistake)))
+        assert code != 0 and out.count(says) == 1, out
+    models = tmp_path / "models"
+    assert train.main(tiny_args(tiny_data, models, "--epochs", "1")) == 0
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                             "--nproc_per_node=2", str(ROOT / "checkpoint_training.py"),
+                             *tiny_args(tiny_data, models, "--epochs", "2")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            stdin=subprocess.DEVNULL)
+    code, out = finish(proc)
+    assert code == 0, out
+    assert "Nobody is asked under torchrun, so continuing that run" in out
+    state = load(models / "latest_model.pth")
+    assert (state["epoch"], state["world_size"]) == (2, 2) and not (models / "archive").exists()

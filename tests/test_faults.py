@@ -80,14 +80,16 @@ def test_signal_anywhere_then_resume_is_bit_identical(tiny, tmp_path, monkeypatc
     assert_same_run(reference, load(tmp_path / "models" / "latest_model.pth"))
 
 
-@pytest.mark.parametrize("where", ["validation", "save"])
+@pytest.mark.parametrize("where", ["validation", "save", "test evaluation"])
 def test_a_stop_in_the_last_epochs_validation_or_save_says_the_run_is_complete(
         tiny, tmp_path, monkeypatch, capsys, where):
     """Nothing is left to continue: the run is done, only its test evaluation is skipped."""
     if where == "validation":
         interrupt(monkeypatch, loop, "predict", 2, signal.SIGTERM)
-    else:
+    elif where == "save":
         interrupt(monkeypatch, checkpoint.torch, "save", 2, signal.SIGTERM)
+    else:  # after every save, outside the loop's own handling of stops
+        interrupt(monkeypatch, loop, "evaluate_checkpoint", 1, signal.SIGTERM)
     assert train.main(tiny("--epochs", "2")) == 143
     monkeypatch.undo()
     out, err = capsys.readouterr()

@@ -43,7 +43,7 @@ from fatigue.training.distributed import Distributed
 from fatigue.training.optimizer import make_optimizer
 from fatigue.training.schedule import make_schedule
 from fatigue.training.state import TrainState
-from fatigue.training.stop import StopRequest, StopTraining
+from fatigue.training.stop import StopRequest, StopTraining, signals_raise
 from model import autocast_dtype, build_model, count_parameters
 
 CURVES_EVERY_S = 30.0  # drawing the curves takes a tenth of a second: not every short epoch
@@ -137,23 +137,24 @@ class Trainer:
                      f"{state.best_epoch}).{longer}")
             return 0
         self.announce()
-        with StopRequest(verbose=self.dist.is_main) as self.stop_request, \
-                contextlib.ExitStack() as on_exit:
-            if self.dist.is_main:
-                self.tensorboard = TensorBoardLog.open(cfg.model_dir, state.global_step,
-                                                       cfg.to_dict(), self.say)
-            if self.tensorboard:
-                on_exit.callback(self.tensorboard.close)
-            on_exit.callback(self.draw_curves, force=True)  # however the loop is left
-            try:
-                while state.epoch < cfg.num_epochs:
-                    began = time.time()
-                    train_metrics = self.train_epoch()
-                    val_metrics = self.validate()
-                    self.end_epoch(train_metrics, val_metrics, began)
-            except StopTraining as stop:
-                return self.stop(stop)
-        return self.finish(self.requested_stop())  # a stop may arrive during the last draw
+        with StopRequest(verbose=self.dist.is_main) as self.stop_request:
+            with contextlib.ExitStack() as on_exit:
+                if self.dist.is_main:
+                    self.tensorboard = TensorBoardLog.open(cfg.model_dir, state.global_step,
+                                                           cfg.to_dict(), self.say)
+                if self.tensorboard:
+                    on_exit.callback(self.tensorboard.close)
+                on_exit.callback(self.draw_curves, force=True)  # however the loop is left
+                try:
+                    while state.epoch < cfg.num_epochs:
+                        began = time.time()
+                        train_metrics = self.train_epoch()
+                        val_metrics = self.validate()
+                        self.end_epoch(train_metrics, val_metrics, began)
+                except StopTraining as stop:
+                    return self.stop(stop)
+            signum = self.requested_stop()  # one arrived during the last draw: all see it
+        return self.finish(signum)
 
     # ------------------------------------------------------------------------- an epoch
     def train_epoch(self) -> dict:
@@ -347,14 +348,19 @@ class Trainer:
             print(f"Done: best val acc {100 * state.best_val_acc:.2f}% at epoch "
                   f"{state.best_epoch}, but {self.store.best.name} is not in "
                   f"{self.cfg.model_dir}/; the test scores {best.name} instead.")
-        if signum:
+        try:  # the run is complete: a stop now only skips its test evaluation
+            with signals_raise(StopTraining):
+                # The run's own model takes the best weights: nothing is built or moved again.
+                test = None if signum else evaluate_checkpoint(
+                    best, device=self.device.type, model=self.parts.model,
+                    batch_size=math.ceil(self.cfg.batch_size / self.accum_steps))
+        except StopTraining as stop:
+            signum, test = stop.signum, None
+        if test is None:
             self.say(f"Stopped by {StopTraining(signum)} after the last epoch: the run is complete; "
                      f"its test evaluation was skipped (python evaluate.py --model {best})",
                      file=sys.stderr, flush=True)
-            return code
-        # The run's own model takes the best weights: nothing is built or moved again.
-        test = evaluate_checkpoint(best, device=self.device.type, model=self.parts.model,
-                                   batch_size=math.ceil(self.cfg.batch_size / self.accum_steps))
+            return StopTraining(signum).exit_code
         if test["clips"]:
             print(f"Test accuracy of {best.name} on {test['clips']} clips of unseen subjects: "
                   f"{100 * test['accuracy']:.2f}% (details: python evaluate.py --model {best})")

@@ -54,8 +54,11 @@ def start(args: argparse.Namespace, given: dict, ask: bool, dist: Distributed,
     for stale in folder.clean_temp_files() if dist.is_main else []:
         say(f"removed {stale}, left by an interrupted save")
     resume = args.resume
-    if ask and not dist.enabled and not args.resume and not args.force and folder.can_resume():
-        resume = ask_to_continue(folder)
+    # Process 0 looks and decides for all (under torchrun nobody is asked: it continues).
+    if ask and not args.resume and not args.force and dist.broadcast(
+            folder.can_resume() if dist.is_main else None):
+        resume = dist.broadcast(ask_to_continue(folder, can_ask=not dist.enabled)
+                                if dist.is_main else None)
         if resume is None:
             say(f"Nothing done: the run in {folder.dir}/ is as it was.")
             return 0
@@ -162,10 +165,10 @@ def resume_config(checkpoint: dict, given: dict, model_dir: str) -> tuple[Config
     return wanted, changes
 
 
-def ask_to_continue(store: CheckpointStore) -> bool | None:
+def ask_to_continue(store: CheckpointStore, can_ask: bool = True) -> bool | None:
     """The main.py / checkpoint_training.py question: continue the run in the model
     folder (True), start a new one (False), or quit (None)? Never blocks without a
-    terminal: then it continues."""
+    terminal, nor where it `can_ask` nobody (several processes): then it continues."""
     try:
         path, state, damage = store.resumable()  # only reads
         where = (f"epoch {state['epoch']}/{state['config'].get('num_epochs')}, best val acc "
@@ -175,9 +178,10 @@ def ask_to_continue(store: CheckpointStore) -> bool | None:
     except CheckpointError as err:  # nothing intact: continuing would say so and stop
         path, where = store.latest, str(err)
     print(f"Found a run in {store.dir}/: {path.name} ({where}).")
-    if not sys.stdin.isatty():
-        print("Standard input is not a terminal, so continuing that run "
-              "(pass --force to start a new run instead).")
+    if not can_ask or not sys.stdin.isatty():
+        why = ("Standard input is not a terminal" if can_ask else
+               "Nobody is asked under torchrun")
+        print(f"{why}, so continuing that run (pass --force to start a new run instead).")
         return True
     while True:
         try:
