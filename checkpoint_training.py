@@ -47,8 +47,10 @@ def pct(value) -> str:
 
 
 def position(state: dict) -> str:
+    """Epochs done, and the clips into the next one (counted in each process under torchrun)."""
     if state.get("samples_in_epoch"):
-        return f"{state['epoch']}+{state['samples_in_epoch']} clips"
+        each = " a process" if state.get("world_size", 1) > 1 else ""
+        return f"{state['epoch']}+{state['samples_in_epoch']} clips{each}"
     return str(state["epoch"])
 
 
@@ -75,7 +77,7 @@ def list_checkpoints(store: ckpt.CheckpointStore) -> int:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
     archived = sorted((store.dir / ckpt.ARCHIVE).glob("*/")) if (store.dir / ckpt.ARCHIVE).is_dir() else []
     if archived:
-        print(f"\n{len(archived)} earlier run(s) in {store.dir / ckpt.ARCHIVE}/: "
+        print(f"\n{counted(len(archived), 'earlier run')} in {store.dir / ckpt.ARCHIVE}/: "
               + ", ".join(p.name for p in archived))
     return 0
 
@@ -125,6 +127,10 @@ def info(name: str, model_dir: str) -> int:
     print(f"epoch           {position(state)} of {cfg.num_epochs}"
           + (f" (interrupted by {state['interrupted']})" if state.get("interrupted") else ""))
     print(f"global step     {state.get('global_step', '-')}")
+    if state.get("world_size", 1) > 1:  # --batch-size is each process's
+        print(f"processes       {state['world_size']} (torchrun), "
+              f"{state['world_size'] * cfg.batch_size} clips a step (--batch-size "
+              f"{cfg.batch_size} each)")
     print(f"val acc         {pct(state['val_acc'])}")
     print(f"best val acc    {pct(state['best_val_acc'])} (epoch {state.get('best_epoch', '-')})")
     print(f"parameters      {count_parameters(build_model(cfg)):,}")

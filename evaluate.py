@@ -26,7 +26,7 @@ from fatigue.errors import UserError, run_cli
 from fatigue.inference import report, robustness
 from fatigue.inference.deployment import deployment_info
 from fatigue.inference.evaluation import evaluate_checkpoint
-from fatigue.text import counted
+from fatigue.text import agree, counted
 
 
 BATCH_SIZE = 64
@@ -137,7 +137,8 @@ def run_robustness(args: argparse.Namespace) -> int:
         names = tuple(c.strip() for c in args.conditions.split(","))
         unknown = [c for c in names if c not in robustness.CONDITIONS]
         if unknown:
-            raise UserError(f"unknown condition(s) {', '.join(unknown)}; choose from "
+            raise UserError(f"unknown {agree(len(unknown), 'condition', 'conditions')} "
+                            f"{', '.join(unknown)}; choose from "
                             + ", ".join(robustness.CONDITIONS))
         changes["conditions"] = names
     if args.closures is not None:

@@ -240,7 +240,7 @@ def test_a_folder_of_frames_is_timed_at_the_rate_it_was_taken(face_model, tmp_pa
                         str(tmp_path / "w.csv"), "--quiet", "--frames-fps", "5"]) == 0
     said = capsys.readouterr().out
     assert float(re.search(r"frames \(([\d.]+) s at", said)[1]) == 4.0
-    assert f"  warning: 2 frame image(s) could not be read, each replaced by the frame before " \
+    assert f"  warning: 2 frame images could not be read, each replaced by the frame before " \
            f"it, or at the start by the first readable one (first: {folder / '0.png'})" in said
     video_file = tmp_path / "w.avi"
     sv.write_video(video_file, [np.zeros((48, 64, 3), np.uint8)] * 5, 10)

@@ -46,6 +46,10 @@ def test_rank_zero_writes_once_and_single_process_reads_it(reference, capsys):
     assert not any(k.startswith("module.") for k in state["model_state_dict"])
     assert evaluate.main(["--model", str(reference / "best_model.pth")]) == 0
     assert "accuracy" in capsys.readouterr().out
+    # --info says how many processes trained it and how many clips a step took.
+    assert checkpoint_training.main(["--info", str(reference / "latest_model.pth")]) == 0
+    assert "processes       2 (torchrun), 8 clips a step (--batch-size 4 each)" \
+        in capsys.readouterr().out
 
 
 def out_lines(path) -> int:
@@ -75,6 +79,10 @@ def test_sigterm_under_torchrun_then_resume_is_bit_identical(reference, tiny_dat
     assert "stopped by SIGTERM; continue with --resume" in status.stdout
     assert (f"{stopped['samples_in_epoch']} clips of each process into epoch "  # per process
             if stopped["samples_in_epoch"] else f"{stopped['epoch']} epochs done") in status.stdout
+    listed = run_script("checkpoint_training.py", "--list", "--model-dir", str(models)).stdout
+    assert (f"{stopped['epoch']}+{stopped['samples_in_epoch']} clips a process"
+            if stopped["samples_in_epoch"] else f"latest_model.pth  {stopped['epoch']} ") \
+        in listed, listed
     code, out = finish(torchrun(*args, "--resume"))
     assert code == 0, out
     status = run_script("checkpoint_training.py", "--status", "--model-dir", str(models))
@@ -159,3 +167,9 @@ def test_a_mistake_is_said_once_and_a_run_found_is_continued_under_torchrun(
     assert "Nobody is asked under torchrun, so continuing that run" in out
     state = load(models / "latest_model.pth")
     assert (state["epoch"], state["world_size"]) == (2, 2) and not (models / "archive").exists()
+
+
+def test_a_position_inside_an_epoch_is_counted_per_process():
+    assert checkpoint_training.position({"epoch": 1, "samples_in_epoch": 28,
+                                         "world_size": 2}) == "1+28 clips a process"
+    assert checkpoint_training.position({"epoch": 1, "samples_in_epoch": 28}) == "1+28 clips"

@@ -249,7 +249,7 @@ def test_folders_layout_with_a_frame_folder_then_train_and_evaluate(tmp_path, ca
     data = tmp_path / "data"
     m = prepare_dir(source, data, "folders", "--sequence-length", "8", "--stride", "4",
                     "--frames-fps", "10")
-    assert "  warning: 1 frame image(s) in 1 folder(s) could not be read, each replaced by the " \
+    assert "  warning: 1 frame image in 1 folder could not be read, each replaced by the " \
            "one before it (first: drowsy/subject04_frames/004.jpg;" in capsys.readouterr().out
     assert m["replaced_frame_images"] == [{"source": "drowsy/subject04_frames", "images": 1,
                                            "first": "004.jpg"}]
@@ -316,9 +316,9 @@ def test_folders_layout_reads_per_frame_labels_beside_a_video(tmp_path, capsys):
     args = ("--sequence-length", "8", "--stride", "2")
     m = prepare_dir(source, tmp_path / "d", "folders", *args)
     said = capsys.readouterr().out
-    assert "  labels: 1 label file(s) differ in length from their video (by up to 30 frames, " \
+    assert "  labels: 1 label file differs in length from its video (by up to 30 frames, " \
            "alert/s4_a.avi); clipped to the shorter" in said
-    assert "  warning: 1 label file(s) differ from their video by more than a tenth: is each " \
+    assert "  warning: 1 label file differs from its video by more than a tenth: is each " \
            "the right video's? alert/s4_a.avi (60 labels, 90 frames)" in said
     assert m["label_length_mismatches"] == [{"source": "alert/s4_a.avi", "frames": 90,
                                              "labels": 60}]
@@ -337,7 +337,7 @@ def test_folders_layout_reads_per_frame_labels_beside_a_video(tmp_path, capsys):
     assert [c["label"] for c in by_source(m)["drowsy/s1_a.avi"]] == [0, 1, 1, 1]
     # A rate above the videos' own repeats their frames: said.
     prepare_dir(source, tmp_path / "d3", "folders", *args, "--fps", "40")
-    assert "  note: 3 video(s) run slower than --fps 40, so each of their frames is repeated " \
+    assert "  note: 3 videos run slower than --fps 40, so each of their frames is repeated " \
            "(times stay right; a lower --fps saves the work): alert/s2_a.avi at 30 fps, " \
            "alert/s4_a.avi at 30 fps, drowsy/s1_a.avi at 30 fps" in capsys.readouterr().out
 
@@ -369,7 +369,7 @@ def test_only_subjects_whose_videos_give_clips_are_dealt_a_split(tmp_path, capsy
     assert with_clips == {"s1", "s2", "s3", "s5"}
     assert all(m["splits"][s] and set(m["splits"][s]) <= with_clips for s in m["splits"])
     assert {c["split"] for c in m["clips"]} == {"train", "val", "test"}
-    assert "8 video(s) gave no clip (too short, or the face found in too few frames)" in \
+    assert "8 videos gave no clip (too short, or the face found in too few frames)" in \
         capsys.readouterr().out
     # Two people with clips cannot make train, val and test: refused, nothing written.
     for k in (3, 5):
@@ -478,6 +478,6 @@ def test_a_video_whose_frame_rate_cannot_be_right_is_named(tmp_path, capsys):
         face_video(source / rel, 2, 30, seed)
     face_video(source / "alert/subject09_odd.avi", 0.5, 300, 9)  # its header says 300 fps
     prepare_dir(source, tmp_path / "data", "folders", "--sequence-length", "8", "--stride", "4")
-    assert "  note: 1 video(s) give a frame rate that cannot be right, so they were read at 30 " \
-           "fps (their times and labels may be off): alert/subject09_odd.avi" in \
+    assert "  note: 1 video gives a frame rate that cannot be right, so it was read at 30 " \
+           "fps (times and labels may be off): alert/subject09_odd.avi" in \
            capsys.readouterr().out

@@ -157,7 +157,7 @@ def test_restore_with_another_world_size_restarts_the_epoch_and_says_so():
                            [state.sums, state.sums], [seeds.rng_state()] * 2)
     fresh_parts, fresh = built_run(cfg)
     notes = schema.restore(snap, fresh_parts, fresh, cfg, rank=0, world_size=1)
-    assert len(notes) == 1 and "2 process(es) wrote this checkpoint and 1 run now" in notes[0]
+    assert len(notes) == 1 and "2 processes wrote this checkpoint and 1 run now" in notes[0]
     assert (fresh.epoch, fresh.samples_in_epoch, fresh.sums.tolist()) == (1, 0, [0, 0, 0])
 
 

@@ -37,6 +37,7 @@ import torch
 from config import Config
 from fatigue import seeds
 from fatigue.training.schedule import rebuild_schedule
+from fatigue.text import counted
 
 # 2: alarm_threshold, preprocessing; 3: config's augment_camera; 4: deterministic,
 # pretrained_from, and config's deterministic, pretrained, freeze_backbone_epochs;
@@ -145,7 +146,8 @@ def restore(checkpoint: dict, parts: Trainables, train: Stateful, cfg: Config, r
     # 5. training state; the position inside an epoch only for the same number of processes
     train.load_state_dict(checkpoint)
     if train.mid_epoch and checkpoint["world_size"] != world_size:
-        notes.append(f"note: {checkpoint['world_size']} process(es) wrote this checkpoint and "
+        notes.append(f"note: {counted(checkpoint['world_size'], 'process', 'processes')} "
+                     f"wrote this checkpoint and "
                      f"{world_size} run now, so epoch {train.epoch + 1} restarts at its beginning "
                      f"(the position inside it does not carry over to another number of processes)")
         train.restart_epoch()

@@ -36,6 +36,7 @@ from fatigue.data import tracking, video
 from fatigue.data.clip_store import dataset_exists, load_manifest, write_clip_store
 from fatigue.data.layouts import Scan, Video, assign_splits, scan_source
 from fatigue.errors import UserError
+from fatigue.text import agree, counted
 
 CACHE_DIR = ".prepare"
 CACHE_VERSION = 3  # bump when per-video processing changes: old caches are then ignored
@@ -254,10 +255,11 @@ def split_subjects_with_clips(scan: Scan, records: list[dict],
                         f"gave no clip)")
     missing = [s for s in ("train", "val") if s not in split_of.values()]
     if missing:
-        raise UserError(f"the clips come from {len(with_clips)} subject(s) "
+        raise UserError(f"the clips come from {counted(len(with_clips), 'subject')} "
                         f"({', '.join(sorted(with_clips))}), too few for a "
                         f"{' and a '.join(missing)} split: training needs people in both. "
-                        f"Add videos of more people ({len(no_clip(scan, records))} video(s) gave no clip, "
+                        f"Add videos of more people "
+                        f"({counted(len(no_clip(scan, records)), 'video')} gave no clip, "
                         f"{len(scan.skipped)} were skipped)")
     return split_of
 
@@ -306,15 +308,17 @@ def collect_clips(scan: Scan, shard_of: dict[str, Path],
                         f"found in fewer than --min-face-fraction {args.min_face_fraction} of "
                         f"their frames")
     if odd_rate:
-        scan.notes.append(f"{len(odd_rate)} video(s) give a frame rate that cannot be right, so "
-                          f"they were read at {video.FALLBACK_FPS:g} fps (their times and "
-                          f"labels may be off): " + ", ".join(odd_rate[:3])
-                          + (" ..." if len(odd_rate) > 3 else ""))
+        n = len(odd_rate)
+        scan.notes.append(f"{counted(n, 'video')} {agree(n, 'gives', 'give')} a frame rate that "
+                          f"cannot be right, so {agree(n, 'it was', 'they were')} read at "
+                          f"{video.FALLBACK_FPS:g} fps (times and labels may be off): "
+                          + ", ".join(odd_rate[:3]) + (" ..." if n > 3 else ""))
     if slower:
-        scan.notes.append(f"{len(slower)} video(s) run slower than --fps {args.fps:g}, so each "
-                          f"of their frames is repeated (times stay right; a lower --fps saves "
-                          f"the work): " + ", ".join(slower[:3]) + (" ..." if len(slower) > 3
-                                                                   else ""))
+        n = len(slower)
+        scan.notes.append(f"{counted(n, 'video')} {agree(n, 'runs', 'run')} slower than --fps "
+                          f"{args.fps:g}, so each of {agree(n, 'its', 'their')} frames is "
+                          f"repeated (times stay right; a lower --fps saves the work): "
+                          + ", ".join(slower[:3]) + (" ..." if n > 3 else ""))
     scan.skipped.sort(key=lambda s: s["source"])
     return records, blocks, counts, mismatches
 
@@ -398,26 +402,29 @@ def summary(args: argparse.Namespace, scan: Scan, records: list[dict], counts: C
     lines += [f"  note: {note}" for note in scan.notes]
     if scan.replaced:
         first = scan.replaced[0]
-        lines.append(f"  warning: {sum(r['images'] for r in scan.replaced)} frame image(s) in "
-                     f"{len(scan.replaced)} folder(s) could not be read, each replaced by the one "
-                     f"before it (first: {first['source']}/{first['first']}; all listed in "
-                     f"manifest.json)")
+        images = counted(sum(r['images'] for r in scan.replaced), 'frame image')
+        lines.append(f"  warning: {images} in {counted(len(scan.replaced), 'folder')} could not "
+                     f"be read, each replaced by the one before it (first: "
+                     f"{first['source']}/{first['first']}; all listed in manifest.json)")
     without = no_clip(scan, records)
     if without:
-        lines.append(f"  {len(without)} video(s) gave no clip (too short, or the face found in "
-                     f"too few frames): " + ", ".join(without[:5]) + (" ..." if len(without) > 5
-                                                                     else ""))
+        lines.append(f"  {counted(len(without), 'video')} gave no clip (too short, or the face "
+                     f"found in too few frames): " + ", ".join(without[:5])
+                     + (" ..." if len(without) > 5 else ""))
     lines.append(f"  frames: {counts['frames']} at {args.fps:g} fps, face found in "
                  f"{100 * counts['found'] / max(1, counts['frames']):.1f}%")
     if mismatches:
         worst = max(mismatches, key=lambda m: abs(m["frames"] - m["labels"]))
-        lines.append(f"  labels: {len(mismatches)} label file(s) differ in length from their "
-                     f"video (by up to {abs(worst['frames'] - worst['labels'])} frames, "
-                     f"{worst['source']}); clipped to the shorter")
+        n = len(mismatches)
+        lines.append(f"  labels: {counted(n, 'label file')} {agree(n, 'differs', 'differ')} in "
+                     f"length from {agree(n, 'its', 'their')} video (by up to "
+                     f"{abs(worst['frames'] - worst['labels'])} frames, {worst['source']}); "
+                     f"clipped to the shorter")
         far = [m for m in mismatches if abs(m["frames"] - m["labels"]) > 0.1 * m["frames"]]
         if far:
-            lines.append(f"  warning: {len(far)} label file(s) differ from their video by more "
-                         f"than a tenth: is each the right video's? " + ", ".join(
+            lines.append(f"  warning: {counted(len(far), 'label file')} "
+                         f"{agree(len(far), 'differs from its', 'differ from their')} video by "
+                         f"more than a tenth: is each the right video's? " + ", ".join(
                              f"{m['source']} ({m['labels']} labels, {m['frames']} frames)"
                              for m in far[:3]) + (" ..." if len(far) > 3 else ""))
     lines.append(f"  clips: {len(records)} of {args.sequence_length} frames, stride {args.stride}; "
@@ -430,7 +437,8 @@ def summary(args: argparse.Namespace, scan: Scan, records: list[dict], counts: C
     if stats["source_frames"]:
         frames = stats["source_frames"]
         lines.append(f"  speed: {frames / stats['seconds']:.0f} source frames/s with "
-                     f"{stats['workers']} worker(s), {frames / stats['total_s']:.0f}/s per worker; "
+                     f"{counted(stats['workers'], 'worker')}, "
+                     f"{frames / stats['total_s']:.0f}/s per worker; "
                      f"OpenCV decode alone: {video.decode_fps(timed):.0f} frames/s (1 thread, "
                      f"first {len(timed)} videos); face detection took "
                      f"{stats['detect_s'] / max(stats['decode_s'], 1e-9):.2f}x the decode time")

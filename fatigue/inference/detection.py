@@ -325,7 +325,8 @@ def summary(result: Result, source: str, info: dict, csv_path: Path,
              f"{counted(len(r.windows), 'window')} scored, face found in {100 * r.face_found:.0f}% of "
              f"frames" + (f"; stopped early ({r.stopped})" if r.stopped else "")]
     if r.unreadable:
-        lines.append(f"  warning: {len(r.unreadable)} frame image(s) could not be read, each "
+        lines.append(f"  warning: {counted(len(r.unreadable), 'frame image')} could not be read, "
+                     f"each "
                      f"replaced by the frame before it, or at the start by the first readable "
                      f"one (first: {r.unreadable[0]})")
     if not r.windows:
