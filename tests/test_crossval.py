@@ -181,11 +181,17 @@ def test_changed_options_refused_and_force_archives(tiny_data, tmp_path, monkeyp
     assert len([line for line in lines if " in the study, " in line]) == 2
     assert "--force" in lines[-1]
     assert files() == before  # nothing changed
+    # --val-subjects and --fold-source given as their automatic values deal the same folds:
+    # no difference. Another --val-subjects is one.
+    with pytest.raises(UserError) as refused:
+        cv_command.main([*args, "--val-subjects", "2"])
+    assert "  --val-subjects: auto in the study, 2 now" in str(refused.value).splitlines()
     # The same study on another device or worker count goes on, its folds run so.
     fold_argv = []
     monkeypatch.setattr(crossval.command, "main",
                         lambda argv, **kw: fold_argv.append(argv) or 130)
-    assert cv_command.main([*args, "--device", "cpu", "--num-workers", "1"]) == 130
+    assert cv_command.main([*args, "--device", "cpu", "--num-workers", "1",
+                            "--val-subjects", "1", "--fold-source", "seed"]) == 130
     monkeypatch.undo()
     assert fold_argv[0][fold_argv[0].index("--device") + 1] == "cpu"
     assert fold_argv[0][fold_argv[0].index("--num-workers") + 1] == "1"

@@ -222,7 +222,7 @@ class Study:
         path, wanted = self.dir / STUDY_FILE, self.wanted(manifest)
         if path.is_file() and not self.args.force:
             record = read_record(path)
-            diff = study_diff(record, wanted)
+            diff = study_diff(record, wanted, self.deals_as(record, manifest))
             if diff:
                 raise UserError(
                     f"{self.dir}/ holds a study begun with other options:\n  "
@@ -234,12 +234,11 @@ class Study:
                 print(f"Continuing the study in {self.dir}/: "
                       f"{len(done)} of {record['num_folds']} folds finished")
             return record
-        strata, own = subject_strata(manifest), data_folds(manifest)
-        if own and (self.args.fold_source == "seed" or len(set(own.values())) != self.args.folds):
-            print(f"The data set has its own {len(set(own.values()))} folds; not used "
-                  f"(--folds {self.args.folds}, --fold-source {self.args.fold_source}): "
+        strata, own = subject_strata(manifest), self.own_folds(manifest)
+        if data_folds(manifest) and not own:
+            print(f"The data set has its own {len(set(data_folds(manifest).values()))} folds; "
+                  f"not used (--folds {self.args.folds}, --fold-source {self.args.fold_source}): "
                   f"dealing subjects by --seed")
-            own = None
         plan = plan_folds(strata, self.args.folds, self.cfg.seed, self.args.val_subjects, own)
         moved = self.archive()  # only now: a refused plan changes nothing
         if moved:
@@ -256,6 +255,25 @@ class Study:
             print(f"  fold {fold['fold']}: test {len(fold['test'])}, val {len(fold['val'])}, "
                   f"train {len(fold['train'])} subjects")
         return record
+
+    def own_folds(self, manifest: dict) -> dict[str, int] | None:
+        """The data set's own folds (subject: fold), when the options use them."""
+        own = data_folds(manifest)
+        if own and (self.args.fold_source == "seed" or len(set(own.values())) != self.args.folds):
+            return None
+        return own or None
+
+    def deals_as(self, record: dict, manifest: dict) -> bool:
+        """Whether the options now deal the study's folds (--val-subjects and --fold-source
+        given as their automatic values do)."""
+        try:
+            plan = plan_folds(subject_strata(manifest), self.args.folds, self.cfg.seed,
+                              self.args.val_subjects, self.own_folds(manifest))
+        except UserError:
+            return False
+        keys = ("test", "val", "train")
+        return [[f[k] for k in keys] for f in plan] == \
+            [[f[k] for k in keys] for f in record["folds"]]
 
     def archive(self) -> Path | None:
         """Move everything in the study folder (an old study, or the leftovers of an
@@ -324,12 +342,16 @@ def read_record(path: Path) -> dict:
     return record
 
 
-def study_diff(record: dict, wanted: dict) -> list[str]:
-    """One line per difference between a study's definition and the one asked for now."""
+def study_diff(record: dict, wanted: dict, same_folds: bool = False) -> list[str]:
+    """One line per difference between a study's definition and the one asked for now.
+    With `same_folds` (the options now deal the study's folds), how they were asked for
+    (--val-subjects, --fold-source) is no difference."""
     lines = []
     for key, flag, default in (("num_folds", "--folds", None),
                                ("val_subjects", "--val-subjects", None),
                                ("fold_source", "--fold-source", "auto")):
+        if key != "num_folds" and same_folds:
+            continue
         if record.get(key, default) != wanted[key]:
             lines.append(f"{flag}: {shown(record.get(key, default))} in the study, "
                          f"{shown(wanted[key])} now")
