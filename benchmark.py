@@ -35,6 +35,7 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
+import fatigue  # noqa: F401  first: Ctrl+C while torch loads is one line (fatigue/__init__.py)
 import numpy as np
 import torch
 

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, NoReturn
 
 from fatigue import files
-from fatigue.errors import UserError, says_errors
+from fatigue.errors import OptionError, says_errors
 
 BACKBONES = ("small", "resnet18", "mobilenet_v3_small")
 TEMPORAL = ("lstm", "mean")
@@ -151,29 +151,29 @@ class Config:
                     "log_every_steps"]
         for name in positive:
             if getattr(self, name) < 1:
-                raise UserError(f"{flag_of(name)} must be at least 1, "
+                raise OptionError(f"{flag_of(name)} must be at least 1, "
                                 f"got {getattr(self, name)}")
         smallest = MIN_IMAGE_SIZE.get(self.backbone, 1)
         if self.image_size < smallest:
-            raise UserError(f"--image-size {self.image_size} is too small for the {self.backbone} "
+            raise OptionError(f"--image-size {self.image_size} is too small for the {self.backbone} "
                             f"CNN: give at least {smallest}")
         non_negative = ["num_workers", "save_every", "save_every_steps", "keep_last",
                         "weight_decay", "grad_clip", "freeze_backbone_epochs"]
         for name in non_negative:
             if getattr(self, name) < 0:
-                raise UserError(f"{flag_of(name)} cannot be negative")
+                raise OptionError(f"{flag_of(name)} cannot be negative")
         if not self.learning_rate > 0:
-            raise UserError(f"--lr must be positive, got {self.learning_rate}")
+            raise OptionError(f"--lr must be positive, got {self.learning_rate}")
         if not 0 <= self.dropout < 1:
-            raise UserError(f"--dropout must be in [0, 1), got {self.dropout}")
+            raise OptionError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.channels not in (1, 3):
-            raise UserError(f"--channels must be 1 (grayscale) or 3 (colour), got {self.channels}")
+            raise OptionError(f"--channels must be 1 (grayscale) or 3 (colour), got {self.channels}")
         if self.pretrained != "none" and self.backbone not in TORCHVISION_BACKBONES:
-            raise UserError(f"--pretrained needs a torchvision backbone (--backbone "
+            raise OptionError(f"--pretrained needs a torchvision backbone (--backbone "
                             f"{' or '.join(TORCHVISION_BACKBONES)}); the {self.backbone} CNN "
                             f"has no published weights")
         if self.accum_steps > self.batch_size:
-            raise UserError(f"--accum-steps {self.accum_steps} is more than the "
+            raise OptionError(f"--accum-steps {self.accum_steps} is more than the "
                             f"--batch-size {self.batch_size} clips it splits")
 
     def doubtful_choices(self) -> list[str]:

@@ -23,6 +23,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+import fatigue  # noqa: F401  first: Ctrl+C while torch loads is one line (fatigue/__init__.py)
 import numpy as np
 import torch
 

@@ -13,26 +13,46 @@ class UserError(Exception):
     """Something the user can fix; the message says what is wrong and what to do.
     `exit_code` is what the command exits with (2 unless a subclass says otherwise)."""
     exit_code = 2
+    # True when every process of a torchrun run meets the same error (a mistake in the
+    # options, or one process 0 found and handed on): process 0 alone says it. Errors one
+    # process meets (its GPU, its node's files) are said by that process.
+    same_in_every_process = False
+
+
+class OptionError(UserError):
+    """A mistake in the options given: every process of a run finds it."""
+    same_in_every_process = True
 
 
 def dump_stacks_on_sigusr1() -> None:
     """`kill -USR1 <pid>` prints every thread's stack to stderr and the command goes on:
-    where a run that seems stuck is (tests/chaos.py also reads where its kills land)."""
-    if not hasattr(signal, "SIGUSR1") or threading.current_thread() is not threading.main_thread():
-        return  # not on Windows; a handler can only be set from the main thread
-    try:
-        signal.signal(signal.SIGUSR1, _print_stacks)
-        signal.siginterrupt(signal.SIGUSR1, False)  # a system call it lands in carries on
-    except (ValueError, OSError):
-        pass
+    where a run that seems stuck is (tests/chaos.py also reads where its kills land).
 
-
-def _print_stacks(signum: int, frame: object) -> None:
-    """Every thread's stack to stderr. Python runs this in the main thread between two
-    bytecodes, holding the interpreter lock, so no thread's frames change meanwhile; a main
-    thread inside a long C call (a collective waiting for another process) prints when it
-    returns. faulthandler.register, which prints from the signal itself, reads the other
+    A thread of its own waits for the signal (blocked in every thread started after this
+    one, so no system call elsewhere is interrupted) and prints holding the interpreter
+    lock: no thread's frames change meanwhile, and a main thread stuck in a C call is shown
+    at once. faulthandler.register, which prints from the signal itself, reads the other
     threads' frames unlocked: it crashed processes under torchrun."""
+    if not hasattr(signal, "pthread_sigmask") or \
+            threading.current_thread() is not threading.main_thread():
+        return  # not on Windows; signals are only set up from the main thread
+    try:
+        # For a thread started before this one, which can still take the signal.
+        signal.signal(signal.SIGUSR1, lambda signum, frame: _print_stacks())
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    except (ValueError, OSError):
+        return
+    threading.Thread(target=_print_stacks_on_request, name="stack dumps on SIGUSR1",
+                     daemon=True).start()
+
+
+def _print_stacks_on_request() -> None:
+    while True:
+        signal.sigwait({signal.SIGUSR1})
+        _print_stacks()
+
+
+def _print_stacks() -> None:
     try:
         faulthandler.dump_traceback(sys.stderr, all_threads=True)
     except (ValueError, OSError, RuntimeError, AttributeError):
@@ -56,9 +76,9 @@ def install_start_up_handlers() -> None:
 
 
 def says_errors() -> bool:
-    """Whether this process prints a user's mistake: under torchrun only process 0 does,
-    as every process finds the same mistake (the others exit with the same code)."""
-    return os.environ.get("RANK", "0") == "0"
+    """Whether this process says an error that every process of the run meets: under
+    torchrun only process 0 does (the others exit with the same code)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) <= 1 or os.environ.get("RANK", "0") == "0"
 
 
 def run_cli(main: Callable[[list[str] | None], int]) -> None:
@@ -67,7 +87,7 @@ def run_cli(main: Callable[[list[str] | None], int]) -> None:
     try:
         code = main(None)
     except UserError as err:
-        if says_errors():
+        if says_errors() or not err.same_in_every_process:
             print(f"error: {err}", file=sys.stderr)
         code = err.exit_code
     except KeyboardInterrupt:

@@ -348,8 +348,8 @@ def run_chaos(kills: int, seed: int = 0, data: Path | None = None, epochs: int =
         err = proc.logs[1].read_text(errors="replace")
         if code == -signal.SIGSEGV and proc.probed:
             # The SIGUSR1 probe's stack dump crashing the process: it did when faulthandler
-            # printed from the signal itself, reading other threads' frames unlocked (it now
-            # prints from Python, holding the interpreter lock; fatigue.errors). Should it
+            # printed from the signal itself, reading other threads' frames unlocked (a thread
+            # of its own now prints, holding the interpreter lock; fatigue.errors). Should it
             # happen, it is an abrupt death, like SIGKILL, that the run must survive just the
             # same (its life goes on and is checked). It is not one of the kills asked for,
             # whose kind the next launch gets instead.

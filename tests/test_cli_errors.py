@@ -458,12 +458,37 @@ def test_a_stack_dump_request_shows_every_thread_and_never_ends_the_process(tmp_
         "sys.stdin.readline()\n"
         "done.set(); [w.join() for w in workers]\n"
         "print('finished', flush=True)\n")
-    proc = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err_file = tmp_path / "stderr.txt"
+    with open(err_file, "w") as err_out:
+        proc = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=err_out, text=True)
     assert proc.stdout.readline() == "ready\n"
     for _ in range(500):
         proc.send_signal(signal.SIGUSR1)
         time.sleep(0.001)
-    out, err = proc.communicate("go\n", timeout=60)
+    # Shown while the main thread still waits in a system call (reading its input).
+    deadline = time.monotonic() + 30
+    while "in background_worker" not in err_file.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "in background_worker" in err_file.read_text() and proc.poll() is None
+    out, _ = proc.communicate("go\n", timeout=60)
+    err = err_file.read_text()
     assert proc.returncode == 0 and out == "finished\n", err[-2000:]
-    assert err.count("Current thread") >= 1 and "in background_worker" in err
+    assert "Current thread" in err and "in <module>" in err  # the main thread's stack too
+
+
+@pytest.mark.parametrize("env, error, said", [
+    ({"RANK": "1", "WORLD_SIZE": "2"}, "OptionError", False),  # process 0 says it
+    ({"RANK": "1", "WORLD_SIZE": "2"}, "UserError", True),     # met by this process alone
+    ({"RANK": "0", "WORLD_SIZE": "2"}, "OptionError", True),
+    ({"RANK": "1"}, "OptionError", True),                      # RANK set, but no torchrun run
+])
+def test_under_torchrun_an_error_every_process_meets_is_said_by_process_0_alone(env, error,
+                                                                                   said):
+    code = (f"from fatigue.errors import {error}, run_cli\n"
+            f"def main(argv):\n    raise {error}('a mistake')\n"
+            "run_cli(main)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, env={**os.environ, **env}, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr == ("error: a mistake\n" if said else ""), result.stderr

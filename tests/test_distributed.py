@@ -114,12 +114,18 @@ def test_an_error_on_process_0_stops_every_process(tiny_data, tmp_path):
     assert out.count("error: nothing to resume") == 1  # process 0 says it; both exit
 
 
-def test_a_failed_checkpoint_write_stops_every_process_with_one_error(tiny_data, tmp_path):
+@pytest.mark.parametrize("epochs, extra, failing, delay", [
+    (EPOCHS, (), 2, 0.0),                          # epoch 2's save, seen at the next step
+    ("2", (), 2, 1.0),                             # the last epoch's save, still being written
+    (EPOCHS, ("--save-every-steps", "1"), 3, 1.5)  # found by the next save, not the next step
+])
+def test_a_failed_checkpoint_write_stops_every_process_with_one_error(
+        tiny_data, tmp_path, epochs, extra, failing, delay):
     """Process 0 writes; when a background write fails (a full disk), every process stops
-    within a step: the error said once, no process meeting a closed connection."""
+    at the same point: the error said once, no process meeting a closed connection."""
     script = tmp_path / "full_disk_train.py"
     script.write_text(
-        "import errno, sys\n"
+        "import errno, sys, time\n"
         f"sys.path.insert(0, {str(ROOT)!r})\n"
         "from fatigue.checkpoints import store\n"
         "from fatigue.errors import run_cli\n"
@@ -127,7 +133,8 @@ def test_a_failed_checkpoint_write_stops_every_process_with_one_error(tiny_data,
         "real, calls = store.write_temp, []\n"
         "def full_disk(path, write):  # process 0's checkpoint writes\n"
         "    calls.append(path)\n"
-        "    if len(calls) == 2:  # the second epoch's save\n"
+        f"    if len(calls) == {failing}:\n"
+        f"        time.sleep({delay})\n"
         "        raise OSError(errno.ENOSPC, 'No space left on device', str(path))\n"
         "    return real(path, write)\n"
         "store.write_temp = full_disk\n"
@@ -135,16 +142,19 @@ def test_a_failed_checkpoint_write_stops_every_process_with_one_error(tiny_data,
     models = tmp_path / "models"
     proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
                              "--nproc_per_node=2", str(script),
-                             *tiny_args(tiny_data, models, "--epochs", EPOCHS)],
+                             *tiny_args(tiny_data, models, "--epochs", epochs, *extra)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     code, out = finish(proc)
     assert code != 0
     assert out.count("No space left on device") == 1, out  # process 0's line, once
     assert "error: could not write" in out and "latest_model.pth" in out, out
     assert "Connection closed" not in out and "RuntimeError" not in out, out
+    assert "SIGTERM" not in out, out  # no process was left for torchrun to end
     assert "rank      : 0" in out.split("Root Cause")[-1], out  # torchrun blames process 0
-    assert "epoch   1/" in out and "epoch   3/" not in out, out  # stopped within epoch 2
-    assert load(models / "latest_model.pth")["epoch"] == 1
+    saved = load(models / "latest_model.pth")
+    assert (saved["epoch"], saved["global_step"]) == ((1, 2) if not extra else (0, 2))
+    if epochs == EPOCHS:
+        assert "epoch   3/" not in out, out  # stopped within epoch 2
 
 
 def test_a_mistake_is_said_once_and_a_run_found_is_continued_under_torchrun(

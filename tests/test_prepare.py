@@ -375,9 +375,9 @@ def test_only_subjects_whose_videos_give_clips_are_dealt_a_split(tmp_path, capsy
     for k in (3, 5):
         for label in ("alert", "drowsy"):
             (source / label / f"s{k}_{label}.avi").unlink()
-    with pytest.raises(UserError, match=r"the clips come from 2 subject\(s\) \(s1, s2\), too "
+    with pytest.raises(UserError, match=r"the clips come from 2 subjects \(s1, s2\), too "
                                         r"few for a val split: training needs people in both. "
-                                        r"Add videos of more people \(8 video\(s\) gave no clip"):
+                                        r"Add videos of more people \(8 videos gave no clip"):
         prepare_dir(source, tmp_path / "two", "folders", "--sequence-length", "8")
     assert not (tmp_path / "two" / "manifest.json").exists()
 

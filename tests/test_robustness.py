@@ -165,7 +165,7 @@ def test_closures_are_counted_per_face_and_a_face_left_behind_is_named():
 def test_bad_suite_options_are_one_line(tmp_path):
     out = run_script("evaluate.py", "--robustness", "--model", str(tmp_path / "none.pth"),
                      "--conditions", "fog")
-    assert out.returncode == 2 and "unknown condition(s) fog" in out.stderr
+    assert out.returncode == 2 and "unknown condition fog; choose from" in out.stderr
     assert "Traceback" not in out.stderr
     out = run_script("evaluate.py", "--robustness", "--model", str(tmp_path / "none.pth"))
     assert out.returncode == 2 and "no checkpoint at" in out.stderr

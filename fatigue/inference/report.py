@@ -160,7 +160,7 @@ def write_sweep(positive: np.ndarray, scores: np.ndarray, path: Path) -> Path:
         writer.writeheader()
         for row in threshold_sweep(positive, scores):
             writer.writerow({k: round(v, 4) if isinstance(v, float) else v
-                             for k, v in row.items()})
+                             for k, v in _json_ready(row).items()})  # undefined: empty
     return path
 
 
@@ -208,7 +208,7 @@ def write_report(reports: list[dict], out_dir: str | Path) -> list[Path]:
             row = {k: r.get(k) for k in COMPARISON_COLUMNS}
             row.update(recall=pos["recall"], precision=pos["precision"])
             writer.writerow({k: round(v, 4) if isinstance(v, float) else v
-                             for k, v in row.items()})
+                             for k, v in _json_ready(row).items()})  # undefined: empty
     written.append(plot_roc([(tag, *scores_of(r)) for tag, r in zip(tags, reports)],
                             f"ROC of {len(reports)} models, {reports[0]['positive_class']} "
                             f"= positive", out / "roc_comparison.png"))

@@ -118,7 +118,7 @@ class Distributed:
         result, error = self.broadcast((result, error))
         if error is not None:
             raised = UserError(error[0])
-            raised.exit_code = error[1]
+            raised.exit_code, raised.same_in_every_process = error[1], True
             raise raised
         return result
 

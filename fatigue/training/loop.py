@@ -151,6 +151,7 @@ class Trainer:
                         train_metrics = self.train_epoch()
                         val_metrics = self.validate()
                         self.end_epoch(train_metrics, val_metrics, began)
+                    self.stop_if_write_failed()  # the last save, before the curves wait on it
                 except StopTraining as stop:
                     return self.stop(stop)
             signum = self.requested_stop()  # one arrived during the last draw: all see it
@@ -294,6 +295,12 @@ class Trainer:
             raise SystemExit(0)
         return signum
 
+    def stop_if_write_failed(self) -> None:
+        """Wait for the last background write; when it failed, every process stops here
+        (requested_stop) rather than process 0 alone where it next waits for the writer."""
+        self.store.join()
+        self.requested_stop()
+
     def raise_if_stopped(self) -> None:
         signum = self.requested_stop()
         if signum:
@@ -303,6 +310,7 @@ class Trainer:
              interrupted: str | None = None) -> list[str]:
         """Checkpoint this moment. Every process takes part (RNG states and running sums are
         gathered); process 0 writes. Returns the file names written."""
+        self.stop_if_write_failed()  # the last one's failure, before process 0 meets it alone
         rank_rngs = self.dist.gather(seeds.rng_state())
         rank_sums = self.dist.gather(self.state.sums.cpu())
         if not self.dist.is_main:
@@ -320,8 +328,7 @@ class Trainer:
         """The one place a stop is handled: save the position, say how to continue."""
         state = self.state
         self.save(epoch_end=False, interrupted=str(stop))
-        self.store.join()
-        self.requested_stop()  # raises, on every process, if that save failed
+        self.stop_if_write_failed()
         where = (f"epoch {state.epoch + 1}, {state.samples_in_epoch}/"
                  f"{len(self.sampler.shard())} clips"
                  + (" of each process" if self.dist.enabled else "")
