@@ -183,3 +183,30 @@ def test_a_position_inside_an_epoch_is_counted_per_process():
     assert checkpoint_training.position({"epoch": 1, "samples_in_epoch": 28,
                                          "world_size": 2}) == "1+28 clips a process"
     assert checkpoint_training.position({"epoch": 1, "samples_in_epoch": 28}) == "1+28 clips"
+
+
+def test_an_unexpected_failure_on_process_0_ends_every_process_cleanly(tiny_data, tmp_path):
+    """Process 0 decides continue-or-new for all; a file system error there (a folder it
+    may not read) is its one line, and the others leave rather than wait or meet a closed
+    connection."""
+    script = tmp_path / "unreadable_folder.py"
+    script.write_text(
+        "import os, sys\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "from fatigue.checkpoints import store\n"
+        "from fatigue.errors import run_cli\n"
+        "import checkpoint_training\n"
+        "def unreadable(self):\n"
+        "    raise PermissionError(13, 'Permission denied', str(self.dir))\n"
+        "if os.environ['RANK'] == '0':\n"
+        "    store.CheckpointStore.can_resume = unreadable\n"
+        "run_cli(checkpoint_training.main)\n")
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                             "--nproc_per_node=2", str(script),
+                             *tiny_args(tiny_data, tmp_path / "models", "--epochs", "1")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            stdin=subprocess.DEVNULL)
+    code, out = finish(proc)
+    assert code != 0 and out.count("Permission denied") == 1, out
+    assert "Connection closed" not in out and "RuntimeError" not in out, out
+    assert "rank      : 0" in out.split("Root Cause")[-1], out

@@ -106,8 +106,10 @@ class Distributed:
     def on_main(self, work: Callable[[], T]) -> T:
         """Run `work` on process 0 alone and hand its result to every process. A user
         error there is raised on every process, with its exit code (a busy model folder's
-        included), so none is left waiting for the others."""
-        result, error = None, None
+        included), so none is left waiting for the others. Any other failure is raised on
+        process 0, and the others leave without a word (exit 0), so that torchrun names
+        process 0, whose traceback is the one to read."""
+        result, error, failure = None, None, None
         if self.is_main:
             try:
                 result = work()
@@ -115,7 +117,15 @@ class Distributed:
                 if not self.enabled:
                     raise
                 error = (str(err), err.exit_code)
-        result, error = self.broadcast((result, error))
+            except Exception as err:
+                if not self.enabled:
+                    raise
+                failure = err
+        result, error, failed = self.broadcast((result, error, failure is not None))
+        if failure is not None:
+            raise failure
+        if failed:
+            raise SystemExit(0)
         if error is not None:
             raised = UserError(error[0])
             raised.exit_code, raised.same_in_every_process = error[1], True

@@ -55,10 +55,8 @@ def start(args: argparse.Namespace, given: dict, ask: bool, dist: Distributed,
         say(f"removed {stale}, left by an interrupted save")
     resume = args.resume
     # Process 0 looks and decides for all (under torchrun nobody is asked: it continues).
-    if ask and not args.resume and not args.force and dist.broadcast(
-            folder.can_resume() if dist.is_main else None):
-        resume = dist.broadcast(ask_to_continue(folder, can_ask=not dist.enabled)
-                                if dist.is_main else None)
+    if ask and not args.resume and not args.force and dist.on_main(folder.can_resume):
+        resume = dist.on_main(lambda: ask_to_continue(folder, can_ask=not dist.enabled))
         if resume is None:
             say(f"Nothing done: the run in {folder.dir}/ is as it was.")
             return 0
