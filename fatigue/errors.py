@@ -42,6 +42,12 @@ def dump_stacks_on_sigusr1() -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
     except (ValueError, OSError):
         return
+    _wait_for_requests()
+    if hasattr(os, "register_at_fork"):  # a forked child (a loader worker) waits for its own
+        os.register_at_fork(after_in_child=_wait_for_requests)
+
+
+def _wait_for_requests() -> None:
     threading.Thread(target=_print_stacks_on_request, name="stack dumps on SIGUSR1",
                      daemon=True).start()
 

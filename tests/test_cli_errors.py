@@ -492,3 +492,30 @@ def test_under_torchrun_an_error_every_process_meets_is_said_by_process_0_alone(
                             text=True, env={**os.environ, **env}, timeout=60)
     assert result.returncode == 2
     assert result.stderr == ("error: a mistake\n" if said else ""), result.stderr
+
+
+def test_a_forked_worker_prints_its_stacks_too(tmp_path):
+    """Loader workers are forked: they inherit the blocked signal, and wait for it too."""
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork here")
+    script = tmp_path / "forks.py"
+    script.write_text(
+        f"import multiprocessing, sys, time\nsys.path.insert(0, {str(ROOT)!r})\nimport config\n"
+        "def loader_worker():\n    time.sleep(60)\n"
+        "if __name__ == '__main__':\n"
+        "    child = multiprocessing.get_context('fork').Process(target=loader_worker)\n"
+        "    child.start()\n    print(child.pid, flush=True)\n    child.join()\n")
+    err_file = tmp_path / "stderr.txt"
+    with open(err_file, "w") as err_out:
+        proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                                stderr=err_out, text=True)
+    child = int(proc.stdout.readline())
+    try:
+        os.kill(child, signal.SIGUSR1)
+        deadline = time.monotonic() + 30
+        while "in loader_worker" not in err_file.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "in loader_worker" in err_file.read_text()
+    finally:
+        os.kill(child, signal.SIGTERM)
+        proc.wait(timeout=60)
