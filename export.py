@@ -208,31 +208,48 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--output {out}: the deployment info beside it, {err}") from None
     out.parent.mkdir(parents=True, exist_ok=True)
     info = dict(info, source_checkpoint=str(args.model), format=args.format)
-    if args.format == "onnx":
-        export_onnx(model, info, out, args.opset)
-        session = onnxruntime_session(out)
-        run = (lambda clips: session.run(None, {"clips": clips.numpy()})[0]) if session else None
-        checked_in = "onnxruntime"
-    else:
-        export_torchscript(model, info, out, args.method)
-        module, _ = load_torchscript(out)
-        run, checked_in = module, "the reloaded TorchScript file"
+    # Written under a temporary name and put in place only once checked: a failed export
+    # or check leaves no file that looks deployable, and an earlier export as it was.
+    files.remove_temp_files(out.parent, out.name)
+    written = files.temp_path(out)
+    try:
+        run, checked_in = write_export(model, info, written, args)
+        rows = max_difference(run, model, info) if run is not None else []
+        worst = max((d for _, _, d in rows), default=0.0)
+        if worst <= TOLERANCE:
+            files.commit(written, out)
+    finally:
+        written.unlink(missing_ok=True)
+    size = f"{out.stat().st_size / 2**20:.2f} MB" if out.is_file() else ""
+    if rows:
+        print(f"Checked in {checked_in} against PyTorch on random clips: " + "; ".join(
+            f"batch {b}, {t} frames: max abs diff {d:.2e}" for b, t, d in rows)
+            + f" (tolerance {TOLERANCE:g}): {'OK' if worst <= TOLERANCE else 'FAILED'}")
+    if worst > TOLERANCE:
+        print(f"error: the exported model differs from PyTorch by {worst:.2e}, so it was not "
+              f"written ({out} is as it was); do not deploy this model")
+        return 1
     files.write_output_text(side, json.dumps(info, indent=1))
-    print(f"Exported {args.model} (epoch {state['epoch']}) to {out} "
-          f"({out.stat().st_size / 2**20:.2f} MB); deployment info inside it and in {side}")
+    print(f"Exported {args.model} (epoch {state['epoch']}) to {out} ({size}); deployment "
+          f"info inside it and in {side}")
     if run is None:
         print(f"  not checked: onnxruntime is not installed ({ONNX_INSTALL} to check and run "
               f"the file)")
-        return 0
-    rows = max_difference(run, model, info)
-    worst = max(d for _, _, d in rows)
-    print(f"  checked in {checked_in} against PyTorch on random clips: " + "; ".join(
-        f"batch {b}, {t} frames: max abs diff {d:.2e}" for b, t, d in rows)
-        + f" (tolerance {TOLERANCE:g}): {'OK' if worst <= TOLERANCE else 'FAILED'}")
-    if worst > TOLERANCE:
-        print(f"error: the exported model differs from PyTorch by {worst:.2e}; do not deploy it")
-        return 1
     return 0
+
+
+def write_export(model: torch.nn.Module, info: dict, path: Path, args: argparse.Namespace
+                 ) -> tuple[Callable[[torch.Tensor], object] | None, str]:
+    """Write the export to `path`; returns how to run it (None: onnxruntime missing) and
+    what it runs in, for the check."""
+    if args.format == "onnx":
+        export_onnx(model, info, path, args.opset)
+        session = onnxruntime_session(path)
+        run = (lambda clips: session.run(None, {"clips": clips.numpy()})[0]) if session else None
+        return run, "onnxruntime"
+    export_torchscript(model, info, path, args.method)
+    module, _ = load_torchscript(path)
+    return module, "the reloaded TorchScript file"
 
 
 if __name__ == "__main__":

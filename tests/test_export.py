@@ -50,10 +50,19 @@ def test_torchscript_round_trip(checkpoint, tmp_path, capsys, method):
 
 
 def test_a_wrong_export_is_reported_and_fails(checkpoint, tmp_path, capsys, monkeypatch):
+    """A check that fails leaves nothing that looks deployable: an earlier export stays as
+    it was, and no new file or deployment info is written."""
+    out = tmp_path / "m.pt"
+    argv = ["--model", str(checkpoint), "--format", "torchscript", "--output", str(out)]
+    assert export.main(argv) == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     monkeypatch.setattr(export, "TOLERANCE", -1.0)  # no export can pass this
-    assert export.main(["--model", str(checkpoint), "--format", "torchscript",
-                        "--output", str(tmp_path / "m.pt")]) == 1
-    assert "FAILED" in capsys.readouterr().out
+    assert export.main(argv) == 1
+    printed = capsys.readouterr().out
+    assert "FAILED" in printed and f"so it was not written ({out} is as it was)" in printed
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert export.main([*argv[:-1], str(tmp_path / "new.pt")]) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(before)
 
 
 def test_onnx_without_the_onnx_package_is_one_clear_line(checkpoint, tmp_path, monkeypatch):
