@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     files.not_an_input({"--output": args.output, "--csv": args.csv},
                        {"--source": args.source, "--model": args.model})
+    files.distinct_outputs({"--output": args.output, "--csv": args.csv})
     given = {"on": args.on_threshold, "off": args.off_threshold, "min_on": args.min_on,
              "cooldown": args.cooldown, "smoothing": args.smoothing}
     overrides = {k: v for k, v in given.items() if v is not None}

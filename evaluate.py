@@ -17,6 +17,7 @@ import dataclasses
 import json
 import math
 import time
+from pathlib import Path
 
 from config import DEVICES, Config, Parser, fill_defaults
 from fatigue.data.clip_store import SPLITS
@@ -183,6 +184,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{', '.join(scoring_only)} {'is' if len(scoring_only) == 1 else 'are'} "
                      f"for scoring clips; --robustness renders its own held-out drives (on "
                      f"the CPU) and writes its table with --report DIR")
+    if args.json and args.report and Path(args.report).resolve() in \
+            Path(args.json).resolve().parents:
+        raise UserError(f"--json {args.json} is inside --report {args.report}/, whose files "
+                        f"could replace it; give a path outside it (the report's metrics.json "
+                        f"holds the same figures)")
     if args.robustness:
         return run_robustness(args)
     fill_defaults(args, split="test", device=Config.device, batch_size=BATCH_SIZE)

@@ -13,6 +13,7 @@ import argparse
 import glob
 import os
 import shutil
+import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -167,9 +168,35 @@ def _blocking_file(path: Path) -> Path | None:
 
 def write_output_text(path: str | Path, text: str) -> None:
     """Write an output file a command was given (see output_file), making the missing
-    folders on its way."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, text)
+    folders on its way. An error names the file asked for, not its temporary name."""
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, text)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(path)) from None
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why nothing can be written at `path` (a file or folder, made if missing), or None:
+    tried with a file made and removed in the nearest folder that exists, as permissions
+    alone do not tell (root, read-only mounts, /proc)."""
+    folder = next((p for p in (path, *path.parents) if p.is_dir()), Path("."))
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as err:
+        return f"nothing can be written in {folder}/ ({err.strerror or err})"
+    return None
+
+
+def distinct_outputs(outputs: dict[str, str | None]) -> None:
+    """Refuse two output options naming one file: the second written would replace the
+    first."""
+    given = [(flag, Path(value)) for flag, value in outputs.items() if value]
+    for i, (flag, path) in enumerate(given):
+        for other_flag, other in given[i + 1:]:
+            if path.resolve() == other.resolve():
+                raise UserError(f"{flag} and {other_flag} name the same file, {path}; give "
+                                f"each its own")
 
 
 def torch_zip_kind(path: str | Path) -> str | None:
@@ -212,6 +239,9 @@ def output_file(value: str) -> str:
     if path.is_file() and is_kept_file(path):
         raise argparse.ArgumentTypeError(f"{value} is {KEPT_FILES[path.name]}, which an output "
                                          f"never overwrites; give another file name")
+    why = _unwritable(path.parent)
+    if why:
+        raise argparse.ArgumentTypeError(f"{value} cannot be written: {why}")
     return value
 
 
@@ -267,4 +297,7 @@ def output_folder(value: str) -> str:
     if blocking is not None:
         raise argparse.ArgumentTypeError(f"{blocking} is a file, not a folder; give a folder "
                                          f"(it is made if missing)")
+    why = _unwritable(path)
+    if why:
+        raise argparse.ArgumentTypeError(f"{value} cannot be written: {why}")
     return value

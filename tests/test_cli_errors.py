@@ -519,3 +519,34 @@ def test_a_forked_worker_prints_its_stacks_too(tmp_path):
     finally:
         os.kill(child, signal.SIGTERM)
         proc.wait(timeout=60)
+
+
+@pytest.mark.parametrize("main, args, says", [
+    (detect.main, ["--model", "m.pth", "--source", "v.mp4", "--output", "{dir}/same.mp4",
+                   "--csv", "{dir}/same.mp4"], "--output and --csv name the same file"),
+    (evaluate.main, ["--model", "m.pth", "--report", "{dir}/r", "--json",
+                     "{dir}/r/threshold_sweep.csv"], "is inside --report"),
+])
+def test_two_outputs_of_one_command_never_name_one_file(main, args, says, tmp_path):
+    """The second written would replace the first (detect's video by its CSV)."""
+    with pytest.raises(UserError, match=says):
+        main([a.format(dir=tmp_path) for a in args])
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc")
+@pytest.mark.parametrize("main, args, option", [
+    (evaluate.main, ["--model", "m.pth", "--json", "/proc/figures.json"], "--json"),
+    (evaluate.main, ["--model", "m.pth", "--report", "/proc/report"], "--report"),
+    (detect.main, ["--model", "m.pth", "--source", "v.mp4", "--csv", "/proc/d.csv"], "--csv"),
+    (export.main, ["--model", "m.pth", "--output", "/proc/m.pt"], "--output"),
+])
+def test_a_folder_nothing_can_be_written_in_is_refused_before_the_work(main, args, option,
+                                                                       capsys):
+    """Permissions do not tell (root writes anywhere; /proc takes no new file): a file is
+    made and removed there first, before any model is loaded."""
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    said = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_.value.code == 2 and f"argument {option}:" in said, said
+    assert "cannot be written: nothing can be written in /proc/" in said, said
