@@ -65,8 +65,11 @@ def format_report(r: dict) -> str:
     lines.append("  per subject: " + ", ".join(f"{s} {100 * a:.1f}%"
                                                for s, a in r["per_subject"].items()))
     if r.get("frame_accuracy") is not None:
+        labelled = r.get("frame_labelled_clips", r["clips"])
         lines.append(f"  frame-level accuracy {100 * r['frame_accuracy']:.2f}% (each frame "
-                     f"scored with its clip's prediction against its own label)")
+                     f"scored with its clip's prediction against its own label"
+                     + (f"; only the {labelled} of {r['clips']} clips whose videos have "
+                        f"per-frame labels)" if labelled < r["clips"] else ")"))
     return "\n".join(lines)
 
 
@@ -134,8 +137,12 @@ def run_robustness(args: argparse.Namespace) -> int:
         raise UserError("--robustness takes one --model")
     settings = robustness.SuiteSettings.quick() if args.quick else robustness.SuiteSettings()
     changes = {} if args.workers is None else {"workers": args.workers}
-    if args.conditions:
-        names = tuple(c.strip() for c in args.conditions.split(","))
+    if args.conditions is not None:
+        # Each once, in the order given: a name twice would run its drives twice.
+        names = tuple(dict.fromkeys(c.strip() for c in args.conditions.split(",")))
+        if names == ("",):
+            raise UserError("--conditions is empty; give one or more of "
+                            + ", ".join(robustness.CONDITIONS))
         unknown = [c for c in names if c not in robustness.CONDITIONS]
         if unknown:
             raise UserError(f"unknown {agree(len(unknown), 'condition', 'conditions')} "

@@ -169,3 +169,19 @@ def test_bad_suite_options_are_one_line(tmp_path):
     assert "Traceback" not in out.stderr
     out = run_script("evaluate.py", "--robustness", "--model", str(tmp_path / "none.pth"))
     assert out.returncode == 2 and "no checkpoint at" in out.stderr
+
+
+def test_conditions_are_run_once_each_and_an_empty_list_is_refused(tiny, tmp_path,
+                                                                   monkeypatch, capsys):
+    assert train.main(tiny("--epochs", "1")) == 0
+    model = str(tmp_path / "models" / "best_model.pth")
+    asked = []
+    monkeypatch.setattr(robustness, "run_suite",
+                        lambda path, settings: asked.append(settings.conditions) or [])
+    monkeypatch.setattr(robustness, "table", lambda rows: "")
+    monkeypatch.setattr(robustness, "face_summary", lambda rows: "")
+    assert evaluate.main(["--robustness", "--quick", "--model", model,
+                          "--conditions", "dark, blur,dark"]) == 0
+    assert asked == [("dark", "blur")]  # a name twice would run its drives twice
+    with pytest.raises(evaluate.UserError, match="--conditions is empty; give one or more"):
+        evaluate.main(["--robustness", "--quick", "--model", model, "--conditions", ""])
