@@ -107,11 +107,11 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | None = None, device: s
     # The model saw the centred sequence_length frames of each stored clip (ClipDataset).
     offset = (data.clips.shape[1] - cfg.sequence_length) // 2
     records = [data.manifest["clips"][i] for i in data.rows]
-    labels = [r.get("frame_labels") for r in records]
+    per_frame = [r.get("frame_labels") for r in records]
     report["frame_accuracy"] = frame_accuracy(
-        logits.argmax(1).numpy(), labels,
+        logits.argmax(1).numpy(), per_frame,
         [slice(offset, offset + cfg.sequence_length)] * len(records))
-    report["frame_labelled_clips"] = sum(digits is not None for digits in labels)
+    report["frame_labelled_clips"] = sum(digits is not None for digits in per_frame)
     report.update(model=str(path), epoch=state["epoch"], val_acc=state["val_acc"],
                   data_dir=str(data_dir), split=split, classes=list(classes),
                   data_warning="; ".join(filter(None, (
