@@ -148,6 +148,16 @@ def test_frame_level_accuracy_for_data_with_frame_labels(two_checkpoints, tiny_d
     called_drowsy = sum(row[1] for row in m["confusion_matrix"])
     expected = (2 * (m["clips"] - called_drowsy) + 6 * called_drowsy) / (8 * m["clips"])
     assert m["frame_accuracy"] == pytest.approx(expected)
+    assert m["frame_labelled_clips"] == m["clips"] and "only the" not in said
+    # Clips of videos without a label file count for nothing there: the line says so.
+    for rec in manifest["clips"][::2]:
+        del rec["frame_labels"]
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    assert evaluate.main(["--model", str(best), "--data-dir", str(data), "--json", str(out)]) == 0
+    m = json.loads(out.read_text())
+    assert 0 < m["frame_labelled_clips"] < m["clips"]
+    assert (f"; only the {m['frame_labelled_clips']} of {m['clips']} clips whose videos have "
+            f"per-frame labels)") in capsys.readouterr().out
 
 
 def test_the_alarm_threshold_is_the_middle_of_the_best_ones():
@@ -212,13 +222,3 @@ def test_a_class_absent_from_the_data_has_no_recall_or_f1_rather_than_zero():
     assert table["n"]["recall_drowsy"] == 0 and table["mean"]["recall_drowsy"] is None
     assert table["mean"]["macro_f1"] == pytest.approx(0.75)
     assert crossval.format_table(table).splitlines()[1].endswith("n/a")  # recall drowsy, fold 1
-    assert m["frame_labelled_clips"] == m["clips"] and "only the" not in said
-    # Clips of videos without a label file count for nothing there: the line says so.
-    for rec in manifest["clips"][::2]:
-        del rec["frame_labels"]
-    (data / "manifest.json").write_text(json.dumps(manifest))
-    assert evaluate.main(["--model", str(best), "--data-dir", str(data), "--json", str(out)]) == 0
-    m = json.loads(out.read_text())
-    assert 0 < m["frame_labelled_clips"] < m["clips"]
-    assert (f"; only the {m['frame_labelled_clips']} of {m['clips']} clips whose videos have "
-            f"per-frame labels)") in capsys.readouterr().out
