@@ -197,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     fill_defaults(args, method=DEFAULT_METHOD, opset=DEFAULT_OPSET)
 
     model, state = load_model(args.model)
+    if args.method == "script" and state["config"].get("temporal") == "mean":
+        raise UserError("--method script cannot compile a --temporal mean model; use --method "
+                        "trace (the default), which exports every model")
     info, notes = deployment_info(state, args.fps, alarm_settings(state), threshold=args.threshold)
     for note in notes:
         print(f"note: {note}")

@@ -109,3 +109,13 @@ def test_options_of_the_other_format_or_out_of_range_are_refused(checkpoint, tmp
     with pytest.raises(UserError, match=re.escape(says)):
         export.main(["--model", str(checkpoint), *argv])
     assert not any(tmp_path.iterdir()) and set(checkpoint.parent.iterdir()) == beside
+
+
+def test_scripting_a_mean_model_says_to_trace_it(tiny_data, tmp_path):
+    models = tmp_path / "models"
+    assert train.main(tiny_args(tiny_data, models, "--epochs", "1", "--temporal", "mean")) == 0
+    with pytest.raises(UserError, match="--method script cannot compile a --temporal mean "
+                                        "model; use --method trace"):
+        export.main(["--model", str(models / "best_model.pth"), "--format", "torchscript",
+                     "--method", "script", "--output", str(tmp_path / "m.pt")])
+    assert not (tmp_path / "m.pt").exists()

@@ -14,6 +14,7 @@ import torch
 
 import evaluate
 from fatigue.errors import UserError
+from fatigue.data import synthetic
 from fatigue.inference import metrics
 from fatigue.training import crossval
 import train
@@ -222,3 +223,15 @@ def test_a_class_absent_from_the_data_has_no_recall_or_f1_rather_than_zero():
     assert table["n"]["recall_drowsy"] == 0 and table["mean"]["recall_drowsy"] is None
     assert table["mean"]["macro_f1"] == pytest.approx(0.75)
     assert crossval.format_table(table).splitlines()[1].endswith("n/a")  # recall drowsy, fold 1
+
+
+def test_clips_shorter_than_the_model_sees_are_said_in_the_models_terms(two_checkpoints,
+                                                                        tmp_path):
+    short = tmp_path / "short"
+    synthetic.generate(short, num_subjects=3, clips_per_subject=2, image_size=16,
+                       sequence_length=4)
+    best, _ = two_checkpoints  # sees 8 frames
+    with pytest.raises(UserError, match=r"sees clips of 8 frames and those in .*short/ have 4: "
+                                        r"give --data-dir a data set prepared with "
+                                        r"--sequence-length 8 or more"):
+        evaluate.main(["--model", str(best), "--data-dir", str(short)])

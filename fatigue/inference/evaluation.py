@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from config import Config
-from fatigue.data.clip_store import data_fingerprint, dataset_exists
+from fatigue.data.clip_store import data_fingerprint, dataset_exists, load_manifest
 from fatigue.data.video import crop_settings
 from fatigue.errors import UserError
 from fatigue.files import MANIFEST_FILE
@@ -88,6 +88,11 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | None = None, device: s
                         f"no data set in {data_dir}/ (no {MANIFEST_FILE}): give --data-dir "
                         f"a folder that dataset.py or prepare wrote")
     data_dir = data_dir or cfg.data_dir
+    stored = load_manifest(data_dir)["clip_shape"][0]
+    if cfg.sequence_length > stored:  # in the model's terms: evaluate has no such option
+        raise UserError(f"{path} sees clips of {cfg.sequence_length} frames and those in "
+                        f"{data_dir}/ have {stored}: give --data-dir a data set prepared with "
+                        f"--sequence-length {cfg.sequence_length} or more")
     try:
         data = ClipDataset(data_dir, split, cfg.sequence_length, cfg.image_size, cfg.channels)
     except UserError as err:
