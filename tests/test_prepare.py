@@ -481,3 +481,31 @@ def test_a_video_whose_frame_rate_cannot_be_right_is_named(tmp_path, capsys):
     assert "  note: 1 video gives a frame rate that cannot be right, so it was read at 30 " \
            "fps (times and labels may be off): alert/subject09_odd.avi" in \
            capsys.readouterr().out
+
+
+def test_a_source_replaced_at_the_same_size_is_prepared_again(tmp_path, capsys):
+    """Frame images of one size (BMP) replaced by others: the cache and the 'already
+    prepared' check see the change, and the clips are those of a fresh run."""
+    source = tmp_path / "videos"
+    sv.write_videos(source, layout="folders", num_subjects=3, seconds=2.0, frame_size=(160, 120),
+                    videos_per_label=2)
+    rng = np.random.default_rng(9)
+    subject = sv.make_subject("subject04", rng, fps=10)
+    folder = source / "drowsy/subject04_frames"
+    folder.mkdir()
+
+    def frames(closed: float) -> None:
+        for i in range(20):
+            cv2.imwrite(str(folder / f"{i:03d}.bmp"), sv.render_frame(subject, closed, 0, 0, rng))
+    frames(0.0)
+    options = ("--sequence-length", "8", "--stride", "4", "--frames-fps", "10")
+    prepare_dir(source, tmp_path / "data", "folders", *options)
+    sizes = sorted(p.stat().st_size for p in folder.iterdir())
+    frames(1.0)  # the eyes shut in every image, each file as big as before
+    assert sorted(p.stat().st_size for p in folder.iterdir()) == sizes
+    capsys.readouterr()
+    prepare_dir(source, tmp_path / "data", "folders", *options)
+    assert "Already prepared" not in capsys.readouterr().out
+    prepare_dir(source, tmp_path / "fresh", "folders", *options)
+    for name in ("clips.npy", "manifest.json"):
+        assert (tmp_path / "data" / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes()

@@ -177,9 +177,10 @@ def run(args: argparse.Namespace) -> int:
                "seed": args.seed}
     if args.format == "rldd":
         options.update(fold=args.fold, rldd_classes=args.rldd_classes)
-    # A video's cache file is named by its path and size: a replaced file is redone.
-    sizes = {v.path: _size(source / v.path) for v in scan.videos}
-    fingerprint = _digest([args.format, options, [(v.path, sizes[v.path], v.frame_labels,
+    # A video's cache file is named by its path, size and time of change: a replaced file
+    # is redone, even at the same size (a folder of same-sized frame images).
+    stamps = {v.path: _stamp(source / v.path) for v in scan.videos}
+    fingerprint = _digest([args.format, options, [(v.path, stamps[v.path], v.frame_labels,
                                                    v.subject) for v in scan.videos]])
     if not _clear_store(data_dir, source, fingerprint, args.force):
         print(f"Already prepared: {data_dir}/ holds these videos with these options; "
@@ -188,7 +189,8 @@ def run(args: argparse.Namespace) -> int:
 
     cache = data_dir / CACHE_DIR / f"frames-{_digest(frame_options)[:12]}"
     cache.mkdir(parents=True, exist_ok=True)
-    shard_of = {v.path: cache / f"{_digest([v.path, sizes[v.path]])[:20]}.npz" for v in scan.videos}
+    shard_of = {v.path: cache / f"{_digest([v.path, stamps[v.path]])[:20]}.npz"
+                for v in scan.videos}
     if args.force:  # videos that failed before are tried again
         for shard in shard_of.values():
             shard.with_suffix(".error").unlink(missing_ok=True)
@@ -323,8 +325,13 @@ def collect_clips(scan: Scan, shard_of: dict[str, Path],
     return records, blocks, counts, mismatches
 
 
-def _size(path: Path) -> int:
-    return path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.iterdir())
+def _stamp(path: Path) -> list[int]:
+    """A video file's (or a folder of frame images') size and latest time of change."""
+    if path.is_file():
+        return [path.stat().st_size, path.stat().st_mtime_ns]
+    entries = [f.stat() for f in path.iterdir()]
+    return [sum(e.st_size for e in entries),
+            max([path.stat().st_mtime_ns, *(e.st_mtime_ns for e in entries)])]
 
 
 def _digest(value) -> str:
