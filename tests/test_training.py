@@ -27,6 +27,7 @@ from fatigue.training.schedule import lr_factor
 from fatigue.training.session import fit_to_clips
 from fatigue.inference.evaluation import evaluate_checkpoint
 from fatigue.checkpoints import run_log
+from fatigue.data import synthetic
 from fatigue.data.clip_store import load_manifest, open_clips, write_clip_store
 from conftest import ROOT, run_script, tiny_args
 
@@ -374,3 +375,23 @@ def test_a_training_split_without_one_class_is_warned_about(tiny_data, tmp_path,
            f"learn to tell them apart" in capsys.readouterr().err
     assert train.main(tiny_args(tiny_data, tmp_path / "fine", "--epochs", "1")) == 0
     assert "the training split of" not in capsys.readouterr().err
+
+
+def test_no_test_accuracy_when_the_data_set_was_made_again_during_the_run(
+        tiny_data, tmp_path, monkeypatch, capsys):
+    """Training does not hold its data folder: a data set made again there meanwhile holds
+    other test subjects (perhaps ones it trained on), so its figure is not the run's."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    real = loop.evaluate_checkpoint
+
+    def made_again_first(*args, **kwargs):
+        synthetic.generate(data, seed=5, num_subjects=6, clips_per_subject=6, image_size=16,
+                           sequence_length=16)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(loop, "evaluate_checkpoint", made_again_first)
+    assert train.main(tiny_args(data, tmp_path / "models", "--epochs", "1")) == 0
+    out, err = capsys.readouterr()
+    assert "Test accuracy" not in out
+    assert "warning: no test accuracy: " in err and "holds another data set than the one this " \
+        "model trained on" in err

@@ -368,7 +368,9 @@ class Trainer:
                      f"its test evaluation was skipped (python evaluate.py --model {best})",
                      file=sys.stderr, flush=True)
             return StopTraining(signum).exit_code
-        if test["clips"]:
+        if test["data_warning"]:  # made again while the run trained: its test split is not
+            print(f"warning: no test accuracy: {test['data_warning']}", file=sys.stderr)
+        elif test["clips"]:
             print(f"Test accuracy of {best.name} on {test['clips']} clips of unseen subjects: "
                   f"{100 * test['accuracy']:.2f}% (details: python evaluate.py --model {best})")
         return 0
