@@ -18,7 +18,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from config import DEVICES, Config, Parser
-from fatigue.data.video import CROP_DEFAULTS
+from fatigue.data.video import CROP_DEFAULTS, MAX_FPS
 from fatigue import files
 from fatigue.errors import UserError, run_cli
 from fatigue.inference.alarm import AlarmSettings
@@ -96,9 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: v for k, v in given.items() if v is not None}
     if args.every < 1 or args.threads < 1:
         raise UserError("--every and --threads must be at least 1")
-    for name in ("fps", "frames_fps", "duration"):
-        if getattr(args, name) is not None and getattr(args, name) <= 0:
-            raise UserError(f"--{name.replace('_', '-')} must be positive")
+    for name in ("fps", "frames_fps"):
+        if getattr(args, name) is not None and not 0 < getattr(args, name) <= MAX_FPS:
+            raise UserError(f"--{name.replace('_', '-')} must be more than 0 and at most "
+                            f"{MAX_FPS:g}")
+    if args.duration is not None and not args.duration > 0:
+        raise UserError("--duration must be positive")
     not_a_video = args.output and video_output_error(args.output)
     if not_a_video:
         raise UserError(f"--output {args.output}: {not_a_video} (the annotated video)")

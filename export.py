@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from config import Parser, fill_defaults
-from fatigue.data.video import CROP_DEFAULTS
+from fatigue.data.video import CROP_DEFAULTS, MAX_FPS
 from fatigue import files
 from fatigue.errors import UserError, run_cli
 from fatigue.inference.deployment import alarm_settings, deployment_info
@@ -175,8 +175,8 @@ def refuse_bad_values(args: argparse.Namespace) -> None:
     """One clear line for a value out of range or an option of the other format."""
     if not 0 <= args.threshold <= 1:
         raise UserError(f"--threshold must be between 0 and 1, got {args.threshold}")
-    if args.fps is not None and args.fps <= 0:
-        raise UserError(f"--fps must be positive, got {args.fps:g}")
+    if args.fps is not None and not 0 < args.fps <= MAX_FPS:
+        raise UserError(f"--fps must be more than 0 and at most {MAX_FPS:g}, got {args.fps:g}")
     other = {"onnx": ("--method", args.method), "torchscript": ("--opset", args.opset)}
     flag, value = other[args.format]
     if value is not None:

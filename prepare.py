@@ -15,7 +15,7 @@ from config import Parser, fill_defaults
 from fatigue.claim import FolderClaim, add_claim_args
 from fatigue.data import preparation
 from fatigue.data.layouts import FORMATS
-from fatigue.data.video import CROP_DEFAULTS, NORMALIZATIONS, REGIONS
+from fatigue.data.video import CROP_DEFAULTS, MAX_FPS, NORMALIZATIONS, REGIONS
 from fatigue import files
 from fatigue.errors import UserError, run_cli
 
@@ -98,8 +98,9 @@ def refuse_bad_values(args: argparse.Namespace) -> None:
                f"{', '.join(rldd_only)}: only with --format rldd"),
               (args.format == "folders" or args.frames_fps is None,
                "--frames-fps: only with --format folders (the rate of folders of frame images)"),
-              (args.frames_fps is None or args.frames_fps > 0, "--frames-fps must be positive"),
-              (args.fps > 0, "--fps must be positive"),
+              (args.frames_fps is None or 0 < args.frames_fps <= MAX_FPS,
+               f"--frames-fps must be more than 0 and at most {MAX_FPS:g}"),
+              (0 < args.fps <= MAX_FPS, f"--fps must be more than 0 and at most {MAX_FPS:g}"),
               (args.min_drowsy > 0, "--min-drowsy must be positive"),
               (min(args.sequence_length, args.stride, args.workers, args.detect_every) >= 1,
                "--sequence-length, --stride, --workers and --detect-every must be at least 1"),

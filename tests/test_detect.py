@@ -387,3 +387,11 @@ def test_evaluate_says_when_data_was_cut_otherwise_or_is_not_here(face_model, tm
                                         r"training command named it, from the folder it ran "
                                         r"in\) is not here; give its folder with --data-dir"):
         evaluate.main(["--model", str(tmp_path / "moved.pth")])
+
+
+@pytest.mark.parametrize("option", ["--fps", "--frames-fps"])
+@pytest.mark.parametrize("value", ["0", "inf", "nan", "5000"])
+def test_a_frame_rate_out_of_range_is_one_line(option, value):
+    """inf (or a huge rate) would repeat each frame until memory runs out."""
+    with pytest.raises(UserError, match=f"{option} must be more than 0 and at most 1000"):
+        detect.main(["--model", "m.pth", "--source", "v.mp4", option, value])

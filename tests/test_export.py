@@ -100,7 +100,8 @@ def test_onnx_round_trip_in_onnxruntime(checkpoint, tmp_path, capsys):
     (["--format", "onnx", "--method", "script"], "--method is for the other format"),
     (["--format", "torchscript", "--output", "m.onnx"], "--output m.onnx names a file of the "
                                                         "other format; give a .pt name"),
-    (["--format", "torchscript", "--fps", "-5"], "--fps must be positive, got -5"),
+    (["--format", "torchscript", "--fps", "-5"], "--fps must be more than 0 and at most 1000, got -5"),
+    (["--format", "torchscript", "--fps", "inf"], "--fps must be more than 0 and at most 1000, got inf"),
 ])
 def test_options_of_the_other_format_or_out_of_range_are_refused(checkpoint, tmp_path,
                                                                   monkeypatch, argv, says):

@@ -284,7 +284,13 @@ def test_user_mistakes_are_one_line_errors(nthu, rldd, tmp_path):
                         (["--format", "nthu", "--frames-fps", "5"],
                          "--frames-fps: only with --format folders"),
                         (["--format", "folders", "--frames-fps", "0"],
-                         "--frames-fps must be positive")):
+                         "--frames-fps must be more than 0 and at most 1000"),
+                        (["--format", "folders", "--frames-fps", "inf"],
+                         "--frames-fps must be more than 0 and at most 1000"),
+                        (["--format", "folders", "--fps", "inf"],  # it repeated frames forever
+                         "--fps must be more than 0 and at most 1000"),
+                        (["--format", "folders", "--fps", "nan"],
+                         "--fps must be more than 0 and at most 1000")):
         with pytest.raises(UserError, match=says):
             prepare.main(["--prepare", str(nthu), *extra, "--data-dir", str(tmp_path / "x")])
     assert not (tmp_path / "x").exists()
