@@ -2,6 +2,9 @@
 labels, subjects and splits; resume; worker-count independence; training on the result."""
 from __future__ import annotations
 
+import os
+import shutil
+import sys
 from pathlib import Path
 
 import cv2
@@ -515,3 +518,18 @@ def test_a_source_replaced_at_the_same_size_is_prepared_again(tmp_path, capsys):
     prepare_dir(source, tmp_path / "fresh", "folders", *options)
     for name in ("clips.npy", "manifest.json"):
         assert (tmp_path / "data" / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="names of raw bytes: Linux file systems")
+def test_a_video_whose_name_is_not_utf8_is_named_and_skipped(tmp_path, capsys):
+    """OpenCV crashed (SIGSEGV) opening it, before any video was prepared."""
+    source = tmp_path / "videos"
+    for seed, rel in enumerate(("drowsy/s1_a.avi", "alert/s2_a.avi", "drowsy/s3_a.avi",
+                                "alert/s4_a.avi")):
+        face_video(source / rel, 2, 30, seed)
+    odd = os.fsdecode(bytes(source / "alert") + b"/subject10_\xff\xfe.avi")
+    shutil.copyfile(source / "alert" / "s2_a.avi", odd)
+    m = prepare_dir(source, tmp_path / "data", "folders", "--sequence-length", "8")
+    assert "alert/subject10_\ufffd\ufffd.avi" not in by_source(m)
+    assert {s["source"]: s["reason"] for s in m["skipped_videos"]}["alert/subject10_\ufffd\ufffd.avi"] \
+        .startswith("its name is not UTF-8 text")

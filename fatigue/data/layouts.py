@@ -83,6 +83,14 @@ def list_videos(source: Path, skip: Path | None, frame_folders: bool) -> list[st
     return sorted(found)
 
 
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # bytes the file system gave as surrogates
+        return False
+    return True
+
+
 def read_label_digits(path: Path) -> str:
     """An NTHU label file: one line with one digit (0 or 1) per frame."""
     digits = re.sub(r"\s", "", path.read_text(errors="replace"))
@@ -294,7 +302,9 @@ def scan_source(source: Path, data_dir: Path, args: argparse.Namespace) -> Scan:
         raise UserError(f"{source} is not a folder; give the folder the data set was unpacked into")
     source = source.resolve()
     found = list_videos(source, data_dir.resolve(), frame_folders=args.format == "folders")
-    paths = [p for p in found if (source / p).exists()]
+    # A name that is not UTF-8 (bytes from another system) crashes OpenCV: named, not opened.
+    unreadable_names = [p for p in found if not _is_utf8(p)]
+    paths = [p for p in found if (source / p).exists() and p not in unreadable_names]
     if not paths:
         images = (f", or folders of {'/'.join(video.IMAGE_EXTENSIONS)} frame images"
                   if args.format == "folders" else "")
@@ -306,8 +316,11 @@ def scan_source(source: Path, data_dir: Path, args: argparse.Namespace) -> Scan:
         scan = scan_rldd(paths, args.rldd_classes, args.fold)
     else:
         scan = scan_folders(source, paths)
+    scan.skipped += [{"source": os.fsencode(p).decode("utf-8", "replace"),
+                      "reason": "its name is not UTF-8 text, which OpenCV cannot open: rename it"}
+                     for p in unreadable_names]
     scan.skipped += [{"source": p, "reason": "a broken link: what it points to does not exist"}
-                     for p in found if p not in paths]
+                     for p in found if p not in paths and p not in unreadable_names]
     scan.skipped.sort(key=lambda s: s["source"])
     if len(scan.classes) == 1:  # before any video is decoded
         raise UserError(f"every video is under one label folder ({scan.classes[0]}/): a "
