@@ -89,8 +89,12 @@ def checked_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.N
         ("--clips-per-subject", args.clips_per_subject, 2),
         ("--sequence-length", args.sequence_length, 16),
         ("--image-size", args.image_size, 1)) if value < least]
-    if too_small and not args.as_videos:
-        raise UserError("; ".join(too_small))
+    # Drawn clips are held in memory while written: sizes past these are a typo.
+    too_large = [f"{flag} {value}: give at most {most}" for flag, value, most in (
+        ("--sequence-length", args.sequence_length, 1000),
+        ("--image-size", args.image_size, 512)) if value > most]
+    if (too_small or too_large) and not args.as_videos:
+        raise UserError("; ".join(too_small + too_large))
     return args
 
 

@@ -165,6 +165,17 @@ def test_synthetic_data_names_only_the_option_that_is_out_of_range(tmp_path):
         dataset.main(["--synthetic", "--data-dir", str(tmp_path / "d"), "--sequence-length", "8"])
     assert str(refused.value) == "--sequence-length 8: give at least 16"
     assert not (tmp_path / "d").exists()
+    # Sizes that could not be held in memory (894 GiB asked for) are a typo: one line.
+    with pytest.raises(UserError) as refused:
+        dataset.main(["--synthetic", "--data-dir", str(tmp_path / "d"), "--image-size", "100000"])
+    assert str(refused.value) == "--image-size 100000: give at most 512"
+    # The NTHU layout's subject ids run out: said, not a traceback.
+    with pytest.raises(UserError, match="--num-subjects 40: the NTHU layout has ids for at most "
+                                        "18 training and 14 evaluation subjects .* give at "
+                                        "most 24"):
+        dataset.main(["--synthetic", "--as-videos", "--layout", "nthu", "--num-subjects", "40",
+                      "--data-dir", str(tmp_path / "v")])
+    assert not (tmp_path / "d").exists() and not list((tmp_path / "v").rglob("*.avi"))
 
 
 def test_a_model_folder_given_as_a_model_says_which_file_to_give(tmp_path):

@@ -35,6 +35,7 @@ import numpy as np
 from fatigue.data.camera import Camera, Pose, compose, extension, light_table, open_video_writer
 from fatigue.data.faces import FacePhoto, LidLook, draw_face, grace_hopper, restyle_eyes
 from fatigue.data.tracking import FaceTracker
+from fatigue.errors import UserError
 
 FRAME_SIZE = (160, 120)  # width, height of make_subject's plain camera (tests, demos)
 PHOTO_FACE = (155, 105, 222, 222)  # grace_hopper().face, without reading the photo at import
@@ -477,10 +478,15 @@ def nthu_tasks(out: Path, num_subjects: int, seed: int, seconds: float,
                frame_size: tuple[int, int] | None) -> list[dict]:
     """The 'nthu' layout's videos: training subjects' scenario videos, and a quarter of the
     subjects' mix videos in the evaluation part."""
+    def fits(n: int) -> bool:
+        evaluated = max(1, round(n / 4))
+        return n - evaluated <= len(NTHU_TRAIN_IDS) and evaluated <= len(NTHU_TEST_IDS)
+    if not fits(num_subjects):
+        most = max(n for n in range(1, len(NTHU_TRAIN_IDS) + len(NTHU_TEST_IDS) + 1) if fits(n))
+        raise UserError(f"--num-subjects {num_subjects}: the NTHU layout has ids for at most "
+                        f"{len(NTHU_TRAIN_IDS)} training and {len(NTHU_TEST_IDS)} evaluation "
+                        f"subjects (a quarter of them go to evaluation); give at most {most}")
     num_eval = max(1, round(num_subjects / 4))
-    if num_subjects - num_eval > len(NTHU_TRAIN_IDS) or num_eval > len(NTHU_TEST_IDS):
-        raise ValueError(f"the NTHU layout has ids for at most {len(NTHU_TRAIN_IDS)} "
-                         f"training and {len(NTHU_TEST_IDS)} test subjects")
     ids = [("Training_Dataset", sid) for sid in NTHU_TRAIN_IDS[:num_subjects - num_eval]]
     ids += [("Evaluation_Dataset", sid) for sid in NTHU_TEST_IDS[:num_eval]]
     tasks = []
