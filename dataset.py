@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         if clip_store.dataset_exists(out) and not args.force:
             raise UserError(f"{out}/ already holds a data set; add --force to replace it "
                             f"or choose another --data-dir")
-        others = files.other_files(out)
+        ours = {clip_store.CLIPS_FILE} if clip_store.interrupted_write(out) else set()
+        others = files.other_files(out, ours)
         if others and not args.force:
             raise UserError(f"{out}/ is not empty ({', '.join(others[:3])}) and "
                             f"holds no data set; add --force to write into it anyway, or choose "

@@ -160,6 +160,23 @@ def test_synthetic_data_is_not_written_into_a_folder_of_other_files(tmp_path):
     assert (out / "clips.npy").read_text() == "a file of mine"
 
 
+def test_synthetic_data_stopped_before_its_manifest_is_written_again_by_the_same_command(
+        tmp_path):
+    """Killed between putting its clips in place and its manifest: the folder holds clips
+    and no data set. The same command goes on (not 'add --force'), and its leftovers go."""
+    argv = ["--num-subjects", "3", "--clips-per-subject", "2", "--image-size", "8",
+            "--sequence-length", "16"]
+    assert dataset.main(["--synthetic", "--data-dir", str(tmp_path / "whole"), *argv]) == 0
+    cut = tmp_path / "cut"
+    assert dataset.main(["--synthetic", "--data-dir", str(cut), *argv]) == 0
+    (cut / "manifest.json").rename(cut / ".manifest.json.99999999.tmp")  # never put in place
+    assert dataset.main(["--synthetic", "--data-dir", str(cut), *argv]) == 0
+    assert sorted(p.name for p in cut.iterdir() if p.name != ".claim") == \
+        ["clips.npy", "manifest.json"]
+    for name in ("clips.npy", "manifest.json"):
+        assert (cut / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
+
+
 def test_synthetic_data_names_only_the_option_that_is_out_of_range(tmp_path):
     with pytest.raises(UserError) as refused:
         dataset.main(["--synthetic", "--data-dir", str(tmp_path / "d"), "--sequence-length", "8"])

@@ -33,6 +33,20 @@ def dataset_exists(data_dir: str | Path) -> bool:
     return (Path(data_dir) / MANIFEST_FILE).is_file()
 
 
+def interrupted_write(data_dir: str | Path) -> bool:
+    """Whether DATA_DIR holds the clips of a write that stopped before its manifest (the
+    last file write_clip_store puts in place): clips of this store's kind, no manifest.
+    The same command run again writes over them; a user's own clips.npy stays theirs."""
+    clips = Path(data_dir) / CLIPS_FILE
+    if dataset_exists(data_dir) or not clips.is_file():
+        return False
+    try:
+        stored = np.load(clips, mmap_mode="r")
+    except (OSError, ValueError):
+        return False
+    return stored.dtype == np.uint8 and stored.ndim == 5
+
+
 def write_clip_store(data_dir: str | Path, clips: np.ndarray | Iterable[np.ndarray] | Path,
                      records: list[dict], meta: dict) -> None:
     """Write a data set.
@@ -47,9 +61,10 @@ def write_clip_store(data_dir: str | Path, clips: np.ndarray | Iterable[np.ndarr
     """
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    # A killed writer's leftover is as big as the data set, and its name (by process id) is
-    # never reused: drop it. Every command that writes a data set holds the folder's claim.
-    files.remove_temp_files(data_dir, CLIPS_FILE, claim_held=True)
+    # A killed writer's leftovers (its clips as big as the data set, its manifest) are named
+    # by a process id never reused: drop them. Every command that writes a data set holds
+    # the folder's claim.
+    files.remove_temp_files(data_dir, claim_held=True)
     tmp = files.temp_path(data_dir / CLIPS_FILE)
     try:
         shape = (_share_clips(tmp, clips, len(records)) if isinstance(clips, Path)

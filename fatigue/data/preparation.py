@@ -33,7 +33,8 @@ import numpy as np
 from fatigue import files, progress
 from fatigue.files import CLIPS_FILE
 from fatigue.data import tracking, video
-from fatigue.data.clip_store import dataset_exists, load_manifest, write_clip_store
+from fatigue.data.clip_store import (dataset_exists, interrupted_write, load_manifest,
+                                     write_clip_store)
 from fatigue.data.layouts import Scan, Video, assign_splits, scan_source
 from fatigue.errors import UserError
 from fatigue.text import agree, counted
@@ -219,7 +220,8 @@ def _clear_store(data_dir: Path, source: Path, fingerprint: str, force: bool) ->
     if not dataset_exists(data_dir):
         # An interrupted preparation continues: its cache, and the clips it was putting in
         # place when it stopped (write_clip_store writes the manifest last).
-        ours = {CACHE_DIR} | ({CLIPS_FILE} if (data_dir / CACHE_DIR).is_dir() else set())
+        ours = {CACHE_DIR} | ({CLIPS_FILE} if (data_dir / CACHE_DIR).is_dir()
+                              or interrupted_write(data_dir) else set())
         others = files.other_files(data_dir, ours)
         if others and not force:
             raise UserError(f"{data_dir}/ is not empty ({', '.join(others[:3])}"
