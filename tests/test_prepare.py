@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from fatigue.data import synthetic_videos as sv
 import train
 from fatigue.data import tracking, video
 from conftest import run_script, tiny_args
+from test_faults import interrupt
 from fatigue.errors import UserError
 
 # Small and fast: 5 fps, 16 px crops; 3 s at 30 fps (or 15) gives 15 frames per video.
@@ -533,3 +535,21 @@ def test_a_video_whose_name_is_not_utf8_is_named_and_skipped(tmp_path, capsys):
     assert "alert/subject10_\ufffd\ufffd.avi" not in by_source(m)
     assert {s["source"]: s["reason"] for s in m["skipped_videos"]}["alert/subject10_\ufffd\ufffd.avi"] \
         .startswith("its name is not UTF-8 text")
+
+
+def test_sigterm_is_said_as_ctrl_c_is_and_the_same_command_goes_on(tmp_path, monkeypatch,
+                                                                   capsys):
+    source = tmp_path / "videos"
+    for seed, rel in enumerate(("drowsy/s1_a.avi", "alert/s2_a.avi", "drowsy/s3_a.avi",
+                                "alert/s4_a.avi")):
+        face_video(source / rel, 2, 30, seed)
+    interrupt(monkeypatch, preparation, "process_video", 2, signal.SIGTERM)
+    with pytest.raises(SystemExit) as stopped:
+        prepare_dir(source, tmp_path / "data", "folders", "--sequence-length", "8",
+                    "--workers", "1")
+    monkeypatch.undo()
+    assert stopped.value.code == 143
+    assert "Interrupted after 1 of 4 videos; run the same command again" in \
+        capsys.readouterr().err
+    prepare_dir(source, tmp_path / "data", "folders", "--sequence-length", "8", "--workers", "1")
+    assert "(3 processed now, 1 from the cache)" in capsys.readouterr().out

@@ -38,6 +38,7 @@ from fatigue.data.clip_store import (dataset_exists, interrupted_write, load_man
 from fatigue.data.layouts import Scan, Video, assign_splits, scan_source
 from fatigue.errors import UserError
 from fatigue.text import agree, counted
+from fatigue.training.stop import StopTraining, signals_raise
 
 CACHE_DIR = ".prepare"
 CACHE_VERSION = 3  # bump when per-video processing changes: old caches are then ignored
@@ -51,7 +52,10 @@ def _init_worker(progress_queue) -> None:
     global _progress_queue
     _progress_queue = progress_queue
     cv2.setNumThreads(1)  # one core per worker: parallelism is over videos
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is handled by the main process
+    # Ctrl-C and SIGTERM (to the whole group) are handled by the main process, which ends
+    # the pool.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _worker_task(task: dict) -> dict:
@@ -359,14 +363,20 @@ def _process(todo: list[dict], workers: int, total_videos: int) -> Counter:
     bar = progress.bar(total=estimate, unit="frame", desc=f"videos {stats['done']}/{total_videos}",
                        unit_scale=True, dynamic_ncols=True)
     try:
-        for result in run_tasks(todo, workers, bar):
-            stats.update(done=1, processed=1, **{k: v for k, v in result.items() if k != "path"})
-            bar.set_description(f"videos {stats['done']}/{total_videos}")
-    except KeyboardInterrupt:
+        with signals_raise(StopTraining, (signal.SIGTERM,)):  # as Ctrl+C: said, then ended
+            for result in run_tasks(todo, workers, bar):
+                stats.update(done=1, processed=1,
+                             **{k: v for k, v in result.items() if k != "path"})
+                bar.set_description(f"videos {stats['done']}/{total_videos}")
+    except (KeyboardInterrupt, StopTraining) as stop:
         bar.close()
         print(f"Interrupted after {stats['done']} of {total_videos} videos; run the same "
               f"command again to continue from there.", file=sys.stderr)
+        if isinstance(stop, StopTraining):
+            raise SystemExit(stop.exit_code) from None
         raise
+    except BrokenPipeError:
+        raise  # `prepare ... | head`: the reader left; run_cli ends quietly
     except OSError as err:  # disk full, permissions: nothing a skipped video would fix
         raise UserError(f"prepare stopped: {err}; fix that and run the same command again "
                         f"to continue") from None
