@@ -553,3 +553,21 @@ def test_sigterm_is_said_as_ctrl_c_is_and_the_same_command_goes_on(tmp_path, mon
         capsys.readouterr().err
     prepare_dir(source, tmp_path / "data", "folders", "--sequence-length", "8", "--workers", "1")
     assert "(3 processed now, 1 from the cache)" in capsys.readouterr().out
+
+
+def test_a_closed_pipe_is_not_a_failure_to_fix(monkeypatch):
+    """`prepare ... | head`: the reader left; run_cli ends quietly (141), not 'prepare
+    stopped: fix that'. Other OS errors (a full disk) stay one line to act on."""
+    def closed(*args):
+        raise BrokenPipeError(32, "Broken pipe")
+        yield
+    monkeypatch.setattr(preparation, "run_tasks", closed)
+    with pytest.raises(BrokenPipeError):
+        preparation._process([{"file": "none.avi"}], 1, 1)
+
+    def full(*args):
+        raise OSError(28, "No space left on device")
+        yield
+    monkeypatch.setattr(preparation, "run_tasks", full)
+    with pytest.raises(UserError, match="prepare stopped: .*No space left on device"):
+        preparation._process([{"file": "none.avi"}], 1, 1)
