@@ -239,14 +239,20 @@ def test_one_and_two_workers_write_identical_bytes(nthu, tmp_path):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
 
 
-def test_folders_layout_with_a_frame_folder_then_train_and_evaluate(tmp_path, capsys):
+def videos_and_a_frame_folder(tmp_path: Path):
+    """Generated videos of 3 subjects in the folders layout, and an empty frame folder of a
+    fourth (drowsy/subject04_frames); returns the source, the subject, its folder, the RNG."""
     source = tmp_path / "videos"
     sv.write_videos(source, layout="folders", num_subjects=3, seconds=2.0, frame_size=(160, 120),
                     videos_per_label=2)
     rng = np.random.default_rng(9)
-    subject = sv.make_subject("subject04", rng, fps=10)
     folder = source / "drowsy/subject04_frames"
     folder.mkdir()
+    return source, sv.make_subject("subject04", rng, fps=10), folder, rng
+
+
+def test_folders_layout_with_a_frame_folder_then_train_and_evaluate(tmp_path, capsys):
+    source, subject, folder, rng = videos_and_a_frame_folder(tmp_path)
     for i in range(20):
         frame = sv.render_frame(subject, float(i > 10), 0, 0, rng)
         cv2.imwrite(str(folder / f"{i:03d}.jpg"), frame)
@@ -497,13 +503,7 @@ def test_a_video_whose_frame_rate_cannot_be_right_is_named(tmp_path, capsys):
 def test_a_source_replaced_at_the_same_size_is_prepared_again(tmp_path, capsys):
     """Frame images of one size (BMP) replaced by others: the cache and the 'already
     prepared' check see the change, and the clips are those of a fresh run."""
-    source = tmp_path / "videos"
-    sv.write_videos(source, layout="folders", num_subjects=3, seconds=2.0, frame_size=(160, 120),
-                    videos_per_label=2)
-    rng = np.random.default_rng(9)
-    subject = sv.make_subject("subject04", rng, fps=10)
-    folder = source / "drowsy/subject04_frames"
-    folder.mkdir()
+    source, subject, folder, rng = videos_and_a_frame_folder(tmp_path)
 
     def frames(closed: float) -> None:
         for i in range(20):

@@ -52,10 +52,9 @@ def _init_worker(progress_queue) -> None:
     global _progress_queue
     _progress_queue = progress_queue
     cv2.setNumThreads(1)  # one core per worker: parallelism is over videos
-    # Ctrl-C and SIGTERM (to the whole group) are handled by the main process, which ends
-    # the pool.
+    # Ctrl-C is handled by the main process. SIGTERM is not ignored: the pool ends its
+    # workers with it (a SIGTERM to the whole group ends them too; the main process says so).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _worker_task(task: dict) -> dict:
