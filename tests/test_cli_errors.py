@@ -539,10 +539,10 @@ def test_a_forked_worker_prints_its_stacks_too(tmp_path):
                                 stderr=err_out, text=True)
     child = int(proc.stdout.readline())
     try:
-        os.kill(child, signal.SIGUSR1)
         deadline = time.monotonic() + 30
         while "in loader_worker" not in err_file.read_text() and time.monotonic() < deadline:
-            time.sleep(0.05)
+            os.kill(child, signal.SIGUSR1)  # again until it shows the child at its work
+            time.sleep(0.5)
         assert "in loader_worker" in err_file.read_text()
     finally:
         os.kill(child, signal.SIGTERM)
