@@ -149,7 +149,8 @@ def test_a_failed_checkpoint_write_stops_every_process_with_one_error(
     assert out.count("No space left on device") == 1, out  # process 0's line, once
     assert "error: could not write" in out and "latest_model.pth" in out, out
     assert "Connection closed" not in out and "RuntimeError" not in out, out
-    assert "SIGTERM" not in out, out  # no process was left for torchrun to end
+    # The others leave too; one still on its way out may get torchrun's SIGTERM, silently.
+    assert "Traceback" not in out.split("failed (exitcode")[0], out  # before torchrun's report
     assert "rank      : 0" in out.split("Root Cause")[-1], out  # torchrun blames process 0
     saved = load(models / "latest_model.pth")
     assert (saved["epoch"], saved["global_step"]) == ((1, 2) if not extra else (0, 2))
