@@ -11,3 +11,8 @@ def counted(n: int, noun: str, plural: str | None = None) -> str:
 def agree(n: int, one: str, many: str) -> str:
     """The word that agrees with a count of `n`: agree(2, 'gives', 'give') is 'give'."""
     return one if n == 1 else many
+
+
+def first_few(items: list[str], most: int = 3) -> str:
+    """'a, b, c ...': the first `most` of `items`, and ' ...' when there are more."""
+    return ", ".join(items[:most]) + (" ..." if len(items) > most else "")

@@ -37,7 +37,7 @@ from fatigue.data.clip_store import (dataset_exists, interrupted_write, load_man
                                      write_clip_store)
 from fatigue.data.layouts import Scan, Video, assign_splits, scan_source
 from fatigue.errors import UserError
-from fatigue.text import agree, counted
+from fatigue.text import agree, counted, first_few
 from fatigue.training.stop import StopTraining, signals_raise
 
 CACHE_DIR = ".prepare"
@@ -227,9 +227,9 @@ def _clear_store(data_dir: Path, source: Path, fingerprint: str, force: bool) ->
                               or interrupted_write(data_dir) else set())
         others = files.other_files(data_dir, ours)
         if others and not force:
-            raise UserError(f"{data_dir}/ is not empty ({', '.join(others[:3])}"
-                            f"{' ...' if len(others) > 3 else ''}) and holds no data set; add "
-                            f"--force to write into it anyway, or choose another --data-dir")
+            raise UserError(f"{data_dir}/ is not empty ({first_few(others)}) and holds no "
+                            f"data set; add --force to write into it anyway, or choose "
+                            f"another --data-dir")
         return True
     try:
         old = load_manifest(data_dir)
@@ -319,13 +319,13 @@ def collect_clips(scan: Scan, shard_of: dict[str, Path],
         scan.notes.append(f"{counted(n, 'video')} {agree(n, 'gives', 'give')} a frame rate that "
                           f"cannot be right, so {agree(n, 'it was', 'they were')} read at "
                           f"{video.FALLBACK_FPS:g} fps (times and labels may be off): "
-                          + ", ".join(odd_rate[:3]) + (" ..." if n > 3 else ""))
+                          f"{first_few(odd_rate)}")
     if slower:
         n = len(slower)
         scan.notes.append(f"{counted(n, 'video')} {agree(n, 'runs', 'run')} slower than --fps "
                           f"{args.fps:g}, so each of {agree(n, 'its', 'their')} frames is "
                           f"repeated (times stay right; a lower --fps saves the work): "
-                          + ", ".join(slower[:3]) + (" ..." if n > 3 else ""))
+                          f"{first_few(slower)}")
     scan.skipped.sort(key=lambda s: s["source"])
     return records, blocks, counts, mismatches
 
@@ -427,8 +427,7 @@ def summary(args: argparse.Namespace, scan: Scan, records: list[dict], counts: C
     without = no_clip(scan, records)
     if without:
         lines.append(f"  {counted(len(without), 'video')} gave no clip (too short, or the face "
-                     f"found in too few frames): " + ", ".join(without[:5])
-                     + (" ..." if len(without) > 5 else ""))
+                     f"found in too few frames): {first_few(without, 5)}")
     lines.append(f"  frames: {counts['frames']} at {args.fps:g} fps, face found in "
                  f"{100 * counts['found'] / max(1, counts['frames']):.1f}%")
     if mismatches:
@@ -442,9 +441,9 @@ def summary(args: argparse.Namespace, scan: Scan, records: list[dict], counts: C
         if far:
             lines.append(f"  warning: {counted(len(far), 'label file')} "
                          f"{agree(len(far), 'differs from its', 'differ from their')} video by "
-                         f"more than a tenth: is each the right video's? " + ", ".join(
-                             f"{m['source']} ({m['labels']} labels, {m['frames']} frames)"
-                             for m in far[:3]) + (" ..." if len(far) > 3 else ""))
+                         f"more than a tenth: is each the right video's? " + first_few(
+                             [f"{m['source']} ({m['labels']} labels, {m['frames']} frames)"
+                              for m in far]))
     lines.append(f"  clips: {len(records)} of {args.sequence_length} frames, stride {args.stride}; "
                  f"{counts['dropped']} dropped (face in < {args.min_face_fraction:g} of frames)")
     per = Counter((r["split"], r["label"]) for r in records)
