@@ -109,6 +109,16 @@ def test_frame_folder_and_unreadable_file(tmp_path):
         video.read_video_faces(broken, 10, 16, 1)
 
 
+def test_a_camera_that_is_not_there_is_one_error_without_opencvs_own_log(capfd):
+    # OpenCV's backends each print their failure (a dozen lines) above detect's one line.
+    level = cv2.utils.logging.getLogLevel()
+    with pytest.raises(video.VideoError, match="OpenCV cannot open 9"):
+        video.VideoReader(9)
+    err = capfd.readouterr().err
+    assert "WARN" not in err and "VIDEOIO" not in err and "ERROR" not in err, err
+    assert cv2.utils.logging.getLogLevel() == level  # put back for everything else
+
+
 def test_read_video_faces_on_a_synthetic_face_video(tmp_path):
     rng = np.random.default_rng(0)
     subject = sv.make_subject("s", rng, fps=15)

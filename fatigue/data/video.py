@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -80,6 +81,18 @@ def _natural_key(path: Path) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
 
 
+@contextmanager
+def _opencv_quiet() -> Iterator[None]:
+    """OpenCV's own log silenced: opening a camera that is not there prints a dozen lines
+    of each backend's failure (V4L2, FFmpeg, OBSENSOR) above the one line we say."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
 class VideoReader:
     """Frames of a video file, a folder of frame images, or a camera (int index).
 
@@ -118,8 +131,9 @@ class VideoReader:
             if path is not None and not path.is_file():
                 raise VideoError(f"{path} does not exist")
             params = [cv2.CAP_PROP_N_THREADS, threads] if threads else []
-            self._cap = cv2.VideoCapture(source if path is None else str(path),
-                                         cv2.CAP_ANY, params)
+            with _opencv_quiet():  # each backend's complaint, before our one line
+                self._cap = cv2.VideoCapture(source if path is None else str(path),
+                                             cv2.CAP_ANY, params)
             if not self._cap.isOpened():
                 raise VideoError(f"OpenCV cannot open {source}")
             reported = self._cap.get(cv2.CAP_PROP_FPS)
