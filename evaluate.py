@@ -161,7 +161,8 @@ def run_robustness(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     print(f"Robustness of {args.model[0]}: {counted(len(settings.conditions), 'condition')} x 2 "
           f"severities + baseline, each row {settings.closures} closures and "
-          f"{settings.open_minutes:g} min of open-eye driving, on 2 held-out faces")
+          f"about {settings.open_minutes:g} min of open-eye driving (the CSV has each row's "
+          f"own), on 2 held-out faces")
     began = time.perf_counter()
     rows = robustness.run_suite(args.model[0], settings)
     print(robustness.table(rows))

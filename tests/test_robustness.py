@@ -160,6 +160,9 @@ def test_closures_are_counted_per_face_and_a_face_left_behind_is_named():
     assert "learned a face rather than the eyes" in line
     even = robustness.face_summary([row([9, 10], [10, 10])])
     assert "grace_hopper 10/10 (100%)" in even and "learned a face" not in even
+    # A few closures a face (--quick) tell nothing either way, and the line says so.
+    few = robustness.face_summary([row([0, 2], [2, 2])])
+    assert "learned a face" not in few and "too few closures to compare the faces" in few
 
 
 def test_bad_suite_options_are_one_line(tmp_path):
