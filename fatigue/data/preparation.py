@@ -410,12 +410,14 @@ def summary(args: argparse.Namespace, scan: Scan, records: list[dict], counts: C
             mismatches: list[dict], stats: Counter, split_of: dict[str, str], seconds: float,
             timed: list[Path]) -> str:
     """The report printed at the end: videos, frames, faces, clips per split and label, speed."""
-    cached = stats["done"] - stats["processed"]
+    # Of the videos prepared: those read by this run and those its cache held (a video
+    # that could not be read is neither: it is among the skipped).
+    read_now = stats["processed"] - stats["errors"]
     lines = [f"Prepared {counts['videos']} videos from {args.prepare} ({args.format}) into "
-             f"{args.data_dir}/ in {seconds:.1f} s ({stats['processed']} processed now, "
-             f"{cached} from the cache)."]
+             f"{args.data_dir}/ in {seconds:.1f} s ({read_now} processed now, "
+             f"{counts['videos'] - read_now} from the cache)."]
     if scan.skipped:
-        lines.append(f"  skipped {len(scan.skipped)} videos (all listed in manifest.json):")
+        lines.append(f"  skipped {counted(len(scan.skipped), 'video')} (all listed in manifest.json):")
         lines += [f"    {s['source']}: {s['reason']}" for s in scan.skipped[:10]]
     lines += [f"  note: {note}" for note in scan.notes]
     if scan.replaced:
