@@ -9,10 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
+import dataset
 from fatigue.data import faces
 from fatigue.data import synthetic_videos as sv
 from fatigue.data import tracking, video
 from fatigue.data.camera import Pose, compose, light_table, warp_replicated
+from fatigue.errors import UserError
 
 
 def longest_run(mask: np.ndarray) -> int:
@@ -50,6 +52,50 @@ def test_generation_is_reproducible_and_labels_match_the_frames(tmp_path):
     sv.write_videos(tmp_path / "d", workers=1, **{**kwargs, "seed": 5})
     other = first_frames(tmp_path / "d")
     assert sum(np.array_equal(other[k], f) for k, f in first_frames(tmp_path / "a").items()) == 0
+
+
+def test_an_interrupted_writing_is_written_again_and_a_finished_one_left_alone(tmp_path,
+                                                                               monkeypatch,
+                                                                               capsys):
+    small = {"num_subjects": 3, "seconds": 0.5, "frame_size": (160, 120), "videos_per_label": 1}
+    out = tmp_path / "videos"
+    assert sv.folder_state(out, **small) == "empty"
+    made = []
+    real = sv._make_video
+
+    def stop_at_the_third(task):
+        if len(made) == 2:
+            raise KeyboardInterrupt
+        made.append(task["path"])
+        return real(task)
+
+    monkeypatch.setattr(sv, "_make_video", stop_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        sv.write_videos(out, workers=1, **small)
+    monkeypatch.undo()
+    assert len(made) == 2 and sv.folder_state(out, **small) == "interrupted"
+    sv.write_videos(out, workers=1, **small)
+    assert sv.folder_state(out, **small) == "written"
+    assert sv.folder_state(out, **{**small, "seed": 1}) == "other"  # other videos
+    (out / sv.RECORD_FILE).unlink()
+    assert sv.folder_state(out, **small) == "other"  # whose they are is not known
+    # The command: a finished writing of its own videos is left alone, an interrupted one
+    # is written again, anything else is refused without --force.
+    stamp = {p: p.stat().st_mtime_ns for p in out.rglob("*.avi")}
+    sv._record(out, sv.asked(), complete=True)  # as `dataset.py --synthetic --as-videos` asks
+    assert dataset.main(["--synthetic", "--as-videos", "--data-dir", str(out)]) == 0
+    assert "Already written" in capsys.readouterr().out
+    assert stamp == {p: p.stat().st_mtime_ns for p in out.rglob("*.avi")}
+    (out / sv.RECORD_FILE).unlink()
+    with pytest.raises(UserError, match="is not empty; add --force"):
+        dataset.main(["--synthetic", "--as-videos", "--data-dir", str(out)])
+    sv._record(out, sv.asked(), complete=False)
+    written = []
+    monkeypatch.setattr(sv, "write_videos", lambda folder, **options: written.append(options)
+                        or "written")
+    assert dataset.main(["--synthetic", "--as-videos", "--data-dir", str(out)]) == 0
+    assert "interrupted writing of these videos: writing them again" in capsys.readouterr().out
+    assert written == [{"layout": "folders", "num_subjects": sv.VIDEO_SUBJECTS, "seed": 0}]
 
 
 def test_cameras_differ_between_videos():

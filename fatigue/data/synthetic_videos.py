@@ -22,6 +22,7 @@ sunglasses.
 """
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import time
@@ -34,6 +35,7 @@ import numpy as np
 
 from fatigue.data.camera import Camera, Pose, compose, extension, light_table, open_video_writer
 from fatigue.data.faces import FacePhoto, LidLook, draw_face, grace_hopper, restyle_eyes
+from fatigue import files
 from fatigue.data.tracking import FaceTracker
 from fatigue.errors import UserError
 
@@ -68,6 +70,10 @@ BESIDE = "beside"  # write_videos: the label file is the video's own name with .
 VIDEO_SUBJECTS = 8  # default: 2 held out for test, 1 for validation, 5 to train on
 NOD_SHARE = 0.5  # of drowsy closures: as many nods a minute as alert drivers look down
 MOTION_KEYS = ("eyes", "mouth", "nod", "yaw", "roll", "dx", "dy", "hand")
+# What write_videos was asked for, and whether it finished: a rerun of the same command
+# after an interruption writes the videos again, one after they were all written has
+# nothing to do. GENERATOR changes when the same options give other videos.
+RECORD_FILE, GENERATOR = ".synthetic_videos.json", 1
 
 
 @dataclass(frozen=True)
@@ -509,6 +515,37 @@ def nthu_tasks(out: Path, num_subjects: int, seed: int, seconds: float,
     return tasks
 
 
+def asked(layout: str = "folders", num_subjects: int = VIDEO_SUBJECTS, seed: int = 0,
+          seconds: float = 6.5, frame_size: tuple[int, int] | None = None,
+          videos_per_label: int = 10) -> dict:
+    """write_videos' options that decide the videos (its defaults are these), as recorded."""
+    return {"generator": GENERATOR, "layout": layout, "num_subjects": num_subjects,
+            "seed": seed, "seconds": seconds,
+            "frame_size": list(frame_size) if frame_size else None,
+            "videos_per_label": videos_per_label}
+
+
+def folder_state(out_dir: str | Path, **options) -> str:
+    """What `out_dir` holds for write_videos(out_dir, **options): 'empty' (nothing, or
+    only a claim), 'written' (these very videos, all of them), 'interrupted' (a writing of
+    these videos that stopped) or 'other' (anything else: a user's files, other videos)."""
+    out = Path(out_dir)
+    if not files.other_files(out):
+        return "empty"
+    try:
+        record = json.loads((out / RECORD_FILE).read_text())
+    except (OSError, ValueError):
+        return "other"
+    if not isinstance(record, dict) or record.get("asked") != asked(**options):
+        return "other"
+    return "written" if record.get("complete") is True else "interrupted"
+
+
+def _record(out: Path, options: dict, complete: bool) -> None:
+    files.atomic_write_text(out / RECORD_FILE, json.dumps({"asked": options,
+                                                           "complete": complete}) + "\n")
+
+
 def write_videos(out_dir: str | Path, layout: str = "folders", num_subjects: int = VIDEO_SUBJECTS,
                  seed: int = 0, seconds: float = 6.5,
                  frame_size: tuple[int, int] | None = None, videos_per_label: int = 10,
@@ -532,6 +569,9 @@ def write_videos(out_dir: str | Path, layout: str = "folders", num_subjects: int
         raise ValueError("need at least 3 subjects (train, val and test)")
     began = time.perf_counter()
     out = Path(out_dir)
+    options = asked(layout, num_subjects, seed, seconds, frame_size, videos_per_label)
+    out.mkdir(parents=True, exist_ok=True)
+    _record(out, options, complete=False)
     tasks = (folders_tasks(out, num_subjects, seed, seconds, frame_size, videos_per_label)
              if layout == "folders" else nthu_tasks(out, num_subjects, seed, seconds, frame_size))
     workers = workers or (min(2, os.cpu_count() or 1) if len(tasks) >= 8 else 1)
@@ -541,6 +581,7 @@ def write_videos(out_dir: str | Path, layout: str = "folders", num_subjects: int
             written = pool.map(_make_video, tasks, chunksize=1)
     else:
         written = [_make_video(task) for task in tasks]
+    _record(out, options, complete=True)
     megabytes = sum(Path(p).stat().st_size for p, _ in written) / 1e6
     cameras = [s.camera for _, s in written]
     sizes = sorted({c.frame_size for c in cameras}, key=lambda s: s[0] * s[1])
