@@ -109,19 +109,9 @@ def main(argv: list[str] | None = None) -> int:
                      option="--data-dir"):
         out = Path(args.data_dir)
         if args.as_videos:
-            options = {"layout": args.layout, "num_subjects": args.num_subjects,
-                       "seed": args.seed}
-            state = synthetic_videos.folder_state(out, **options)
-            if state == "written" and not args.force:
-                print(f"Already written: {out}/ holds these videos, all of them; nothing to do "
-                      f"(--force writes them again).")
-                return 0
-            if state == "other" and not args.force:
-                raise UserError(f"{out}/ is not empty; add --force to write into it anyway or "
-                                f"choose another --data-dir")
-            if state == "interrupted":
-                print(f"{out}/ holds an interrupted writing of these videos: writing them again.")
-            print(synthetic_videos.write_videos(out, **options))
+            print(synthetic_videos.write_videos(out, layout=args.layout, seed=args.seed,
+                                                num_subjects=args.num_subjects,
+                                                force=args.force))
             return 0
         if clip_store.dataset_exists(out) and not args.force:
             raise UserError(f"{out}/ already holds a data set; add --force to replace it "

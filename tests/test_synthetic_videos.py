@@ -57,45 +57,65 @@ def test_generation_is_reproducible_and_labels_match_the_frames(tmp_path):
 def test_an_interrupted_writing_is_written_again_and_a_finished_one_left_alone(tmp_path,
                                                                                monkeypatch,
                                                                                capsys):
-    small = {"num_subjects": 3, "seconds": 0.5, "frame_size": (160, 120), "videos_per_label": 1}
+    # `dataset.py --synthetic --as-videos` as a user runs it, its videos made small.
+    real = sv.write_videos
+    small = {"seconds": 0.5, "frame_size": (160, 120), "videos_per_label": 1, "workers": 1}
+    monkeypatch.setattr(sv, "write_videos", lambda out, **asked: real(out, **asked, **small))
     out = tmp_path / "videos"
-    assert sv.folder_state(out, **small) == "empty"
-    made = []
-    real = sv._make_video
 
-    def stop_at_the_third(task):
+    def command(*extra: str) -> str:
+        dataset.main(["--synthetic", "--as-videos", "--num-subjects", "3", "--data-dir",
+                      str(out), *extra])
+        return capsys.readouterr().out
+
+    made = []
+    make = sv._make_video
+
+    def stopped_at_the_third(task):
         if len(made) == 2:
             raise KeyboardInterrupt
         made.append(task["path"])
-        return real(task)
+        return make(task)
 
-    monkeypatch.setattr(sv, "_make_video", stop_at_the_third)
+    monkeypatch.setattr(sv, "_make_video", stopped_at_the_third)
     with pytest.raises(KeyboardInterrupt):
-        sv.write_videos(out, workers=1, **small)
-    monkeypatch.undo()
-    assert len(made) == 2 and sv.folder_state(out, **small) == "interrupted"
-    sv.write_videos(out, workers=1, **small)
-    assert sv.folder_state(out, **small) == "written"
-    assert sv.folder_state(out, **{**small, "seed": 1}) == "other"  # other videos
-    (out / sv.RECORD_FILE).unlink()
-    assert sv.folder_state(out, **small) == "other"  # whose they are is not known
-    # The command: a finished writing of its own videos is left alone, an interrupted one
-    # is written again, anything else is refused without --force.
-    stamp = {p: p.stat().st_mtime_ns for p in out.rglob("*.avi")}
-    sv._record(out, sv.asked(), complete=True)  # as `dataset.py --synthetic --as-videos` asks
-    assert dataset.main(["--synthetic", "--as-videos", "--data-dir", str(out)]) == 0
-    assert "Already written" in capsys.readouterr().out
-    assert stamp == {p: p.stat().st_mtime_ns for p in out.rglob("*.avi")}
-    (out / sv.RECORD_FILE).unlink()
-    with pytest.raises(UserError, match="is not empty; add --force"):
-        dataset.main(["--synthetic", "--as-videos", "--data-dir", str(out)])
-    sv._record(out, sv.asked(), complete=False)
-    written = []
-    monkeypatch.setattr(sv, "write_videos", lambda folder, **options: written.append(options)
-                        or "written")
-    assert dataset.main(["--synthetic", "--as-videos", "--data-dir", str(out)]) == 0
-    assert "interrupted writing of these videos: writing them again" in capsys.readouterr().out
-    assert written == [{"layout": "folders", "num_subjects": sv.VIDEO_SUBJECTS, "seed": 0}]
+        command()
+    monkeypatch.setattr(sv, "_make_video", make)
+    assert len(made) == 2
+    assert "An interrupted writing of these videos was written again" in command()
+    def stamps() -> dict:  # the folder's files but its claim, which each command takes
+        return {p: p.stat().st_mtime_ns for p in out.rglob("*")
+                if p.is_file() and p.name != ".claim"}
+
+    before = stamps()
+    assert len([p for p in before if p.suffix in (".avi", ".mp4")]) == 6
+    assert "Already written" in command()  # and not one file touched
+    assert before == stamps()
+    # A video gone: not all of them are there, so they are written again.
+    next(out.glob("drowsy/*.avi")).unlink()
+    assert "written again" in command()
+    # Anything else in the folder: refused, and nothing written.
+    (out / "alert" / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match=r"not empty \(alert/notes.txt\); add --force"):
+        command()
+    (out / "alert" / "notes.txt").unlink()
+    # Other options: refused, saying what the folder holds; --force replaces those videos
+    # (none of the earlier writing's files stay to be prepared with the new ones).
+    with pytest.raises(UserError, match="videos written for other options: the folders "
+                                        "layout, 3 subjects, seed 0"):
+        command("--seed", "1")
+    assert "Removed 9 files of an earlier writing of other videos" in \
+        command("--seed", "1", "--force")  # 6 videos, 3 label files
+    assert "Already written" in command("--seed", "1")
+    (out / sv.written_folder.RECORD_FILE).unlink()
+    with pytest.raises(UserError, match="not empty"):  # whose videos they are is not known
+        command("--seed", "1")
+    # A refused command leaves no record behind that would refuse the corrected one.
+    empty = tmp_path / "nthu"
+    with pytest.raises(UserError, match="give at most 24"):
+        dataset.main(["--synthetic", "--as-videos", "--layout", "nthu", "--num-subjects",
+                      "100", "--data-dir", str(empty)])
+    assert sv.written_folder.state(empty, sv.written_folder.Plan({}, [])).kind == "empty"
 
 
 def test_cameras_differ_between_videos():

@@ -109,8 +109,9 @@ def test_frame_folder_and_unreadable_file(tmp_path):
         video.read_video_faces(broken, 10, 16, 1)
 
 
-def test_a_camera_that_is_not_there_is_one_error_without_opencvs_own_log(capfd):
+def test_a_camera_that_is_not_there_is_one_error_without_opencvs_own_log(capfd, monkeypatch):
     # OpenCV's backends each print their failure (a dozen lines) above detect's one line.
+    monkeypatch.delenv("OPENCV_LOG_LEVEL", raising=False)  # asking for it shows it
     level = cv2.utils.logging.getLogLevel()
     with pytest.raises(video.VideoError, match="OpenCV cannot open 9"):
         video.VideoReader(9)

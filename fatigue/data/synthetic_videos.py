@@ -22,7 +22,6 @@ sunglasses.
 """
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import os
 import time
@@ -35,9 +34,10 @@ import numpy as np
 
 from fatigue.data.camera import Camera, Pose, compose, extension, light_table, open_video_writer
 from fatigue.data.faces import FacePhoto, LidLook, draw_face, grace_hopper, restyle_eyes
-from fatigue import files
+from fatigue.data import written_folder
 from fatigue.data.tracking import FaceTracker
 from fatigue.errors import UserError
+from fatigue.text import first_few
 
 FRAME_SIZE = (160, 120)  # width, height of make_subject's plain camera (tests, demos)
 PHOTO_FACE = (155, 105, 222, 222)  # grace_hopper().face, without reading the photo at import
@@ -70,10 +70,8 @@ BESIDE = "beside"  # write_videos: the label file is the video's own name with .
 VIDEO_SUBJECTS = 8  # default: 2 held out for test, 1 for validation, 5 to train on
 NOD_SHARE = 0.5  # of drowsy closures: as many nods a minute as alert drivers look down
 MOTION_KEYS = ("eyes", "mouth", "nod", "yaw", "roll", "dx", "dy", "hand")
-# What write_videos was asked for, and whether it finished: a rerun of the same command
-# after an interruption writes the videos again, one after they were all written has
-# nothing to do. GENERATOR changes when the same options give other videos.
-RECORD_FILE, GENERATOR = ".synthetic_videos.json", 1
+GENERATOR = 1  # recorded with the options (written_folder): change it when the same
+               # options give other videos
 
 
 @dataclass(frozen=True)
@@ -515,42 +513,17 @@ def nthu_tasks(out: Path, num_subjects: int, seed: int, seconds: float,
     return tasks
 
 
-def asked(layout: str = "folders", num_subjects: int = VIDEO_SUBJECTS, seed: int = 0,
-          seconds: float = 6.5, frame_size: tuple[int, int] | None = None,
-          videos_per_label: int = 10) -> dict:
-    """write_videos' options that decide the videos (its defaults are these), as recorded."""
-    return {"generator": GENERATOR, "layout": layout, "num_subjects": num_subjects,
-            "seed": seed, "seconds": seconds,
-            "frame_size": list(frame_size) if frame_size else None,
-            "videos_per_label": videos_per_label}
-
-
-def folder_state(out_dir: str | Path, **options) -> str:
-    """What `out_dir` holds for write_videos(out_dir, **options): 'empty' (nothing, or
-    only a claim), 'written' (these very videos, all of them), 'interrupted' (a writing of
-    these videos that stopped) or 'other' (anything else: a user's files, other videos)."""
-    out = Path(out_dir)
-    if not files.other_files(out):
-        return "empty"
-    try:
-        record = json.loads((out / RECORD_FILE).read_text())
-    except (OSError, ValueError):
-        return "other"
-    if not isinstance(record, dict) or record.get("asked") != asked(**options):
-        return "other"
-    return "written" if record.get("complete") is True else "interrupted"
-
-
-def _record(out: Path, options: dict, complete: bool) -> None:
-    files.atomic_write_text(out / RECORD_FILE, json.dumps({"asked": options,
-                                                           "complete": complete}) + "\n")
-
-
 def write_videos(out_dir: str | Path, layout: str = "folders", num_subjects: int = VIDEO_SUBJECTS,
                  seed: int = 0, seconds: float = 6.5,
                  frame_size: tuple[int, int] | None = None, videos_per_label: int = 10,
-                 workers: int | None = None) -> str:
+                 workers: int | None = None, force: bool = True) -> str:
     """Write a synthetic video data set and return a one-paragraph summary.
+
+    A record in the folder (written_folder) says what was asked and whether the writing
+    finished. force=False: a folder holding these very videos, all of them, is left alone
+    ("Already written"); an interrupted writing of them is written again; anything else is
+    refused (UserError). force=True writes in any case, removing the files of an earlier
+    writing recorded there first.
 
     layout 'folders': <out>/<alert|drowsy>/<subject>_<k>.<avi|mp4>, `videos_per_label`
         videos per label and subject; 6.5 s makes three clips a video at prepare's defaults.
@@ -569,11 +542,25 @@ def write_videos(out_dir: str | Path, layout: str = "folders", num_subjects: int
         raise ValueError("need at least 3 subjects (train, val and test)")
     began = time.perf_counter()
     out = Path(out_dir)
-    options = asked(layout, num_subjects, seed, seconds, frame_size, videos_per_label)
-    out.mkdir(parents=True, exist_ok=True)
-    _record(out, options, complete=False)
     tasks = (folders_tasks(out, num_subjects, seed, seconds, frame_size, videos_per_label)
              if layout == "folders" else nthu_tasks(out, num_subjects, seed, seconds, frame_size))
+    plan = _plan(out, tasks, {"generator": GENERATOR, "layout": layout,
+                              "num_subjects": num_subjects, "seed": seed, "seconds": seconds,
+                              "frame_size": list(frame_size) if frame_size else None,
+                              "videos_per_label": videos_per_label})
+    found = written_folder.state(out, plan)
+    if found.kind == "written" and not force:
+        return (f"Already written: {out}/ holds these videos, all of them; nothing to do "
+                f"(--force writes them again).")
+    if found.kind == "other" and not force:
+        raise UserError(f"{out}/ is not empty ({_held(found)}); add --force to write into it "
+                        f"anyway, or choose another --data-dir")
+    removed = 0
+    if force and found.kind == "other":  # the earlier writing's files would mix with these
+        for path in written_folder.earlier_outputs(out):
+            path.unlink()
+            removed += 1
+    written_folder.begin(out, plan)
     workers = workers or (min(2, os.cpu_count() or 1) if len(tasks) >= 8 else 1)
     if workers > 1:
         # spawn: fork is unsafe with OpenCV's threads (as in fatigue.data.preparation)
@@ -581,14 +568,40 @@ def write_videos(out_dir: str | Path, layout: str = "folders", num_subjects: int
             written = pool.map(_make_video, tasks, chunksize=1)
     else:
         written = [_make_video(task) for task in tasks]
-    _record(out, options, complete=True)
+    written_folder.finish(out, plan)
     megabytes = sum(Path(p).stat().st_size for p, _ in written) / 1e6
     cameras = [s.camera for _, s in written]
     sizes = sorted({c.frame_size for c in cameras}, key=lambda s: s[0] * s[1])
     seconds_taken = time.perf_counter() - began
-    return (f"Wrote {len(written)} synthetic videos ({megabytes:.1f} MB) of {num_subjects} "
+    before = {"interrupted": "An interrupted writing of these videos was written again. ",
+              "other": (f"Removed {removed} files of an earlier writing of other videos. "
+                        if removed else "")}.get(found.kind, "")
+    return (f"{before}Wrote {len(written)} synthetic videos ({megabytes:.1f} MB) of {num_subjects} "
             f"subjects in the '{layout}' layout to {out}/ in {seconds_taken:.0f} s, "
             f"each through its own random camera ({sizes[0][0]}x{sizes[0][1]} to "
             f"{sizes[-1][0]}x{sizes[-1][1]}, {sum(c.infrared for c in cameras)} infrared). "
             f"Prepare them with: python dataset.py --prepare {out} --format {layout} "
             f"--data-dir {out.resolve().with_name(out.resolve().name + '_clips')}")
+
+
+def _plan(out: Path, tasks: list[dict], asked: dict) -> written_folder.Plan:
+    """What write_videos makes: each task's video (without a suffix where the camera's
+    codec decides it) and label file, relative to `out`."""
+    outputs = []
+    for task in tasks:
+        video = Path(task["path"]).relative_to(out)
+        outputs.append(video.as_posix())
+        if task["labels"] == BESIDE:
+            outputs.append(video.with_suffix(".txt").as_posix())
+        elif task["labels"]:
+            outputs.append(Path(task["labels"]).relative_to(out).as_posix())
+    return written_folder.Plan(asked, outputs)
+
+
+def _held(found: written_folder.State) -> str:
+    """What a folder write_videos refuses holds, for its message."""
+    if found.earlier is not None:
+        e = found.earlier
+        return (f"videos written for other options: the {e.get('layout')} layout, "
+                f"{e.get('num_subjects')} subjects, seed {e.get('seed')}")
+    return first_few(found.strangers)

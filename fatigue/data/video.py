@@ -16,6 +16,7 @@ Only the Haar cascade that ships inside opencv-python is used: no model download
 from __future__ import annotations
 
 import math
+import os
 import re
 import time
 from contextlib import contextmanager
@@ -82,9 +83,13 @@ def _natural_key(path: Path) -> list:
 
 
 @contextmanager
-def _opencv_quiet() -> Iterator[None]:
-    """OpenCV's own log silenced: opening a camera that is not there prints a dozen lines
-    of each backend's failure (V4L2, FFmpeg, OBSENSOR) above the one line we say."""
+def _opencv_quiet(camera: bool) -> Iterator[None]:
+    """OpenCV's own log silenced while a camera opens: one that is not there prints a
+    dozen lines of each backend's failure (V4L2, FFmpeg, OBSENSOR) above the one line we
+    say. Not when the user asked for OpenCV's log (OPENCV_LOG_LEVEL)."""
+    if not camera or os.environ.get("OPENCV_LOG_LEVEL"):
+        yield
+        return
     level = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     try:
@@ -131,7 +136,7 @@ class VideoReader:
             if path is not None and not path.is_file():
                 raise VideoError(f"{path} does not exist")
             params = [cv2.CAP_PROP_N_THREADS, threads] if threads else []
-            with _opencv_quiet():  # each backend's complaint, before our one line
+            with _opencv_quiet(path is None):  # each backend's complaint, before our line
                 self._cap = cv2.VideoCapture(source if path is None else str(path),
                                              cv2.CAP_ANY, params)
             if not self._cap.isOpened():

@@ -320,7 +320,7 @@ def face_summary(result_rows: list[dict]) -> str:
     shares = [c / n for c, n in faces.values()]
     fewest = min(n for _, n in faces.values())
     if fewest < MIN_CLOSURES_TO_COMPARE:
-        # A gap of a quarter on a few closures (--quick's two a face) is chance.
+        # A gap of a quarter on a few closures (--quick's: one a face a row) is chance.
         line += (f"; too few closures to compare the faces ({fewest} of one face; "
                  f"{MIN_CLOSURES_TO_COMPARE} or more tell)")
     elif max(shares) - min(shares) >= 0.25:
