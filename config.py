@@ -6,6 +6,7 @@ model (`Config.from_dict(ckpt["config"])`) and a resumed run knows every setting
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, NoReturn
 
@@ -22,6 +23,8 @@ TORCHVISION_BACKBONES = BACKBONES[1:]
 # The smallest --image-size each backbone can look at: model.small_cnn halves the frame
 # three times (the torchvision backbones pool adaptively).
 MIN_IMAGE_SIZE = {"small": 8}
+MAX_IMAGE_SIZE = 512  # px: every frame is resized to it; larger ones are a typo
+MAX_SEED = 2**63 - 1  # what torch's and numpy's generators take
 
 
 def _opt(default: Any, help: str, group: str, flag: str | None = None, choices: tuple | None = None,
@@ -162,6 +165,15 @@ class Config:
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise OptionError(f"{flag_of(name)} cannot be negative")
+        if self.image_size > MAX_IMAGE_SIZE:
+            raise OptionError(f"--image-size {self.image_size}: give at most {MAX_IMAGE_SIZE} "
+                              f"(each frame is resized to it)")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise OptionError(f"--seed {self.seed}: give a whole number from 0 to {MAX_SEED}")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise OptionError(f"{flag_of(f.name)} must be a number, got {value}")
         if not self.learning_rate > 0:
             raise OptionError(f"--lr must be positive, got {self.learning_rate}")
         if not 0 <= self.dropout < 1:

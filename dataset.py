@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import prepare
-from config import Parser, fill_defaults
+from config import MAX_IMAGE_SIZE, Parser, fill_defaults
 from fatigue.claim import FolderClaim, add_claim_args
 from fatigue.data import clip_store, synthetic, synthetic_videos
 # Re-exported: code written when dataset.py held them imports them from here.
@@ -92,7 +92,7 @@ def checked_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.N
     # Drawn clips are held in memory while written: sizes past these are a typo.
     too_large = [f"{flag} {value}: give at most {most}" for flag, value, most in (
         ("--sequence-length", args.sequence_length, 1000),
-        ("--image-size", args.image_size, 512)) if value > most]
+        ("--image-size", args.image_size, MAX_IMAGE_SIZE)) if value > most]
     if (too_small or too_large) and not args.as_videos:
         raise UserError("; ".join(too_small + too_large))
     return args

@@ -61,8 +61,8 @@ def _seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} is negative: give 0 (do not wait) or more")
+    if not value >= 0:  # negative, or not a number (nan)
+        raise argparse.ArgumentTypeError(f"{text} is not 0 (do not wait) or more seconds")
     return value
 
 

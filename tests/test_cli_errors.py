@@ -3,8 +3,11 @@ nothing written. Output paths that cannot be written are refused before any work
 from __future__ import annotations
 
 import errno
+import json
+import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,8 +28,10 @@ import prepare
 import train
 from conftest import ROOT
 from fatigue.data import synthetic_videos as sv
+from fatigue.data.clips import ClipDataset
 from fatigue.errors import UserError, run_cli
 from fatigue.inference import detection
+from fatigue.inference.alarm import AlarmSettings
 from fatigue.training import command as train_command
 
 
@@ -215,7 +220,8 @@ def test_resuming_a_run_longer_than_asked_says_how_to_train_longer(tiny, capsys)
 
 @pytest.mark.parametrize("argv, says", [
     (["--list", "--status"], "argument --status: not allowed with argument --list"),
-    (["--wait", "-5"], "argument --wait: -5 is negative"),
+    (["--wait", "-5"], "argument --wait: -5 is not 0 (do not wait) or more seconds"),
+    (["--wait", "nan"], "argument --wait: nan is not 0 (do not wait) or more seconds"),
 ])
 def test_contradicting_or_impossible_options_are_refused(argv, says, capsys):
     with pytest.raises(SystemExit) as exit_:
@@ -419,6 +425,28 @@ def test_more_mistakes_get_one_line(tmp_path, capsys):
     assert not any(videos.iterdir())
 
 
+@pytest.mark.parametrize("argv, says", [
+    (["--lr", "inf"], "--lr must be a number, got inf"),
+    (["--grad-clip", "nan"], "--grad-clip must be a number, got nan"),
+    (["--weight-decay", "nan"], "--weight-decay must be a number, got nan"),
+    (["--seed", "99999999999999999999"], "--seed 99999999999999999999: give a whole number"),
+    (["--seed", "-1"], "--seed -1: give a whole number from 0"),
+    (["--image-size", "100000"], "--image-size 100000: give at most 512"),
+])
+def test_numbers_no_training_can_use_are_refused_before_anything_is_written(argv, says,
+                                                                           tmp_path):
+    # inf trained to NaN weights and saved them as the best model; the others tracebacks.
+    with pytest.raises(UserError, match=re.escape(says)):
+        train.main(["--model-dir", str(tmp_path / "m"), *argv])
+    assert not (tmp_path / "m").exists()
+
+
+def test_alarm_times_that_are_not_numbers_are_refused():
+    for min_on, cooldown in ((math.nan, 2.0), (0.5, math.nan), (0.5, math.inf)):
+        with pytest.raises(UserError, match="must be seconds, 0 or more"):
+            AlarmSettings(min_on=min_on, cooldown=cooldown).check()
+
+
 def test_yes_no_options_show_yes_or_no_in_the_help():
     text = " ".join(train_command.build_parser().format_help().split())
     assert re.search(r"--augment \{yes,no\} flip, shift[^-]*\(default: yes\)", text)
@@ -578,3 +606,49 @@ def test_a_folder_nothing_can_be_written_in_is_refused_before_the_work(main, arg
     said = capsys.readouterr().err.strip().splitlines()[-1]
     assert exit_.value.code == 2 and f"argument {option}:" in said, said
     assert "cannot be written: nothing can be written in /proc/" in said, said
+
+
+def _all_alert(manifest: dict) -> None:
+    for clip in manifest["clips"]:
+        clip["label"] = 0
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda m: m["clips"][3].update(label=5), "has label 5, not one of 0..1 (alert, drowsy)"),
+    (lambda m: m["clips"][3].update(label="1"), "has label '1', not one of 0..1"),
+    (lambda m: m["clips"][3].update(label=True), "has label True, not one of 0..1"),
+    (lambda m: m["clips"][3].pop("split"), "has split None, not one of train, val, test"),
+    (lambda m: m["clips"][3].update(split="holdout"), "has split 'holdout'"),
+    (lambda m: m["clips"][3].pop("subject"), "has no 'subject' (text)"),
+    (lambda m: m["clips"][3].update(id=m["clips"][2]["id"]), "is there twice"),
+    (lambda m: m.update(classes=["alert"]), "'classes' is not a list of two or more"),
+    (lambda m: m.pop("clip_shape"), "'clip_shape' is not [frames, channels, height, width]"),
+    (lambda m: m.update(clip_shape=[16, 1, 8, 8]), "holds uint8 clips of shape [24, 16, 1, 16, "
+                                                   "16] where manifest.json says uint8 [24, 16, 1, 8, 8]"),
+    (lambda m: m["clips"].pop(), "holds uint8 clips of shape [24, 16, 1, 16, 16] where "
+                                 "manifest.json says uint8 [23,"),
+    (_all_alert, "every training clip in"),
+    ("float32", "holds float32 clips of shape"),
+])
+def test_a_data_set_changed_by_hand_is_one_line_before_a_run_is_archived(change, says, tiny,
+                                                                         tiny_data, tmp_path):
+    # Tracebacks from deep in training, after the previous run had been archived.
+    data = tmp_path / "edited"
+    shutil.copytree(tiny_data, data)
+    if change == "float32":
+        np.save(data / "clips.npy", np.load(data / "clips.npy").astype(np.float32))
+    else:
+        manifest = json.loads((data / "manifest.json").read_text())
+        change(manifest)
+        (data / "manifest.json").write_text(json.dumps(manifest))
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "latest_model.pth").write_bytes(b"the previous run")  # stays where it is
+    argv = tiny("--epochs", "1")
+    argv[argv.index("--data-dir") + 1] = str(data)
+    with pytest.raises(UserError, match=re.escape(says)):
+        train.main(argv)
+    assert sorted(p.name for p in models.iterdir()) == ["latest_model.pth"]
+    if change is not _all_alert:  # evaluate reads the data the same way
+        with pytest.raises(UserError, match=re.escape(says)):
+            ClipDataset(data, "train", 8, 16, 1)

@@ -162,7 +162,46 @@ def load_manifest(data_dir: str | Path) -> dict:
     if manifest.get("format_version") != FORMAT_VERSION:
         raise UserError(f"{path} has format {manifest.get('format_version')}, this code "
                         f"reads {FORMAT_VERSION}; rebuild the data set")
+    problem = manifest_problem(manifest)
+    if problem:
+        raise UserError(f"{path}: {problem}; it was changed by hand or damaged: rebuild the "
+                        f"data set (python dataset.py ...)")
     return manifest
+
+
+def manifest_problem(manifest: dict) -> str | None:
+    """What makes a manifest unusable (None: nothing): every clip read by training and
+    evaluation needs an id, a subject, a label among the classes and a known split."""
+    classes, shape, clips = (manifest.get(k) for k in ("classes", "clip_shape", "clips"))
+    if not isinstance(classes, list) or len(classes) < 2 or \
+            not all(isinstance(c, str) for c in classes):
+        return "'classes' is not a list of two or more class names"
+    if not isinstance(shape, list) or len(shape) != 4 or \
+            not all(_whole(v) and v > 0 for v in shape):
+        return "'clip_shape' is not [frames, channels, height, width]"
+    if not isinstance(clips, list):
+        return "'clips' is not a list of clips"
+    seen = set()
+    for k, clip in enumerate(clips):
+        if not isinstance(clip, dict):
+            return f"clip {k} is not a record"
+        name = clip.get("id", k)
+        for key in ("id", "subject"):
+            if not isinstance(clip.get(key), str):
+                return f"clip {name} has no '{key}' (text)"
+        if not (_whole(clip.get("label")) and 0 <= clip["label"] < len(classes)):
+            return (f"clip {name} has label {clip.get('label')!r}, not one of 0..{len(classes) - 1} "
+                    f"({', '.join(classes)})")
+        if clip.get("split") not in SPLITS:
+            return f"clip {name} has split {clip.get('split')!r}, not one of {', '.join(SPLITS)}"
+        if clip["id"] in seen:
+            return f"clip id {name} is there twice"
+        seen.add(clip["id"])
+    return None
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def data_fingerprint(manifest: dict) -> str:
@@ -172,9 +211,18 @@ def data_fingerprint(manifest: dict) -> str:
     return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
 
 
-def open_clips(data_dir: str | Path) -> np.ndarray:
+def open_clips(data_dir: str | Path, manifest: dict | None = None) -> np.ndarray:
+    """The data set's clips, memory-mapped, checked against its manifest (read here when
+    not given)."""
+    manifest = manifest if manifest is not None else load_manifest(data_dir)
     path = Path(data_dir) / CLIPS_FILE
     try:
-        return np.load(path, mmap_mode="r")
+        clips = np.load(path, mmap_mode="r")
     except (OSError, ValueError) as err:
         raise UserError(f"{path} is unreadable ({err}); rebuild the data set") from None
+    expected = (len(manifest["clips"]), *manifest["clip_shape"])
+    if clips.dtype != np.uint8 or clips.shape != expected:
+        raise UserError(f"{path} holds {clips.dtype} clips of shape {list(clips.shape)} where "
+                        f"{MANIFEST_FILE} says uint8 {list(expected)} (clips, frames, channels, "
+                        f"height, width); the two do not belong together: rebuild the data set")
+    return clips

@@ -36,7 +36,7 @@ class ClipDataset(Dataset):
                  image_size: int, channels: int, augment: bool = False, seed: int = 0,
                  raw: bool = False, camera_jitter: bool = False):
         self.manifest = clip_store.load_manifest(data_dir)
-        self.clips = clip_store.open_clips(data_dir)
+        self.clips = clip_store.open_clips(data_dir, self.manifest)
         self.rows = [i for i, c in enumerate(self.manifest["clips"]) if c["split"] == split]
         self.labels = [self.manifest["clips"][i]["label"] for i in self.rows]
         self.subjects = [self.manifest["clips"][i]["subject"] for i in self.rows]

@@ -2,6 +2,7 @@
 cooldown. Pure logic (time is passed in), so it is tested without video or model."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from fatigue.errors import UserError
@@ -38,8 +39,9 @@ class AlarmSettings:
         if not 0 <= self.off <= self.on <= 1:
             raise UserError(f"need 0 <= --off-threshold ({self.off}) <= --on-threshold "
                             f"({self.on}) <= 1")
-        if self.min_on < 0 or self.cooldown < 0:
-            raise UserError("--min-on and --cooldown cannot be negative")
+        if not (0 <= self.min_on < math.inf and 0 <= self.cooldown < math.inf):
+            raise UserError(f"--min-on ({self.min_on}) and --cooldown ({self.cooldown}) must "
+                            f"be seconds, 0 or more")
         if not 0 < self.smoothing <= 1:
             raise UserError(f"--smoothing must be in (0, 1], got {self.smoothing}")
 
