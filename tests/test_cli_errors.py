@@ -6,6 +6,7 @@ import errno
 import json
 import math
 import os
+import pickle
 import re
 import shutil
 import signal
@@ -245,6 +246,12 @@ def test_evaluate_refuses_options_that_would_be_ignored(argv, says, capsys):
     assert exit_.value.code == 2 and says in capsys.readouterr().err
 
 
+def test_resuming_where_the_latest_checkpoint_is_a_folder_says_so(tiny, tmp_path):
+    (tmp_path / "models" / "latest_model.pth").mkdir(parents=True)  # not "no latest_model.pth"
+    with pytest.raises(UserError, match="latest_model.pth is not a file .* move it aside"):
+        train.main(tiny("--resume"))
+
+
 def test_a_file_that_is_no_checkpoint_and_a_folder_without_a_run_say_so(tmp_path):
     text = tmp_path / "notes.pth"
     text.write_text("hello")
@@ -368,9 +375,12 @@ def test_files_that_are_no_training_checkpoint_say_what_they_are(tiny, tmp_path)
     text.write_text("# a page")
     cut = tmp_path / "cut.pth"
     cut.write_bytes(best.read_bytes()[:5000])
+    pickled = tmp_path / "pickled.pth"  # not damaged: never a checkpoint
+    pickled.write_bytes(pickle.dumps({"a": 1}, protocol=4))
     for path, says in [(tmp_path / "m.pt", "is a TorchScript export (export.py), not a training "
                         "checkpoint"), (text, "is not a PyTorch checkpoint"),
-                       (cut, "is damaged and cannot be read (it may be cut short")]:
+                       (cut, "is damaged and cannot be read (it may be cut short"),
+                       (pickled, "is a Python pickle, not a PyTorch checkpoint")]:
         with pytest.raises(UserError, match=re.escape(f"{path} {says}")):
             evaluate.main(["--model", str(path)])
     with pytest.raises(UserError, match=f"--list --model-dir {tmp_path}'"):
@@ -582,6 +592,8 @@ def test_a_forked_worker_prints_its_stacks_too(tmp_path):
                    "--csv", "{dir}/same.mp4"], "--output and --csv name the same file"),
     (evaluate.main, ["--model", "m.pth", "--report", "{dir}/r", "--json",
                      "{dir}/r/threshold_sweep.csv"], "is inside --report"),
+    (evaluate.main, ["--model", "m.pth", "--report", "{dir}/out.json", "--json",
+                     "{dir}/out.json"], "--json and --report both name"),
 ])
 def test_two_outputs_of_one_command_never_name_one_file(main, args, says, tmp_path):
     """The second written would replace the first (detect's video by its CSV)."""

@@ -159,16 +159,23 @@ def load_checkpoint(path: str | Path, verify: bool = True) -> dict:
     return schema.upgrade(state)
 
 
+# torch.save's format before PyTorch 1.6: a pickle whose first object is this number.
+_LEGACY_MAGIC = (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+
+
 def _not_a_checkpoint(path: Path) -> str | None:
     """Why the file cannot be a checkpoint, read from its first bytes (None: it may be one).
     torch.save writes a zip archive (a pickle before PyTorch 1.6); a TorchScript export is
     a zip too, but holds code."""
     with open(path, "rb") as fh:
-        start = fh.read(2)
+        head = fh.read(32)
+    start = head[:2]
     if not start:
         return "is empty"
     if start != b"PK" and start[:1] != b"\x80":
         return "is not a PyTorch checkpoint (not written by torch.save)"
+    if start[:1] == b"\x80" and _LEGACY_MAGIC not in head:
+        return "is a Python pickle, not a PyTorch checkpoint (not written by torch.save)"
     if start == b"PK" and torch_zip_kind(path) == "torchscript":
         return "is a TorchScript export (export.py), not a training checkpoint"
     return None
@@ -398,6 +405,10 @@ class CheckpointStore:
         elif self._set_aside():
             damage = (f"{LATEST} was found damaged and set aside "
                       f"({self._set_aside()[-1].name}) before a new one was written")
+        elif self.latest.exists():
+            raise CheckpointError(f"{self.latest} is not a file (a folder?): it is no checkpoint "
+                                  f"to resume; move it aside, or point --model-dir at the run's "
+                                  f"folder")
         else:
             raise CheckpointError(f"nothing to resume: no {LATEST} in {self.dir}/. Start a new "
                                   f"run without --resume, or point --model-dir at the run's folder")
