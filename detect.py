@@ -18,7 +18,8 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from config import DEVICES, Config, Parser
-from fatigue.data.video import CROP_DEFAULTS, MAX_FPS
+from fatigue.data.clip_store import MAX_FPS
+from fatigue.data.video import CROP_DEFAULTS
 from fatigue import files
 from fatigue.errors import UserError, run_cli
 from fatigue.inference.alarm import AlarmSettings

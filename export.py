@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from config import Parser, fill_defaults
-from fatigue.data.video import CROP_DEFAULTS, MAX_FPS
+from fatigue.data.clip_store import MAX_FPS
+from fatigue.data.video import CROP_DEFAULTS
 from fatigue import files
 from fatigue.errors import UserError, run_cli
 from fatigue.inference.deployment import alarm_settings, deployment_info

@@ -15,7 +15,8 @@ from config import Parser, fill_defaults
 from fatigue.claim import FolderClaim, add_claim_args
 from fatigue.data import preparation
 from fatigue.data.layouts import FORMATS
-from fatigue.data.video import CROP_DEFAULTS, MAX_FPS, NORMALIZATIONS, REGIONS
+from fatigue.data.clip_store import MAX_FPS
+from fatigue.data.video import CROP_DEFAULTS, NORMALIZATIONS, REGIONS
 from fatigue import files
 from fatigue.errors import UserError, run_cli
 

@@ -640,6 +640,8 @@ def _all_alert(manifest: dict) -> None:
     (lambda m: m["clips"].pop(), "holds uint8 clips of shape [24, 16, 1, 16, 16] where "
                                  "manifest.json says uint8 [23,"),
     (_all_alert, "every training clip in"),
+    (lambda m: m.update(fps=-5), "'fps' is -5, not a frame rate"),
+    (lambda m: m.update(fps="ten"), "'fps' is 'ten', not a frame rate"),
     ("float32", "holds float32 clips of shape"),
 ])
 def test_a_data_set_changed_by_hand_is_one_line_before_a_run_is_archived(change, says, tiny,

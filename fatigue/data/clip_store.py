@@ -26,6 +26,8 @@ from fatigue.files import CLIPS_FILE, MANIFEST_FILE  # named there: outputs neve
 from fatigue.errors import UserError
 
 FORMAT_VERSION = 1
+MAX_FPS = 1000.0  # frames a second: rates above it (or inf) would repeat each frame until
+                  # memory runs out (prepare, detect and export check theirs against it)
 SPLITS = ("train", "val", "test")
 
 
@@ -181,6 +183,10 @@ def manifest_problem(manifest: dict) -> str | None:
         return "'clip_shape' is not [frames, channels, height, width]"
     if not isinstance(clips, list):
         return "'clips' is not a list of clips"
+    fps = manifest.get("fps")  # prepared videos' rate: detect and export feed the model at it
+    if fps is not None and not (isinstance(fps, (int, float)) and not isinstance(fps, bool)
+                                and 0 < fps <= MAX_FPS):
+        return f"'fps' is {fps!r}, not a frame rate (more than 0, at most {MAX_FPS:g})"
     seen = set()
     for k, clip in enumerate(clips):
         if not isinstance(clip, dict):

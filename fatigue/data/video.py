@@ -36,7 +36,6 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 # outside this range is not trusted and the fallback is used instead.
 PLAUSIBLE_FPS = (1.0, 240.0)
 FALLBACK_FPS = 30.0  # a file's rate outside PLAUSIBLE_FPS is taken as this
-MAX_FPS = 1000.0  # --fps above it (or inf) would repeat each frame until memory runs out
 # How real videos become face crops, offline (prepare's option defaults) and live (detect):
 # one set of values, so that a model sees the same crops in both. 10 fps keeps every cue of
 # drowsiness (a blink lasts 100-400 ms, a closure or a yawn seconds) at a third of the cost
