@@ -439,6 +439,47 @@ def test_a_process_exits_with_loader_workers_still_alive():
     assert proc.returncode == 143, err
 
 
+def test_loader_workers_leave_when_their_main_process_is_killed(tmp_path):
+    """Workers deaf to SIGTERM outlived a training killed with SIGKILL (a timeout, kill -9)
+    for more than 10 minutes when they were stuck in a batch."""
+    script = ("import os, sys, time, torch\n"
+              "from config import Config\n"
+              "from fatigue.data.loaders import make_loader\n"
+              "class Stuck(torch.utils.data.Dataset):\n"
+              "    def __len__(self): return 8\n"
+              "    def __getitem__(self, i):\n"
+              "        open(f'{sys.argv[1]}/{os.getpid()}', 'w').close()\n"
+              "        time.sleep(600)\n"
+              "LOADER = make_loader(Stuck(), 4, Config(num_workers=1), torch.device('cpu'))\n"
+              "next(iter(LOADER))\n")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], cwd=ROOT,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(tmp_path.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        worker = int(next(tmp_path.iterdir()).name)  # in its batch, for ten minutes
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and _alive(worker):
+            time.sleep(0.2)
+        assert not _alive(worker), "the loader worker outlived its killed main process"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the group
+        except ProcessLookupError:
+            pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"  # a zombie has left
+    except OSError:
+        return False
+
+
 def test_bad_data_for_a_new_run_leaves_the_old_run_in_place(tiny, tmp_path):
     assert train.main(tiny("--epochs", "1")) == 0
     out = run_script("train.py", *tiny("--epochs", "1", "--sequence-length", "99"))

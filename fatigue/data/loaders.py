@@ -8,6 +8,8 @@ from __future__ import annotations
 import atexit
 import os
 import signal
+import threading
+import time
 import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -170,6 +172,19 @@ def _quiet_worker(_: int) -> None:
     # the workers too; only the main process decides to stop, and saves.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Deaf to SIGTERM, a worker must still go when its main process is gone (kill -9, a
+    # timeout): the DataLoader's own check runs only between batches, not in one that hangs.
+    threading.Thread(target=_leave_with_parent, args=(os.getppid(),), daemon=True,
+                     name="leave-with-parent").start()
+
+
+def _leave_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_S)
+    os._exit(0)
+
+
+PARENT_CHECK_S = 1.0  # how often a loader worker looks whether its main process is alive
 
 
 # Loaders whose workers ignore SIGTERM (_quiet_worker). At exit, multiprocessing ends
