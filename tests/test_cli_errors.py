@@ -620,11 +620,6 @@ def test_a_folder_nothing_can_be_written_in_is_refused_before_the_work(main, arg
     assert "cannot be written: nothing can be written in /proc/" in said, said
 
 
-def _all_alert(manifest: dict) -> None:
-    for clip in manifest["clips"]:
-        clip["label"] = 0
-
-
 @pytest.mark.parametrize("change, says", [
     (lambda m: m["clips"][3].update(label=5), "has label 5, not one of 0..1 (alert, drowsy)"),
     (lambda m: m["clips"][3].update(label="1"), "has label '1', not one of 0..1"),
@@ -639,7 +634,6 @@ def _all_alert(manifest: dict) -> None:
                                                    "16] where manifest.json says uint8 [24, 16, 1, 8, 8]"),
     (lambda m: m["clips"].pop(), "holds uint8 clips of shape [24, 16, 1, 16, 16] where "
                                  "manifest.json says uint8 [23,"),
-    (_all_alert, "every training clip in"),
     (lambda m: m.update(fps=-5), "'fps' is -5, not a frame rate"),
     (lambda m: m.update(fps="ten"), "'fps' is 'ten', not a frame rate"),
     ("float32", "holds float32 clips of shape"),
@@ -663,6 +657,5 @@ def test_a_data_set_changed_by_hand_is_one_line_before_a_run_is_archived(change,
     with pytest.raises(UserError, match=re.escape(says)):
         train.main(argv)
     assert sorted(p.name for p in models.iterdir()) == ["latest_model.pth"]
-    if change is not _all_alert:  # evaluate reads the data the same way
-        with pytest.raises(UserError, match=re.escape(says)):
-            ClipDataset(data, "train", 8, 16, 1)
+    with pytest.raises(UserError, match=re.escape(says)):  # evaluate reads it the same way
+        ClipDataset(data, "train", 8, 16, 1)

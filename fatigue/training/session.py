@@ -87,13 +87,7 @@ def start(args: argparse.Namespace, given: dict, ask: bool, dist: Distributed,
 
     def archive_old_run() -> None:
         # A data set that does not fit the options is an error before anything is moved.
-        train = ClipDataset(cfg.data_dir, "train", cfg.sequence_length, cfg.image_size,
-                            cfg.channels)
-        if len(set(train.labels)) < 2:
-            only = train.manifest["classes"][train.labels[0]] if train.labels else "none"
-            raise UserError(f"every training clip in {cfg.data_dir}/ is {only!r}: a detector "
-                            f"learns from clips of two classes or more; check the data set's "
-                            f"labels, or rebuild it")
+        ClipDataset(cfg.data_dir, "train", cfg.sequence_length, cfg.image_size, cfg.channels)
         if checkpoint is None and folder.has_run():
             say(f"Moved the previous run's files to {folder.archive_run()}/ (nothing deleted).")
 
