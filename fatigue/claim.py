@@ -154,7 +154,7 @@ class FolderClaim:
         self.say = say or print
         self.fd: int | None = None
         self.record: Holder | None = None
-        self._made_folder = False
+        self._made_folders: list[Path] = []  # the folder and parents this claim created
         self._previous = b""  # the claim file's record before this command's
         self._listing: dict[str, tuple[int, int]] = {}  # the folder's other entries then
 
@@ -169,7 +169,7 @@ class FolderClaim:
     def acquire(self) -> None:
         """Hold the claim, waiting up to `wait` seconds; raises ClaimBusy when it stays
         taken."""
-        self._made_folder = not self.folder.is_dir()
+        self._made_folders = [p for p in (self.folder, *self.folder.parents) if not p.exists()]
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -299,8 +299,8 @@ class FolderClaim:
                 self._put(self.fd, self._previous)
             else:  # removed while still locked: see _is_current
                 self.path.unlink()
-                if self._made_folder:
-                    self.folder.rmdir()
+                for folder in self._made_folders:  # deepest first: a refused command
+                    folder.rmdir()                 # leaves no empty folders behind
         except OSError:
             pass  # the lock goes with the close all the same
         os.close(self.fd)

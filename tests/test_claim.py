@@ -18,6 +18,7 @@ import pytest
 from tqdm import tqdm
 
 import checkpoint_training
+import crossval
 import dataset
 import evaluate
 import main
@@ -199,11 +200,16 @@ def test_break_claim_takes_over_a_dead_process_or_another_host(tmp_path, capsys)
         pass
 
 
-def test_a_refused_mistake_leaves_nothing_on_disk(tmp_path):
+def test_a_refused_mistake_leaves_nothing_on_disk(tmp_path, tiny_data):
     for folder in (tmp_path / "new", tmp_path):
         with pytest.raises(UserError, match="--epochs must be at least 1"):
             train.main(["--model-dir", str(folder), "--epochs", "-3"])
     assert not (tmp_path / "new").exists() and not (tmp_path / CLAIM_FILE).exists()
+    # A study claims a folder inside the model folder: a refused one leaves neither.
+    with pytest.raises(UserError, match="--folds 100 needs at least 100 subjects"):
+        crossval.main(["--folds", "100", "--data-dir", str(tiny_data), "--model-dir",
+                       str(tmp_path / "study" / "models")])
+    assert not (tmp_path / "study").exists()
 
 
 def test_data_folder_claim(tmp_path, capsys):
