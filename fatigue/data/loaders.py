@@ -167,6 +167,9 @@ class ModelBatches:
                    labels.to(self.device, non_blocking=True))
 
 
+PARENT_CHECK_S = 1.0  # how often a loader worker looks whether its main process is alive
+
+
 def _quiet_worker(_: int) -> None:
     # A terminal's Ctrl+C, and torchrun's SIGTERM (sent to the whole process group), reach
     # the workers too; only the main process decides to stop, and saves.
@@ -183,8 +186,6 @@ def _leave_with_parent(parent: int) -> None:
         time.sleep(PARENT_CHECK_S)
     os._exit(0)
 
-
-PARENT_CHECK_S = 1.0  # how often a loader worker looks whether its main process is alive
 
 
 # Loaders whose workers ignore SIGTERM (_quiet_worker). At exit, multiprocessing ends
