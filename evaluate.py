@@ -192,11 +192,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{', '.join(scoring_only)} {'is' if len(scoring_only) == 1 else 'are'} "
                      f"for scoring clips; --robustness renders its own held-out drives (on "
                      f"the CPU) and writes its table with --report DIR")
-    figures, report = (Path(p).resolve() if p else None for p in (args.json, args.report))
-    if figures and report and report == figures:
+    json_path, report_dir = (Path(p).resolve() if p else None for p in (args.json, args.report))
+    if json_path and report_dir and report_dir == json_path:
         raise UserError(f"--json and --report both name {args.json}; --report is a folder of "
                         f"files, --json one file: give each its own path")
-    if figures and report and report in figures.parents:
+    if json_path and report_dir and report_dir in json_path.parents:
         raise UserError(f"--json {args.json} is inside --report {args.report}/, whose files "
                         f"could replace it; give a path outside it (the report's metrics.json "
                         f"holds the same figures)")
