@@ -19,6 +19,20 @@ from fatigue.data import synthetic  # noqa: E402
 from fatigue.data import synthetic_videos as sv  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def child_temp_folder(tmp_path_factory):
+    """The processes the tests start put their temporary files (torchrun's log folders
+    among them, which torchrun never removes) in pytest's own temporary folder, which
+    pytest prunes, rather than leaving them in /tmp at every run."""
+    before = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(tmp_path_factory.mktemp("child-tmp"))
+    yield
+    if before is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = before
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data")
