@@ -17,7 +17,7 @@ from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -264,56 +264,78 @@ def run(model_path: str, source: str, csv_path: Path, output: Path | None = None
     for note in notes:  # before the run: a camera may run for hours
         say(f"note: {note}")
     outputs = Outputs(csv_path, output, show, rate, settings)
-    windows, timing, found_frames, stopped = [], Timing(), 0, None
+    seen = Seen()
     bar = progress_bar(total=None if camera else int(reader.frame_count() * rate / reader.fps),
                        desc="detect", unit="frame", disable=not progress, leave=False,
                        mininterval=0.5)
-    started = previous = time.perf_counter()
-    speed, t = 0.0, 0.0
+    started = time.perf_counter()
     finished = False  # the source ran out, --duration passed, or q or Ctrl+C stopped it
     try:
-        for t, index, frame in frames_at_rate(reader, rate, camera):
-            if duration is not None and t >= duration:
-                break
-            window = detector.step(frame, t, index)
-            timing.frames += 1
-            found_frames += detector.found[-1]
-            if window is not None:
-                windows.append(window)
-                outputs.window(window)
-                if sound is not None:  # both return at once, and only act on a change
-                    (sound.start if detector.alarm.active else sound.stop)()
-            draw_start = time.perf_counter()
-            keep_going = outputs.frame(frame, detector.box, detector.found[-1],
-                                       (len(detector.crops), detector.crops.maxlen), t, speed)
-            timing.steps["annotate and write"] += time.perf_counter() - draw_start
-            if not keep_going:
-                stopped = "q pressed"
-                break
-            # The frames per second drawn on the video: decoding included, smoothed.
-            now = time.perf_counter()
-            current = 1 / max(now - previous, 1e-6)
-            speed, previous = (0.9 * speed + 0.1 * current) if speed else current, now
-            bar.update(1)
+        watch(frames_at_rate(reader, rate, camera), duration, detector, outputs, sound, seen,
+              bar.update)
         finished = True
     except KeyboardInterrupt:
-        stopped, finished = "interrupted", True  # what was seen so far is written and summed up
+        # What was seen so far is written and summed up.
+        seen.stopped, finished = "interrupted", True
     finally:
         if sound is not None:
             sound.stop()  # an alarm still on at the end (Ctrl+C, q, --duration) falls silent
         bar.close()
         reader.close()
-        outputs.close(keep=finished and timing.frames > 0)
+        outputs.close(keep=finished and seen.timing.frames > 0)
+    timing = seen.timing
     timing.total = time.perf_counter() - started
     timing.steps.update({"decode": reader.decode_seconds,
                          "face detection": detector.tracker.detect_seconds,
                          "crop": detector.crop_seconds, "model": detector.model_seconds})
     if timing.frames == 0:
         raise UserError(f"no frame could be read from {source}")
-    result = Result(windows, detector.alarm.events, timing.frames,
-                    t if camera else timing.frames / rate, timing,
-                    found_frames / timing.frames, stopped, reader.unreadable)
+    result = Result(seen.windows, detector.alarm.events, timing.frames,
+                    seen.t if camera else timing.frames / rate, timing,
+                    seen.found_frames / timing.frames, seen.stopped, reader.unreadable)
     return result, info
+
+
+@dataclass
+class Seen:
+    """What watch() has seen so far, kept by the caller: a Ctrl+C ends watch() midway."""
+    windows: list[Window] = field(default_factory=list)
+    timing: Timing = field(default_factory=Timing)
+    found_frames: int = 0   # frames whose latest detection saw a face
+    t: float = 0.0          # the last frame's time
+    stopped: str | None = None
+
+
+def watch(frames: Iterator[tuple[float, int, np.ndarray]], duration: float | None,
+          detector: Detector, outputs: Outputs, sound: AlarmSound | None, seen: Seen,
+          advance: Callable[[int], object]) -> None:
+    """Score `frames` (time, index, frame) until they run out, `duration` passes or q is
+    pressed; each frame goes to `outputs`, each window too, and `sound` follows the alarm.
+    `advance(1)` is called per frame (the progress bar)."""
+    speed, previous = 0.0, time.perf_counter()
+    for seen.t, index, frame in frames:
+        if duration is not None and seen.t >= duration:
+            return
+        window = detector.step(frame, seen.t, index)
+        seen.timing.frames += 1
+        seen.found_frames += detector.found[-1]
+        if window is not None:
+            seen.windows.append(window)
+            outputs.window(window)
+            if sound is not None:  # both return at once, and only act on a change
+                (sound.start if detector.alarm.active else sound.stop)()
+        draw_start = time.perf_counter()
+        keep_going = outputs.frame(frame, detector.box, detector.found[-1],
+                                   (len(detector.crops), detector.crops.maxlen), seen.t, speed)
+        seen.timing.steps["annotate and write"] += time.perf_counter() - draw_start
+        if not keep_going:
+            seen.stopped = "q pressed"
+            return
+        # The frames per second drawn on the video: decoding included, smoothed.
+        now = time.perf_counter()
+        current = 1 / max(now - previous, 1e-6)
+        speed, previous = (0.9 * speed + 0.1 * current) if speed else current, now
+        advance(1)
 
 
 def summary(result: Result, source: str, info: dict, csv_path: Path,
