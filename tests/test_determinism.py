@@ -29,16 +29,27 @@ def test_the_cpu_run_is_exact_by_default_and_its_checkpoint_says_so(tiny, tmp_pa
     assert not torch.are_deterministic_algorithms_enabled()  # nothing to force on the CPU
 
 
-def test_resuming_in_another_mode_warns_and_is_recorded(tiny, tmp_path, capsys):
+def test_resuming_in_another_mode_on_the_cpu_says_nothing_as_the_kernels_are_the_same(
+        tiny, tmp_path, capsys):
     assert train.main(tiny("--epochs", "1", "--device", "cpu")) == 0
     capsys.readouterr()
     assert train.main(tiny("--epochs", "2", "--resume", "--deterministic", "no")) == 0
-    err = capsys.readouterr().err
-    assert ("trained in deterministic (bit-exact) mode and continues in fast (not "
-            "bit-exact) mode") in err and "--deterministic yes" in err
+    assert "mode" not in capsys.readouterr().err
     state = load(tmp_path / "models" / "latest_model.pth")
-    assert state["deterministic"] is False
-    assert any("continues in fast" in w for w in state["warnings"])
+    assert state["deterministic"] is False  # the mode asked for, recorded
+    assert not any("mode" in w for w in state["warnings"])
+
+
+@pytest.mark.parametrize("saved, now, said", [
+    (True, False, "trained in deterministic (bit-exact) mode and continues in fast (not "
+                  "bit-exact) mode"),
+    (False, True, "trained in fast (not bit-exact) mode and continues in deterministic")])
+def test_another_mode_on_a_gpu_is_said(saved, now, said):
+    change = determinism.mode_change(saved, now, torch.device("cuda"))
+    assert said in change and ("--deterministic yes" in change) is saved
+    assert determinism.mode_change(saved, now, torch.device("cpu")) is None
+    assert determinism.mode_change(None, now, torch.device("cuda")) is None  # an old file
+    assert determinism.mode_change(now, now, torch.device("cuda")) is None
 
 
 def test_the_same_mode_on_resume_says_nothing(tiny, tmp_path, capsys):

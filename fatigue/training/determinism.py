@@ -53,10 +53,11 @@ def describe(deterministic: bool) -> str:
     return "deterministic (bit-exact)" if deterministic else "fast (not bit-exact)"
 
 
-def mode_change(saved: bool | None, now: bool) -> str | None:
+def mode_change(saved: bool | None, now: bool, device: torch.device) -> str | None:
     """What the user should know when a run resumes in another mode than it was saved in,
-    or None (same mode, or a checkpoint too old to say)."""
-    if saved is None or saved == now:
+    or None (same mode, a checkpoint too old to say, or on the CPU, whose kernels are the
+    same in both modes)."""
+    if saved is None or saved == now or device.type != "cuda":
         return None
     return (f"this run was trained in {describe(saved)} mode and continues in {describe(now)} "
             f"mode: from here on it is not guaranteed to match an uninterrupted run bit for bit"

@@ -450,8 +450,8 @@ class Trainer:
         manifest = load_manifest(cfg.data_dir)
         fingerprint = data_fingerprint(manifest)
         warnings = [*warnings, *(checkpoint["warnings"] if checkpoint else [])]
-        mode = determinism.mode_change(checkpoint["deterministic"], self.deterministic) \
-            if checkpoint else None
+        mode = determinism.mode_change(checkpoint["deterministic"], self.deterministic,
+                                       self.device) if checkpoint else None
         if mode:
             self.say(f"warning: {mode}", file=sys.stderr)
             warnings.append(f"resumed at epoch {checkpoint['epoch']}: {mode}")
