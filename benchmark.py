@@ -26,12 +26,14 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
 
@@ -227,12 +229,32 @@ def profile_loop(argv: list[str], device: torch.device, rows: int) -> str:
     # Lazy: the profiler is only wanted with --profile, and importing it costs time.
     from torch.profiler import ProfilerActivity, profile
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=activities) as prof, contextlib.redirect_stdout(io.StringIO()), \
-            contextlib.redirect_stderr(io.StringIO()):
-        code = command.main(argv + ["--epochs", "2"])
+    said = io.StringIO()
+    with native_stderr_silenced():
+        with profile(activities=activities) as prof, contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(said):
+            code = command.main(argv + ["--epochs", "2"])
+        table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
     if code:
-        raise RuntimeError(f"the profiled training run failed (exit code {code})")
-    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+        last = (said.getvalue().strip().splitlines() or ["no message"])[-1]
+        raise RuntimeError(f"the profiled training run failed (exit code {code}): {last}")
+    return table
+
+
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Silence what is written to file descriptor 2 past Python's sys.stderr: PyTorch's
+    profiler (Kineto) logs its start and stop there, and on a machine without a GPU an
+    'ERROR ... gpuGetDeviceCount failed' that is no error of the run."""
+    sys.stderr.flush()
+    kept = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(kept, 2)
+        os.close(kept)
 
 
 def run(args: argparse.Namespace) -> dict:
