@@ -1,6 +1,6 @@
 """The start-up measurement (benchmark.py starts it in a process of its own):
 
-    python -m fatigue.first_step LAUNCHED DEVICE TRAIN_ARGS...
+    python -m fatigue.first_step LAUNCHED DEVICE TRAIN_ARGS...   (LAUNCHED may be 'now')
 
 runs train.py's main on TRAIN_ARGS and ends the process at its first optimizer step, printing
 one JSON line: every phase from LAUNCHED (the launching process's time.time() just before it
@@ -55,5 +55,27 @@ def until_first_step(launched: float, device_type: str, argv: list[str]) -> int:
     return command.main(argv)
 
 
+USAGE = """usage: python -m fatigue.first_step LAUNCHED DEVICE TRAIN_ARGS...
+  LAUNCHED    the launcher's time.time() just before it started this process, or 'now'
+              (then the interpreter's own start is not counted)
+  DEVICE      cpu or cuda
+  TRAIN_ARGS  train.py's options, for example --resume --model-dir models
+Prints one JSON line of the phases up to the first optimizer step. benchmark.py runs it
+for you: its table's "launch to first step"."""
+
+
+def main(args: list[str]) -> int:
+    """The command line: LAUNCHED DEVICE TRAIN_ARGS..., or the usage and 2."""
+    try:
+        launched = time.time() if args[0] == "now" else float(args[0])
+        ok = args[1] in ("cpu", "cuda")
+    except (IndexError, ValueError):
+        ok = False
+    if not ok:
+        print(USAGE, file=sys.stderr)
+        return 2
+    return until_first_step(launched, args[1], args[2:])
+
+
 if __name__ == "__main__":
-    sys.exit(until_first_step(float(sys.argv[1]), sys.argv[2], sys.argv[3:]))
+    sys.exit(main(sys.argv[1:]))

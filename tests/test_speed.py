@@ -506,3 +506,19 @@ def test_a_channels_last_run_saves_a_plain_model(tiny, tiny_data, tmp_path, monk
     conv = [m for m in placed.modules() if isinstance(m, torch.nn.Conv2d)][-1]
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert not conv.weight.is_contiguous()
+
+
+def test_the_start_up_measurement_says_its_usage_and_can_start_its_clock_now(tiny):
+    """docs/performance.md shows `python -m fatigue.first_step` run by hand."""
+    def first_step(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "fatigue.first_step", *args], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
+    for wrong in (["--help"], [], ["now"], ["now", "gpu"]):
+        out = first_step(*wrong)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+        assert out.stderr.startswith("usage: python -m fatigue.first_step LAUNCHED DEVICE")
+    assert train.main(tiny("--epochs", "1")) == 0
+    out = first_step("now", "cpu", *tiny("--epochs", "2", "--resume"))
+    phases = json.loads(out.stdout.strip().splitlines()[-1])["phases"]
+    assert phases[0][0] == "launch to interpreter ready" and phases[-1][0] == FIRST_STEP
+    assert all(seconds >= 0 for _, seconds in phases)
