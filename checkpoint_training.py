@@ -198,8 +198,10 @@ def build_parser(tools_only: bool = False) -> argparse.ArgumentParser:
                        help="apply --keep-last N to the epoch backups now, listing what goes")
     tools.add_argument("--status", action="store_true",
                        help="is the run in --model-dir finished? One line, and the exit code: "
-                            f"0 finished, {UNFINISHED} epochs left (continue with --resume), "
-                            "2 no run to continue (for job scripts: see docs/distributed.md)")
+                            f"0 finished; {UNFINISHED} epochs left, or a damaged latest file "
+                            "(continue with --resume, which goes on from the newest intact "
+                            "file); 2 no run to continue (none, or no intact checkpoint left). "
+                            "For job scripts: see docs/distributed.md")
     return parser
 
 

@@ -236,6 +236,9 @@ def test_nothing_intact_changes_nothing(tiny, tmp_path):
     before = {p.name: p.read_bytes() for p in models.iterdir() if p.is_file()}
     out = run_script("train.py", *tiny("--epochs", "3", "--resume"))
     assert out.returncode == 2 and "no intact checkpoint" in out.stderr
+    # --status: no run to continue (2, as its --help says), not "unfinished" (3) for ever.
+    out = run_script("checkpoint_training.py", "--status", "--model-dir", str(models))
+    assert out.returncode == 2 and "no intact checkpoint" in out.stderr
     assert {p.name: p.read_bytes() for p in models.iterdir() if p.is_file()} == before
 
 
