@@ -141,7 +141,10 @@ def info(name: str, model_dir: str) -> int:
     alarm = alarm_settings(state)
     crop = {k: v for k, v in applied["crop"].items() if k not in ("face_detector", "box")}
     print(f"classes         {', '.join(applied['output']['classes'])}")
-    print(f"detect applies  {applied['frame_rate']:g} fps, "
+    # The crop's own size, then shrunk to the model's input, as prepare made the clips.
+    size = crop.pop("image_size")
+    resized = f" resized to the model's {cfg.image_size} px" if size != cfg.image_size else ""
+    print(f"detect applies  {applied['frame_rate']:g} fps, crop {size} px{resized}, "
           + ", ".join(f"{k} {v}" for k, v in crop.items()))
     print(f"alarm           on {alarm.on:g}, off {alarm.off:g} ("
           + ("on chosen on validation" if state["alarm_threshold"] is not None else "defaults")

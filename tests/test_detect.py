@@ -357,7 +357,7 @@ def test_info_shows_what_detect_and_export_apply(face_model, capsys):
     assert f"fingerprint {state['data_fingerprint']}, folders)" in said
     assert "classes         alert, drowsy\n" in said
     made = state["preprocessing"]
-    assert f"detect applies  {made['fps']:g} fps, image_size {made['image_size']}, " in said
+    assert f"detect applies  {made['fps']:g} fps, crop {made['image_size']} px, " in said
     assert f"region {made['region']}" in said and f"normalize {made['normalize']}" in said
     on = state["alarm_threshold"]
     assert f"alarm           on {on:g}, off {round(on * 11 / 14, 4):g} (on chosen on " \

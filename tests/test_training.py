@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import os
-import shutil
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -240,6 +240,8 @@ def test_list_and_info(tiny, tmp_path, capsys):
     assert checkpoint_training.main(["--info", "latest_model.pth", "--model-dir", models]) == 0
     info = capsys.readouterr().out
     assert "learning_rate" in info and "parameters" in info and "epoch           2 of 2" in info
+    # Drawn faces: detect crops at prepare's default size, then shrinks to the model's 16 px.
+    assert re.search(r"detect applies  10 fps, crop \d+ px resized to the model's 16 px, ", info)
 
 
 def test_evaluate_copied_checkpoint(tiny, tmp_path, capsys):
