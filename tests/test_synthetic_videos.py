@@ -62,10 +62,11 @@ def test_an_interrupted_writing_is_written_again_and_a_finished_one_left_alone(t
     small = {"seconds": 0.5, "frame_size": (160, 120), "videos_per_label": 1, "workers": 1}
     monkeypatch.setattr(sv, "write_videos", lambda out, **asked: real(out, **asked, **small))
     out = tmp_path / "videos"
+    monkeypatch.chdir(tmp_path)
 
     def command(*extra: str) -> str:
         dataset.main(["--synthetic", "--as-videos", "--num-subjects", "3", "--data-dir",
-                      str(out), *extra])
+                      "videos", *extra])
         return capsys.readouterr().out
 
     made = []
@@ -82,7 +83,11 @@ def test_an_interrupted_writing_is_written_again_and_a_finished_one_left_alone(t
         command()
     monkeypatch.setattr(sv, "_make_video", make)
     assert len(made) == 2
-    assert "An interrupted writing of these videos was written again" in command()
+    said = command()
+    assert "The last writing of these videos was interrupted: all of them were written again" \
+        in said
+    # The next command, as the user wrote the folder: copied, it runs where they are.
+    assert "python dataset.py --prepare videos --format folders --data-dir videos_clips" in said
     def stamps() -> dict:  # the folder's files but its claim, which each command takes
         return {p: p.stat().st_mtime_ns for p in out.rglob("*")
                 if p.is_file() and p.name != ".claim"}
@@ -282,3 +287,11 @@ def test_a_far_face_is_rendered_as_opencv_would_with_the_border_replicated():
         want = cv2.warpAffine(src, warp, (320, 200), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_REPLICATE)
         assert np.array_equal(warp_replicated(src, warp, (320, 200)), want), (scale, angle)
+
+
+@pytest.mark.parametrize("videos, clips", [("videos", "videos_clips"), ("a/b/", "a/b_clips"),
+                                           ("/x/v", "/x/v_clips")])
+def test_the_suggested_clips_folder_sits_beside_the_videos_as_written(videos, clips):
+    assert sv.clips_folder(Path(videos)) == Path(clips)
+    here = Path.cwd()
+    assert sv.clips_folder(Path(".")) == here.with_name(here.name + "_clips")  # not inside

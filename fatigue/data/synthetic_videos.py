@@ -573,7 +573,8 @@ def write_videos(out_dir: str | Path, layout: str = "folders", num_subjects: int
     cameras = [s.camera for _, s in written]
     sizes = sorted({c.frame_size for c in cameras}, key=lambda s: s[0] * s[1])
     seconds_taken = time.perf_counter() - began
-    before = {"interrupted": "An interrupted writing of these videos was written again. ",
+    before = {"interrupted": "The last writing of these videos was interrupted: all of them "
+                             "were written again. ",
               "other": (f"Removed {removed} files of an earlier writing of other videos. "
                         if removed else "")}.get(found.kind, "")
     return (f"{before}Wrote {len(written)} synthetic videos ({megabytes:.1f} MB) of {num_subjects} "
@@ -581,7 +582,15 @@ def write_videos(out_dir: str | Path, layout: str = "folders", num_subjects: int
             f"each through its own random camera ({sizes[0][0]}x{sizes[0][1]} to "
             f"{sizes[-1][0]}x{sizes[-1][1]}, {sum(c.infrared for c in cameras)} infrared). "
             f"Prepare them with: python dataset.py --prepare {out} --format {layout} "
-            f"--data-dir {out.resolve().with_name(out.resolve().name + '_clips')}")
+            f"--data-dir {clips_folder(out)}")
+
+
+def clips_folder(videos: Path) -> Path:
+    """The folder the closing line suggests for the prepared clips: beside `videos`, named
+    after it, written as the user wrote `videos` (relative stays relative)."""
+    if videos.name in ("", ".", ".."):  # no name of its own as written
+        return videos.resolve().with_name(videos.resolve().name + "_clips")
+    return videos.with_name(videos.name + "_clips")
 
 
 def _plan(out: Path, tasks: list[dict], asked: dict) -> written_folder.Plan:
