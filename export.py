@@ -10,9 +10,8 @@ frame rate and face-crop settings (fatigue/inference/deployment.py), as <output>
 the file (ONNX metadata_props; TorchScript extra file "deployment.json").
 
 Every export is checked against the PyTorch model on random clips (max abs difference,
-tolerance 1e-4), in onnxruntime for ONNX when it is installed. ONNX needs the optional
-packages `onnx` (to write the file) and `onnxruntime` (to check and run it):
-    pip install onnx onnxruntime
+tolerance 1e-4), in onnxruntime for ONNX. ONNX needs the packages `onnx` (to write the file)
+and `onnxruntime` (to check and run it), both in requirements.txt; without them it says so.
 """
 from __future__ import annotations
 
@@ -35,7 +34,7 @@ from fatigue.errors import UserError, run_cli
 from fatigue.inference.deployment import alarm_settings, deployment_info
 from fatigue.inference.evaluation import load_model
 
-if TYPE_CHECKING:  # for the annotation only: onnxruntime is optional
+if TYPE_CHECKING:  # for the annotation only: an environment may lack onnxruntime
     import onnxruntime
 
 TOLERANCE = 1e-4
@@ -100,9 +99,9 @@ def load_torchscript(path: Path) -> tuple[torch.jit.ScriptModule, dict]:
 def export_onnx(model: torch.nn.Module, info: dict, path: Path, opset: int) -> None:
     """Write `model` to `path` as ONNX with dynamic batch and time, `info` in its metadata."""
     if importlib.util.find_spec("onnx") is None:
-        raise UserError(f"ONNX export needs the optional onnx package: {ONNX_INSTALL} "
+        raise UserError(f"ONNX export needs the onnx package (in requirements.txt): {ONNX_INSTALL} "
                         f"(or export --format torchscript, which needs nothing more)")
-    import onnx  # lazy: an optional package, needed only for ONNX export
+    import onnx  # lazy: needed only for ONNX export, and an environment may lack it
 
     example = random_clips(info, *check_shapes(info)[0])
     with warnings.catch_warnings():
@@ -129,7 +128,7 @@ def onnxruntime_session(path: Path) -> onnxruntime.InferenceSession | None:
     """An onnxruntime session on the CPU, or None when onnxruntime is not installed."""
     if importlib.util.find_spec("onnxruntime") is None:
         return None
-    import onnxruntime  # lazy: an optional package, needed only to check an ONNX export
+    import onnxruntime  # lazy: needed only to check an ONNX export
     return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 

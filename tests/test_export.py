@@ -6,6 +6,8 @@ import importlib.util
 import json
 import re
 
+import onnx
+import onnxruntime as ort
 import pytest
 import torch
 
@@ -75,8 +77,6 @@ def test_onnx_without_the_onnx_package_is_one_clear_line(checkpoint, tmp_path, m
 
 
 def test_onnx_round_trip_in_onnxruntime(checkpoint, tmp_path, capsys):
-    onnx = pytest.importorskip("onnx")
-    ort = pytest.importorskip("onnxruntime")
     out = tmp_path / "model.onnx"
     assert export.main(["--model", str(checkpoint), "--format", "onnx", "--output", str(out),
                         "--threshold", "0.35"]) == 0

@@ -1,11 +1,12 @@
-"""TensorBoard curves (when the package is installed): each step shown once across a
-stop and resume, the same points as a run never stopped; without it, one note."""
+"""TensorBoard curves (the package is in requirements.txt): each step shown once across a
+stop and resume, the same points as a run never stopped; without the package, one note."""
 from __future__ import annotations
 
 import builtins
 import json
 
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import train
 from fatigue.training import loop
@@ -16,9 +17,7 @@ EPOCHS = ("--epochs", "3", "--log-every-steps", "1", "--save-every-steps", "2")
 
 def curves(folder) -> dict[str, list[tuple[int, float]]]:
     """Every scalar curve as TensorBoard displays it (orphaned points purged)."""
-    accumulator = pytest.importorskip(
-        "tensorboard.backend.event_processing.event_accumulator").EventAccumulator(
-            str(folder), size_guidance={"scalars": 0})
+    accumulator = EventAccumulator(str(folder), size_guidance={"scalars": 0})
     accumulator.Reload()
     return {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)]
             for tag in accumulator.Tags()["scalars"]}
@@ -29,7 +28,6 @@ class Crash(BaseException):
 
 
 def test_a_crashed_and_resumed_run_shows_each_step_once(tiny, tmp_path, monkeypatch):
-    pytest.importorskip("torch.utils.tensorboard")
     reference = tiny(*EPOCHS)
     reference[reference.index("--model-dir") + 1] = str(tmp_path / "reference")
     assert train.main(reference) == 0
@@ -65,7 +63,6 @@ def test_a_crashed_and_resumed_run_shows_each_step_once(tiny, tmp_path, monkeypa
 
 
 def test_a_stopped_run_resumes_its_curves(tiny, tmp_path, monkeypatch):
-    pytest.importorskip("torch.utils.tensorboard")
     interrupt(monkeypatch, loop, "accumulate_gradients", 5, __import__("signal").SIGTERM)
     assert train.main(tiny(*EPOCHS)) == 143
     monkeypatch.undo()
@@ -105,7 +102,6 @@ def test_without_the_package_one_note_and_nothing_else_changes(tiny, tmp_path, m
 
 
 def test_an_archived_run_keeps_its_curves(tiny, tmp_path):
-    pytest.importorskip("torch.utils.tensorboard")
     assert train.main(tiny("--epochs", "1")) == 0
     assert train.main(tiny("--epochs", "1", "--force")) == 0
     archived = list((tmp_path / "models" / "archive").glob("*/tensorboard"))

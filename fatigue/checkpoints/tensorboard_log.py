@@ -1,5 +1,5 @@
-"""TensorBoard curves of a run, when the `tensorboard` package is installed (an optional
-extra, like onnx): `tensorboard --logdir models/tensorboard`.
+"""TensorBoard curves of a run: `tensorboard --logdir models/tensorboard` (the package is in
+requirements.txt; an environment without it trains on, with a note).
 
 Every point is written at the run's global step (an epoch's figures at the step that ends
 it), so that a resumed run continues the same curves. The writer a resumed run opens tells
