@@ -17,6 +17,7 @@ import pytest
 
 import crossval as cv_command
 import main
+from fatigue.checkpoints import store
 from fatigue.data.clip_store import load_manifest, open_clips, write_clip_store
 from fatigue.errors import UserError
 from fatigue.training import command, crossval, loop
@@ -136,6 +137,13 @@ def test_stopped_in_second_fold_continues_bit_identically(reference, tiny_data, 
     assert [f["status"] for f in record_of(study)["folds"]] == ["finished", "training", "pending"]
     assert load(study / "fold_2" / "latest_model.pth")["interrupted"] == "SIGTERM"
     untouched = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (study / "fold_1").glob("*.pth")}
+    # A Ctrl+C while the study reads a checkpoint to go on: a stop, not a damaged file.
+    stopped = {p: p.read_bytes() for p in (study / "fold_2").glob("*.pth")}
+    interrupt(monkeypatch, store.torch, "load", 1, signal.SIGINT)
+    assert main.main(["--mode", "cv", *args]) == 130
+    monkeypatch.undo()
+    assert "damaged" not in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in (study / "fold_2").glob("*.pth")} == stopped
 
     trained = []
     real_main = command.main

@@ -80,7 +80,8 @@ def test_signal_anywhere_then_resume_is_bit_identical(tiny, tmp_path, monkeypatc
     assert_same_run(reference, load(tmp_path / "models" / "latest_model.pth"))
 
 
-@pytest.mark.parametrize("where", ["validation", "save", "test evaluation"])
+@pytest.mark.parametrize("where", ["validation", "save", "test evaluation",
+                                   "test evaluation's load"])
 def test_a_stop_in_the_last_epochs_validation_or_save_says_the_run_is_complete(
         tiny, tmp_path, monkeypatch, capsys, where):
     """Nothing is left to continue: the run is done, only its test evaluation is skipped."""
@@ -88,11 +89,19 @@ def test_a_stop_in_the_last_epochs_validation_or_save_says_the_run_is_complete(
         interrupt(monkeypatch, loop, "predict", 2, signal.SIGTERM)
     elif where == "save":
         interrupt(monkeypatch, checkpoint.torch, "save", 2, signal.SIGTERM)
-    else:  # after every save, outside the loop's own handling of stops
+    elif where == "test evaluation":  # after every save, outside the loop's handling of stops
         interrupt(monkeypatch, loop, "evaluate_checkpoint", 1, signal.SIGTERM)
+    else:  # inside torch.load of best_model.pth: a stop, not a damaged file
+        evaluate = loop.evaluate_checkpoint
+
+        def evaluate_stopped_while_loading(*args, **kwargs):
+            interrupt(monkeypatch, checkpoint.torch, "load", 1, signal.SIGTERM)
+            return evaluate(*args, **kwargs)
+        monkeypatch.setattr(loop, "evaluate_checkpoint", evaluate_stopped_while_loading)
     assert train.main(tiny("--epochs", "2")) == 143
     monkeypatch.undo()
     out, err = capsys.readouterr()
+    assert "damaged" not in err and not list((tmp_path / "models").glob("*.damaged-*"))
     best = tmp_path / "models" / "best_model.pth"
     assert "Stopped by SIGTERM after the last epoch: the run is complete; its test evaluation " \
            f"was skipped (python evaluate.py --model {best})" in err

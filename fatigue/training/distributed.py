@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 from fatigue.errors import UserError
+from fatigue.training.stop import StopTraining
 
 T = TypeVar("T")
 
@@ -117,7 +118,7 @@ class Distributed:
                 if not self.enabled:
                     raise
                 error = (str(err), err.exit_code)
-            except Exception as err:
+            except (Exception, StopTraining) as err:  # a stop too: the others must not wait
                 if not self.enabled:
                     raise
                 failure = err

@@ -13,8 +13,12 @@ from typing import Callable, Iterator
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
-class StopTraining(Exception):
-    """Raised by the loop at a step or epoch boundary once a stop was requested."""
+class StopTraining(BaseException):
+    """Raised by the loop at a step or epoch boundary once a stop was requested, and by
+    signals_raise wherever a signal lands. A BaseException, as KeyboardInterrupt is: an
+    `except Exception` on its way (a damaged file's, a broken package's) must not take a
+    stop for a failure of its own and go on (a Ctrl+C during a checkpoint's load was
+    reported as a damaged file, and the file set aside)."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
