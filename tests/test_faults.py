@@ -314,6 +314,28 @@ def test_changed_data_is_refused_unless_allowed(tiny, tiny_data, tmp_path):
     assert any("data set changed" in w for w in state["warnings"])
 
 
+def test_a_run_stopped_inside_an_epoch_goes_on_with_smaller_data_from_the_epochs_start(
+        tiny, tiny_data, tmp_path, monkeypatch, capsys):
+    """The position inside an epoch counts clips of the old data's order: on a data set with
+    fewer training clips than that it was a ValueError traceback."""
+    interrupt(monkeypatch, loop, "accumulate_gradients", 2, signal.SIGTERM)
+    assert train.main(tiny("--epochs", "2")) == 143
+    monkeypatch.undo()
+    stopped_at = load(tmp_path / "models" / "latest_model.pth")["samples_in_epoch"]
+    smaller = tmp_path / "smaller_data"
+    synthetic.generate(smaller, seed=2, num_subjects=3, clips_per_subject=2, image_size=16,
+                       sequence_length=16)
+    args = tiny("--epochs", "2", "--resume", "--allow-data-change")
+    args[args.index(str(tiny_data))] = str(smaller)
+    capsys.readouterr()
+    assert train.main(args) == 0
+    out = capsys.readouterr().out
+    assert "epoch 1 restarts at its beginning (the position inside it counts clips of the " \
+           "other data set)" in out
+    state = load(tmp_path / "models" / "latest_model.pth")
+    assert state["epoch"] == 2 and stopped_at > 2  # more than the smaller set's training clips
+
+
 def test_failed_write_stops_cleanly_and_keeps_old_files(tiny, tmp_path, monkeypatch):
     real = checkpoint.torch.save
     calls = {"n": 0}

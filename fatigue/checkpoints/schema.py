@@ -121,10 +121,12 @@ def snapshot(parts: Trainables, train: Stateful, run: RunIdentity, rank_sums: li
 
 # ----------------------------------------------------------------------------- restore
 def restore(checkpoint: dict, parts: Trainables, train: Stateful, cfg: Config, rank: int,
-            world_size: int, truncate_log: Callable[[int], None] | None = None) -> list[str]:
+            world_size: int, fingerprint: str | None = None,
+            truncate_log: Callable[[int], None] | None = None) -> list[str]:
     """Put `checkpoint` (read through the store, so already upgraded) back into a freshly
     built run, in the order of `snapshot`. `cfg` is the run's config now (the checkpoint's,
-    with the options given on resume applied). Returns notes for the user."""
+    with the options given on resume applied); `fingerprint`, the data set's now (allowed to
+    differ: --allow-data-change). Returns notes for the user."""
     notes = []
     # 1. model
     parts.model.load_state_dict(checkpoint["model_state_dict"])
@@ -144,12 +146,18 @@ def restore(checkpoint: dict, parts: Trainables, train: Stateful, cfg: Config, r
     if parts.scaler is not None and checkpoint["scaler_state_dict"]:
         parts.scaler.load_state_dict(checkpoint["scaler_state_dict"])
     # 5. training state; the position inside an epoch only for the same number of processes
+    #    and the same data (it counts clips of that data's shuffled order)
     train.load_state_dict(checkpoint)
     if train.mid_epoch and checkpoint["world_size"] != world_size:
         notes.append(f"note: {counted(checkpoint['world_size'], 'process', 'processes')} "
                      f"wrote this checkpoint and "
                      f"{world_size} run now, so epoch {train.epoch + 1} restarts at its beginning "
                      f"(the position inside it does not carry over to another number of processes)")
+        train.restart_epoch()
+    elif train.mid_epoch and fingerprint is not None and other_data(checkpoint, fingerprint):
+        notes.append(f"note: the data set is not the one this checkpoint was written on, so "
+                     f"epoch {train.epoch + 1} restarts at its beginning (the position inside "
+                     f"it counts clips of the other data set)")
         train.restart_epoch()
     if train.mid_epoch:
         train.sums.copy_(checkpoint["partial_epoch"][rank])
