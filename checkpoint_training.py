@@ -16,6 +16,7 @@ import argparse
 from pathlib import Path
 
 from config import Config, Parser, flag_of, given_options
+from fatigue import files
 from fatigue.checkpoints import store as ckpt
 from fatigue.claim import FolderClaim, add_claim_args
 from fatigue.errors import UserError, run_cli
@@ -192,6 +193,9 @@ def build_parser(tools_only: bool = False) -> argparse.ArgumentParser:
         parser = command.build_parser(
             description="Train with checkpoints (continue the run in --model-dir or start a "
                         "new one), or inspect and tidy the checkpoints.")
+        # --list, --info and --status only read: a folder they cannot write is theirs to
+        # read (a job script's --status on a read-only copy); main() checks it for training.
+        next(a for a in parser._actions if a.dest == "model_dir").type = None
     tools = parser.add_argument_group("checkpoint tools (these do not train; one at a time)"
                                       ).add_mutually_exclusive_group()
     tools.add_argument("--list", action="store_true", help="table of the checkpoints in --model-dir")
@@ -210,8 +214,14 @@ def build_parser(tools_only: bool = False) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, tools_only: bool = False) -> int:
     """With `tools_only` (main.py --mode checkpoints) no tool means --list, not training."""
-    args = build_parser(tools_only).parse_args(argv)
+    parser = build_parser(tools_only)
+    args = parser.parse_args(argv)
     tool = next((name for name in TOOL_OPTIONS if getattr(args, name)), None)
+    if tool in (None, "clean") and args.model_dir is not None:  # these write the folder
+        try:
+            files.output_folder(args.model_dir)
+        except argparse.ArgumentTypeError as err:
+            parser.error(f"argument --model-dir: {err}")
     if tools_only and tool is None:
         args.list, tool = True, "list"
     ignored = options_a_tool_ignores(args, tool) if tool else []

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from config import Config
+from fatigue import files
 from fatigue.checkpoints import store as checkpoint
 from fatigue.errors import UserError
 import checkpoint_training
@@ -242,6 +243,31 @@ def test_list_and_info(tiny, tmp_path, capsys):
     assert "learning_rate" in info and "parameters" in info and "epoch           2 of 2" in info
     # Drawn faces: detect crops at prepare's default size, then shrinks to the model's 16 px.
     assert re.search(r"detect applies  10 fps, crop \d+ px resized to the model's 16 px, ", info)
+
+
+def test_the_reading_tools_read_a_folder_they_cannot_write(tiny, tmp_path, monkeypatch,
+                                                           capsys):
+    """--status, --list and --info only read: a read-only run folder (a job script's copy,
+    a mount) is theirs to read; training and --clean, which write it, are refused."""
+    assert train.main(tiny("--epochs", "1")) == 0
+    models = tmp_path / "models"
+    real = files.tempfile.TemporaryFile
+
+    def read_only_models(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir).resolve() == models.resolve():
+            raise PermissionError(13, "Permission denied")
+        return real(*args, dir=dir, **kwargs)
+    monkeypatch.setattr(files.tempfile, "TemporaryFile", read_only_models)
+    capsys.readouterr()
+    for tool in (["--status"], ["--list"], ["--info", "best_model.pth"]):
+        assert checkpoint_training.main([*tool, "--model-dir", str(models)]) == 0, tool
+    assert "finished: 1/1 epochs" in capsys.readouterr().out
+    for writing in (["--resume", "--epochs", "2"], ["--clean", "--keep-last", "1"]):
+        with pytest.raises(SystemExit) as refused:
+            checkpoint_training.main([*writing, "--model-dir", str(models)])
+        assert refused.value.code == 2
+        assert f"argument --model-dir: {models} cannot be written: nothing can be written in " \
+               in capsys.readouterr().err
 
 
 def test_evaluate_copied_checkpoint(tiny, tmp_path, capsys):
