@@ -336,6 +336,31 @@ def test_a_run_stopped_inside_an_epoch_goes_on_with_smaller_data_from_the_epochs
     assert state["epoch"] == 2 and stopped_at > 2  # more than the smaller set's training clips
 
 
+def test_a_disk_full_at_the_first_save_is_one_line_that_says_nothing_was_saved(tiny, tmp_path):
+    """On a disk full at its first bytes, torch's zip writer raises a RuntimeError ('unexpected
+    pos'), not an OSError: it was a traceback, exit 1."""
+    script = tmp_path / "full_disk_train.py"
+    script.write_text(
+        "import sys; sys.path.insert(0, %r)\n"
+        "import train\n"
+        "from fatigue.checkpoints import store\n"
+        "from fatigue.errors import run_cli\n"
+        "def full_disk(obj, fh, *a, **kw):\n"
+        "    fh.write(b'PK')\n"
+        "    raise RuntimeError('[enforce fail at inline_container.cc:672] . unexpected pos '\n"
+        "                       '64 vs 0')\n"
+        "store.torch.save = full_disk\n"
+        "run_cli(train.main)\n" % str(ROOT))
+    out = subprocess.run([sys.executable, str(script), *tiny("--epochs", "2")],
+                         capture_output=True, text=True, timeout=300)
+    models = tmp_path / "models"
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert f"error: could not write {models / 'latest_model.pth'}: the file system took only " \
+           f"part of it (is the disk full?). Nothing of this run was saved yet; free space or " \
+           f"fix the folder, then run the same command again" in out.stderr
+    assert not list(models.glob("*.pth")) and not list(models.glob("*.tmp*"))
+
+
 def test_failed_write_stops_cleanly_and_keeps_old_files(tiny, tmp_path, monkeypatch):
     real = checkpoint.torch.save
     calls = {"n": 0}

@@ -112,9 +112,20 @@ def _write_temp(state: dict, path: str | Path) -> Path:
         return write_temp(path, lambda fh: torch.save(state, fh))
     except OSError as err:
         raise _write_error(path, err) from None
+    except RuntimeError as err:
+        # torch's zip writer, when the file system takes less than it was given (a disk
+        # full at its first bytes): "[enforce fail at inline_container.cc] unexpected pos".
+        if "inline_container" not in str(err) and "PytorchStreamWriter" not in str(err):
+            raise
+        raise _write_error(path, OSError(f"the file system took only part of it (is the disk "
+                                         f"full?)")) from None
 
 
 def _write_error(path: str | Path, err: OSError) -> CheckpointWriteError:
+    if not (Path(path).parent / LATEST).is_file():  # the run's first save
+        return CheckpointWriteError(
+            f"could not write {path}: {err.strerror or err}. Nothing of this run was saved "
+            f"yet; free space or fix the folder, then run the same command again")
     return CheckpointWriteError(
         f"could not write {path}: {err.strerror or err}. The checkpoints already on disk "
         f"are intact; free space or fix the folder, then continue with --resume")
