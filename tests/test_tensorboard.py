@@ -3,14 +3,17 @@ stop and resume, the same points as a run never stopped; without the package, on
 from __future__ import annotations
 
 import builtins
+import errno
 import json
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.summary.writer import record_writer
 
 import train
 from fatigue.training import loop
 from test_faults import interrupt
+from test_training import load
 
 EPOCHS = ("--epochs", "3", "--log-every-steps", "1", "--save-every-steps", "2")
 
@@ -107,3 +110,29 @@ def test_an_archived_run_keeps_its_curves(tiny, tmp_path):
     archived = list((tmp_path / "models" / "archive").glob("*/tensorboard"))
     assert len(archived) == 1 and list(archived[0].iterdir())
     assert [s for s, _ in curves(tmp_path / "models" / "tensorboard")["val/loss"]] == [3]
+
+
+@pytest.mark.parametrize("good_writes", [0, 3])  # full from the start; full mid-run
+def test_a_disk_that_takes_no_curves_is_one_warning_and_training_goes_on(
+        tiny, tmp_path, monkeypatch, capsys, good_writes):
+    """TensorBoard writes from its own thread: a full disk printed that thread's traceback,
+    and the error then reached the loop as an unexplained 'No space left on device', exit 1,
+    leaving an empty events file behind at each try."""
+    real_write = record_writer.RecordWriter.write
+    writes = []
+
+    def full_disk(self, data):
+        writes.append(len(data))
+        if len(writes) > good_writes:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, data)
+    monkeypatch.setattr(record_writer.RecordWriter, "write", full_disk)
+    assert train.main(tiny("--epochs", "2")) == 0
+    err = capsys.readouterr().err
+    folder = tmp_path / "models" / "tensorboard"
+    assert err.count(f"warning: TensorBoard curves stop: could not write in {folder}/ (No space "
+                     f"left on device); training goes on, its checkpoints are not affected") == 1
+    assert "Traceback" not in err and "Exception in thread" not in err, err
+    assert load(tmp_path / "models" / "latest_model.pth")["epoch"] == 2
+    if not good_writes:  # begun and never written: not left as a run of its own
+        assert not list(folder.glob("events.out.tfevents.*"))

@@ -10,6 +10,8 @@ the model folder and moves with the run when a new run archives it.
 """
 from __future__ import annotations
 
+import sys
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -19,8 +21,11 @@ FOLDER = "tensorboard"
 
 
 class TensorBoardLog:
-    def __init__(self, writer) -> None:
-        self.writer = writer
+    """The writer; a failed write (a full disk, a folder gone) ends the curves with one
+    warning and never the training, whose checkpoints say what they say of such a disk."""
+
+    def __init__(self, writer, folder: Path, say: Callable[..., None]) -> None:
+        self.writer, self.folder, self.say = writer, folder, say
         # Step losses still on the device: read all at once when flushed, so that logging
         # them never makes the loop wait for the GPU.
         self.pending: list[tuple[int, torch.Tensor]] = []
@@ -43,16 +48,26 @@ class TensorBoardLog:
             say(f"note: no TensorBoard curves: the installed tensorboard does not load "
                 f"({reason}); training_log.jsonl and training_curves.png are written as always")
             return None
-        writer = SummaryWriter(str(Path(model_dir) / FOLDER),
-                               purge_step=global_step + 1 if global_step else None)
+        folder = Path(model_dir) / FOLDER
+        before = set(folder.glob("events.out.tfevents.*"))
+        quiet_writer_threads()
+        try:
+            writer = SummaryWriter(str(folder), purge_step=global_step + 1 if global_step else None)
+        except OSError as err:
+            for made in set(folder.glob("events.out.tfevents.*")) - before:
+                made.unlink(missing_ok=True)  # begun, never written: not a run of its own
+            say(cant_write(folder, err), file=sys.stderr, flush=True)
+            return None
         rows = "\n".join(f"| {key} | {value} |" for key, value in config.items())
-        writer.add_text("config", f"| option | value |\n|---|---|\n{rows}", global_step)
-        return cls(writer)
+        log = cls(writer, folder, say)
+        log._guarded(lambda: writer.add_text("config", f"| option | value |\n|---|---|\n{rows}",
+                                             global_step))
+        return log
 
     def step(self, global_step: int, loss: torch.Tensor) -> None:
         self.pending.append((global_step, loss.detach()))
         if len(self.pending) >= 100:
-            self._write_pending()
+            self._guarded(self._write_pending)
 
     def _write_pending(self) -> None:
         if self.pending:
@@ -67,14 +82,46 @@ class TensorBoardLog:
                    "val/loss": val["loss"], "val/accuracy": val["accuracy"],
                    "learning_rate": train["lr"], "epoch": epoch,
                    "throughput/clips_per_second": train["timed_clips"] / max(train["seconds"], 1e-9)}
-        for tag, value in figures.items():
-            self.writer.add_scalar(tag, value, global_step)
+
+        def write() -> None:
+            for tag, value in figures.items():
+                self.writer.add_scalar(tag, value, global_step)
+        self._guarded(write)
         self.flush()
 
     def flush(self) -> None:
-        self._write_pending()
-        self.writer.flush()
+        self._guarded(lambda: (self._write_pending(), self.writer.flush()))
 
     def close(self) -> None:
-        self._write_pending()
-        self.writer.close()
+        self._guarded(lambda: (self._write_pending(), self.writer.close()))
+
+    def _guarded(self, write: Callable[[], object]) -> None:
+        """`write`, unless an earlier one failed; a failure says so once and ends the curves."""
+        if self.writer is None:
+            return
+        try:
+            write()
+        except OSError as err:
+            self.writer, self.pending = None, []
+            self.say(cant_write(self.folder, err), file=sys.stderr, flush=True)
+
+
+def cant_write(folder: Path, err: OSError) -> str:
+    return (f"warning: TensorBoard curves stop: could not write in {folder}/ "
+            f"({err.strerror or err}); training goes on, its checkpoints are not affected")
+
+
+def quiet_writer_threads() -> None:
+    """TensorBoard writes from a thread of its own, which prints its traceback when a write
+    fails, and hands the error to the next flush in the main thread (said there, once).
+    Its failures are silenced in the thread; any other thread's are printed as always."""
+    if getattr(threading.excepthook, "quiets_tensorboard", False):
+        return
+    printing = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if not (isinstance(args.exc_value, OSError)
+                and type(args.thread).__module__.startswith("tensorboard.")):
+            printing(args)
+    hook.quiets_tensorboard = True
+    threading.excepthook = hook
