@@ -110,6 +110,25 @@ def test_a_stop_in_the_last_epochs_validation_or_save_says_the_run_is_complete(
     assert checkpoint_training.main(["--status", "--model-dir", str(tmp_path / "models")]) == 0
 
 
+def test_the_first_of_two_signals_decides_the_stop(tiny, tmp_path, monkeypatch, capsys):
+    """Ctrl+C, then SIGTERM while it saves (a supervisor's): it said 'SIGINT received' and
+    then exited 143 'Stopped by SIGTERM'."""
+    real, calls = loop.accumulate_gradients, []
+
+    def two_signals(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(loop, "accumulate_gradients", two_signals)
+    assert train.main(tiny("--epochs", "2")) == 130
+    err = capsys.readouterr().err
+    assert "SIGINT received" in err and "already stopping" in err
+    assert "Stopped by SIGINT" in err and "Stopped by SIGTERM" not in err
+    assert load(tmp_path / "models" / "latest_model.pth")["interrupted"] == "SIGINT"
+
+
 def test_save_every_steps_refreshes_latest_mid_epoch(tiny, tmp_path, monkeypatch):
     seen = []
     real = checkpoint.CheckpointStore.save

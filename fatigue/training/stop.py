@@ -52,7 +52,8 @@ class StopRequest:
                   f"saving the checkpoint..." if self.signum is None else
                   "\nalready stopping: the checkpoint is being saved, please wait",
                   file=sys.stderr, flush=True)
-        self.signum = signum
+        if self.signum is None:  # the first decides: the line said and the exit code agree
+            self.signum = signum
 
 
 @contextlib.contextmanager
