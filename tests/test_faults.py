@@ -110,6 +110,21 @@ def test_a_stop_in_the_last_epochs_validation_or_save_says_the_run_is_complete(
     assert checkpoint_training.main(["--status", "--model-dir", str(tmp_path / "models")]) == 0
 
 
+def test_resuming_with_fewer_epochs_than_a_stopped_run_has_begun_says_what_is_kept(
+        tiny, tmp_path, monkeypatch, capsys):
+    interrupt(monkeypatch, loop, "accumulate_gradients", 3 + 2, signal.SIGTERM)  # epoch 2
+    assert train.main(tiny("--epochs", "3")) == 143
+    monkeypatch.undo()
+    latest = tmp_path / "models" / "latest_model.pth"
+    before = latest.read_bytes()
+    clips = load(latest)["samples_in_epoch"]
+    capsys.readouterr()
+    assert train.main(tiny("--epochs", "1", "--resume")) == 0
+    assert f"The one epoch of this run is done, and {clips} clips of epoch 2, kept in " \
+           f"latest_model.pth (best val acc" in capsys.readouterr().out
+    assert latest.read_bytes() == before
+
+
 def test_the_first_of_two_signals_decides_the_stop(tiny, tmp_path, monkeypatch, capsys):
     """Ctrl+C, then SIGTERM while it saves (a supervisor's): it said 'SIGINT received' and
     then exited 143 'Stopped by SIGTERM'."""

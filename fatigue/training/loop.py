@@ -132,6 +132,9 @@ class Trainer:
                      else "The one epoch of this run is done")
                     if state.epoch == cfg.num_epochs else f"This run has trained {state.epoch} "
                     f"epochs, more than --epochs {cfg.num_epochs}")
+            if state.mid_epoch:  # stopped inside the next epoch: kept for a longer run
+                done += (f", and {state.samples_in_epoch} clips of epoch {state.epoch + 1}, kept "
+                         f"in {self.store.latest.name}")
             longer = (f" To train longer: {self.continue_with} --epochs {state.epoch + 50}"
                       if self.continue_with else "")
             self.say(f"{done} (best val acc {100 * state.best_val_acc:.2f}% at epoch "
