@@ -190,12 +190,11 @@ def build_parser(tools_only: bool = False) -> argparse.ArgumentParser:
                             help="with --clean: how many epoch backups to keep")
         add_claim_args(parser, "--model-dir")
     else:
-        parser = command.build_parser(
-            description="Train with checkpoints (continue the run in --model-dir or start a "
-                        "new one), or inspect and tidy the checkpoints.")
         # --list, --info and --status only read: a folder they cannot write is theirs to
         # read (a job script's --status on a read-only copy); main() checks it for training.
-        next(a for a in parser._actions if a.dest == "model_dir").type = None
+        parser = command.build_parser(
+            description="Train with checkpoints (continue the run in --model-dir or start a "
+                        "new one), or inspect and tidy the checkpoints.", check_model_dir=False)
     tools = parser.add_argument_group("checkpoint tools (these do not train; one at a time)"
                                       ).add_mutually_exclusive_group()
     tools.add_argument("--list", action="store_true", help="table of the checkpoints in --model-dir")
@@ -217,13 +216,13 @@ def main(argv: list[str] | None = None, tools_only: bool = False) -> int:
     parser = build_parser(tools_only)
     args = parser.parse_args(argv)
     tool = next((name for name in TOOL_OPTIONS if getattr(args, name)), None)
+    if tools_only and tool is None:
+        args.list, tool = True, "list"
     if tool in (None, "clean") and args.model_dir is not None:  # these write the folder
         try:
             files.output_folder(args.model_dir)
         except argparse.ArgumentTypeError as err:
             parser.error(f"argument --model-dir: {err}")
-    if tools_only and tool is None:
-        args.list, tool = True, "list"
     ignored = options_a_tool_ignores(args, tool) if tool else []
     if ignored:
         raise UserError(f"--{tool} does not train: {', '.join(ignored)} would do nothing with "

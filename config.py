@@ -225,19 +225,21 @@ def yes_no(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected yes or no, got {text!r}")
 
 
-def add_config_args(parser: argparse.ArgumentParser, helps: dict[str, str] | None = None
-                    ) -> None:
+def add_config_args(parser: argparse.ArgumentParser, helps: dict[str, str] | None = None,
+                    unchecked: tuple[str, ...] = ()) -> None:
     """One option per config field. Defaults are None so that the options a user
     actually typed can be told apart (they override a resumed checkpoint's values).
-    `helps`: a field's help where a command uses it otherwise (cross-validation's folder)."""
+    `helps`: a field's help where a command uses it otherwise (cross-validation's folder);
+    `unchecked`: fields taken as typed, their own check left to the command (a folder
+    that tools only read need not be writable)."""
     titles = {"data": "data", "model": "model (fixed for the life of a run)",
               "train": "optimisation", "run": "run"}
     groups = {key: parser.add_argument_group(title) for key, title in titles.items()}
     for f in fields(Config):
         if f.metadata["flag"] == "":
             continue
-        kind = f.metadata["parse"] or {"bool": yes_no, "int": int, "float": float,
-                                       "str": str}[f.type]
+        kind = (f.name not in unchecked and f.metadata["parse"]) or {
+            "bool": yes_no, "int": int, "float": float, "str": str}[f.type]
         alone = {} if f.metadata["alone"] is None else {"nargs": "?", "const": f.metadata["alone"]}
         yes_or_no = kind is yes_no  # shown as the yes/no it takes, not Python's True/False
         metavar = ("{yes,no}" if yes_or_no else

@@ -371,8 +371,8 @@ def test_a_run_stopped_inside_an_epoch_goes_on_with_smaller_data_from_the_epochs
 
 
 def test_a_disk_full_at_the_first_save_is_one_line_that_says_nothing_was_saved(tiny, tmp_path):
-    """On a disk full at its first bytes, torch's zip writer raises a RuntimeError ('unexpected
-    pos'), not an OSError: it was a traceback, exit 1."""
+    """torch's zip writer may raise a RuntimeError ('unexpected pos'), not an OSError, when the
+    disk is full (seen on a full 100 KB tmpfs, the error below): it was a traceback, exit 1."""
     script = tmp_path / "full_disk_train.py"
     script.write_text(
         "import sys; sys.path.insert(0, %r)\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import errno
 import json
+import threading
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -112,6 +113,8 @@ def test_an_archived_run_keeps_its_curves(tiny, tmp_path):
     assert [s for s, _ in curves(tmp_path / "models" / "tensorboard")["val/loss"]] == [3]
 
 
+# The writer thread's traceback, which pytest would otherwise only report as a warning.
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 @pytest.mark.parametrize("good_writes", [0, 3])  # full from the start; full mid-run
 def test_a_disk_that_takes_no_curves_is_one_warning_and_training_goes_on(
         tiny, tmp_path, monkeypatch, capsys, good_writes):
@@ -127,12 +130,14 @@ def test_a_disk_that_takes_no_curves_is_one_warning_and_training_goes_on(
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(self, data)
     monkeypatch.setattr(record_writer.RecordWriter, "write", full_disk)
+    hook = threading.excepthook
     assert train.main(tiny("--epochs", "2")) == 0
     err = capsys.readouterr().err
     folder = tmp_path / "models" / "tensorboard"
     assert err.count(f"warning: TensorBoard curves stop: could not write in {folder}/ (No space "
-                     f"left on device); training goes on, its checkpoints are not affected") == 1
+                     f"left on device); training goes on without them") == 1
     assert "Traceback" not in err and "Exception in thread" not in err, err
     assert load(tmp_path / "models" / "latest_model.pth")["epoch"] == 2
     if not good_writes:  # begun and never written: not left as a run of its own
         assert not list(folder.glob("events.out.tfevents.*"))
+    assert threading.excepthook is hook  # given back

@@ -262,6 +262,8 @@ def test_the_reading_tools_read_a_folder_they_cannot_write(tiny, tmp_path, monke
     for tool in (["--status"], ["--list"], ["--info", "best_model.pth"]):
         assert checkpoint_training.main([*tool, "--model-dir", str(models)]) == 0, tool
     assert "finished: 1/1 epochs" in capsys.readouterr().out
+    assert main.main(["--mode", "checkpoints", "--model-dir", str(models)]) == 0  # lists
+    assert "best_model.pth" in capsys.readouterr().out
     for writing in (["--resume", "--epochs", "2"], ["--clean", "--keep-last", "1"]):
         with pytest.raises(SystemExit) as refused:
             checkpoint_training.main([*writing, "--model-dir", str(models)])

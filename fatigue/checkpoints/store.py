@@ -113,8 +113,9 @@ def _write_temp(state: dict, path: str | Path) -> Path:
     except OSError as err:
         raise _write_error(path, err) from None
     except RuntimeError as err:
-        # torch's zip writer, when the file system takes less than it was given (a disk
-        # full at its first bytes): "[enforce fail at inline_container.cc] unexpected pos".
+        # torch's zip writer, when the file system takes less than it was given: "[enforce
+        # fail at inline_container.cc:672] . unexpected pos 64 vs 0" (seen on a full 100 KB
+        # tmpfs, where a larger one gave ENOSPC).
         if "inline_container" not in str(err) and "PytorchStreamWriter" not in str(err):
             raise
         raise _write_error(path, OSError(f"the file system took only part of it (is the disk "
@@ -122,13 +123,15 @@ def _write_temp(state: dict, path: str | Path) -> Path:
 
 
 def _write_error(path: str | Path, err: OSError) -> CheckpointWriteError:
-    if not (Path(path).parent / LATEST).is_file():  # the run's first save
-        return CheckpointWriteError(
-            f"could not write {path}: {err.strerror or err}. Nothing of this run was saved "
-            f"yet; free space or fix the folder, then run the same command again")
-    return CheckpointWriteError(
-        f"could not write {path}: {err.strerror or err}. The checkpoints already on disk "
-        f"are intact; free space or fix the folder, then continue with --resume")
+    """The one line of a failed checkpoint write, with what to do next: --resume when the
+    folder holds a run to continue (as --resume itself judges it), else the same command."""
+    if CheckpointStore(Path(path).parent).can_resume():
+        then = "The checkpoints already on disk are intact; free space or fix the folder, then " \
+               "continue with --resume"
+    else:
+        then = "Nothing of this run was saved yet; free space or fix the folder, then run the " \
+               "same command again"
+    return CheckpointWriteError(f"could not write {path}: {err.strerror or err}. {then}")
 
 
 def load_checkpoint(path: str | Path, verify: bool = True) -> dict:
@@ -375,9 +378,7 @@ class CheckpointStore:
             commit(tmp, target)
         except OSError as err:
             tmp.unlink(missing_ok=True)
-            raise CheckpointWriteError(f"could not write {target}: {err.strerror or err}. The "
-                                       f"checkpoints already on disk are intact; free space or "
-                                       f"fix the folder, then continue with --resume") from None
+            raise _write_error(target, err) from None
 
     def prune(self, keep_last: int | None = None) -> list[Path]:
         """Delete all but the newest `keep_last` epoch backups (0 keeps all). latest,

@@ -24,8 +24,10 @@ class TensorBoardLog:
     """The writer; a failed write (a full disk, a folder gone) ends the curves with one
     warning and never the training, whose checkpoints say what they say of such a disk."""
 
-    def __init__(self, writer, folder: Path, say: Callable[..., None]) -> None:
+    def __init__(self, writer, folder: Path, say: Callable[..., None],
+                 restore_hook: Callable[[], None]) -> None:
         self.writer, self.folder, self.say = writer, folder, say
+        self.restore_hook = restore_hook
         # Step losses still on the device: read all at once when flushed, so that logging
         # them never makes the loop wait for the GPU.
         self.pending: list[tuple[int, torch.Tensor]] = []
@@ -36,7 +38,8 @@ class TensorBoardLog:
         """The run's writer, continuing after `global_step`; None (and one note) without
         the package."""
         try:
-            # Optional extra: imported only when a run starts, and only if installed.
+            # Imported when a run starts (its import is not start-up's), and an environment
+            # may lack the package.
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             say(f"note: no TensorBoard curves (pip install tensorboard to have them in "
@@ -50,16 +53,17 @@ class TensorBoardLog:
             return None
         folder = Path(model_dir) / FOLDER
         before = set(folder.glob("events.out.tfevents.*"))
-        quiet_writer_threads()
+        restore_hook = quiet_writer_threads()
         try:
             writer = SummaryWriter(str(folder), purge_step=global_step + 1 if global_step else None)
         except OSError as err:
             for made in set(folder.glob("events.out.tfevents.*")) - before:
                 made.unlink(missing_ok=True)  # begun, never written: not a run of its own
             say(cant_write(folder, err), file=sys.stderr, flush=True)
+            restore_hook()
             return None
         rows = "\n".join(f"| {key} | {value} |" for key, value in config.items())
-        log = cls(writer, folder, say)
+        log = cls(writer, folder, say, restore_hook)
         log._guarded(lambda: writer.add_text("config", f"| option | value |\n|---|---|\n{rows}",
                                              global_step))
         return log
@@ -94,6 +98,7 @@ class TensorBoardLog:
 
     def close(self) -> None:
         self._guarded(lambda: (self._write_pending(), self.writer.close()))
+        self.restore_hook()  # the writer's thread has ended
 
     def _guarded(self, write: Callable[[], object]) -> None:
         """`write`, unless an earlier one failed; a failure says so once and ends the curves."""
@@ -108,20 +113,23 @@ class TensorBoardLog:
 
 def cant_write(folder: Path, err: OSError) -> str:
     return (f"warning: TensorBoard curves stop: could not write in {folder}/ "
-            f"({err.strerror or err}); training goes on, its checkpoints are not affected")
+            f"({err.strerror or err}); training goes on without them")
 
 
-def quiet_writer_threads() -> None:
+def quiet_writer_threads() -> Callable[[], None]:
     """TensorBoard writes from a thread of its own, which prints its traceback when a write
     fails, and hands the error to the next flush in the main thread (said there, once).
-    Its failures are silenced in the thread; any other thread's are printed as always."""
-    if getattr(threading.excepthook, "quiets_tensorboard", False):
-        return
+    Until the returned function is called, its failures are silenced in the thread; any
+    other thread's are printed as always."""
     printing = threading.excepthook
 
     def hook(args: threading.ExceptHookArgs) -> None:
         if not (isinstance(args.exc_value, OSError)
                 and type(args.thread).__module__.startswith("tensorboard.")):
             printing(args)
-    hook.quiets_tensorboard = True
     threading.excepthook = hook
+
+    def restore() -> None:
+        if threading.excepthook is hook:  # not if another hook was set since
+            threading.excepthook = printing
+    return restore

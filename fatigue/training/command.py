@@ -10,7 +10,10 @@ from fatigue.claim import add_claim_args
 from fatigue.training import session
 
 
-def build_parser(prog: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
+def build_parser(prog: str | None = None, description: str | None = None,
+                 check_model_dir: bool = True) -> argparse.ArgumentParser:
+    """train.py's options; check_model_dir=False leaves --model-dir's writability to the
+    caller (checkpoint_training.py, whose tools only read it)."""
     parser = Parser(
         prog=prog, description=description or "Train the CNN-LSTM fatigue detector.")
     action = parser.add_argument_group("what to do")
@@ -23,7 +26,7 @@ def build_parser(prog: str | None = None, description: str | None = None) -> arg
                              "<model-dir>/archive/, nothing is deleted")
     action.add_argument("--allow-data-change", action="store_true",
                         help="resume even though the data set differs from the checkpoint's")
-    add_config_args(parser)
+    add_config_args(parser, unchecked=() if check_model_dir else ("model_dir",))
     add_claim_args(parser, "--model-dir")
     return parser
 
