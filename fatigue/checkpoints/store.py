@@ -118,8 +118,8 @@ def _write_temp(state: dict, path: str | Path) -> Path:
         # tmpfs, where a larger one gave ENOSPC).
         if "inline_container" not in str(err) and "PytorchStreamWriter" not in str(err):
             raise
-        raise _write_error(path, OSError(f"the file system took only part of it (is the disk "
-                                         f"full?)")) from None
+        raise _write_error(path, OSError("the file system took only part of it (is the disk "
+                                         "full?)")) from None
 
 
 def _write_error(path: str | Path, err: OSError) -> CheckpointWriteError:
