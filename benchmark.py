@@ -27,6 +27,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -79,16 +80,26 @@ def make_data(folder: Path, train_clips: int, val_clips: int,
     return clips[:train_clips], np.array([r["label"] for r in records[:train_clips]])
 
 
+def check_run(what: str, code: int, said: str) -> None:
+    """A training run the benchmark made: a stop (Ctrl+C, SIGTERM) stops the benchmark as
+    Ctrl+C does; a failure raises with the run's last line."""
+    if code in (130, 143):
+        raise KeyboardInterrupt
+    if code:
+        last = (said.strip().splitlines() or ["no message"])[-1]
+        raise RuntimeError(f"the {what} training run failed (exit code {code}): {last}")
+
+
 def real_loop(argv: list[str], device: torch.device) -> tuple[float, int]:
     """The best epoch's clips/s of a train.py run (the first epoch is warm-up), each epoch's
     rate from its training_log.jsonl line, and on CUDA the run's peak memory (bytes)."""
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    said = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(said):
         code = command.main(argv)
-    if code:
-        raise RuntimeError(f"the measured training run failed (exit code {code})")
+    check_run("measured", code, said.getvalue())
     peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else 0
     log_file = Path(argv[argv.index("--model-dir") + 1]) / LOG_FILE
     log = [json.loads(line) for line in log_file.read_text().splitlines()]
@@ -230,31 +241,38 @@ def profile_loop(argv: list[str], device: torch.device, rows: int) -> str:
     from torch.profiler import ProfilerActivity, profile
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     said = io.StringIO()
-    with native_stderr_silenced():
+    with profiler_log_dropped():
         with profile(activities=activities) as prof, contextlib.redirect_stdout(io.StringIO()), \
                 contextlib.redirect_stderr(said):
             code = command.main(argv + ["--epochs", "2"])
         table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
-    if code:
-        last = (said.getvalue().strip().splitlines() or ["no message"])[-1]
-        raise RuntimeError(f"the profiled training run failed (exit code {code}): {last}")
+    check_run("profiled", code, said.getvalue())
     return table
 
 
+# Kineto's log line: LEVEL:date time pid:tid file.cpp:line] message
+KINETO_LINE = re.compile(r"[A-Z]+:\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \d+:\d+ \w+\.cpp:\d+\] ")
+
+
 @contextlib.contextmanager
-def native_stderr_silenced() -> Iterator[None]:
-    """Silence what is written to file descriptor 2 past Python's sys.stderr: PyTorch's
-    profiler (Kineto) logs its start and stop there, and on a machine without a GPU an
-    'ERROR ... gpuGetDeviceCount failed' that is no error of the run."""
+def profiler_log_dropped() -> Iterator[None]:
+    """PyTorch's profiler (Kineto) logs to file descriptor 2, past Python's sys.stderr: its
+    start and stop, and on a machine without a GPU an 'ERROR ... gpuGetDeviceCount failed'
+    that is no error of the run. Inside, descriptor 2 goes to a temporary file; what it
+    caught other than Kineto's lines (a native error, a crash's dump) is written after."""
     sys.stderr.flush()
     kept = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(kept, 2)
-        os.close(kept)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(kept, 2)
+            os.close(kept)
+            caught.seek(0)
+            lines = caught.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if not KINETO_LINE.match(line)))
+            sys.stderr.flush()
 
 
 def run(args: argparse.Namespace) -> dict:

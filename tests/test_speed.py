@@ -522,3 +522,24 @@ def test_the_start_up_measurement_says_its_usage_and_can_start_its_clock_now(tin
     phases = json.loads(out.stdout.strip().splitlines()[-1])["phases"]
     assert phases[0][0] == "launch to interpreter ready" and phases[-1][0] == FIRST_STEP
     assert all(seconds >= 0 for _, seconds in phases)
+
+
+@pytest.mark.parametrize("code", [1, 130])
+def test_the_profiled_run_says_why_it_failed_and_keeps_what_is_not_the_profilers(
+        monkeypatch, capfd, code):
+    def training(argv):
+        print("error: the run's own line", file=sys.stderr)
+        os.write(2, b"a native library's message\n")
+        os.write(2, b"ERROR:2026-11-29 18:39:14 1:1 DeviceProperties.cpp:56] gpuGetDeviceCount "
+                    b"failed with code 35\n")
+        return code
+    monkeypatch.setattr(benchmark.command, "main", training)
+    if code == 130:  # a Ctrl+C in the run stops the benchmark as one (no traceback)
+        with pytest.raises(KeyboardInterrupt):
+            benchmark.profile_loop([], torch.device("cpu"), 5)
+    else:
+        with pytest.raises(RuntimeError, match=r"the profiled training run failed \(exit code "
+                                               r"1\): error: the run's own line"):
+            benchmark.profile_loop([], torch.device("cpu"), 5)
+    err = capfd.readouterr().err
+    assert "a native library's message" in err and "gpuGetDeviceCount" not in err
