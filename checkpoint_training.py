@@ -21,7 +21,7 @@ from fatigue.checkpoints import store as ckpt
 from fatigue.claim import FolderClaim, add_claim_args
 from fatigue.errors import UserError, run_cli
 from fatigue.inference.deployment import alarm_settings, deployment_info
-from fatigue.text import counted
+from fatigue.text import clips_into_epoch, counted
 from fatigue.training import command, session
 from model import build_model, count_parameters
 
@@ -102,8 +102,8 @@ def run_status(store: ckpt.CheckpointStore) -> int:
               f"{pct(state['best_val_acc'])} at epoch {state.get('best_epoch', '-')}")
         return 0
     stopped = f", stopped by {state['interrupted']}" if state.get("interrupted") else ""
-    each = " of each process" if state.get("world_size", 1) > 1 else ""  # torchrun's shards
-    where = (f"{state['samples_in_epoch']} clips{each} into epoch {state['epoch'] + 1}"
+    where = (clips_into_epoch(state["samples_in_epoch"], state["epoch"] + 1,
+                              state.get("world_size", 1))
              if state.get("samples_in_epoch") else
              f"{counted(state['epoch'], 'epoch')} done")
     print(f"unfinished: {where} of {num_epochs} in {path}{stopped}; continue with --resume")

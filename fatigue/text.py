@@ -13,6 +13,12 @@ def agree(n: int, one: str, many: str) -> str:
     return one if n == 1 else many
 
 
+def clips_into_epoch(clips: int, epoch: int, world_size: int = 1) -> str:
+    """'40 clips into epoch 4': a run's position inside an epoch (`epoch` counted from 1);
+    under torchrun each process counts its own clips, and it says so."""
+    return f"{clips} clips{' of each process' if world_size > 1 else ''} into epoch {epoch}"
+
+
 def first_few(items: list[str], most: int = 3) -> str:
     """'a, b, c ...': the first `most` of `items`, and ' ...' when there are more."""
     return ", ".join(items[:most]) + (" ..." if len(items) > most else "")

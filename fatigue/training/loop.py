@@ -38,6 +38,7 @@ from fatigue.data.video import crop_settings
 from fatigue.errors import UserError
 from fatigue.inference.evaluation import evaluate_checkpoint, predict
 from fatigue.inference.metrics import alarm_threshold, positive_index
+from fatigue.text import clips_into_epoch
 from fatigue.training import determinism
 from fatigue.training.distributed import Distributed
 from fatigue.training.optimizer import make_optimizer
@@ -132,13 +133,13 @@ class Trainer:
                      else "The one epoch of this run is done")
                     if state.epoch == cfg.num_epochs else f"This run has trained {state.epoch} "
                     f"epochs, more than --epochs {cfg.num_epochs}")
-            if state.mid_epoch:  # stopped inside the next epoch: kept for a longer run
-                done += (f", and {state.samples_in_epoch} clips of epoch {state.epoch + 1}, kept "
-                         f"in {self.store.latest.name}")
+            begun = clips_into_epoch(state.samples_in_epoch, state.epoch + 1, self.dist.world_size)
+            begun = (f" It had also gone {begun}, kept in {self.store.latest.name}."
+                     if state.mid_epoch else "")  # stopped inside the next: for a longer run
             longer = (f" To train longer: {self.continue_with} --epochs {state.epoch + 50}"
                       if self.continue_with else "")
             self.say(f"{done} (best val acc {100 * state.best_val_acc:.2f}% at epoch "
-                     f"{state.best_epoch}).{longer}")
+                     f"{state.best_epoch}).{begun}{longer}")
             return 0
         self.announce()
         with StopRequest(verbose=self.dist.is_main) as self.stop_request:

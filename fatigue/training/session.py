@@ -19,6 +19,7 @@ from fatigue.claim import FolderClaim
 from fatigue.data.clip_store import load_manifest
 from fatigue import startup
 from fatigue.errors import UserError
+from fatigue.text import clips_into_epoch
 from fatigue.training.distributed import Distributed
 from fatigue.training.loop import Trainer
 from fatigue.training.pretrained import fetch as fetch_pretrained
@@ -126,7 +127,8 @@ def resumed(folder: CheckpointStore, given: dict, model_dir: str, dist: Distribu
         dist.say("warning: options given now replace the checkpoint's: " + "; ".join(changes),
                  file=sys.stderr)
     dist.say(f"Resuming {path} at epoch {checkpoint['epoch']}"
-             + (f", {checkpoint['samples_in_epoch']} clips into epoch {checkpoint['epoch'] + 1}"
+             + (", " + clips_into_epoch(checkpoint["samples_in_epoch"], checkpoint["epoch"] + 1,
+                                        checkpoint["world_size"])
                 if checkpoint["samples_in_epoch"] else ""))
     return checkpoint, cfg, notes
 
