@@ -138,7 +138,7 @@ def test_restore_puts_back_what_snapshot_took():
     other_parts, other_state = built_run(tiny_config(seed=99))
     truncated = []
     notes = schema.restore(snap, other_parts, other_state, cfg, rank=0, world_size=1,
-                           truncate_log=truncated.append)
+                           fingerprint="fp", truncate_log=truncated.append)
     assert notes == [] and truncated == [1]
     assert other_state.state_dict() == state.state_dict()
     assert other_state.sums.tolist() == [0.5, 2.0, 2.0]
@@ -156,8 +156,24 @@ def test_restore_with_another_world_size_restarts_the_epoch_and_says_so():
     snap = schema.snapshot(parts, state, schema.RunIdentity(cfg, "fp", {}, []),
                            [state.sums, state.sums], [seeds.rng_state()] * 2)
     fresh_parts, fresh = built_run(cfg)
-    notes = schema.restore(snap, fresh_parts, fresh, cfg, rank=0, world_size=1)
+    notes = schema.restore(snap, fresh_parts, fresh, cfg, rank=0, world_size=1,
+                           fingerprint="fp")
     assert len(notes) == 1 and "2 processes wrote this checkpoint and 1 run now" in notes[0]
+    assert (fresh.epoch, fresh.samples_in_epoch, fresh.sums.tolist()) == (1, 0, [0, 0, 0])
+
+
+def test_restore_on_other_data_restarts_the_epoch_and_says_so():
+    """The position inside an epoch counts clips of the checkpoint's data (--allow-data-change)."""
+    cfg = tiny_config()
+    parts, state = built_run(cfg)
+    trained_a_little(parts, state)
+    snap = schema.snapshot(parts, state, schema.RunIdentity(cfg, "fp", {}, []), [state.sums],
+                           [seeds.rng_state()])
+    fresh_parts, fresh = built_run(cfg)
+    notes = schema.restore(snap, fresh_parts, fresh, cfg, rank=0, world_size=1,
+                           fingerprint="another")
+    assert len(notes) == 1 and "the data set is not the one this checkpoint was written on, " \
+        "so epoch 2 restarts at its beginning" in notes[0]
     assert (fresh.epoch, fresh.samples_in_epoch, fresh.sums.tolist()) == (1, 0, [0, 0, 0])
 
 
@@ -169,7 +185,8 @@ def test_restore_rebuilds_the_schedule_for_a_new_number_of_epochs():
                            [seeds.rng_state()])
     longer = tiny_config(num_epochs=8)
     fresh_parts, fresh = built_run(longer)
-    notes = schema.restore(snap, fresh_parts, fresh, longer, rank=0, world_size=1)
+    notes = schema.restore(snap, fresh_parts, fresh, longer, rank=0, world_size=1,
+                           fingerprint="fp")
     assert notes and notes[0].startswith("Learning-rate schedule rebuilt for 8 epochs")
     assert fresh_parts.optimizer.param_groups[0]["lr"] == pytest.approx(
         0.001 * (0.01 + 0.99 * 0.5 * (1 + torch.cos(torch.tensor(torch.pi / 8)).item())))

@@ -121,7 +121,7 @@ def snapshot(parts: Trainables, train: Stateful, run: RunIdentity, rank_sums: li
 
 # ----------------------------------------------------------------------------- restore
 def restore(checkpoint: dict, parts: Trainables, train: Stateful, cfg: Config, rank: int,
-            world_size: int, fingerprint: str | None = None,
+            world_size: int, *, fingerprint: str,
             truncate_log: Callable[[int], None] | None = None) -> list[str]:
     """Put `checkpoint` (read through the store, so already upgraded) back into a freshly
     built run, in the order of `snapshot`. `cfg` is the run's config now (the checkpoint's,
@@ -154,7 +154,7 @@ def restore(checkpoint: dict, parts: Trainables, train: Stateful, cfg: Config, r
                      f"{world_size} run now, so epoch {train.epoch + 1} restarts at its beginning "
                      f"(the position inside it does not carry over to another number of processes)")
         train.restart_epoch()
-    elif train.mid_epoch and fingerprint is not None and other_data(checkpoint, fingerprint):
+    elif train.mid_epoch and other_data(checkpoint, fingerprint):
         notes.append(f"note: the data set is not the one this checkpoint was written on, so "
                      f"epoch {train.epoch + 1} restarts at its beginning (the position inside "
                      f"it counts clips of the other data set)")

@@ -115,7 +115,8 @@ class Trainer:
                                                                self.lost_log_line)) \
                 if dist.is_main else None
             for note in schema.restore(checkpoint, self.parts, self.state, cfg, dist.rank,
-                                       dist.world_size, self.identity.data_fingerprint,
+                                       dist.world_size,
+                                       fingerprint=self.identity.data_fingerprint,
                                        truncate_log=truncate):
                 self.say(note)
         self.curves_drawn = (len(self.state.history["train_losses"]), 0.0)  # epochs, time
