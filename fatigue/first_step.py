@@ -66,6 +66,9 @@ for you: its table's "launch to first step"."""
 
 def main(args: list[str]) -> int:
     """The command line: LAUNCHED DEVICE TRAIN_ARGS..., or the usage and 2."""
+    if args[:1] in (["-h"], ["--help"]):
+        print(USAGE)
+        return 0
     try:
         launched = time.time() if args[0] == "now" else float(args[0])
         ok = args[1] in ("cpu", "cuda")

@@ -513,7 +513,9 @@ def test_the_start_up_measurement_says_its_usage_and_can_start_its_clock_now(tin
     def first_step(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "fatigue.first_step", *args], cwd=ROOT,
                               capture_output=True, text=True, timeout=300)
-    for wrong in (["--help"], [], ["now"], ["now", "gpu"]):
+    asked = first_step("--help")
+    assert asked.returncode == 0 and asked.stdout.startswith("usage: python -m fatigue.first_step")
+    for wrong in (["--bogus"], [], ["now"], ["now", "gpu"]):
         out = first_step(*wrong)
         assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
         assert out.stderr.startswith("usage: python -m fatigue.first_step LAUNCHED DEVICE")
