@@ -25,6 +25,7 @@ import evaluate
 from fatigue import files
 from conftest import FPS, ROOT, blinks, eyes_video, run_script
 from fatigue.data import synthetic_videos as sv
+from fatigue.data import video
 from fatigue.checkpoints.store import write_checkpoint
 from fatigue.data.clip_store import data_fingerprint, load_manifest
 from fatigue.data.augment import to_model_input
@@ -249,6 +250,39 @@ def test_a_folder_of_frames_is_timed_at_the_rate_it_was_taken(face_model, tmp_pa
                      "--frames-fps", "5"])
     with pytest.raises(UserError, match="--frames-fps is for a folder of frame images"):
         detect.main(["--model", str(face_model), "--source", str(video_file), "--frames-fps", "5"])
+
+
+def test_a_damaged_frame_is_passed_over_and_a_cut_video_is_said(face_model, tmp_path, capsys):
+    """One undecodable frame in the middle of a file ended the detection there, silently:
+    the rest of the drive, with its closures, was never looked at."""
+    whole = tmp_path / "whole.avi"
+    writer = cv2.VideoWriter(str(whole), cv2.VideoWriter_fourcc(*"MJPG"), 30, (64, 48))
+    for i in range(90):  # 3 s; frame i is a flat grey of 2 * i: its brightness tells it
+        writer.write(np.full((48, 64, 3), 2 * i, np.uint8))
+    writer.release()
+    data = bytearray(whole.read_bytes())
+    damaged = tmp_path / "damaged.avi"
+    damaged.write_bytes(data[:len(data) // 2] + b"\xff" * 64 + data[len(data) // 2 + 64:])
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[:len(data) // 2])
+
+    reader = video.VideoReader(damaged)
+    frames = [(i, float(f.mean())) for i, f in reader]
+    assert len(frames) >= 89 and reader.undecodable >= 1 and reader.ended_early is None
+    assert all(abs(mean - 2 * i) < 3 or mean < 2 * i for i, mean in frames)  # itself or before
+    reader = video.VideoReader(cut)
+    frames = list(reader)
+    assert reader.ended_early == (len(frames), 90) and len(frames) < 60  # no stand-ins after
+
+    for source, said in ((damaged, "damaged.avi: 30 frames (3.0 s at 10 fps)"),
+                         (damaged, "of the video could not be decoded, each replaced by the "
+                                   "frame before it (the file is damaged there)"),
+                         (cut, f"warning: the video ended at its frame {len(frames)} of the 90 it "
+                               f"announces: it may be cut short or damaged")):
+        assert detect.main(["--model", str(face_model), "--source", str(source), "--csv",
+                            str(tmp_path / "w.csv"), "--quiet"]) == 0
+        out = capsys.readouterr().out
+        assert said in out, out
 
 
 def test_a_missing_video_is_one_clear_line(face_model, tmp_path):

@@ -36,6 +36,9 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 # outside this range is not trusted and the fallback is used instead.
 PLAUSIBLE_FPS = (1.0, 240.0)
 FALLBACK_FPS = 30.0  # a file's rate outside PLAUSIBLE_FPS is taken as this
+# Undecodable frames of a video file in a row that are replaced (a damaged block) before the
+# file is taken to end there: 2 s at 30 fps.
+MAX_BAD_RUN = 60
 # How real videos become face crops, offline (prepare's option defaults) and live (detect):
 # one set of values, so that a model sees the same crops in both. 10 fps keeps every cue of
 # drowsiness (a blink lasts 100-400 ms, a closure or a yawn seconds) at a third of the cost
@@ -112,8 +115,11 @@ class VideoReader:
     Attributes after (or during) iteration: `fps` (source), `frames_read` (source frames
     decoded), `decode_seconds` (time inside OpenCV's grab/retrieve/imread), `unreadable`
     (frame images that could not be read: each is replaced by the frame before it, or at
-    the start by the first readable one, so that the frames keep their times; a video file
-    ends at its first undecodable frame).
+    the start by the first readable one, so that the frames keep their times),
+    `undecodable` (frames of a video file that could not be decoded, replaced the same way:
+    up to MAX_BAD_RUN in a row, after which the file is taken to end there), `ended_early`
+    ((frames read, frames the container announces) when a file ended well before its
+    announced length, else None).
     """
 
     def __init__(self, source: str | Path | int, target_fps: float | None = None,
@@ -122,6 +128,8 @@ class VideoReader:
         self.source, self.target_fps = source, target_fps
         self.frames_read, self.decode_seconds = 0, 0.0
         self.unreadable: list[Path] = []
+        self.undecodable = 0
+        self.ended_early: tuple[int, int] | None = None
         self._images: list[Path] | None = None
         self._cap: cv2.VideoCapture | None = None
         path = None if isinstance(source, int) else Path(source)
@@ -171,31 +179,65 @@ class VideoReader:
         out = 0  # next output frame to emit
         index = 0
         previous: np.ndarray | None = None
+        # Frames of a file that did not decode, (index, output copies), stood in for by the
+        # frame before once a later one decodes (a damaged block); dropped if none does (a
+        # corrupt or cut tail: the file ends at its last good frame).
+        bad: list[tuple[int, int]] = []
+        announced = self.frame_count() if self._is_file() else 0
         while True:
             start = time.perf_counter()
-            if not self._grab(index):
+            grabbed = self._grab(index)
+            if not grabbed and not (self._is_file() and index < announced - 1
+                                    and len(bad) < MAX_BAD_RUN):
                 break
             # Source frame `index` covers output frames k with floor(k * step) == index;
             # the epsilon keeps 29.97 / 10 style ratios from dropping frames to rounding.
-            wanted = step is None or math.floor(out * step + 1e-6) == index
-            frame = self._retrieve(index) if wanted else None
+            copies = 1
+            if step is not None:
+                copies = 0
+                while math.floor((out + copies) * step + 1e-6) == index:
+                    copies += 1
+            frame = self._retrieve(index) if copies and grabbed else None
             self.decode_seconds += time.perf_counter() - start
-            self.frames_read += 1
-            if wanted:
+            self.frames_read += grabbed
+            if self._is_file() and (not grabbed or (copies and frame is None)):
+                if len(bad) == MAX_BAD_RUN:
+                    break
+                bad.append((index, copies))
+            elif copies:
                 if frame is None and self._images is not None:
                     self.unreadable.append(self._images[index])
                     frame = previous if previous is not None else self._first_readable(index + 1)
                 if frame is None:
-                    break  # a corrupt tail: keep what was decoded before it
-                previous = frame
+                    break  # a camera that stopped, or a folder of unreadable images
                 if frame.ndim == 2:
                     frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
-                if step is None:
-                    yield index, frame
-                while step is not None and math.floor(out * step + 1e-6) == index:
+                yield from self._stand_ins(bad, previous if previous is not None
+                                           else np.zeros_like(frame))  # black before the first
+                bad = []
+                previous = frame
+                for _ in range(copies):
                     yield index, frame  # more than once when the source is slower
-                    out += 1
+            elif bad and previous is not None:  # decodes again (a frame not wanted now)
+                yield from self._stand_ins(bad, previous)
+                bad = []
+            out += copies
             index += 1
+        last = index - len(bad)  # frames up to the last good one
+        if announced and last < announced - max(self.fps, 0.02 * announced):
+            self.ended_early = (last, announced)
+
+    def _stand_ins(self, bad: list[tuple[int, int]], frame: np.ndarray
+                   ) -> Iterator[tuple[int, np.ndarray]]:
+        """`frame` in place of each undecodable frame's output copies, counted."""
+        self.undecodable += len(bad)
+        for index, copies in bad:
+            for _ in range(copies):
+                yield index, frame
+
+    def _is_file(self) -> bool:
+        """A video file (not a camera, not a folder of images)."""
+        return self._images is None and not isinstance(self.source, int)
 
     def _first_readable(self, start: int) -> np.ndarray | None:
         """The first frame image from `start` on that can be read (for unreadable ones at

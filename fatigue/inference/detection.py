@@ -239,6 +239,8 @@ class Result:
     face_found: float       # share of frames whose latest detection saw a face
     stopped: str | None     # why it stopped early, if it did
     unreadable: list[Path] = field(default_factory=list)  # frame images that could not be read
+    undecodable: int = 0    # frames of a video file that could not be decoded
+    ended_early: tuple[int, int] | None = None  # (frames read, frames announced) of a cut file
 
 
 def run(model_path: str, source: str, csv_path: Path, output: Path | None = None,
@@ -292,7 +294,8 @@ def run(model_path: str, source: str, csv_path: Path, output: Path | None = None
         raise UserError(f"no frame could be read from {source}")
     result = Result(seen.windows, detector.alarm.events, timing.frames,
                     seen.t if camera else timing.frames / rate, timing,
-                    seen.found_frames / timing.frames, seen.stopped, reader.unreadable)
+                    seen.found_frames / timing.frames, seen.stopped, reader.unreadable,
+                    reader.undecodable, None if seen.stopped else reader.ended_early)
     return result, info
 
 
@@ -351,6 +354,13 @@ def summary(result: Result, source: str, info: dict, csv_path: Path,
                      f"each "
                      f"replaced by the frame before it, or at the start by the first readable "
                      f"one (first: {r.unreadable[0]})")
+    if r.undecodable:
+        lines.append(f"  warning: {counted(r.undecodable, 'frame')} of the video could not be "
+                     f"decoded, each replaced by the frame before it (the file is damaged there)")
+    if r.ended_early:
+        read, announced = r.ended_early
+        lines.append(f"  warning: the video ended at its frame {read} of the {announced} it "
+                     f"announces: it may be cut short or damaged, and the rest was not watched")
     if not r.windows:
         lines.append(f"  no window scored: the model needs {info['input']['sequence_length']} "
                      f"frames ({info['input']['sequence_length'] / info['frame_rate']:.1f} s)")
