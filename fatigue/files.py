@@ -166,12 +166,28 @@ def _blocking_file(path: Path) -> Path | None:
     return next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()), None)
 
 
+def output_target(path: str | Path) -> tuple[Path, bool]:
+    """Where an output file named `path` is written, and whether atomically (a new file
+    renamed over it): through a symbolic link to its target, which the link keeps naming;
+    into a device or a named pipe (/dev/null, a FIFO) directly, which a rename would
+    replace with a plain file."""
+    path = Path(path)
+    target = path.resolve() if path.is_symlink() else path
+    return target, not (target.exists() and not target.is_file() and not target.is_dir())
+
+
 def write_output_text(path: str | Path, text: str) -> None:
-    """Write an output file a command was given (see output_file), making the missing
-    folders on its way. An error names the file asked for, not its temporary name."""
+    """Write an output file a command was given (see output_file, output_target), making
+    the missing folders on its way. An error names the file asked for, not its temporary
+    name."""
+    target, atomic = output_target(path)
     try:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, text)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if atomic:
+            atomic_write_text(target, text)
+        else:
+            with open(target, "w") as fh:
+                fh.write(text)
     except OSError as err:
         raise OSError(err.errno, err.strerror, str(path)) from None
 
@@ -225,6 +241,9 @@ def output_file(value: str) -> str:
     are made when it is written (write_output_text)."""
     if not value.strip():
         raise argparse.ArgumentTypeError("empty; give the path of a file")
+    if value == "-":
+        raise argparse.ArgumentTypeError("'-' is taken as a file name here, not as the "
+                                         "standard output: give a file (or /dev/stdout)")
     path = Path(value)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{value} is a folder; give the path of a file "
@@ -280,13 +299,18 @@ def report_folder(value: str) -> str:
 
 def not_an_input(outputs: dict[str, str | None], inputs: dict[str, str | None]) -> None:
     """Refuse, before any work, an output option naming the same file as an input option
-    (a video written over the video being read)."""
+    (a video written over the video being read), or a file in a folder an input option
+    reads (a CSV written over a frame image of the folder)."""
     for out_flag, out in outputs.items():
         for in_flag, source in inputs.items():
             if out and source and Path(out).exists() and Path(source).exists() \
                     and os.path.samefile(out, source):
                 raise UserError(f"{out_flag} {out} is the file {in_flag} reads; give "
                                 f"another file name")
+            if out and source and Path(source).is_dir() \
+                    and Path(out).resolve().parent == Path(source).resolve():
+                raise UserError(f"{out_flag} {out} is in the folder {in_flag} reads; give a "
+                                f"file elsewhere")
 
 
 def output_folder(value: str) -> str:

@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -283,6 +284,40 @@ def test_a_damaged_frame_is_passed_over_and_a_cut_video_is_said(face_model, tmp_
                             str(tmp_path / "w.csv"), "--quiet"]) == 0
         out = capsys.readouterr().out
         assert said in out, out
+
+
+def test_the_csv_goes_through_a_link_into_a_pipe_and_never_over_a_frame(face_model, tmp_path):
+    """A named pipe, a device (/dev/null) or a symbolic link given as --csv was replaced by a
+    plain file (written aside, then renamed over it); '-' made a file named '-'; a CSV in
+    the folder of frames being read replaced a frame."""
+    source = tmp_path / "drive.avi"
+    sv.write_video(source, [np.zeros((48, 64, 3), np.uint8)] * 30, 10)
+    args = ["--model", str(face_model), "--source", str(source), "--quiet", "--csv"]
+    real = tmp_path / "real.csv"
+    link = tmp_path / "link.csv"
+    link.symlink_to(real)
+    assert detect.main([*args, str(link)]) == 0
+    assert link.is_symlink() and real.read_text().startswith("time_s,frame,")
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    read = []
+    reader = threading.Thread(target=lambda: read.append(pipe.read_text()))
+    reader.start()
+    assert detect.main([*args, str(pipe)]) == 0
+    reader.join(timeout=60)
+    assert read and read[0].startswith("time_s,frame,") and pipe.is_fifo()
+    with pytest.raises(SystemExit):
+        detect.main([*args, "-"])
+    assert not Path("-").exists()
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for k in range(3):
+        cv2.imwrite(str(frames / f"{k}.png"), np.zeros((48, 64, 3), np.uint8))
+    before = (frames / "1.png").read_bytes()
+    with pytest.raises(UserError, match="is in the folder --source reads"):
+        detect.main(["--model", str(face_model), "--source", str(frames), "--csv",
+                     str(frames / "1.png")])
+    assert (frames / "1.png").read_bytes() == before
 
 
 def test_a_missing_video_is_one_clear_line(face_model, tmp_path):

@@ -102,13 +102,16 @@ class Outputs:
 
     def __init__(self, csv_path: Path, video_path: Path | None, show: bool, fps: float,
                  settings: AlarmSettings):
-        csv_path.parent.mkdir(parents=True, exist_ok=True)
         # Written under a temporary name and renamed over csv_path by close(keep=True): a
         # run that fails leaves an earlier CSV of that name as it was. A killed run's
-        # temporary file is removed by the next one.
-        files.remove_temp_files(csv_path.parent, csv_path.name)
-        self.csv_path, self._csv_tmp = csv_path, files.temp_path(csv_path)
-        self._fh = open(self._csv_tmp, "w", newline="")
+        # temporary file is removed by the next one. A device or named pipe is written
+        # directly, through a symbolic link to its target (files.output_target).
+        target, atomic = files.output_target(csv_path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.csv_path, self._csv_tmp = target, files.temp_path(target) if atomic else None
+        if atomic:
+            files.remove_temp_files(target.parent, target.name)
+        self._fh = open(self._csv_tmp or target, "w", newline="")
         self._rows = csv.writer(self._fh)
         self._rows.writerow(CSV_COLUMNS)
         self.video_path, self.show, self.fps, self.settings = video_path, show, fps, settings
@@ -141,7 +144,9 @@ class Outputs:
     def close(self, keep: bool = True) -> None:
         """Finish the outputs; `keep`: put the CSV in place (else it is dropped)."""
         self._fh.close()
-        if keep:
+        if self._csv_tmp is None:
+            pass  # written straight into a device or pipe
+        elif keep:
             files.commit(self._csv_tmp, self.csv_path)
         else:
             self._csv_tmp.unlink(missing_ok=True)
