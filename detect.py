@@ -23,7 +23,7 @@ from fatigue.data.video import CROP_DEFAULTS
 from fatigue import files
 from fatigue.errors import UserError, run_cli
 from fatigue.inference.alarm import AlarmSettings
-from fatigue.inference.detection import (is_camera, run, summary, term_stops_like_ctrl_c,
+from fatigue.inference.detection import (is_camera, run, summary, stops_end_the_run,
                                         torch_threads)
 from fatigue.inference.outputs import video_output_error
 from fatigue.inference.sound import open_sound, sound_wanted, wav_seconds
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         wav_seconds(sound_file)  # a bad file fails now, before the model and the camera
     output = Path(args.output) if args.output else None
     sound = open_sound(sound_file) if sound_wanted(args.sound, is_camera(args.source)) else None
-    with sound or nullcontext(), torch_threads(args.threads), term_stops_like_ctrl_c():
+    with sound or nullcontext(), torch_threads(args.threads), stops_end_the_run():
         result, info = run(args.model, args.source, Path(args.csv), output, args.fps,
                            args.every, overrides, args.device, args.show, args.duration,
                            progress=not args.quiet, sound=sound, frames_fps=args.frames_fps)

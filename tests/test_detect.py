@@ -375,8 +375,12 @@ def test_a_video_without_a_face_says_the_model_scored_nothing(face_model, tmp_pa
     assert "no face was found in any frame, so the model scored none" in said
 
 
-def test_sigterm_ends_a_detection_as_ctrl_c_does(face_model, tmp_path):
-    """A service manager's stop (SIGTERM) keeps what was seen: the CSV so far, the summary."""
+@pytest.mark.parametrize("signals", [(signal.SIGTERM,), (signal.SIGINT, signal.SIGTERM),
+                                     (signal.SIGINT, signal.SIGINT)])
+def test_sigterm_ends_a_detection_as_ctrl_c_does(face_model, tmp_path, signals):
+    """A service manager's stop (SIGTERM) keeps what was seen: the CSV so far, the summary;
+    so does a second signal on the first's heels (an impatient Ctrl+C, a supervisor's
+    SIGTERM after it), which lost them both ('interrupted', exit 130)."""
     source, table = tmp_path / "long.avi", tmp_path / "w.csv"
     # 50 minutes of an empty seat: about 10 s of work, as no face is there to look at.
     sv.write_video(source, [np.full((120, 160, 3), 90, np.uint8)] * 30000, FPS)
@@ -388,7 +392,8 @@ def test_sigterm_ends_a_detection_as_ctrl_c_does(face_model, tmp_path):
         time.sleep(0.05)  # the run has begun once its CSV is open
     time.sleep(0.3)  # a few hundred frames in
     assert process.poll() is None, "the detection ended before it could be stopped"
-    process.send_signal(signal.SIGTERM)
+    for signum in signals:
+        process.send_signal(signum)
     out, _ = process.communicate(timeout=60)
     assert process.returncode == 0 and "stopped early (interrupted)" in out
     frames = int(re.search(r"long.avi: (\d+) frames", out)[1])

@@ -206,10 +206,11 @@ def open_source(source: str, fps: float, frames_fps: float | None = None
                         f"images or a camera index such as 0") from None
 
 
-def term_stops_like_ctrl_c():
-    """SIGTERM (kill, systemd, docker stop) ends a detection as Ctrl+C does: what was seen
-    so far is written and summed up (run() catches the KeyboardInterrupt)."""
-    return signals_raise(lambda signum: KeyboardInterrupt(), (signal.SIGTERM,))
+def stops_end_the_run():
+    """Ctrl+C and SIGTERM (kill, systemd, docker stop) end a detection alike: what was seen
+    so far is written and summed up (run() catches the KeyboardInterrupt). The first
+    decides; one more while the outputs are being finished is ignored (it lost them)."""
+    return signals_raise(lambda signum: KeyboardInterrupt(), (signal.SIGINT, signal.SIGTERM))
 
 
 @contextmanager
