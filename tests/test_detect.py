@@ -320,6 +320,19 @@ def test_the_csv_goes_through_a_link_into_a_pipe_and_never_over_a_frame(face_mod
     assert (frames / "1.png").read_bytes() == before
 
 
+def test_show_with_a_display_that_cannot_be_reached_is_a_note(face_model, tmp_path, monkeypatch):
+    """A DISPLAY set but not reachable (a stale one over ssh): OpenCV's Qt aborted the whole
+    process (exit 134), leaving no summary and a broken video."""
+    source = tmp_path / "drive.avi"
+    sv.write_video(source, [np.zeros((48, 64, 3), np.uint8)] * 20, 10)
+    monkeypatch.setenv("DISPLAY", ":97")  # no X server answers there
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    out = run_script("detect.py", "--model", str(face_model), "--source", str(source), "--csv",
+                     str(tmp_path / "w.csv"), "--quiet", "--show")
+    assert out.returncode == 0, out.stderr
+    assert "note: no display here: --show ignored" in out.stdout
+
+
 def test_a_missing_video_is_one_clear_line(face_model, tmp_path):
     result = run_script("detect.py", "--model", str(face_model), "--source",
                         str(tmp_path / "none.mp4"), "--csv", str(tmp_path / "w.csv"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -87,9 +88,19 @@ def open_writer(path: Path, fps: float, size: tuple[int, int]) -> cv2.VideoWrite
 
 
 def display_available() -> bool:
-    """Whether a window can be shown: on Linux without a display, OpenCV would abort."""
+    """Whether a window can be shown: on Linux without a display, or with one set that
+    cannot be reached (a stale DISPLAY over ssh), OpenCV's Qt aborts the whole process, so
+    a window is first tried in a child process."""
     if sys.platform.startswith("linux"):
-        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+        if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            return False
+        try:
+            probe = subprocess.run([sys.executable, "-c", "import cv2; cv2.namedWindow('probe'); "
+                                    "cv2.waitKey(1); cv2.destroyAllWindows()"],
+                                   capture_output=True, timeout=30)
+        except subprocess.TimeoutExpired:
+            return False
+        return probe.returncode == 0
     return True
 
 
