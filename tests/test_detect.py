@@ -34,6 +34,7 @@ from fatigue.errors import UserError
 from fatigue.inference.alarm import ALARM, OK, WARNING, Alarm, AlarmSettings
 from fatigue.inference.deployment import alarm_settings, deployment_info
 from fatigue.inference.detection import HIDDEN, Detector
+from fatigue.inference import outputs
 from fatigue.inference.evaluation import load_model
 
 
@@ -331,6 +332,41 @@ def test_show_with_a_display_that_cannot_be_reached_is_a_note(face_model, tmp_pa
                      str(tmp_path / "w.csv"), "--quiet", "--show")
     assert out.returncode == 0, out.stderr
     assert "note: no display here: --show ignored" in out.stdout
+
+
+def test_frames_of_other_sizes_are_resized_and_a_video_not_written_whole_is_an_error(
+        face_model, tmp_path, capsys, monkeypatch):
+    """A folder mixing frame sizes kept the face box of one size on frames of another, and the
+    annotated video dropped those frames; a video the disk did not take whole said 'wrote'."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for k in range(30):
+        size = ((64, 48), (128, 96), (32, 24))[k % 3]
+        cv2.imwrite(str(folder / f"{k:03d}.png"), np.full((size[1], size[0], 3), 90, np.uint8))
+    reader = video.VideoReader(folder)
+    assert {f.shape for _, f in reader} == {(48, 64, 3)} and reader.resized == 20
+    real_open = outputs.open_writer
+
+    class DiskFullAfterThree:  # OpenCV's writer says nothing when a write fails
+        def __init__(self, *args):
+            self.writer, self.frames = real_open(*args), 0
+
+        def write(self, image):
+            self.frames += 1
+            if self.frames <= 3:
+                self.writer.write(image)
+
+        def release(self):
+            self.writer.release()
+    monkeypatch.setattr(outputs, "open_writer", DiskFullAfterThree)
+    annotated = tmp_path / "annotated.avi"
+    assert detect.main(["--model", str(face_model), "--source", str(folder), "--csv",
+                        str(tmp_path / "w.csv"), "--output", str(annotated), "--quiet"]) == 1
+    said = capsys.readouterr().out
+    assert "warning: 20 frame images of another size than the first were resized to it" in said
+    assert f"error: the annotated video is not whole: {annotated} holds 3 of the 30 frames " \
+           f"written (is the disk full?)" in said
+    assert f"and {annotated}" not in said
 
 
 def test_a_missing_video_is_one_clear_line(face_model, tmp_path):

@@ -119,7 +119,8 @@ class VideoReader:
     `undecodable` (frames of a video file that could not be decoded, replaced the same way:
     up to MAX_BAD_RUN in a row, after which the file is taken to end there), `ended_early`
     ((frames read, frames the container announces) when a file ended well before its
-    announced length, else None).
+    announced length, else None), `resized` (frame images of another size than the first,
+    resized to it: a face box found on one frame must fit the next).
     """
 
     def __init__(self, source: str | Path | int, target_fps: float | None = None,
@@ -130,6 +131,7 @@ class VideoReader:
         self.unreadable: list[Path] = []
         self.undecodable = 0
         self.ended_early: tuple[int, int] | None = None
+        self.resized = 0
         self._images: list[Path] | None = None
         self._cap: cv2.VideoCapture | None = None
         path = None if isinstance(source, int) else Path(source)
@@ -212,6 +214,9 @@ class VideoReader:
                     break  # a camera that stopped, or a folder of unreadable images
                 if frame.ndim == 2:
                     frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+                if previous is not None and frame.shape != previous.shape:
+                    frame = cv2.resize(frame, previous.shape[1::-1], interpolation=cv2.INTER_AREA)
+                    self.resized += 1
                 yield from self._stand_ins(bad, previous if previous is not None
                                            else np.zeros_like(frame))  # black before the first
                 bad = []

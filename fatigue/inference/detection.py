@@ -240,7 +240,9 @@ class Result:
     face_found: float       # share of frames whose latest detection saw a face
     stopped: str | None     # why it stopped early, if it did
     unreadable: list[Path] = field(default_factory=list)  # frame images that could not be read
+    video_problem: str | None = None  # why --output's video is not whole
     undecodable: int = 0    # frames of a video file that could not be decoded
+    resized: int = 0        # frame images resized to the first one's size
     ended_early: tuple[int, int] | None = None  # (frames read, frames announced) of a cut file
 
 
@@ -296,7 +298,8 @@ def run(model_path: str, source: str, csv_path: Path, output: Path | None = None
     result = Result(seen.windows, detector.alarm.events, timing.frames,
                     seen.t if camera else timing.frames / rate, timing,
                     seen.found_frames / timing.frames, seen.stopped, reader.unreadable,
-                    reader.undecodable, None if seen.stopped else reader.ended_early)
+                    outputs.video_problem, reader.undecodable, reader.resized,
+                    None if seen.stopped else reader.ended_early)
     return result, info
 
 
@@ -358,6 +361,9 @@ def summary(result: Result, source: str, info: dict, csv_path: Path,
     if r.undecodable:
         lines.append(f"  warning: {counted(r.undecodable, 'frame')} of the video could not be "
                      f"decoded, each replaced by the frame before it (the file is damaged there)")
+    if r.resized:
+        lines.append(f"  warning: {counted(r.resized, 'frame image')} of another size than the "
+                     f"first were resized to it (check that the folder holds one camera's frames)")
     if r.ended_early:
         read, announced = r.ended_early
         lines.append(f"  warning: the video ended at its frame {read} of the {announced} it "
@@ -380,5 +386,7 @@ def summary(result: Result, source: str, info: dict, csv_path: Path,
                                            f"({1000 * s / tm.frames:.2f} ms)"
                                            for name, s in steps.items()))
     lines.append(f"  wrote {csv_path} ({counted(len(r.windows), 'window')})"
-                 + (f" and {output}" if output else ""))
+                 + (f" and {output}" if output and not r.video_problem else ""))
+    if r.video_problem:
+        lines.append(f"  error: the annotated video is not whole: {r.video_problem}")
     return "\n".join(lines)

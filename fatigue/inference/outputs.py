@@ -87,6 +87,21 @@ def open_writer(path: Path, fps: float, size: tuple[int, int]) -> cv2.VideoWrite
     return writer
 
 
+def written_video_problem(path: Path, frames: int) -> str | None:
+    """Why the video just written at `path` is not whole, or None. OpenCV's writer does not
+    say when a write fails (a full disk): the file is opened again and its frames counted."""
+    capture = cv2.VideoCapture(str(path))
+    try:
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else -1
+    finally:
+        capture.release()
+    if count < 0:
+        return f"{path} cannot be read back (is the disk full?)"
+    if count < frames - max(2, 0.1 * frames):
+        return f"{path} holds {count} of the {frames} frames written (is the disk full?)"
+    return None
+
+
 def display_available() -> bool:
     """Whether a window can be shown: on Linux without a display, or with one set that
     cannot be reached (a stale DISPLAY over ssh), OpenCV's Qt aborts the whole process, so
@@ -127,6 +142,8 @@ class Outputs:
         self._rows.writerow(CSV_COLUMNS)
         self.video_path, self.show, self.fps, self.settings = video_path, show, fps, settings
         self._writer: cv2.VideoWriter | None = None
+        self._video_frames = 0
+        self.video_problem: str | None = None  # after close(): why the video is not whole
         self.last: Window | None = None
 
     def window(self, w: Window) -> None:
@@ -147,6 +164,7 @@ class Outputs:
             if self._writer is None:
                 self._writer = open_writer(self.video_path, self.fps, image.shape[1::-1])
             self._writer.write(image)
+            self._video_frames += 1
         if self.show:
             cv2.imshow("drowsiness (q to quit)", image)
             return cv2.waitKey(1) & 0xFF not in (ord("q"), 27)
@@ -163,5 +181,6 @@ class Outputs:
             self._csv_tmp.unlink(missing_ok=True)
         if self._writer is not None:
             self._writer.release()
+            self.video_problem = written_video_problem(self.video_path, self._video_frames)
         if self.show:
             cv2.destroyAllWindows()
