@@ -3,6 +3,7 @@ run on a generated video of a real face whose eyes stay closed for seconds."""
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import re
@@ -367,6 +368,38 @@ def test_frames_of_other_sizes_are_resized_and_a_video_not_written_whole_is_an_e
     assert f"error: the annotated video is not whole: {annotated} holds 3 of the 30 frames " \
            f"written (is the disk full?)" in said
     assert f"and {annotated}" not in said
+
+
+def test_a_csv_the_disk_refuses_is_said_and_the_detection_goes_on(face_model, tmp_path,
+                                                                    capsys, monkeypatch):
+    """A full disk while writing the CSV ended the detection (and a camera's alarm) with an
+    unnamed 'No space left on device', no summary, and its temporary file left behind."""
+    source = tmp_path / "drive.avi"
+    sv.write_video(source, [np.zeros((48, 64, 3), np.uint8)] * 60, 10)
+    table = tmp_path / "w.csv"
+    table.write_text("an earlier detection's rows\n")
+    real_writer = csv.writer
+
+    class FullAfterTwoRows:
+        def __init__(self, fh):
+            self.rows, self.writer = 0, real_writer(fh)
+
+        def writerow(self, row):
+            self.rows += 1
+            if self.rows > 3:  # the header and two windows
+                raise OSError(errno.ENOSPC, "No space left on device")
+            self.writer.writerow(row)
+    monkeypatch.setattr(outputs.csv, "writer", FullAfterTwoRows)
+    assert detect.main(["--model", str(face_model), "--source", str(source), "--csv",
+                        str(table), "--quiet"]) == 1
+    out, err = capsys.readouterr()
+    assert err.count(f"warning: cannot write {table}: No space left on device; the detection "
+                     f"and its alarm go on without the CSV") == 1
+    assert "drive.avi: 60 frames (6.0 s at 10 fps)" in out  # watched to the end, summed up
+    assert f"error: the CSV could not be written: {table}: No space left on device (an " \
+           f"earlier file of its name is left as it was)" in out
+    assert table.read_text() == "an earlier detection's rows\n"
+    assert not list(tmp_path.glob(".w.csv.*"))
 
 
 def test_a_missing_video_is_one_clear_line(face_model, tmp_path):

@@ -241,6 +241,7 @@ class Result:
     stopped: str | None     # why it stopped early, if it did
     unreadable: list[Path] = field(default_factory=list)  # frame images that could not be read
     video_problem: str | None = None  # why --output's video is not whole
+    csv_problem: str | None = None    # why the CSV could not be written
     undecodable: int = 0    # frames of a video file that could not be decoded
     resized: int = 0        # frame images resized to the first one's size
     ended_early: tuple[int, int] | None = None  # (frames read, frames announced) of a cut file
@@ -298,7 +299,8 @@ def run(model_path: str, source: str, csv_path: Path, output: Path | None = None
     result = Result(seen.windows, detector.alarm.events, timing.frames,
                     seen.t if camera else timing.frames / rate, timing,
                     seen.found_frames / timing.frames, seen.stopped, reader.unreadable,
-                    outputs.video_problem, reader.undecodable, reader.resized,
+                    outputs.video_problem, outputs.csv_problem, reader.undecodable,
+                    reader.resized,
                     None if seen.stopped else reader.ended_early)
     return result, info
 
@@ -385,8 +387,13 @@ def summary(result: Result, source: str, info: dict, csv_path: Path,
                  f"a frame): " + ", ".join(f"{name} {100 * s / tm.total:.0f}% "
                                            f"({1000 * s / tm.frames:.2f} ms)"
                                            for name, s in steps.items()))
-    lines.append(f"  wrote {csv_path} ({counted(len(r.windows), 'window')})"
-                 + (f" and {output}" if output and not r.video_problem else ""))
+    written = ([] if r.csv_problem else [f"{csv_path} ({counted(len(r.windows), 'window')})"]) \
+        + ([str(output)] if output and not r.video_problem else [])
+    if written:
+        lines.append(f"  wrote {' and '.join(written)}")
+    if r.csv_problem:
+        lines.append(f"  error: the CSV could not be written: {r.csv_problem} (an earlier file "
+                     f"of its name is left as it was)")
     if r.video_problem:
         lines.append(f"  error: the annotated video is not whole: {r.video_problem}")
     return "\n".join(lines)

@@ -144,13 +144,22 @@ class Outputs:
         self._writer: cv2.VideoWriter | None = None
         self._video_frames = 0
         self.video_problem: str | None = None  # after close(): why the video is not whole
+        # Why the CSV could not be written: the detection (and its alarm) goes on without it.
+        self.csv_problem: str | None = None
         self.last: Window | None = None
 
     def window(self, w: Window) -> None:
         self.last = w
-        self._rows.writerow((f"{w.time:.2f}", w.frame, f"{w.probability:.4f}",
-                             f"{w.smoothed:.4f}", w.state, int(w.face_found),
-                             f"{w.face_fraction:.2f}"))
+        if self.csv_problem:
+            return
+        try:
+            self._rows.writerow((f"{w.time:.2f}", w.frame, f"{w.probability:.4f}",
+                                 f"{w.smoothed:.4f}", w.state, int(w.face_found),
+                                 f"{w.face_fraction:.2f}"))
+        except OSError as err:  # a full disk: the alarm matters more than the record
+            self.csv_problem = f"{self.csv_path}: {err.strerror or err}"
+            print(f"warning: cannot write {self.csv_problem}; the detection and its alarm go "
+                  f"on without the CSV", file=sys.stderr, flush=True)
 
     def frame(self, frame: np.ndarray, box: tracking.Box | None, found: bool,
               buffered: tuple[int, int], t: float, speed: float) -> bool:
@@ -171,11 +180,15 @@ class Outputs:
         return True
 
     def close(self, keep: bool = True) -> None:
-        """Finish the outputs; `keep`: put the CSV in place (else it is dropped)."""
-        self._fh.close()
+        """Finish the outputs; `keep`: put the CSV in place (else it is dropped, as is one
+        that could not be written whole: an earlier CSV of its name stays as it was)."""
+        try:
+            self._fh.close()  # its last rows reach the disk now
+        except OSError as err:
+            self.csv_problem = self.csv_problem or f"{self.csv_path}: {err.strerror or err}"
         if self._csv_tmp is None:
             pass  # written straight into a device or pipe
-        elif keep:
+        elif keep and not self.csv_problem:
             files.commit(self._csv_tmp, self.csv_path)
         else:
             self._csv_tmp.unlink(missing_ok=True)
