@@ -41,6 +41,9 @@ TOLERANCE = 1e-4
 EXTRA_FILE = "deployment.json"
 ONNX_INSTALL = "pip install onnx onnxruntime"
 DEFAULT_METHOD, DEFAULT_OPSET = "trace", 17
+# The opsets the TorchScript-based exporter writes for these models (torch 2.14: its base
+# opset 9 to its maximum 20; 7 and 8 lack operators the LSTM needs).
+OPSETS = (9, 20)
 
 
 def random_clips(info: dict, batch: int, frames: int, seed: int = 0) -> torch.Tensor:
@@ -177,6 +180,10 @@ def refuse_bad_values(args: argparse.Namespace) -> None:
         raise UserError(f"--threshold must be between 0 and 1, got {args.threshold}")
     if args.fps is not None and not 0 < args.fps <= MAX_FPS:
         raise UserError(f"--fps must be more than 0 and at most {MAX_FPS:g}, got {args.fps:g}")
+    if args.opset is not None and not OPSETS[0] <= args.opset <= OPSETS[1]:
+        raise UserError(f"--opset {args.opset} cannot be written by this PyTorch's ONNX exporter "
+                        f"for this model: give {OPSETS[0]} to {OPSETS[1]} (default "
+                        f"{DEFAULT_OPSET})")
     other = {"onnx": ("--method", args.method), "torchscript": ("--opset", args.opset)}
     flag, value = other[args.format]
     if value is not None:

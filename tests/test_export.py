@@ -120,3 +120,14 @@ def test_scripting_a_mean_model_says_to_trace_it(tiny_data, tmp_path):
         export.main(["--model", str(models / "best_model.pth"), "--format", "torchscript",
                      "--method", "script", "--output", str(tmp_path / "m.pt")])
     assert not (tmp_path / "m.pt").exists()
+
+
+@pytest.mark.parametrize("opset", ["5", "8", "21", "99"])
+def test_an_opset_the_exporter_cannot_write_is_one_line(checkpoint, tmp_path, opset):
+    """They were tracebacks (ONNX's InvalidGraph, onnxruntime's load failure, 'Unsupported
+    onnx_opset_version')."""
+    with pytest.raises(UserError, match=f"--opset {opset} cannot be written by this PyTorch's "
+                                        f"ONNX exporter for this model: give 9 to 20"):
+        export.main(["--model", str(checkpoint), "--format", "onnx", "--opset", opset,
+                     "--output", str(tmp_path / "m.onnx")])
+    assert not list(tmp_path.iterdir())
