@@ -161,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torchscript: trace (records one run; works for every backbone) or "
                         f"script (compiles the Python code) (default: {DEFAULT_METHOD})")
     p.add_argument("--opset", type=int, metavar="N",
-                   help=f"onnx: ONNX opset version (default: {DEFAULT_OPSET})")
+                   help=f"onnx: ONNX opset version, {OPSETS[0]} to {OPSETS[1]} (default: "
+                        f"{DEFAULT_OPSET})")
     p.add_argument("--threshold", type=float, default=0.5, metavar="P",
                    help="decision threshold on one clip's P(drowsy) stored with the model, e.g. "
                         "one picked from evaluate.py --report's threshold_sweep.csv (default: "
