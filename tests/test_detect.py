@@ -110,7 +110,8 @@ def test_detect_raises_the_alarm_while_the_eyes_stay_closed(face_model, tmp_path
     with open(table) as fh:
         rows = list(csv.DictReader(fh))
     assert list(rows[0]) == ["time_s", "frame", "probability", "smoothed", "state",
-                             "face_found", "face_fraction"]
+                             "face_found", "face_fraction", "alarm"]
+    assert all((r["alarm"] == "1") == (r["state"] == ALARM) for r in rows)  # eyes never hidden
     assert float(rows[0]["time_s"]) == pytest.approx(0.9)  # the first full 10-frame window
     alarm_times = [float(r["time_s"]) for r in rows if r["state"] == ALARM]
     # Eyes shut from 6 s to 12 s: one alarm, starting after the minimum on-time, holding
@@ -400,6 +401,27 @@ def test_a_csv_the_disk_refuses_is_said_and_the_detection_goes_on(face_model, tm
            f"earlier file of its name is left as it was)" in out
     assert table.read_text() == "an earlier detection's rows\n"
     assert not list(tmp_path.glob(".w.csv.*"))
+
+
+def test_an_alarm_held_while_the_eyes_are_hidden_stays_on_in_the_csv(face_model, tmp_path):
+    """The alarm keeps its state while the eyes cannot be seen (and the sound plays on), but
+    the CSV said only 'eyes hidden' there: a reader counted two alarms in one."""
+    rng = np.random.default_rng(11)
+    eyes = np.concatenate([blinks(6, rng), np.ones(8 * FPS)])
+    subject = sv.make_subject("driver", rng, FPS)
+    frames = [sv.render_frame(subject, float(e), 0.0, 0.0, rng) for e in eyes]
+    for k in range(100, 115):  # 10 s to 11.5 s, eyes shut: the camera sees nothing
+        frames[k] = np.full_like(frames[k], 128)
+    source, table = tmp_path / "drive.avi", tmp_path / "w.csv"
+    sv.write_video(source, frames, FPS)
+    assert detect.main(["--model", str(face_model), "--source", str(source), "--csv",
+                        str(table), "--quiet", "--every", "2"]) == 0
+    with open(table) as fh:
+        rows = list(csv.DictReader(fh))
+    hidden = [r for r in rows if r["state"] == HIDDEN]
+    assert hidden and rows[rows.index(hidden[0]) - 1]["state"] == ALARM  # on when they hid
+    assert all(r["alarm"] == "1" for r in hidden)
+    assert all(r["alarm"] == "1" for r in rows if r["state"] == ALARM)
 
 
 def test_a_missing_video_is_one_clear_line(face_model, tmp_path):

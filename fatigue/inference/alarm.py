@@ -21,6 +21,7 @@ class Window:
     state: str
     face_found: bool       # the latest face detection saw a face
     face_fraction: float   # share of the window's frames with a face found
+    alarm: bool = False    # the alarm is on (also while the eyes are hidden: it keeps its state)
 
 
 @dataclass(frozen=True)

@@ -121,12 +121,14 @@ class Detector:
             # The eyes cannot be seen (a hand, dark glasses, a turned head, a dark car): say
             # so rather than guess; the alarm keeps its state until they can be seen again.
             smoothed = self.alarm.smoothed if self.alarm.smoothed is not None else 0.0
-            return Window(t, index, float("nan"), smoothed, HIDDEN, found, face_fraction)
+            return Window(t, index, float("nan"), smoothed, HIDDEN, found, face_fraction,
+                          self.alarm.active)
         start = time.perf_counter()
         p = self.probability()
         self.model_seconds += time.perf_counter() - start
         state = self.alarm.update(t, p)
-        return Window(t, index, p, self.alarm.smoothed, state, found, face_fraction)
+        return Window(t, index, p, self.alarm.smoothed, state, found, face_fraction,
+                      self.alarm.active)
 
     @torch.no_grad()
     def probability(self) -> float:

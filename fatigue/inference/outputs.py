@@ -59,8 +59,8 @@ def annotate(frame: np.ndarray, box: tracking.Box | None, found: bool, window: W
     (tw, _), _ = cv2.getTextSize(speed, font, size, thick)
     cv2.putText(out, speed, (w - tw - 10, int(strip * 0.65)), font, size, (255, 255, 255), thick,
                 cv2.LINE_AA)
-    if state == ALARM:
-        cv2.rectangle(out, (0, 0), (w - 1, h - 1), colour, 6 * thick)
+    if window is not None and window.alarm:  # also while the eyes are hidden: it sounds on
+        cv2.rectangle(out, (0, 0), (w - 1, h - 1), STATE_COLOURS[ALARM], 6 * thick)
     return out
 
 
@@ -120,7 +120,7 @@ def display_available() -> bool:
 
 
 CSV_COLUMNS = ("time_s", "frame", "probability", "smoothed", "state", "face_found",
-               "face_fraction")
+               "face_fraction", "alarm")
 
 
 class Outputs:
@@ -155,7 +155,7 @@ class Outputs:
         try:
             self._rows.writerow((f"{w.time:.2f}", w.frame, f"{w.probability:.4f}",
                                  f"{w.smoothed:.4f}", w.state, int(w.face_found),
-                                 f"{w.face_fraction:.2f}"))
+                                 f"{w.face_fraction:.2f}", int(w.alarm)))
         except OSError as err:  # a full disk: the alarm matters more than the record
             self.csv_problem = f"{self.csv_path}: {err.strerror or err}"
             print(f"warning: cannot write {self.csv_problem}; the detection and its alarm go "
