@@ -294,6 +294,10 @@ def report_folder(value: str) -> str:
         raise argparse.ArgumentTypeError(f"{value} holds checkpoints (a training run's "
                                          f"folder), whose files a report would replace; give "
                                          f"another folder, e.g. {Path(value) / 'report'}")
+    if any((Path(value) / name).exists() for name in ("manifest.json", "clips.npy")):
+        raise argparse.ArgumentTypeError(f"{value} holds a data set (manifest.json, clips.npy); "
+                                         f"give a folder of its own for the report, e.g. "
+                                         f"{Path(value) / 'report'}")
     return value
 
 

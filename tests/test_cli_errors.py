@@ -304,6 +304,13 @@ def test_no_output_overwrites_a_checkpoint_or_the_file_it_reads(tiny, tmp_path, 
     with pytest.raises(SystemExit):
         evaluate.main(["--model", str(best), "--report", str(models)])
     assert "holds checkpoints (a training run's folder)" in capsys.readouterr().err
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "manifest.json").write_text("{}")
+    with pytest.raises(SystemExit):  # its files sat beside clips.npy and manifest.json
+        evaluate.main(["--model", str(best), "--report", str(data)])
+    assert "holds a data set (manifest.json, clips.npy)" in capsys.readouterr().err
+    assert [p.name for p in data.iterdir()] == ["manifest.json"]
     video = tmp_path / "drive.avi"
     video.write_bytes(b"a video")
     with pytest.raises(UserError, match="--output .*drive.avi is the file --source reads"):

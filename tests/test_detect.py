@@ -430,6 +430,13 @@ def test_a_missing_video_is_one_clear_line(face_model, tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error:") and "does not exist" in result.stderr
     assert "Traceback" not in result.stderr
+    # A device said it did not exist; an empty --source read the current folder's images.
+    for source, said in (("/dev/null", "/dev/null is not a video file or a folder of frame "
+                                       "images (a device, a pipe?)"),
+                         ("", "--source is empty")):
+        with pytest.raises(UserError, match=re.escape(said)):
+            detect.main(["--model", str(face_model), "--source", source, "--csv",
+                         str(tmp_path / "w.csv")])
 
 
 def test_cached_frame_features_give_the_models_own_probability(face_model):

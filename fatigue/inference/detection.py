@@ -185,9 +185,15 @@ def open_source(source: str, fps: float, frames_fps: float | None = None
                 ) -> tuple[video.VideoReader, bool]:
     """(reader, is a camera)."""
     camera = is_camera(source)
+    if not source.strip():
+        raise UserError("--source is empty; give a video file, a folder of frame images or a "
+                        "camera index such as 0")
     if not camera and not Path(source).exists():
         raise UserError(f"{source} does not exist; give a video file, a folder of frame images "
                         f"or a camera index such as 0")
+    if not camera and not (Path(source).is_file() or Path(source).is_dir()):
+        raise UserError(f"{source} is not a video file or a folder of frame images (a device, "
+                        f"a pipe?); give one of those, or a camera index such as 0")
     folder = not camera and Path(source).is_dir()
     if frames_fps is not None and not folder:
         raise UserError("--frames-fps is for a folder of frame images: a video file or a "
