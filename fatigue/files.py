@@ -13,6 +13,7 @@ import argparse
 import glob
 import os
 import shutil
+import stat
 import tempfile
 import time
 import zipfile
@@ -168,12 +169,18 @@ def _blocking_file(path: Path) -> Path | None:
 
 def output_target(path: str | Path) -> tuple[Path, bool]:
     """Where an output file named `path` is written, and whether atomically (a new file
-    renamed over it): through a symbolic link to its target, which the link keeps naming;
-    into a device or a named pipe (/dev/null, a FIFO) directly, which a rename would
-    replace with a plain file."""
+    renamed over it). A device, a named pipe or a stream (/dev/null, a FIFO, /dev/stdout,
+    whatever it leads to) is written into directly, as named: a rename would replace it
+    with a plain file, or a redirected output's file with the CSV alone. A symbolic link to
+    a file is written through, atomically, at its target, which the link keeps naming."""
     path = Path(path)
-    target = path.resolve() if path.is_symlink() else path
-    return target, not (target.exists() and not target.is_file() and not target.is_dir())
+    try:
+        regular = stat.S_ISREG(os.stat(path).st_mode)  # through links
+    except (FileNotFoundError, NotADirectoryError):  # made as a plain file (or refused
+        return (path.resolve() if path.is_symlink() else path), True  # by output_file)
+    if not regular or path.as_posix().startswith(("/dev/", "/proc/")):
+        return path, False
+    return (path.resolve() if path.is_symlink() else path), True
 
 
 def write_output_text(path: str | Path, text: str) -> None:
@@ -185,8 +192,8 @@ def write_output_text(path: str | Path, text: str) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         if atomic:
             atomic_write_text(target, text)
-        else:
-            with open(target, "w") as fh:
+        else:  # appended: /dev/stdout redirected to a file keeps what was printed before
+            with open(target, "a") as fh:
                 fh.write(text)
     except OSError as err:
         raise OSError(err.errno, err.strerror, str(path)) from None
@@ -244,7 +251,11 @@ def output_file(value: str) -> str:
     if value == "-":
         raise argparse.ArgumentTypeError("'-' is taken as a file name here, not as the "
                                          "standard output: give a file (or /dev/stdout)")
-    path = Path(value)
+    try:
+        path, atomic = output_target(value)  # a link's target is what is written, and checked
+    except (OSError, RuntimeError) as err:  # a loop of links, a link it may not follow
+        raise argparse.ArgumentTypeError(f"{value} cannot be followed to a file ({err})") \
+            from None
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{value} is a folder; give the path of a file "
                                          f"(in it or elsewhere)")
@@ -252,13 +263,16 @@ def output_file(value: str) -> str:
     if blocking is not None:
         raise argparse.ArgumentTypeError(f"{blocking} is a file, not a folder, so {value} "
                                          f"cannot be written")
+    leads = "" if path == Path(value) else f" (it leads to {path})"
     if path.is_file() and is_checkpoint_file(path):
-        raise argparse.ArgumentTypeError(f"{value} is a checkpoint, which an output never "
-                                         f"overwrites; give another file name")
-    if path.is_file() and is_kept_file(path):
-        raise argparse.ArgumentTypeError(f"{value} is {KEPT_FILES[path.name]}, which an output "
+        raise argparse.ArgumentTypeError(f"{value} is a checkpoint{leads}, which an output "
                                          f"never overwrites; give another file name")
-    why = _unwritable(path.parent)
+    if path.is_file() and is_kept_file(path):
+        raise argparse.ArgumentTypeError(f"{value} is {KEPT_FILES[path.name]}{leads}, which an "
+                                         f"output never overwrites; give another file name")
+    # Written into directly (a device, a pipe): its own permission, not its folder's.
+    why = _unwritable(path.parent) if atomic else (
+        None if os.access(path, os.W_OK) else "permission denied")
     if why:
         raise argparse.ArgumentTypeError(f"{value} cannot be written: {why}")
     return value

@@ -312,6 +312,18 @@ def test_the_csv_goes_through_a_link_into_a_pipe_and_never_over_a_frame(face_mod
     with pytest.raises(SystemExit):
         detect.main([*args, "-"])
     assert not Path("-").exists()
+    # /dev/stdout, piped: the rows go down the pipe (it was a rename into /proc), with the
+    # summary; a link that leads to a file the suite keeps is refused as that file is.
+    piped = run_script("detect.py", *args, "/dev/stdout")
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout.startswith("time_s,frame,") and "wrote /dev/stdout" in piped.stdout
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "training_log.jsonl").write_text("{}\n")
+    sneaky = tmp_path / "sneaky.csv"
+    sneaky.symlink_to(tmp_path / "run" / "training_log.jsonl")
+    with pytest.raises(SystemExit):
+        detect.main([*args, str(sneaky)])
+    assert (tmp_path / "run" / "training_log.jsonl").read_text() == "{}\n"
     frames = tmp_path / "frames"
     frames.mkdir()
     for k in range(3):
