@@ -274,3 +274,20 @@ def test_a_tilted_head_with_its_eyes_shut_stays_tracked():
         tilted_box, found = tracker.update(rendered(photo, 1.0, roll=roll))
         assert found and iou(tilted_box, box) > 0.6, (roll, tilted_box, box)
 
+
+
+def test_undecodable_frames_of_a_file_keep_the_timeline_and_stand_in_as_images_do(tmp_path):
+    """Frames that fail to decode (at the start, in the middle) keep their places; before the
+    first decoded frame, that one stands in (as the first readable image of a folder), and
+    the timeline's length (frames_read, which prepare checks frame labels against) is whole."""
+    path = tmp_path / "counter.avi"
+    counter_video(path, 30, 10)
+
+    class Damaged(video.VideoReader):
+        def _retrieve(self, index):
+            return None if index in (0, 1, 17) else super()._retrieve(index)
+    reader = Damaged(path, target_fps=10)
+    got = [(i, round(float(f.mean()) / 8)) for i, f in reader]
+    assert [i for i, _ in got] == list(range(30))
+    assert [b for _, b in got][:3] == [2, 2, 2] and got[17][1] == 16 and got[18][1] == 18
+    assert (reader.frames_read, reader.undecodable, reader.ended_early) == (30, 3, None)

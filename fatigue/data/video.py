@@ -113,7 +113,7 @@ class VideoReader:
     (frames arrive in real time). `threads`: decoder threads (None: OpenCV's choice).
 
     Attributes after (or during) iteration: `fps` (source), `frames_read` (source frames
-    decoded), `decode_seconds` (time inside OpenCV's grab/retrieve/imread), `unreadable`
+    decoded, or stood in for: the length of the timeline read), `decode_seconds` (time inside OpenCV's grab/retrieve/imread), `unreadable`
     (frame images that could not be read: each is replaced by the frame before it, or at
     the start by the first readable one, so that the frames keep their times),
     `undecodable` (frames of a video file that could not be decoded, replaced the same way:
@@ -201,12 +201,15 @@ class VideoReader:
                     copies += 1
             frame = self._retrieve(index) if copies and grabbed else None
             self.decode_seconds += time.perf_counter() - start
-            self.frames_read += grabbed
             if self._is_file() and (not grabbed or (copies and frame is None)):
                 if len(bad) == MAX_BAD_RUN:
                     break
                 bad.append((index, copies))
-            elif copies:
+                index += 1
+                out += copies
+                continue
+            self.frames_read += 1
+            if copies:
                 if frame is None and self._images is not None:
                     self.unreadable.append(self._images[index])
                     frame = previous if previous is not None else self._first_readable(index + 1)
@@ -217,8 +220,9 @@ class VideoReader:
                 if previous is not None and frame.shape != previous.shape:
                     frame = cv2.resize(frame, previous.shape[1::-1], interpolation=cv2.INTER_AREA)
                     self.resized += 1
-                yield from self._stand_ins(bad, previous if previous is not None
-                                           else np.zeros_like(frame))  # black before the first
+                # Before the first decoded frame, it stands in for those (as the first readable
+                # image does in a folder).
+                yield from self._stand_ins(bad, previous if previous is not None else frame)
                 bad = []
                 previous = frame
                 for _ in range(copies):
@@ -229,13 +233,16 @@ class VideoReader:
             out += copies
             index += 1
         last = index - len(bad)  # frames up to the last good one
-        if announced and last < announced - max(self.fps, 0.02 * announced):
+        # (Not when the container's rate was implausible: its frame count is as unsure.)
+        if announced and not self.fps_note and last < announced - max(self.fps,
+                                                                       0.02 * announced):
             self.ended_early = (last, announced)
 
     def _stand_ins(self, bad: list[tuple[int, int]], frame: np.ndarray
                    ) -> Iterator[tuple[int, np.ndarray]]:
         """`frame` in place of each undecodable frame's output copies, counted."""
         self.undecodable += len(bad)
+        self.frames_read += len(bad)
         for index, copies in bad:
             for _ in range(copies):
                 yield index, frame
