@@ -592,3 +592,19 @@ def test_a_frame_rate_out_of_range_is_one_line(option, value):
     """inf (or a huge rate) would repeat each frame until memory runs out."""
     with pytest.raises(UserError, match=f"{option} must be more than 0 and at most 1000"):
         detect.main(["--model", "m.pth", "--source", "v.mp4", option, value])
+
+
+@pytest.mark.parametrize("suffix", [".avi", ".mp4", ".mkv"])
+def test_a_video_cut_short_on_disk_is_found_whatever_its_header_says(tmp_path, suffix):
+    """AVI and MKV write their frame count at the start of the file when closed, so a file
+    the disk cut short still announced every frame written."""
+    path = tmp_path / f"annotated{suffix}"
+    writer = outputs.open_writer(path, 10, (64, 48))
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        writer.write(rng.integers(0, 255, (48, 64, 3), np.uint8))  # incompressible
+    writer.release()
+    assert outputs.written_video_problem(path, 100) is None
+    whole = path.read_bytes()
+    path.write_bytes(whole[:len(whole) // 2])
+    assert "(is the disk full?)" in outputs.written_video_problem(path, 100)

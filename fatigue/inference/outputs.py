@@ -3,6 +3,7 @@
 the window on screen."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import subprocess
@@ -92,13 +93,18 @@ def written_video_problem(path: Path, frames: int) -> str | None:
     say when a write fails (a full disk): the file is opened again and its frames counted."""
     capture = cv2.VideoCapture(str(path))
     try:
-        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else -1
+        if not capture.isOpened():
+            return f"{path} cannot be read back (is the disk full?)"
+        # The count in the header (AVI and MKV rewrite theirs at the start of the file
+        # when closed, whatever reached the disk), then the last frame itself.
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        if count < frames - max(2, 0.1 * frames):
+            return f"{path} holds {count} of the {frames} frames written (is the disk full?)"
+        capture.set(cv2.CAP_PROP_POS_FRAMES, max(0, min(count, frames) - 1))
+        if not capture.grab():
+            return f"{path} ends before its last frame (is the disk full?)"
     finally:
         capture.release()
-    if count < 0:
-        return f"{path} cannot be read back (is the disk full?)"
-    if count < frames - max(2, 0.1 * frames):
-        return f"{path} holds {count} of the {frames} frames written (is the disk full?)"
     return None
 
 
@@ -183,18 +189,22 @@ class Outputs:
     def close(self, keep: bool = True) -> None:
         """Finish the outputs; `keep`: put the CSV in place (else it is dropped, as is one
         that could not be written whole: an earlier CSV of its name stays as it was)."""
-        try:
-            self._fh.close()  # its last rows reach the disk now
-        except OSError as err:
-            self.csv_problem = self.csv_problem or f"{self.csv_path}: {err.strerror or err}"
-        if self._csv_tmp is None:
-            pass  # written straight into a device or pipe
-        elif keep and not self.csv_problem:
-            files.commit(self._csv_tmp, self.csv_path)
-        else:
-            self._csv_tmp.unlink(missing_ok=True)
         if self._writer is not None:
             self._writer.release()
             self.video_problem = written_video_problem(self.video_path, self._video_frames)
+        try:
+            self._fh.flush()  # its last rows reach the disk now, before the rename
+            if self._csv_tmp is not None:
+                os.fsync(self._fh.fileno())
+            self._fh.close()
+            if self._csv_tmp is not None and keep and not self.csv_problem:
+                files.commit(self._csv_tmp, self.csv_path)
+        except OSError as err:
+            self.csv_problem = self.csv_problem or f"{self.csv_path}: {err.strerror or err}"
+        finally:
+            with contextlib.suppress(OSError):  # a flush that failed above fails again
+                self._fh.close()
+            if self._csv_tmp is not None:
+                self._csv_tmp.unlink(missing_ok=True)  # renamed already, unless it failed
         if self.show:
             cv2.destroyAllWindows()
