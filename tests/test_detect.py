@@ -608,3 +608,24 @@ def test_a_video_cut_short_on_disk_is_found_whatever_its_header_says(tmp_path, s
     whole = path.read_bytes()
     path.write_bytes(whole[:len(whole) // 2])
     assert "(is the disk full?)" in outputs.written_video_problem(path, 100)
+
+
+def test_a_stop_while_the_outputs_are_finished_waits_for_them(face_model, tmp_path, capsys,
+                                                              monkeypatch):
+    """A Ctrl+C or SIGTERM landing after the last frame, while the CSV and the video are
+    closed, raised there: the CSV's temporary file stayed, the video was left open, no
+    summary."""
+    source, table = tmp_path / "drive.avi", tmp_path / "w.csv"
+    sv.write_video(source, [np.zeros((48, 64, 3), np.uint8)] * 30, 10)
+    close = outputs.Outputs.close
+
+    def close_with_a_stop(self, keep=True):
+        os.kill(os.getpid(), signal.SIGTERM)
+        close(self, keep)
+    monkeypatch.setattr(outputs.Outputs, "close", close_with_a_stop)
+    assert detect.main(["--model", str(face_model), "--source", str(source), "--csv",
+                        str(table), "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    assert "already stopping: the outputs are being written, please wait" in err
+    assert "drive.avi: 30 frames" in out and table.read_text().startswith("time_s,frame,")
+    assert not list(tmp_path.glob(".w.csv.*"))

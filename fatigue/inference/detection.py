@@ -12,6 +12,8 @@ time spent in each step; `summary` words them.
 from __future__ import annotations
 
 import signal
+import sys
+import threading
 import time
 from collections import deque
 from contextlib import contextmanager
@@ -222,6 +224,26 @@ def stops_end_the_run():
 
 
 @contextmanager
+def stops_wait() -> Iterator[None]:
+    """While the outputs are finished: Ctrl+C and SIGTERM are said to wait rather than
+    raised (raised there, they left the CSV's temporary file and an open video behind,
+    without a summary). Only in the main thread, which alone takes signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def wait(signum: int, frame) -> None:
+        print("\nalready stopping: the outputs are being written, please wait",
+              file=sys.stderr, flush=True)
+    previous = {s: signal.signal(s, wait) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@contextmanager
 def torch_threads(n: int) -> Iterator[None]:
     """Run the model on `n` CPU threads, restoring the caller's setting after.
 
@@ -292,11 +314,12 @@ def run(model_path: str, source: str, csv_path: Path, output: Path | None = None
         # What was seen so far is written and summed up.
         seen.stopped, finished = "interrupted", True
     finally:
-        if sound is not None:
-            sound.stop()  # an alarm still on at the end (Ctrl+C, q, --duration) falls silent
-        bar.close()
-        reader.close()
-        outputs.close(keep=finished and seen.timing.frames > 0)
+        with stops_wait():  # a stop now would leave the outputs half finished
+            if sound is not None:
+                sound.stop()  # an alarm still on at the end (Ctrl+C, q, --duration) falls silent
+            bar.close()
+            reader.close()
+            outputs.close(keep=finished and seen.timing.frames > 0)
     timing = seen.timing
     timing.total = time.perf_counter() - started
     timing.steps.update({"decode": reader.decode_seconds,

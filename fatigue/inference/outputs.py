@@ -118,7 +118,7 @@ def display_available() -> bool:
         try:
             probe = subprocess.run([sys.executable, "-c", "import cv2; cv2.namedWindow('probe'); "
                                     "cv2.waitKey(1); cv2.destroyAllWindows()"],
-                                   capture_output=True, timeout=30)
+                                   capture_output=True, timeout=10)
         except subprocess.TimeoutExpired:
             return False
         return probe.returncode == 0
