@@ -573,3 +573,22 @@ def test_a_closed_pipe_is_not_a_failure_to_fix(monkeypatch):
     monkeypatch.setattr(preparation, "run_tasks", full)
     with pytest.raises(UserError, match="prepare stopped: .*No space left on device"):
         preparation._process([{"file": "none.avi"}], 1, 1)
+
+
+def test_a_video_read_with_trouble_is_named_and_listed(tmp_path, capsys):
+    """A video cut short (a copy that stopped) was prepared up to where it ends, without a
+    word; undecodable frames inside a file are replaced by the one before, and said."""
+    source = tmp_path / "videos"
+    for seed, rel in enumerate(("drowsy/s1_a.avi", "alert/s2_a.avi", "drowsy/s3_a.avi",
+                                "alert/s1_b.avi")):
+        face_video(source / rel, 3, 30, seed)
+    cut = source / "alert/s1_b.avi"
+    cut.write_bytes(cut.read_bytes()[:cut.stat().st_size // 2])
+    m = prepare_dir(source, tmp_path / "data", "folders", "--sequence-length", "8",
+                    "--stride", "4")
+    [damaged] = m["damaged_videos"]
+    assert damaged["source"] == "alert/s1_b.avi" and damaged["announced"] == 90
+    assert 0 < damaged["ended_at"] < 90
+    assert "  warning: 1 video read with trouble: frames that could not be decoded (replaced " \
+           "by the one before), a file cut short, or frame images of another size (resized); " \
+           "first: alert/s1_b.avi" in capsys.readouterr().out

@@ -46,6 +46,8 @@ class Scan:
     skipped: list[dict] = field(default_factory=list)  # {"source", "reason"}
     notes: list[str] = field(default_factory=list)
     replaced: list[dict] = field(default_factory=list)  # {"source", "images", "first"}
+    # {"source", "undecodable", "ended_at", "announced", "resized"}: a video read with trouble
+    damaged: list[dict] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------- layouts

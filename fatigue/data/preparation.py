@@ -84,7 +84,10 @@ def process_video(task: dict, progress: Callable[[int], None] | None = None) -> 
                                                   source_frames=faces.source_frames,
                                                   source_fps=faces.source_fps,
                                                   unreadable=np.array(faces.unreadable, dtype=str),
-                                                  odd_rate=bool(faces.fps_note)))
+                                                  odd_rate=bool(faces.fps_note),
+                                                  undecodable=faces.undecodable,
+                                                  ended_early=np.array(faces.ended_early or (0, 0)),
+                                                  resized=faces.resized))
     return {"path": task["path"], "source_frames": faces.source_frames, "frames": len(faces.frames),
             "decode_s": faces.decode_seconds, "detect_s": faces.detect_seconds,
             "total_s": faces.total_seconds}
@@ -207,7 +210,8 @@ def run(args: argparse.Namespace) -> int:
     split_of = split_subjects_with_clips(scan, records, args)
     meta = {"classes": scan.classes, "source": args.format, "source_dir": str(source), **options,
             "prepare_fingerprint": fingerprint, "skipped_videos": scan.skipped,
-            "label_length_mismatches": mismatches, "replaced_frame_images": scan.replaced}
+            "label_length_mismatches": mismatches, "replaced_frame_images": scan.replaced,
+            "damaged_videos": scan.damaged}
     write_clip_store(data_dir, _clip_blocks(blocks, args.sequence_length), records, meta)
     _remove_stale(data_dir / CACHE_DIR, cache, set(shard_of.values()))
     print(summary(args, scan, records, counts, mismatches, stats, split_of,
@@ -296,6 +300,12 @@ def collect_clips(scan: Scan, shard_of: dict[str, Path],
             source_fps = float(z["source_fps"]) if "source_fps" in z.files else args.fps
             if "odd_rate" in z.files and bool(z["odd_rate"]):
                 odd_rate.append(item.path)
+            trouble = {k: int(z[k]) for k in ("undecodable", "resized") if k in z.files}
+            if "ended_early" in z.files and z["ended_early"][1]:  # (0, 0): not cut
+                trouble.update(ended_at=int(z["ended_early"][0]),
+                               announced=int(z["ended_early"][1]))
+        if any(trouble.values()):
+            scan.damaged.append({"source": item.path, **trouble})
         if source_fps < args.fps - 1e-6:
             slower.append(f"{item.path} at {source_fps:g} fps")
         if unreadable:
@@ -426,6 +436,13 @@ def summary(args: argparse.Namespace, scan: Scan, records: list[dict], counts: C
         lines.append(f"  warning: {images} in {counted(len(scan.replaced), 'folder')} could not "
                      f"be read, each replaced by the one before it (first: "
                      f"{first['source']}/{first['first']}; all listed in manifest.json)")
+    if scan.damaged:
+        first = scan.damaged[0]
+        lines.append(f"  warning: {counted(len(scan.damaged), 'video')} read with trouble: "
+                     f"frames that could not be decoded (replaced by the one before), a file "
+                     f"cut short, or frame images of another size (resized); first: "
+                     f"{first['source']} {({k: v for k, v in first.items() if k != 'source'})}; "
+                     f"all listed in manifest.json (damaged_videos)")
     without = no_clip(scan, records)
     if without:
         lines.append(f"  {counted(len(without), 'video')} gave no clip (too short, or the face "

@@ -113,7 +113,8 @@ class VideoReader:
     (frames arrive in real time). `threads`: decoder threads (None: OpenCV's choice).
 
     Attributes after (or during) iteration: `fps` (source), `frames_read` (source frames
-    decoded, or stood in for: the length of the timeline read), `decode_seconds` (time inside OpenCV's grab/retrieve/imread), `unreadable`
+    decoded, or stood in for: the length of the timeline read), `decode_seconds` (time
+    inside OpenCV's grab/retrieve/imread), `unreadable`
     (frame images that could not be read: each is replaced by the frame before it, or at
     the start by the first readable one, so that the frames keep their times),
     `undecodable` (frames of a video file that could not be decoded, replaced the same way:
@@ -363,12 +364,15 @@ class VideoFaces:
     face_found: np.ndarray      # bool [N]: the latest detection attempt saw a face
     source_index: np.ndarray    # int64 [N]: frame index in the source video
     source_fps: float
-    source_frames: int          # source frames decoded
+    source_frames: int          # source frames decoded, or stood in for (VideoReader)
     decode_seconds: float
     detect_seconds: float
     total_seconds: float
     unreadable: list[str] = field(default_factory=list)  # frame images replaced by the one before
     fps_note: str | None = None  # the file's own rate could not be right (VideoReader)
+    undecodable: int = 0         # VideoReader's: frames of a file replaced by the one before
+    ended_early: tuple[int, int] | None = None  # (frames read, announced) of a cut file
+    resized: int = 0             # frame images resized to the first one's size
 
 
 def read_video_faces(path: str | Path, fps: float, image_size: int, channels: int,
@@ -410,7 +414,9 @@ def read_video_faces(path: str | Path, fps: float, image_size: int, channels: in
                       source_frames=reader.frames_read, decode_seconds=reader.decode_seconds,
                       detect_seconds=tracker.detect_seconds,
                       total_seconds=time.perf_counter() - start,
-                      unreadable=[str(p) for p in reader.unreadable], fps_note=reader.fps_note)
+                      unreadable=[str(p) for p in reader.unreadable], fps_note=reader.fps_note,
+                      undecodable=reader.undecodable, ended_early=reader.ended_early,
+                      resized=reader.resized)
 
 
 def decode_fps(paths: list[str | Path], max_frames: int = 1000) -> float:
