@@ -14,11 +14,12 @@ import glob
 import os
 import shutil
 import stat
+import sys
 import tempfile
 import time
 import zipfile
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, TextIO
 
 from fatigue.errors import UserError
 
@@ -169,18 +170,43 @@ def _blocking_file(path: Path) -> Path | None:
 
 def output_target(path: str | Path) -> tuple[Path, bool]:
     """Where an output file named `path` is written, and whether atomically (a new file
-    renamed over it). A device, a named pipe or a stream (/dev/null, a FIFO, /dev/stdout,
-    whatever it leads to) is written into directly, as named: a rename would replace it
-    with a plain file, or a redirected output's file with the CSV alone. A symbolic link to
-    a file is written through, atomically, at its target, which the link keeps naming."""
+    renamed over it). A device, a named pipe, or this process's own standard output or
+    error (/dev/null, a FIFO, /dev/stdout even when redirected to a file; whatever links
+    lead to them) is written into directly, as named (open_directly): a rename would
+    replace it with a plain file, or a redirected output's file with the CSV alone. A
+    symbolic link to a file is written through, atomically, at its target, which the link
+    keeps naming."""
     path = Path(path)
     try:
-        regular = stat.S_ISREG(os.stat(path).st_mode)  # through links
+        found = os.stat(path)  # through links
     except (FileNotFoundError, NotADirectoryError):  # made as a plain file (or refused
         return (path.resolve() if path.is_symlink() else path), True  # by output_file)
-    if not regular or path.as_posix().startswith(("/dev/", "/proc/")):
+    if not stat.S_ISREG(found.st_mode) or _standard_stream(found) is not None:
         return path, False
     return (path.resolve() if path.is_symlink() else path), True
+
+
+def _standard_stream(found: os.stat_result) -> int | None:
+    """1 or 2 when `found` is the file this process's standard output or error writes to."""
+    for fd in (1, 2):
+        try:
+            if os.path.samestat(found, os.fstat(fd)):
+                return fd
+        except OSError:  # closed
+            pass
+    return None
+
+
+def open_directly(path: Path, newline: str | None = None) -> TextIO:
+    """`path` (a device, a pipe, a standard stream) opened to write into. This process's own
+    standard output or error goes through a copy of its descriptor, whose position it
+    shares: a second open of a redirected file would write over what was printed, and the
+    next print over what it wrote. Anything else is appended to."""
+    fd = _standard_stream(os.stat(path))
+    if fd is not None:
+        (sys.stdout if fd == 1 else sys.stderr).flush()
+        return os.fdopen(os.dup(fd), "w", newline=newline)
+    return open(path, "a", newline=newline)
 
 
 def write_output_text(path: str | Path, text: str) -> None:
@@ -192,8 +218,8 @@ def write_output_text(path: str | Path, text: str) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         if atomic:
             atomic_write_text(target, text)
-        else:  # appended: /dev/stdout redirected to a file keeps what was printed before
-            with open(target, "a") as fh:
+        else:
+            with open_directly(target) as fh:
                 fh.write(text)
     except OSError as err:
         raise OSError(err.errno, err.strerror, str(path)) from None

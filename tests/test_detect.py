@@ -317,6 +317,14 @@ def test_the_csv_goes_through_a_link_into_a_pipe_and_never_over_a_frame(face_mod
     piped = run_script("detect.py", *args, "/dev/stdout")
     assert piped.returncode == 0, piped.stderr
     assert piped.stdout.startswith("time_s,frame,") and "wrote /dev/stdout" in piped.stdout
+    # Redirected to a file (> out.txt): the rows, then the summary, neither over the other.
+    redirected = tmp_path / "out.txt"
+    with open(redirected, "w") as out:
+        assert subprocess.run([sys.executable, str(ROOT / "detect.py"), *args, "/dev/stdout"],
+                              stdout=out, timeout=300).returncode == 0
+    def timeless(text: str) -> list[str]:
+        return [line for line in text.splitlines() if not line.startswith("  speed:")]
+    assert timeless(redirected.read_text()) == timeless(piped.stdout)
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "training_log.jsonl").write_text("{}\n")
     sneaky = tmp_path / "sneaky.csv"

@@ -143,8 +143,8 @@ class Outputs:
         self.csv_path, self._csv_tmp = target, files.temp_path(target) if atomic else None
         if atomic:
             files.remove_temp_files(target.parent, target.name)
-        # Appended when direct: /dev/stdout redirected to a file keeps what was printed.
-        self._fh = open(self._csv_tmp or target, "w" if atomic else "a", newline="")
+        self._fh = (open(self._csv_tmp, "w", newline="") if atomic
+                    else files.open_directly(target, newline=""))
         self._rows = csv.writer(self._fh)
         self._rows.writerow(CSV_COLUMNS)
         self.video_path, self.show, self.fps, self.settings = video_path, show, fps, settings
