@@ -589,6 +589,17 @@ def test_a_video_read_with_trouble_is_named_and_listed(tmp_path, capsys):
     [damaged] = m["damaged_videos"]
     assert damaged["source"] == "alert/s1_b.avi" and damaged["announced"] == 90
     assert 0 < damaged["ended_at"] < 90
-    assert "  warning: 1 video read with trouble: frames that could not be decoded (replaced " \
-           "by the one before), a file cut short, or frame images of another size (resized); " \
-           "first: alert/s1_b.avi" in capsys.readouterr().out
+    assert set(damaged) == {"source", "ended_at", "announced"}  # no zero counts
+    assert "  warning: 1 video read with trouble (all listed in manifest.json, damaged_videos); " \
+           f"first: alert/s1_b.avi: it ends at frame {damaged['ended_at']} of the 90 it " \
+           "announces (cut short?)" in capsys.readouterr().out
+    # A cache written by a prepare that kept no record of damage: said, not taken as clean.
+    for shard in (tmp_path / "data" / ".prepare").rglob("*.npz"):
+        with np.load(shard) as z:
+            old = {k: z[k] for k in z.files if k not in ("undecodable", "ended_early", "resized")}
+        with open(shard, "wb") as fh:
+            np.savez(fh, **old)
+    m = prepare_dir(source, tmp_path / "data", "folders", "--sequence-length", "8",
+                    "--stride", "2")  # cut again from the cache
+    assert m["damaged_videos"] == [] and "note: 4 videos came from a cache made by an older " \
+        "prepare, which stopped at a video's first undecodable frame" in capsys.readouterr().out

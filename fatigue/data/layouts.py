@@ -48,6 +48,7 @@ class Scan:
     replaced: list[dict] = field(default_factory=list)  # {"source", "images", "first"}
     # {"source", "undecodable", "ended_at", "announced", "resized"}: a video read with trouble
     damaged: list[dict] = field(default_factory=list)
+    unchecked: list[str] = field(default_factory=list)  # from a cache without that record
 
 
 # ----------------------------------------------------------------------------- layouts

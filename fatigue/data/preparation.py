@@ -93,6 +93,22 @@ def process_video(task: dict, progress: Callable[[int], None] | None = None) -> 
             "total_s": faces.total_seconds}
 
 
+def damage_words(damaged: dict) -> str:
+    """'alert/s1.avi: 3 frames could not be decoded (each replaced by the one before), it
+    ends at frame 48 of the 90 it announces'."""
+    said = []
+    if damaged.get("undecodable"):
+        said.append(f"{counted(damaged['undecodable'], 'frame')} could not be decoded (each "
+                    f"replaced by the one before)")
+    if damaged.get("announced"):
+        said.append(f"it ends at frame {damaged['ended_at']} of the {damaged['announced']} it "
+                    f"announces (cut short?)")
+    if damaged.get("resized"):
+        said.append(f"{counted(damaged['resized'], 'frame image')} of another size than the "
+                    f"first (resized to it)")
+    return f"{damaged['source']}: {', '.join(said)}"
+
+
 def run_tasks(tasks: list[dict], workers: int, bar: progress.Bar) -> Iterator[dict]:
     """Results of process_video as they finish, in this process or in a spawn pool."""
     if workers <= 1 or len(tasks) <= 1:
@@ -300,11 +316,13 @@ def collect_clips(scan: Scan, shard_of: dict[str, Path],
             source_fps = float(z["source_fps"]) if "source_fps" in z.files else args.fps
             if "odd_rate" in z.files and bool(z["odd_rate"]):
                 odd_rate.append(item.path)
-            trouble = {k: int(z[k]) for k in ("undecodable", "resized") if k in z.files}
+            trouble = {k: int(z[k]) for k in ("undecodable", "resized") if k in z.files and z[k]}
             if "ended_early" in z.files and z["ended_early"][1]:  # (0, 0): not cut
                 trouble.update(ended_at=int(z["ended_early"][0]),
                                announced=int(z["ended_early"][1]))
-        if any(trouble.values()):
+            if "undecodable" not in z.files:  # cached by a prepare that did not record it
+                scan.unchecked.append(item.path)
+        if trouble:
             scan.damaged.append({"source": item.path, **trouble})
         if source_fps < args.fps - 1e-6:
             slower.append(f"{item.path} at {source_fps:g} fps")
@@ -437,12 +455,14 @@ def summary(args: argparse.Namespace, scan: Scan, records: list[dict], counts: C
                      f"be read, each replaced by the one before it (first: "
                      f"{first['source']}/{first['first']}; all listed in manifest.json)")
     if scan.damaged:
-        first = scan.damaged[0]
-        lines.append(f"  warning: {counted(len(scan.damaged), 'video')} read with trouble: "
-                     f"frames that could not be decoded (replaced by the one before), a file "
-                     f"cut short, or frame images of another size (resized); first: "
-                     f"{first['source']} {({k: v for k, v in first.items() if k != 'source'})}; "
-                     f"all listed in manifest.json (damaged_videos)")
+        lines.append(f"  warning: {counted(len(scan.damaged), 'video')} read with trouble "
+                     f"(all listed in manifest.json, damaged_videos); first: "
+                     f"{damage_words(scan.damaged[0])}")
+    if scan.unchecked:
+        lines.append(f"  note: {counted(len(scan.unchecked), 'video')} came from a cache made "
+                     f"by an older prepare, which stopped at a video's first undecodable frame "
+                     f"and kept no record of damage; delete {Path(args.data_dir) / CACHE_DIR}/ "
+                     f"to read them again")
     without = no_clip(scan, records)
     if without:
         lines.append(f"  {counted(len(without), 'video')} gave no clip (too short, or the face "
