@@ -227,13 +227,20 @@ def stops_end_the_run():
 def stops_wait() -> Iterator[None]:
     """While the outputs are finished: Ctrl+C and SIGTERM are said to wait rather than
     raised (raised there, they left the CSV's temporary file and an open video behind,
-    without a summary). Only in the main thread, which alone takes signals."""
+    without a summary); a third one quits at once. Only in the main thread, which alone
+    takes signals."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
+    asked: list[int] = []
+
     def wait(signum: int, frame) -> None:
-        print("\nalready stopping: the outputs are being written, please wait",
+        asked.append(signum)
+        if len(asked) > 2:  # the outputs hang (a pipe nobody reads): the user decides
+            raise KeyboardInterrupt
+        print("\nalready stopping: the outputs are being written, please wait"
+              + (" (once more to quit at once)" if len(asked) == 2 else ""),
               file=sys.stderr, flush=True)
     previous = {s: signal.signal(s, wait) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
