@@ -149,31 +149,22 @@ def test_restore_puts_back_what_snapshot_took():
     assert other_parts.optimizer.param_groups[0]["lr"] == parts.optimizer.param_groups[0]["lr"]
 
 
-def test_restore_with_another_world_size_restarts_the_epoch_and_says_so():
+@pytest.mark.parametrize("processes, fingerprint, said", [
+    (2, "fp", "2 processes wrote this checkpoint and 1 run now"),
+    # --allow-data-change: the position counts clips of the checkpoint's data
+    (1, "another", "the data set is not the one this checkpoint was written on, so epoch 2 "
+                   "restarts at its beginning")])
+def test_restore_restarts_an_epoch_begun_by_other_processes_or_on_other_data(
+        processes, fingerprint, said):
     cfg = tiny_config()
     parts, state = built_run(cfg)
     trained_a_little(parts, state)
     snap = schema.snapshot(parts, state, schema.RunIdentity(cfg, "fp", {}, []),
-                           [state.sums, state.sums], [seeds.rng_state()] * 2)
+                           [state.sums] * processes, [seeds.rng_state()] * processes)
     fresh_parts, fresh = built_run(cfg)
     notes = schema.restore(snap, fresh_parts, fresh, cfg, rank=0, world_size=1,
-                           fingerprint="fp")
-    assert len(notes) == 1 and "2 processes wrote this checkpoint and 1 run now" in notes[0]
-    assert (fresh.epoch, fresh.samples_in_epoch, fresh.sums.tolist()) == (1, 0, [0, 0, 0])
-
-
-def test_restore_on_other_data_restarts_the_epoch_and_says_so():
-    """The position inside an epoch counts clips of the checkpoint's data (--allow-data-change)."""
-    cfg = tiny_config()
-    parts, state = built_run(cfg)
-    trained_a_little(parts, state)
-    snap = schema.snapshot(parts, state, schema.RunIdentity(cfg, "fp", {}, []), [state.sums],
-                           [seeds.rng_state()])
-    fresh_parts, fresh = built_run(cfg)
-    notes = schema.restore(snap, fresh_parts, fresh, cfg, rank=0, world_size=1,
-                           fingerprint="another")
-    assert len(notes) == 1 and "the data set is not the one this checkpoint was written on, " \
-        "so epoch 2 restarts at its beginning" in notes[0]
+                           fingerprint=fingerprint)
+    assert len(notes) == 1 and said in notes[0]
     assert (fresh.epoch, fresh.samples_in_epoch, fresh.sums.tolist()) == (1, 0, [0, 0, 0])
 
 
