@@ -442,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         print("\nWhere a two-epoch training run's CPU time goes:\n" + result.pop("profile"))
     if args.json:
-        files.write_output_text(args.json, json.dumps(result, indent=1))
+        files.write_output_text(args.json, json.dumps(result, indent=1) + "\n")
         print(f"Figures: {args.json}")
     return 0
 

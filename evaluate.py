@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         figures = [report.figures(r) for r in reports]
         files.write_output_text(args.json, json.dumps(
-            figures if len(figures) > 1 else figures[0], indent=1))
+            figures if len(figures) > 1 else figures[0], indent=1) + "\n")
         print(f"Figures: {args.json}")
     if args.report:
         written = report.write_report(reports, args.report)

@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: the exported model differs from PyTorch by {worst:.2e}, so it was not "
               f"written ({out} is as it was); do not deploy this model")
         return 1
-    files.write_output_text(side, json.dumps(info, indent=1))
+    files.write_output_text(side, json.dumps(info, indent=1) + "\n")
     print(f"Exported {args.model} (epoch {state['epoch']}) to {out} ({size}); deployment "
           f"info inside it and in {side}")
     if run is None:

@@ -92,6 +92,7 @@ def run_cli(main: Callable[[list[str] | None], int]) -> None:
     on stderr and its exit code."""
     try:
         code = main(None)
+        sys.stdout.flush()  # here, not at exit: a reader gone is then the 141 below
     except UserError as err:
         if says_errors() or not err.same_in_every_process:
             print(f"error: {err}", file=sys.stderr)

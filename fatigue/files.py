@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import re
 import shutil
 import stat
 import sys
@@ -181,14 +182,17 @@ def output_target(path: str | Path) -> tuple[Path, bool]:
         found = os.stat(path)  # through links
     except (FileNotFoundError, NotADirectoryError):  # made as a plain file (or refused
         return (path.resolve() if path.is_symlink() else path), True  # by output_file)
-    if not stat.S_ISREG(found.st_mode) or _standard_stream(found) is not None:
+    if not stat.S_ISREG(found.st_mode) or _own_descriptor(path, found) is not None:
         return path, False
     return (path.resolve() if path.is_symlink() else path), True
 
 
-def _standard_stream(found: os.stat_result) -> int | None:
-    """1 or 2 when `found` is the file this process's standard output or error writes to."""
-    for fd in (1, 2):
+def _own_descriptor(path: Path, found: os.stat_result) -> int | None:
+    """The descriptor of this process that `path` writes to: N for /dev/fd/N or
+    /proc/self/fd/N (a shell's 3>>log), 1 or 2 for a file this process's standard output
+    or error is (/dev/stdout, or a link to what it was redirected to); else None."""
+    named = re.fullmatch(r"/(?:dev/fd|proc/self/fd)/(\d+)", path.as_posix())
+    for fd in ([int(named[1])] if named else []) + [1, 2]:
         try:
             if os.path.samestat(found, os.fstat(fd)):
                 return fd
@@ -198,13 +202,15 @@ def _standard_stream(found: os.stat_result) -> int | None:
 
 
 def open_directly(path: Path, newline: str | None = None) -> TextIO:
-    """`path` (a device, a pipe, a standard stream) opened to write into. This process's own
-    standard output or error goes through a copy of its descriptor, whose position it
-    shares: a second open of a redirected file would write over what was printed, and the
-    next print over what it wrote. Anything else is appended to."""
-    fd = _standard_stream(os.stat(path))
+    """`path` (a device, a pipe, a descriptor of this process) opened to write into. One of
+    this process's own descriptors is written through a copy, whose position it shares: a
+    second open of a redirected file would write over what was printed, and the next print
+    over what it wrote. Anything else is appended to."""
+    fd = _own_descriptor(path, os.stat(path))
     if fd is not None:
-        (sys.stdout if fd == 1 else sys.stderr).flush()
+        for stream, number in ((sys.stdout, 1), (sys.stderr, 2)):
+            if fd == number:
+                stream.flush()
         return os.fdopen(os.dup(fd), "w", newline=newline)
     return open(path, "a", newline=newline)
 

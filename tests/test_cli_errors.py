@@ -666,3 +666,15 @@ def test_a_data_set_changed_by_hand_is_one_line_before_a_run_is_archived(change,
     assert sorted(p.name for p in models.iterdir()) == ["latest_model.pth"]
     with pytest.raises(UserError, match=re.escape(says)):  # evaluate reads it the same way
         ClipDataset(data, "train", 8, 16, 1)
+
+
+def test_an_output_into_an_inherited_descriptor_is_appended_not_replaced(tmp_path):
+    """`--json /dev/fd/3 3>>log`: the shell's file was replaced by the output alone."""
+    log = tmp_path / "log"
+    log.write_text("PRE\n")
+    with open(log, "a") as fh:
+        code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from fatigue import files; "
+                f"files.write_output_text('/dev/fd/{fh.fileno()}', 'OUT\\n')")
+        subprocess.run([sys.executable, "-c", code], pass_fds=(fh.fileno(),), check=True,
+                       timeout=60)
+    assert log.read_text() == "PRE\nOUT\n"

@@ -602,4 +602,4 @@ def test_a_video_read_with_trouble_is_named_and_listed(tmp_path, capsys):
     m = prepare_dir(source, tmp_path / "data", "folders", "--sequence-length", "8",
                     "--stride", "2")  # cut again from the cache
     assert m["damaged_videos"] == [] and "note: 4 videos came from a cache made by an older " \
-        "prepare, which stopped at a video's first undecodable frame" in capsys.readouterr().out
+        "prepare, which kept no record of damaged frames" in capsys.readouterr().out

@@ -94,12 +94,12 @@ def process_video(task: dict, progress: Callable[[int], None] | None = None) -> 
 
 
 def damage_words(damaged: dict) -> str:
-    """'alert/s1.avi: 3 frames could not be decoded (each replaced by the one before), it
-    ends at frame 48 of the 90 it announces'."""
+    """'alert/s1.avi: 3 frames could not be decoded (replaced by the one before), it ends at
+    frame 48 of the 90 it announces (cut short?)'."""
     said = []
     if damaged.get("undecodable"):
-        said.append(f"{counted(damaged['undecodable'], 'frame')} could not be decoded (each "
-                    f"replaced by the one before)")
+        said.append(f"{counted(damaged['undecodable'], 'frame')} could not be decoded "
+                    f"(replaced by the one before)")
     if damaged.get("announced"):
         said.append(f"it ends at frame {damaged['ended_at']} of the {damaged['announced']} it "
                     f"announces (cut short?)")
@@ -460,9 +460,9 @@ def summary(args: argparse.Namespace, scan: Scan, records: list[dict], counts: C
                      f"{damage_words(scan.damaged[0])}")
     if scan.unchecked:
         lines.append(f"  note: {counted(len(scan.unchecked), 'video')} came from a cache made "
-                     f"by an older prepare, which stopped at a video's first undecodable frame "
-                     f"and kept no record of damage; delete {Path(args.data_dir) / CACHE_DIR}/ "
-                     f"to read them again")
+                     f"by an older prepare, which kept no record of damaged frames (the oldest "
+                     f"stopped reading a video at its first undecodable frame); delete "
+                     f"{Path(args.data_dir) / CACHE_DIR}/ to read them again")
     without = no_clip(scan, records)
     if without:
         lines.append(f"  {counted(len(without), 'video')} gave no clip (too short, or the face "

@@ -219,7 +219,7 @@ def open_source(source: str, fps: float, frames_fps: float | None = None
 def stops_end_the_run():
     """Ctrl+C and SIGTERM (kill, systemd, docker stop) end a detection alike: what was seen
     so far is written and summed up (run() catches the KeyboardInterrupt). The first
-    decides; one more while the outputs are being finished is ignored (it lost them)."""
+    decides; more while the outputs are being finished wait for them (stops_wait)."""
     return signals_raise(lambda signum: KeyboardInterrupt(), (signal.SIGINT, signal.SIGTERM))
 
 

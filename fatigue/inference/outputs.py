@@ -201,8 +201,12 @@ class Outputs:
                 files.commit(self._csv_tmp, self.csv_path)
         except OSError as err:
             self.csv_problem = self.csv_problem or f"{self.csv_path}: {err.strerror or err}"
+        except BaseException:  # a quit while a write hangs (a pipe nobody reads): no flush
+            with contextlib.suppress(OSError):
+                os.close(self._fh.fileno())
+            raise
         finally:
-            with contextlib.suppress(OSError):  # a flush that failed above fails again
+            with contextlib.suppress(OSError, ValueError):  # a failed flush fails again
                 self._fh.close()
             if self._csv_tmp is not None:
                 self._csv_tmp.unlink(missing_ok=True)  # renamed already, unless it failed
