@@ -394,6 +394,11 @@ def test_a_disk_full_at_the_first_save_is_one_line_that_says_nothing_was_saved(t
            f"part of it (is the disk full?). Nothing of this run was saved yet; free space or " \
            f"fix the folder, then run the same command again" in out.stderr
     assert not list(models.glob("*.pth")) and not list(models.glob("*.tmp*"))
+    # The same command again, with room: what the failed start left is not called a run.
+    out = run_script("train.py", *tiny("--epochs", "1"))
+    assert out.returncode == 0, out.stderr
+    assert "Moved the logs of an earlier start that saved no checkpoint to" in out.stdout
+    assert "previous run" not in out.stdout
 
 
 def test_failed_write_stops_cleanly_and_keeps_old_files(tiny, tmp_path, monkeypatch):

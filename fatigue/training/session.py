@@ -90,7 +90,10 @@ def start(args: argparse.Namespace, given: dict, ask: bool, dist: Distributed,
         # A data set that does not fit the options is an error before anything is moved.
         ClipDataset(cfg.data_dir, "train", cfg.sequence_length, cfg.image_size, cfg.channels)
         if checkpoint is None and folder.has_run():
-            say(f"Moved the previous run's files to {folder.archive_run()}/ (nothing deleted).")
+            # A start that saved nothing (a full disk at its first save) left only its logs.
+            what = "the previous run's files" if folder.checkpoints() else \
+                "the logs of an earlier start that saved no checkpoint"
+            say(f"Moved {what} to {folder.archive_run()}/ (nothing deleted).")
 
     dist.on_main(make_data)
     if checkpoint is None:
