@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import threading
 import time
 from collections import deque
 from contextlib import contextmanager
@@ -34,7 +33,7 @@ from fatigue.inference.evaluation import load_model
 from fatigue.inference.outputs import Outputs, display_available
 from fatigue.inference.sound import AlarmSound
 from fatigue.text import counted
-from fatigue.training.stop import signals_raise
+from fatigue.training.stop import handling, signals_raise
 from model import pick_device
 
 
@@ -223,16 +222,10 @@ def stops_end_the_run():
     return signals_raise(lambda signum: KeyboardInterrupt(), (signal.SIGINT, signal.SIGTERM))
 
 
-@contextmanager
-def stops_wait() -> Iterator[None]:
+def stops_wait():
     """While the outputs are finished: Ctrl+C and SIGTERM are said to wait rather than
     raised (raised there, they left the CSV's temporary file and an open video behind,
-    without a summary); a third one quits at once. Only in the main thread, which alone
-    takes signals."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
+    without a summary); a third one quits at once."""
     asked: list[int] = []
 
     def wait(signum: int, frame) -> None:
@@ -242,12 +235,7 @@ def stops_wait() -> Iterator[None]:
         print("\nalready stopping: the outputs are being written, please wait"
               + (" (once more to quit at once)" if len(asked) == 2 else ""),
               file=sys.stderr, flush=True)
-    previous = {s: signal.signal(s, wait) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    return handling(wait, (signal.SIGINT, signal.SIGTERM))
 
 
 @contextmanager

@@ -57,25 +57,30 @@ class StopRequest:
 
 
 @contextlib.contextmanager
-def signals_raise(make: Callable[[int], BaseException],
-                  signals: tuple[int, ...] = tuple(EXIT_CODES)) -> Iterator[None]:
-    """While inside, each of `signals` raises make(signum) wherever the main thread is; a
-    second one while the first unwinds is ignored. Elsewhere than the main thread (which
-    alone takes signals) nothing is installed. The previous handlers come back on exit."""
+def handling(handle: Callable[[int, object], None],
+             signals: tuple[int, ...] = tuple(EXIT_CODES)) -> Iterator[None]:
+    """While inside, `handle` takes each of `signals`; the previous handlers come back on
+    exit. Elsewhere than the main thread (which alone takes signals) nothing is installed."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    stopping: list[int] = []
-
-    def handle(signum: int, frame) -> None:
-        if not stopping:
-            stopping.append(signum)
-            raise make(signum)
-
     previous = {sig: signal.signal(sig, handle) for sig in signals}
     try:
         yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def signals_raise(make: Callable[[int], BaseException],
+                  signals: tuple[int, ...] = tuple(EXIT_CODES)):
+    """While inside, each of `signals` raises make(signum) wherever the main thread is; a
+    second one while the first unwinds is ignored (see `handling`)."""
+    stopping: list[int] = []
+
+    def handle(signum: int, frame) -> None:
+        if not stopping:
+            stopping.append(signum)
+            raise make(signum)
+    return handling(handle, signals)
 
