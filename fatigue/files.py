@@ -180,9 +180,10 @@ def output_target(path: str | Path) -> tuple[Path, bool]:
     path = Path(path)
     try:
         found = os.stat(path)  # through links
-    except (FileNotFoundError, NotADirectoryError):  # made as a plain file (or refused
-        return (path.resolve() if path.is_symlink() else path), True  # by output_file)
-    if not stat.S_ISREG(found.st_mode) or _own_descriptor(path, found) is not None:
+    except (FileNotFoundError, NotADirectoryError):  # made as a plain file (or refused by
+        found = None                                 # output_file)
+    if found is not None and (not stat.S_ISREG(found.st_mode)
+                              or _own_descriptor(path, found) is not None):
         return path, False
     return (path.resolve() if path.is_symlink() else path), True
 
