@@ -35,16 +35,14 @@ class StopRequest:
     def __init__(self, verbose: bool = True) -> None:
         self.signum: int | None = None
         self.verbose = verbose
-        self._previous: dict = {}
+        self._installed = contextlib.ExitStack()
 
     def __enter__(self) -> "StopRequest":
-        for sig in EXIT_CODES:
-            self._previous[sig] = signal.signal(sig, self._handle)
+        self._installed.enter_context(handling(self._handle))
         return self
 
     def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+        self._installed.close()
 
     def _handle(self, signum: int, frame) -> None:
         if self.verbose:
