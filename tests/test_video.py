@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -13,6 +14,8 @@ from fatigue.data import synthetic_videos as sv
 from fatigue.data import tracking, video
 from fatigue.data.camera import Camera, Pose, compose
 from test_synthetic_videos import longest_run
+
+DATA = Path(__file__).parent / "data"
 
 
 def iou(a, b) -> float:
@@ -93,6 +96,47 @@ def test_iter_frames_resamples_by_time(tmp_path, source_fps, target_fps):
     assert [i for i, _ in got] == expected
     for index, frame in got:  # the frame shown is really that source frame
         assert abs(float(frame.mean()) - 8 * index) < 4
+
+
+def vfr_index(frame: np.ndarray) -> int:
+    """tests/data/variable_rate.mp4's frame index, from its two halves' grey levels."""
+    return (16 * round((frame[:, 4:28].mean() - 20) / 16)
+            + round((frame[:, 36:60].mean() - 20) / 12))
+
+
+def test_a_variable_rate_video_keeps_its_real_times():
+    """A phone slows down in the dark: tests/data/variable_rate.mp4 (made with PyAV) holds
+    2 s at 30 fps, 2 s at 10 fps, then 1 s at 30 fps (110 frames, 22 fps on average).
+    Output frame k must show the frame on screen at k / 10 s, as each frame's decoded
+    pixels say; by index at the average rate, the 3 s mark showed the frame of 2.6 s."""
+    shown = ([i / 30 for i in range(60)] + [2 + i / 10 for i in range(20)]
+             + [4 + i / 30 for i in range(30)])
+    with video.VideoReader(DATA / "variable_rate.mp4", target_fps=10) as reader:
+        frames = list(reader)
+    assert reader.frames_read == 110 and round(reader.fps) == 22
+    for k, (index, frame) in enumerate(frames):
+        assert vfr_index(frame) == index  # the index given is the frame's own
+        assert index == max(i for i, t in enumerate(shown) if round(t, 3) <= k / 10 + 1e-9), k
+    assert len(frames) == 51  # to 5.0 s: the last frame, at 4.97 s, is shown a frame's time
+
+
+@pytest.mark.parametrize("timestamps", ["milliseconds", "none", "zero"])
+def test_constant_rate_timestamps_resample_by_index(timestamps):
+    """Timestamps rounded to the millisecond, missing or all zero (a container without
+    them) place a constant-rate file's frames at their index, so that its resampling is
+    the plain one by index."""
+    fps = 30000 / 1001
+    timeline = video._Timeline(fps)
+    for index in range(300):
+        seconds = {"milliseconds": round(index / fps, 3), "none": None, "zero": 0.0}[timestamps]
+        assert timeline.place(index, seconds) == index
+    assert not timeline.variable
+
+
+def test_a_frame_without_a_timestamp_in_a_variable_rate_file_goes_one_interval_on():
+    timeline = video._Timeline(20.0)
+    places = [timeline.place(i, s) for i, s in enumerate([0.0, 0.1, 0.2, None, 0.4, 0.4])]
+    assert places == [0.0, 2.0, 4.0, 6.0, 8.0, 10.0] and timeline.variable
 
 
 def test_frame_folder_and_unreadable_file(tmp_path):

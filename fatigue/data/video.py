@@ -108,9 +108,13 @@ class VideoReader:
     second (frames are repeated when the source is slower). Skipped frames are only
     grabbed (decoded but not converted to BGR), which is the cheapest OpenCV allows.
 
-    Resampling goes by frame index at the container's average rate, which is exact for the
-    constant-rate videos of the public data sets; for a camera leave `target_fps` unset
-    (frames arrive in real time). `threads`: decoder threads (None: OpenCV's choice).
+    A file's frames are placed by their timestamps, so that a variable-rate video (a phone's,
+    which slows down in the dark) keeps its real times: by frame index at the average rate,
+    a 3 s closure filmed at 10 fps in a video averaging 22 fps would last 1.4 s. Timestamps
+    within a quarter frame of index / average rate count as on that grid, so constant-rate
+    videos resample exactly by index. Frame images go by index at `source_fps`; for a
+    camera leave `target_fps` unset (frames arrive in real time). `threads`: decoder
+    threads (None: OpenCV's choice).
 
     Attributes after (or during) iteration: `fps` (source), `frames_read` (source frames
     decoded, or stood in for: the length of the timeline read), `decode_seconds` (time
@@ -154,6 +158,7 @@ class VideoReader:
             reported = self._cap.get(cv2.CAP_PROP_FPS)
         plausible = PLAUSIBLE_FPS[0] <= reported <= PLAUSIBLE_FPS[1]
         self.fps = float(source_fps or (reported if plausible else fallback_fps))
+        self.rate_given = bool(source_fps)  # then a file's own timestamps are not trusted
         # A file's rate that cannot be right (0, 1000) is replaced: said by its users.
         self.fps_note = None if source_fps or plausible or self._images is not None else (
             f"{source} says {reported:g} frames a second, which cannot be right: taken as "
@@ -187,22 +192,35 @@ class VideoReader:
         # corrupt or cut tail: the file ends at its last good frame).
         bad: list[tuple[int, int]] = []
         announced = self.frame_count() if self._is_file() else 0
+        # Where frames sit, in source frames: by timestamp for a file whose rate is its own.
+        timeline = _Timeline(self.fps) if self._is_file() and not (
+            self.fps_note or self.rate_given) else None
+        previous_index = 0
         while True:
             start = time.perf_counter()
             grabbed = self._grab(index)
             if not grabbed and not (self._is_file() and index < announced - 1
                                     and len(bad) < MAX_BAD_RUN):
                 break
-            # Source frame `index` covers output frames k with floor(k * step) == index;
-            # the epsilon keeps 29.97 / 10 style ratios from dropping frames to rounding.
-            copies = 1
+            copies, late = 1, 0
             if step is not None:
-                copies = 0
-                while math.floor((out + copies) * step + 1e-6) == index:
-                    copies += 1
-            frame = self._retrieve(index) if copies and grabbed else None
+                place = (timeline.place(index, self._timestamp() if grabbed else None)
+                         if timeline else float(index))
+                # Output frames due before this one arrived: those of the frame before (at a
+                # variable rate, how long a frame is shown is known when the next arrives).
+                late = _outputs_before(out, step, place)
+                copies = 0 if timeline and timeline.variable else _outputs_before(
+                    out + late, step, place + 1)
+            if late and bad:
+                bad[-1] = (bad[-1][0], bad[-1][1] + late)
+            elif late and previous is not None:
+                for _ in range(late):
+                    yield previous_index, previous
+            out += late
+            wanted = copies > 0 or bool(timeline and timeline.variable)
+            frame = self._retrieve(index) if wanted and grabbed else None
             self.decode_seconds += time.perf_counter() - start
-            if self._is_file() and (not grabbed or (copies and frame is None)):
+            if self._is_file() and (not grabbed or (wanted and frame is None)):
                 if len(bad) == MAX_BAD_RUN:
                     break
                 bad.append((index, copies))
@@ -210,22 +228,18 @@ class VideoReader:
                 out += copies
                 continue
             self.frames_read += 1
-            if copies:
+            if wanted:
                 if frame is None and self._images is not None:
                     self.unreadable.append(self._images[index])
                     frame = previous if previous is not None else self._first_readable(index + 1)
                 if frame is None:
                     break  # a camera that stopped, or a folder of unreadable images
-                if frame.ndim == 2:
-                    frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
-                if previous is not None and frame.shape != previous.shape:
-                    frame = cv2.resize(frame, previous.shape[1::-1], interpolation=cv2.INTER_AREA)
-                    self.resized += 1
+                frame = self._like(frame, previous)
                 # Before the first decoded frame, it stands in for those (as the first readable
                 # image does in a folder).
                 yield from self._stand_ins(bad, previous if previous is not None else frame)
                 bad = []
-                previous = frame
+                previous, previous_index = frame, index
                 for _ in range(copies):
                     yield index, frame  # more than once when the source is slower
             elif bad and previous is not None:  # decodes again (a frame not wanted now)
@@ -233,11 +247,32 @@ class VideoReader:
                 bad = []
             out += copies
             index += 1
-        last = index - len(bad)  # frames up to the last good one
-        # (Not when the container's rate was implausible: its frame count is as unsure.)
+        if timeline and timeline.variable and previous is not None and not bad:
+            for _ in range(_outputs_before(out, step, timeline.last + 1)):
+                yield previous_index, previous  # the last frame, shown one frame's time
+        self._note_length(index - len(bad), announced)  # frames up to the last good one
+
+    def _note_length(self, last: int, announced: int) -> None:
+        """`ended_early` when a file ended well before the length its container announced
+        (not when the container's rate was implausible: its frame count is as unsure)."""
         if announced and not self.fps_note and last < announced - max(self.fps,
                                                                        0.02 * announced):
             self.ended_early = (last, announced)
+
+    def _like(self, frame: np.ndarray, previous: np.ndarray | None) -> np.ndarray:
+        """`frame` as BGR of the first frame's size (a face box found on one frame must fit
+        the next), counted in `resized` when it was not."""
+        if frame.ndim == 2:
+            frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+        if previous is not None and frame.shape != previous.shape:
+            frame = cv2.resize(frame, previous.shape[1::-1], interpolation=cv2.INTER_AREA)
+            self.resized += 1
+        return frame
+
+    def _timestamp(self) -> float | None:
+        """Seconds at which the frame just grabbed from a file is shown, or None."""
+        milliseconds = self._cap.get(cv2.CAP_PROP_POS_MSEC)
+        return milliseconds / 1000 if math.isfinite(milliseconds) else None
 
     def _stand_ins(self, bad: list[tuple[int, int]], frame: np.ndarray
                    ) -> Iterator[tuple[int, np.ndarray]]:
@@ -270,6 +305,52 @@ class VideoReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _outputs_before(out: int, step: float, place: float) -> int:
+    """How many output frames from `out` on are due before source position `place` (output
+    frame k is due at k * step source frames). The epsilon keeps 29.97 / 10 style ratios
+    from dropping a frame to rounding."""
+    count = 0
+    while (out + count) * step + 1e-6 < place:
+        count += 1
+    return count
+
+
+class _Timeline:
+    """Where each frame of a video file sits, in source frames at its average rate, from
+    its timestamp.
+
+    A timestamp within a quarter frame of the frame's index is taken as the index: the
+    constant-rate grid, where milliseconds round. One further off makes the file `variable`
+    for the rest of its frames. A frame without a timestamp, or with one not after the
+    frame before (a frame that did not decode, a container without timestamps), goes one
+    frame interval on, as long as the last."""
+
+    def __init__(self, fps: float) -> None:
+        self.fps = fps
+        self.origin: float | None = None  # the timestamp at position 0
+        self.last: float | None = None
+        self.interval = 1.0
+        self.variable = False
+
+    def place(self, index: int, seconds: float | None) -> float:
+        place = None
+        if seconds is not None:
+            if self.origin is None:
+                self.origin = seconds - index / self.fps
+            place = (seconds - self.origin) * self.fps
+            if abs(place - index) < 0.25 and (self.last is None or index > self.last):
+                place = float(index)
+        if self.last is not None and (place is None or place <= self.last):
+            place = self.last + self.interval
+        elif place is None:
+            place = float(index)
+        self.variable = self.variable or place != index
+        if self.last is not None:
+            self.interval = place - self.last
+        self.last = place
+        return place
 
 
 def iter_frames(path: str | Path, target_fps: float, source_fps: float | None = None
