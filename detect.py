@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                            args.every, overrides, args.device, args.show, args.duration,
                            progress=not args.quiet, sound=sound, frames_fps=args.frames_fps)
     print(summary(result, args.source, info, Path(args.csv), output))
-    return 1 if result.video_problem or result.csv_problem else 0
+    return 1 if result.video_problem or result.csv_problem or result.camera_lost else 0
 
 
 if __name__ == "__main__":

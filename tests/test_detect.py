@@ -637,3 +637,50 @@ def test_a_stop_while_the_outputs_are_finished_waits_for_them(face_model, tmp_pa
     assert "already stopping: the outputs are being written, please wait" in err
     assert "drive.avi: 30 frames" in out and table.read_text().startswith("time_s,frame,")
     assert not list(tmp_path.glob(".w.csv.*"))
+
+
+class FlakyCamera:
+    """A 30 fps camera (cv2.VideoCapture's part that VideoReader uses) whose reads fail at
+    the frames of `fail_at`, then deliver again, and that is unplugged after `frames`."""
+
+    def __init__(self, frames: int, fail_at: set[int]) -> None:
+        self.frames, self.fail_at, self.read = frames, fail_at, 0
+        self.image = sv.face_photo()
+
+    def __call__(self, *args):  # stands for the cv2.VideoCapture class
+        return self
+
+    def isOpened(self) -> bool:
+        return True
+
+    def get(self, prop: int) -> float:
+        return 30.0 if prop == cv2.CAP_PROP_FPS else 0.0
+
+    def grab(self) -> bool:
+        time.sleep(1 / 30)
+        self.read += 1
+        return self.read <= self.frames and self.read not in self.fail_at
+
+    def retrieve(self):
+        return True, self.image
+
+    def release(self) -> None:
+        pass
+
+
+def test_a_camera_that_drops_frames_goes_on_and_one_that_is_lost_is_an_error(
+        face_model, tmp_path, monkeypatch, capsys):
+    """A failed read ended a live detection with exit 0 and no word (a USB hiccup ended the
+    watch over the driver): it is tried again; a camera that delivers nothing for
+    CAMERA_PATIENCE_SECONDS is said lost, exit 1."""
+    camera = FlakyCamera(frames=45, fail_at=set(range(10, 16)))  # 0.2 s without frames
+    monkeypatch.setattr(video.cv2, "VideoCapture", camera)
+    monkeypatch.setattr(video, "CAMERA_PATIENCE_SECONDS", 0.5)
+    started = time.monotonic()
+    code = detect.main(["--model", str(face_model), "--source", "0", "--csv",
+                        str(tmp_path / "w.csv"), "--quiet", "--sound", "no"])
+    said = capsys.readouterr().out
+    assert code == 1 and camera.read > 45  # it read past the hiccup, to the unplugging
+    assert time.monotonic() - started >= 1.5 + 0.5  # 45 frames, then the patience
+    assert re.search(r"warning: the camera delivered no frame 1 time \(0\.[1-3] s in all", said)
+    assert re.search(r"error: camera 0 stopped delivering frames at 1\.[0-9] s \(unplugged", said)

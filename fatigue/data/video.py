@@ -39,6 +39,9 @@ FALLBACK_FPS = 30.0  # a file's rate outside PLAUSIBLE_FPS is taken as this
 # Undecodable frames of a video file in a row that are replaced (a damaged block) before the
 # file is taken to end there: 2 s at 30 fps.
 MAX_BAD_RUN = 60
+# A camera's failed reads (a dropped frame, a USB hiccup) are tried again for this long
+# before it is taken as lost (unplugged, taken by another program).
+CAMERA_PATIENCE_SECONDS = 3.0
 # How real videos become face crops, offline (prepare's option defaults) and live (detect):
 # one set of values, so that a model sees the same crops in both. 10 fps keeps every cue of
 # drowsiness (a blink lasts 100-400 ms, a closure or a yawn seconds) at a third of the cost
@@ -125,7 +128,10 @@ class VideoReader:
     up to MAX_BAD_RUN in a row, after which the file is taken to end there), `ended_early`
     ((frames read, frames the container announces) when a file ended well before its
     announced length, else None), `resized` (frame images of another size than the first,
-    resized to it: a face box found on one frame must fit the next).
+    resized to it: a face box found on one frame must fit the next), `camera_gaps` (seconds
+    of each time a camera's reads failed, then came back: a dropped frame, a USB hiccup),
+    `camera_lost` (a camera that delivered nothing for CAMERA_PATIENCE_SECONDS: iteration
+    ended there).
     """
 
     def __init__(self, source: str | Path | int, target_fps: float | None = None,
@@ -137,6 +143,9 @@ class VideoReader:
         self.undecodable = 0
         self.ended_early: tuple[int, int] | None = None
         self.resized = 0
+        self.camera_gaps: list[float] = []
+        self.camera_lost = False
+        self._camera_frame: np.ndarray | None = None
         self._images: list[Path] | None = None
         self._cap: cv2.VideoCapture | None = None
         path = None if isinstance(source, int) else Path(source)
@@ -173,13 +182,37 @@ class VideoReader:
     def _grab(self, index: int) -> bool:
         if self._images is not None:
             return index < len(self._images)
+        if isinstance(self.source, int):
+            self._camera_frame = self._read_camera()
+            return self._camera_frame is not None
         return self._cap.grab()
 
     def _retrieve(self, index: int) -> np.ndarray | None:
         if self._images is not None:
             return cv2.imread(str(self._images[index]), cv2.IMREAD_COLOR)
+        if isinstance(self.source, int):
+            return self._camera_frame
         ok, frame = self._cap.retrieve()
         return frame if ok else None
+
+    def _read_camera(self) -> np.ndarray | None:
+        """The camera's next frame. A failed read is tried again for CAMERA_PATIENCE_SECONDS
+        (the time it took goes to `camera_gaps`); then the camera is `camera_lost` and None
+        is returned."""
+        failing_since = None
+        while True:
+            if self._cap.grab():
+                ok, frame = self._cap.retrieve()
+                if ok and frame is not None:
+                    if failing_since is not None:
+                        self.camera_gaps.append(time.monotonic() - failing_since)
+                    return frame
+            now = time.monotonic()
+            failing_since = now if failing_since is None else failing_since
+            if now - failing_since >= CAMERA_PATIENCE_SECONDS:
+                self.camera_lost = True
+                return None
+            time.sleep(0.02)
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
         """Yields (source frame index, BGR uint8 frame [H, W, 3])."""
@@ -233,7 +266,7 @@ class VideoReader:
                     self.unreadable.append(self._images[index])
                     frame = previous if previous is not None else self._first_readable(index + 1)
                 if frame is None:
-                    break  # a camera that stopped, or a folder of unreadable images
+                    break  # a camera lost, or a folder of unreadable images
                 frame = self._like(frame, previous)
                 # Before the first decoded frame, it stands in for those (as the first readable
                 # image does in a folder).

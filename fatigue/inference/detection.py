@@ -270,6 +270,8 @@ class Result:
     undecodable: int = 0    # frames of a video file that could not be decoded
     resized: int = 0        # frame images resized to the first one's size
     ended_early: tuple[int, int] | None = None  # (frames read, frames announced) of a cut file
+    camera_gaps: list[float] = field(default_factory=list)  # seconds a camera's reads failed
+    camera_lost: bool = False  # the camera stopped delivering frames: the run ended there
 
 
 def run(model_path: str, source: str, csv_path: Path, output: Path | None = None,
@@ -327,7 +329,8 @@ def run(model_path: str, source: str, csv_path: Path, output: Path | None = None
                     seen.found_frames / timing.frames, seen.stopped, reader.unreadable,
                     outputs.video_problem, outputs.csv_problem, reader.undecodable,
                     reader.resized,
-                    None if seen.stopped else reader.ended_early)
+                    None if seen.stopped else reader.ended_early, reader.camera_gaps,
+                    reader.camera_lost)
     return result, info
 
 
@@ -378,7 +381,7 @@ def summary(result: Result, source: str, info: dict, csv_path: Path,
     """The lines printed after a run: frames and windows, the alarms, where the time went
     (per step, 'other' being the loop's own share) and the files written."""
     r, tm = result, result.timing
-    lines = [f"{source}: {r.frames} frames ({r.seconds:.1f} s at {info['frame_rate']:g} fps), "
+    lines = [f"{source}: {counted(r.frames, 'frame')} ({r.seconds:.1f} s at {info['frame_rate']:g} fps), "
              f"{counted(len(r.windows), 'window')} scored, face found in {100 * r.face_found:.0f}% of "
              f"frames" + (f"; stopped early ({r.stopped})" if r.stopped else "")]
     if r.unreadable:
@@ -396,6 +399,10 @@ def summary(result: Result, source: str, info: dict, csv_path: Path,
         read, announced = r.ended_early
         lines.append(f"  warning: the video ended at its frame {read} of the {announced} it "
                      f"announces: it may be cut short or damaged, and the rest was not watched")
+    if r.camera_gaps:
+        lines.append(f"  warning: the camera delivered no frame {counted(len(r.camera_gaps), 'time')}"
+                     f" ({sum(r.camera_gaps):.1f} s in all, the longest "
+                     f"{max(r.camera_gaps):.1f} s): the driver was not watched then")
     if not r.windows:
         lines.append(f"  no window scored: the model needs {info['input']['sequence_length']} "
                      f"frames ({info['input']['sequence_length'] / info['frame_rate']:.1f} s)")
@@ -422,4 +429,8 @@ def summary(result: Result, source: str, info: dict, csv_path: Path,
                      f"of its name is left as it was)")
     if r.video_problem:
         lines.append(f"  error: the annotated video is not whole: {r.video_problem}")
+    if r.camera_lost:
+        lines.append(f"  error: camera {source} stopped delivering frames at {r.seconds:.1f} s "
+                     f"(unplugged, or taken by another program?): the driver was not watched "
+                     f"after that")
     return "\n".join(lines)
