@@ -212,6 +212,7 @@ def test_a_folder_of_frames_is_timed_at_the_rate_it_was_taken(face_model, tmp_pa
     rng = np.random.default_rng(0)
     for k in range(20):
         cv2.imwrite(str(folder / f"{k}.png"), rng.integers(0, 255, (48, 64, 3), np.uint8))
+    (folder / "0.gif").write_bytes(b"GIF89a")  # not read by OpenCV: said left out
     seconds, said = {}, {}
     for rate in (None, "5"):
         extra = ["--frames-fps", rate] if rate else []
@@ -223,6 +224,8 @@ def test_a_folder_of_frames_is_timed_at_the_rate_it_was_taken(face_model, tmp_pa
     assert seconds == {None: 20 / FPS, "5": 4.0}
     assert "note: the frame images are taken as 10 a second, the model's rate" in said[None]
     assert "frame images are taken" not in said["5"]
+    assert (f"note: 1 file of {folder} is not a frame image (.jpg/.jpeg/.png/.bmp/.tif/.tiff/"
+            f".webp/.pgm/.ppm) and left out (first: 0.gif)") in said["5"]
     # A video file keeps its own rate: 2 s at 30 fps are 20 frames at the model's 10.
     fast = tmp_path / "fast.avi"
     sv.write_video(fast, [np.zeros((48, 64, 3), np.uint8)] * 60, 30)

@@ -11,7 +11,7 @@ import pytest
 
 from fatigue.data import faces
 from fatigue.data import synthetic_videos as sv
-from fatigue.data import tracking, video
+from fatigue.data import layouts, tracking, video
 from fatigue.data.camera import Camera, Pose, compose
 from test_synthetic_videos import longest_run
 
@@ -151,6 +151,32 @@ def test_frame_folder_and_unreadable_file(tmp_path):
     broken.write_bytes(b"not a video at all" * 100)
     with pytest.raises(video.VideoError):
         video.read_video_faces(broken, 10, 16, 1)
+
+
+def test_frames_of_every_image_type_count_and_hidden_files_do_not(tmp_path):
+    """A folder saving every third frame as .tif lost those frames (and a third of its
+    time), silently; macOS's hidden ._ twins (copied over USB or SMB) counted as frames."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(9):
+        suffix = (".jpg", ".tif", ".webp")[i % 3]
+        cv2.imwrite(str(folder / f"frame_{i}{suffix}"), np.full((20, 20, 3), 20 * i, np.uint8))
+        (folder / f"._frame_{i}{suffix}").write_bytes(b"\0\5\26\7 AppleDouble")
+    (folder / "notes.txt").write_text("camera 2")
+    reader = video.VideoReader(folder, 10, source_fps=10)
+    got = list(reader)
+    assert [i for i, _ in got] == list(range(9)) and not reader.unreadable
+    assert [round(f.mean() / 20) for _, f in got] == list(range(9))
+    assert [p.name for p in reader.not_frames] == ["notes.txt"]
+
+
+def test_prepare_finds_camera_and_phone_video_types_and_skips_hidden_files(tmp_path):
+    for name in ("a/clip.mts", "a/phone.3gp", "a/rec.m2ts", "a/._clip.mts", "a/.hidden.mp4",
+                 "frames/0.jpg", "frames/._0.jpg", "frames/._1.mp4", "a/readme.txt"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    found = layouts.list_videos(tmp_path, None, frame_folders=True)
+    assert found == ["a/clip.mts", "a/phone.3gp", "a/rec.m2ts", "frames"]
 
 
 def test_a_camera_that_is_not_there_is_one_error_without_opencvs_own_log(capfd, monkeypatch):

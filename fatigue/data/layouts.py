@@ -73,6 +73,7 @@ def list_videos(source: Path, skip: Path | None, frame_folders: bool) -> list[st
                 kept.append(d)
         dirs[:] = kept
         rel = here.relative_to(source).as_posix()
+        files = [f for f in files if not f.startswith(".")]  # hidden (macOS's ._ twins)
         images = any(f.lower().endswith(video.IMAGE_EXTENSIONS) for f in files)
         videos = any(f.lower().endswith(video.VIDEO_EXTENSIONS) for f in files)
         # A folder of frames holds images only: a stray picture beside videos or frame
@@ -82,7 +83,7 @@ def list_videos(source: Path, skip: Path | None, frame_folders: bool) -> list[st
             dirs[:] = []
             continue
         found += [(here / f).relative_to(source).as_posix() for f in files
-                  if f.lower().endswith(video.VIDEO_EXTENSIONS) and not f.startswith(".")]
+                  if f.lower().endswith(video.VIDEO_EXTENSIONS)]
     return sorted(found)
 
 

@@ -29,9 +29,12 @@ import numpy as np
 
 from fatigue.data.tracking import DETECT_EVERY, DETECT_WIDTH, Box, FaceTracker
 
+# What OpenCV's FFmpeg reads, cameras' and phones' formats included (.3gp phones, .mts and
+# .m2ts camcorders, .ts recorders, .vob DVDs).
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mov", ".m4v", ".mkv", ".wmv", ".mpg", ".mpeg", ".webm",
-                    ".flv")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+                    ".flv", ".3gp", ".3g2", ".mts", ".m2ts", ".ts", ".vob", ".asf", ".ogv",
+                    ".y4m")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 # CAP_PROP_FPS returns 0, NaN or container nonsense (90000) for some files; anything
 # outside this range is not trusted and the fallback is used instead.
 PLAUSIBLE_FPS = (1.0, 240.0)
@@ -131,7 +134,8 @@ class VideoReader:
     resized to it: a face box found on one frame must fit the next), `camera_gaps` (seconds
     of each time a camera's reads failed, then came back: a dropped frame, a USB hiccup),
     `camera_lost` (a camera that delivered nothing for CAMERA_PATIENCE_SECONDS: iteration
-    ended there).
+    ended there). `not_frames`: the files of a folder of frames that are not frame images
+    (left out; hidden files are not counted).
     """
 
     def __init__(self, source: str | Path | int, target_fps: float | None = None,
@@ -144,14 +148,18 @@ class VideoReader:
         self.ended_early: tuple[int, int] | None = None
         self.resized = 0
         self.camera_gaps: list[float] = []
+        self.not_frames: list[Path] = []
         self.camera_lost = False
         self._camera_frame: np.ndarray | None = None
         self._images: list[Path] | None = None
         self._cap: cv2.VideoCapture | None = None
         path = None if isinstance(source, int) else Path(source)
         if path is not None and path.is_dir():
-            self._images = sorted((p for p in path.iterdir()
-                                   if p.suffix.lower() in IMAGE_EXTENSIONS), key=_natural_key)
+            # Names starting with a dot are hidden files, not frames (macOS's ._ twins).
+            files = [p for p in path.iterdir() if not p.name.startswith(".") and p.is_file()]
+            self._images = sorted((p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS),
+                                  key=_natural_key)
+            self.not_frames = [p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
             if not self._images:
                 raise VideoError(f"{path} holds no {'/'.join(IMAGE_EXTENSIONS)} frames")
             reported = 0.0

@@ -32,7 +32,7 @@ from fatigue.inference.deployment import alarm_settings, deployment_info
 from fatigue.inference.evaluation import load_model
 from fatigue.inference.outputs import Outputs, display_available
 from fatigue.inference.sound import AlarmSound
-from fatigue.text import counted
+from fatigue.text import agree, counted
 from fatigue.training.stop import handling, signals_raise
 from model import pick_device
 
@@ -168,18 +168,22 @@ def is_camera(source: str) -> bool:
     return source.isdigit() and not Path(source).exists()
 
 
-def rate_notes(reader: video.VideoReader, camera: bool, frames_fps: float | None,
-               rate: float) -> list[str]:
-    """What the user should know of the source's frame rate: a file's that cannot be
-    right, or a folder of frames timed by assumption."""
-    if camera:
-        return []
-    if reader.fps_note:
-        return [reader.fps_note]
-    if frames_fps is None and Path(reader.source).is_dir():
-        return [f"the frame images are taken as {rate:g} a second, the model's rate (as "
-                f"prepare takes them); give --frames-fps with the rate they were taken at"]
-    return []
+def source_notes(reader: video.VideoReader, camera: bool, frames_fps: float | None,
+                 rate: float) -> list[str]:
+    """What the user should know of the source before the run: a file's frame rate that
+    cannot be right; a folder of frames timed by assumption, or holding other files."""
+    notes = []
+    if reader.fps_note and not camera:
+        notes.append(reader.fps_note)
+    if not camera and frames_fps is None and Path(reader.source).is_dir():
+        notes.append(f"the frame images are taken as {rate:g} a second, the model's rate (as "
+                     f"prepare takes them); give --frames-fps with the rate they were taken at")
+    if reader.not_frames:
+        notes.append(f"{counted(len(reader.not_frames), 'file')} of {reader.source} "
+                     f"{agree(len(reader.not_frames), 'is', 'are')} not a frame image "
+                     f"({'/'.join(video.IMAGE_EXTENSIONS)}) and left out (first: "
+                     f"{reader.not_frames[0].name}): if they are frames, the times are off")
+    return notes
 
 
 def open_source(source: str, fps: float, frames_fps: float | None = None
@@ -290,7 +294,7 @@ def run(model_path: str, source: str, csv_path: Path, output: Path | None = None
     rate = info["frame_rate"]
     detector = Detector(model, info, every, settings, pick_device(device))
     reader, camera = open_source(source, rate, frames_fps)
-    notes += rate_notes(reader, camera, frames_fps, rate)
+    notes += source_notes(reader, camera, frames_fps, rate)
     if show and not display_available():
         notes.append("no display here: --show ignored (the CSV and --output still work)")
         show = False
