@@ -71,6 +71,15 @@ def test_alarm_smooths_the_probability():
 def test_bad_alarm_settings_are_refused():
     with pytest.raises(UserError, match="off-threshold"):
         AlarmSettings(on=0.3, off=0.6).check()
+    # Accepted, they made an alarm that never starts (1), never ends (0) or is stuck on.
+    for on, off in ((1.0, 0.5), (0.0, 0.0), (1.5, 0.5)):
+        with pytest.raises(UserError, match=f"--on-threshold must be more than 0 and less "
+                                            f"than 1, got {on:g}"):
+            AlarmSettings(on=on, off=off).check()
+    with pytest.raises(UserError, match="at 0 an alarm would never end"):
+        AlarmSettings(on=0.5, off=0.0).check()
+    assert AlarmSettings(smoothing=1.0).halfway_seconds(0.5) == 0
+    assert AlarmSettings(smoothing=0.5).halfway_seconds(0.5) == pytest.approx(0.5)
 
 
 def test_the_off_threshold_follows_the_on_threshold_unless_given():
@@ -507,6 +516,12 @@ def test_a_video_without_a_face_says_the_model_scored_nothing(face_model, tmp_pa
     said = capsys.readouterr().out
     assert "face found in 0% of frames" in said
     assert "no face was found in any frame, so the model scored none" in said
+    assert "--smoothing" not in said  # the default's average moves halfway in 0.3 s
+    # An average that takes seconds to move makes every alarm late: said before the run.
+    assert detect.main(["--model", str(face_model), "--source", str(source), "--csv",
+                        str(tmp_path / "w.csv"), "--quiet", "--smoothing", "0.05"]) == 0
+    assert ("note: --smoothing 0.05 moves the alarm's average halfway to a new probability "
+            "in 6.8 s (a window every 0.5 s)") in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("signals", [(signal.SIGTERM,), (signal.SIGINT, signal.SIGTERM),

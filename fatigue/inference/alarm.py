@@ -37,14 +37,26 @@ class AlarmSettings:
     smoothing: float = 0.7   # weight of the newest probability in the moving average
 
     def check(self) -> None:
-        if not 0 <= self.off <= self.on <= 1:
-            raise UserError(f"need 0 <= --off-threshold ({self.off}) <= --on-threshold "
-                            f"({self.on}) <= 1")
+        # Probabilities lie in [0, 1]: an alarm at 0 would start at once and never end, one
+        # at 1 never start, and one whose off-threshold is 0 never end.
+        if not 0 < self.on < 1:
+            raise UserError(f"--on-threshold must be more than 0 and less than 1, got "
+                            f"{self.on:g} (at 0 the alarm would never end, at 1 never start)")
+        if not 0 < self.off <= self.on:
+            raise UserError(f"need 0 < --off-threshold ({self.off:g}) <= --on-threshold "
+                            f"({self.on:g}): at 0 an alarm would never end")
         if not (0 <= self.min_on < math.inf and 0 <= self.cooldown < math.inf):
             raise UserError(f"--min-on ({self.min_on}) and --cooldown ({self.cooldown}) must "
                             f"be seconds, 0 or more")
         if not 0 < self.smoothing <= 1:
             raise UserError(f"--smoothing must be in (0, 1], got {self.smoothing}")
+
+    def halfway_seconds(self, window_seconds: float) -> float:
+        """How long the moving average takes to move halfway to a new probability, with a
+        window scored every `window_seconds`."""
+        if self.smoothing >= 1:
+            return 0.0
+        return math.log(0.5) / math.log(1 - self.smoothing) * window_seconds
 
 
 class Alarm:

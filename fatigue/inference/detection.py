@@ -45,6 +45,9 @@ RECENT_FRAMES = 3  # 0.3 s at the model's 10 fps: a hand over the eyes is said w
 # Dark glasses: the eye regions much darker than the cheeks. Open eyes measure 0.55-0.75 of
 # the cheeks' level on the suite's renderings, closed ones 0.5-1.0, sunglasses 0.15-0.45.
 DARK_EYES = 0.45
+# An alarm's average slower than this (halfway to a new probability) is said: the suite
+# counts a closure caught when the alarm starts within 3 s of the eyes closing.
+SLOW_AVERAGE_SECONDS = 2.0
 
 
 def eyes_visible(crop: np.ndarray, margin: float, region: str = "face") -> bool:
@@ -292,6 +295,11 @@ def run(model_path: str, source: str, csv_path: Path, output: Path | None = None
     settings.check()
     info, notes = deployment_info(state, fps, settings)
     rate = info["frame_rate"]
+    halfway = settings.halfway_seconds(every / rate)
+    if halfway >= SLOW_AVERAGE_SECONDS:
+        notes.append(f"--smoothing {settings.smoothing:g} moves the alarm's average halfway to "
+                     f"a new probability in {halfway:.1f} s (a window every "
+                     f"{every / rate:g} s): alarms start and end that much later")
     detector = Detector(model, info, every, settings, pick_device(device))
     reader, camera = open_source(source, rate, frames_fps)
     notes += source_notes(reader, camera, frames_fps, rate)
