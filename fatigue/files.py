@@ -292,6 +292,9 @@ def output_file(value: str) -> str:
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{value} is a folder; give the path of a file "
                                          f"(in it or elsewhere)")
+    if value.endswith(("/", os.sep)):  # a folder meant, not there yet: not a file of its name
+        raise argparse.ArgumentTypeError(f"{value} ends with a slash, so it names a folder; "
+                                         f"give the path of a file (in it or elsewhere)")
     blocking = _blocking_file(path)
     if blocking is not None:
         raise argparse.ArgumentTypeError(f"{blocking} is a file, not a folder, so {value} "

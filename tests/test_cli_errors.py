@@ -82,6 +82,22 @@ def test_an_empty_output_name_and_a_device_as_a_model_are_one_line(capsys):
         evaluate.main(["--model", "/dev/null"])
 
 
+@pytest.mark.parametrize("main,args,option", [
+    (detect.main, ["--model", "m.pth", "--source", "v.mp4", "--csv"], "--csv"),
+    (evaluate.main, ["--model", "m.pth", "--json"], "--json"),
+])
+def test_an_output_file_ending_with_a_slash_is_refused_not_written_as_a_file(
+        main, args, option, tmp_path, capsys):
+    """--csv new_folder/ wrote a file named new_folder."""
+    meant = f"{tmp_path / 'new_folder'}/"
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, meant])
+    assert exit_.value.code == 2
+    assert f"argument {option}: {meant} ends with a slash, so it names a folder" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "new_folder").exists()
+
+
 def test_missing_folders_of_an_output_file_are_made(tiny, tmp_path, capsys):
     assert train.main(tiny("--epochs", "1")) == 0
     report = tmp_path / "new" / "deeper" / "figures.json"

@@ -465,7 +465,9 @@ def test_a_missing_video_is_one_clear_line(face_model, tmp_path):
     # A device said it did not exist; an empty --source read the current folder's images.
     for source, said in (("/dev/null", "/dev/null is not a video file or a folder of frame "
                                        "images (a device, a pipe?)"),
-                         ("", "--source is empty")):
+                         ("", "--source is empty"),
+                         ("rtsp://192.168.1.20:554/stream",
+                          "network streams are not read here; record the stream to a file")):
         with pytest.raises(UserError, match=re.escape(said)):
             detect.main(["--model", str(face_model), "--source", source, "--csv",
                          str(tmp_path / "w.csv")])

@@ -196,6 +196,10 @@ def open_source(source: str, fps: float, frames_fps: float | None = None
     if not source.strip():
         raise UserError("--source is empty; give a video file, a folder of frame images or a "
                         "camera index such as 0")
+    if "://" in source and not Path(source).exists():
+        raise UserError(f"{source}: network streams are not read here; record the stream to "
+                        f"a file, or give a video file, a folder of frame images or a camera "
+                        f"index such as 0")
     if not camera and not Path(source).exists():
         raise UserError(f"{source} does not exist; give a video file, a folder of frame images "
                         f"or a camera index such as 0")
