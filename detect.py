@@ -19,7 +19,7 @@ from pathlib import Path
 
 from config import DEVICES, Config, Parser
 from fatigue.data.clip_store import MAX_FPS
-from fatigue.data.video import CROP_DEFAULTS
+from fatigue.data.video import CROP_DEFAULTS, ROTATIONS
 from fatigue import files
 from fatigue.errors import UserError, run_cli
 from fatigue.inference.alarm import AlarmSettings
@@ -45,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--frames-fps", type=float, metavar="F",
         help="with a folder of frame images: the rate they were taken at (default: the "
              "model's frame rate, one image a frame, as prepare takes them)")
+    add("--rotate", type=int, choices=sorted(ROTATIONS), default=0, metavar="DEGREES",
+        help="turn each frame clockwise by 90, 180 or 270 degrees: for a camera mounted "
+             "sideways or upside down, or a phone video whose rotation tag was lost (the face "
+             "must be upright for the face detector; default: 0)")
     add("--output", metavar="PATH", type=files.output_file,
         help="write an annotated video (.mp4, .avi, .mov, .mkv, .m4v) at the model's frame "
              "rate: face box, probability bar, state, speed")
@@ -114,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     with sound or nullcontext(), torch_threads(args.threads), stops_end_the_run():
         result, info = run(args.model, args.source, Path(args.csv), output, args.fps,
                            args.every, overrides, args.device, args.show, args.duration,
-                           progress=not args.quiet, sound=sound, frames_fps=args.frames_fps)
+                           progress=not args.quiet, sound=sound, frames_fps=args.frames_fps,
+                           rotate=args.rotate)
     print(summary(result, args.source, info, Path(args.csv), output))
     return 1 if result.video_problem or result.csv_problem or result.camera_lost else 0
 

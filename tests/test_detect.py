@@ -704,3 +704,36 @@ def test_a_camera_that_drops_frames_goes_on_and_one_that_is_lost_is_an_error(
     assert time.monotonic() - started >= 1.5 + 0.5  # 45 frames, then the patience
     assert re.search(r"warning: the camera delivered no frame 1 time \(0\.[1-3] s in all", said)
     assert re.search(r"error: camera 0 stopped delivering frames at 1\.[0-9] s \(unplugged", said)
+
+
+def test_rotate_turns_a_sideways_camera_upright(face_model, tmp_path, capsys):
+    """A camera mounted sideways (or a phone video whose rotation tag was lost): unturned,
+    the face detector misses the face, and no alarm can come; --rotate turns each frame
+    back, and the detection is the upright one's, window for window."""
+    rng = np.random.default_rng(12)
+    eyes = np.concatenate([blinks(4, rng), np.ones(5 * FPS)])
+    subject = sv.make_subject("driver", rng, FPS)
+    upright, sideways = tmp_path / "upright", tmp_path / "sideways"
+    upright.mkdir()
+    sideways.mkdir()
+    for k, e in enumerate(eyes):
+        frame = sv.render_frame(subject, float(e), 0.0, 0.0, rng)
+        cv2.imwrite(str(upright / f"{k}.png"), frame)
+        cv2.imwrite(str(sideways / f"{k}.png"), cv2.rotate(frame, cv2.ROTATE_90_CLOCKWISE))
+    tables = {}
+    for name, folder, extra in (("upright", upright, []), ("sideways", sideways, []),
+                                ("turned", sideways, ["--rotate", "270"])):
+        tables[name] = tmp_path / f"{name}.csv"
+        assert detect.main(["--model", str(face_model), "--source", str(folder), "--csv",
+                            str(tables[name]), "--quiet", "--frames-fps", str(FPS),
+                            *extra]) == 0
+        capsys.readouterr()
+    rows = {name: list(csv.DictReader(open(path))) for name, path in tables.items()}
+    assert any(r["state"] == ALARM for r in rows["upright"])
+    assert rows["turned"] == rows["upright"]
+    assert rows["sideways"] != rows["upright"]
+    assert not any(r["state"] == ALARM for r in rows["sideways"])
+    with pytest.raises(SystemExit):
+        detect.main(["--model", str(face_model), "--source", str(upright), "--rotate", "45"])
+    assert "argument --rotate: invalid choice: 45 (choose from 0, 90, 180, 270)" in \
+        capsys.readouterr().err

@@ -42,6 +42,10 @@ FALLBACK_FPS = 30.0  # a file's rate outside PLAUSIBLE_FPS is taken as this
 # Undecodable frames of a video file in a row that are replaced (a damaged block) before the
 # file is taken to end there: 2 s at 30 fps.
 MAX_BAD_RUN = 60
+# Clockwise degrees a frame can be turned (a camera mounted sideways or upside down, a
+# phone video whose rotation tag was lost): OpenCV's exact, lossless turns.
+ROTATIONS = {0: None, 90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180,
+             270: cv2.ROTATE_90_COUNTERCLOCKWISE}
 # A camera's failed reads (a dropped frame, a USB hiccup) are tried again for this long
 # before it is taken as lost (unplugged, taken by another program).
 CAMERA_PATIENCE_SECONDS = 3.0
@@ -120,7 +124,7 @@ class VideoReader:
     within a quarter frame of index / average rate count as on that grid, so constant-rate
     videos resample exactly by index. Frame images go by index at `source_fps`; for a
     camera leave `target_fps` unset (frames arrive in real time). `threads`: decoder
-    threads (None: OpenCV's choice).
+    threads (None: OpenCV's choice). `rotate`: clockwise degrees each frame is turned.
 
     Attributes after (or during) iteration: `fps` (source), `frames_read` (source frames
     decoded, or stood in for: the length of the timeline read), `decode_seconds` (time
@@ -140,8 +144,10 @@ class VideoReader:
 
     def __init__(self, source: str | Path | int, target_fps: float | None = None,
                  source_fps: float | None = None, fallback_fps: float = FALLBACK_FPS,
-                 threads: int | None = None):
-        self.source, self.target_fps = source, target_fps
+                 threads: int | None = None, rotate: int = 0):
+        if rotate not in ROTATIONS:
+            raise ValueError(f"rotate must be one of {sorted(ROTATIONS)}, got {rotate}")
+        self.source, self.target_fps, self.rotate = source, target_fps, rotate
         self.frames_read, self.decode_seconds = 0, 0.0
         self.unreadable: list[Path] = []
         self.undecodable = 0
@@ -301,10 +307,12 @@ class VideoReader:
             self.ended_early = (last, announced)
 
     def _like(self, frame: np.ndarray, previous: np.ndarray | None) -> np.ndarray:
-        """`frame` as BGR of the first frame's size (a face box found on one frame must fit
+        """`frame` as BGR, turned by `rotate`, of the first frame's size (a face box found on one frame must fit
         the next), counted in `resized` when it was not."""
         if frame.ndim == 2:
             frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+        if self.rotate:
+            frame = cv2.rotate(frame, ROTATIONS[self.rotate])
         if previous is not None and frame.shape != previous.shape:
             frame = cv2.resize(frame, previous.shape[1::-1], interpolation=cv2.INTER_AREA)
             self.resized += 1

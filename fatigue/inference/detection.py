@@ -189,7 +189,7 @@ def source_notes(reader: video.VideoReader, camera: bool, frames_fps: float | No
     return notes
 
 
-def open_source(source: str, fps: float, frames_fps: float | None = None
+def open_source(source: str, fps: float, frames_fps: float | None = None, rotate: int = 0
                 ) -> tuple[video.VideoReader, bool]:
     """(reader, is a camera)."""
     camera = is_camera(source)
@@ -212,11 +212,12 @@ def open_source(source: str, fps: float, frames_fps: float | None = None
                         "camera has its own rate; leave it out")
     try:
         if camera:
-            return video.VideoReader(int(source)), True
+            return video.VideoReader(int(source), rotate=rotate), True
         # A folder of frames has no rate: one image per frame at the model's rate unless
         # told, as prepare takes it (--frames-fps defaults to --fps there).
         return video.VideoReader(source, target_fps=fps,
-                                 source_fps=(frames_fps or fps) if folder else None), False
+                                 source_fps=(frames_fps or fps) if folder else None,
+                                 rotate=rotate), False
     except video.VideoError as err:
         if camera:
             raise UserError(f"cannot open camera {source} ({err}); check that it is connected "
@@ -289,11 +290,12 @@ def run(model_path: str, source: str, csv_path: Path, output: Path | None = None
         fps: float | None = None, every: int = 5, alarm_overrides: dict | None = None,
         device: str = "auto", show: bool = False, duration: float | None = None,
         progress: bool = True, say=print, sound: AlarmSound | None = None,
-        frames_fps: float | None = None) -> tuple[Result, dict]:
+        frames_fps: float | None = None, rotate: int = 0) -> tuple[Result, dict]:
     """Detect on `source`; says its notes first (`say`), returns the result and the
     deployment info. The alarm is the checkpoint's (alarm_settings) with `alarm_overrides`;
     `sound` (sound.py) sounds while it is on. The caller closes `sound`. `frames_fps`: the
-    rate of a folder of frame images (default: the model's frame rate)."""
+    rate of a folder of frame images (default: the model's frame rate); `rotate`: clockwise
+    degrees each frame is turned."""
     model, state = load_model(model_path)
     settings = alarm_settings(state, alarm_overrides)
     settings.check()
@@ -305,7 +307,7 @@ def run(model_path: str, source: str, csv_path: Path, output: Path | None = None
                      f"a new probability in {halfway:.1f} s (a window every "
                      f"{every / rate:g} s): alarms start and end that much later")
     detector = Detector(model, info, every, settings, pick_device(device))
-    reader, camera = open_source(source, rate, frames_fps)
+    reader, camera = open_source(source, rate, frames_fps, rotate)
     notes += source_notes(reader, camera, frames_fps, rate)
     if show and not display_available():
         notes.append("no display here: --show ignored (the CSV and --output still work)")
