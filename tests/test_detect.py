@@ -462,6 +462,16 @@ def test_a_missing_video_is_one_clear_line(face_model, tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error:") and "does not exist" in result.stderr
     assert "Traceback" not in result.stderr
+    # A file that is no video: our line alone (FFmpeg's "moov atom not found" came first).
+    cut = tmp_path / "cut.mp4"
+    sv.write_video(cut, [np.zeros((48, 64, 3), np.uint8)] * 20, FPS)
+    cut.write_bytes(cut.read_bytes()[:1000])
+    result = run_script("detect.py", "--model", str(face_model), "--source", str(cut),
+                        "--csv", str(tmp_path / "w.csv"))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"error: cannot read {cut} (OpenCV cannot open "
+                                          f"{cut}); give a video file, a folder of frame "
+                                          f"images or a camera index such as 0"]
     # A device said it did not exist; an empty --source read the current folder's images.
     for source, said in (("/dev/null", "/dev/null is not a video file or a folder of frame "
                                        "images (a device, a pipe?)"),
