@@ -90,6 +90,53 @@ def by_source(manifest: dict) -> dict[str, list[dict]]:
     return out
 
 
+def test_nthu_as_it_ships_evaluation_is_test_labels_are_never_borrowed(tmp_path):
+    """NTHU-DDD unpacks as Training_Evaluation_Dataset/{Training Dataset, Evaluation
+    Dataset}: the archive's name holds 'train', so its evaluation subjects went to training.
+    A training label names no scenario, so a video without its own took another scenario's.
+    Labels of folders reached through a link were not found."""
+    files = {"Training_Evaluation_Dataset/Training Dataset/001/glasses/yawning.avi": "",
+             "Training_Evaluation_Dataset/Training Dataset/001/glasses/"
+             "001_yawning_drowsiness.txt": "0011",
+             "Training_Evaluation_Dataset/Training Dataset/001/night_noglasses/yawning.avi": "",
+             "Training_Evaluation_Dataset/Evaluation Dataset/004/004_glasses_mix.mp4": "",
+             "Training_Evaluation_Dataset/Evaluation Dataset/004/"
+             "004_glasses_mixing_drowsiness.txt": "0101",
+             "Testing_Dataset/010_noglasses_mix.mp4": "",
+             "Testing_Dataset/test_label_txt/wh/010_noglasses_mixing_drowsiness.txt": "1100",
+             "elsewhere/002/noglasses/slowBlinkWithNodding.avi": "",
+             "elsewhere/002/noglasses/002_slowBlinkWithNodding_drowsiness.txt": "0001"}
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    source = tmp_path / "nthu"
+    source.mkdir()
+    for name in ("Training_Evaluation_Dataset", "Testing_Dataset"):
+        (tmp_path / name).rename(source / name)
+    (source / "Training_Evaluation_Dataset/Training Dataset/002").symlink_to(
+        tmp_path / "elsewhere/002")
+    scan = layouts.scan_nthu(source, layouts.list_videos(source, None, frame_folders=False))
+    got = {v.path.split("/", 1)[1]: (v.subject, v.split, v.frame_labels) for v in scan.videos}
+    assert got == {"Training Dataset/001/glasses/yawning.avi": ("001", "train", "0011"),
+                   "Training Dataset/002/noglasses/slowBlinkWithNodding.avi":
+                       ("002", "train", "0001"),
+                   "Evaluation Dataset/004/004_glasses_mix.mp4": ("004", "test", "0101"),
+                   "010_noglasses_mix.mp4": ("010", "test", "1100")}
+    assert scan.skipped == [{"source": "Training_Evaluation_Dataset/Training Dataset/001/"
+                                       "night_noglasses/yawning.avi",
+                             "reason": "no label file 001_..._drowsiness.txt beside it"}]
+
+
+def test_rldd_with_only_the_test_fold_unpacked_is_refused_before_any_decoding(tmp_path):
+    """Fold 1 alone (a partial download): hours of decoding, then 'too few people'."""
+    paths = ["Fold1_part1/01/0.mp4", "Fold1_part1/01/10.mov", "Fold1_part2/07/0.MOV"]
+    with pytest.raises(UserError, match="every video found is in fold 1, the test fold "
+                                        r"\(--fold 1\), which training never sees: unpack "
+                                        "another fold too"):
+        layouts.scan_rldd(paths, 2, 1)
+    assert layouts.scan_rldd(paths + ["Fold2_part1/13/0.mp4"], 2, 1).videos
+
+
 def test_nthu_layout_labels_subjects_and_splits(nthu, tmp_path):
     m = prepare_dir(nthu, tmp_path, "nthu", "--sequence-length", "8", "--stride", "2")
     assert m["classes"] == ["alert", "drowsy"] and m["clip_shape"] == [8, 1, 16, 16]

@@ -12,6 +12,7 @@ import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from fatigue.data import video
 from fatigue.errors import UserError
@@ -57,11 +58,11 @@ def _norm(text: str) -> str:
     return re.sub(r"[^a-z0-9]", "", text.lower())
 
 
-def list_videos(source: Path, skip: Path | None, frame_folders: bool) -> list[str]:
-    """Relative paths of the video files (and, if asked, folders of frame images), sorted."""
-    found = []
-    # Linked folders are followed (a data set spread over disks), each real folder once (a
-    # link back up the tree would loop); `skip` keeps --data-dir out.
+def _walk(source: Path, skip: Path | None = None) -> Iterator[tuple[Path, list[str], list[str]]]:
+    """os.walk of `source` (folder, its subfolders, its files), sorted, without hidden files
+    and folders (macOS's ._ twins). Linked folders are followed (a data set spread over
+    disks), each real folder once (a link back up the tree would loop); `skip` (--data-dir)
+    is left out. The caller may empty the subfolders to prune."""
     seen = {source.resolve()}
     for root, dirs, files in os.walk(source, followlinks=True):
         here = Path(root)
@@ -72,8 +73,14 @@ def list_videos(source: Path, skip: Path | None, frame_folders: bool) -> list[st
                 seen.add(real)
                 kept.append(d)
         dirs[:] = kept
+        yield here, dirs, sorted(f for f in files if not f.startswith("."))
+
+
+def list_videos(source: Path, skip: Path | None, frame_folders: bool) -> list[str]:
+    """Relative paths of the video files (and, if asked, folders of frame images), sorted."""
+    found = []
+    for here, dirs, files in _walk(source, skip):
         rel = here.relative_to(source).as_posix()
-        files = [f for f in files if not f.startswith(".")]  # hidden (macOS's ._ twins)
         images = any(f.lower().endswith(video.IMAGE_EXTENSIONS) for f in files)
         videos = any(f.lower().endswith(video.VIDEO_EXTENSIONS) for f in files)
         # A folder of frames holds images only: a stray picture beside videos or frame
@@ -103,21 +110,32 @@ def read_label_digits(path: Path) -> str:
     return digits
 
 
+def _nthu_set(folders: tuple[str, ...]) -> str:
+    """'train', 'eval' or 'test': the NTHU-DDD set the deepest folder naming one of them
+    says ('Evaluation Dataset'), passing over a name of two (the archive holding both,
+    'Training_Evaluation_Dataset'); '' if none."""
+    for name in reversed([_norm(f) for f in folders]):
+        named = [word for word in ("train", "eval", "test") if word in name]
+        if len(named) == 1:
+            return named[0]
+    return ""
+
+
 def scan_nthu(source: Path, paths: list[str]) -> Scan:
     scan = Scan([], ["alert", "drowsy"])
     labels_by_dir: dict[str, dict[str, str]] = {}
     everywhere: dict[str, list[str]] = {}
-    for root, _, files in os.walk(source):
+    for here, _, files in _walk(source):
         for f in files:
             if f.lower().endswith("_drowsiness.txt"):
-                rel = (Path(root) / f).relative_to(source).as_posix()
+                rel = (here / f).relative_to(source).as_posix()
                 labels_by_dir.setdefault(str(Path(rel).parent), {})[_norm(Path(f).stem)] = rel
                 everywhere.setdefault(_norm(Path(f).stem), []).append(rel)
+    video_dirs = {str(Path(rel).parent) for rel in paths}
     chosen: dict[tuple, Video] = {}
     for rel in paths:
         parts = Path(rel).parts
-        part = next((p for p in (_norm(x) for x in parts[:-1])
-                     if "train" in p or "eval" in p or "test" in p), "")
+        part = _nthu_set(parts[:-1])
         stem = Path(rel).stem
         mix = re.fullmatch(r"([^_]+)_(.+)_mix(?:ing)?", stem, re.IGNORECASE)
         if mix:  # evaluation / test: <subject>_<scenario>_mix.mp4
@@ -131,13 +149,17 @@ def scan_nthu(source: Path, paths: list[str]) -> Scan:
                                  "not named <subject>_<scenario>_mix"})
             continue
         label = labels_by_dir.get(str(Path(rel).parent), {}).get(key)
-        if label is None and len(everywhere.get(key, [])) == 1:
-            label = everywhere[key][0]  # labels shipped in a separate folder
+        # Else labels shipped in a folder of their own (the testing set's test_label_txt/):
+        # not one beside other videos, whose training labels share its name (a training
+        # label names no scenario: glasses/ and night_noglasses/ both hold 001_yawning_...).
+        elsewhere = sorted(f for f in everywhere.get(key, [])
+                           if str(Path(f).parent) not in video_dirs)
+        if label is None and len(elsewhere) == 1:
+            label = elsewhere[0]
         if label is None:
-            found = sorted(everywhere.get(key, []))
-            reason = (f"{len(found)} label files of its name, none beside it "
-                      f"({', '.join(found[:3])}); move the right one beside the video" if found else
-                      f"no label file {subject}_..._drowsiness.txt for it")
+            reason = (f"{len(elsewhere)} label files of its name, none beside it "
+                      f"({', '.join(elsewhere[:3])}); move the right one beside the video"
+                      if elsewhere else f"no label file {subject}_..._drowsiness.txt beside it")
             scan.skipped.append({"source": rel, "reason": reason})
             continue
         try:
@@ -146,7 +168,7 @@ def scan_nthu(source: Path, paths: list[str]) -> Scan:
             scan.skipped.append({"source": rel, "reason": f"bad label file: {err}"})
             continue
         scenario = next((s for s in NTHU_SCENARIOS if _norm(s) == _norm(scenario)), scenario)
-        in_train = "train" in part if part else not mix
+        in_train = part == "train" if part else not mix
         item = Video(rel, subject, "train" if in_train else "test", frame_labels=digits,
                      extra=(("scenario", scenario),))
         # A rectified copy beside the original replaces it rather than doubling it.
@@ -197,6 +219,10 @@ def scan_rldd(paths: list[str], num_classes: int, test_fold: int) -> Scan:
     if scan.videos and test_fold not in folds:
         raise UserError(f"--fold {test_fold} has no videos in this folder (found folds "
                         f"{', '.join(map(str, folds))}); pick one of those")
+    if folds == [test_fold]:  # said before hours of decoding, not after as 'too few people'
+        raise UserError(f"every video found is in fold {test_fold}, the test fold (--fold "
+                        f"{test_fold}), which training never sees: unpack another fold too "
+                        f"(Fold<k>_part1 and _part2), to train on")
     return scan
 
 
