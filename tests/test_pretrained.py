@@ -3,7 +3,9 @@ offline with a file of the right name placed in a temporary TORCH_HOME; the offl
 the warm-up with a frozen backbone."""
 from __future__ import annotations
 
+import pickle
 import urllib.error
+import warnings
 
 import pytest
 import torch
@@ -80,7 +82,7 @@ def test_a_pretrained_run_records_its_weights_and_never_needs_the_file_again(
 
 
 def test_offline_without_the_file_one_line_says_what_to_do_and_nothing_is_moved(
-        torch_home, tiny, tmp_path):
+        torch_home, tiny, tmp_path, capfd):
     assert train.main(tiny("--epochs", "1")) == 0  # an earlier run in the folder
     models = tmp_path / "models"
     before = {p.name: p.read_bytes() for p in models.iterdir() if p.is_file()}
@@ -89,6 +91,10 @@ def test_offline_without_the_file_one_line_says_what_to_do_and_nothing_is_moved(
     message = str(err.value)
     assert "resnet18-f37072fd.pth" in message and str(torch_home / "hub" / "checkpoints") in message
     assert "no network here" in message and "\n" not in message
+    said = capfd.readouterr()
+    assert "Downloading" not in said.err  # torch's own line came before the error
+    assert f"downloading torchvision's resnet18 ImageNet weights into " \
+           f"{torch_home / 'hub' / 'checkpoints'}/ (once)" in said.out
     assert {p.name: p.read_bytes() for p in models.iterdir() if p.is_file()} == before
     assert not (models / "archive").exists()
 
@@ -110,7 +116,10 @@ def _one_reshaped():
      "it lacks conv1.weight, bn1.weight, ..."),
     (_resnet34, "it holds layers the model has not: layer1.2."),
     (_one_reshaped, "shapes differ for layer1.0.conv1.weight"),
-    (None, "PytorchStreamReader"),  # a truncated copy of the right file
+    (None, "PytorchStreamReader failed reading zip archive: failed finding central "
+           "directory"),  # a truncated copy of the right file: its reason cut at a word
+    (b"", "weights file: delete it"),  # an empty file, a failed copy: was an EOFError
+    (pickle.dumps({"a": 1}, protocol=4), "weights file: delete it"),  # torch warned first
 ])
 def test_a_wrong_or_damaged_weights_file_is_one_line_before_anything_is_written(
         torch_home, tiny, tmp_path, content, says):
@@ -119,14 +128,18 @@ def test_a_wrong_or_damaged_weights_file_is_one_line_before_anything_is_written(
     if content is None:
         torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
         path.write_bytes(path.read_bytes()[:100_000])
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
     else:
         torch.save(content(), path)
-    with pytest.raises(UserError) as err:
+    with warnings.catch_warnings(record=True) as warned, pytest.raises(UserError) as err:
+        warnings.simplefilter("always")
         train.main(tiny(*RESNET, "--pretrained", "--epochs", "1"))
     message = str(err.value)
     assert message.startswith(f"{path} is damaged or not torchvision's resnet18 weights file")
     assert says in message and "\n" not in message and "could not download" not in message, message
     assert not (tmp_path / "models").exists()
+    assert not [str(w.message) for w in warned]  # torch's pickle protocol warning came first
 
 
 def test_the_small_cnn_has_no_pretrained_weights():

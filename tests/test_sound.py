@@ -182,6 +182,22 @@ def test_a_failing_player_gives_way_to_the_bell_with_one_note(tmp_path, capsys, 
 NO_DEVICE = [sys.executable, "-c", "raise SystemExit(1)"]  # as aplay without a sound card
 
 
+def test_a_hung_player_gives_way_to_the_bell_and_is_killed(tmp_path, capsys, monkeypatch):
+    """aplay blocked on a busy device (paplay on a stuck server) never ends: every play was
+    skipped while it ran, so the alarm stayed silent, without a word."""
+    monkeypatch.setattr(sound_module, "HUNG_AFTER", 0.3)
+    notes: list[str] = []
+    sound = AlarmSound(CommandPlayer([sys.executable, "-c", "import time; time.sleep(60)"]),
+                       write_beep(tmp_path / "b.wav"), seconds=0.1, gap=0.1, say=notes.append)
+    sound.start()
+    process = sound.player._process
+    rung: list[str] = []
+    assert wait_for(lambda: bells(capsys, rung) >= 1, 5)
+    assert process.poll() is not None  # killed, not left running
+    sound.close()
+    assert len(notes) == 1 and "did not finish a 0.1 s sound in" in notes[0]
+
+
 def test_a_player_without_a_device_gives_way_before_its_next_play(tmp_path, capsys):
     """The bell rings a fraction of a second after the player failed, not a period (here
     10 s) later, when the next play would find it."""
@@ -234,7 +250,7 @@ class Ran(Exception):
     """What the stand-in for detection.run raises: the sound it was given."""
 
 
-def test_sound_auto_is_on_for_a_camera_index_and_off_for_a_file(tmp_path, monkeypatch):
+def test_sound_auto_is_on_for_a_camera_index_and_off_for_a_file(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(detect, "open_sound", lambda sound_file=None: open_sound(
         sound_file, player=Recorder()))
@@ -258,6 +274,15 @@ def test_sound_auto_is_on_for_a_camera_index_and_off_for_a_file(tmp_path, monkey
     assert isinstance(sound_for("drive.mp4", "--sound", "yes"), AlarmSound)
     (tmp_path / "0").touch()  # a file named 0 is a file, not camera 0
     assert sound_for("0") is None
+    # A sound file given for a video file, --sound left at auto: silent, but said.
+    write_beep(tmp_path / "mine.wav")
+    capsys.readouterr()
+    assert sound_for("drive.mp4", "--sound-file", "mine.wav") is None
+    assert "note: --sound-file is not played: --sound auto is silent for a video file" in \
+        capsys.readouterr().out
+    assert isinstance(sound_for("drive.mp4", "--sound-file", "mine.wav", "--sound", "yes"),
+                      AlarmSound)
+    assert "--sound-file is not played" not in capsys.readouterr().out
 
 
 def test_an_unreadable_sound_file_is_refused_before_the_camera(tmp_path, monkeypatch):

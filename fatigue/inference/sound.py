@@ -30,6 +30,9 @@ BEEP_SECONDS = 0.4    # its length: two tones of 0.2 s each
 TONES = (880, 660)    # Hz: high then low, a warning rather than a ring tone
 GAP = 0.4             # seconds of silence between two plays while the alarm is on
 CHECK_AFTER = 0.25    # seconds after a play starts: a player without a device has failed
+# Seconds a play may run past its sound's length before the player is taken as hung (aplay
+# blocked on a busy device, paplay on a stuck server): silent, it would skip every play.
+HUNG_AFTER = 2.0
 # Command-line players, in the order they are tried. paplay goes through the sound server
 # (PulseAudio or PipeWire) that a desktop's own sounds use; aplay talks to ALSA directly.
 COMMANDS = {"darwin": ("afplay",), "other": ("paplay", "aplay")}
@@ -92,6 +95,10 @@ class Player:
     def failed(self) -> str | None:
         return None
 
+    def playing_since(self) -> float | None:
+        """When (time.monotonic()) the play still sounding began; None when none is."""
+        return None
+
 
 class CommandPlayer(Player):
     """A command-line player (afplay, paplay, aplay) run as a child process per play."""
@@ -99,12 +106,18 @@ class CommandPlayer(Player):
     def __init__(self, command: list[str]):
         self.command, self.name = command, Path(command[0]).name
         self._process: subprocess.Popen | None = None
+        self._started = 0.0
 
     def play(self, path: Path) -> None:
-        if self._process is not None and self._process.poll() is None:
+        if self.playing_since() is not None:
             return  # the last play is still sounding (a slow start, a long --sound-file)
         self._process = subprocess.Popen([*self.command, str(path)], stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._started = time.monotonic()
+
+    def playing_since(self) -> float | None:
+        alive = self._process is not None and self._process.poll() is None
+        return self._started if alive else None
 
     def stop(self) -> None:
         process, self._process = self._process, None
@@ -167,12 +180,13 @@ class AlarmSound:
     """Sounds while the alarm is on: `start` plays at once, a background thread plays again
     every `seconds + gap` until `stop`, which cuts the sound short. start and stop may be
     called on every window (they only act on a change) and return at once. `close` stops,
-    ends the thread and deletes a generated beep. A player that fails (it cannot start, or
-    its process exits with an error) is replaced by the terminal bell, with a note."""
+    ends the thread and deletes a generated beep. A player that fails (it cannot start, its
+    process exits with an error, or hangs) is replaced by the terminal bell, with a note."""
 
     def __init__(self, player: Player, path: Path, seconds: float, gap: float = GAP,
                  owns_file: bool = False, say: Callable[[str], None] = print):
         self.player, self.path, self.period = player, path, seconds + gap
+        self.seconds = seconds
         self.owns_file, self.say = owns_file, say
         self.on = False
         self._closed = False
@@ -236,6 +250,12 @@ class AlarmSound:
         place, with a note, and rings now when `ring` (the alarm is on)."""
         self._checked = True
         reason = self.player.failed()
+        since = self.player.playing_since()
+        if reason is None and since is not None and \
+                time.monotonic() - since > self.seconds + HUNG_AFTER:
+            reason = (f"{self.player.name} did not finish a {self.seconds:.1f} s sound in "
+                      f"{time.monotonic() - since:.0f} s")
+            self.player.stop()  # the hung process goes
         if reason is not None:
             self._to_bell(reason, ring)
         return reason is not None

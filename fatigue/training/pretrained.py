@@ -8,8 +8,12 @@ weights, so resume, evaluate, detect and export never read the file again.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import pickle
+import textwrap
 import urllib.error
+import warnings
 from pathlib import Path
 
 import torch
@@ -41,13 +45,21 @@ def fetch(cfg: Config) -> tuple[dict, str]:
     url, path = weights_url(cfg.backbone), weights_file(cfg.backbone)
     damaged = (f"{path} is damaged or not torchvision's {cfg.backbone} weights file{{}}: delete "
                f"it and run again to download it (or bring the right file over again)")
+    if not path.is_file():  # said here: torch's own line came before the error offline
+        print(f"downloading torchvision's {cfg.backbone} ImageNet weights into {path.parent}/ "
+              f"(once)", flush=True)
     try:
-        weights = torch.hub.load_state_dict_from_url(url, progress=False, map_location="cpu",
-                                                     weights_only=True)
-    except pickle.UnpicklingError:
+        # torch's 'Downloading: ...' line and its warning about an old pickle protocol are
+        # not for our users: each outcome is said in one line here.
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            weights = torch.hub.load_state_dict_from_url(url, progress=False,
+                                                         map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, EOFError):  # EOFError: an empty file (a failed copy)
         raise UserError(damaged.format("")) from None
     except (urllib.error.URLError, OSError, RuntimeError) as err:
-        reason = str(getattr(err, "reason", err)).splitlines()[0][:100]
+        reason = textwrap.shorten(str(getattr(err, "reason", err)).splitlines()[0], 100,
+                                  placeholder=" ...")
         if path.is_file():  # there, but torch cannot read it (a truncated copy)
             raise UserError(damaged.format(f" ({reason})")) from None
         raise UserError(
