@@ -134,7 +134,9 @@ def info(name: str, model_dir: str) -> int:
               f"{cfg.batch_size} each)")
     print(f"val acc         {pct(state['val_acc'])}")
     print(f"best val acc    {pct(state['best_val_acc'])} (epoch {state.get('best_epoch', '-')})")
-    print(f"parameters      {count_parameters(build_model(cfg)):,}")
+    print(f"parameters      {count_parameters(build_model(cfg)):,}"
+          + (f" (backbone started from {state['pretrained_from']})"
+             if state.get("pretrained_from") else ""))
     print(f"data            {cfg.data_dir}/ (fingerprint {state.get('data_fingerprint', '-')}"
           + (f", {state['data_source']}" if state.get("data_source") else "") + ")")
     # What detect and export apply, from the same functions.

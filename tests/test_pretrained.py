@@ -11,12 +11,14 @@ import pytest
 import torch
 import torchvision
 
+import checkpoint_training
 import evaluate
 import main
 import train
 from config import Config
 from conftest import run_python
 from fatigue.errors import UserError
+from fatigue.inference.deployment import deployment_info
 from fatigue.resnet import ResNet18
 from fatigue.training import pretrained
 from model import build_model
@@ -75,6 +77,13 @@ def test_a_pretrained_run_records_its_weights_and_never_needs_the_file_again(
     state = load(models / "latest_model.pth")
     assert state["config"]["pretrained"] == "imagenet"
     assert state["pretrained_from"] == "resnet18-f37072fd.pth"
+    # What detect and export say of the input is what the model does: ImageNet's statistics.
+    normalisation = deployment_info(state)[0]["input"]["normalisation"]
+    assert "subtracts the mean [0.449] and divides by the standard deviation [0.226]" in \
+        normalisation and "0.5" not in normalisation
+    capsys.readouterr()
+    assert checkpoint_training.main(["--model-dir", str(models), "--info", "latest_model.pth"]) == 0
+    assert "(backbone started from resnet18-f37072fd.pth)" in capsys.readouterr().out
     path.unlink()  # resume and evaluate use the checkpoint's weights
     assert train.main(argv + ["--epochs", "2", "--resume"]) == 0
     assert load(models / "latest_model.pth")["pretrained_from"] == "resnet18-f37072fd.pth"
@@ -165,6 +174,13 @@ def test_a_frozen_backbone_keeps_its_weights_and_statistics_for_its_epochs(tiny_
     # Epoch 2: the whole model trains.
     assert not torch.equal(second["cnn.conv1.weight"], first["cnn.conv1.weight"])
     assert not torch.equal(second["cnn.bn1.running_mean"], first["cnn.bn1.running_mean"])
+    # Without --pretrained it was warned of; the checkpoint keeps the warning (for --info),
+    # once, also after a resume that warns again.
+    doubt = [w for w in load(models / "latest_model.pth")["warnings"]
+             if "holds a randomly initialised backbone fixed" in w]
+    assert len(doubt) == 1
+    assert train.main(argv + ["--epochs", "3", "--resume"]) == 0
+    assert load(models / "latest_model.pth")["warnings"].count(doubt[0]) == 1
 
 
 def test_our_resnet18_is_torchvisions_layer_for_layer():

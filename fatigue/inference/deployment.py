@@ -15,8 +15,20 @@ from fatigue.data.clip_store import data_fingerprint, load_manifest
 from fatigue.errors import UserError
 from fatigue.inference.alarm import AlarmSettings
 from fatigue.inference.metrics import positive_index
+from model import input_statistics
 
 MODEL_DESCRIPTION = "FatigueCNNLSTM (per-frame CNN, LSTM over frames, linear head)"
+
+
+def model_normalises(cfg: Config) -> str:
+    """What the model itself does to its 0..1 input (so that an exported model's user does
+    not do it again): centring, or the pretrained weights' own statistics."""
+    stats = input_statistics(cfg)
+    if stats is None:
+        return "the model subtracts 0.5 itself"
+    mean, std = ([round(v, 4) for v in values] for values in stats)
+    return (f"the model subtracts the mean {mean} and divides by the standard deviation "
+            f"{std} itself (ImageNet's, which its pretrained backbone expects)")
 
 
 def deployment_info(state: dict, fps: float | None = None,
@@ -65,9 +77,9 @@ def deployment_info(state: dict, fps: float | None = None,
                   "layout": "batch, time, channels, height, width", "dtype": "float32",
                   "sequence_length": cfg.sequence_length, "image_size": cfg.image_size,
                   "channels": cfg.channels, "colour": "gray" if cfg.channels == 1 else "RGB",
-                  "normalisation": "uint8 pixel / 255 (range 0..1); the model subtracts 0.5 "
-                                   "itself. Crops are resized from crop.image_size to "
-                                   "image_size bilinearly (no antialiasing)"},
+                  "normalisation": f"uint8 pixel / 255 (range 0..1); {model_normalises(cfg)}. "
+                                   f"Crops are resized from crop.image_size to image_size "
+                                   f"bilinearly (no antialiasing)"},
         "output": {"name": "logits", "classes": list(classes), "apply": "softmax",
                    "positive_class": classes[positive_index(list(classes))]},
         "threshold": threshold,

@@ -455,7 +455,9 @@ class Trainer:
         cfg = self.cfg
         manifest = load_manifest(cfg.data_dir)
         fingerprint = data_fingerprint(manifest)
-        warnings = [*warnings, *(checkpoint["warnings"] if checkpoint else [])]
+        # Each once: a resume warns again of what the run was started with.
+        warnings = list(dict.fromkeys([*warnings, *(checkpoint["warnings"] if checkpoint
+                                                     else [])]))
         mode = determinism.mode_change(checkpoint["deterministic"], self.deterministic,
                                        self.device) if checkpoint else None
         if mode:

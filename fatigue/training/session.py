@@ -69,6 +69,7 @@ def start(args: argparse.Namespace, given: dict, ask: bool, dist: Distributed,
         cfg = build_config(given)
     for doubt in cfg.doubtful_choices():
         say(f"warning: {doubt}", file=sys.stderr)
+        notes.append(doubt)  # the checkpoint keeps what the run warned about (--info)
     # Before anything is written: offline without the file, the run stops here. Process 0
     # downloads it (once, and its error reaches every process); the others read its file.
     pretrained = None
