@@ -116,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     output = Path(args.output) if args.output else None
     wanted = sound_wanted(args.sound, is_camera(args.source))
     if sound_file is not None and not wanted and args.sound == "auto":
-        print(f"note: --sound-file is not played: --sound auto is silent for a video file "
-              f"(it sounds for a camera); add --sound yes to hear it")
+        print("note: --sound-file is not played: --sound auto is silent for a video file "
+              "(it sounds for a camera); add --sound yes to hear it")
     sound = open_sound(sound_file) if wanted else None
     with sound or nullcontext(), torch_threads(args.threads), stops_end_the_run():
         result, info = run(args.model, args.source, Path(args.csv), output, args.fps,
