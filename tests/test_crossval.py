@@ -17,6 +17,7 @@ import pytest
 
 import crossval as cv_command
 import main
+from config import Config
 from fatigue.checkpoints import store
 from fatigue.data.clip_store import load_manifest, open_clips, write_clip_store
 from fatigue.errors import UserError
@@ -167,6 +168,19 @@ def test_stopped_in_second_fold_continues_bit_identically(reference, tiny_data, 
         {k: theirs[k] for k in ("folds", "mean", "std")}
 
 
+def test_a_data_set_made_again_in_its_folder_is_said_as_such():
+    """The same folder with another fingerprint read '--data-dir: d/ (...) in the study,
+    d/ (...) now' and 'Run it with its own options', which the user had given."""
+    record = {"num_folds": 3, "val_subjects": None, "fold_source": "auto", "data_dir": "d",
+              "data_fingerprint": "aaa", "options": {}}
+    wanted = {**record, "data_fingerprint": "bbb",
+              "options": {k: v for k, v in Config().to_dict().items()
+                          if k not in crossval.NOT_OPTIONS}}
+    assert crossval.study_diff(record, wanted) == [
+        "the data set in d/: fingerprint aaa in the study, bbb now (it was changed or made "
+        "again)"]
+
+
 def test_changed_options_refused_and_force_archives(tiny_data, tmp_path, monkeypatch):
     args = study_args(tiny_data, tmp_path / "models")
     study = tmp_path / "models" / "cv"
@@ -194,12 +208,16 @@ def test_changed_options_refused_and_force_archives(tiny_data, tmp_path, monkeyp
     with pytest.raises(UserError) as refused:
         cv_command.main([*args, "--val-subjects", "2"])
     assert "  --val-subjects: auto in the study, 2 now" in str(refused.value).splitlines()
+    with pytest.raises(UserError) as refused:  # bf16 is bf16 on the CPU too
+        cv_command.main([*args, "--amp", "bf16"])
+    assert "  --amp: auto in the study, bf16 now" in str(refused.value).splitlines()
     # The same study on another device or worker count goes on, its folds run so.
     fold_argv = []
     monkeypatch.setattr(crossval.command, "main",
                         lambda argv, **kw: fold_argv.append(argv) or 130)
+    # (--amp off on the CPU is the study's auto there: it was refused.)
     assert cv_command.main([*args, "--device", "cpu", "--num-workers", "1",
-                            "--val-subjects", "1", "--fold-source", "seed"]) == 130
+                            "--val-subjects", "1", "--fold-source", "seed", "--amp", "off"]) == 130
     monkeypatch.undo()
     assert fold_argv[0][fold_argv[0].index("--device") + 1] == "cpu"
     assert fold_argv[0][fold_argv[0].index("--num-workers") + 1] == "1"

@@ -33,6 +33,7 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from config import Config, build_config, flag_of, given_options, shown
 from fatigue.data.clips import DEFAULT_DATA_DIR, ClipDataset, ensure_dataset
@@ -49,6 +50,7 @@ from fatigue.training import command
 from fatigue.training.pretrained import fetch as fetch_pretrained
 from fatigue.training.session import fit_to_clips
 from fatigue.training.stop import StopTraining, signals_raise
+from model import autocast_dtype, pick_device
 
 STUDY_FOLDER = "cv"  # inside --model-dir
 FORMAT_VERSION = 1
@@ -222,13 +224,16 @@ class Study:
         path, wanted = self.dir / STUDY_FILE, self.wanted(manifest)
         if path.is_file() and not self.args.force:
             record = read_record(path)
-            diff = study_diff(record, wanted, self.deals_as(record, manifest))
+            diff = study_diff(record, wanted, self.deals_as(record, manifest),
+                              pick_device(self.cfg.device))
             if diff:
+                options_differ = any(not line.startswith("the data set in ") for line in diff)
                 raise UserError(
-                    f"{self.dir}/ holds a study begun with other options:\n  "
-                    + "\n  ".join(diff) + f"\nRun it with its own options to continue it, or "
-                    f"add --force to start a new study (the old one moves to "
-                    f"{self.dir}/{ARCHIVE}/, nothing is deleted)")
+                    f"{self.dir}/ holds a study begun with other "
+                    f"{'options' if options_differ else 'data'}:\n  " + "\n  ".join(diff)
+                    + f"\n{'Run it with its own options' if options_differ else 'Bring its data set back'}"
+                    f" to continue it, or add --force to start a new study (the old one moves "
+                    f"to {self.dir}/{ARCHIVE}/, nothing is deleted)")
             done = [f["fold"] for f in record["folds"] if f["status"] == "finished"]
             if len(done) < len(record["folds"]):
                 print(f"Continuing the study in {self.dir}/: "
@@ -342,10 +347,12 @@ def read_record(path: Path) -> dict:
     return record
 
 
-def study_diff(record: dict, wanted: dict, same_folds: bool = False) -> list[str]:
+def study_diff(record: dict, wanted: dict, same_folds: bool = False,
+               device: torch.device | None = None) -> list[str]:
     """One line per difference between a study's definition and the one asked for now.
     With `same_folds` (the options now deal the study's folds), how they were asked for
-    (--val-subjects, --fold-source) is no difference."""
+    (--val-subjects, --fold-source) is no difference. On `device`, --amp values that mean
+    the same there are no difference (auto is off on a CPU)."""
     lines = []
     for key, flag, default in (("num_folds", "--folds", None),
                                ("val_subjects", "--val-subjects", None),
@@ -356,15 +363,21 @@ def study_diff(record: dict, wanted: dict, same_folds: bool = False) -> list[str
             lines.append(f"{flag}: {shown(record.get(key, default))} in the study, "
                          f"{shown(wanted[key])} now")
     if record["data_fingerprint"] != wanted["data_fingerprint"]:
-        lines.append(f"--data-dir: {record['data_dir']}/ (data fingerprint "
-                     f"{record['data_fingerprint']}) in the study, {wanted['data_dir']}/ "
-                     f"({wanted['data_fingerprint']}) now")
+        lines.append(
+            f"the data set in {wanted['data_dir']}/: fingerprint {record['data_fingerprint']} "
+            f"in the study, {wanted['data_fingerprint']} now (it was changed or made again)"
+            if record["data_dir"] == wanted["data_dir"] else
+            f"--data-dir: {record['data_dir']}/ (data fingerprint {record['data_fingerprint']}) "
+            f"in the study, {wanted['data_dir']}/ ({wanted['data_fingerprint']}) now")
     # An option newer than the study counts as its default there, as for checkpoints.
     defaults = Config().to_dict()
     saved = {**{k: v for k, v in defaults.items() if k not in NOT_OPTIONS}, **record["options"]}
     now_ = wanted["options"]
     for name in [*now_, *(n for n in saved if n not in now_)]:
-        if name not in RUN_ENVIRONMENT and saved.get(name) != now_.get(name):
+        then, asked = saved.get(name), now_.get(name)
+        if name == "amp" and device is not None and None not in (then, asked):
+            then, asked = autocast_dtype(then, device), autocast_dtype(asked, device)
+        if name not in RUN_ENVIRONMENT and then != asked:
             lines.append(f"{flag_of(name) if name in now_ else name}: {shown(saved.get(name))} "
                          f"in the study, {shown(now_.get(name))} now")
     return lines
