@@ -168,6 +168,17 @@ def test_stopped_in_second_fold_continues_bit_identically(reference, tiny_data, 
         {k: theirs[k] for k in ("folds", "mean", "std")}
 
 
+def test_train_refuses_a_studys_folder(tmp_path, tiny_data):
+    """train.py --model-dir models/cv trained beside the study's folds, mixing its files
+    into the study's folder."""
+    study = tmp_path / "models" / "cv"
+    study.mkdir(parents=True)
+    (study / "study.json").write_text("{}")
+    with pytest.raises(UserError, match="is a cross-validation study's folder"):
+        command.main(["--data-dir", str(tiny_data), "--model-dir", str(study)])
+    assert sorted(p.name for p in study.iterdir()) == ["study.json"]
+
+
 def test_a_data_set_made_again_in_its_folder_is_said_as_such():
     """The same folder with another fingerprint read '--data-dir: d/ (...) in the study,
     d/ (...) now' and 'Run it with its own options', which the user had given."""

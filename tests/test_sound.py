@@ -5,7 +5,10 @@ stop, the bell when nothing else works, and --sound / --sound-file on the comman
 No real audio is played."""
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+import tempfile
 import time
 import wave
 from pathlib import Path
@@ -73,6 +76,21 @@ def test_each_choice_makes_its_player():
     assert make_player("paplay").command == ["paplay"]
     assert isinstance(make_player("bell"), BellPlayer)
     assert make_player("winsound").name == "winsound"
+
+
+def test_a_killed_detections_beep_is_removed_by_the_next(tmp_path, monkeypatch):
+    """kill -9 of detect left its /tmp/alarm-*.wav behind, one more each time."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    for name in (f"alarm-{gone.pid}-x1.wav", f"alarm-{os.getpid()}-x2.wav", "alarm-notes.wav"):
+        (tmp_path / name).write_bytes(b"RIFF")
+    sound = open_sound(player=Recorder())
+    assert sound.path.parent == tmp_path and sound.path.is_file()
+    assert sorted(p.name for p in tmp_path.iterdir() if p != sound.path) == [
+        f"alarm-{os.getpid()}-x2.wav", "alarm-notes.wav"]  # a live process's, and not ours
+    sound.close()
+    assert not sound.path.exists()
 
 
 def test_the_beep_is_a_valid_wav_of_the_stated_length(tmp_path):

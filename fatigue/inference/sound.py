@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 
 from fatigue.errors import UserError
+from fatigue.files import process_running
 
 SAMPLE_RATE = 22050   # samples a second of the generated beep (16-bit mono)
 BEEP_SECONDS = 0.4    # its length: two tones of 0.2 s each
@@ -298,6 +299,16 @@ def open_sound(sound_file: Path | None = None, player: Player | None = None,
         player = make_player(choice)
     if sound_file is not None:
         return AlarmSound(player, sound_file, wav_seconds(sound_file), say=say)
-    handle, name = tempfile.mkstemp(prefix="alarm-", suffix=".wav")
+    remove_orphan_beeps(Path(tempfile.gettempdir()))
+    handle, name = tempfile.mkstemp(prefix=f"alarm-{os.getpid()}-", suffix=".wav")
     os.close(handle)
     return AlarmSound(player, write_beep(Path(name)), BEEP_SECONDS, owns_file=True, say=say)
+
+
+def remove_orphan_beeps(folder: Path) -> None:
+    """Delete the beeps of detections that were killed (kill -9: no close() deleted theirs):
+    alarm-<pid>-*.wav of a process that no longer runs here."""
+    for path in folder.glob("alarm-*-*.wav"):
+        pid = path.name.split("-")[1]
+        if pid.isdigit() and not process_running(int(pid)):
+            path.unlink(missing_ok=True)

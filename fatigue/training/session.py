@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+from pathlib import Path
 
 from config import Config, architecture_diff, build_config, flag_of, given_options, shown
 from fatigue.data.clips import DEFAULT_DATA_DIR, ClipDataset, ensure_dataset
@@ -19,6 +20,7 @@ from fatigue.claim import FolderClaim
 from fatigue.data.clip_store import load_manifest
 from fatigue import startup
 from fatigue.errors import UserError
+from fatigue.files import STUDY_FILE
 from fatigue.text import clips_into_epoch
 from fatigue.training.distributed import Distributed
 from fatigue.training.loop import Trainer
@@ -33,6 +35,10 @@ def run(args: argparse.Namespace, ask: bool = False, continue_with: str | None =
     if args.resume and args.force:
         raise UserError("--resume and --force contradict each other; choose one")
     given = given_options(args)
+    study = Path(given.get("model_dir", Config.model_dir)) / STUDY_FILE
+    if study.is_file():  # its folds live in fold_<k>/: a run here would mix with them
+        raise UserError(f"{study.parent}/ is a cross-validation study's folder ({STUDY_FILE}); "
+                        f"give train.py another --model-dir (crossval.py continues the study)")
     dist = Distributed(pick_device(given.get("device", "auto")))
     try:
         with contextlib.ExitStack() as held:
