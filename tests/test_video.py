@@ -133,10 +133,33 @@ def test_constant_rate_timestamps_resample_by_index(timestamps):
     assert not timeline.variable
 
 
-def test_a_frame_without_a_timestamp_in_a_variable_rate_file_goes_one_interval_on():
+def test_frames_without_timestamps_and_joined_segments_keep_the_clock():
+    """A frame without a timestamp goes one frame on (it went on by the last gap, for
+    ever: a 3 s file read as 40 s); segments joined end to end, each from 0 (a dashcam's),
+    go on from where the last ended, on the grid."""
     timeline = video._Timeline(20.0)
-    places = [timeline.place(i, s) for i, s in enumerate([0.0, 0.1, 0.2, None, 0.4, 0.4])]
-    assert places == [0.0, 2.0, 4.0, 6.0, 8.0, 10.0] and timeline.variable
+    seconds = [0.0, 0.05, 0.1, 1.0, None, None, None] + [1.2 + 0.05 * i for i in range(40)]
+    places = [timeline.place(i, s) for i, s in enumerate(seconds)]
+    assert places[:8] == [0, 1, 2, 20, 21, 22, 23, 24] and places[-1] == pytest.approx(63)
+    assert timeline.variable
+    joined = video._Timeline(10.0)
+    assert [joined.place(i, s) for i, s in enumerate([0.0, 0.1, 0.2, 0.0, 0.1, 0.2])] == \
+        [0, 1, 2, 3, 4, 5]
+    assert not joined.variable
+
+
+@pytest.mark.parametrize("suffix, fourcc", [(".mp4", "mp4v"), (".mkv", "MJPG"),
+                                            (".mpg", "MPEG"), (".avi", "MJPG")])
+def test_constant_rate_files_resample_by_index_in_every_container(tmp_path, suffix, fourcc):
+    """MPEG program streams (.mpg, .vob) report one-frame holes and repeats in their
+    timestamps: read by them, a constant-rate file shifted by a frame from there on."""
+    path = tmp_path / f"counter{suffix}"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 25, (64, 48))
+    for i in range(80):
+        writer.write(np.full((48, 64, 3), 3 * i, np.uint8))
+    writer.release()
+    got = [i for i, _ in video.iter_frames(path, 10)]
+    assert got == [math.floor(k * 2.5 + 1e-6) for k in range(32)]
 
 
 def test_frame_folder_and_unreadable_file(tmp_path):

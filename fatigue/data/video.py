@@ -34,6 +34,9 @@ from fatigue.data.tracking import DETECT_EVERY, DETECT_WIDTH, Box, FaceTracker
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mov", ".m4v", ".mkv", ".wmv", ".mpg", ".mpeg", ".webm",
                     ".flv", ".3gp", ".3g2", ".mts", ".m2ts", ".ts", ".vob", ".asf", ".ogv",
                     ".y4m")
+# Containers whose frames are placed by their timestamps (VideoReader): those phones and
+# cameras write, which may hold a variable frame rate.
+TIMESTAMPED = (".mp4", ".mov", ".m4v", ".3gp", ".3g2", ".mkv", ".webm")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 # CAP_PROP_FPS returns 0, NaN or container nonsense (90000) for some files; anything
 # outside this range is not trusted and the fallback is used instead.
@@ -118,8 +121,9 @@ class VideoReader:
     second (frames are repeated when the source is slower). Skipped frames are only
     grabbed (decoded but not converted to BGR), which is the cheapest OpenCV allows.
 
-    A file's frames are placed by their timestamps, so that a variable-rate video (a phone's,
-    which slows down in the dark) keeps its real times: by frame index at the average rate,
+    A file's frames (.mp4, .mov, .mkv, .webm, .3gp: TIMESTAMPED) are placed by their
+    timestamps, so that a variable-rate video (a phone's, which slows down in the dark)
+    keeps its real times: by frame index at the average rate,
     a 3 s closure filmed at 10 fps in a video averaging 22 fps would last 1.4 s. Timestamps
     within a quarter frame of index / average rate count as on that grid, so constant-rate
     videos resample exactly by index. Frame images go by index at `source_fps`; for a
@@ -184,8 +188,9 @@ class VideoReader:
         self.rate_given = bool(source_fps)  # then a file's own timestamps are not trusted
         # A file's rate that cannot be right (0, 1000) is replaced: said by its users.
         self.fps_note = None if source_fps or plausible or self._images is not None else (
-            f"{source} says {reported:g} frames a second, which cannot be right: taken as "
-            f"{fallback_fps:g}, so its times may be off")
+            f"{source} says {reported:g} frames a second, which cannot be right: " + (
+                "its frames are placed by their own timestamps" if self._timestamped() else
+                f"taken as {fallback_fps:g}, so its times may be off"))
 
     def frame_count(self) -> int:
         """The container's frame count (an estimate: it can be off by a few frames)."""
@@ -240,8 +245,7 @@ class VideoReader:
         bad: list[tuple[int, int]] = []
         announced = self.frame_count() if self._is_file() else 0
         # Where frames sit, in source frames: by timestamp for a file whose rate is its own.
-        timeline = _Timeline(self.fps) if self._is_file() and not (
-            self.fps_note or self.rate_given) else None
+        timeline = _Timeline(self.fps) if self._timestamped() else None
         previous_index = 0
         while True:
             start = time.perf_counter()
@@ -332,6 +336,13 @@ class VideoReader:
             for _ in range(copies):
                 yield index, frame
 
+    def _timestamped(self) -> bool:
+        """Whether the file's frames go by their timestamps: a container that phones write,
+        which may hold a variable rate, and whose rate was not given. (MPEG program streams
+        report one-frame holes and repeats in constant-rate files: by index there.)"""
+        return (self._is_file() and not self.rate_given
+                and Path(self.source).suffix.lower() in TIMESTAMPED)
+
     def _is_file(self) -> bool:
         """A video file (not a camera, not a folder of images)."""
         return self._images is None and not isinstance(self.source, int)
@@ -372,32 +383,29 @@ class _Timeline:
 
     A timestamp within a quarter frame of the frame's index is taken as the index: the
     constant-rate grid, where milliseconds round. One further off makes the file `variable`
-    for the rest of its frames. A frame without a timestamp, or with one not after the
-    frame before (a frame that did not decode, a container without timestamps), goes one
-    frame interval on, as long as the last."""
+    for the rest of its frames. A frame without a timestamp (one that did not decode) goes
+    one frame on; so does one whose timestamp is not after the frame before (segments
+    joined end to end, each starting from 0), and the clock goes on from there."""
 
     def __init__(self, fps: float) -> None:
         self.fps = fps
         self.origin: float | None = None  # the timestamp at position 0
         self.last: float | None = None
-        self.interval = 1.0
         self.variable = False
 
     def place(self, index: int, seconds: float | None) -> float:
-        place = None
-        if seconds is not None:
+        if seconds is None:
+            place = float(index) if self.last is None else self.last + 1
+        else:
             if self.origin is None:
                 self.origin = seconds - index / self.fps
             place = (seconds - self.origin) * self.fps
+            if self.last is not None and place <= self.last + 1e-3:  # (float rounding)
+                place = self.last + 1
+                self.origin = seconds - place / self.fps
             if abs(place - index) < 0.25 and (self.last is None or index > self.last):
                 place = float(index)
-        if self.last is not None and (place is None or place <= self.last):
-            place = self.last + self.interval
-        elif place is None:
-            place = float(index)
         self.variable = self.variable or place != index
-        if self.last is not None:
-            self.interval = place - self.last
         self.last = place
         return place
 
