@@ -43,7 +43,7 @@ def temp_path(path: str | Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
 
 
-def process_running(pid: int) -> bool:
+def _running(pid: int) -> bool:
     """Whether process `pid` runs on this machine (True where that cannot be told)."""
     if os.name != "posix":
         return True
@@ -75,7 +75,7 @@ def remove_temp_files(folder: str | Path, of: str | None = None, claim_held: boo
             old = time.time() - tmp.stat().st_mtime > min_age_s
         except OSError:
             continue  # gone meanwhile
-        orphan = pid.isdigit() and old and not process_running(int(pid))
+        orphan = pid.isdigit() and old and not _running(int(pid))
         if tmp.is_file() and (claim_held or orphan):
             tmp.unlink(missing_ok=True)
             removed.append(tmp)

@@ -5,8 +5,6 @@ stop, the bell when nothing else works, and --sound / --sound-file on the comman
 No real audio is played."""
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +24,12 @@ from fatigue.inference.alarm import ALARM, OK
 from fatigue.inference.sound import (BEEP_SECONDS, SAMPLE_RATE, TONES, AlarmSound, wav_seconds,
                                      BellPlayer, CommandPlayer, Player, choose_player,
                                      make_player, open_sound, sound_wanted, write_beep)
+
+
+@pytest.fixture(autouse=True)
+def own_temp_folder(tmp_path, monkeypatch):
+    """The beep is written to the temporary folder: each test's own, not /tmp."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
 
 
 class Recorder(Player):
@@ -78,19 +82,16 @@ def test_each_choice_makes_its_player():
     assert make_player("winsound").name == "winsound"
 
 
-def test_a_killed_detections_beep_is_removed_by_the_next(tmp_path, monkeypatch):
-    """kill -9 of detect left its /tmp/alarm-*.wav behind, one more each time."""
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
-    for name in (f"alarm-{gone.pid}-x1.wav", f"alarm-{os.getpid()}-x2.wav", "alarm-notes.wav"):
-        (tmp_path / name).write_bytes(b"RIFF")
-    sound = open_sound(player=Recorder())
-    assert sound.path.parent == tmp_path and sound.path.is_file()
-    assert sorted(p.name for p in tmp_path.iterdir() if p != sound.path) == [
-        f"alarm-{os.getpid()}-x2.wav", "alarm-notes.wav"]  # a live process's, and not ours
-    sound.close()
-    assert not sound.path.exists()
+def test_the_beep_is_one_file_a_user_that_no_detection_leaves_behind(tmp_path):
+    """Each detection wrote its own /tmp/alarm-*.wav and deleted it when closed: one killed
+    with kill -9 left it behind, one more each time."""
+    first, second = open_sound(player=Recorder()), open_sound(player=Recorder())
+    assert first.path == second.path and first.path.parent == tmp_path
+    assert wav_seconds(first.path) == pytest.approx(BEEP_SECONDS)
+    first.close()
+    assert second.path.is_file()  # still there for the other detection
+    second.close()
+    assert [p.name for p in tmp_path.iterdir()] == [first.path.name]
 
 
 def test_the_beep_is_a_valid_wav_of_the_stated_length(tmp_path):
@@ -139,7 +140,6 @@ def test_the_sound_follows_the_alarm_of_a_real_run(face_model, tmp_path, monkeyp
     assert "play" not in kinds[:on] and "play" not in kinds[off + 1:]
     plays = [e for e in log if e[0] == "play"]
     assert all(e[1] == made[0].path and e[2] for e in plays)  # the beep, there when played
-    assert not made[0].path.exists()  # the temporary beep is gone after the run
 
 
 def test_the_sound_repeats_while_on_and_stops_at_once(tmp_path):
@@ -200,6 +200,21 @@ def test_a_failing_player_gives_way_to_the_bell_with_one_note(tmp_path, capsys, 
 NO_DEVICE = [sys.executable, "-c", "raise SystemExit(1)"]  # as aplay without a sound card
 
 
+def test_a_hung_player_is_found_when_a_short_alarm_ends(tmp_path):
+    """Checked only at the next play, a hung player was killed by the end of each alarm
+    shorter than its limit, and the next alarm started a new one: silent for good."""
+    notes: list[str] = []
+    sound = AlarmSound(CommandPlayer([sys.executable, "-c", "import time; time.sleep(60)"]),
+                       write_beep(tmp_path / "b.wav"), seconds=0.1, gap=0.1, say=notes.append)
+    sound.start()
+    process = sound.player._process
+    time.sleep(sound_module.HUNG_AFTER + 0.4)
+    sound.stop()
+    assert process.poll() is not None and isinstance(sound.player, BellPlayer)
+    assert len(notes) == 1 and "did not finish a 0.1 s sound" in notes[0]
+    sound.close()
+
+
 def test_a_hung_player_gives_way_to_the_bell_and_is_killed(tmp_path, capsys, monkeypatch):
     """aplay blocked on a busy device (paplay on a stuck server) never ends: every play was
     skipped while it ran, so the alarm stayed silent, without a word."""
@@ -255,7 +270,7 @@ def test_without_a_player_the_bell_rings_with_one_note(capsys):
     rung: list[str] = []
     assert wait_for(lambda: bells(capsys, rung) >= 3, 5)
     sound.close()
-    assert len(notes) == 1 and not sound.path.exists()
+    assert len(notes) == 1
 
 
 @pytest.mark.parametrize("mode, camera, wanted", [
@@ -286,7 +301,7 @@ def test_sound_auto_is_on_for_a_camera_index_and_off_for_a_file(tmp_path, monkey
 
     camera = sound_for("0")
     assert isinstance(camera, AlarmSound)
-    assert camera._closed and not camera.path.exists()  # closed when the run ends, even so
+    assert camera._closed  # closed when the run ends, even so
     assert sound_for("drive.mp4") is None
     assert sound_for("0", "--sound", "no") is None
     assert isinstance(sound_for("drive.mp4", "--sound", "yes"), AlarmSound)

@@ -42,9 +42,12 @@ class AlarmSettings:
         if not 0 < self.on < 1:
             raise UserError(f"--on-threshold must be more than 0 and less than 1, got "
                             f"{self.on:g} (at 0 the alarm would never end, at 1 never start)")
-        if not 0 < self.off <= self.on:
-            raise UserError(f"need 0 < --off-threshold ({self.off:g}) <= --on-threshold "
-                            f"({self.on:g}): at 0 an alarm would never end")
+        if self.off > self.on:
+            raise UserError(f"--off-threshold ({self.off:g}) must be at most --on-threshold "
+                            f"({self.on:g})")
+        if not self.off > 0:
+            raise UserError(f"--off-threshold must be more than 0, got {self.off:g} (at 0 an "
+                            f"alarm would never end)")
         if not (0 <= self.min_on < math.inf and 0 <= self.cooldown < math.inf):
             raise UserError(f"--min-on ({self.min_on}) and --cooldown ({self.cooldown}) must "
                             f"be seconds, 0 or more")

@@ -303,9 +303,10 @@ def run(model_path: str, source: str, csv_path: Path, output: Path | None = None
     rate = info["frame_rate"]
     halfway = settings.halfway_seconds(every / rate)
     if halfway >= SLOW_AVERAGE_SECONDS:
-        notes.append(f"--smoothing {settings.smoothing:g} moves the alarm's average halfway to "
-                     f"a new probability in {halfway:.1f} s (a window every "
-                     f"{every / rate:g} s): alarms start and end that much later")
+        notes.append(f"the alarm's average moves halfway to a new probability in "
+                     f"{halfway:.1f} s (--smoothing {settings.smoothing:g}, a window every "
+                     f"{every / rate:g} s with --every {every}): alarms start and end that "
+                     f"much later")
     detector = Detector(model, info, every, settings, pick_device(device))
     reader, camera = open_source(source, rate, frames_fps, rotate)
     notes += source_notes(reader, camera, frames_fps, rate)

@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 
 from fatigue.errors import UserError
-from fatigue.files import process_running
+from fatigue import files
 
 SAMPLE_RATE = 22050   # samples a second of the generated beep (16-bit mono)
 BEEP_SECONDS = 0.4    # its length: two tones of 0.2 s each
@@ -33,7 +33,9 @@ GAP = 0.4             # seconds of silence between two plays while the alarm is 
 CHECK_AFTER = 0.25    # seconds after a play starts: a player without a device has failed
 # Seconds a play may run past its sound's length before the player is taken as hung (aplay
 # blocked on a busy device, paplay on a stuck server): silent, it would skip every play.
-HUNG_AFTER = 2.0
+# Checked at each play and when an alarm ends, so an alarm this much longer than the sound
+# finds it (a slow start of paplay takes a few tenths of a second).
+HUNG_AFTER = 1.0
 # Command-line players, in the order they are tried. paplay goes through the sound server
 # (PulseAudio or PipeWire) that a desktop's own sounds use; aplay talks to ALSA directly.
 COMMANDS = {"darwin": ("afplay",), "other": ("paplay", "aplay")}
@@ -181,14 +183,14 @@ class AlarmSound:
     """Sounds while the alarm is on: `start` plays at once, a background thread plays again
     every `seconds + gap` until `stop`, which cuts the sound short. start and stop may be
     called on every window (they only act on a change) and return at once. `close` stops,
-    ends the thread and deletes a generated beep. A player that fails (it cannot start, its
+    ends the thread. A player that fails (it cannot start, its
     process exits with an error, or hangs) is replaced by the terminal bell, with a note."""
 
     def __init__(self, player: Player, path: Path, seconds: float, gap: float = GAP,
-                 owns_file: bool = False, say: Callable[[str], None] = print):
+                 say: Callable[[str], None] = print):
         self.player, self.path, self.period = player, path, seconds + gap
         self.seconds = seconds
-        self.owns_file, self.say = owns_file, say
+        self.say = say
         self.on = False
         self._closed = False
         self._played = 0.0
@@ -224,8 +226,6 @@ class AlarmSound:
             self._wake.notify()
         if self._thread is not None:
             self._thread.join(timeout=2)
-        if self.owns_file:
-            self.path.unlink(missing_ok=True)
 
     def __enter__(self) -> AlarmSound:
         return self
@@ -299,16 +299,9 @@ def open_sound(sound_file: Path | None = None, player: Player | None = None,
         player = make_player(choice)
     if sound_file is not None:
         return AlarmSound(player, sound_file, wav_seconds(sound_file), say=say)
-    remove_orphan_beeps(Path(tempfile.gettempdir()))
-    handle, name = tempfile.mkstemp(prefix=f"alarm-{os.getpid()}-", suffix=".wav")
-    os.close(handle)
-    return AlarmSound(player, write_beep(Path(name)), BEEP_SECONDS, owns_file=True, say=say)
-
-
-def remove_orphan_beeps(folder: Path) -> None:
-    """Delete the beeps of detections that were killed (kill -9: no close() deleted theirs):
-    alarm-<pid>-*.wav of a process that no longer runs here."""
-    for path in folder.glob("alarm-*-*.wav"):
-        pid = path.name.split("-")[1]
-        if pid.isdigit() and not process_running(int(pid)):
-            path.unlink(missing_ok=True)
+    # One file a user, shared by every detection and kept: written anew (atomically) each
+    # time, so a detection killed with kill -9 leaves nothing behind it.
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    beep = Path(tempfile.gettempdir()) / f"fatigue-alarm-beep-{uid}.wav"
+    files.commit(write_beep(files.temp_path(beep)), beep)
+    return AlarmSound(player, beep, BEEP_SECONDS, say=say)
