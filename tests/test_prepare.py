@@ -127,6 +127,20 @@ def test_nthu_as_it_ships_evaluation_is_test_labels_are_never_borrowed(tmp_path)
                              "reason": "no label file 001_..._drowsiness.txt beside it"}]
 
 
+def test_a_layout_read_anew_with_other_splits_is_prepared_again(nthu, tmp_path, monkeypatch,
+                                                                capsys):
+    """Data prepared while NTHU's evaluation subjects were taken for training said 'Already
+    prepared, nothing to do' once they were read as test: the split was not in the check."""
+    data = tmp_path / "data"
+    with monkeypatch.context() as patched:  # as the reading before: every set is training
+        patched.setattr(layouts, "_nthu_set", lambda folders: "train")
+        before = prepare_dir(nthu, data, "nthu", "--sequence-length", "8", "--stride", "2")
+    assert before["splits"]["test"] != ["004", "010"]
+    after = prepare_dir(nthu, data, "nthu", "--sequence-length", "8", "--stride", "2")
+    assert "Already prepared" not in capsys.readouterr().out
+    assert after["splits"]["test"] == ["004", "010"]
+
+
 def test_rldd_with_only_the_test_fold_unpacked_is_refused_before_any_decoding(tmp_path):
     """Fold 1 alone (a partial download): hours of decoding, then 'too few people'."""
     paths = ["Fold1_part1/01/0.mp4", "Fold1_part1/01/10.mov", "Fold1_part2/07/0.MOV"]

@@ -203,8 +203,10 @@ def run(args: argparse.Namespace) -> int:
     # A video's cache file is named by its path, size and time of change: a replaced file
     # is redone, even at the same size (a folder of same-sized frame images).
     stamps = {v.path: _stamp(source / v.path) for v in scan.videos}
+    # The split a layout fixes is part of it: a corrected reading of a layout's sets (NTHU's
+    # evaluation subjects, once taken for training) must not find the data 'already prepared'.
     fingerprint = _digest([args.format, options, [(v.path, stamps[v.path], v.frame_labels,
-                                                   v.subject) for v in scan.videos]])
+                                                   v.subject, v.split) for v in scan.videos]])
     if not _clear_store(data_dir, source, fingerprint, args.force):
         print(f"Already prepared: {data_dir}/ holds these videos with these options; "
               f"nothing to do.")
