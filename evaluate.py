@@ -80,6 +80,10 @@ def comparison_table(reports: list[dict]) -> str:
     for r in reports:
         lines.append(f"{r['model']:<{width}}  {r['epoch']:5d}  {100 * r['accuracy']:7.2f}%  "
                      f"{_optional(r['macro_f1']):>8}  {_optional(r.get('roc_auc')):>7}")
+    folders = sorted({str(Path(r["data_dir"]).resolve()) for r in reports})
+    if len(folders) > 1:  # each scored on the data set it trained on: no like for like
+        lines.append(f"note: scored on {len(folders)} data sets ({', '.join(folders)}), so "
+                     f"these figures do not compare; give --data-dir to score all on one")
     return "\n".join(lines)
 
 
@@ -154,8 +158,9 @@ def run_robustness(args: argparse.Namespace) -> int:
     if args.open_minutes is not None:
         changes["open_minutes"] = args.open_minutes
     settings = dataclasses.replace(settings, **changes)
-    if settings.closures < 1 or settings.open_minutes <= 0 or settings.workers < 1:
-        raise UserError("--closures and --workers must be at least 1, --open-minutes positive")
+    if settings.closures < 1 or not 0 < settings.open_minutes < math.inf or settings.workers < 1:
+        raise UserError("--closures and --workers must be at least 1, --open-minutes a "
+                        "positive number of minutes")
     state = load_checkpoint(args.model[0])  # missing or damaged: one clear line, before any work
     for note in deployment_info(state)[1]:  # detect's own notes: the suite runs its path
         print(f"note: {note}")

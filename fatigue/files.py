@@ -370,6 +370,8 @@ def not_an_input(outputs: dict[str, str | None], inputs: dict[str, str | None]) 
 def output_folder(value: str) -> str:
     """argparse type of an option naming a folder the command writes into (made if missing):
     refused at once when it, or a folder on its way, is a file."""
+    if not value.strip():  # '' is the current folder to Path, and falsy to the caller
+        raise argparse.ArgumentTypeError("empty; give the path of a folder")
     path = Path(value)
     blocking = path if path.exists() and not path.is_dir() else _blocking_file(path)
     if blocking is not None:

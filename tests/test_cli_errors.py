@@ -80,6 +80,21 @@ def test_an_empty_output_name_and_a_device_as_a_model_are_one_line(capsys):
     assert "argument --json: empty; give the path of a file" in capsys.readouterr().err
     with pytest.raises(UserError, match="/dev/null is not a regular file"):
         evaluate.main(["--model", "/dev/null"])
+    # An empty folder name: --report "" was ignored without a word, --model-dir "" wrote
+    # into the current folder.
+    for main, option in ((evaluate.main, "--report"), (train.main, "--model-dir")):
+        with pytest.raises(SystemExit) as exit_:
+            main(["--model", "m.pth", option, ""] if main is evaluate.main else [option, ""])
+        assert exit_.value.code == 2
+        assert f"argument {option}: empty; give the path of a folder" in \
+            capsys.readouterr().err
+
+
+@pytest.mark.parametrize("minutes", ["nan", "inf", "0"])
+def test_robustness_minutes_that_are_no_number_are_one_line(minutes):
+    """nan and inf were a worker's ValueError and OverflowError tracebacks."""
+    with pytest.raises(UserError, match="--open-minutes a positive number of minutes"):
+        evaluate.main(["--model", "m.pth", "--robustness", "--open-minutes", minutes])
 
 
 @pytest.mark.parametrize("main,args,option", [

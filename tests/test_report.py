@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import evaluate
+from fatigue.checkpoints.store import load_checkpoint
 from fatigue.errors import UserError
 from fatigue.data import synthetic
 from fatigue.inference import metrics
@@ -124,6 +125,12 @@ def test_several_models_one_table_and_one_roc_plot(two_checkpoints, tmp_path, ca
         rows = list(csv.DictReader(fh))
     assert [row["model"] for row in rows] == [str(best), str(other)]
     assert (r / "roc_comparison.png").read_bytes()[:4] == b"\x89PNG"
+    assert "do not compare" not in capsys.readouterr().out  # one data set
+    # Models scored each on its own data set were put side by side without a word.
+    rows = [{"model": f"m{k}", "epoch": 1, "accuracy": 0.5, "macro_f1": 0.5, "roc_auc": 0.5,
+             "data_dir": str(tmp_path / f"d{k}")} for k in (1, 2)]
+    assert f"note: scored on 2 data sets ({tmp_path / 'd1'}, {tmp_path / 'd2'}), so these " \
+           f"figures do not compare" in evaluate.comparison_table(rows)
     assert len(json.loads((r / "metrics.json").read_text())) == 2
     for tag in ("best_model", "other"):
         assert (r / tag / "metrics.json").is_file() and (r / tag / "roc.png").is_file()
@@ -197,6 +204,36 @@ def test_data_made_again_in_the_training_folder_is_flagged(tmp_path, capsys):
     with pytest.raises(UserError, match=r"no data set in .*dta/ \(no manifest.json\): give "
                                         r"--data-dir a folder that dataset.py or prepare wrote"):
         evaluate.main(["--model", best, "--data-dir", str(tmp_path / "dta")])
+
+
+def test_scored_on_data_with_its_training_subjects_or_other_classes_it_says_so(
+        two_checkpoints, tiny_data, tmp_path, capsys):
+    """A cross-validation fold scored on its folder's own test split, or a copy of the data
+    whose splits were made otherwise: the model's training subjects in the test split gave
+    optimistic figures without a word. Classes in another order read every label as the
+    other class (20% for a model of 79%)."""
+    best, _ = two_checkpoints
+    trained_on = load_checkpoint(best)["data_splits"]["train"]
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_data, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    for clip in manifest["clips"]:  # one training subject moved to test
+        clip["split"] = "test" if clip["subject"] == trained_on[0] else clip["split"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    capsys.readouterr()
+    assert evaluate.main(["--model", str(best), "--data-dir", str(copy)]) == 0
+    assert (f"warning: 1 subject of this test split ({trained_on[0]}) was among the subjects "
+            f"this model trained on: its figures are optimistic") in capsys.readouterr().out
+    manifest["classes"] = manifest["classes"][::-1]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match="numbers its classes drowsy, alert and .* alert, "
+                                        "drowsy: scored, every label would be read as another"):
+        evaluate.main(["--model", str(best), "--data-dir", str(copy)])
+    manifest["classes"] = ["awake", "drowsy"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert evaluate.main(["--model", str(best), "--data-dir", str(copy)]) == 0
+    assert "names its classes awake, drowsy, the model's alert, drowsy: taken as the same" \
+        in capsys.readouterr().out
 
 
 def test_a_class_absent_from_the_data_has_no_recall_or_f1_rather_than_zero():

@@ -24,6 +24,7 @@ from fatigue.checkpoints.store import CheckpointError, load_checkpoint
 from fatigue.checkpoints.schema import HISTORY_KEYS, other_data
 from fatigue.data.augment import to_model_input
 from fatigue.inference.metrics import classification_report, frame_accuracy
+from fatigue.text import agree, counted, first_few
 # Aliased: predict's `autocast_dtype` parameter (a dtype, its name kept for callers) would
 # shadow the function.
 from model import autocast_dtype as amp_dtype_for, build_model, pick_device
@@ -101,6 +102,11 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | None = None, device: s
     if len(classes) != cfg.num_classes:
         raise CheckpointError(f"{path} predicts {cfg.num_classes} classes, the data set in "
                               f"{data_dir}/ has {len(classes)}; evaluate on matching data")
+    trained = list(state["data_classes"] or classes)
+    if trained != list(classes) and sorted(trained) == sorted(classes):
+        raise UserError(f"the data set in {data_dir}/ numbers its classes {', '.join(classes)}"
+                        f" and {path} {', '.join(trained)}: scored, every label would be read "
+                        f"as another class; evaluate on data prepared with the model's classes")
     dev = pick_device(device)
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size)
     logits, labels = predict(model.to(dev), loader, dev, amp_dtype_for(cfg.amp, dev))
@@ -121,10 +127,35 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | None = None, device: s
                   data_dir=str(data_dir), split=split, classes=list(classes),
                   data_warning="; ".join(filter(None, (
                       data_rebuilt(state, data.manifest, data_dir, cfg.data_dir),
-                      crops_differ(state, data.manifest, data_dir)))) or None,
+                      crops_differ(state, data.manifest, data_dir),
+                      subjects_seen(state, set(data.subjects), split),
+                      classes_renamed(trained, list(classes), data_dir)))) or None,
                   labels=labels.tolist(), probabilities=torch.softmax(logits, 1).tolist(),
                   history={k: list(state[k]) for k in HISTORY_KEYS})  # the report's curves
     return report
+
+
+def subjects_seen(state: dict, subjects: set[str], split: str) -> str | None:
+    """A warning when subjects of the split scored were among those the model trained on
+    (a cross-validation fold scored on the data set's own test split, a data set whose
+    splits were made otherwise): its figures are then optimistic. None when none were, or
+    the checkpoint has no record of its splits."""
+    seen = sorted(subjects & set((state.get("data_splits") or {}).get("train", [])))
+    if not seen or split == "train":
+        return None
+    return (f"{counted(len(seen), 'subject')} of this {split} split ({first_few(seen)}) "
+            f"{agree(len(seen), 'was', 'were')} among the subjects this model trained on: its "
+            f"figures are optimistic (a cross-validation fold scores on its own folder's test "
+            f"split)")
+
+
+def classes_renamed(trained: list[str], here: list[str], data_dir: str | Path) -> str | None:
+    """A warning when the data set names its classes otherwise than the model's data did
+    (their order is taken as their meaning)."""
+    if trained == here:
+        return None
+    return (f"the data set in {data_dir}/ names its classes {', '.join(here)}, the model's "
+            f"{', '.join(trained)}: taken as the same, in that order")
 
 
 def crops_differ(state: dict, manifest: dict, data_dir: str | Path) -> str | None:
