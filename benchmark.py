@@ -409,8 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=4, help="training steps per epoch "
                                                              "(default: 4)")
     parser.add_argument("--epochs", type=int, default=3,
-                        help="epochs of each measured run; the first is warm-up, the best of "
-                             "the others counts (default: 3)")
+                        help="epochs of each measured run, 3 or more; the first is warm-up, "
+                             "the best of the others counts (default: 3)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="interleaved rounds of bare, real, variants, real, bare; each "
                              "gives its own ratios (default: 3)")
@@ -431,9 +431,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Measure, print the table (and --profile's), write --json."""
     args = build_parser().parse_args(argv)
+    # --epochs 3 at least: the first is warm-up, and the second pays once for what a run
+    # does once (its first curves drawn: 0.6 s); alone, it measured the loop at 3% of bare.
     if min(args.batch_size, args.sequence_length, args.image_size, args.steps,
-           args.rounds) < 1 or args.epochs < 2:
-        raise UserError("sizes and --rounds must be at least 1, and --epochs at least 2")
+           args.rounds) < 1 or args.epochs < 3 or args.profile < 0:
+        raise UserError("sizes and --rounds must be at least 1, --epochs at least 3 (the "
+                        "first is warm-up, the second pays one-off costs) and --profile 0 "
+                        "(off) or more rows")
     began = time.perf_counter()
     result = run(args)
     result["benchmark_seconds"] = round(time.perf_counter() - began, 1)

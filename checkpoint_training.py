@@ -38,7 +38,14 @@ def status_of(path) -> tuple[dict | None, str]:
     except ckpt.UnsafeCheckpoint:
         return None, "UNSAFE (refused: holds code)"
     except ckpt.DamagedCheckpoint:
-        return None, "DAMAGED"
+        # What torch writes (a zip, or an old pickle) but cannot be read is damaged; an
+        # export or another file under a .pth name is not a checkpoint at all.
+        if files.torch_zip_kind(path) == "torchscript":
+            return None, "not a checkpoint (a TorchScript export)"
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+        written_by_torch = head == b"PK\x03\x04" or head[:1] == b"\x80"  # zip, old pickle
+        return None, "DAMAGED" if written_by_torch else "not a checkpoint"
     except ckpt.CheckpointError:
         return None, "not a checkpoint"
 
@@ -232,6 +239,9 @@ def main(argv: list[str] | None = None, tools_only: bool = False) -> int:
                         f"start a new run in a separate command")
     model_dir = given_options(args).get("model_dir", Config.model_dir)
     store = ckpt.CheckpointStore(model_dir)
+    if store.dir.exists() and not store.dir.is_dir():  # 'no checkpoints', exit 0, hid it
+        raise UserError(f"--model-dir {store.dir} is a file, not a folder; give the folder "
+                        f"of a run")
     if args.list:
         return list_checkpoints(store)
     if args.info:
@@ -243,6 +253,10 @@ def main(argv: list[str] | None = None, tools_only: bool = False) -> int:
             raise UserError(f"no folder {store.dir}/: give the --model-dir of a run")
         if args.keep_last is None or args.keep_last < 1:
             raise UserError("--clean needs --keep-last N (N >= 1): how many epoch backups to keep")
+        if store.dir.resolve().parent.name == ckpt.ARCHIVE:
+            raise UserError(f"{store.dir}/ is an archived run, whose files are never deleted; "
+                            f"move it out of {ckpt.ARCHIVE}/ first if you no longer need all of "
+                            f"them")
         # Deleting backups is writing the folder: not while a run there saves or prunes.
         with FolderClaim(model_dir, wait=args.wait, break_claim=args.break_claim):
             removed = store.prune(args.keep_last)

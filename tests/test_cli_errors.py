@@ -90,6 +90,15 @@ def test_an_empty_output_name_and_a_device_as_a_model_are_one_line(capsys):
             capsys.readouterr().err
 
 
+@pytest.mark.parametrize("option, value", [("--epochs", "2"), ("--profile", "-3")])
+def test_benchmark_values_that_measure_nothing_are_one_line(option, value):
+    """--epochs 2 measured only the epoch that pays one-off costs (the loop at 3% of bare);
+    --profile -3 printed the whole profile."""
+    with pytest.raises(UserError, match=r"--epochs at least 3 \(the first is warm-up, the "
+                                        r"second pays one-off costs\) and --profile 0"):
+        benchmark.main(["--device", "cpu", option, value])
+
+
 @pytest.mark.parametrize("minutes", ["nan", "inf", "0"])
 def test_robustness_minutes_that_are_no_number_are_one_line(minutes):
     """nan and inf were a worker's ValueError and OverflowError tracebacks."""
@@ -436,6 +445,35 @@ def test_checkpoint_tools_name_the_folder_they_looked_in(tmp_path, monkeypatch, 
     (tmp_path / "m").mkdir()
     with pytest.raises(UserError, match="m is a folder; give a checkpoint file in it"):
         checkpoint_training.main(["--info", "m", "--model-dir", "m"])
+
+
+def test_list_tells_damage_from_other_files_and_clean_spares_archived_runs(tiny, tmp_path,
+                                                                            capsys):
+    """--list marked a TorchScript export or a text file named .pth DAMAGED (a user would
+    think a checkpoint broken); --list on a file said 'no checkpoints', exit 0; --clean
+    deleted backups inside an archived run, which are never deleted."""
+    models = tmp_path / "models"
+    assert train.main(tiny("--epochs", "2", "--save-every", "1")) == 0
+    assert export.main(["--model", str(models / "best_model.pth"), "--format", "torchscript",
+                        "--output", str(models / "exported.pth")]) == 0
+    (models / "notes.pth").write_text("not torch")
+    torn = (models / "checkpoint_epoch_1.pth").read_bytes()
+    (models / "torn.pth").write_bytes(torn[:len(torn) // 2])
+    capsys.readouterr()
+    assert checkpoint_training.main(["--list", "--model-dir", str(models)]) == 0
+    status = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]
+              if line.strip()}
+    assert status["exported.pth"].endswith("not a checkpoint (a TorchScript export)")
+    assert status["notes.pth"].endswith("not a checkpoint")
+    assert status["torn.pth"].endswith("DAMAGED")
+    with pytest.raises(UserError, match="best_model.pth is a file, not a folder"):
+        checkpoint_training.main(["--list", "--model-dir", str(models / "best_model.pth")])
+    assert train.main(tiny("--epochs", "2", "--save-every", "1", "--force")) == 0
+    [archived] = (models / "archive").iterdir()
+    before = sorted(p.name for p in archived.iterdir())
+    with pytest.raises(UserError, match="is an archived run, whose files are never deleted"):
+        checkpoint_training.main(["--clean", "--keep-last", "1", "--model-dir", str(archived)])
+    assert sorted(p.name for p in archived.iterdir()) == before
 
 
 def test_main_checkpoints_mode_lists_and_never_trains(tiny, tmp_path, capsys, monkeypatch):

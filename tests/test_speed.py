@@ -246,7 +246,7 @@ def bench(tmp_path_factory):
     sizes = {"steps": 2, "batch": 2, "frames": 4, "rounds": 2}
     began = time.perf_counter()
     out = run_script("benchmark.py", "--device", "cpu", "--steps", str(sizes["steps"]),
-                     "--epochs", "2", "--rounds", str(sizes["rounds"]),
+                     "--epochs", "3", "--rounds", str(sizes["rounds"]),
                      "--batch-size", str(sizes["batch"]), "--sequence-length",
                      str(sizes["frames"]), "--image-size", "8", "--tmp-dir", str(tmp),
                      "--json", str(tmp / "bench.json"), "--profile", "5")
