@@ -82,9 +82,11 @@ def test_an_empty_output_name_and_a_device_as_a_model_are_one_line(capsys):
         evaluate.main(["--model", "/dev/null"])
     # An empty folder name: --report "" was ignored without a word, --model-dir "" wrote
     # into the current folder.
-    for main, option in ((evaluate.main, "--report"), (train.main, "--model-dir")):
+    for command_main, argv in ((evaluate.main, ["--model", "m.pth", "--report", ""]),
+                               (train.main, ["--model-dir", ""])):
+        option = argv[-2]
         with pytest.raises(SystemExit) as exit_:
-            main(["--model", "m.pth", option, ""] if main is evaluate.main else [option, ""])
+            command_main(argv)
         assert exit_.value.code == 2
         assert f"argument {option}: empty; give the path of a folder" in \
             capsys.readouterr().err
