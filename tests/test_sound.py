@@ -94,6 +94,16 @@ def test_the_beep_is_one_file_a_user_that_no_detection_leaves_behind(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == [first.path.name]
 
 
+def test_a_beep_that_cannot_be_written_rings_the_bell_with_a_note(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no" / "such" / "folder"))
+    notes: list[str] = []
+    sound = open_sound(player=Recorder(), say=notes.append)
+    assert isinstance(sound.player, BellPlayer)
+    assert len(notes) == 1 and "the alarm's beep cannot be written in" in notes[0] and \
+        "No such file or directory" in notes[0]
+    sound.close()
+
+
 def test_the_beep_is_a_valid_wav_of_the_stated_length(tmp_path):
     path = write_beep(tmp_path / "beep.wav")
     with wave.open(str(path), "rb") as wav:

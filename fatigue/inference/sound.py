@@ -57,7 +57,9 @@ def write_beep(path: Path, seconds: float = BEEP_SECONDS, rate: int = SAMPLE_RAT
 
     n = round(seconds * rate)
     samples = np.concatenate([tone(TONES[0], n // 2), tone(TONES[1], n - n // 2)])
-    with wave.open(str(path), "wb") as out:
+    # The file opened here: wave.open(name) that cannot open it leaves a half-made writer
+    # whose __del__ prints a traceback.
+    with open(path, "wb") as fh, wave.open(fh, "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)
         out.setframerate(rate)
@@ -303,5 +305,12 @@ def open_sound(sound_file: Path | None = None, player: Player | None = None,
     # time, so a detection killed with kill -9 leaves nothing behind it.
     uid = os.getuid() if hasattr(os, "getuid") else 0
     beep = Path(tempfile.gettempdir()) / f"fatigue-alarm-beep-{uid}.wav"
-    files.commit(write_beep(files.temp_path(beep)), beep)
+    try:
+        files.commit(write_beep(files.temp_path(beep)), beep)
+    except OSError as err:  # a full or read-only temporary folder: still something to hear
+        files.temp_path(beep).unlink(missing_ok=True)
+        if not isinstance(player, BellPlayer):
+            say(f"note: the alarm's beep cannot be written in {beep.parent}/ "
+                f"({err.strerror or err}): the terminal bell rings instead")
+            player = BellPlayer()
     return AlarmSound(player, beep, BEEP_SECONDS, say=say)
