@@ -38,16 +38,25 @@ def status_of(path) -> tuple[dict | None, str]:
     except ckpt.UnsafeCheckpoint:
         return None, "UNSAFE (refused: holds code)"
     except ckpt.DamagedCheckpoint:
-        # What torch writes (a zip, or an old pickle) but cannot be read is damaged; an
-        # export or another file under a .pth name is not a checkpoint at all.
-        if files.torch_zip_kind(path) == "torchscript":
-            return None, "not a checkpoint (a TorchScript export)"
-        with open(path, "rb") as fh:
-            head = fh.read(4)
-        written_by_torch = head == b"PK\x03\x04" or head[:1] == b"\x80"  # zip, old pickle
-        return None, "DAMAGED" if written_by_torch else "not a checkpoint"
+        # Damaged is a checkpoint torch cannot read; an export, another file under a .pth
+        # name, or an empty file (a copy or save that never finished) is said as such.
+        why = ckpt.not_a_checkpoint(path)
+        if why is None:
+            return None, "DAMAGED"
+        if why == "is empty":
+            return None, "EMPTY"
+        return None, "not a checkpoint" + (" (a TorchScript export)" if "TorchScript" in why
+                                           else "")
     except ckpt.CheckpointError:
         return None, "not a checkpoint"
+
+
+def archived(folder: Path) -> bool:
+    """Whether `folder` is, or lies in, a run or study the suite archived: archive/run_<time>/
+    (train.py), archive/study_<time>/fold_<k>/ (crossval.py)."""
+    parts = folder.resolve().parts
+    return any(name == ckpt.ARCHIVE and following.startswith(("run_", "study_"))
+               for name, following in zip(parts, parts[1:]))
 
 
 def pct(value) -> str:
@@ -253,7 +262,7 @@ def main(argv: list[str] | None = None, tools_only: bool = False) -> int:
             raise UserError(f"no folder {store.dir}/: give the --model-dir of a run")
         if args.keep_last is None or args.keep_last < 1:
             raise UserError("--clean needs --keep-last N (N >= 1): how many epoch backups to keep")
-        if store.dir.resolve().parent.name == ckpt.ARCHIVE:
+        if archived(store.dir):
             raise UserError(f"{store.dir}/ is an archived run, whose files are never deleted; "
                             f"move it out of {ckpt.ARCHIVE}/ first if you no longer need all of "
                             f"them")

@@ -240,6 +240,8 @@ def add_config_args(parser: argparse.ArgumentParser, helps: dict[str, str] | Non
             continue
         kind = (f.name not in unchecked and f.metadata["parse"]) or {
             "bool": yes_no, "int": int, "float": float, "str": str}[f.type]
+        if f.name in unchecked and f.name.endswith("_dir"):
+            kind = files.folder_name  # read only, but '' would read the current folder
         alone = {} if f.metadata["alone"] is None else {"nargs": "?", "const": f.metadata["alone"]}
         yes_or_no = kind is yes_no  # shown as the yes/no it takes, not Python's True/False
         metavar = ("{yes,no}" if yes_or_no else

@@ -96,8 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Example: python evaluate.py --model models/best_model.pth --report reports/best")
     parser.add_argument("--model", action="append", required=True, metavar="PATH",
                         help="checkpoint file; repeat to compare several")
-    parser.add_argument("--data-dir", help="data set to evaluate on (default: the one the "
-                                           "checkpoint was trained on)")
+    parser.add_argument("--data-dir", type=files.folder_name,
+                        help="data set to evaluate on (default: the one the checkpoint was "
+                             "trained on)")
     parser.add_argument("--split", choices=SPLITS,
                         help="which split to score (default: test)")
     parser.add_argument("--device", choices=DEVICES,
@@ -158,9 +159,11 @@ def run_robustness(args: argparse.Namespace) -> int:
     if args.open_minutes is not None:
         changes["open_minutes"] = args.open_minutes
     settings = dataclasses.replace(settings, **changes)
-    if settings.closures < 1 or not 0 < settings.open_minutes < math.inf or settings.workers < 1:
-        raise UserError("--closures and --workers must be at least 1, --open-minutes a "
-                        "positive number of minutes")
+    # (Upper bounds: a row's drive is rendered in memory; 1e300 minutes was a traceback.)
+    if not 1 <= settings.closures <= 1000 or not 0 < settings.open_minutes <= 600 \
+            or settings.workers < 1:
+        raise UserError("--closures must be 1 to 1000, --workers at least 1, --open-minutes a "
+                        "positive number of minutes up to 600")
     state = load_checkpoint(args.model[0])  # missing or damaged: one clear line, before any work
     for note in deployment_info(state)[1]:  # detect's own notes: the suite runs its path
         print(f"note: {note}")

@@ -257,8 +257,8 @@ def distinct_outputs(outputs: dict[str, str | None]) -> None:
 
 def torch_zip_kind(path: str | Path) -> str | None:
     """What a zip archive torch wrote holds, read from its entry names without loading it:
-    'torchscript' (an export: it holds code), 'checkpoint' (torch.save: a pickle), or None
-    (no such archive)."""
+    'torchscript' (an export: it holds code), 'checkpoint' (torch.save: a pickle), 'zip'
+    (a zip archive torch did not write), or None (no zip archive that can be read)."""
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
@@ -266,7 +266,7 @@ def torch_zip_kind(path: str | Path) -> str | None:
         return None
     if any("/code/" in n for n in names):
         return "torchscript"
-    return "checkpoint" if any(n.endswith("/data.pkl") for n in names) else None
+    return "checkpoint" if any(n.endswith("/data.pkl") for n in names) else "zip"
 
 
 def is_checkpoint_file(path: str | Path) -> bool:
@@ -367,12 +367,18 @@ def not_an_input(outputs: dict[str, str | None], inputs: dict[str, str | None]) 
                                 f"file elsewhere")
 
 
+def folder_name(value: str) -> str:
+    """argparse type of an option naming a folder: refused when empty ('' is the current
+    folder to Path, and no value at all to the caller, which then takes its default)."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("empty; give the path of a folder")
+    return value
+
+
 def output_folder(value: str) -> str:
     """argparse type of an option naming a folder the command writes into (made if missing):
     refused at once when it, or a folder on its way, is a file."""
-    if not value.strip():  # '' is the current folder to Path, and falsy to the caller
-        raise argparse.ArgumentTypeError("empty; give the path of a folder")
-    path = Path(value)
+    path = Path(folder_name(value))
     blocking = path if path.exists() and not path.is_dir() else _blocking_file(path)
     if blocking is not None:
         raise argparse.ArgumentTypeError(f"{blocking} is a file, not a folder; give a folder "

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +84,9 @@ def test_an_empty_output_name_and_a_device_as_a_model_are_one_line(capsys):
     # An empty folder name: --report "" was ignored without a word, --model-dir "" wrote
     # into the current folder.
     for command_main, argv in ((evaluate.main, ["--model", "m.pth", "--report", ""]),
-                               (train.main, ["--model-dir", ""])):
+                               (train.main, ["--model-dir", ""]),
+                               (evaluate.main, ["--model", "m.pth", "--data-dir", ""]),
+                               (checkpoint_training.main, ["--list", "--model-dir", ""])):
         option = argv[-2]
         with pytest.raises(SystemExit) as exit_:
             command_main(argv)
@@ -101,11 +104,14 @@ def test_benchmark_values_that_measure_nothing_are_one_line(option, value):
         benchmark.main(["--device", "cpu", option, value])
 
 
-@pytest.mark.parametrize("minutes", ["nan", "inf", "0"])
-def test_robustness_minutes_that_are_no_number_are_one_line(minutes):
-    """nan and inf were a worker's ValueError and OverflowError tracebacks."""
-    with pytest.raises(UserError, match="--open-minutes a positive number of minutes"):
-        evaluate.main(["--model", "m.pth", "--robustness", "--open-minutes", minutes])
+@pytest.mark.parametrize("option, value", [("--open-minutes", "nan"), ("--open-minutes", "inf"),
+                                           ("--open-minutes", "1e300"), ("--open-minutes", "0"),
+                                           ("--closures", "1000000")])
+def test_robustness_sizes_that_cannot_be_rendered_are_one_line(option, value):
+    """nan, inf and 1e300 minutes were a worker's ValueError and OverflowError tracebacks."""
+    with pytest.raises(UserError, match="--closures must be 1 to 1000, --workers at least 1, "
+                                        "--open-minutes a positive number of minutes up to 600"):
+        evaluate.main(["--model", "m.pth", "--robustness", option, value])
 
 
 @pytest.mark.parametrize("main,args,option", [
@@ -459,6 +465,10 @@ def test_list_tells_damage_from_other_files_and_clean_spares_archived_runs(tiny,
     assert export.main(["--model", str(models / "best_model.pth"), "--format", "torchscript",
                         "--output", str(models / "exported.pth")]) == 0
     (models / "notes.pth").write_text("not torch")
+    (models / "pickled.pth").write_bytes(pickle.dumps({"a": 1}))
+    with zipfile.ZipFile(models / "zipped.pth", "w") as archive:
+        archive.writestr("readme.txt", "not torch")
+    (models / "empty.pth").write_bytes(b"")
     torn = (models / "checkpoint_epoch_1.pth").read_bytes()
     (models / "torn.pth").write_bytes(torn[:len(torn) // 2])
     capsys.readouterr()
@@ -466,7 +476,9 @@ def test_list_tells_damage_from_other_files_and_clean_spares_archived_runs(tiny,
     status = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]
               if line.strip()}
     assert status["exported.pth"].endswith("not a checkpoint (a TorchScript export)")
-    assert status["notes.pth"].endswith("not a checkpoint")
+    for name in ("notes.pth", "pickled.pth", "zipped.pth"):
+        assert status[name].endswith("not a checkpoint"), status[name]
+    assert status["empty.pth"].endswith("EMPTY")
     assert status["torn.pth"].endswith("DAMAGED")
     with pytest.raises(UserError, match="best_model.pth is a file, not a folder"):
         checkpoint_training.main(["--list", "--model-dir", str(models / "best_model.pth")])
@@ -476,6 +488,9 @@ def test_list_tells_damage_from_other_files_and_clean_spares_archived_runs(tiny,
     with pytest.raises(UserError, match="is an archived run, whose files are never deleted"):
         checkpoint_training.main(["--clean", "--keep-last", "1", "--model-dir", str(archived)])
     assert sorted(p.name for p in archived.iterdir()) == before
+    # A study's archived fold too; a user's own folder named archive is theirs to clean.
+    assert checkpoint_training.archived(tmp_path / "cv" / "archive" / "study_1" / "fold_2")
+    assert not checkpoint_training.archived(tmp_path / "archive" / "mine")
 
 
 def test_main_checkpoints_mode_lists_and_never_trains(tiny, tmp_path, capsys, monkeypatch):

@@ -225,6 +225,25 @@ def test_a_hung_player_is_found_when_a_short_alarm_ends(tmp_path):
     sound.close()
 
 
+def test_a_hung_player_is_found_after_two_alarms_too_short_to_find_it(tmp_path):
+    """Alarms shorter than the sound plus HUNG_AFTER each killed the hung player at their
+    end, and the next began a new one: silent for good, without a word."""
+    notes: list[str] = []
+    sound = AlarmSound(CommandPlayer([sys.executable, "-c", "import time; time.sleep(60)"]),
+                       write_beep(tmp_path / "b.wav"), seconds=0.1, gap=0.1, say=notes.append)
+    processes = []
+    for _ in range(2):
+        sound.start()
+        processes.append(sound.player._process)
+        time.sleep(0.8)  # past the sound's end by more than 0.5 s, short of HUNG_AFTER's 1.1 s
+        sound.stop()
+    assert isinstance(sound.player, BellPlayer) and all(p.poll() is not None for p in processes)
+    assert len(notes) == 1 and notes[0].endswith(
+        "did not finish a 0.1 s sound by the end of 2 alarms playing the alarm sound: the "
+        "terminal bell rings instead")
+    sound.close()
+
+
 def test_a_hung_player_gives_way_to_the_bell_and_is_killed(tmp_path, capsys, monkeypatch):
     """aplay blocked on a busy device (paplay on a stuck server) never ends: every play was
     skipped while it ran, so the alarm stayed silent, without a word."""

@@ -143,9 +143,15 @@ def test_frames_without_timestamps_and_joined_segments_keep_the_clock():
     assert places[:8] == [0, 1, 2, 20, 21, 22, 23, 24] and places[-1] == pytest.approx(63)
     assert timeline.variable
     joined = video._Timeline(10.0)
-    assert [joined.place(i, s) for i, s in enumerate([0.0, 0.1, 0.2, 0.0, 0.1, 0.2])] == \
-        [0, 1, 2, 3, 4, 5]
+    assert [joined.place(i, s) for i, s in enumerate([0.0, 0.1, 0.2, 0.3, 0.0, 0.1, 0.2])] \
+        == [0, 1, 2, 3, 4, 5, 6]
     assert not joined.variable
+    # One stamp repeated or a little back (jitter) costs that frame, not the rest: the clock
+    # is kept (restarted, it shifted every later frame by one).
+    jittered = video._Timeline(10.0)
+    seconds = [0.0, 0.1, 0.2, 0.31, 0.29, 0.5, 0.6, 0.6, 0.8, 0.9]
+    assert [jittered.place(i, s) for i, s in enumerate(seconds)] == list(range(10))
+    assert not jittered.variable
 
 
 @pytest.mark.parametrize("suffix, fourcc", [(".mp4", "mp4v"), (".mkv", "MJPG"),
@@ -160,6 +166,22 @@ def test_constant_rate_files_resample_by_index_in_every_container(tmp_path, suff
     writer.release()
     got = [i for i, _ in video.iter_frames(path, 10)]
     assert got == [math.floor(k * 2.5 + 1e-6) for k in range(32)]
+
+
+@pytest.mark.parametrize("suffix, assumed", [(".avi", True), (".mkv", False)])
+def test_a_rate_that_cannot_be_right_is_assumed_only_where_no_timestamps_tell(tmp_path, suffix,
+                                                                              assumed):
+    """A file stating 1000 fps: an AVI is timed at the fallback 30 fps (prepare's summary
+    says its times may be off); an MKV by its timestamps, which prepare said were off too."""
+    path = tmp_path / f"odd{suffix}"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 1000, (64, 48))
+    for i in range(30):
+        writer.write(np.full((48, 64, 3), 8 * i, np.uint8))
+    writer.release()
+    with video.VideoReader(path, target_fps=10) as reader:
+        frames = list(reader)
+    assert reader.fps_note is not None and reader.rate_assumed == assumed
+    assert len(frames) == (10 if assumed else 1)  # 30 frames: 1 s at 30 fps, or 30 ms
 
 
 def test_frame_folder_and_unreadable_file(tmp_path):

@@ -147,9 +147,9 @@ def load_checkpoint(path: str | Path, verify: bool = True) -> dict:
         folder = "" if path.parent == Path("models") else f" --model-dir {path.parent}"
         raise CheckpointError(f"no checkpoint at {path}; list the available ones with "
                               f"'python checkpoint_training.py --list{folder}'")
-    not_a_checkpoint = _not_a_checkpoint(path)
-    if not_a_checkpoint:
-        raise DamagedCheckpoint(f"{path} {not_a_checkpoint}; give a training checkpoint such "
+    why_not = not_a_checkpoint(path)
+    if why_not:
+        raise DamagedCheckpoint(f"{path} {why_not}; give a training checkpoint such "
                                 f"as models/{BEST}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -177,7 +177,7 @@ def load_checkpoint(path: str | Path, verify: bool = True) -> dict:
 _LEGACY_MAGIC = (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
 
 
-def _not_a_checkpoint(path: Path) -> str | None:
+def not_a_checkpoint(path: Path) -> str | None:
     """Why the file cannot be a checkpoint, read from its first bytes (None: it may be one).
     torch.save writes a zip archive (a pickle before PyTorch 1.6); a TorchScript export is
     a zip too, but holds code."""
@@ -190,8 +190,11 @@ def _not_a_checkpoint(path: Path) -> str | None:
         return "is not a PyTorch checkpoint (not written by torch.save)"
     if start[:1] == b"\x80" and _LEGACY_MAGIC not in head:
         return "is a Python pickle, not a PyTorch checkpoint (not written by torch.save)"
-    if start == b"PK" and torch_zip_kind(path) == "torchscript":
+    kind = torch_zip_kind(path) if start == b"PK" else None
+    if kind == "torchscript":
         return "is a TorchScript export (export.py), not a training checkpoint"
+    if kind == "zip":
+        return "is a zip archive, not a PyTorch checkpoint (not written by torch.save)"
     return None
 
 

@@ -84,7 +84,7 @@ def process_video(task: dict, progress: Callable[[int], None] | None = None) -> 
                                                   source_frames=faces.source_frames,
                                                   source_fps=faces.source_fps,
                                                   unreadable=np.array(faces.unreadable, dtype=str),
-                                                  odd_rate=bool(faces.fps_note),
+                                                  odd_rate=faces.rate_assumed,
                                                   undecodable=faces.undecodable,
                                                   ended_early=np.array(faces.ended_early or (0, 0)),
                                                   resized=faces.resized))

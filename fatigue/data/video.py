@@ -191,6 +191,8 @@ class VideoReader:
             f"{source} says {reported:g} frames a second, which cannot be right: " + (
                 "its frames are placed by their own timestamps" if self._timestamped() else
                 f"taken as {fallback_fps:g}, so its times may be off"))
+        # Timed at the fallback rate (its times may be off), not by timestamps.
+        self.rate_assumed = bool(self.fps_note) and not self._timestamped()
 
     def frame_count(self) -> int:
         """The container's frame count (an estimate: it can be off by a few frames)."""
@@ -383,9 +385,10 @@ class _Timeline:
 
     A timestamp within a quarter frame of the frame's index is taken as the index: the
     constant-rate grid, where milliseconds round. One further off makes the file `variable`
-    for the rest of its frames. A frame without a timestamp (one that did not decode) goes
-    one frame on; so does one whose timestamp is not after the frame before (segments
-    joined end to end, each starting from 0), and the clock goes on from there."""
+    for the rest of its frames. A frame without a timestamp (one that did not decode), or
+    whose timestamp is not after the frame before (repeated), goes one frame on; one more
+    than two frames back starts the clock again there (segments joined end to end, each
+    starting from 0)."""
 
     def __init__(self, fps: float) -> None:
         self.fps = fps
@@ -401,8 +404,9 @@ class _Timeline:
                 self.origin = seconds - index / self.fps
             place = (seconds - self.origin) * self.fps
             if self.last is not None and place <= self.last + 1e-3:  # (float rounding)
+                if place < self.last - 2:  # a restart, not a repeated or jittered stamp
+                    self.origin = seconds - (self.last + 1) / self.fps
                 place = self.last + 1
-                self.origin = seconds - place / self.fps
             if abs(place - index) < 0.25 and (self.last is None or index > self.last):
                 place = float(index)
         self.variable = self.variable or place != index
@@ -508,6 +512,7 @@ class VideoFaces:
     total_seconds: float
     unreadable: list[str] = field(default_factory=list)  # frame images replaced by the one before
     fps_note: str | None = None  # the file's own rate could not be right (VideoReader)
+    rate_assumed: bool = False   # so its frames were timed at the fallback rate (VideoReader)
     undecodable: int = 0         # VideoReader's: frames of a file replaced by the one before
     ended_early: tuple[int, int] | None = None  # (frames read, announced) of a cut file
     resized: int = 0             # frame images resized to the first one's size
@@ -553,6 +558,7 @@ def read_video_faces(path: str | Path, fps: float, image_size: int, channels: in
                       detect_seconds=tracker.detect_seconds,
                       total_seconds=time.perf_counter() - start,
                       unreadable=[str(p) for p in reader.unreadable], fps_note=reader.fps_note,
+                      rate_assumed=reader.rate_assumed,
                       undecodable=reader.undecodable, ended_early=reader.ended_early,
                       resized=reader.resized)
 

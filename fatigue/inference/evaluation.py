@@ -128,11 +128,25 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | None = None, device: s
                   data_warning="; ".join(filter(None, (
                       data_rebuilt(state, data.manifest, data_dir, cfg.data_dir),
                       crops_differ(state, data.manifest, data_dir),
-                      subjects_seen(state, set(data.subjects), split),
+                      subjects_seen(state, set(data.subjects), split)
+                      if same_people(state, data.manifest, cfg.data_dir) else None,
                       classes_renamed(trained, list(classes), data_dir)))) or None,
                   labels=labels.tolist(), probabilities=torch.softmax(logits, 1).tolist(),
                   history={k: list(state[k]) for k in HISTORY_KEYS})  # the report's curves
     return report
+
+
+def same_people(state: dict, manifest: dict, trained_on: str | Path) -> bool:
+    """Whether the data scored holds the people of the model's training data under the same
+    names: the very data set, or the one a cross-validation fold's data was cut from (its
+    manifest names it). Another data set may reuse names (s03, 001) for other people."""
+    now = data_fingerprint(manifest)
+    if now == state["data_fingerprint"]:
+        return True
+    if not dataset_exists(trained_on):
+        return False
+    origin = load_manifest(trained_on).get("cross_validation") or {}
+    return origin.get("source_fingerprint") == now
 
 
 def subjects_seen(state: dict, subjects: set[str], split: str) -> str | None:

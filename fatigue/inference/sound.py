@@ -197,6 +197,7 @@ class AlarmSound:
         self._closed = False
         self._played = 0.0
         self._checked = True  # whether the last play was checked CHECK_AFTER its start
+        self._outlived = 0    # alarms in a row that ended with a play past its sound's end
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
 
@@ -218,6 +219,15 @@ class AlarmSound:
                 return
             self.on = False
             self._give_way_if_failed(ring=False)  # an alarm over before its check: still said
+            # An alarm too short to find a hung player: one still playing well past its
+            # sound's end, at the end of two alarms in a row, is taken as hung.
+            since = self.player.playing_since()
+            outlived = since is not None and time.monotonic() - since > self.seconds + 0.5
+            self._outlived = self._outlived + 1 if outlived else 0
+            if self._outlived >= 2:
+                self.player.stop()  # the hung process goes
+                self._to_bell(f"{self.player.name} did not finish a {self.seconds:.1f} s sound "
+                              f"by the end of {self._outlived} alarms", ring=False)
             self.player.stop()
             self._wake.notify()
 
