@@ -27,7 +27,7 @@ from fatigue.errors import UserError, run_cli
 from fatigue.inference import report, robustness
 from fatigue.inference.deployment import deployment_info
 from fatigue.inference.evaluation import evaluate_checkpoint
-from fatigue.text import agree, counted
+from fatigue.text import agree, counted, first_few
 
 
 BATCH_SIZE = 64
@@ -230,6 +230,14 @@ def main(argv: list[str] | None = None) -> int:
         written = report.write_report(reports, args.report)
         print(f"\nReport: {len(written)} files in {args.report}/ (start with "
               f"{written[0].name})")
+        # Files of an earlier report (another model's folder, a comparison) read as this one's.
+        ours = {p.resolve() for p in written} | {p.parent.resolve() for p in written}
+        others = sorted(p.name for p in Path(args.report).iterdir() if p.resolve() not in ours)
+        if others:
+            held = counted(len(others), "file or folder", "files or folders")
+            print(f"note: {args.report}/ also holds {held} this report did not write "
+                  f"({first_few(others)}): an earlier report's? Give a new folder to keep "
+                  f"reports apart")
     return 0
 
 

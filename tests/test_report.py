@@ -134,6 +134,10 @@ def test_several_models_one_table_and_one_roc_plot(two_checkpoints, tmp_path, ca
     assert len(json.loads((r / "metrics.json").read_text())) == 2
     for tag in ("best_model", "other"):
         assert (r / tag / "metrics.json").is_file() and (r / tag / "roc.png").is_file()
+    # The same folder for one model's report: the comparison's files stay, and are said.
+    assert evaluate.main(["--model", str(best), "--report", str(r)]) == 0
+    assert (f"note: {r}/ also holds 4 files or folders this report did not write (best_model, "
+            f"comparison.csv, other ...): an earlier report's?") in capsys.readouterr().out
 
 
 def test_frame_level_accuracy_for_data_with_frame_labels(two_checkpoints, tiny_data, tmp_path,
