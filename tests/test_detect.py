@@ -475,12 +475,16 @@ def test_a_missing_video_is_one_clear_line(face_model, tmp_path):
     assert result.stderr.splitlines() == [f"error: cannot read {cut} (OpenCV cannot open "
                                           f"{cut}); give a video file, a folder of frame "
                                           f"images or a camera index such as 0"]
-    # A device said it did not exist; an empty --source read the current folder's images.
+    # A device said it did not exist; an empty --source read the current folder's images;
+    # a video's label file was read as one frame ("no window scored", exit 0).
+    labels = tmp_path / "s1_night.txt"
+    labels.write_text("0" * 300)
     for source, said in (("/dev/null", "/dev/null is not a video file or a folder of frame "
                                        "images (a device, a pipe?)"),
                          ("", "--source is empty"),
                          ("rtsp://192.168.1.20:554/stream",
-                          "network streams are not read here; record the stream to a file")):
+                          "network streams are not read here; record the stream to a file"),
+                         (str(labels), "s1_night.txt is a .txt file, not a video")):
         with pytest.raises(UserError, match=re.escape(said)):
             detect.main(["--model", str(face_model), "--source", source, "--csv",
                          str(tmp_path / "w.csv")])
@@ -531,6 +535,7 @@ def test_a_video_without_a_face_says_the_model_scored_nothing(face_model, tmp_pa
     said = capsys.readouterr().out
     assert "face found in 0% of frames" in said
     assert "no face was found in any frame, so the model scored none" in said
+    assert "(a camera mounted sideways or upside down: --rotate 90, 180 or 270)" in said
     assert "halfway" not in said  # the default's average moves halfway in 0.3 s
     # An average that takes seconds to move makes every alarm late: said before the run.
     assert detect.main(["--model", str(face_model), "--source", str(source), "--csv",

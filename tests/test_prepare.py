@@ -141,6 +141,23 @@ def test_a_layout_read_anew_with_other_splits_is_prepared_again(nthu, tmp_path, 
     assert after["splits"]["test"] == ["004", "010"]
 
 
+def test_camera_file_names_are_said_not_to_name_people(tmp_path):
+    """Phones name every video IMG_0001.MOV: all became one subject 'IMG', and prepare
+    ended with 'too few people' without saying how subjects are told apart."""
+    paths = ["alert/IMG_0001.MOV", "drowsy/IMG_0004.MOV", "alert/PXL_20240101.mp4"]
+    for rel in paths:
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    notes = layouts.scan_folders(tmp_path, paths).notes
+    assert any(note.startswith("2 subjects (IMG, PXL) are camera file-name prefixes, not "
+                               "people: the splits need people. A video's subject (person) "
+                               "is its name up to the first '_'") for note in notes), notes
+    (tmp_path / "subjects.csv").write_text("IMG_0001.MOV,ann\nIMG_0004.MOV,ann\n"
+                                           "PXL_20240101.mp4,bob\n")
+    scan = layouts.scan_folders(tmp_path, paths)
+    assert not scan.notes and sorted(v.subject for v in scan.videos) == ["ann", "ann", "bob"]
+
+
 def test_rldd_with_only_the_test_fold_unpacked_is_refused_before_any_decoding(tmp_path):
     """Fold 1 alone (a partial download): hours of decoding, then 'too few people'."""
     paths = ["Fold1_part1/01/0.mp4", "Fold1_part1/01/10.mov", "Fold1_part2/07/0.MOV"]

@@ -16,7 +16,7 @@ from typing import Iterator
 
 from fatigue.data import video
 from fatigue.errors import UserError
-from fatigue.text import counted
+from fatigue.text import agree, counted
 
 FORMATS = ("nthu", "rldd", "folders")
 TEST_FRACTION = 0.2  # share of subjects for test when the layout names no test subjects
@@ -237,6 +237,15 @@ def _class_order(names: set[str]) -> list[str]:
     return sorted(names, key=lambda n: (bool(sleepy.search(n.lower())) and not negated.match(n), n))
 
 
+# How the folders layout tells people apart, said where that goes wrong.
+SUBJECT_RULE = ("A video's subject (person) is its name up to the first '_' (s01_drive.mp4: "
+                "s01), unless subjects.csv beside the label folders names it: one "
+                "'file,subject' row a video")
+# File-name prefixes that cameras and phones give every video (IMG_0001.MOV): no person.
+CAMERA_PREFIXES = ("img", "vid", "pxl", "dsc", "mov", "gopr", "gx", "dji", "mvi", "video",
+                   "movie", "rec", "record", "screen", "signal", "whatsapp")
+
+
 def scan_folders(source: Path, paths: list[str]) -> Scan:
     table: dict[str, str] = {}
     if (source / "subjects.csv").is_file():  # rows: file (path or name), subject
@@ -263,6 +272,13 @@ def scan_folders(source: Path, paths: list[str]) -> Scan:
     if any(r[2] for r in rows) and not all(r[2] for r in rows):
         raise UserError("some videos sit under train/val/test folders and some do not; put "
                         "all of them under split folders, or none (then subjects are split)")
+    cameras = sorted({r[1] for r in rows if r[1].lower() in CAMERA_PREFIXES})
+    if cameras and not table:
+        scan.notes.append(f"{counted(len(cameras), 'subject')} ({', '.join(cameras)}) "
+                          f"{agree(len(cameras), 'is a', 'are')} camera file-name "
+                          f"{agree(len(cameras), 'prefix', 'prefixes')}, not "
+                          f"{agree(len(cameras), 'a person', 'people')}: the splits need "
+                          f"people. {SUBJECT_RULE}")
     scan.classes = _class_order({r[3] for r in rows})
     if len(scan.classes) > 2:  # a folder below a label folder is a label of its own
         scan.notes.append(f"{len(scan.classes)} classes ({', '.join(scan.classes)}): each "

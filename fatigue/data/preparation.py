@@ -35,7 +35,7 @@ from fatigue.files import CLIPS_FILE
 from fatigue.data import tracking, video
 from fatigue.data.clip_store import (dataset_exists, interrupted_write, load_manifest,
                                      write_clip_store)
-from fatigue.data.layouts import Scan, Video, assign_splits, scan_source
+from fatigue.data.layouts import SUBJECT_RULE, Scan, Video, assign_splits, scan_source
 from fatigue.errors import UserError
 from fatigue.text import agree, counted, first_few
 from fatigue.training.stop import StopTraining, signals_raise
@@ -289,7 +289,8 @@ def split_subjects_with_clips(scan: Scan, records: list[dict],
                         f"{' and a '.join(missing)} split: training needs people in both. "
                         f"Add videos of more people "
                         f"({counted(len(no_clip(scan, records)), 'video')} gave no clip, "
-                        f"{len(scan.skipped)} were skipped)")
+                        f"{len(scan.skipped)} were skipped)"
+                        + (f". {SUBJECT_RULE}" if args.format == "folders" else ""))
     return split_of
 
 

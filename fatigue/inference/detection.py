@@ -45,6 +45,10 @@ RECENT_FRAMES = 3  # 0.3 s at the model's 10 fps: a hand over the eyes is said w
 # Dark glasses: the eye regions much darker than the cheeks. Open eyes measure 0.55-0.75 of
 # the cheeks' level on the suite's renderings, closed ones 0.5-1.0, sunglasses 0.15-0.45.
 DARK_EYES = 0.45
+# Files that are surely no video (a label file beside its video, a checkpoint, a table):
+# OpenCV "reads" some of them as one frame, and the run ends with "no window scored".
+NOT_VIDEOS = (".txt", ".csv", ".json", ".md", ".pth", ".pt", ".onnx", ".npy", ".npz", ".xml",
+              ".yaml", ".yml", ".py", ".log", ".jsonl", ".wav", ".mp3")
 # An alarm's average slower than this (halfway to a new probability) is said: the suite
 # counts a closure caught when the alarm starts within 3 s of the eyes closing.
 SLOW_AVERAGE_SECONDS = 2.0
@@ -206,6 +210,9 @@ def open_source(source: str, fps: float, frames_fps: float | None = None, rotate
     if not camera and not (Path(source).is_file() or Path(source).is_dir()):
         raise UserError(f"{source} is not a video file or a folder of frame images (a device, "
                         f"a pipe?); give one of those, or a camera index such as 0")
+    if not camera and Path(source).suffix.lower() in NOT_VIDEOS:  # OpenCV read one 'frame'
+        raise UserError(f"{source} is a {Path(source).suffix.lower()} file, not a video; give "
+                        f"a video file, a folder of frame images or a camera index such as 0")
     folder = not camera and Path(source).is_dir()
     if frames_fps is not None and not folder:
         raise UserError("--frames-fps is for a folder of frame images: a video file or a "
@@ -428,7 +435,8 @@ def summary(result: Result, source: str, info: dict, csv_path: Path,
     elif r.face_found == 0:
         lines.append("  no face was found in any frame, so the model scored none (the CSV's "
                      "probability is nan): check that the camera sees the driver's face, "
-                     "frontal and lit")
+                     "frontal and lit (a camera mounted sideways or upside down: --rotate "
+                     "90, 180 or 270)")
     lines.append(f"  alarms: {len(r.alarms)}")
     for k, (start, end) in enumerate(r.alarms, 1):
         lines.append(f"    {k}. {start:.1f} s - " + (f"{end:.1f} s ({end - start:.1f} s)"
