@@ -485,7 +485,8 @@ def summary(args: argparse.Namespace, scan: Scan, records: list[dict], counts: C
                          f"{agree(len(far), 'differs from its', 'differ from their')} video by "
                          f"more than a tenth: is each the right video's? " + first_few(
                              [f"{m['source']} ({m['labels']} labels, {m['frames']} frames)"
-                              for m in far]))
+                              for m in far]) + " (one digit per frame the video holds: a "
+                         "phone's variable-rate video holds fewer than its seconds at 30 fps)")
     lines.append(f"  clips: {len(records)} of {args.sequence_length} frames, stride {args.stride}; "
                  f"{counts['dropped']} dropped (face in < {args.min_face_fraction:g} of frames)")
     per = Counter((r["split"], r["label"]) for r in records)
