@@ -141,6 +141,17 @@ def test_a_layout_read_anew_with_other_splits_is_prepared_again(nthu, tmp_path, 
     assert after["splits"]["test"] == ["004", "010"]
 
 
+def test_label_files_with_separators_are_read(tmp_path):
+    """A spreadsheet's export (0,0,1,...) skipped its drowsy video, exit 0."""
+    for name, text in (("commas.txt", "0,0,1,1\n"), ("rows.txt", "0\n0\n1\n1\n"),
+                       ("semicolons.txt", "0;0;1;1")):
+        (tmp_path / name).write_text(text)
+        assert layouts.read_label_digits(tmp_path / name) == "0011"
+    (tmp_path / "bad.txt").write_text("0,0,2")
+    with pytest.raises(ValueError, match="expected one 0/1 digit per frame in bad.txt"):
+        layouts.read_label_digits(tmp_path / "bad.txt")
+
+
 def test_camera_file_names_are_said_not_to_name_people(tmp_path):
     """Phones name every video IMG_0001.MOV: all became one subject 'IMG', and prepare
     ended with 'too few people' without saying how subjects are told apart."""

@@ -103,8 +103,9 @@ def _is_utf8(name: str) -> bool:
 
 
 def read_label_digits(path: Path) -> str:
-    """An NTHU label file: one line with one digit (0 or 1) per frame."""
-    digits = re.sub(r"\s", "", path.read_text(errors="replace"))
+    """A label file: one digit (0 or 1) per frame, as NTHU's one line; spaces, line breaks,
+    commas and semicolons between them (a spreadsheet's export) are left out."""
+    digits = re.sub(r"[\s,;]", "", path.read_text(errors="replace"))
     if not digits or set(digits) - {"0", "1"}:
         raise ValueError(f"expected one 0/1 digit per frame in {path.name}")
     return digits
