@@ -64,6 +64,10 @@ def format_report(r: dict) -> str:
         lines.append(f"  {name:<{width}} " + " ".join(f"{v:6d}" for v in row))
     lines.append("  per subject: " + ", ".join(f"{s} {100 * a:.1f}%"
                                                for s, a in r["per_subject"].items()))
+    if r.get("per_nthu_set"):
+        lines.append("  per NTHU-DDD set: " + ", ".join(
+            f"{name} {100 * v['accuracy']:.1f}% ({v['clips']} clips)"
+            for name, v in r["per_nthu_set"].items()))
     if r.get("frame_accuracy") is not None:
         labelled = r.get("frame_labelled_clips", r["clips"])
         lines.append(f"  frame-level accuracy {100 * r['frame_accuracy']:.2f}% (each frame "

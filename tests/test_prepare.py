@@ -197,6 +197,8 @@ def test_nthu_layout_labels_subjects_and_splits(nthu, tmp_path):
     assert {c["label"] for c in clips["Testing_Dataset/010/010_glasses_mix.mp4"]} == {1}
     night = clips["Evaluation_Dataset/004/004_nightnoglasses_mix.mp4"]
     assert night[0]["scenario"] == "night_noglasses"
+    assert [clips[name][0]["nthu_set"] for name in sorted(clips)] == \
+        ["evaluation", "testing", "training", "training", "training", "training"]
     assert m["label_length_mismatches"] == [
         {"source": "Training_Dataset/001/noglasses/yawning.avi", "frames": 90, "labels": 91}]
     skipped = {s["source"]: s["reason"] for s in m["skipped_videos"]}

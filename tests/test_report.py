@@ -170,6 +170,20 @@ def test_frame_level_accuracy_for_data_with_frame_labels(two_checkpoints, tiny_d
     assert 0 < m["frame_labelled_clips"] < m["clips"]
     assert (f"; only the {m['frame_labelled_clips']} of {m['clips']} clips whose videos have "
             f"per-frame labels)") in capsys.readouterr().out
+    assert m["per_nthu_set"] == {}  # no NTHU-DDD sets recorded
+    # NTHU-DDD's evaluation set apart from its testing set: papers report the former.
+    for k, rec in enumerate(manifest["clips"]):
+        rec["nthu_set"] = ("evaluation", "testing")[k % 2]
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    assert evaluate.main(["--model", str(best), "--data-dir", str(data), "--json", str(out)]) == 0
+    m = json.loads(out.read_text())
+    sets = m["per_nthu_set"]
+    assert sorted(sets) == ["evaluation", "testing"]
+    assert sum(v["clips"] for v in sets.values()) == m["clips"]
+    assert sum(v["accuracy"] * v["clips"] for v in sets.values()) / m["clips"] == \
+        pytest.approx(m["accuracy"])
+    assert (f"per NTHU-DDD set: evaluation {100 * sets['evaluation']['accuracy']:.1f}% "
+            f"({sets['evaluation']['clips']} clips)") in capsys.readouterr().out
 
 
 def test_the_alarm_threshold_is_the_middle_of_the_best_ones():

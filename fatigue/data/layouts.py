@@ -170,8 +170,11 @@ def scan_nthu(source: Path, paths: list[str]) -> Scan:
             continue
         scenario = next((s for s in NTHU_SCENARIOS if _norm(s) == _norm(scenario)), scenario)
         in_train = part == "train" if part else not mix
+        # Which of NTHU's sets (papers report the evaluation set's figures apart).
+        nthu_set = {"train": "training", "eval": "evaluation", "test": "testing"}.get(
+            part, "training" if in_train else "testing")
         item = Video(rel, subject, "train" if in_train else "test", frame_labels=digits,
-                     extra=(("scenario", scenario),))
+                     extra=(("scenario", scenario), ("nthu_set", nthu_set)))
         # A rectified copy beside the original replaces it rather than doubling it.
         slot = (subject, _norm(scenario), _norm(name))
         if slot in chosen:
