@@ -118,12 +118,7 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | None = None, device: s
     # The model saw the centred sequence_length frames of each stored clip (ClipDataset).
     offset = (data.clips.shape[1] - cfg.sequence_length) // 2
     records = [data.manifest["clips"][i] for i in data.rows]
-    # NTHU-DDD's sets apart (papers report the evaluation set's accuracy): data prepared
-    # from it records each clip's set.
-    sets = np.array([r.get("nthu_set", "") for r in records])
-    report["per_nthu_set"] = {name: {"accuracy": float(correct[sets == name].mean()),
-                                     "clips": int((sets == name).sum())}
-                              for name in sorted(set(sets) - {""})}
+    report["per_nthu_set"] = per_nthu_set(records, correct)
     per_frame = [r.get("frame_labels") for r in records]
     report["frame_accuracy"] = frame_accuracy(
         logits.argmax(1).numpy(), per_frame,
@@ -140,6 +135,14 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | None = None, device: s
                   labels=labels.tolist(), probabilities=torch.softmax(logits, 1).tolist(),
                   history={k: list(state[k]) for k in HISTORY_KEYS})  # the report's curves
     return report
+
+
+def per_nthu_set(records: list[dict], correct: np.ndarray) -> dict:
+    """Accuracy and clips of each NTHU-DDD set among the scored clips (papers report the
+    evaluation set's apart): data prepared from it records each clip's set; {} otherwise."""
+    sets = np.array([r.get("nthu_set", "") for r in records])
+    return {name: {"accuracy": float(correct[sets == name].mean()),
+                   "clips": int((sets == name).sum())} for name in sorted(set(sets) - {""})}
 
 
 def same_people(state: dict, manifest: dict, trained_on: str | Path) -> bool:
