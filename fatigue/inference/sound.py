@@ -10,6 +10,7 @@ winsound's asynchronous mode), a background thread repeats it, and stopping kill
 """
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import subprocess
@@ -19,7 +20,7 @@ import threading
 import time
 import wave
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 
 import numpy as np
 
@@ -36,6 +37,9 @@ CHECK_AFTER = 0.25    # seconds after a play starts: a player without a device h
 # Checked at each play and when an alarm ends, so an alarm this much longer than the sound
 # finds it (a slow start of paplay takes a few tenths of a second).
 HUNG_AFTER = 1.0
+# Seconds past its sound's end a play may still run when an alarm ends: two alarms in a row
+# ending with one further past are taken as a hung player (alarms too short for HUNG_AFTER).
+OUTLIVED_AFTER = 0.5
 # Command-line players, in the order they are tried. paplay goes through the sound server
 # (PulseAudio or PipeWire) that a desktop's own sounds use; aplay talks to ALSA directly.
 COMMANDS = {"darwin": ("afplay",), "other": ("paplay", "aplay")}
@@ -49,7 +53,17 @@ def sound_wanted(mode: str, camera: bool) -> bool:
 
 
 def write_beep(path: Path, seconds: float = BEEP_SECONDS, rate: int = SAMPLE_RATE) -> Path:
-    """Write the alarm's beep to `path`: 16-bit mono PCM WAV, TONES one after the other."""
+    """Write the alarm's beep to `path` (see beep_into)."""
+    # The file opened here: wave.open(name) that cannot open it leaves a half-made writer
+    # whose __del__ prints a traceback.
+    with open(path, "wb") as fh:
+        beep_into(fh, seconds, rate)
+    return path
+
+
+def beep_into(fh: BinaryIO, seconds: float = BEEP_SECONDS, rate: int = SAMPLE_RATE) -> None:
+    """The alarm's beep into an open binary file: 16-bit mono PCM WAV, TONES one after
+    the other."""
     def tone(freq: float, n: int) -> np.ndarray:
         k = np.arange(n)
         fade = np.clip(np.minimum(k, k[::-1]) / (0.005 * rate), 0, 1)  # 5 ms in and out: no click
@@ -57,14 +71,11 @@ def write_beep(path: Path, seconds: float = BEEP_SECONDS, rate: int = SAMPLE_RAT
 
     n = round(seconds * rate)
     samples = np.concatenate([tone(TONES[0], n // 2), tone(TONES[1], n - n // 2)])
-    # The file opened here: wave.open(name) that cannot open it leaves a half-made writer
-    # whose __del__ prints a traceback.
-    with open(path, "wb") as fh, wave.open(fh, "wb") as out:
+    with wave.open(fh, "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)
         out.setframerate(rate)
         out.writeframes((0.6 * 32767 * samples).astype("<i2").tobytes())
-    return path
 
 
 def wav_seconds(path: Path) -> float:
@@ -221,8 +232,7 @@ class AlarmSound:
             self._give_way_if_failed(ring=False)  # an alarm over before its check: still said
             # An alarm too short to find a hung player: one still playing well past its
             # sound's end, at the end of two alarms in a row, is taken as hung.
-            since = self.player.playing_since()
-            outlived = since is not None and time.monotonic() - since > self.seconds + 0.5
+            outlived = self._past_sound_end() > OUTLIVED_AFTER
             self._outlived = self._outlived + 1 if outlived else 0
             if self._outlived >= 2:
                 self.player.stop()  # the hung process goes
@@ -263,15 +273,19 @@ class AlarmSound:
         place, with a note, and rings now when `ring` (the alarm is on)."""
         self._checked = True
         reason = self.player.failed()
-        since = self.player.playing_since()
-        if reason is None and since is not None and \
-                time.monotonic() - since > self.seconds + HUNG_AFTER:
+        past = self._past_sound_end()
+        if reason is None and past > HUNG_AFTER:
             reason = (f"{self.player.name} did not finish a {self.seconds:.1f} s sound in "
-                      f"{time.monotonic() - since:.0f} s")
+                      f"{self.seconds + past:.0f} s")
             self.player.stop()  # the hung process goes
         if reason is not None:
             self._to_bell(reason, ring)
         return reason is not None
+
+    def _past_sound_end(self) -> float:
+        """Seconds the play still sounding runs past its sound's end (-inf: none sounds)."""
+        since = self.player.playing_since()
+        return -math.inf if since is None else time.monotonic() - since - self.seconds
 
     def _to_bell(self, reason: str, ring: bool) -> None:
         self.say(f"note: {reason} playing the alarm sound: the terminal bell rings instead")
@@ -316,9 +330,8 @@ def open_sound(sound_file: Path | None = None, player: Player | None = None,
     uid = os.getuid() if hasattr(os, "getuid") else 0
     beep = Path(tempfile.gettempdir()) / f"fatigue-alarm-beep-{uid}.wav"
     try:
-        files.commit(write_beep(files.temp_path(beep)), beep)
+        files.atomic_write(beep, beep_into)
     except OSError as err:  # a full or read-only temporary folder: still something to hear
-        files.temp_path(beep).unlink(missing_ok=True)
         if not isinstance(player, BellPlayer):
             say(f"note: the alarm's beep cannot be written in {beep.parent}/ "
                 f"({err.strerror or err}): the terminal bell rings instead")
