@@ -124,13 +124,14 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | None = None, device: s
         logits.argmax(1).numpy(), per_frame,
         [slice(offset, offset + cfg.sequence_length)] * len(records))
     report["frame_labelled_clips"] = sum(digits is not None for digits in per_frame)
+    fingerprint = data_fingerprint(data.manifest)
     report.update(model=str(path), epoch=state["epoch"], val_acc=state["val_acc"],
                   data_dir=str(data_dir), split=split, classes=list(classes),
                   data_warning="; ".join(filter(None, (
-                      data_rebuilt(state, data.manifest, data_dir, cfg.data_dir),
+                      data_rebuilt(state, fingerprint, data_dir, cfg.data_dir),
                       crops_differ(state, data.manifest, data_dir),
                       subjects_seen(state, set(data.subjects), split)
-                      if same_people(state, data.manifest, cfg.data_dir) else None,
+                      if same_people(state, fingerprint, cfg.data_dir) else None,
                       classes_renamed(trained, list(classes), data_dir)))) or None,
                   labels=labels.tolist(), probabilities=torch.softmax(logits, 1).tolist(),
                   history={k: list(state[k]) for k in HISTORY_KEYS})  # the report's curves
@@ -145,11 +146,11 @@ def per_nthu_set(records: list[dict], correct: np.ndarray) -> dict:
                    "clips": int((sets == name).sum())} for name in sorted(set(sets) - {""})}
 
 
-def same_people(state: dict, manifest: dict, trained_on: str | Path) -> bool:
-    """Whether the data scored holds the people of the model's training data under the same
-    names: the very data set, or the one a cross-validation fold's data was cut from (its
-    manifest names it). Another data set may reuse names (s03, 001) for other people."""
-    now = data_fingerprint(manifest)
+def same_people(state: dict, now: str, trained_on: str | Path) -> bool:
+    """Whether the data scored (fingerprint `now`) holds the people of the model's training
+    data under the same names: the very data set, or the one a cross-validation fold's data
+    was cut from (its manifest names it). Another data set may reuse names (s03, 001) for
+    other people."""
     if now == state["data_fingerprint"]:
         return True
     if not dataset_exists(trained_on):
@@ -194,13 +195,13 @@ def crops_differ(state: dict, manifest: dict, data_dir: str | Path) -> str | Non
             + ", ".join(differ) + "; detect would crop as in training") if differ else None
 
 
-def data_rebuilt(state: dict, manifest: dict, data_dir: str | Path,
+def data_rebuilt(state: dict, now: str, data_dir: str | Path,
                  trained_on: str | Path) -> str | None:
-    """A warning when the folder the model trained on holds another data set now (prepared
-    or generated again): its held-out split may then hold clips the model trained on.
-    None when the data is the same, is another folder, or the checkpoint predates the
-    fingerprint."""
-    saved, now = state["data_fingerprint"], data_fingerprint(manifest)
+    """A warning when the folder the model trained on holds another data set now (its
+    fingerprint `now`; prepared or generated again): its held-out split may then hold clips
+    the model trained on. None when the data is the same, is another folder, or the
+    checkpoint predates the fingerprint."""
+    saved = state["data_fingerprint"]
     if not other_data(state, now) or Path(data_dir).resolve() != Path(trained_on).resolve():
         return None
     return (f"{data_dir}/ holds another data set than the one this model trained on (data "

@@ -227,13 +227,17 @@ class Study:
             diff = study_diff(record, wanted, self.deals_as(record, manifest),
                               pick_device(self.cfg.device))
             if diff:
-                options_differ = any(not line.startswith("the data set in ") for line in diff)
+                # Its one line then: the study's folder, made again (another folder is an
+                # option given otherwise, --data-dir).
+                data_only = diff == [diff[0]] and record["data_dir"] == wanted["data_dir"] \
+                    and record["data_fingerprint"] != wanted["data_fingerprint"]
+                what, then = (("data", "Bring its data set back") if data_only else
+                              ("options", "Run it with its own options"))
                 raise UserError(
-                    f"{self.dir}/ holds a study begun with other "
-                    f"{'options' if options_differ else 'data'}:\n  " + "\n  ".join(diff)
-                    + f"\n{'Run it with its own options' if options_differ else 'Bring its data set back'}"
-                    f" to continue it, or add --force to start a new study (the old one moves "
-                    f"to {self.dir}/{ARCHIVE}/, nothing is deleted)")
+                    f"{self.dir}/ holds a study begun with other {what}:\n  "
+                    + "\n  ".join(diff) + f"\n{then} to continue it, or add --force to start "
+                    f"a new study (the old one moves to {self.dir}/{ARCHIVE}/, nothing is "
+                    f"deleted)")
             done = [f["fold"] for f in record["folds"] if f["status"] == "finished"]
             if len(done) < len(record["folds"]):
                 print(f"Continuing the study in {self.dir}/: "
