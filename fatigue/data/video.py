@@ -313,8 +313,8 @@ class VideoReader:
             self.ended_early = (last, announced)
 
     def _like(self, frame: np.ndarray, previous: np.ndarray | None) -> np.ndarray:
-        """`frame` as BGR, turned by `rotate`, of the first frame's size (a face box found on one frame must fit
-        the next), counted in `resized` when it was not."""
+        """`frame` as BGR, turned by `rotate`, of the first frame's size (a face box found
+        on one frame must fit the next), counted in `resized` when it was not."""
         if frame.ndim == 2:
             frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
         if self.rotate:

@@ -407,7 +407,8 @@ def summary(result: Result, source: str, info: dict, csv_path: Path,
     """The lines printed after a run: frames and windows, the alarms, where the time went
     (per step, 'other' being the loop's own share) and the files written."""
     r, tm = result, result.timing
-    lines = [f"{source}: {counted(r.frames, 'frame')} ({r.seconds:.1f} s at {info['frame_rate']:g} fps), "
+    lines = [f"{source}: {counted(r.frames, 'frame')} ({r.seconds:.1f} s at "
+             f"{info['frame_rate']:g} fps), "
              f"{counted(len(r.windows), 'window')} scored, face found in {100 * r.face_found:.0f}% of "
              f"frames" + (f"; stopped early ({r.stopped})" if r.stopped else "")]
     if r.unreadable:
@@ -426,8 +427,9 @@ def summary(result: Result, source: str, info: dict, csv_path: Path,
         lines.append(f"  warning: the video ended at its frame {read} of the {announced} it "
                      f"announces: it may be cut short or damaged, and the rest was not watched")
     if r.camera_gaps:
-        lines.append(f"  warning: the camera delivered no frame {counted(len(r.camera_gaps), 'time')}"
-                     f" ({sum(r.camera_gaps):.1f} s in all, the longest "
+        lines.append(f"  warning: the camera delivered no frame "
+                     f"{counted(len(r.camera_gaps), 'time')} ({sum(r.camera_gaps):.1f} s in "
+                     f"all, the longest "
                      f"{max(r.camera_gaps):.1f} s): the driver was not watched then")
     if not r.windows:
         lines.append(f"  no window scored: the model needs {info['input']['sequence_length']} "
