@@ -55,7 +55,8 @@ def archived(folder: Path) -> bool:
     """Whether `folder` is, or lies in, a run or study the suite archived: archive/run_<time>/
     (train.py), archive/study_<time>/fold_<k>/ (crossval.py)."""
     parts = folder.resolve().parts
-    return any(name == ckpt.ARCHIVE and following.startswith(("run_", "study_"))
+    prefixes = (ckpt.RUN_ARCHIVE_PREFIX + "_", ckpt.STUDY_ARCHIVE_PREFIX + "_")
+    return any(name == ckpt.ARCHIVE and following.startswith(prefixes)
                for name, following in zip(parts, parts[1:]))
 
 

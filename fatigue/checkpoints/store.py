@@ -42,6 +42,10 @@ from fatigue.files import (commit, link_or_copy, move_to_new_folder, remove_temp
 LATEST = "latest_model.pth"
 BEST = "best_model.pth"
 ARCHIVE = "archive"
+# archive/run_<time>/ holds an earlier run (train.py), archive/study_<time>/ an earlier
+# cross-validation study (crossval.py).
+RUN_ARCHIVE_PREFIX = "run"
+STUDY_ARCHIVE_PREFIX = "study"
 # The run's files and folders besides checkpoints: archived with them.
 RUN_FILES = (LOG_FILE, CURVES_FILE, TENSORBOARD_FOLDER)
 
@@ -400,7 +404,7 @@ class CheckpointStore:
         files += sorted(self.dir.glob("*.damaged-*"))
         if not files:
             return None
-        return move_to_new_folder(files, self.dir / ARCHIVE, "run")
+        return move_to_new_folder(files, self.dir / ARCHIVE, RUN_ARCHIVE_PREFIX)
 
     def resumable(self) -> tuple[Path, dict, str | None]:
         """(file, state, damage): what a resume would go on from, changing nothing.

@@ -203,7 +203,7 @@ class VideoReader:
     def _grab(self, index: int) -> bool:
         if self._images is not None:
             return index < len(self._images)
-        if isinstance(self.source, int):
+        if self._is_camera():
             self._camera_frame = self._read_camera()
             return self._camera_frame is not None
         return self._cap.grab()
@@ -211,7 +211,7 @@ class VideoReader:
     def _retrieve(self, index: int) -> np.ndarray | None:
         if self._images is not None:
             return cv2.imread(str(self._images[index]), cv2.IMREAD_COLOR)
-        if isinstance(self.source, int):
+        if self._is_camera():
             return self._camera_frame
         ok, frame = self._cap.retrieve()
         return frame if ok else None
@@ -347,7 +347,10 @@ class VideoReader:
 
     def _is_file(self) -> bool:
         """A video file (not a camera, not a folder of images)."""
-        return self._images is None and not isinstance(self.source, int)
+        return self._images is None and not self._is_camera()
+
+    def _is_camera(self) -> bool:
+        return isinstance(self.source, int)
 
     def _first_readable(self, start: int) -> np.ndarray | None:
         """The first frame image from `start` on that can be read (for unreadable ones at

@@ -39,7 +39,7 @@ from config import Config, build_config, flag_of, given_options, shown
 from fatigue.data.clips import DEFAULT_DATA_DIR, ClipDataset, ensure_dataset
 from fatigue import files, seeds
 from fatigue.files import STUDY_FILE  # named there: outputs never replace it
-from fatigue.checkpoints.store import ARCHIVE, BEST, CheckpointStore
+from fatigue.checkpoints.store import ARCHIVE, BEST, STUDY_ARCHIVE_PREFIX, CheckpointStore
 from fatigue.claim import CLAIM_FILE, FolderClaim
 from fatigue.data.clip_store import (CLIPS_FILE, dataset_exists, data_fingerprint, load_manifest,
                                      write_clip_store)
@@ -292,7 +292,7 @@ class Study:
                          key=lambda p: p.name != STUDY_FILE)
         if not entries:
             return None
-        return files.move_to_new_folder(entries, self.dir / ARCHIVE, "study")
+        return files.move_to_new_folder(entries, self.dir / ARCHIVE, STUDY_ARCHIVE_PREFIX)
 
     def save(self, record: dict) -> None:
         record["updated"] = now()
