@@ -166,9 +166,10 @@ def info(name: str, model_dir: str) -> int:
     resized = f" resized to the model's {cfg.image_size} px" if size != cfg.image_size else ""
     print(f"detect applies  {applied['frame_rate']:g} fps, crop {size} px{resized}, "
           + ", ".join(f"{k} {v}" for k, v in crop.items()))
-    print(f"alarm           on {alarm.on:g}, off {alarm.off:g} ("
-          + ("on chosen on validation" if state["alarm_threshold"] is not None else "defaults")
-          + ")")
+    chosen = ("both chosen on validation" if state["alarm_off_threshold"] is not None
+              else "on chosen on validation" if state["alarm_threshold"] is not None
+              else "defaults")
+    print(f"alarm           on {alarm.on:g}, off {alarm.off:g} ({chosen})")
     for note in notes:
         print(f"note            {note}")
     for split, subjects in state.get("data_splits", {}).items():

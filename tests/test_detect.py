@@ -100,6 +100,13 @@ def test_the_off_threshold_follows_the_on_threshold_unless_given():
         alarm_settings(chosen, {"off": 0.65})
     old = alarm_settings({"alarm_threshold": None})  # a file from before the choice
     assert (old.on, old.off) == (AlarmSettings.on, AlarmSettings.off)
+    # Both chosen on validation: both used, unless --on-threshold replaces the on (the
+    # off chosen for another on-threshold then gives way to the ratio) or --off-threshold
+    # the off.
+    both = {"alarm_threshold": 0.6, "alarm_off_threshold": 0.58}
+    assert (alarm_settings(both).on, alarm_settings(both).off) == (0.6, 0.58)
+    assert alarm_settings(both, {"on": 0.8}).off == round(0.8 * ratio, 4)
+    assert alarm_settings(both, {"off": 0.3}).off == 0.3
 
 
 # ----------------------------------------------------------------------------- end to end

@@ -17,6 +17,7 @@ from fatigue.data.clip_store import data_fingerprint
 from fatigue.errors import UserError
 from fatigue.data import synthetic
 from fatigue.inference import metrics
+from fatigue.inference.alarm import Alarm, AlarmSettings
 from fatigue.training import crossval
 import train
 
@@ -198,6 +199,33 @@ def test_the_alarm_threshold_is_the_middle_of_the_best_ones():
     rates = {r["threshold"]: r["recall"] + r["specificity"]
              for r in metrics.threshold_sweep(drowsy, overlap)}
     assert rates[best] == max(v for t, v in rates.items() if 0.3 - 1e-9 <= t <= 0.9 + 1e-9)
+
+
+def test_a_weak_models_alarm_ends_when_the_eyes_open():
+    """A weakly trained model: its alert clips score 0.53-0.67, its drowsy ones 0.62-0.95.
+    With the usual off-threshold (11/14 of the on-threshold chosen, under every alert
+    score) an alarm never ended after the eyes opened; the chosen one lies above three
+    alert clips in four, so open eyes end it. A model that tells the classes well apart
+    keeps the usual one."""
+    drowsy = np.array([1] * 20 + [0] * 20)
+    scores = np.r_[np.linspace(0.62, 0.95, 20), np.linspace(0.53, 0.67, 20)]
+    on = metrics.alarm_threshold(drowsy, scores)
+    usual = AlarmSettings().off_for(on)
+    off = metrics.alarm_off_threshold(drowsy, scores, on, usual)
+    alert = scores[drowsy == 0]
+    assert usual < alert.min() and usual < off <= on
+    assert (alert < off).mean() >= 0.75
+    # A closure (drowsy scores), then open eyes (the alert clips' scores, in turn).
+    stream = list(scores[:20]) + list(np.tile(alert, 3))
+    for threshold, ends in ((usual, False), (off, True)):
+        alarm = Alarm(AlarmSettings(on=on, off=threshold, min_on=0.5, cooldown=0))
+        for k, p in enumerate(stream):
+            alarm.update(0.5 * k, p)
+        assert alarm.events[0][0] < 10 and (alarm.events[0][1] is not None) == ends
+    apart = np.r_[np.full(20, 0.97), np.full(20, 0.1)]
+    assert metrics.alarm_off_threshold(drowsy, apart, 0.6, usual) == usual
+    # Only one class in the validation split: the usual one.
+    assert metrics.alarm_off_threshold(np.ones(5), np.full(5, 0.9), 0.6, usual) == usual
 
 
 def test_data_made_again_in_the_training_folder_is_flagged(tmp_path, capsys):

@@ -15,6 +15,7 @@ from config import Config
 from fatigue import seeds
 from fatigue.checkpoints import schema
 from fatigue.checkpoints.store import CheckpointError, load_checkpoint, write_checkpoint
+from fatigue.inference.deployment import alarm_settings
 from fatigue.training.schedule import make_schedule
 from fatigue.training.state import TrainState
 from model import build_model
@@ -214,9 +215,13 @@ def test_a_format_0_file_with_only_the_documented_keys_loads_and_resumes(tiny, t
     assert load(models / "latest_model.pth")["epoch"] == 3
 
 
-def test_a_format_4_file_without_the_data_record_loads_and_resumes_exactly(tiny, tmp_path):
-    """Format 5 added data_source and data_classes: a format 4 file has neither; it loads
-    with them unknown, and its run resumes as the uninterrupted one, then records them."""
+@pytest.mark.parametrize("version, added", [(4, ("data_source", "data_classes")),
+                                            (5, ("alarm_off_threshold",))])
+def test_a_file_of_an_older_format_loads_and_resumes_exactly(version, added, tiny, tmp_path):
+    """Format 5 added data_source and data_classes, format 6 alarm_off_threshold: a file of
+    the format before has none of them; it loads with them unknown (the alarm's off-threshold
+    following its on-threshold, as it did), and its run resumes as the uninterrupted one,
+    then records them."""
     assert train.main(tiny("--epochs", "2")) == 0
     models = tmp_path / "models"
     shutil.copytree(models, tmp_path / "reference")
@@ -224,16 +229,21 @@ def test_a_format_4_file_without_the_data_record_loads_and_resumes_exactly(tiny,
                            str(tmp_path / "reference"))) == 0
     full = load(models / "latest_model.pth")
     assert (full["data_source"], full["data_classes"]) == ("synthetic", ["alert", "drowsy"])
-    older = {k: v for k, v in full.items() if k not in ("data_source", "data_classes")}
-    write_checkpoint({**older, "format_version": 4}, models / "latest_model.pth")
+    assert 0 < full["alarm_off_threshold"] <= full["alarm_threshold"]
+    older = {k: v for k, v in full.items() if k not in added}
+    write_checkpoint({**older, "format_version": version}, models / "latest_model.pth")
     state = load_checkpoint(models / "latest_model.pth")
-    assert state["format_version"] == 5 and state["data_source"] is state["data_classes"] is None
+    assert state["format_version"] == schema.FORMAT_VERSION
+    assert all(state[key] is None for key in added)
+    if version == 5:
+        on = state["alarm_threshold"]
+        assert alarm_settings(state).off == round(on * 0.55 / 0.7, 4)
     assert train.main(tiny("--resume", "--epochs", "3")) == 0
     resumed, reference = load(models / "latest_model.pth"), load(tmp_path / "reference" /
                                                                  "latest_model.pth")
     assert all(torch.equal(resumed["model_state_dict"][k], v)
                for k, v in reference["model_state_dict"].items())
-    assert resumed["data_source"] == "synthetic"
+    assert all(resumed[key] is not None for key in added)
 
 
 # ----------------------------------------------------------------------------- older files
@@ -241,10 +251,11 @@ def test_checkpoints_of_the_code_before_the_schema_load(tmp_path):
     for name in ("format1_mid_epoch.pth", "format1_final.pth"):
         assert torch.load(DATA / name, weights_only=True)["format_version"] == 1
         state = load_checkpoint(DATA / name)  # checksum verified, upgraded
-        assert state["format_version"] == schema.FORMAT_VERSION == 5
+        assert state["format_version"] == schema.FORMAT_VERSION == 6
         assert state["partial_epoch"].dim() == 2
         # Unknown to format 1: detect and export keep what they did for such files.
-        assert state["alarm_threshold"] is None and state["preprocessing"] is None
+        assert state["alarm_threshold"] is state["alarm_off_threshold"] is None
+        assert state["preprocessing"] is None
         # ... and their training goes on without camera jitter, as it would have.
         assert state["config"]["augment_camera"] == "no"
         # ... in the mode they ran in (auto: exact on the CPU, autotuned on a GPU), which

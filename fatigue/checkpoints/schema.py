@@ -8,7 +8,8 @@ fixed order, so that reading either tells you the other:
     3. schedule           scheduler_state_dict (rebuilt for a changed --lr or --epochs)
     4. gradient scaler    scaler_state_dict (fp16 only, else None)
     5. training state     epoch, global_step, samples_in_epoch, val_acc, best_val_acc,
-                          best_epoch, alarm_threshold (chosen on that epoch's validation),
+                          best_epoch, alarm_threshold and alarm_off_threshold (the alarm's,
+                          chosen on that epoch's validation),
                           the histories (HISTORY_KEYS); partial_epoch (each process's
                           running sums); interrupted (the signal that stopped it)
     6. RNG                rng_state (process 0's), rank_rng_states (every process's), world_size
@@ -41,8 +42,8 @@ from fatigue.text import counted
 
 # 2: alarm_threshold, preprocessing; 3: config's augment_camera; 4: deterministic,
 # pretrained_from, and config's deterministic, pretrained, freeze_backbone_epochs;
-# 5: data_source, data_classes
-FORMAT_VERSION = 5
+# 5: data_source, data_classes; 6: alarm_off_threshold
+FORMAT_VERSION = 6
 # The keys the README documents: every checkpoint has them at its top level.
 DOCUMENTED_KEYS = ("epoch", "model_state_dict", "optimizer_state_dict", "scheduler_state_dict",
                    "val_acc", "best_val_acc", "train_losses", "val_losses", "train_accuracies",
@@ -256,4 +257,8 @@ def upgrade(checkpoint: dict) -> dict:
         checkpoint.setdefault("data_source", None)
         checkpoint.setdefault("data_classes", None)
         checkpoint["format_version"] = 5
+    if checkpoint["format_version"] < 6:
+        # Not chosen then: the alarm's off-threshold follows its on-threshold, as it did.
+        checkpoint.setdefault("alarm_off_threshold", None)
+        checkpoint["format_version"] = 6
     return checkpoint

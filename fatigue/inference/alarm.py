@@ -54,6 +54,10 @@ class AlarmSettings:
         if not 0 < self.smoothing <= 1:
             raise UserError(f"--smoothing must be in (0, 1], got {self.smoothing}")
 
+    def off_for(self, on: float) -> float:
+        """The off-threshold that keeps these settings' ratio to the on-threshold `on`."""
+        return round(on * self.off / self.on, 4)
+
     def halfway_seconds(self, window_seconds: float) -> float:
         """How long the moving average takes to move halfway to a new probability, with a
         window scored every `window_seconds`."""

@@ -110,10 +110,11 @@ def training_manifest(data_dir: str, state: dict) -> tuple[dict, str]:
 
 
 def alarm_settings(state: dict, overrides: dict | None = None) -> AlarmSettings:
-    """The alarm a checkpoint's model runs with: its on-threshold chosen on validation data
-    when training recorded one, else the default; then `overrides` (AlarmSettings field ->
-    value, e.g. the user's --on-threshold). The off-threshold, unless given, keeps the
-    default's ratio to the on-threshold."""
+    """The alarm a checkpoint's model runs with: its thresholds chosen on validation data
+    when training recorded them, else the defaults; then `overrides` (AlarmSettings field ->
+    value, e.g. the user's --on-threshold). An off-threshold neither given nor chosen (or
+    chosen for an on-threshold the user replaced) keeps the default's ratio to the
+    on-threshold."""
     overrides = dict(overrides or {})
     default = AlarmSettings()
     given_on = overrides.pop("on", None)
@@ -124,5 +125,6 @@ def alarm_settings(state: dict, overrides: dict | None = None) -> AlarmSettings:
                   if state["alarm_threshold"] is not None else "by default")
         raise UserError(f"--off-threshold {off:g} is above the on-threshold {on:g} {whence}; "
                         f"give --on-threshold too")
-    off = round(on * default.off / default.on, 4) if off is None else off
+    chosen_off = state.get("alarm_off_threshold") if given_on is None else None
+    off = next(v for v in (off, chosen_off, default.off_for(on)) if v is not None)
     return dataclasses.replace(default, on=on, off=off, **overrides)

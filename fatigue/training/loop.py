@@ -37,7 +37,8 @@ from fatigue.data.loaders import EpochSampler, make_loader, make_train_loader
 from fatigue.data.video import crop_settings
 from fatigue.errors import UserError
 from fatigue.inference.evaluation import evaluate_checkpoint, predict
-from fatigue.inference.metrics import alarm_threshold, positive_index
+from fatigue.inference.alarm import AlarmSettings
+from fatigue.inference.metrics import alarm_off_threshold, alarm_threshold, positive_index
 from fatigue.text import clips_into_epoch
 from fatigue.training import determinism
 from fatigue.training.distributed import Distributed
@@ -220,19 +221,22 @@ class Trainer:
                              (logits.argmax(1) == labels).sum().item(), len(labels)],
                             dtype=torch.float64, device=self.device)
         loss_sum, correct, seen = self.dist.sum(sums).tolist()  # each process holds a shard
-        # The alarm's threshold, chosen on the whole validation split's P(positive class).
+        # The alarm's thresholds, chosen on the whole validation split's P(positive class).
         shards = self.dist.gather((torch.softmax(logits.float(), 1)[:, self.positive].numpy(),
                                    (labels == self.positive).numpy()))
-        threshold = alarm_threshold(np.concatenate([p for _, p in shards]),
-                                    np.concatenate([s for s, _ in shards]))
-        return {"loss": loss_sum / seen, "accuracy": correct / seen, "threshold": threshold}
+        positive = np.concatenate([p for _, p in shards])
+        scores = np.concatenate([s for s, _ in shards])
+        on = alarm_threshold(positive, scores)
+        off = alarm_off_threshold(positive, scores, on, AlarmSettings().off_for(on))
+        return {"loss": loss_sum / seen, "accuracy": correct / seen, "threshold": on,
+                "off_threshold": off}
 
     def end_epoch(self, train: dict, val: dict, began: float) -> None:
         """Step the schedule, record the epoch, save, log and print it."""
         self.parts.scheduler.step()
         is_best = self.state.end_epoch(train["loss"], train["accuracy"], val["loss"],
                                        val["accuracy"], train["lr"], time.time() - began,
-                                       val["threshold"])
+                                       val["threshold"], val["off_threshold"])
         if self.tensorboard:  # before the checkpoint that covers it (see tensorboard_log)
             self.tensorboard.epoch(self.state.global_step, self.state.epoch, train, val)
         save_began = time.time()

@@ -33,6 +33,7 @@ class TrainState:
         self.best_val_acc = -1.0
         self.best_epoch = 0
         self.alarm_threshold: float | None = None  # chosen on the last epoch's validation
+        self.alarm_off_threshold: float | None = None  # the same
         self.history: dict[str, list[float]] = {key: [] for key in HISTORY_KEYS}
 
     # --------------------------------------------------------------------- save / restore
@@ -40,7 +41,8 @@ class TrainState:
         return {"epoch": self.epoch, "global_step": self.global_step,
                 "samples_in_epoch": self.samples_in_epoch, "val_acc": self.val_acc,
                 "best_val_acc": self.best_val_acc, "best_epoch": self.best_epoch,
-                "alarm_threshold": self.alarm_threshold, **self.history_copy()}
+                "alarm_threshold": self.alarm_threshold,
+                "alarm_off_threshold": self.alarm_off_threshold, **self.history_copy()}
 
     def history_copy(self) -> dict[str, list[float]]:
         """The per-epoch histories, copied: safe to hand to another thread."""
@@ -54,6 +56,7 @@ class TrainState:
         self.best_val_acc = state["best_val_acc"]
         self.best_epoch = state["best_epoch"]
         self.alarm_threshold = state["alarm_threshold"]
+        self.alarm_off_threshold = state["alarm_off_threshold"]
         self.history = {key: list(state[key]) for key in HISTORY_KEYS}
 
     # --------------------------------------------------------------------- bookkeeping
@@ -75,12 +78,14 @@ class TrainState:
         self.samples_in_epoch += clips
 
     def end_epoch(self, train_loss: float, train_acc: float, val_loss: float, val_acc: float,
-                  lr: float, seconds: float, alarm_threshold: float | None = None) -> bool:
+                  lr: float, seconds: float, alarm_threshold: float | None = None,
+                  alarm_off_threshold: float | None = None) -> bool:
         """Close the epoch with its metrics. Returns whether it is the best so far: its
         validation accuracy beats the best, or equals it at a lower validation loss (a small
         validation set often scores 100% for many epochs while the loss still falls; the
         first of them is seldom the model that does best on unseen subjects)."""
         self.alarm_threshold = alarm_threshold
+        self.alarm_off_threshold = alarm_off_threshold
         for key, value in zip(HISTORY_KEYS, (train_loss, val_loss, train_acc, val_acc, lr,
                                              seconds)):
             self.history[key].append(value)
