@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import crossval as cv_command
 import main
@@ -190,6 +191,31 @@ def test_a_data_set_made_again_in_its_folder_is_said_as_such():
     assert crossval.study_diff(record, wanted) == [
         "the data set in d/: fingerprint aaa in the study, bbb now (it was changed or made "
         "again)"]
+
+
+def test_option_values_that_do_the_same_where_the_study_runs_are_no_difference():
+    """On a CPU, --amp auto is off, and --deterministic changes no kernel; on drawn faces
+    --augment-camera auto is no; without --augment it does nothing. A study begun with one
+    such value goes on with the other (both refused these as other options); on a GPU
+    and on video data they differ."""
+    base = {k: v for k, v in Config().to_dict().items() if k not in crossval.NOT_OPTIONS}
+    record = {"num_folds": 3, "val_subjects": None, "fold_source": "auto", "data_dir": "d",
+              "data_fingerprint": "aaa", "options": base}
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+
+    def diff(device, from_video=False, **options):
+        wanted = {**record, "options": {**base, **options}}
+        return crossval.study_diff(record, wanted, device=device, from_video=from_video)
+
+    for same in ({"amp": "off"}, {"deterministic": "yes"}, {"deterministic": "no"},
+                 {"augment_camera": "no"}):
+        assert diff(cpu, **same) == []
+    assert diff(cpu, augment=False, augment_camera="yes") == ["--augment: yes in the study, "
+                                                              "no now"]
+    assert diff(gpu, deterministic="yes") == ["--deterministic: auto in the study, yes now"]
+    assert diff(cpu, True, augment_camera="no") == ["--augment-camera: auto in the study, "
+                                                    "no now"]
+    assert diff(cpu, amp="bf16") == ["--amp: auto in the study, bf16 now"]
 
 
 def test_changed_options_refused_and_force_archives(tiny_data, tmp_path, monkeypatch):

@@ -43,10 +43,11 @@ from fatigue.checkpoints.store import ARCHIVE, BEST, STUDY_ARCHIVE_PREFIX, Check
 from fatigue.claim import CLAIM_FILE, FolderClaim
 from fatigue.data.clip_store import (CLIPS_FILE, dataset_exists, data_fingerprint, load_manifest,
                                      write_clip_store)
+from fatigue.data.video import crop_settings
 from fatigue.errors import UserError
 from fatigue.inference.evaluation import evaluate_checkpoint
 from fatigue.inference.report import figures
-from fatigue.training import command
+from fatigue.training import command, determinism
 from fatigue.training.pretrained import fetch as fetch_pretrained
 from fatigue.training.session import fit_to_clips
 from fatigue.training.stop import StopTraining, signals_raise
@@ -225,7 +226,7 @@ class Study:
         if path.is_file() and not self.args.force:
             record = read_record(path)
             diff = study_diff(record, wanted, self.deals_as(record, manifest),
-                              pick_device(self.cfg.device))
+                              pick_device(self.cfg.device), crop_settings(manifest) is not None)
             if diff:
                 # Its one line then: the study's folder, made again (another folder is an
                 # option given otherwise, --data-dir).
@@ -351,12 +352,32 @@ def read_record(path: Path) -> dict:
     return record
 
 
+def what_options_do(options: dict, device: torch.device, from_video: bool) -> dict:
+    """`options` with those whose values may mean the same replaced by what they do on
+    `device`, on data cut from video or not: --amp by its precision (auto is off on a CPU),
+    --deterministic by whether a GPU's kernels are the exact ones (a CPU's are the same in
+    every mode), --augment-camera by whether clips get camera jitter (auto: on video data
+    only; none without --augment)."""
+    done = dict(options)
+    if options.get("amp") is not None:
+        done["amp"] = autocast_dtype(options["amp"], device)
+    if options.get("deterministic") is not None:
+        done["deterministic"] = determinism.exact_on_gpu(determinism.is_deterministic(
+            Config(deterministic=options["deterministic"]), device), device)
+    if options.get("augment_camera") is not None:
+        done["augment_camera"] = bool(options.get("augment")) and (
+            options["augment_camera"] == "yes"
+            or (options["augment_camera"] == "auto" and from_video))
+    return done
+
+
 def study_diff(record: dict, wanted: dict, same_folds: bool = False,
-               device: torch.device | None = None) -> list[str]:
+               device: torch.device | None = None, from_video: bool = False) -> list[str]:
     """One line per difference between a study's definition and the one asked for now.
     With `same_folds` (the options now deal the study's folds), how they were asked for
-    (--val-subjects, --fold-source) is no difference. On `device`, --amp values that mean
-    the same there are no difference (auto is off on a CPU)."""
+    (--val-subjects, --fold-source) is no difference. On `device`, option values that do
+    the same there (and on the data, cut `from_video` or not) are no difference
+    (what_options_do)."""
     lines = []
     for key, flag, default in (("num_folds", "--folds", None),
                                ("val_subjects", "--val-subjects", None),
@@ -377,11 +398,11 @@ def study_diff(record: dict, wanted: dict, same_folds: bool = False,
     defaults = Config().to_dict()
     saved = {**{k: v for k, v in defaults.items() if k not in NOT_OPTIONS}, **record["options"]}
     now_ = wanted["options"]
+    did, does = ((what_options_do(saved, device, from_video),
+                  what_options_do(now_, device, from_video)) if device is not None
+                 else (saved, now_))
     for name in [*now_, *(n for n in saved if n not in now_)]:
-        then, asked = saved.get(name), now_.get(name)
-        if name == "amp" and device is not None and None not in (then, asked):
-            then, asked = autocast_dtype(then, device), autocast_dtype(asked, device)
-        if name not in RUN_ENVIRONMENT and then != asked:
+        if name not in RUN_ENVIRONMENT and did.get(name) != does.get(name):
             lines.append(f"{flag_of(name) if name in now_ else name}: {shown(saved.get(name))} "
                          f"in the study, {shown(now_.get(name))} now")
     return lines
