@@ -21,7 +21,7 @@ from fatigue.checkpoints import store as ckpt
 from fatigue.claim import FolderClaim, add_claim_args
 from fatigue.errors import UserError, run_cli
 from fatigue.inference.deployment import alarm_settings, deployment_info
-from fatigue.text import clips_into_epoch, counted
+from fatigue.text import arg, clips_into_epoch, counted
 from fatigue.training import command, session
 from model import build_model, count_parameters
 
@@ -75,7 +75,7 @@ def position(state: dict) -> str:
 def list_checkpoints(store: ckpt.CheckpointStore) -> int:
     paths = store.checkpoints()
     if not paths:
-        folder = "" if store.dir == Path(Config.model_dir) else f" --model-dir {store.dir}"
+        folder = "" if store.dir == Path(Config.model_dir) else f" --model-dir {arg(store.dir)}"
         missing = "" if store.dir.is_dir() else " (no such folder)"
         print(f"No checkpoints in {store.dir}/{missing}. Train with: python "
               f"checkpoint_training.py{folder}")
@@ -218,7 +218,7 @@ def build_parser(tools_only: bool = False) -> argparse.ArgumentParser:
     tools = parser.add_argument_group("checkpoint tools (these do not train; one at a time)"
                                       ).add_mutually_exclusive_group()
     tools.add_argument("--list", action="store_true", help="table of the checkpoints in --model-dir")
-    tools.add_argument("--info", metavar="NAME", help="everything in one checkpoint (a path, "
+    tools.add_argument("--info", metavar="NAME", type=files.file_name, help="everything in one checkpoint (a path, "
                                                       "or a file name inside --model-dir)")
     tools.add_argument("--clean", action="store_true",
                        help="apply --keep-last N to the epoch backups now, listing what goes")

@@ -54,7 +54,8 @@ class Parser(argparse.ArgumentParser):
 class Config:
     # --- data ---------------------------------------------------------------------------
     data_dir: str = _opt("data", "folder of the prepared clip data set (made automatically "
-                         "with synthetic data when the default folder is empty)", "data")
+                         "with synthetic data when the default folder is empty)", "data",
+                         parse=files.folder_name)
     sequence_length: int = _opt(30, "frames per clip seen by the model; when not given, a new "
                                 "run takes its data set's clip length", "data")
     image_size: int = _opt(32, "side of the square face crop, in pixels", "data")

@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "with per-frame labels, frame-level) accuracy.",
         epilog="Example: python evaluate.py --model models/best_model.pth --report reports/best")
     parser.add_argument("--model", action="append", required=True, metavar="PATH",
+                        type=files.file_name,
                         help="checkpoint file; repeat to compare several")
     parser.add_argument("--data-dir", type=files.folder_name,
                         help="data set to evaluate on (default: the one the checkpoint was "

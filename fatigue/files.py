@@ -367,6 +367,14 @@ def not_an_input(outputs: dict[str, str | None], inputs: dict[str, str | None]) 
                                 f"file elsewhere")
 
 
+def file_name(value: str) -> str:
+    """argparse type of an option naming a file the command reads: refused when empty (a
+    tool given '' took it for no value at all: `--info ''` trained instead)."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("empty; give the path of a file")
+    return value
+
+
 def folder_name(value: str) -> str:
     """argparse type of an option naming a folder: refused when empty ('' is the current
     folder to Path, and no value at all to the caller, which then takes its default)."""

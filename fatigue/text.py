@@ -1,6 +1,15 @@
 """Wording shared by the messages the commands print."""
 from __future__ import annotations
 
+import shlex
+from pathlib import Path
+
+
+def arg(value: str | Path) -> str:
+    """`value` as a shell reads it in a command we print for pasting: quoted when it holds
+    spaces or other characters the shell would split or expand ('my runs/a')."""
+    return shlex.quote(str(value))
+
 
 def counted(n: int, noun: str, plural: str | None = None) -> str:
     """'1 window', '3 windows', '0 windows': a count with its noun in the right number

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import benchmark
 import checkpoint_training
@@ -28,6 +29,8 @@ import export
 import main
 import prepare
 import train
+import conftest
+from config import Config
 from conftest import ROOT
 from fatigue.data import synthetic_videos as sv
 from fatigue.data.clips import ClipDataset
@@ -35,6 +38,8 @@ from fatigue.errors import UserError, run_cli
 from fatigue.inference import detection
 from fatigue.inference.alarm import AlarmSettings
 from fatigue.training import command as train_command
+from fatigue.training import loop
+from fatigue.training import state as state_module
 
 
 @pytest.fixture
@@ -92,6 +97,19 @@ def test_an_empty_output_name_and_a_device_as_a_model_are_one_line(capsys):
             command_main(argv)
         assert exit_.value.code == 2
         assert f"argument {option}: empty; give the path of a folder" in \
+            capsys.readouterr().err
+    # An empty file name: --info "" (an unset $VAR) trained a 100-epoch run; --data-dir ""
+    # trained on the data of '/'.
+    for command_main, argv, kind in ((checkpoint_training.main, ["--info", ""], "file"),
+                                     (evaluate.main, ["--model", ""], "file"),
+                                     (detect.main, ["--source", "v.mp4", "--model", ""], "file"),
+                                     (export.main, ["--model", ""], "file"),
+                                     (train.main, ["--data-dir", ""], "folder")):
+        option = argv[-2]
+        with pytest.raises(SystemExit) as exit_:
+            command_main(argv)
+        assert exit_.value.code == 2
+        assert f"argument {option}: empty; give the path of a {kind}" in \
             capsys.readouterr().err
 
 
@@ -247,6 +265,33 @@ def test_synthetic_data_names_only_the_option_that_is_out_of_range(tmp_path):
         dataset.main(["--synthetic", "--as-videos", "--layout", "nthu", "--num-subjects", "40",
                       "--data-dir", str(tmp_path / "v")])
     assert not (tmp_path / "d").exists() and not list((tmp_path / "v").rglob("*.avi"))
+
+
+def test_a_run_resumed_from_another_folder_with_its_data_given_ends_with_its_test(
+        tiny_data, tmp_path, monkeypatch, capsys):
+    """Begun with a relative --data-dir, continued from another folder with --data-dir
+    given: the run finished, then its test evaluation looked for the data where the best
+    checkpoint's command had named it and ended in 'give its folder with --data-dir',
+    exit 2. The commands it prints quote paths with spaces, so that they can be pasted."""
+    shutil.copytree(tiny_data, tmp_path / "data here")
+    monkeypatch.chdir(tmp_path)
+    models = "my runs/first"
+    argv = conftest.tiny_args(Path("data here"), Path(models))
+    assert train.main([*argv, "--epochs", "2"]) == 0
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    capsys.readouterr()
+    # Its best checkpoint stays one from before the resume, whose command named the data.
+    monkeypatch.setattr(state_module, "improves", lambda *_: False)
+    assert train.main(["--resume", "--epochs", "3", "--model-dir", f"../{models}",
+                       "--data-dir", "../data here"]) == 0
+    out = capsys.readouterr().out
+    assert torch.load(f"../{models}/best_model.pth", weights_only=True)["epoch"] < 3
+    assert "Test accuracy of best_model.pth on 6 clips" in out
+    assert ("details: python evaluate.py --model '../my runs/first/best_model.pth' "
+            "--data-dir '../data here')") in out
+    assert loop.resume_command(Config(model_dir=models)) == \
+        "python train.py --resume --model-dir 'my runs/first'"
 
 
 def test_a_model_folder_given_as_a_model_says_which_file_to_give(tmp_path):

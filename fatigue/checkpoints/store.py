@@ -38,6 +38,7 @@ from fatigue.checkpoints.tensorboard_log import FOLDER as TENSORBOARD_FOLDER
 from fatigue.errors import UserError
 from fatigue.files import (commit, link_or_copy, move_to_new_folder, remove_temp_files,
                            temp_path, torch_zip_kind, write_temp)
+from fatigue.text import arg
 
 LATEST = "latest_model.pth"
 BEST = "best_model.pth"
@@ -148,7 +149,7 @@ def load_checkpoint(path: str | Path, verify: bool = True) -> dict:
         raise CheckpointError(f"{path} is not a regular file; give a checkpoint file such as "
                               f"models/{BEST}")
     if not path.is_file():
-        folder = "" if path.parent == Path("models") else f" --model-dir {path.parent}"
+        folder = "" if path.parent == Path("models") else f" --model-dir {arg(path.parent)}"
         raise CheckpointError(f"no checkpoint at {path}; list the available ones with "
                               f"'python checkpoint_training.py --list{folder}'")
     why_not = not_a_checkpoint(path)

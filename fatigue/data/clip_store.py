@@ -22,6 +22,7 @@ from typing import Iterable
 import numpy as np
 
 from fatigue import files
+from fatigue.text import arg
 from fatigue.files import CLIPS_FILE, MANIFEST_FILE  # named there: outputs never replace them
 from fatigue.errors import UserError
 
@@ -152,9 +153,9 @@ def load_manifest(data_dir: str | Path) -> dict:
                         f"'python dataset.py' wrote (it holds {MANIFEST_FILE})")
     if not path.is_file():
         raise UserError(f"no data set in {data_dir}/ (no {MANIFEST_FILE}); make one with "
-                        f"'python dataset.py --synthetic --data-dir {data_dir}' or prepare "
-                        f"videos with 'python dataset.py --prepare SOURCE --format "
-                        f"{{nthu,rldd,folders}} --data-dir {data_dir}'")
+                        f"'python dataset.py --synthetic --data-dir {arg(data_dir)}' or "
+                        f"prepare videos with 'python dataset.py --prepare SOURCE --format "
+                        f"{{nthu,rldd,folders}} --data-dir {arg(data_dir)}'")
     try:
         manifest = json.loads(path.read_text())
     except (OSError, ValueError) as err:  # ValueError: not JSON, or not text at all

@@ -37,7 +37,7 @@ from fatigue.data.faces import FacePhoto, LidLook, draw_face, grace_hopper, rest
 from fatigue.data import written_folder
 from fatigue.data.tracking import FaceTracker
 from fatigue.errors import UserError
-from fatigue.text import first_few
+from fatigue.text import arg, first_few
 
 FRAME_SIZE = (160, 120)  # width, height of make_subject's plain camera (tests, demos)
 PHOTO_FACE = (155, 105, 222, 222)  # grace_hopper().face, without reading the photo at import
@@ -581,8 +581,8 @@ def write_videos(out_dir: str | Path, layout: str = "folders", num_subjects: int
             f"subjects in the '{layout}' layout to {out}/ in {seconds_taken:.0f} s, "
             f"each through its own random camera ({sizes[0][0]}x{sizes[0][1]} to "
             f"{sizes[-1][0]}x{sizes[-1][1]}, {sum(c.infrared for c in cameras)} infrared). "
-            f"Prepare them with: python dataset.py --prepare {out} --format {layout} "
-            f"--data-dir {clips_folder(out)}")
+            f"Prepare them with: python dataset.py --prepare {arg(out)} --format {layout} "
+            f"--data-dir {arg(clips_folder(out))}")
 
 
 def clips_folder(videos: Path) -> Path:

@@ -39,7 +39,7 @@ from fatigue.errors import UserError
 from fatigue.inference.evaluation import evaluate_checkpoint, predict
 from fatigue.inference.alarm import AlarmSettings
 from fatigue.inference.metrics import alarm_off_threshold, alarm_threshold, positive_index
-from fatigue.text import clips_into_epoch
+from fatigue.text import arg, clips_into_epoch
 from fatigue.training import determinism
 from fatigue.training.distributed import Distributed
 from fatigue.training.optimizer import make_optimizer
@@ -368,21 +368,25 @@ class Trainer:
         try:  # the run is complete: a stop now only skips its test evaluation
             with signals_raise(StopTraining):
                 # The run's own model takes the best weights: nothing is built or moved again.
+                # The run's data (a --data-dir given at a resume), not the one the best
+                # checkpoint names: the folder it ran from may differ, or the data changed.
                 test = None if signum else evaluate_checkpoint(
-                    best, device=self.device.type, model=self.parts.model,
+                    best, data_dir=self.cfg.data_dir, device=self.device.type,
+                    model=self.parts.model,
                     batch_size=math.ceil(self.cfg.batch_size / self.accum_steps))
         except StopTraining as stop:
             signum, test = stop.signum, None
+        details = f"python evaluate.py --model {arg(best)}" + (
+            "" if self.cfg.data_dir == Config.data_dir else f" --data-dir {arg(self.cfg.data_dir)}")
         if test is None:
             self.say(f"Stopped by {StopTraining(signum)} after the last epoch: the run is complete; "
-                     f"its test evaluation was skipped (python evaluate.py --model {best})",
-                     file=sys.stderr, flush=True)
+                     f"its test evaluation was skipped ({details})", file=sys.stderr, flush=True)
             return StopTraining(signum).exit_code
         if test["data_warning"]:  # made again while the run trained: its test split is not
             print(f"warning: no test accuracy: {test['data_warning']}", file=sys.stderr)
         elif test["clips"]:
             print(f"Test accuracy of {best.name} on {test['clips']} clips of unseen subjects: "
-                  f"{100 * test['accuracy']:.2f}% (details: python evaluate.py --model {best})")
+                  f"{100 * test['accuracy']:.2f}% (details: {details})")
         return 0
 
     # ------------------------------------------------------------------------- reporting
@@ -528,6 +532,6 @@ def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
 
 def resume_command(cfg: Config, distributed: bool = False) -> str:
     """The command that continues this run."""
-    extra = "" if cfg.model_dir == Config.model_dir else f" --model-dir {cfg.model_dir}"
+    extra = "" if cfg.model_dir == Config.model_dir else f" --model-dir {arg(cfg.model_dir)}"
     launcher = "torchrun [the same torchrun options] " if distributed else "python "
     return f"{launcher}train.py --resume{extra}"
