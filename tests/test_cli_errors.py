@@ -294,6 +294,20 @@ def test_a_run_resumed_from_another_folder_with_its_data_given_ends_with_its_tes
         "python train.py --resume --model-dir 'my runs/first'"
 
 
+def test_a_model_too_large_for_memory_is_one_line_and_the_old_run_stays(tiny, tmp_path):
+    """A few zeros too many in a size: the allocator's traceback came after the previous
+    run had been moved to the archive, so that --resume found nothing to resume."""
+    assert train.main(tiny("--epochs", "1")) == 0
+    models = tmp_path / "models"
+    before = sorted(p.name for p in models.iterdir())
+    with pytest.raises(UserError, match=r"a model of these sizes does not fit in this "
+                                        r"machine's memory \(one of its layers alone needs "
+                                        r"[\d,]+ GiB\); lower .*--lstm-hidden \(1000000\)"):
+        train.main(tiny("--force", "--lstm-hidden", "1000000"))
+    assert sorted(p.name for p in models.iterdir()) == before
+    assert not (models / "archive").exists()
+
+
 def test_a_model_folder_given_as_a_model_says_which_file_to_give(tmp_path):
     with pytest.raises(UserError, match=f"{tmp_path} is a folder; give a checkpoint file in "
                                         f"it, such as {tmp_path / 'best_model.pth'}"):

@@ -104,7 +104,7 @@ def test_a_stop_in_the_last_epochs_validation_or_save_says_the_run_is_complete(
     assert "damaged" not in err and not list((tmp_path / "models").glob("*.damaged-*"))
     best = tmp_path / "models" / "best_model.pth"
     assert "Stopped by SIGTERM after the last epoch: the run is complete; its test evaluation " \
-           f"was skipped (python evaluate.py --model {best})" in err
+           f"was skipped (python evaluate.py --model {best} --data-dir " in err
     assert "Continue with" not in err and "Test accuracy" not in out
     assert load(tmp_path / "models" / "latest_model.pth")["epoch"] == 2
     assert checkpoint_training.main(["--status", "--model-dir", str(tmp_path / "models")]) == 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import re
 import sys
 import time
 from datetime import datetime
@@ -97,7 +98,7 @@ class Trainer:
         self.val_loader = None
 
         torch.manual_seed(seeds.model_init_seed(cfg.seed))
-        model = build_model(cfg)
+        model = built_model(cfg)
         if pretrained is not None:  # a new run from ImageNet weights (a resume has its own)
             model.load_pretrained(pretrained[0], cfg.channels)
         model.place(self.device, cfg)
@@ -528,6 +529,22 @@ def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         scaler.update()
     else:
         optimizer.step()
+
+
+def built_model(cfg: Config) -> torch.nn.Module:
+    """build_model, with sizes too large for memory (a few zeros too many in --lstm-hidden)
+    said in one line instead of the allocator's traceback."""
+    try:
+        return build_model(cfg)
+    except RuntimeError as err:
+        if "can't allocate memory" not in str(err):
+            raise
+        asked = re.search(r"allocate (\d+) bytes", str(err))
+        size = f" (one of its layers alone needs {int(asked[1]) / 2**30:,.0f} GiB)" if asked else ""
+        raise UserError(f"a model of these sizes does not fit in this machine's memory{size}; "
+                        f"lower --cnn-width ({cfg.cnn_width}), --feature-dim "
+                        f"({cfg.feature_dim}), --lstm-hidden ({cfg.lstm_hidden}) or "
+                        f"--lstm-layers ({cfg.lstm_layers})") from None
 
 
 def resume_command(cfg: Config, distributed: bool = False) -> str:

@@ -108,13 +108,15 @@ def start(args: argparse.Namespace, given: dict, ask: bool, dist: Distributed,
         cfg.num_classes = len(manifest["classes"])
         for note in fit_to_clips(cfg, given, manifest["clip_shape"]):
             say(f"note: {note}")
-    dist.on_main(archive_old_run)
     if not dist.enabled:  # the run's own device (a resumed run's from its checkpoint)
         dist = dist.on_device(pick_device(cfg.device))
     store = CheckpointStore(model_dir, save_every=cfg.save_every, keep_last=cfg.keep_last,
                             background=True)
     trainer = Trainer(cfg, store, dist, checkpoint, allow_data_change=args.allow_data_change,
                       warnings=notes, pretrained=pretrained, continue_with=continue_with)
+    # Once the run is built (its data read, its model made): a mistake there, a model too
+    # large for memory, moves nothing.
+    dist.on_main(archive_old_run)
     return trainer.train()
 
 
