@@ -181,7 +181,7 @@ class FolderClaim:
             holder, locked_by_other = self._try(ignore_record)
             if self.fd is not None:
                 return
-            if self.break_claim and self._breakable(holder):
+            if self.break_claim and self._breakable(holder, locked_by_other):
                 self.note(f"--break-claim: taking over the claim on {self.folder}/ of "
                           f"{holder.describe()}")
                 if locked_by_other:  # the old holder keeps its lock on a file no one uses
@@ -262,8 +262,14 @@ class FolderClaim:
         return (here.st_ino, here.st_dev) == (held.st_ino, held.st_dev)
 
     @staticmethod
-    def _breakable(holder: Holder | None) -> bool:
-        return holder is not None and holder.host is not None and not holder.alive()
+    def _breakable(holder: Holder | None, locked_by_other: bool) -> bool:
+        """Whether --break-claim may take the claim over: its holder is known and not alive
+        here. A holder on another host whose lock is held is alive there: the lock reached
+        this host, so the file system shares locks (a crashed node's are freed by the file
+        server within minutes)."""
+        if holder is None or holder.host is None:
+            return False
+        return not holder.alive() and (holder.local or not locked_by_other)
 
     def _refusal(self, holder: Holder | None, locked_by_other: bool) -> str:
         """The one line a refused command prints: who holds the folder, what to do."""
@@ -274,11 +280,15 @@ class FolderClaim:
         if holder is None or holder.host is None:
             return (f"{self.folder}/ is in use by another process that has not said who it is "
                     f"({self.path}); {todo}")
+        if not holder.local and locked_by_other:
+            return (f"{self.folder}/ is in use by a run on another host: {holder.describe()} "
+                    f"holds its lock, so it is running (a crashed node's lock is freed by the "
+                    f"file server within minutes; --break-claim never takes a held lock); "
+                    f"{todo}")
         if not holder.local:
-            how = "holds" if locked_by_other else "was left claimed by"
-            return (f"{self.folder}/ is claimed: {holder.describe()} {how} it, on another host "
-                    f"that this one cannot check; {todo}. If that run has ended (a crashed "
-                    f"node, or NFS/Lustre not sharing locks), add --break-claim")
+            return (f"{self.folder}/ is claimed by {holder.describe()}, on another host that "
+                    f"this one cannot check; {todo}. If that run has ended (a crashed node, or "
+                    f"NFS/Lustre not sharing locks), add --break-claim")
         if holder.alive() and not holder.released:
             return f"{self.folder}/ is in use by another run: {holder.describe()}; {todo}"
         return (f"{self.folder}/ is still claimed by processes started by {holder.describe()}, "

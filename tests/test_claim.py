@@ -200,6 +200,26 @@ def test_break_claim_takes_over_a_dead_process_or_another_host(tmp_path, capsys)
         pass
 
 
+def test_break_claim_never_takes_a_lock_held_on_another_host(tmp_path):
+    """A run on another node whose lock is held (the file system shares locks, so it is
+    alive there): the SLURM script's --break-claim took it over, and two runs wrote one
+    folder, the second replacing the finished run's latest_model.pth."""
+    holder = hold(tmp_path / "m", {"pid": 4242, "host": "node-7", "since": "then",
+                                   "command": "python train.py"})
+    try:
+        for break_claim in (False, True):
+            with pytest.raises(ClaimBusy, match=r"in use by a run on another host: pid 4242 on "
+                                                r"node-7 .*holds its lock, so it is running"):
+                FolderClaim(tmp_path / "m", break_claim=break_claim, wait=0.3).acquire()
+        assert json.loads((tmp_path / "m" / CLAIM_FILE).read_text())["pid"] == 4242
+    finally:
+        holder.kill()
+        holder.wait()
+    # Its node crashed: the file server freed the lock, the record stays; taken over.
+    with FolderClaim(tmp_path / "m", break_claim=True):
+        assert recorded_pid(tmp_path / "m") == os.getpid()
+
+
 def test_a_refused_mistake_leaves_nothing_on_disk(tmp_path, tiny_data):
     for folder in (tmp_path / "new", tmp_path):
         with pytest.raises(UserError, match="--epochs must be at least 1"):

@@ -3,6 +3,7 @@ exactly, and interoperate with single-process runs."""
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -211,3 +212,39 @@ def test_an_unexpected_failure_on_process_0_ends_every_process_cleanly(tiny_data
     assert code != 0 and out.count("Permission denied") == 1, out
     assert "Connection closed" not in out and "RuntimeError" not in out, out
     assert "rank      : 0" in out.split("Root Cause")[-1], out
+
+
+def test_an_error_only_another_node_meets_is_its_line_and_one_more(tiny_data, tmp_path):
+    """A mistake only the process on another node meets (a data folder missing there): it
+    says so, and process 0, whose exchange with it then fails, says that in one line
+    instead of gloo's 'Connection closed by peer' traceback. (On one node torchrun ends
+    the others at once: two launchers, one process each, stand for two nodes.)"""
+    script = tmp_path / "data_missing_on_node_1.py"
+    script.write_text(
+        "import os, sys\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "from fatigue.errors import UserError, run_cli\n"
+        "from fatigue.training import loop\n"
+        "import train\n"
+        "def missing(*args, **kwargs):\n"
+        "    raise UserError('no data set in dd/ on this node')\n"
+        "if os.environ['RANK'] == '1':\n"
+        "    loop.Trainer._identity = missing\n"
+        "run_cli(train.main)\n")
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    nodes = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
+         "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=two_nodes",
+         str(script), *tiny_args(tiny_data, tmp_path / "models", "--epochs", "1")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
+        for _ in range(2)]
+    outs = [finish(node) for node in nodes]
+    assert all(code != 0 for code, _ in outs), outs
+    # What the processes said, before their launcher's own report and traceback.
+    said = "".join(out.split("elastic/multiprocessing/api.py")[0] for _, out in outs)
+    assert said.count("error: no data set in dd/ on this node") == 1, outs
+    # Process 0 may be ended by its launcher before its exchange fails: then it is silent.
+    assert said.count("error: another process of this job has stopped") <= 1, outs
+    assert "Traceback" not in said and "RuntimeError" not in said, outs

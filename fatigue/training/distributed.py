@@ -10,8 +10,10 @@ checking it never waits for the GPU.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import copy
 import os
+import re
 from datetime import timedelta
 from typing import Callable, TypeVar
 
@@ -22,6 +24,26 @@ from fatigue.errors import UserError
 from fatigue.training.stop import StopTraining
 
 T = TypeVar("T")
+
+
+class PeerStopped(UserError):
+    """Another process of the job ended on its own (a mistake only it met, a data folder
+    missing on its node, said there in its own line): this one's exchange with it failed."""
+    exit_code = 1
+    same_in_every_process = True  # process 0 says it, once
+
+
+@contextlib.contextmanager
+def exchange():
+    """Around a collective: a peer gone (gloo's 'Connection closed by peer', NCCL's
+    DistBackendError, both RuntimeErrors) is one line, not the backend's traceback."""
+    try:
+        yield
+    except RuntimeError as err:
+        # "[.../pair.cc:561] Connection closed by peer [10.0.0.7]:17569. This is typically..."
+        said = re.sub(r"^\[[^]]*\]\s*", "", str(err).splitlines()[0]).split(". ")[0]
+        raise PeerStopped(f"another process of this job has stopped (its own message, on its "
+                          f"node, says why), so this one stops too ({said})") from None
 
 
 class Distributed:
@@ -68,7 +90,8 @@ class Distributed:
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """Element-wise sum over all processes (in place, and returned)."""
         if self.enabled:
-            dist.all_reduce(tensor)
+            with exchange():
+                dist.all_reduce(tensor)
         return tensor
 
     def max_ints(self, *values: int) -> list[int]:
@@ -77,7 +100,8 @@ class Distributed:
         if not self.enabled:
             return list(values)
         t = torch.tensor(values, dtype=torch.int64)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.control)
+        with exchange():
+            dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.control)
         return t.tolist()
 
     def gather(self, obj) -> list:
@@ -85,7 +109,8 @@ class Distributed:
         if not self.enabled:
             return [obj]
         out = [None] * self.world_size
-        dist.all_gather_object(out, obj, group=self.control)
+        with exchange():
+            dist.all_gather_object(out, obj, group=self.control)
         return out
 
     def broadcast(self, obj):
@@ -93,7 +118,8 @@ class Distributed:
         if not self.enabled:
             return obj
         box = [obj]
-        dist.broadcast_object_list(box, src=0, group=self.control)
+        with exchange():
+            dist.broadcast_object_list(box, src=0, group=self.control)
         return box[0]
 
     def share_buffers(self, module: torch.nn.Module) -> None:
@@ -101,8 +127,9 @@ class Distributed:
         process's last forward pass updated its own copy; validation must score the one
         model the checkpoint holds, rank 0's, on every shard."""
         if self.enabled:
-            for buffer in module.buffers():
-                dist.broadcast(buffer, src=0)
+            with exchange():
+                for buffer in module.buffers():
+                    dist.broadcast(buffer, src=0)
 
     def on_main(self, work: Callable[[], T]) -> T:
         """Run `work` on process 0 alone and hand its result to every process. A user
@@ -135,7 +162,8 @@ class Distributed:
 
     def barrier(self) -> None:
         if self.enabled:
-            dist.barrier(group=self.control)
+            with exchange():
+                dist.barrier(group=self.control)
 
     def close(self) -> None:
         if self.enabled and dist.is_initialized():

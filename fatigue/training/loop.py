@@ -42,7 +42,7 @@ from fatigue.inference.alarm import AlarmSettings
 from fatigue.inference.metrics import alarm_off_threshold, alarm_threshold, positive_index
 from fatigue.text import arg, clips_into_epoch
 from fatigue.training import determinism
-from fatigue.training.distributed import Distributed
+from fatigue.training.distributed import Distributed, exchange
 from fatigue.training.optimizer import make_optimizer
 from fatigue.training.schedule import make_schedule
 from fatigue.training.state import TrainState
@@ -105,8 +105,10 @@ class Trainer:
         # The wrappers share their parameters with `model`, whose state_dict (without their
         # 'module.' and '_orig_mod.' prefixes) is what checkpoints hold.
         # A frozen backbone leaves its parameters without gradients for a while.
-        step_model = DistributedDataParallel(
-            model, find_unused_parameters=cfg.freeze_backbone_epochs > 0) if dist.enabled else model
+        with exchange():  # it sends process 0's weights to the others
+            step_model = DistributedDataParallel(
+                model, find_unused_parameters=cfg.freeze_backbone_epochs > 0) \
+                if dist.enabled else model
         self.step_model = torch.compile(step_model) if cfg.compile else step_model
         optimizer = make_optimizer(model.parameters(), cfg)
         scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
