@@ -25,6 +25,7 @@ TORCHVISION_BACKBONES = BACKBONES[1:]
 MIN_IMAGE_SIZE = {"small": 8}
 MAX_IMAGE_SIZE = 512  # px: every frame is resized to it; larger ones are a typo
 MAX_SEED = 2**63 - 1  # what torch's and numpy's generators take
+MAX_LEARNING_RATE = 10.0  # AdamW moves each weight by about this much a step: beyond, a typo
 
 
 def _opt(default: Any, help: str, group: str, flag: str | None = None, choices: tuple | None = None,
@@ -175,8 +176,10 @@ class Config:
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
                 raise OptionError(f"{flag_of(f.name)} must be a number, got {value}")
-        if not self.learning_rate > 0:
-            raise OptionError(f"--lr must be positive, got {self.learning_rate}")
+        if not 0 < self.learning_rate <= MAX_LEARNING_RATE:
+            raise OptionError(f"--lr must be more than 0 and at most {MAX_LEARNING_RATE:g} "
+                              f"(AdamW's useful rates lie near the default, "
+                              f"{Config.learning_rate:g}), got {self.learning_rate:g}")
         if not 0 <= self.dropout < 1:
             raise OptionError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.channels not in (1, 3):

@@ -594,6 +594,8 @@ def test_more_mistakes_get_one_line(tmp_path, capsys):
     (["--seed", "99999999999999999999"], "--seed 99999999999999999999: give a whole number"),
     (["--seed", "-1"], "--seed -1: give a whole number from 0"),
     (["--image-size", "100000"], "--image-size 100000: give at most 512"),
+    (["--lr", "1e39"], "--lr must be more than 0 and at most 10 (AdamW's useful rates lie "
+                       "near the default, 0.001), got 1e+39"),
 ])
 def test_numbers_no_training_can_use_are_refused_before_anything_is_written(argv, says,
                                                                            tmp_path):

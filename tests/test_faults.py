@@ -22,6 +22,7 @@ from fatigue.checkpoints import run_log
 from fatigue.checkpoints import store as checkpoint
 import checkpoint_training
 from fatigue.data import loaders, synthetic
+from fatigue.errors import UserError
 import train
 from fatigue.training import loop, session
 from fatigue.training.schedule import lr_factor
@@ -617,3 +618,37 @@ def test_a_run_folder_copied_without_its_best_model_finishes_on_its_latest(
     out = capsys.readouterr().out
     assert f"but best_model.pth is not in {copy}/; the test scores latest_model.pth instead" in out
     assert "Test accuracy of latest_model.pth on " in out and not (copy / "best_model.pth").exists()
+
+
+@pytest.mark.parametrize("save_every_steps", [0, 1])
+def test_a_run_whose_weights_become_nan_stops_and_keeps_the_last_good_checkpoint(
+        tiny, tmp_path, monkeypatch, save_every_steps):
+    """Training that diverges (too high a learning rate): it ran every epoch to the end with
+    'loss nan', saved the nan weights as latest and best, and reported success, exit 0. It
+    stops at the next save instead, one line, exit 2, the last good checkpoint kept."""
+    real = loop.optimizer_step
+    steps = {"n": 0}
+
+    def diverging_step(model, *args):
+        real(model, *args)
+        steps["n"] += 1
+        if steps["n"] >= 5:  # the second step of epoch 2 (3 steps an epoch)
+            next(model.parameters()).data.fill_(float("nan"))
+
+    monkeypatch.setattr(loop, "optimizer_step", diverging_step)
+    args = tiny("--epochs", "3", "--save-every-steps", str(save_every_steps))
+    with pytest.raises(UserError, match=r"training diverged in epoch 2: the loss became nan or "
+                                        r"inf.*They are not saved: .*latest_model.pth keeps the "
+                                        r"position saved before it; continue from there with a "
+                                        r"lower rate: python train.py --resume --model-dir .* "
+                                        r"--lr 0.0001") as refused:
+        train.main(args)
+    assert refused.value.exit_code == 2
+    monkeypatch.undo()
+    models = tmp_path / "models"
+    latest, best = load(models / "latest_model.pth"), load(models / "best_model.pth")
+    assert (latest["epoch"], latest["global_step"]) == (1, 4 if save_every_steps else 3)
+    for state in (latest, best):
+        assert all(w.isfinite().all() for w in state["model_state_dict"].values())
+    assert len((models / "training_log.jsonl").read_text().splitlines()) == 1  # epoch 1
+    assert train.main(tiny("--resume", "--epochs", "3", "--lr", "0.0001")) == 0

@@ -236,6 +236,7 @@ class Trainer:
 
     def end_epoch(self, train: dict, val: dict, began: float) -> None:
         """Step the schedule, record the epoch, save, log and print it."""
+        self.refuse_diverged()  # before the epoch enters the history, the log or the curves
         self.parts.scheduler.step()
         is_best = self.state.end_epoch(train["loss"], train["accuracy"], val["loss"],
                                        val["accuracy"], train["lr"], time.time() - began,
@@ -314,6 +315,25 @@ class Trainer:
         self.store.join()
         self.requested_stop()
 
+    def refuse_diverged(self) -> None:
+        """Stop a run whose weights are no longer numbers (the loss became nan or inf: a
+        learning rate too high), before they replace a checkpoint; its epochs would all
+        read 'nan' and end as a 'best' model of 50%. Every process holds the same weights,
+        so all stop here together."""
+        weights = list(self.parts.model.parameters())
+        if torch.stack([w.isfinite().all() for w in weights]).all():
+            return
+        cfg, latest = self.cfg, self.store.latest
+        kept = (f"{latest} keeps the position saved before it" if latest.is_file() else
+                "nothing of this run was saved")
+        again = (f"; continue from there with a lower rate: {self.continue_with} --lr "
+                 f"{cfg.learning_rate / 10:g}" if latest.is_file() and self.continue_with
+                 else "; start again with a lower --lr (--force)")
+        raise Diverged(f"training diverged in epoch {self.state.epoch + 1}: the loss became "
+                       f"nan or inf, and the weights are no longer numbers (a learning rate "
+                       f"too high for this model and data: --lr {cfg.learning_rate:g}, the "
+                       f"default {Config.learning_rate:g}). They are not saved: {kept}{again}")
+
     def raise_if_stopped(self) -> None:
         signum = self.requested_stop()
         if signum:
@@ -323,6 +343,7 @@ class Trainer:
              interrupted: str | None = None) -> list[str]:
         """Checkpoint this moment. Every process takes part (RNG states and running sums are
         gathered); process 0 writes. Returns the file names written."""
+        self.refuse_diverged()
         self.stop_if_write_failed()  # the last one's failure, before process 0 meets it alone
         rank_rngs = self.dist.gather(seeds.rng_state())
         rank_sums = self.dist.gather(self.state.sums.cpu())
@@ -531,6 +552,11 @@ def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         scaler.update()
     else:
         optimizer.step()
+
+
+class Diverged(UserError):
+    """The weights became nan or inf: training cannot go on from them."""
+    same_in_every_process = True  # every process holds the same weights
 
 
 def built_model(cfg: Config) -> torch.nn.Module:
