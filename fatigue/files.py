@@ -110,9 +110,17 @@ def link_or_copy(source: str | Path, tmp: str | Path) -> None:
     try:
         os.link(source, tmp)
     except OSError:
-        shutil.copyfile(source, tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
+        copy_to_temp(source, tmp)
+
+
+def copy_to_temp(source: str | Path, tmp: str | Path) -> None:
+    """Copy `source` to the temporary name `tmp`, fsynced, ready for `commit`: a file of its
+    own, which damage to `source` or a write into it (`cp other.pth source`) leaves as it
+    was. A file already at `tmp` (a leftover) is removed first, never written into."""
+    Path(tmp).unlink(missing_ok=True)
+    shutil.copyfile(source, tmp)
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
 
 
 def write_temp(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:

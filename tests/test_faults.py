@@ -210,11 +210,12 @@ def test_damaged_latest_falls_back_to_newest_intact(tiny, tmp_path, capsys, monk
                                                     damage):
     assert train.main(tiny(*EPOCHS, "--save-every", "1")) == 4 - 4  # completes
     models = tmp_path / "models"
-    # Pretend the run was stopped after epoch 3 and its last save was damaged.
+    # Pretend the run was stopped after epoch 3 and its last save was damaged (its best
+    # model then one of an earlier epoch: a file of its own, intact).
     (models / "checkpoint_epoch_4.pth").unlink()
+    shutil.copyfile(models / "checkpoint_epoch_2.pth", models / "best_model.pth")
     damage(models / "latest_model.pth")
     # Other files in the folder are never taken for the run's own backups.
-    # (best_model.pth may be latest_model.pth's own file, a hard link: damaged with it.)
     weights = load(models / "checkpoint_epoch_1.pth")["model_state_dict"]
     torch.save(weights, models / "weights.pth")
     torch.save({"model_state_dict": {}, "config": Payload(tmp_path / "ran")}, models / "x.pth")
@@ -262,8 +263,7 @@ def test_a_finished_run_with_a_damaged_latest_is_whole_after_one_resume(tiny, tm
     models = tmp_path / "models"
     latest = models / "latest_model.pth"
     data = latest.read_bytes()
-    latest.unlink()  # a file of its own: the epoch-2 backup, its hard link, stays intact
-    latest.write_bytes(data[:len(data) // 2])
+    latest.write_bytes(data[:len(data) // 2])  # in place: the epoch-2 backup stays intact
     assert checkpoint_training.main(["--status", "--model-dir", str(models)]) == \
         checkpoint_training.UNFINISHED
     assert train.main(tiny("--epochs", "2", "--resume")) == 0
@@ -652,3 +652,23 @@ def test_a_run_whose_weights_become_nan_stops_and_keeps_the_last_good_checkpoint
         assert all(w.isfinite().all() for w in state["model_state_dict"].values())
     assert len((models / "training_log.jsonl").read_text().splitlines()) == 1  # epoch 1
     assert train.main(tiny("--resume", "--epochs", "3", "--lr", "0.0001")) == 0
+
+
+def test_best_and_backups_are_files_of_their_own(tiny, tmp_path):
+    """best_model.pth and the epoch backups were hard links to latest_model.pth's file: a
+    user rolling back with `cp checkpoint_epoch_1.pth latest_model.pth` (which writes into
+    the file) or one disk fault in it changed them all. Each is its own file now."""
+    assert train.main(tiny("--epochs", "2", "--save-every", "1")) == 0
+    models = tmp_path / "models"
+    latest, best = models / "latest_model.pth", models / "best_model.pth"
+    backup = models / "checkpoint_epoch_2.pth"
+    before = {p: p.read_bytes() for p in (best, backup)}
+    assert latest.read_bytes() == before[backup]  # the same checkpoint, another file
+    with open(latest, "r+b") as fh:  # what cp does to an existing file
+        fh.truncate(0)
+        fh.write((models / "checkpoint_epoch_1.pth").read_bytes())
+    assert load(latest)["epoch"] == 1
+    assert {p: p.read_bytes() for p in (best, backup)} == before
+    with open(latest, "r+b") as fh:  # a fault in the file: the backups stay intact
+        fh.truncate(100)
+    assert load(backup)["epoch"] == 2

@@ -1,4 +1,4 @@
-"""Checkpoint files: the one module that writes, reads, links, archives and deletes them.
+"""Checkpoint files: the one module that writes, reads, copies, archives and deletes them.
 
 Layout of a model folder (default `models/`):
     latest_model.pth          after every epoch (and on interruption, mid-epoch)
@@ -36,7 +36,7 @@ from fatigue.checkpoints import schema
 from fatigue.checkpoints.run_log import CURVES_FILE, LOG_FILE
 from fatigue.checkpoints.tensorboard_log import FOLDER as TENSORBOARD_FOLDER
 from fatigue.errors import UserError
-from fatigue.files import (commit, link_or_copy, move_to_new_folder, remove_temp_files,
+from fatigue.files import (commit, copy_to_temp, move_to_new_folder, remove_temp_files,
                            temp_path, torch_zip_kind, write_temp)
 from fatigue.text import arg
 
@@ -283,11 +283,11 @@ class CheckpointStore:
                       key=_epoch_of)
 
     def save(self, state: dict, is_best: bool = False, epoch_end: bool = True) -> list[str]:
-        """Write latest_model.pth, then link best and epoch backups to it as due.
+        """Write latest_model.pth, and best and epoch backups as copies of it when due.
         Returns the file names written.
 
         With `background`, the loop is blocked only while the state is copied; the disk
-        write (checksum, fsync, rename, links, retention) runs in a thread. The next save
+        write (checksum, fsync, rename, copies, retention) runs in a thread. The next save
         first waits for the previous one, so files are never written concurrently, and a
         failed write is raised then (or by `wait`)."""
         self.wait()
@@ -382,7 +382,9 @@ class CheckpointStore:
     def _copy_to(self, written: Path, target: Path) -> None:
         tmp = temp_path(target)
         try:
-            link_or_copy(written, tmp)  # the written file is never rewritten in place
+            # A copy, not a hard link: one damaged file (a disk fault, a `cp` into
+            # latest_model.pth) must not damage best and the backups with it.
+            copy_to_temp(written, tmp)
             commit(tmp, target)
         except OSError as err:
             tmp.unlink(missing_ok=True)
@@ -463,7 +465,7 @@ class CheckpointStore:
         # The intact file takes latest's place at once: a run with nothing left to train
         # (which saves nothing) is then whole again, and so is one stopped before its save.
         tmp = temp_path(self.latest)
-        link_or_copy(path, tmp)
+        copy_to_temp(path, tmp)
         commit(tmp, self.latest)
         return path, state, notes + [f"resuming from {path.name} (epoch {state['epoch']}) "
                                      f"instead"]
