@@ -294,6 +294,24 @@ def test_a_run_resumed_from_another_folder_with_its_data_given_ends_with_its_tes
         "python train.py --resume --model-dir 'my runs/first'"
 
 
+def test_a_run_resumed_from_another_folder_without_its_data_says_where_it_was(
+        tiny_data, tmp_path, monkeypatch):
+    """Its data named relative to the folder it began in: the hint was to make a new data
+    set ('python dataset.py --synthetic --data-dir d'), which the run would then refuse
+    as other data."""
+    shutil.copytree(tiny_data, tmp_path / "d")
+    monkeypatch.chdir(tmp_path)
+    assert train.main(conftest.tiny_args(Path("d"), tmp_path / "models", "--epochs", "1")) == 0
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    with pytest.raises(UserError, match=r"^the data set this run trained on is not in d/ \(as "
+                                        r"the run's first command named it, relative to the "
+                                        r"folder that command ran in\); run from that folder, "
+                                        r"or give the data set's folder with --data-dir$"):
+        train.main(["--resume", "--epochs", "2", "--model-dir", str(tmp_path / "models")])
+    assert not any((tmp_path / "elsewhere").iterdir())
+
+
 def test_a_model_too_large_for_memory_is_one_line_and_the_old_run_stays(tiny, tmp_path):
     """A few zeros too many in a size: the allocator's traceback came after the previous
     run had been moved to the archive, so that --resume found nothing to resume."""

@@ -17,7 +17,7 @@ from config import Config, architecture_diff, build_config, flag_of, given_optio
 from fatigue.data.clips import DEFAULT_DATA_DIR, ClipDataset, ensure_dataset
 from fatigue.checkpoints.store import CheckpointError, CheckpointStore, load_checkpoint
 from fatigue.claim import FolderClaim
-from fatigue.data.clip_store import load_manifest
+from fatigue.data.clip_store import dataset_exists, load_manifest
 from fatigue import startup
 from fatigue.errors import UserError
 from fatigue.files import STUDY_FILE
@@ -88,6 +88,17 @@ def start(args: argparse.Namespace, given: dict, ask: bool, dist: Distributed,
         pretrained = fetched.get("weights") or fetch_pretrained(cfg)
 
     def make_data() -> None:
+        built_in = cfg.data_dir == DEFAULT_DATA_DIR and \
+            checkpoint is not None and checkpoint["data_source"] in (None, "synthetic")
+        if checkpoint is not None and "data_dir" not in given and not built_in and \
+                not dataset_exists(cfg.data_dir):
+            # The run's own data, named as its first command did, from the folder that one
+            # ran in. (The built-in data set, made again, is the same: the run continues.)
+            relative = "" if Path(cfg.data_dir).is_absolute() else \
+                ", relative to the folder that command ran in"
+            raise UserError(f"the data set this run trained on is not in {cfg.data_dir}/ (as "
+                            f"the run's first command named it{relative}); run from that "
+                            f"folder, or give the data set's folder with --data-dir")
         ensure_dataset(cfg.data_dir, explicitly_given="data_dir" in given or
                        cfg.data_dir != DEFAULT_DATA_DIR, seed=0, image_size=cfg.image_size,
                        sequence_length=cfg.sequence_length, channels=cfg.channels,
