@@ -202,10 +202,27 @@ class Config:
         if self.freeze_backbone_epochs >= self.num_epochs:
             doubts.append(f"--freeze-backbone-epochs {self.freeze_backbone_epochs} is not "
                           f"less than --epochs {self.num_epochs}: the backbone never trains")
+        defaults = Config()
+        for name in sorted(unused_model_fields(self)):
+            if getattr(self, name) != getattr(defaults, name):
+                doubts.append(f"{flag_of(name)} {getattr(self, name)} does nothing with "
+                              + ("--temporal mean" if name.startswith("lstm") else
+                                 f"--backbone {self.backbone} (it sizes the small CNN)"))
         return doubts
 
 
 MODEL_FIELDS = tuple(f.name for f in fields(Config) if f.metadata["group"] == "model")
+
+
+def unused_model_fields(cfg: Config) -> set[str]:
+    """Model options the model of `cfg` does not use: the LSTM's sizes without an LSTM, the
+    small CNN's width with another backbone."""
+    unused = set()
+    if cfg.temporal != "lstm":
+        unused |= {"lstm_hidden", "lstm_layers"}
+    if cfg.backbone != "small":
+        unused.add("cnn_width")
+    return unused
 
 
 def flag_of(name: str) -> str:
@@ -282,6 +299,8 @@ def build_config(overrides: dict, base: Config | None = None) -> Config:
 
 
 def architecture_diff(a: Config, b: Config) -> list[str]:
-    """Model options that differ, as 'flag: a -> b' lines."""
+    """Model options that differ, as 'flag: a -> b' lines (options neither model uses, such
+    as --lstm-layers with --temporal mean, are no difference)."""
+    unused = unused_model_fields(a) & unused_model_fields(b)
     return [f"{flag_of(n)}: {getattr(a, n)!r} in the checkpoint, {getattr(b, n)!r} now"
-            for n in MODEL_FIELDS if getattr(a, n) != getattr(b, n)]
+            for n in MODEL_FIELDS if n not in unused and getattr(a, n) != getattr(b, n)]

@@ -331,6 +331,17 @@ def test_resume_refuses_other_architecture(tiny, tmp_path):
     assert latest.read_bytes() == before
 
 
+def test_options_a_model_does_not_use_are_said_and_no_difference_at_a_resume(tiny, capsys):
+    """--lstm-layers with --temporal mean was ignored without a word, and a resume giving
+    another value was refused as 'a different model', which it is not."""
+    assert train.main(tiny("--epochs", "1", "--temporal", "mean", "--lstm-layers", "3")) == 0
+    assert "warning: --lstm-layers 3 does nothing with --temporal mean" in \
+        capsys.readouterr().err
+    assert train.main(tiny("--epochs", "2", "--resume", "--lstm-layers", "1")) == 0
+    assert Config(backbone="resnet18", cnn_width=64).doubtful_choices() == [
+        "--cnn-width 64 does nothing with --backbone resnet18 (it sizes the small CNN)"]
+
+
 def test_main_help_lists_modes():
     out = run_script("main.py", "--help")
     assert out.returncode == 0
