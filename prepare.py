@@ -16,7 +16,7 @@ from fatigue.claim import FolderClaim, add_claim_args
 from fatigue.data import preparation
 from fatigue.data.layouts import FORMATS
 from fatigue.data.clip_store import MAX_FPS
-from fatigue.data.video import CROP_DEFAULTS, NORMALIZATIONS, REGIONS
+from fatigue.data.video import CROP_DEFAULTS, NORMALIZATIONS, REGIONS, ROTATIONS
 from fatigue import files
 from fatigue.errors import UserError, run_cli
 
@@ -78,6 +78,11 @@ def parse_args(argv: list[str] | None, help_command: str | None = None) -> argpa
         help="face crops' grey levels: 'equalize' (histogram equalisation: a dark, bright or "
              "low-contrast camera gives the model the same picture) or 'none' (default: "
              f"{CROP_DEFAULTS['normalize']}; detect applies what the model was trained with)")
+    add("--rotate", type=int, choices=sorted(ROTATIONS), default=0, metavar="DEGREES",
+        help="turn every frame clockwise by 90, 180 or 270 degrees before the face is searched: "
+             "videos of a camera mounted sideways or upside down, or phone videos whose "
+             "rotation tag was lost (the face detector needs an upright face; default: 0). "
+             "detect takes the same option for its own camera")
     add("--force", action="store_true",
         help="write into --data-dir whatever it holds (a data set made from something "
              "else, other files), and rebuild even an up-to-date data set, trying videos "

@@ -3,6 +3,7 @@ labels, subjects and splits; resume; worker-count independence; training on the 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import sys
@@ -694,3 +695,46 @@ def test_a_video_read_with_trouble_is_named_and_listed(tmp_path, capsys):
                     "--stride", "2")  # cut again from the cache
     assert m["damaged_videos"] == [] and "note: 4 videos came from a cache made by an older " \
         "prepare, which kept no record of damaged frames" in capsys.readouterr().out
+
+
+def test_rotate_prepares_the_videos_of_a_camera_mounted_sideways(tmp_path, capsys):
+    """Videos filmed sideways (a camera mounted so, or phone videos whose rotation tag was
+    lost): the face detector misses the face, and prepare had no way to turn them. It says
+    so and takes --rotate, as detect does; the turned crops are cached apart."""
+    upright = tmp_path / "upright"
+    sv.write_videos(upright, layout="folders", num_subjects=3, seconds=4.0,
+                    frame_size=(160, 120), videos_per_label=1)
+    sideways = tmp_path / "sideways"
+    for path in sorted(p for p in upright.rglob("*") if p.is_file()):
+        target = sideways / path.relative_to(upright)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix not in video.VIDEO_EXTENSIONS:  # per-frame labels, the record
+            shutil.copyfile(path, target)
+            continue
+        target = target.with_suffix(".avi")
+        reader = cv2.VideoCapture(str(path))
+        fps = reader.get(cv2.CAP_PROP_FPS)
+        writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"MJPG"), fps, (120, 160))
+        ok, frame = reader.read()
+        while ok:
+            writer.write(cv2.rotate(frame, cv2.ROTATE_90_CLOCKWISE))
+            ok, frame = reader.read()
+        writer.release()
+        reader.release()
+
+    def found(source: Path, data: Path, *extra: str) -> float:
+        capsys.readouterr()
+        prepare_dir(source, data, "folders", "--sequence-length", "8", "--stride", "4",
+                    "--min-face-fraction", "0", *extra)
+        said = capsys.readouterr().out
+        share = float(re.search(r"face found in ([\d.]+)%", said)[1])
+        assert (share < 50) == ("add --rotate 90, 180 or 270" in said), said
+        return share
+
+    assert found(upright, tmp_path / "d_upright") > 90
+    assert found(sideways, tmp_path / "d_sideways") < 50
+    assert found(sideways, tmp_path / "d_sideways", "--rotate", "270") > 90
+    caches = list((tmp_path / "d_sideways" / ".prepare").iterdir())
+    assert len(caches) == 1  # the turned crops replaced the unturned ones
+    with pytest.raises(SystemExit):
+        prepare.main(["--prepare", str(sideways), "--format", "folders", "--rotate", "45"])

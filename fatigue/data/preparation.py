@@ -72,7 +72,8 @@ def process_video(task: dict, progress: Callable[[int], None] | None = None) -> 
         faces = video.read_video_faces(
             task["file"], opts["fps"], opts["image_size"], opts["channels"], tracker=tracker,
             margin=opts["margin"], source_fps=opts["frames_fps"] if frame_folder else None,
-            progress=progress, normalize=opts["normalize"], region=opts["region"])
+            progress=progress, normalize=opts["normalize"], region=opts["region"],
+            rotate=opts.get("rotate", 0))
     except (video.VideoError, cv2.error) as err:
         message = str(err).strip().splitlines()[-1]
         files.atomic_write_text(shard.with_suffix(".error"), message)
@@ -193,7 +194,9 @@ def run(args: argparse.Namespace) -> int:
                      "image_size": args.image_size, "channels": args.channels,
                      "detect_every": args.detect_every, "detect_width": args.detect_width,
                      "margin": args.margin, "normalize": args.normalize, "region": args.region,
-                     "frames_fps": args.frames_fps or args.fps}
+                     "frames_fps": args.frames_fps or args.fps,
+                     # Only when given: caches of upright videos keep their names.
+                     **({"rotate": args.rotate} if args.rotate else {})}
     options = {**frame_options, "sequence_length": args.sequence_length, "stride": args.stride,
                "min_face_fraction": args.min_face_fraction, "min_drowsy": args.min_drowsy,
                "val_fraction": args.val_fraction,
@@ -470,8 +473,11 @@ def summary(args: argparse.Namespace, scan: Scan, records: list[dict], counts: C
     if without:
         lines.append(f"  {counted(len(without), 'video')} gave no clip (too short, or the face "
                      f"found in too few frames): {first_few(without, 5)}")
+    found = counts["found"] / max(1, counts["frames"])
     lines.append(f"  frames: {counts['frames']} at {args.fps:g} fps, face found in "
-                 f"{100 * counts['found'] / max(1, counts['frames']):.1f}%")
+                 f"{100 * found:.1f}%" + ("" if found >= 0.5 or args.rotate else
+                                          " (a camera mounted sideways or upside down? add "
+                                          "--rotate 90, 180 or 270)"))
     if mismatches:
         worst = max(mismatches, key=lambda m: abs(m["frames"] - m["labels"]))
         n = len(mismatches)

@@ -526,7 +526,8 @@ def read_video_faces(path: str | Path, fps: float, image_size: int, channels: in
                      margin: float = CROP_DEFAULTS["margin"],
                      source_fps: float | None = None,
                      progress: Callable[[int], None] | None = None,
-                     normalize: str = "none", region: str = "face") -> VideoFaces:
+                     normalize: str = "none", region: str = "face",
+                     rotate: int = 0) -> VideoFaces:
     """Decode a video at `fps`, track the face and crop it on every frame.
 
     Args:
@@ -534,6 +535,7 @@ def read_video_faces(path: str | Path, fps: float, image_size: int, channels: in
             (results never depend on the video before).
         progress: called now and then with the number of source frames read since the
             previous call.
+        rotate: clockwise degrees each frame is turned before the face is searched.
     Raises:
         VideoError: the file cannot be opened or yields no frame.
     """
@@ -542,7 +544,7 @@ def read_video_faces(path: str | Path, fps: float, image_size: int, channels: in
     tracker.reset()
     crops, found, indices = [], [], []
     reported = 0
-    with VideoReader(path, fps, source_fps=source_fps, threads=1) as reader:
+    with VideoReader(path, fps, source_fps=source_fps, threads=1, rotate=rotate) as reader:
         for index, frame in reader:
             box, seen = tracker.update(frame)
             crops.append(crop_face(frame, box, image_size, channels, margin, normalize, region))
