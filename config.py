@@ -214,6 +214,12 @@ class Config:
 MODEL_FIELDS = tuple(f.name for f in fields(Config) if f.metadata["group"] == "model")
 
 
+def camera_jitter(augment_camera: str, from_video: bool) -> bool:
+    """Whether --augment-camera (with --augment) puts each training clip through a camera of
+    its own: yes, or auto on data cut from video (the drawn faces have no camera)."""
+    return augment_camera == "yes" or (augment_camera == "auto" and from_video)
+
+
 def unused_model_fields(cfg: Config) -> set[str]:
     """Model options the model of `cfg` does not use: the LSTM's sizes without an LSTM, the
     small CNN's width with another backbone."""

@@ -282,8 +282,8 @@ class FolderClaim:
                     f"({self.path}); {todo}")
         if not holder.local and locked_by_other:
             return (f"{self.folder}/ is in use by a run on another host: {holder.describe()} "
-                    f"holds its lock, so it is running (a crashed node's lock is freed by the "
-                    f"file server within minutes; --break-claim never takes a held lock); "
+                    f"holds its lock, so it is running (NFSv4 and Lustre free a crashed node's "
+                    f"lock within minutes; --break-claim never takes a held lock); "
                     f"{todo}")
         if not holder.local:
             return (f"{self.folder}/ is claimed by {holder.describe()}, on another host that "

@@ -411,8 +411,8 @@ def test_freezing_a_backbone_that_is_not_pretrained_is_a_warning(tiny, capsys):
 
 
 def test_no_output_overwrites_a_checkpoint_or_the_file_it_reads(tiny, tmp_path, capsys):
-    """Training hard-links best and latest when one epoch saves both: an export written
-    over best_model.pth used to destroy the whole run."""
+    """An output written over a checkpoint (an export over best_model.pth, when training
+    hard-linked best and latest, destroyed the whole run) is refused before anything."""
     assert train.main(tiny("--epochs", "1")) == 0
     models = tmp_path / "models"
     best, latest = models / "best_model.pth", models / "latest_model.pth"

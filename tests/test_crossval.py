@@ -216,6 +216,10 @@ def test_option_values_that_do_the_same_where_the_study_runs_are_no_difference()
     assert diff(cpu, True, augment_camera="no") == ["--augment-camera: auto in the study, "
                                                     "no now"]
     assert diff(cpu, amp="bf16") == ["--amp: auto in the study, bf16 now"]
+    # A model size the model does not use (an LSTM's, with --temporal mean), as at a resume.
+    mean = {**record, "options": {**base, "temporal": "mean"}}
+    wanted = {**mean, "options": {**base, "temporal": "mean", "lstm_layers": 3}}
+    assert crossval.study_diff(mean, wanted, device=cpu) == []
 
 
 def test_changed_options_refused_and_force_archives(tiny_data, tmp_path, monkeypatch):

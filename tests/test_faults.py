@@ -23,6 +23,7 @@ from fatigue.checkpoints import store as checkpoint
 import checkpoint_training
 from fatigue.data import loaders, synthetic
 from fatigue.errors import UserError
+import model as model_module
 import train
 from fatigue.training import loop, session
 from fatigue.training.schedule import lr_factor
@@ -638,7 +639,7 @@ def test_a_run_whose_weights_become_nan_stops_and_keeps_the_last_good_checkpoint
     monkeypatch.setattr(loop, "optimizer_step", diverging_step)
     args = tiny("--epochs", "3", "--save-every-steps", str(save_every_steps))
     with pytest.raises(UserError, match=r"training diverged in epoch 2: the loss became nan or "
-                                        r"inf.*They are not saved: .*latest_model.pth keeps the "
+                                        r"inf.*It is not saved: .*latest_model.pth keeps the "
                                         r"position saved before it; continue from there with a "
                                         r"lower rate: python train.py --resume --model-dir .* "
                                         r"--lr 0.0001") as refused:
@@ -652,6 +653,28 @@ def test_a_run_whose_weights_become_nan_stops_and_keeps_the_last_good_checkpoint
         assert all(w.isfinite().all() for w in state["model_state_dict"].values())
     assert len((models / "training_log.jsonl").read_text().splitlines()) == 1  # epoch 1
     assert train.main(tiny("--resume", "--epochs", "3", "--lr", "0.0001")) == 0
+
+
+def test_a_run_whose_outputs_overflow_fp16_stops_though_its_weights_stay_finite(
+        tiny, tmp_path, monkeypatch):
+    """With --amp fp16 the gradient scaler skips every step of nan gradients: the weights
+    stay finite while the model gives nan, and the run went on to 'Done', exit 0."""
+    real = model_module.FatigueCNNLSTM.forward
+    calls = {"n": 0}
+
+    def overflowing(self, *args, **kwargs):
+        calls["n"] += 1
+        out = real(self, *args, **kwargs)
+        return out * float("inf") if calls["n"] > 5 else out  # from epoch 2 (3 steps, 2 val)
+
+    monkeypatch.setattr(model_module.FatigueCNNLSTM, "forward", overflowing)
+    with pytest.raises(UserError, match=r"training diverged in epoch 2: .*a learning rate too "
+                                        r"high for this model and data or values beyond --amp "
+                                        r"fp16's range"):
+        train.main(tiny("--epochs", "3", "--amp", "fp16"))
+    monkeypatch.undo()
+    latest = load(tmp_path / "models" / "latest_model.pth")
+    assert latest["epoch"] == 1 and latest["scaler_state_dict"] is not None
 
 
 def test_best_and_backups_are_files_of_their_own(tiny, tmp_path):

@@ -213,8 +213,7 @@ def test_a_weak_models_alarm_ends_when_the_eyes_open():
     usual = AlarmSettings().off_for(on)
     off = metrics.alarm_off_threshold(drowsy, scores, on, usual)
     alert = scores[drowsy == 0]
-    assert usual < alert.min() and usual < off <= on
-    assert (alert < off).mean() >= 0.75
+    assert usual < alert.min() and usual < off <= on - metrics.HYSTERESIS_GAP
     # A closure (drowsy scores), then open eyes (the alert clips' scores, in turn).
     stream = list(scores[:20]) + list(np.tile(alert, 3))
     for threshold, ends in ((usual, False), (off, True)):
@@ -222,6 +221,12 @@ def test_a_weak_models_alarm_ends_when_the_eyes_open():
         for k, p in enumerate(stream):
             alarm.update(0.5 * k, p)
         assert alarm.events[0][0] < 10 and (alarm.events[0][1] is not None) == ends
+    # Alert clips above the on-threshold: the off-threshold keeps its gap below it (none,
+    # and an alarm wavering around the on-threshold would start and end again).
+    spread = np.r_[np.linspace(0.6, 0.95, 20), np.linspace(0.4, 0.8, 20)]
+    on = metrics.alarm_threshold(drowsy, spread)
+    off = metrics.alarm_off_threshold(drowsy, spread, on, AlarmSettings().off_for(on))
+    assert off == round(on - metrics.HYSTERESIS_GAP, 4)
     apart = np.r_[np.full(20, 0.97), np.full(20, 0.1)]
     assert metrics.alarm_off_threshold(drowsy, apart, 0.6, usual) == usual
     # Only one class in the validation split: the usual one.

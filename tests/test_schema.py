@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import checkpoint_training
 import train
 from config import Config
 from fatigue import seeds
@@ -217,7 +218,8 @@ def test_a_format_0_file_with_only_the_documented_keys_loads_and_resumes(tiny, t
 
 @pytest.mark.parametrize("version, added", [(4, ("data_source", "data_classes")),
                                             (5, ("alarm_off_threshold",))])
-def test_a_file_of_an_older_format_loads_and_resumes_exactly(version, added, tiny, tmp_path):
+def test_a_file_of_an_older_format_loads_and_resumes_exactly(version, added, tiny, tmp_path,
+                                                             capsys):
     """Format 5 added data_source and data_classes, format 6 alarm_off_threshold: a file of
     the format before has none of them; it loads with them unknown (the alarm's off-threshold
     following its on-threshold, as it did), and its run resumes as the uninterrupted one,
@@ -235,10 +237,18 @@ def test_a_file_of_an_older_format_loads_and_resumes_exactly(version, added, tin
     state = load_checkpoint(models / "latest_model.pth")
     assert state["format_version"] == schema.FORMAT_VERSION
     assert all(state[key] is None for key in added)
+    info = ["--info", "latest_model.pth", "--model-dir", str(models)]
     if version == 5:
         on = state["alarm_threshold"]
         assert alarm_settings(state).off == round(on * 0.55 / 0.7, 4)
+        capsys.readouterr()
+        assert checkpoint_training.main(info) == 0
+        assert "(on chosen on validation)" in capsys.readouterr().out
     assert train.main(tiny("--resume", "--epochs", "3")) == 0
+    if version == 5:
+        capsys.readouterr()
+        assert checkpoint_training.main(info) == 0
+        assert "(both chosen on validation)" in capsys.readouterr().out
     resumed, reference = load(models / "latest_model.pth"), load(tmp_path / "reference" /
                                                                  "latest_model.pth")
     assert all(torch.equal(resumed["model_state_dict"][k], v)

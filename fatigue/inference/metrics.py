@@ -160,13 +160,17 @@ def alarm_threshold(positive: np.ndarray, scores: np.ndarray, steps: int = 20,
     return round(float(best[(len(best) - 1) // 2]), 4)
 
 
+HYSTERESIS_GAP = 0.05  # the least an off-threshold chosen on validation lies below the on
+
+
 def alarm_off_threshold(positive: np.ndarray, scores: np.ndarray, on: float,
                         usual_off: float) -> float:
     """The alarm's off-threshold chosen on validation clips, for the on-threshold `on`:
     `usual_off` (the default's hysteresis below `on`), raised to the upper quartile of the
-    alert clips' scores where that is higher, and at most `on`. An alarm ends when the
-    average falls below the off-threshold, so a model whose open-eye windows score above it
-    (a weakly trained one) would keep its alarm on after the eyes open, for ever."""
+    alert clips' scores where that is higher, and at most HYSTERESIS_GAP below `on`. An
+    alarm ends when the average falls below the off-threshold, so a model whose open-eye
+    windows score above it (a weakly trained one) would keep its alarm on after the eyes
+    open, for ever; without a gap, one wavering around `on` would start and end again."""
     alert = scores[~positive.astype(bool)]
-    off = max(usual_off, float(np.quantile(alert, 0.75))) if len(alert) else usual_off
-    return round(min(off, on), 4)
+    raised = min(float(np.quantile(alert, 0.75)), on - HYSTERESIS_GAP) if len(alert) else 0.0
+    return round(max(usual_off, raised), 4)

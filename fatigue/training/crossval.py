@@ -23,6 +23,7 @@ finishes its step and saves; elsewhere the step in progress is dropped and redon
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -35,7 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from config import Config, build_config, flag_of, given_options, shown
+from config import (MODEL_FIELDS, Config, build_config, camera_jitter, flag_of, given_options,
+                    shown, unused_model_fields)
 from fatigue.data.clips import DEFAULT_DATA_DIR, ClipDataset, ensure_dataset
 from fatigue import files, seeds
 from fatigue.files import STUDY_FILE  # named there: outputs never replace it
@@ -357,17 +359,20 @@ def what_options_do(options: dict, device: torch.device, from_video: bool) -> di
     `device`, on data cut from video or not: --amp by its precision (auto is off on a CPU),
     --deterministic by whether a GPU's kernels are the exact ones (a CPU's are the same in
     every mode), --augment-camera by whether clips get camera jitter (auto: on video data
-    only; none without --augment)."""
+    only; none without --augment); model sizes the model does not use (--lstm-layers with
+    --temporal mean) by None."""
     done = dict(options)
+    shape = {k: v for k, v in options.items() if k in MODEL_FIELDS}
+    for name in unused_model_fields(dataclasses.replace(Config(), **shape)):
+        done[name] = None
     if options.get("amp") is not None:
         done["amp"] = autocast_dtype(options["amp"], device)
     if options.get("deterministic") is not None:
         done["deterministic"] = determinism.exact_on_gpu(determinism.is_deterministic(
             Config(deterministic=options["deterministic"]), device), device)
     if options.get("augment_camera") is not None:
-        done["augment_camera"] = bool(options.get("augment")) and (
-            options["augment_camera"] == "yes"
-            or (options["augment_camera"] == "auto" and from_video))
+        done["augment_camera"] = bool(options.get("augment")) and \
+            camera_jitter(options["augment_camera"], from_video)
     return done
 
 

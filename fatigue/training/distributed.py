@@ -33,15 +33,24 @@ class PeerStopped(UserError):
     same_in_every_process = True  # process 0 says it, once
 
 
+# How a collective fails when a peer process is gone: its connections were closed.
+PEER_GONE = re.compile(r"Connection (closed|reset) by peer|Broken pipe")
+
+
 @contextlib.contextmanager
 def exchange():
-    """Around a collective: a peer gone (gloo's 'Connection closed by peer', NCCL's
-    DistBackendError, both RuntimeErrors) is one line, not the backend's traceback."""
+    """Around a collective: a peer gone (gloo's 'Connection closed by peer') is one line,
+    not the backend's traceback. Any other failure (out of memory, a device error, models
+    that differ between processes) is raised as it is: no other process has said it."""
     try:
         yield
     except RuntimeError as err:
+        text = str(err)
+        if not (isinstance(err, dist.DistNetworkError) or PEER_GONE.search(text)):
+            raise
         # "[.../pair.cc:561] Connection closed by peer [10.0.0.7]:17569. This is typically..."
-        said = re.sub(r"^\[[^]]*\]\s*", "", str(err).splitlines()[0]).split(". ")[0]
+        first = (text.splitlines() or [""])[0]
+        said = re.sub(r"^\[[^]]*\]\s*", "", first).split(". ")[0]
         raise PeerStopped(f"another process of this job has stopped (its own message, on its "
                           f"node, says why), so this one stops too ({said})") from None
 

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from config import Config
+from config import Config, camera_jitter, flag_of, unused_model_fields
 from fatigue.data.clips import ClipDataset
 from fatigue import progress, seeds, startup
 from fatigue.checkpoints import run_log, schema
@@ -101,7 +101,11 @@ class Trainer:
         model = built_model(cfg)
         if pretrained is not None:  # a new run from ImageNet weights (a resume has its own)
             model.load_pretrained(pretrained[0], cfg.channels)
-        model.place(self.device, cfg)
+        try:
+            model.place(self.device, cfg)
+        except torch.OutOfMemoryError:
+            raise UserError(f"a model of these sizes does not fit in the memory of "
+                            f"{self.device}; lower {model_sizes(cfg)}") from None
         # The wrappers share their parameters with `model`, whose state_dict (without their
         # 'module.' and '_orig_mod.' prefixes) is what checkpoints hold.
         # A frozen backbone leaves its parameters without gradients for a while.
@@ -236,7 +240,8 @@ class Trainer:
 
     def end_epoch(self, train: dict, val: dict, began: float) -> None:
         """Step the schedule, record the epoch, save, log and print it."""
-        self.refuse_diverged()  # before the epoch enters the history, the log or the curves
+        # Before the epoch enters the history, the log or the curves.
+        self.refuse_diverged(val["loss"])
         self.parts.scheduler.step()
         is_best = self.state.end_epoch(train["loss"], train["accuracy"], val["loss"],
                                        val["accuracy"], train["lr"], time.time() - began,
@@ -315,24 +320,30 @@ class Trainer:
         self.store.join()
         self.requested_stop()
 
-    def refuse_diverged(self) -> None:
-        """Stop a run whose weights are no longer numbers (the loss became nan or inf: a
-        learning rate too high), before they replace a checkpoint; its epochs would all
-        read 'nan' and end as a 'best' model of 50%. Every process holds the same weights,
-        so all stop here together."""
-        weights = list(self.parts.model.parameters())
-        if torch.stack([w.isfinite().all() for w in weights]).all():
+    def refuse_diverged(self, val_loss: float = 0.0) -> None:
+        """Stop a run that diverged (the loss became nan or inf: a learning rate too high),
+        before it replaces a checkpoint; its epochs would all read 'nan' and end as a 'best'
+        model of 50%. Diverged: weights (or buffers) that are no longer numbers, or, at an
+        epoch's end, a validation loss that is not (with --amp fp16 the gradient scaler
+        skips the steps of nan gradients, so the weights stay finite while the model's
+        outputs overflow). Every process holds the same weights and validation sums, so all
+        stop here together."""
+        tensors = [*self.parts.model.parameters(), *self.parts.model.buffers()]
+        if math.isfinite(val_loss) and \
+                torch.stack([t.isfinite().all() for t in tensors if t.is_floating_point()]).all():
             return
         cfg, latest = self.cfg, self.store.latest
         kept = (f"{latest} keeps the position saved before it" if latest.is_file() else
                 "nothing of this run was saved")
         again = (f"; continue from there with a lower rate: {self.continue_with} --lr "
                  f"{cfg.learning_rate / 10:g}" if latest.is_file() and self.continue_with
-                 else "; start again with a lower --lr (--force)")
+                 else "; start again with a lower --lr")
+        fp16 = " or values beyond --amp fp16's range" if self.amp_dtype == torch.float16 else ""
         raise Diverged(f"training diverged in epoch {self.state.epoch + 1}: the loss became "
-                       f"nan or inf, and the weights are no longer numbers (a learning rate "
-                       f"too high for this model and data: --lr {cfg.learning_rate:g}, the "
-                       f"default {Config.learning_rate:g}). They are not saved: {kept}{again}")
+                       f"nan or inf, and the model no longer gives numbers (a learning rate "
+                       f"too high for this model and data{fp16}: --lr {cfg.learning_rate:g}, "
+                       f"the default {Config.learning_rate:g}). It is not saved: "
+                       f"{kept}{again}")
 
     def raise_if_stopped(self) -> None:
         signum = self.requested_stop()
@@ -343,7 +354,8 @@ class Trainer:
              interrupted: str | None = None) -> list[str]:
         """Checkpoint this moment. Every process takes part (RNG states and running sums are
         gathered); process 0 writes. Returns the file names written."""
-        self.refuse_diverged()
+        if not epoch_end:  # end_epoch looked already
+            self.refuse_diverged()
         self.stop_if_write_failed()  # the last one's failure, before process 0 meets it alone
         rank_rngs = self.dist.gather(seeds.rng_state())
         rank_sums = self.dist.gather(self.state.sums.cpu())
@@ -506,8 +518,7 @@ class Trainer:
             warnings.append(change)
         self.positive = positive_index(manifest["classes"])
         made = crop_settings(manifest)  # None: not cut from video (the drawn faces)
-        self.camera_jitter = cfg.augment_camera == "yes" or (
-            cfg.augment_camera == "auto" and made is not None)
+        self.camera_jitter = camera_jitter(cfg.augment_camera, made is not None)
         return schema.RunIdentity(
             config=cfg, data_fingerprint=fingerprint, data_splits=manifest["splits"],
             warnings=warnings, preprocessing=made, data_source=manifest.get("source"),
@@ -526,9 +537,9 @@ def accumulate_gradients(model: torch.nn.Module, clips: torch.Tensor, labels: to
     for i, (micro_clips, micro_labels) in enumerate(pieces):
         # Under DistributedDataParallel, gradients are exchanged once, after the last piece.
         last = i == len(pieces) - 1
-        exchange = contextlib.nullcontext() if last or not hasattr(model, "no_sync") \
+        deferred = contextlib.nullcontext() if last or not hasattr(model, "no_sync") \
             else model.no_sync()
-        with exchange:
+        with deferred:
             with torch.autocast(clips.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 logits = model(micro_clips)
             loss = F.cross_entropy(logits.float(), micro_labels)
@@ -570,9 +581,16 @@ def built_model(cfg: Config) -> torch.nn.Module:
         asked = re.search(r"allocate (\d+) bytes", str(err))
         size = f" (one of its layers alone needs {int(asked[1]) / 2**30:,.0f} GiB)" if asked else ""
         raise UserError(f"a model of these sizes does not fit in this machine's memory{size}; "
-                        f"lower --cnn-width ({cfg.cnn_width}), --feature-dim "
-                        f"({cfg.feature_dim}), --lstm-hidden ({cfg.lstm_hidden}) or "
-                        f"--lstm-layers ({cfg.lstm_layers})") from None
+                        f"lower {model_sizes(cfg)}") from None
+
+
+def model_sizes(cfg: Config) -> str:
+    """'--feature-dim (64), --lstm-hidden (128) or --lstm-layers (1)': the size options
+    this model uses, with their values."""
+    names = [n for n in ("cnn_width", "feature_dim", "lstm_hidden", "lstm_layers")
+             if n not in unused_model_fields(cfg)]
+    sizes = [f"{flag_of(n)} ({getattr(cfg, n)})" for n in names]
+    return " or ".join(filter(None, (", ".join(sizes[:-1]), sizes[-1])))
 
 
 def resume_command(cfg: Config, distributed: bool = False) -> str:

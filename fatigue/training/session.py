@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from config import Config, architecture_diff, build_config, flag_of, given_options, shown
-from fatigue.data.clips import DEFAULT_DATA_DIR, ClipDataset, ensure_dataset
+from fatigue.data.clips import DEFAULT_DATA_DIR, ensure_dataset
 from fatigue.checkpoints.store import CheckpointError, CheckpointStore, load_checkpoint
 from fatigue.claim import FolderClaim
 from fatigue.data.clip_store import dataset_exists, load_manifest
@@ -90,7 +90,7 @@ def start(args: argparse.Namespace, given: dict, ask: bool, dist: Distributed,
 
     def make_data() -> None:
         built_in = cfg.data_dir == DEFAULT_DATA_DIR and \
-            checkpoint is not None and checkpoint["data_source"] in (None, "synthetic")
+            checkpoint is not None and checkpoint["data_source"] == "synthetic"
         if checkpoint is not None and "data_dir" not in given and not built_in and \
                 not dataset_exists(cfg.data_dir):
             # The run's own data, named as its first command did, from the folder that one
@@ -106,8 +106,6 @@ def start(args: argparse.Namespace, given: dict, ask: bool, dist: Distributed,
                        wait=args.wait, break_claim=args.break_claim)
 
     def archive_old_run() -> None:
-        # A data set that does not fit the options is an error before anything is moved.
-        ClipDataset(cfg.data_dir, "train", cfg.sequence_length, cfg.image_size, cfg.channels)
         if checkpoint is None and folder.has_run():
             # A start that saved nothing (a full disk at its first save) left only its logs.
             what = "the previous run's files" if folder.checkpoints() else \
