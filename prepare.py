@@ -79,10 +79,9 @@ def parse_args(argv: list[str] | None, help_command: str | None = None) -> argpa
              "low-contrast camera gives the model the same picture) or 'none' (default: "
              f"{CROP_DEFAULTS['normalize']}; detect applies what the model was trained with)")
     add("--rotate", type=int, choices=sorted(ROTATIONS), default=0, metavar="DEGREES",
-        help="turn every frame clockwise by 90, 180 or 270 degrees before the face is searched: "
-             "videos of a camera mounted sideways or upside down, or phone videos whose "
-             "rotation tag was lost (the face detector needs an upright face; default: 0). "
-             "detect takes the same option for its own camera")
+        help="turn every frame clockwise by 90, 180 or 270 degrees before the face is searched "
+             "(videos of a camera mounted sideways or upside down, or phone videos whose "
+             "rotation tag was lost; default: 0); detect takes its own --rotate")
     add("--force", action="store_true",
         help="write into --data-dir whatever it holds (a data set made from something "
              "else, other files), and rebuild even an up-to-date data set, trying videos "

@@ -98,14 +98,7 @@ class Trainer:
         self.val_loader = None
 
         torch.manual_seed(seeds.model_init_seed(cfg.seed))
-        model = built_model(cfg)
-        if pretrained is not None:  # a new run from ImageNet weights (a resume has its own)
-            model.load_pretrained(pretrained[0], cfg.channels)
-        try:
-            model.place(self.device, cfg)
-        except torch.OutOfMemoryError:
-            raise UserError(f"a model of these sizes does not fit in the memory of "
-                            f"{self.device}; lower {model_sizes(cfg)}") from None
+        model = built_model(cfg, self.device, pretrained[0] if pretrained else None)
         # The wrappers share their parameters with `model`, whose state_dict (without their
         # 'module.' and '_orig_mod.' prefixes) is what checkpoints hold.
         # A frozen backbone leaves its parameters without gradients for a while.
@@ -570,11 +563,13 @@ class Diverged(UserError):
     same_in_every_process = True  # every process holds the same weights
 
 
-def built_model(cfg: Config) -> torch.nn.Module:
-    """build_model, with sizes too large for memory (a few zeros too many in --lstm-hidden)
-    said in one line instead of the allocator's traceback."""
+def built_model(cfg: Config, device: torch.device,
+                pretrained: dict | None = None) -> torch.nn.Module:
+    """build_model on `device`, from ImageNet weights when `pretrained` (a new run's; a
+    resume has its own). Sizes too large for memory (a few zeros too many in --lstm-hidden)
+    are one line instead of the allocator's traceback."""
     try:
-        return build_model(cfg)
+        model = build_model(cfg)
     except RuntimeError as err:
         if "can't allocate memory" not in str(err):
             raise
@@ -582,6 +577,14 @@ def built_model(cfg: Config) -> torch.nn.Module:
         size = f" (one of its layers alone needs {int(asked[1]) / 2**30:,.0f} GiB)" if asked else ""
         raise UserError(f"a model of these sizes does not fit in this machine's memory{size}; "
                         f"lower {model_sizes(cfg)}") from None
+    if pretrained is not None:
+        model.load_pretrained(pretrained, cfg.channels)
+    try:
+        model.place(device, cfg)
+    except torch.OutOfMemoryError:
+        raise UserError(f"a model of these sizes does not fit in the memory of {device}; "
+                        f"lower {model_sizes(cfg)}") from None
+    return model
 
 
 def model_sizes(cfg: Config) -> str:

@@ -89,17 +89,8 @@ def start(args: argparse.Namespace, given: dict, ask: bool, dist: Distributed,
         pretrained = fetched.get("weights") or fetch_pretrained(cfg)
 
     def make_data() -> None:
-        built_in = cfg.data_dir == DEFAULT_DATA_DIR and \
-            checkpoint is not None and checkpoint["data_source"] == "synthetic"
-        if checkpoint is not None and "data_dir" not in given and not built_in and \
-                not dataset_exists(cfg.data_dir):
-            # The run's own data, named as its first command did, from the folder that one
-            # ran in. (The built-in data set, made again, is the same: the run continues.)
-            relative = "" if Path(cfg.data_dir).is_absolute() else \
-                ", relative to the folder that command ran in"
-            raise UserError(f"the data set this run trained on is not in {cfg.data_dir}/ (as "
-                            f"the run's first command named it{relative}); run from that "
-                            f"folder, or give the data set's folder with --data-dir")
+        if checkpoint is not None and "data_dir" not in given:
+            refuse_missing_run_data(checkpoint, cfg.data_dir)
         ensure_dataset(cfg.data_dir, explicitly_given="data_dir" in given or
                        cfg.data_dir != DEFAULT_DATA_DIR, seed=0, image_size=cfg.image_size,
                        sequence_length=cfg.sequence_length, channels=cfg.channels,
@@ -128,6 +119,19 @@ def start(args: argparse.Namespace, given: dict, ask: bool, dist: Distributed,
     # large for memory, moves nothing.
     dist.on_main(archive_old_run)
     return trainer.train()
+
+
+def refuse_missing_run_data(checkpoint: dict, data_dir: str) -> None:
+    """A resumed run's data, named as its first command did (from the folder that one ran
+    in), must be there; only the built-in data set, made again the same, may be made."""
+    built_in = data_dir == DEFAULT_DATA_DIR and checkpoint["data_source"] == "synthetic"
+    if built_in or dataset_exists(data_dir):
+        return
+    relative = "" if Path(data_dir).is_absolute() else \
+        ", relative to the folder that command ran in"
+    raise UserError(f"the data set this run trained on is not in {data_dir}/ (as the run's "
+                    f"first command named it{relative}); run from that folder, or give the "
+                    f"data set's folder with --data-dir")
 
 
 def resumed(folder: CheckpointStore, given: dict, model_dir: str, dist: Distributed
