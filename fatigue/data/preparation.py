@@ -440,6 +440,9 @@ def _remove_stale(root: Path, current: Path, shards: set[Path]) -> None:
             path.unlink()
 
 
+SIDEWAYS_HINT = " (a camera mounted sideways or upside down? add --rotate 90, 180 or 270)"
+
+
 def summary(args: argparse.Namespace, scan: Scan, records: list[dict], counts: Counter,
             mismatches: list[dict], stats: Counter, split_of: dict[str, str], seconds: float,
             timed: list[Path]) -> str:
@@ -474,10 +477,9 @@ def summary(args: argparse.Namespace, scan: Scan, records: list[dict], counts: C
         lines.append(f"  {counted(len(without), 'video')} gave no clip (too short, or the face "
                      f"found in too few frames): {first_few(without, 5)}")
     found = counts["found"] / max(1, counts["frames"])
+    sideways = "" if found >= 0.5 or args.rotate else SIDEWAYS_HINT
     lines.append(f"  frames: {counts['frames']} at {args.fps:g} fps, face found in "
-                 f"{100 * found:.1f}%" + ("" if found >= 0.5 or args.rotate else
-                                          " (a camera mounted sideways or upside down? add "
-                                          "--rotate 90, 180 or 270)"))
+                 f"{100 * found:.1f}%{sideways}")
     if mismatches:
         worst = max(mismatches, key=lambda m: abs(m["frames"] - m["labels"]))
         n = len(mismatches)
