@@ -350,13 +350,16 @@ def test_resume_refuses_other_architecture(tiny, tmp_path):
     assert latest.read_bytes() == before
 
 
-def test_options_a_model_does_not_use_are_said_and_no_difference_at_a_resume(tiny, capsys):
+def test_options_that_do_nothing_are_said_and_no_difference_at_a_resume(tiny, capsys):
     """--lstm-layers with --temporal mean was ignored without a word, and a resume giving
-    another value was refused as 'a different model', which it is not."""
+    another value was refused as 'a different model', which it is not; so was
+    --allow-data-change on a new run."""
     assert train.main(tiny("--epochs", "1", "--temporal", "mean", "--lstm-layers", "3")) == 0
     assert "warning: --lstm-layers 3 does nothing with --temporal mean" in \
         capsys.readouterr().err
     assert train.main(tiny("--epochs", "2", "--resume", "--lstm-layers", "1")) == 0
+    assert train.main(tiny("--epochs", "1", "--force", "--allow-data-change")) == 0
+    assert "note: --allow-data-change does nothing for a new run" in capsys.readouterr().out
     assert Config(backbone="resnet18", cnn_width=64).doubtful_choices() == [
         "--cnn-width 64 does nothing with --backbone resnet18 (it sizes the small CNN)"]
 

@@ -74,6 +74,9 @@ def start(args: argparse.Namespace, given: dict, ask: bool, dist: Distributed,
     else:
         checkpoint = None
         cfg = build_config(given)
+        if args.allow_data_change:
+            say("note: --allow-data-change does nothing for a new run (it lets --resume go on "
+                "with other data)")
     for doubt in cfg.doubtful_choices():
         say(f"warning: {doubt}", file=sys.stderr)
         notes.append(doubt)  # the checkpoint keeps what the run warned about (--info)
