@@ -176,25 +176,6 @@ def test_prompt_without_terminal_resumes(tiny, tmp_path):
     assert load(tmp_path / "models" / "latest_model.pth")["epoch"] == 2
 
 
-def test_an_answer_piped_in_is_taken(tiny, tmp_path):
-    """`printf 'q\\n' | python main.py --mode train` continued the run (no terminal), as did
-    a piped 'n': an answer waiting on the pipe is the user's; an empty one continues."""
-    assert train.main(tiny("--epochs", "1")) == 0
-    models = tmp_path / "models"
-    before = (models / "latest_model.pth").read_bytes()
-    out = run_script("main.py", "--mode", "train", *tiny("--epochs", "2"), input="q\n")
-    assert out.returncode == 0 and "Answer piped in: q." in out.stdout, out.stdout
-    assert "Nothing done" in out.stdout and (models / "latest_model.pth").read_bytes() == before
-    out = run_script("main.py", "--mode", "train", *tiny("--epochs", "2"), input="maybe\n")
-    assert out.returncode == 2 and out.stderr.strip() == (
-        "error: the answer piped in, 'maybe', is not c (continue), n (new) or q (quit); "
-        "nothing was changed"), out.stderr
-    out = run_script("main.py", "--mode", "train", *tiny("--epochs", "1"), input="n\n")
-    assert out.returncode == 0 and "Answer piped in: n." in out.stdout, out.stdout
-    [archived] = (models / "archive").glob("*/latest_model.pth")
-    assert archived.read_bytes() == before
-
-
 @pytest.mark.parametrize("answer, resumed", [("c", True), ("n", False)])
 def test_prompt_with_terminal(tiny, tmp_path, monkeypatch, capsys, answer, resumed):
     assert train.main(tiny("--epochs", "1")) == 0

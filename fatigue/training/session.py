@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import select
 import sys
 from pathlib import Path
 
@@ -194,12 +193,6 @@ def resume_config(checkpoint: dict, given: dict, model_dir: str) -> tuple[Config
     return wanted, changes
 
 
-# The continue-or-new question's answers: continue (True), new (False), quit (None).
-ANSWERS = {**dict.fromkeys(("", "c", "continue", "y", "yes", "r", "resume"), True),
-           **dict.fromkeys(("n", "new"), False), **dict.fromkeys(("q", "quit"), None)}
-PIPED_ANSWER_WAIT_S = 0.2  # a pipe holding an answer has it at once; an idle one is none
-
-
 def ask_to_continue(store: CheckpointStore, can_ask: bool = True) -> bool | None:
     """The main.py / checkpoint_training.py question: continue the run in the model
     folder (True), start a new one (False), or quit (None)? Never blocks without a
@@ -213,14 +206,6 @@ def ask_to_continue(store: CheckpointStore, can_ask: bool = True) -> bool | None
     except CheckpointError as err:  # nothing intact: continuing would say so and stop
         path, where = store.latest, str(err)
     print(f"Found a run in {store.dir}/: {path.name} ({where}).")
-    piped = piped_answer() if can_ask and not sys.stdin.isatty() else None
-    if piped is not None:  # `echo n | python main.py --mode train`: the user answered
-        choice = ANSWERS.get(piped.strip().lower(), "?")
-        if choice == "?":
-            raise UserError(f"the answer piped in, {piped.strip()!r}, is not c (continue), n "
-                            f"(new) or q (quit); nothing was changed")
-        print(f"Answer piped in: {piped.strip() or 'continue'}.")
-        return choice
     if not can_ask or not sys.stdin.isatty():
         why = ("Standard input is not a terminal" if can_ask else
                "Nobody is asked under torchrun")
@@ -232,20 +217,11 @@ def ask_to_continue(store: CheckpointStore, can_ask: bool = True) -> bool | None
                            ).strip().lower()
         except EOFError:
             answer = ""
-        if answer in ANSWERS:
-            return ANSWERS[answer]
+        if answer in ("", "c", "continue", "y", "yes", "r", "resume"):
+            return True
+        if answer in ("n", "new"):
+            return False
+        if answer in ("q", "quit"):
+            return None
         print("Please answer c (continue), n (new; the old run is archived, not deleted) "
               "or q (quit, changing nothing).")
-
-
-
-def piped_answer() -> str | None:
-    """The line waiting on a standard input that is no terminal (`echo n | ...`), or None:
-    nothing there within PIPED_ANSWER_WAIT_S (a job's /dev/null, an idle pipe that must not
-    hang the run), or a stream that cannot be waited on."""
-    try:
-        ready, _, _ = select.select([sys.stdin], [], [], PIPED_ANSWER_WAIT_S)
-        line = sys.stdin.readline() if ready else ""
-    except (OSError, ValueError):
-        return None
-    return line or None
