@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
              f"data when the model was trained, else {AlarmSettings.on})")
     add("--off-threshold", type=float, metavar="P",
         help="smoothed P(drowsy) below which it ends (default: the one chosen on validation "
-             "data with the on-threshold, else 11/14 of the on-threshold, also of one given)")
+             "data; with --on-threshold given, or a model without one, 11/14 of the "
+             "on-threshold)")
     add("--min-on", type=float, metavar="S",
         help=f"seconds above --on-threshold before the alarm starts (default: {AlarmSettings.min_on})")
     add("--cooldown", type=float, metavar="S",

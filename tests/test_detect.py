@@ -609,9 +609,9 @@ def test_info_shows_what_detect_and_export_apply(face_model, capsys):
     made = state["preprocessing"]
     assert f"detect applies  {made['fps']:g} fps, crop {made['image_size']} px, " in said
     assert f"region {made['region']}" in said and f"normalize {made['normalize']}" in said
-    on = state["alarm_threshold"]
-    assert f"alarm           on {on:g}, off {round(on * 11 / 14, 4):g} (on chosen on " \
-           f"validation)" in said
+    on, off = state["alarm_threshold"], state["alarm_off_threshold"]
+    assert off >= round(on * 11 / 14, 4)
+    assert f"alarm           on {on:g}, off {off:g} (both chosen on validation)" in said
 
 
 def test_evaluate_says_when_data_was_cut_otherwise_or_is_not_here(face_model, tmp_path,

@@ -641,7 +641,7 @@ def test_a_run_whose_weights_become_nan_stops_and_keeps_the_last_good_checkpoint
     with pytest.raises(UserError, match=r"training diverged in epoch 2: the loss became nan or "
                                         r"inf.*It is not saved: .*latest_model.pth keeps the "
                                         r"position saved before it; continue from there with a "
-                                        r"lower rate: python train.py --resume --model-dir .* "
+                                        r"lower --lr: python train.py --resume --model-dir .* "
                                         r"--lr 0.0001") as refused:
         train.main(args)
     assert refused.value.exit_code == 2
@@ -655,10 +655,12 @@ def test_a_run_whose_weights_become_nan_stops_and_keeps_the_last_good_checkpoint
     assert train.main(tiny("--resume", "--epochs", "3", "--lr", "0.0001")) == 0
 
 
+@pytest.mark.parametrize("save_every_steps", [0, 1])
 def test_a_run_whose_outputs_overflow_fp16_stops_though_its_weights_stay_finite(
-        tiny, tmp_path, monkeypatch):
+        tiny, tmp_path, monkeypatch, save_every_steps):
     """With --amp fp16 the gradient scaler skips every step of nan gradients: the weights
-    stay finite while the model gives nan, and the run went on to 'Done', exit 0."""
+    stay finite while the model gives nan, and the run went on to 'Done', exit 0 (and a
+    save inside the epoch wrote the overflowing model as latest)."""
     real = model_module.FatigueCNNLSTM.forward
     calls = {"n": 0}
 
@@ -670,11 +672,14 @@ def test_a_run_whose_outputs_overflow_fp16_stops_though_its_weights_stay_finite(
     monkeypatch.setattr(model_module.FatigueCNNLSTM, "forward", overflowing)
     with pytest.raises(UserError, match=r"training diverged in epoch 2: .*a learning rate too "
                                         r"high for this model and data or values beyond --amp "
-                                        r"fp16's range"):
-        train.main(tiny("--epochs", "3", "--amp", "fp16"))
+                                        r"fp16's range.*continue from there with a lower --lr "
+                                        r"\(or --amp bf16 or off\): python train.py --resume"):
+        train.main(tiny("--epochs", "3", "--amp", "fp16", "--save-every-steps",
+                        str(save_every_steps)))
     monkeypatch.undo()
     latest = load(tmp_path / "models" / "latest_model.pth")
-    assert latest["epoch"] == 1 and latest["scaler_state_dict"] is not None
+    assert (latest["epoch"], latest["global_step"]) == (1, 3)
+    assert latest["scaler_state_dict"] is not None
 
 
 def test_best_and_backups_are_files_of_their_own(tiny, tmp_path):

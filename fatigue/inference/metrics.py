@@ -167,7 +167,8 @@ def alarm_off_threshold(positive: np.ndarray, scores: np.ndarray, on: float,
                         usual_off: float) -> float:
     """The alarm's off-threshold chosen on validation clips, for the on-threshold `on`:
     `usual_off` (the default's hysteresis below `on`), raised to the upper quartile of the
-    alert clips' scores where that is higher, and at most HYSTERESIS_GAP below `on`. An
+    alert clips' scores where that is higher, but kept at least HYSTERESIS_GAP below `on`
+    (11/14 of an on-threshold of 0.3 or more, the lowest alarm_threshold picks, is). An
     alarm ends when the average falls below the off-threshold, so a model whose open-eye
     windows score above it (a weakly trained one) would keep its alarm on after the eyes
     open, for ever; without a gap, one wavering around `on` would start and end again."""

@@ -33,15 +33,18 @@ class PeerStopped(UserError):
     same_in_every_process = True  # process 0 says it, once
 
 
-# How a collective fails when a peer process is gone: its connections were closed.
-PEER_GONE = re.compile(r"Connection (closed|reset) by peer|Broken pipe")
+# How a collective fails when a peer process is gone: its connections were closed (gloo),
+# or NCCL saw it leave (its communicator aborted).
+PEER_GONE = re.compile(r"Connection (closed|reset) by peer|Broken pipe|ncclRemoteError|"
+                       r"remote process exit|communicator was aborted")
 
 
 @contextlib.contextmanager
 def exchange():
-    """Around a collective: a peer gone (gloo's 'Connection closed by peer') is one line,
-    not the backend's traceback. Any other failure (out of memory, a device error, models
-    that differ between processes) is raised as it is: no other process has said it."""
+    """Around a collective: a peer gone (gloo's 'Connection closed by peer', NCCL's remote
+    error) is one line, not the backend's traceback. Any other failure (out of memory, a
+    device error, models that differ between processes) is raised as it is: no other
+    process has said it."""
     try:
         yield
     except RuntimeError as err:

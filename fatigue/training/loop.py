@@ -316,25 +316,28 @@ class Trainer:
     def refuse_diverged(self, val_loss: float = 0.0) -> None:
         """Stop a run that diverged (the loss became nan or inf: a learning rate too high),
         before it replaces a checkpoint; its epochs would all read 'nan' and end as a 'best'
-        model of 50%. Diverged: weights (or buffers) that are no longer numbers, or, at an
-        epoch's end, a validation loss that is not (with --amp fp16 the gradient scaler
-        skips the steps of nan gradients, so the weights stay finite while the model's
-        outputs overflow). Every process holds the same weights and validation sums, so all
-        stop here together."""
+        model of 50%. Diverged: weights or buffers that are no longer numbers, or a training
+        loss (so far in the epoch) or validation loss that is not (with --amp fp16 the
+        gradient scaler skips the steps of nan gradients, so the weights stay finite while
+        the model's outputs overflow). Each process looks at its own (BatchNorm statistics
+        differ between validations), and all stop together if one diverged."""
         tensors = [*self.parts.model.parameters(), *self.parts.model.buffers()]
-        if math.isfinite(val_loss) and \
-                torch.stack([t.isfinite().all() for t in tensors if t.is_floating_point()]).all():
+        finite = math.isfinite(val_loss) and bool(self.state.sums[0].isfinite()) and \
+            bool(torch.stack([t.isfinite().all() for t in tensors if t.is_floating_point()]).all())
+        if not self.dist.max_ints(int(not finite))[0]:
             return
         cfg, latest = self.cfg, self.store.latest
         kept = (f"{latest} keeps the position saved before it" if latest.is_file() else
                 "nothing of this run was saved")
-        again = (f"; continue from there with a lower rate: {self.continue_with} --lr "
+        fp16 = self.amp_dtype == torch.float16
+        lower = "a lower --lr" + (" (or --amp bf16 or off)" if fp16 else "")
+        beyond = " or values beyond --amp fp16's range" if fp16 else ""
+        again = (f"; continue from there with {lower}: {self.continue_with} --lr "
                  f"{cfg.learning_rate / 10:g}" if latest.is_file() and self.continue_with
-                 else "; start again with a lower --lr")
-        fp16 = " or values beyond --amp fp16's range" if self.amp_dtype == torch.float16 else ""
+                 else f"; {lower} is needed")
         raise Diverged(f"training diverged in epoch {self.state.epoch + 1}: the loss became "
                        f"nan or inf, and the model no longer gives numbers (a learning rate "
-                       f"too high for this model and data{fp16}: --lr {cfg.learning_rate:g}, "
+                       f"too high for this model and data{beyond}: --lr {cfg.learning_rate:g}, "
                        f"the default {Config.learning_rate:g}). It is not saved: "
                        f"{kept}{again}")
 

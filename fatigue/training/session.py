@@ -126,7 +126,9 @@ def start(args: argparse.Namespace, given: dict, ask: bool, dist: Distributed,
 def refuse_missing_run_data(checkpoint: dict, data_dir: str) -> None:
     """A resumed run's data, named as its first command did (from the folder that one ran
     in), must be there; only the built-in data set, made again the same, may be made."""
-    built_in = data_dir == DEFAULT_DATA_DIR and checkpoint["data_source"] == "synthetic"
+    # (A checkpoint too old to record its data's source: as before, the built-in data set
+    # is made again there, and a run on other data is then refused as on other data.)
+    built_in = data_dir == DEFAULT_DATA_DIR and checkpoint["data_source"] in (None, "synthetic")
     if built_in or dataset_exists(data_dir):
         return
     relative = "" if Path(data_dir).is_absolute() else \
