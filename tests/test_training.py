@@ -331,7 +331,8 @@ def test_resume_refuses_other_architecture(tiny, tmp_path):
     assert latest.read_bytes() == before
 
 
-def test_options_that_do_nothing_are_said_and_no_difference_at_a_resume(tiny, capsys):
+def test_options_that_do_nothing_are_said_and_no_difference_at_a_resume(tiny, capsys,
+                                                                        monkeypatch):
     """--lstm-layers with --temporal mean was ignored without a word, and a resume giving
     another value was refused as 'a different model', which it is not; so was
     --allow-data-change on a new run."""
@@ -341,6 +342,10 @@ def test_options_that_do_nothing_are_said_and_no_difference_at_a_resume(tiny, ca
     assert train.main(tiny("--epochs", "2", "--resume", "--lstm-layers", "1")) == 0
     assert train.main(tiny("--epochs", "1", "--force", "--allow-data-change")) == 0
     assert "note: --allow-data-change does nothing for a new run" in capsys.readouterr().out
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)  # more workers than cores: said
+    assert train.main(tiny("--epochs", "1", "--force", "--num-workers", "2")) == 0
+    assert "warning: --num-workers 2 is more than this machine's 1 core: " in \
+        capsys.readouterr().err
     assert Config(backbone="resnet18", cnn_width=64).doubtful_choices() == [
         "--cnn-width 64 does nothing with --backbone resnet18 (it sizes the small CNN)"]
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from pathlib import Path
+from typing import Callable
 
 from config import Config, architecture_diff, build_config, flag_of, given_options, shown
 from fatigue.data.clips import DEFAULT_DATA_DIR, ensure_dataset
@@ -21,7 +23,7 @@ from fatigue.data.clip_store import dataset_exists, load_manifest
 from fatigue import startup
 from fatigue.errors import UserError
 from fatigue.files import STUDY_FILE
-from fatigue.text import clips_into_epoch
+from fatigue.text import clips_into_epoch, counted
 from fatigue.training.distributed import Distributed
 from fatigue.training.loop import Trainer
 from fatigue.training.pretrained import fetch as fetch_pretrained
@@ -76,9 +78,7 @@ def start(args: argparse.Namespace, given: dict, ask: bool, dist: Distributed,
         if args.allow_data_change:
             say("note: --allow-data-change does nothing for a new run (it lets --resume go on "
                 "with other data)")
-    for doubt in cfg.doubtful_choices():
-        say(f"warning: {doubt}", file=sys.stderr)
-        notes.append(doubt)  # the checkpoint keeps what the run warned about (--info)
+    notes += warn_of_choices(cfg, say)
     # Before anything is written: offline without the file, the run stops here. Process 0
     # downloads it (once, and its error reaches every process); the others read its file.
     pretrained = None
@@ -121,6 +121,20 @@ def start(args: argparse.Namespace, given: dict, ask: bool, dist: Distributed,
     # large for memory, moves nothing.
     dist.on_main(archive_old_run)
     return trainer.train()
+
+
+def warn_of_choices(cfg: Config, say: Callable[..., None]) -> list[str]:
+    """Say what in the options is probably a mistake; returns the warnings the checkpoint
+    keeps (--info), those about the options themselves, not about this machine."""
+    doubts = cfg.doubtful_choices()
+    for doubt in doubts:
+        say(f"warning: {doubt}", file=sys.stderr)
+    cores = os.cpu_count() or 1
+    if cfg.num_workers > cores:
+        say(f"warning: --num-workers {cfg.num_workers} is more than this machine's "
+            f"{counted(cores, 'core')}: the extra workers only compete for them, each a "
+            f"process of its own; give {cores} or fewer", file=sys.stderr)
+    return doubts
 
 
 def refuse_missing_run_data(checkpoint: dict, data_dir: str) -> None:
