@@ -218,8 +218,9 @@ def build_parser(tools_only: bool = False) -> argparse.ArgumentParser:
     tools = parser.add_argument_group("checkpoint tools (these do not train; one at a time)"
                                       ).add_mutually_exclusive_group()
     tools.add_argument("--list", action="store_true", help="table of the checkpoints in --model-dir")
-    tools.add_argument("--info", metavar="NAME", type=files.file_name, help="everything in one checkpoint (a path, "
-                                                      "or a file name inside --model-dir)")
+    tools.add_argument("--info", metavar="NAME", type=files.file_name,
+                       help="everything in one checkpoint (a path, or a file name inside "
+                            "--model-dir)")
     tools.add_argument("--clean", action="store_true",
                        help="apply --keep-last N to the epoch backups now, listing what goes")
     tools.add_argument("--status", action="store_true",

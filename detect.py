@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
                "drive.mp4 --output annotated.mp4;  python main.py --mode detect --model "
                "models/best_model.pth --source 0 --show  (webcam 0; q or Ctrl+C stops)")
     add = p.add_argument
-    add("--model", required=True, metavar="PATH", type=files.file_name, help="trained checkpoint (e.g. models/best_model.pth)")
+    add("--model", required=True, metavar="PATH", type=files.file_name,
+        help="trained checkpoint (e.g. models/best_model.pth)")
     add("--source", required=True, metavar="VIDEO_OR_CAMERA",
         help="a video file, a folder of frame images, or a camera index (0 is the first webcam)")
     add("--frames-fps", type=float, metavar="F",

@@ -150,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "exported model against PyTorch on random clips.",
         epilog="Examples: python main.py --mode export --model models/best_model.pth --format "
                f"torchscript;  ... --format onnx (needs: {ONNX_INSTALL})")
-    p.add_argument("--model", required=True, metavar="PATH", type=files.file_name, help="trained checkpoint")
+    p.add_argument("--model", required=True, metavar="PATH", type=files.file_name,
+                   help="trained checkpoint")
     p.add_argument("--format", required=True, choices=("onnx", "torchscript"),
                    help="onnx: for onnxruntime, TensorRT, OpenVINO...; torchscript: for "
                         "PyTorch's C++ API (libtorch) or torch.jit.load")

@@ -22,9 +22,9 @@ from typing import Iterable
 import numpy as np
 
 from fatigue import files
-from fatigue.text import arg
 from fatigue.files import CLIPS_FILE, MANIFEST_FILE  # named there: outputs never replace them
 from fatigue.errors import UserError
+from fatigue.text import arg
 
 FORMAT_VERSION = 1
 MAX_FPS = 1000.0  # frames a second: rates above it (or inf) would repeat each frame until

@@ -562,8 +562,8 @@ def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
 
 
 class Diverged(UserError):
-    """The weights became nan or inf: training cannot go on from them."""
-    same_in_every_process = True  # every process holds the same weights
+    """The model no longer gives numbers (Trainer.refuse_diverged): training cannot go on."""
+    same_in_every_process = True  # the processes share the verdict: process 0 says it
 
 
 def built_model(cfg: Config, device: torch.device,
