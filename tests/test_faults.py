@@ -621,6 +621,18 @@ def test_a_run_folder_copied_without_its_best_model_finishes_on_its_latest(
     assert "Test accuracy of latest_model.pth on " in out and not (copy / "best_model.pth").exists()
 
 
+def slow_background_writes(monkeypatch) -> None:
+    """Checkpoint writes that take a while, as on a slow disk: a check that reads the files
+    right after a save must wait for the background write first."""
+    real = checkpoint.CheckpointStore._write
+
+    def slow_write(self, *args, **kwargs):
+        time.sleep(0.5)
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint.CheckpointStore, "_write", slow_write)
+
+
 @pytest.mark.parametrize("save_every_steps", [0, 1])
 def test_a_run_whose_weights_become_nan_stops_and_keeps_the_last_good_checkpoint(
         tiny, tmp_path, monkeypatch, save_every_steps):
@@ -637,6 +649,7 @@ def test_a_run_whose_weights_become_nan_stops_and_keeps_the_last_good_checkpoint
             next(model.parameters()).data.fill_(float("nan"))
 
     monkeypatch.setattr(loop, "optimizer_step", diverging_step)
+    slow_background_writes(monkeypatch)  # the last save still writing when it diverges
     args = tiny("--epochs", "3", "--save-every-steps", str(save_every_steps))
     with pytest.raises(UserError, match=r"training diverged in epoch 2: the loss became nan or "
                                         r"inf.*It is not saved: .*latest_model.pth keeps the "
@@ -670,6 +683,7 @@ def test_a_run_whose_outputs_overflow_fp16_stops_though_its_weights_stay_finite(
         return out * float("inf") if calls["n"] > 5 else out  # from epoch 2 (3 steps, 2 val)
 
     monkeypatch.setattr(model_module.FatigueCNNLSTM, "forward", overflowing)
+    slow_background_writes(monkeypatch)
     with pytest.raises(UserError, match=r"training diverged in epoch 2: .*a learning rate too "
                                         r"high for this model and data or values beyond --amp "
                                         r"fp16's range.*continue from there with a lower --lr "

@@ -326,6 +326,7 @@ class Trainer:
             bool(torch.stack([t.isfinite().all() for t in tensors if t.is_floating_point()]).all())
         if not self.dist.max_ints(int(not finite))[0]:
             return
+        self.stop_if_write_failed()  # the last save may still be writing latest in the background
         cfg, latest = self.cfg, self.store.latest
         kept = (f"{latest} keeps the position saved before it" if latest.is_file() else
                 "nothing of this run was saved")
