@@ -83,7 +83,10 @@ def list_checkpoints(store: ckpt.CheckpointStore) -> int:
     rows = [("file", "epoch", "val acc", "best val acc", "size", "saved at", "status")]
     for path in paths:
         state, status = status_of(path)
-        size = f"{ckpt.file_size_mb(path):.2f} MB"
+        try:
+            size = f"{ckpt.file_size_mb(path):.2f} MB"
+        except FileNotFoundError:  # gone since listed: a live run's --keep-last removed it
+            continue
         if state is None:
             rows.append((path.name, "-", "-", "-", size, "-", status))
         else:

@@ -11,12 +11,14 @@ EVERY_S seconds (or every `every_n` updates), e.g.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from typing import Any, Callable, Iterable, Iterator, TextIO
 
 from tqdm import tqdm
 
 EVERY_S = 10.0
+_WRITING = threading.Lock()  # whole lines, when two threads print (see write_line)
 
 
 def on_terminal(stream: TextIO | None = None) -> bool:
@@ -26,6 +28,17 @@ def on_terminal(stream: TextIO | None = None) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):  # replaced by an object without it, or closed
         return False
+
+
+def write_line(text: str) -> None:
+    """Print `text` as one whole line on stdout, from any thread: clear of a progress bar
+    on a terminal (tqdm.write), and never torn by another thread's line in a log."""
+    if on_terminal():
+        tqdm.write(text)
+        return
+    with _WRITING:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
 
 
 def bar(iterable: Iterable | None = None, *, total: float | None = None, desc: str = "",
@@ -79,7 +92,10 @@ class LineProgress:
         if (now - self.shown_at >= self.every_s
                 or (self.every_n and self.n - self.shown_n >= self.every_n)):
             self.shown_at, self.shown_n = now, self.n
-            print(self.line(now), file=self.file or sys.stdout, flush=True)
+            if self.file is None:
+                write_line(self.line(now))
+            else:
+                print(self.line(now), file=self.file, flush=True)
 
     def line(self, now: float | None = None) -> str:
         """The plain line: description, position, postfix, rate."""

@@ -403,7 +403,7 @@ def test_a_disk_full_at_the_first_save_is_one_line_that_says_nothing_was_saved(t
     assert "previous run" not in out.stdout
 
 
-def test_failed_write_stops_cleanly_and_keeps_old_files(tiny, tmp_path, monkeypatch):
+def test_failed_write_stops_cleanly_and_keeps_old_files(tiny, tmp_path, monkeypatch, capsys):
     real = checkpoint.torch.save
     calls = {"n": 0}
 
@@ -438,6 +438,9 @@ def test_failed_write_stops_cleanly_and_keeps_old_files(tiny, tmp_path, monkeypa
     assert checkpoint.load_checkpoint(models / "latest_model.pth")["epoch"] == 1
     assert checkpoint.load_checkpoint(models / "best_model.pth")["epoch"] == 1
     assert not list(models.glob(".*.tmp"))
+    # Epoch 2's line said "saved latest_model.pth" while its write was failing.
+    out = capsys.readouterr().out
+    assert "epoch   1/3" in out and "saved latest_model.pth" in out and "epoch   2/3" not in out
 
 
 def test_a_log_line_that_cannot_be_written_is_a_warning_not_a_lost_checkpoint(

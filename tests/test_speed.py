@@ -89,6 +89,8 @@ for epoch in range(1, 10_000):
              "train_losses": [], "val_losses": [], "train_accuracies": [],
              "val_accuracies": [], "timestamp": "now", "config": {{}}}}
     store.save(state)
+    if epoch == 1:  # on disk before the test's clock starts (a slow disk: not yet there)
+        store.wait()
     print(epoch, flush=True)
 """
 
@@ -98,7 +100,7 @@ def test_kill_during_background_save_never_tears_latest(tmp_path, delay):
     folder = tmp_path / "models"
     code = WRITER.format(root=str(ROOT), folder=str(folder))
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "1"  # the first save has been handed over
+    assert proc.stdout.readline().strip() == "1"  # the first save is on disk
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

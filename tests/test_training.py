@@ -245,6 +245,25 @@ def test_list_and_info(tiny, tmp_path, capsys):
     assert re.search(r"detect applies  10 fps, crop \d+ px resized to the model's 16 px, ", info)
 
 
+def test_list_while_a_run_removes_an_old_backup(tiny, tmp_path, monkeypatch, capsys):
+    """--list works while a run trains (the docs say so); a run with --keep-last removes its
+    oldest backup after each save, and a file gone between listing and reading it was an
+    error, exit 1, and no table."""
+    assert train.main(tiny("--epochs", "2", "--save-every", "1")) == 0
+    models = tmp_path / "models"
+    real = checkpoint.CheckpointStore.checkpoints
+
+    def listed_then_pruned(store):
+        paths = real(store)
+        (models / "checkpoint_epoch_1.pth").unlink()  # the live run's retention, just then
+        return paths
+    monkeypatch.setattr(checkpoint.CheckpointStore, "checkpoints", listed_then_pruned)
+    capsys.readouterr()
+    assert checkpoint_training.main(["--list", "--model-dir", str(models)]) == 0
+    table = capsys.readouterr().out
+    assert "checkpoint_epoch_2.pth" in table and "checkpoint_epoch_1.pth" not in table
+
+
 def test_the_reading_tools_read_a_folder_they_cannot_write(tiny, tmp_path, monkeypatch,
                                                            capsys):
     """--status, --list and --info only read: a read-only run folder (a job script's copy,

@@ -436,16 +436,20 @@ class Trainer:
 
     def report_epoch(self, train: dict, val: dict, written: list[str], seconds: float,
                      save_seconds: float) -> None:
-        """The epoch's line in training_log.jsonl and on the terminal; the curves."""
+        """The epoch's line in training_log.jsonl and on the terminal, each once its
+        checkpoint is on disk; the curves."""
         epoch = self.state.epoch
         record = run_log.epoch_record(epoch, train, val, written, seconds, save_seconds,
                                       datetime.now().astimezone().isoformat(timespec="seconds"))
         self.once_saved(run_log.LOG_FILE, lambda: run_log.append_epoch(self.cfg.model_dir, record))
         self.draw_curves()
-        print(f"epoch {epoch:3d}/{self.cfg.num_epochs}  train loss {train['loss']:.4f} "
-              f"acc {100 * train['accuracy']:5.1f}%  val loss {val['loss']:.4f} acc "
-              f"{100 * val['accuracy']:5.1f}%  lr {train['lr']:.2e}  {seconds:5.1f}s  saved "
-              f"{', '.join(written)}", flush=True)
+        line = (f"epoch {epoch:3d}/{self.cfg.num_epochs}  train loss {train['loss']:.4f} "
+                f"acc {100 * train['accuracy']:5.1f}%  val loss {val['loss']:.4f} acc "
+                f"{100 * val['accuracy']:5.1f}%  lr {train['lr']:.2e}  {seconds:5.1f}s  saved "
+                f"{', '.join(written)}")
+        # Said once the files are on disk (the write goes on beside the next epoch): a write
+        # that fails says so in its own error instead, never after a line calling it saved.
+        self.store.when_saved(lambda: progress.write_line(line))
 
     def lost_log_line(self, epoch: int) -> dict:
         """The log line of a completed `epoch`, lost when the process ended between writing
