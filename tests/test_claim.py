@@ -32,6 +32,15 @@ from test_distributed import finish, torchrun
 from test_training import load, load_or_none
 
 
+def start_long_run(data: Path, root: Path) -> tuple[subprocess.Popen, Path]:
+    """A run of 1000 epochs in root/models, once its first checkpoint is on disk."""
+    models = root / "models"
+    proc = start(tiny_args(data, models, "--epochs", "1000", "--save-every", "1"), root)
+    wait_until(lambda: load_or_none(models / "best_model.pth") is not None
+               and load_or_none(models / "latest_model.pth") is not None)
+    return proc, models
+
+
 def start(args: list[str], folder: Path) -> subprocess.Popen:
     """train.py in its own process, its output in files beside the model folder."""
     out, err = open(folder / "out.txt", "w"), open(folder / "err.txt", "w")
@@ -56,11 +65,7 @@ def recorded_pid(folder: Path) -> int | None:
 @pytest.fixture(scope="module")
 def running(tiny_data, tmp_path_factory):
     """A run in progress (a long one, an epoch backup after every epoch)."""
-    root = tmp_path_factory.mktemp("running")
-    models = root / "models"
-    proc = start(tiny_args(tiny_data, models, "--epochs", "1000", "--save-every", "1"), root)
-    wait_until(lambda: load_or_none(models / "best_model.pth") is not None
-               and load_or_none(models / "latest_model.pth") is not None)
+    proc, models = start_long_run(tiny_data, tmp_path_factory.mktemp("running"))
     yield proc, models
     if proc.poll() is None:
         proc.kill()
@@ -110,13 +115,14 @@ def test_read_only_commands_work_during_a_run(running, capsys):
 
 def test_output_without_a_terminal_has_no_carriage_returns(running):
     proc, models = running
-    out = (models.parent / "out.txt").read_text()
-    assert "epoch   1/1000" in out and "\r" not in out
+    out = models.parent / "out.txt"
+    wait_until(lambda: "epoch   1/1000" in out.read_text())  # said once its save is on disk
+    assert "\r" not in out.read_text()
     assert "\r" not in (models.parent / "err.txt").read_text()
 
 
-def test_after_kill_9_the_folder_is_free_again(running, tiny_data):
-    proc, models = running
+def test_after_kill_9_the_folder_is_free_again(tiny_data, tmp_path):
+    proc, models = start_long_run(tiny_data, tmp_path)  # its own: the others' goes on
     proc.kill()
     assert proc.wait() == -signal.SIGKILL
     state = load(models / "latest_model.pth")
