@@ -727,7 +727,7 @@ def test_a_camera_that_drops_frames_goes_on_and_one_that_is_lost_is_an_error(
     said = capsys.readouterr().out
     assert code == 1 and camera.read > 45  # it read past the hiccup, to the unplugging
     assert time.monotonic() - started >= 1.5 + 0.5  # 45 frames, then the patience
-    assert re.search(r"warning: the camera delivered no frame 1 time \(0\.[1-3] s in all", said)
+    assert re.search(r"warning: the camera delivered no frame 1 time \(0\.[1-4] s in all", said)
     assert re.search(r"error: camera 0 stopped delivering frames at 1\.[0-9] s \(unplugged", said)
 
 
