@@ -328,13 +328,14 @@ class Trainer:
             return
         self.stop_if_write_failed()  # the last save may still be writing latest in the background
         cfg, latest = self.cfg, self.store.latest
-        kept = (f"{latest} keeps the position saved before it" if latest.is_file() else
+        saved = latest.is_file()
+        kept = (f"{latest} keeps the position saved before it" if saved else
                 "nothing of this run was saved")
         fp16 = self.amp_dtype == torch.float16
         lower = "a lower --lr" + (" (or --amp bf16 or off)" if fp16 else "")
         beyond = " or values beyond --amp fp16's range" if fp16 else ""
         again = (f"; continue from there with {lower}: {self.continue_with} --lr "
-                 f"{cfg.learning_rate / 10:g}" if latest.is_file() and self.continue_with
+                 f"{cfg.learning_rate / 10:g}" if saved and self.continue_with
                  else f"; {lower} is needed")
         raise Diverged(f"training diverged in epoch {self.state.epoch + 1}: the loss became "
                        f"nan or inf, and the model no longer gives numbers (a learning rate "
@@ -436,20 +437,21 @@ class Trainer:
 
     def report_epoch(self, train: dict, val: dict, written: list[str], seconds: float,
                      save_seconds: float) -> None:
-        """The epoch's line in training_log.jsonl and on the terminal, each once its
-        checkpoint is on disk; the curves."""
+        """The epoch's line in training_log.jsonl and on the terminal, then the curves, each
+        once its checkpoint is on disk."""
         epoch = self.state.epoch
         record = run_log.epoch_record(epoch, train, val, written, seconds, save_seconds,
                                       datetime.now().astimezone().isoformat(timespec="seconds"))
         self.once_saved(run_log.LOG_FILE, lambda: run_log.append_epoch(self.cfg.model_dir, record))
-        self.draw_curves()
         line = (f"epoch {epoch:3d}/{self.cfg.num_epochs}  train loss {train['loss']:.4f} "
                 f"acc {100 * train['accuracy']:5.1f}%  val loss {val['loss']:.4f} acc "
                 f"{100 * val['accuracy']:5.1f}%  lr {train['lr']:.2e}  {seconds:5.1f}s  saved "
                 f"{', '.join(written)}")
         # Said once the files are on disk (the write goes on beside the next epoch): a write
         # that fails says so in its own error instead, never after a line calling it saved.
+        # Queued before the curves, so that drawing them does not hold the line back.
         self.store.when_saved(lambda: progress.write_line(line))
+        self.draw_curves()
 
     def lost_log_line(self, epoch: int) -> dict:
         """The log line of a completed `epoch`, lost when the process ended between writing
