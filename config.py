@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, NoReturn
 
@@ -37,6 +38,9 @@ def _opt(default: Any, help: str, group: str, flag: str | None = None, choices: 
                                             "choices": choices, "alone": alone, "parse": parse})
 
 
+NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
 class Parser(argparse.ArgumentParser):
     """argparse that says a mistake on the command line in one line, with where to read
     more, instead of the whole usage block above it. `help_command`: that place, where it
@@ -45,6 +49,9 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, *args, help_command: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.help_command = help_command
+        # argparse reads "-1e-3" as an option (its own pattern knows only "-1" and "-0.5"), so
+        # "--lr -1e-3" said "expected one argument" instead of what is wrong with the value.
+        self._negative_number_matcher = NEGATIVE_NUMBER
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see "

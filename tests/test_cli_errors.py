@@ -608,6 +608,10 @@ def test_more_mistakes_get_one_line(tmp_path, capsys):
     (["--image-size", "100000"], "--image-size 100000: give at most 512"),
     (["--lr", "1e39"], "--lr must be more than 0 and at most 10 (AdamW's useful rates lie "
                        "near the default, 0.001), got 1e+39"),
+    # argparse took "-1e-3" for an option: "argument --lr: expected one argument".
+    (["--lr", "-1e-3"], "--lr must be more than 0 and at most 10 (AdamW's useful rates lie "
+                        "near the default, 0.001), got -0.001"),
+    (["--weight-decay", "-2E-2"], "--weight-decay cannot be negative"),
 ])
 def test_numbers_no_training_can_use_are_refused_before_anything_is_written(argv, says,
                                                                            tmp_path):
