@@ -18,7 +18,7 @@ from pathlib import Path
 from config import Config, Parser, flag_of, given_options
 from fatigue import files
 from fatigue.checkpoints import store as ckpt
-from fatigue.claim import FolderClaim, add_claim_args
+from fatigue.claim import FolderClaim, add_claim_args, live_holder
 from fatigue.errors import UserError, run_cli
 from fatigue.inference.deployment import alarm_settings, deployment_info
 from fatigue.text import arg, clips_into_epoch, counted
@@ -96,6 +96,9 @@ def list_checkpoints(store: ckpt.CheckpointStore) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+    holder = live_holder(store.dir)
+    if holder:  # a live run's newest file is a save in its course, not an interruption
+        print(f"\nIn use now by {holder.describe()}: these files change as it saves.")
     archived = sorted((store.dir / ckpt.ARCHIVE).glob("*/")) if (store.dir / ckpt.ARCHIVE).is_dir() else []
     if archived:
         print(f"\n{counted(len(archived), 'earlier run')} in {store.dir / ckpt.ARCHIVE}/: "
@@ -107,15 +110,21 @@ def run_status(store: ckpt.CheckpointStore) -> int:
     """One line on the run in the folder, and an exit code a job script can rely on (torchrun's
     own is 1 whenever it was signalled, even when every process saved): 0 all its epochs are
     done, UNFINISHED to be continued with --resume, 2 (an error) no run to continue."""
+    # A live run's first save (best written, latest not yet) looked like a killed one, and
+    # --resume would be refused (exit 75) while it runs: say who is at work instead.
+    holder = live_holder(store.dir)
+    todo = (f"in use now by {holder.describe()}: ask again once it ends" if holder
+            else "continue with --resume")
     if not store.can_resume():
-        raise UserError(f"no run to continue in {store.dir}/ (no {ckpt.LATEST} there)")
+        raise UserError(f"no run to continue in {store.dir}/ (no {ckpt.LATEST} there)"
+                        + (f"; {todo}" if holder else ""))
     path, state, damage = store.resumable()  # only reads: the run may be going on
     num_epochs = state["config"]["num_epochs"]
     if damage is not None:
         # The damaged file may have held a run extended beyond this one's epochs: a
         # --resume (which moves it aside) decides; a job script should run it.
         print(f"unfinished: {damage}; --resume would go on from {path.name} (epoch "
-              f"{position(state)} of {num_epochs}); continue with --resume")
+              f"{position(state)} of {num_epochs}); {todo}")
         return UNFINISHED
     if state["epoch"] >= num_epochs:
         print(f"finished: {num_epochs}/{num_epochs} epochs in {path}, best val acc "
@@ -126,7 +135,7 @@ def run_status(store: ckpt.CheckpointStore) -> int:
                               state.get("world_size", 1))
              if state.get("samples_in_epoch") else
              f"{counted(state['epoch'], 'epoch')} done")
-    print(f"unfinished: {where} of {num_epochs} in {path}{stopped}; continue with --resume")
+    print(f"unfinished: {where} of {num_epochs} in {path}{stopped}; {todo}")
     return UNFINISHED
 
 

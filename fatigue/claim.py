@@ -136,6 +136,22 @@ class Holder:
         return f"pid {self.pid} on {self.host} since {self.since} ({self.command})"
 
 
+def live_holder(folder: str | Path) -> Holder | None:
+    """The command holding `folder`'s claim now, as its record says, when that process is
+    alive on this host; None when the folder is free, its holder has ended, or it runs on
+    another host (which this one cannot check). Only reads the record: taking even a shared
+    lock to look could turn away a run starting at that moment."""
+    try:
+        fd = os.open(Path(folder) / CLAIM_FILE, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        holder = Holder.read(fd)
+    finally:
+        os.close(fd)
+    return holder if holder and not holder.released and holder.alive() else None
+
+
 class FolderClaim:
     """The exclusive claim on `folder` while the `with` block runs (see the module doc).
 

@@ -478,6 +478,36 @@ def test_status_says_where_a_stopped_run_is(tiny, tmp_path, monkeypatch, capsys)
         "stopped by SIGINT; continue with --resume" in said, said
 
 
+def test_status_and_list_name_a_live_run_instead_of_advising_a_resume(tiny, tmp_path,
+                                                                     monkeypatch, capsys):
+    """While a run holds the folder (here: another process holding its claim over a stopped
+    run's files, as a live run's first save looks), --resume would be refused with exit 75:
+    --status names the holder instead, and says "continue with --resume" once it is gone."""
+    interrupt(monkeypatch, loop, "accumulate_gradients", 3 + 2, signal.SIGINT)
+    assert train.main(tiny("--epochs", "3")) == 130
+    models = str(tmp_path / "models")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from fatigue.claim import FolderClaim\n"
+         "with FolderClaim(sys.argv[1]):\n    print('held', flush=True); time.sleep(120)",
+         models], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        capsys.readouterr()
+        assert checkpoint_training.main(["--status", "--model-dir", models]) == \
+            checkpoint_training.UNFINISHED
+        said = capsys.readouterr().out
+        assert f"stopped by SIGINT; in use now by pid {holder.pid} on " in said and \
+            "ask again once it ends" in said and "--resume" not in said, said
+        assert checkpoint_training.main(["--list", "--model-dir", models]) == 0
+        assert f"In use now by pid {holder.pid} on " in capsys.readouterr().out
+    finally:
+        holder.kill()
+    assert holder.wait(timeout=30) == -signal.SIGKILL  # killed: its record was never released
+    assert checkpoint_training.main(["--status", "--model-dir", models]) == \
+        checkpoint_training.UNFINISHED
+    assert "stopped by SIGINT; continue with --resume" in capsys.readouterr().out
+
+
 def test_keep_last_and_clean(tiny, tmp_path, capsys):
     assert train.main(tiny("--epochs", "1", "--save-every", "1")) == 0
     assert train.main(tiny("--epochs", "5", "--save-every", "1", "--keep-last", "2",
