@@ -44,7 +44,7 @@ import torch
 
 from config import AMP_MODES, BACKBONES, DEVICES, Config, Parser, yes_no
 from dataset import ClipDataset
-from fatigue import benchmarking, files
+from fatigue import allocator, benchmarking, files
 from fatigue.checkpoints import store as checkpoint
 from fatigue.checkpoints.run_log import LOG_FILE
 from fatigue.data.clip_store import write_clip_store
@@ -288,7 +288,10 @@ def run(args: argparse.Namespace) -> dict:
               "sequence_length": args.sequence_length, "image_size": args.image_size,
               "amp": str(autocast_dtype(args.amp, device) or "off").replace("torch.", ""),
               "channels_last": uses_channels_last(cfg, device), "num_workers": args.num_workers,
-              "rounds": args.rounds, "epochs": args.epochs, "steps": args.steps}
+              "rounds": args.rounds, "epochs": args.epochs, "steps": args.steps,
+              # The process's, so every loop measured here has it, as train.py's runs do.
+              "allocator": ("heap, freed memory kept (fatigue/allocator.py)"
+                            if allocator.keep_freed_memory() else "the C library's default")}
     if args.lightning and benchmarking.import_lightning() is None:
         args.lightning = False
         result["lightning"] = "not installed (pip install lightning): not measured"
@@ -345,6 +348,7 @@ def table(r: dict) -> str:
                                f"({r['loop_frames_per_s']:.0f} frames/s), augmentation off"),
         ("bare loop, same clips", f"{r['bare_clips_per_s']:.1f} clips/s  "
                                   f"({r['bare_frames_per_s']:.0f} frames/s), plain PyTorch"),
+        ("memory allocator (all loops)", r["allocator"]),
     ]
     rows += [(label, ratio_text(r, name)) for name, label in LABELS.items()
              if f"{name}_vs_bare" in r]

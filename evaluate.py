@@ -22,7 +22,7 @@ from pathlib import Path
 from config import DEVICES, Config, Parser, fill_defaults
 from fatigue.data.clip_store import SPLITS
 from fatigue.checkpoints.store import load_checkpoint
-from fatigue import files
+from fatigue import allocator, files
 from fatigue.errors import UserError, run_cli
 from fatigue.inference import report, robustness
 from fatigue.inference.deployment import deployment_info
@@ -215,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"holds the same figures)")
     if args.robustness:
         return run_robustness(args)
+    allocator.keep_freed_memory()  # batches of clips reuse the same memory (fatigue/allocator.py)
     fill_defaults(args, split="test", device=Config.device, batch_size=BATCH_SIZE)
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
