@@ -98,7 +98,8 @@ def list_checkpoints(store: ckpt.CheckpointStore) -> int:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
     holder = live_holder(store.dir)
     if holder:  # a live run's newest file is a save in its course, not an interruption
-        print(f"\nIn use now by {holder.describe()}: these files change as it saves.")
+        print(f"\n{'In use now' if holder.local else 'Claimed, on another host,'} by "
+              f"{holder.describe()}: these files change as it saves.")
     archived = sorted((store.dir / ckpt.ARCHIVE).glob("*/")) if (store.dir / ckpt.ARCHIVE).is_dir() else []
     if archived:
         print(f"\n{counted(len(archived), 'earlier run')} in {store.dir / ckpt.ARCHIVE}/: "
@@ -113,8 +114,11 @@ def run_status(store: ckpt.CheckpointStore) -> int:
     # A live run's first save (best written, latest not yet) looked like a killed one, and
     # --resume would be refused (exit 75) while it runs: say who is at work instead.
     holder = live_holder(store.dir)
-    todo = (f"in use now by {holder.describe()}: ask again once it ends" if holder
-            else "continue with --resume")
+    todo = ("continue with --resume" if holder is None else
+            f"in use now by {holder.describe()}: ask again once it ends" if holder.local else
+            f"claimed by {holder.describe()}, on another host that this one cannot check: "
+            f"once that run has ended, continue with --resume (add --break-claim if it "
+            f"ended without releasing the claim)")
     if not store.can_resume():
         raise UserError(f"no run to continue in {store.dir}/ (no {ckpt.LATEST} there)"
                         + (f"; {todo}" if holder else ""))

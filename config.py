@@ -51,7 +51,9 @@ class Parser(argparse.ArgumentParser):
         self.help_command = help_command
         # argparse reads "-1e-3" as an option (its own pattern knows only "-1" and "-0.5"), so
         # "--lr -1e-3" said "expected one argument" instead of what is wrong with the value.
-        self._negative_number_matcher = NEGATIVE_NUMBER
+        # Added to argparse's own pattern, which newer Pythons widen (1_000, complex numbers).
+        self._negative_number_matcher = re.compile(
+            f"{self._negative_number_matcher.pattern}|{NEGATIVE_NUMBER.pattern}")
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see "

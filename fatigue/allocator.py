@@ -6,8 +6,10 @@ batch (32 clips of 30 frames) is 63 MB. glibc's malloc serves every block of 32 
 so each step got its memory back from the kernel as new pages, zeroed on first touch. On a
 2-core CPU machine that was about 100,000 page faults a step and a quarter of the training
 time (docs/performance.md#the-memory-allocator). Taking large blocks from the heap and
-keeping up to TRIM_KEEP_BYTES of freed memory there lets every later step reuse the same
-pages. The cost is resident memory: the largest step's blocks stay mapped between steps.
+keeping freed memory there (up to TRIM_KEEP_BYTES at the heap's top; none from its middle
+is given back) lets every later step reuse the same pages. The cost is resident memory: the
+process stays near its peak until it exits. A training run repeats the same sizes, so it
+does not grow over the run; a long-lived process whose tensor sizes keep changing would.
 
 This is what PyTorch's CPU tuning guide gets from jemalloc or tcmalloc through LD_PRELOAD,
 without installing anything. It changes where tensors live, never what is computed.
@@ -21,9 +23,6 @@ import os
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
 TRIM_KEEP_BYTES = 1 << 30  # freed memory at the heap's top beyond this goes back
-# glibc's own settings: a user who sets one has chosen, and keeps the choice.
-USER_SETTINGS = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_",
-                 "MALLOC_TOP_PAD_", "GLIBC_TUNABLES")
 
 _applied = False
 
@@ -36,15 +35,24 @@ def glibc() -> bool:
         return False
 
 
+def user_chose_allocator() -> bool:
+    """Whether the environment sets glibc's malloc options (any MALLOC_* variable, a
+    glibc.malloc tunable) or preloads another allocator (jemalloc, tcmalloc, mimalloc, whose
+    mallopt would say yes and do nothing): the user's choice stands."""
+    env = os.environ
+    return (any(name.startswith("MALLOC_") for name in env)
+            or "glibc.malloc" in env.get("GLIBC_TUNABLES", "")
+            or "malloc" in env.get("LD_PRELOAD", ""))
+
+
 def keep_freed_memory() -> bool:
     """Serve large blocks from the heap and keep freed ones for reuse, for the rest of the
     process (its forked DataLoader workers included). True when in effect; False on a C
-    library other than glibc (macOS, musl) or when the environment sets glibc's malloc
-    options (USER_SETTINGS), which are then left as they are."""
+    library other than glibc (macOS, musl) or when the user chose (user_chose_allocator)."""
     global _applied
     if _applied:
         return True
-    if not glibc() or any(name in os.environ for name in USER_SETTINGS):
+    if not glibc() or user_chose_allocator():
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt

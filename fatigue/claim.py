@@ -86,6 +86,26 @@ def _now() -> str:
     return datetime.now().astimezone().isoformat(timespec="seconds")
 
 
+def _seconds_since_epoch(stamp: object) -> float | None:
+    try:
+        return datetime.fromisoformat(stamp).timestamp()  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def process_started(pid: int) -> float | None:
+    """When process `pid` started (seconds since the epoch), from Linux's /proc; None
+    where that cannot be read."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        ticks = int(stat[stat.rindex(")") + 2:].split()[19])  # field 22: after "comm" and 20 more
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
 @dataclass(frozen=True)
 class Holder:
     """What a claim file records about the command that holds (or last held) it."""
@@ -132,15 +152,25 @@ class Holder:
             return True
         return True
 
+    def started_after_claim(self) -> bool:
+        """Whether the process now at the recorded pid started after the claim was taken,
+        so is not its holder (a container restarted with the same host name, whose run is
+        pid 1 again). Only for what is shown: a clock set forward would make a live holder
+        look younger than its record, so the claim itself never relies on it."""
+        started, since = process_started(self.pid), _seconds_since_epoch(self.since)
+        # The record has whole seconds; the start time, ticks after a boot time in seconds.
+        return started is not None and since is not None and started > since + 2
+
     def describe(self) -> str:
         return f"pid {self.pid} on {self.host} since {self.since} ({self.command})"
 
 
 def live_holder(folder: str | Path) -> Holder | None:
-    """The command holding `folder`'s claim now, as its record says, when that process is
-    alive on this host; None when the folder is free, its holder has ended, or it runs on
-    another host (which this one cannot check). Only reads the record: taking even a shared
-    lock to look could turn away a run starting at that moment."""
+    """The command holding `folder`'s claim now, as far as this host can tell from its
+    record: a live process here, or one on another host that never released it (which a
+    training here would be refused for, as FolderClaim does); None when the folder is free
+    or its holder here has ended. Only reads the record: taking even a shared lock to look
+    could turn away a run starting at that moment."""
     try:
         fd = os.open(Path(folder) / CLAIM_FILE, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
@@ -149,7 +179,11 @@ def live_holder(folder: str | Path) -> Holder | None:
         holder = Holder.read(fd)
     finally:
         os.close(fd)
-    return holder if holder and not holder.released and holder.alive() else None
+    if holder is None or holder.released or holder.host is None:
+        return None
+    if not holder.local:
+        return holder
+    return holder if holder.alive() and not holder.started_after_claim() else None
 
 
 class FolderClaim:

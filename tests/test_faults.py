@@ -9,6 +9,7 @@ import os
 import pickle
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -503,6 +504,22 @@ def test_status_and_list_name_a_live_run_instead_of_advising_a_resume(tiny, tmp_
     finally:
         holder.kill()
     assert holder.wait(timeout=30) == -signal.SIGKILL  # killed: its record was never released
+    assert checkpoint_training.main(["--status", "--model-dir", models]) == \
+        checkpoint_training.UNFINISHED
+    assert "stopped by SIGINT; continue with --resume" in capsys.readouterr().out
+    # A record of another host, never released: a training here is refused (exit 75) until
+    # that run ends or --break-claim takes it over, so --status names it too.
+    claim = tmp_path / "models" / files.CLAIM_FILE
+    claim.write_text(json.dumps({"pid": 4242, "host": "node-7", "since": "2026-01-01T00:00:00",
+                                 "command": "python train.py"}))
+    assert checkpoint_training.main(["--status", "--model-dir", models]) == \
+        checkpoint_training.UNFINISHED
+    said = capsys.readouterr().out
+    assert "claimed by pid 4242 on node-7" in said and "add --break-claim" in said, said
+    # A record whose pid a later process took over (here this test's own, started long
+    # after the record's time): not a run at work.
+    claim.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                 "since": "2020-01-01T00:00:00+00:00", "command": "x"}))
     assert checkpoint_training.main(["--status", "--model-dir", models]) == \
         checkpoint_training.UNFINISHED
     assert "stopped by SIGINT; continue with --resume" in capsys.readouterr().out
