@@ -215,8 +215,8 @@ def main(argv: list[str] | None = None) -> int:
                         f"holds the same figures)")
     if args.robustness:
         return run_robustness(args)
-    allocator.keep_freed_memory()  # batches of clips reuse the same memory (fatigue/allocator.py)
     fill_defaults(args, split="test", device=Config.device, batch_size=BATCH_SIZE)
+    allocator.keep_freed_memory(args.device)  # batches of clips reuse the same memory
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     reports = [evaluate_checkpoint(path, args.data_dir, args.device, args.split, args.batch_size)

@@ -12,12 +12,16 @@ process stays near its peak until it exits. A training run repeats the same size
 does not grow over the run; a long-lived process whose tensor sizes keep changing would.
 
 This is what PyTorch's CPU tuning guide gets from jemalloc or tcmalloc through LD_PRELOAD,
-without installing anything. It changes where tensors live, never what is computed.
+without installing anything. It changes where tensors live, never what is computed. Only
+for work on the CPU: a GPU run's large host blocks are its data on the way to the GPU,
+which this would keep in the process, unused, for the whole run.
 """
 from __future__ import annotations
 
 import ctypes
 import os
+
+import torch
 
 # mallopt(3) parameters (malloc.h)
 M_TRIM_THRESHOLD = -1
@@ -45,14 +49,16 @@ def user_chose_allocator() -> bool:
             or "malloc" in env.get("LD_PRELOAD", ""))
 
 
-def keep_freed_memory() -> bool:
-    """Serve large blocks from the heap and keep freed ones for reuse, for the rest of the
-    process (its forked DataLoader workers included). True when in effect; False on a C
-    library other than glibc (macOS, musl) or when the user chose (user_chose_allocator)."""
+def keep_freed_memory(device: str) -> bool:
+    """For work on `device` ("cpu", "cuda" or "auto"): on the CPU, serve large blocks from
+    the heap and keep freed ones for reuse, for the rest of the process (its forked
+    DataLoader workers included). True when in effect; False for a GPU, on a C library
+    other than glibc (macOS, musl), or when the user chose (user_chose_allocator)."""
     global _applied
     if _applied:
         return True
-    if not glibc() or user_chose_allocator():
+    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    if not on_cpu or not glibc() or user_chose_allocator():
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt

@@ -19,7 +19,7 @@ from fatigue import allocator
 STEPS = """
 import json, resource, sys, torch
 from fatigue import allocator
-applied = allocator.keep_freed_memory() if sys.argv[1] == "keep" else False
+applied = allocator.keep_freed_memory(sys.argv[1]) if sys.argv[1] != "default" else False
 faults = []
 for _ in range(30):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -40,7 +40,7 @@ def run_steps(mode: str, **env: str) -> dict:
 @pytest.mark.skipif(not allocator.glibc(), reason="a glibc setting: other C libraries keep "
                                                   "their own allocator")
 def test_a_steps_large_tensors_reuse_their_pages_instead_of_faulting_new_ones_in():
-    kept = run_steps("keep")
+    kept = run_steps("cpu")
     default = run_steps("default")
     assert kept["applied"] and not default["applied"]
     # The default allocator maps the block anew every time; the kept heap reuses its pages.
@@ -50,8 +50,16 @@ def test_a_steps_large_tensors_reuse_their_pages_instead_of_faulting_new_ones_in
 
 @pytest.mark.skipif(not allocator.glibc(), reason="a glibc setting")
 def test_glibcs_own_malloc_settings_in_the_environment_are_left_as_the_user_chose():
-    chosen = run_steps("keep", MALLOC_MMAP_THRESHOLD_="65536")
+    chosen = run_steps("cpu", MALLOC_MMAP_THRESHOLD_="65536")
     assert not chosen["applied"] and chosen["faulted"] == 10, chosen
+
+
+@pytest.mark.skipif(not allocator.glibc(), reason="a glibc setting")
+def test_a_gpu_run_keeps_glibcs_default():
+    """Its large host blocks are the data on the way to the GPU: kept, they would stay in
+    the process, unused, for the whole run."""
+    gpu = run_steps("cuda")
+    assert not gpu["applied"] and gpu["faulted"] == 10, gpu
 
 
 @pytest.mark.parametrize("env, chose", [

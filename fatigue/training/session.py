@@ -41,7 +41,6 @@ def run(args: argparse.Namespace, ask: bool = False, continue_with: str | None =
     if study.is_file():  # its folds live in fold_<k>/: a run here would mix with them
         raise UserError(f"{study.parent}/ is a cross-validation study's folder ({STUDY_FILE}); "
                         f"give train.py another --model-dir (crossval.py continues the study)")
-    allocator.keep_freed_memory()  # a quarter faster on the CPU (fatigue/allocator.py)
     dist = Distributed(pick_device(given.get("device", "auto")))
     try:
         with contextlib.ExitStack() as held:
@@ -114,6 +113,7 @@ def start(args: argparse.Namespace, given: dict, ask: bool, dist: Distributed,
             say(f"note: {note}")
     if not dist.enabled:  # the run's own device (a resumed run's from its checkpoint)
         dist = dist.on_device(pick_device(cfg.device))
+    allocator.keep_freed_memory(dist.device.type)  # a quarter faster on the CPU
     store = CheckpointStore(model_dir, save_every=cfg.save_every, keep_last=cfg.keep_last,
                             background=True)
     trainer = Trainer(cfg, store, dist, checkpoint, allow_data_change=args.allow_data_change,
