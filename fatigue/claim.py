@@ -100,7 +100,9 @@ def process_started(pid: int) -> float | None:
         stat = Path(f"/proc/{pid}/stat").read_text()
         boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
                     if line.startswith("btime "))
-        ticks = int(stat[stat.rindex(")") + 2:].split()[19])  # field 22: after "comm" and 20 more
+        # The fields after the command name (which may hold spaces) start at the 3rd; the
+        # 22nd is the start time, in clock ticks after boot.
+        ticks = int(stat[stat.rindex(")") + 2:].split()[22 - 3])
         return boot + ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError, StopIteration):
         return None
