@@ -139,9 +139,10 @@ class Config:
     compile: bool = _opt(False, "speed the model up with torch.compile (first steps are slow "
                          "while it compiles)", "run")
     channels_last: str = _opt("auto", "lay convolution inputs out as NHWC, which GPU tensor "
-                              "cores want: auto is on for the torchvision backbones with mixed "
-                              "precision on CUDA, off for the small CNN and on the CPU", "run",
-                              choices=AUTO_YES_NO)
+                              "cores and the CPU's convolution and pooling kernels want: auto is "
+                              "on on the CPU (1.1 to 4.7 times the speed there) and for the "
+                              "torchvision backbones with mixed precision on CUDA, off for the "
+                              "small CNN on CUDA", "run", choices=AUTO_YES_NO)
     deterministic: str = _opt("auto", "bit-exact runs: the same seed gives the same weights, and "
                               "a stopped run, resumed, ends where an uninterrupted one would. "
                               "Free on the CPU (auto: on); on a GPU it means deterministic "
