@@ -291,7 +291,7 @@ def run(args: argparse.Namespace) -> dict:
               "rounds": args.rounds, "epochs": args.epochs, "steps": args.steps,
               # The process's, so every loop measured here has it, as train.py's runs do.
               "allocator": ("heap, freed memory kept (fatigue/allocator.py)"
-                            if allocator.keep_freed_memory(device.type)
+                            if allocator.keep_freed_memory(device)
                             else "the C library's default")}
     if args.lightning and benchmarking.import_lightning() is None:
         args.lightning = False

@@ -22,7 +22,7 @@ from pathlib import Path
 from config import DEVICES, Config, Parser, fill_defaults
 from fatigue.data.clip_store import SPLITS
 from fatigue.checkpoints.store import load_checkpoint
-from fatigue import allocator, files
+from fatigue import files
 from fatigue.errors import UserError, run_cli
 from fatigue.inference import report, robustness
 from fatigue.inference.deployment import deployment_info
@@ -216,7 +216,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.robustness:
         return run_robustness(args)
     fill_defaults(args, split="test", device=Config.device, batch_size=BATCH_SIZE)
-    allocator.keep_freed_memory(args.device)  # batches of clips reuse the same memory
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     reports = [evaluate_checkpoint(path, args.data_dir, args.device, args.split, args.batch_size)

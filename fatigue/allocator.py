@@ -49,16 +49,15 @@ def user_chose_allocator() -> bool:
             or "malloc" in env.get("LD_PRELOAD", ""))
 
 
-def keep_freed_memory(device: str) -> bool:
-    """For work on `device` ("cpu", "cuda" or "auto"): on the CPU, serve large blocks from
-    the heap and keep freed ones for reuse, for the rest of the process (its forked
-    DataLoader workers included). True when in effect; False for a GPU, on a C library
-    other than glibc (macOS, musl), or when the user chose (user_chose_allocator)."""
+def keep_freed_memory(device: torch.device) -> bool:
+    """For work on `device`: on the CPU, serve large blocks from the heap and keep freed
+    ones for reuse, for the rest of the process (its forked DataLoader workers included).
+    True when in effect; False for a GPU, on a C library other than glibc (macOS, musl), or
+    when the user chose (user_chose_allocator)."""
     global _applied
     if _applied:
         return True
-    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
-    if not on_cpu or not glibc() or user_chose_allocator():
+    if device.type != "cpu" or not glibc() or user_chose_allocator():
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt

@@ -142,6 +142,12 @@ class Holder:
     def local(self) -> bool:
         return self.host == socket.gethostname()
 
+    @property
+    def unreleased_elsewhere(self) -> bool:
+        """A record of another host never released: that run may be alive where flock is
+        not shared between hosts, or its node crashed. Only the user can tell."""
+        return not self.released and bool(self.host) and not self.local
+
     def alive(self) -> bool:
         """Whether the recorded process still exists; only knowable on its own host."""
         if not self.local or not isinstance(self.pid, int):
@@ -181,9 +187,9 @@ def live_holder(folder: str | Path) -> Holder | None:
         holder = Holder.read(fd)
     finally:
         os.close(fd)
-    if holder is None or holder.released or holder.host is None:
+    if holder is None or holder.released:
         return None
-    if not holder.local:
+    if holder.unreleased_elsewhere:
         return holder
     return holder if holder.alive() and not holder.started_after_claim() else None
 
@@ -286,10 +292,7 @@ class FolderClaim:
                 break
             os.close(fd)  # locked a file removed meanwhile: lock the one there now
         previous = Holder.read(fd)
-        # A record of another host never released: that run may be alive where flock is not
-        # shared between hosts, or its node crashed. Only the user can tell.
-        if (previous is not None and not previous.released and previous.host
-                and not previous.local and not ignore_record):
+        if previous is not None and previous.unreleased_elsewhere and not ignore_record:
             os.close(fd)
             return previous, False
         # What to put back if this command changes nothing (never a record broken here).

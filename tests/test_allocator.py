@@ -19,7 +19,8 @@ from fatigue import allocator
 STEPS = """
 import json, resource, sys, torch
 from fatigue import allocator
-applied = allocator.keep_freed_memory(sys.argv[1]) if sys.argv[1] != "default" else False
+applied = (allocator.keep_freed_memory(torch.device(sys.argv[1])) if sys.argv[1] != "default"
+           else False)
 faults = []
 for _ in range(30):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

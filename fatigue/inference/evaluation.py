@@ -17,6 +17,7 @@ import torch.nn as nn
 from config import Config
 from fatigue.data.clip_store import data_fingerprint, dataset_exists, load_manifest
 from fatigue.data.video import crop_settings
+from fatigue import allocator
 from fatigue.errors import UserError
 from fatigue.files import MANIFEST_FILE
 from fatigue.data.clips import ClipDataset
@@ -108,6 +109,7 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | None = None, device: s
                         f" and {path} {', '.join(trained)}: scored, every label would be read "
                         f"as another class; evaluate on data prepared with the model's classes")
     dev = pick_device(device)
+    allocator.keep_freed_memory(dev)  # batches of clips reuse the same memory (on the CPU)
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size)
     logits, labels = predict(model.to(dev), loader, dev, amp_dtype_for(cfg.amp, dev))
     report = classification_report(logits, labels, classes)

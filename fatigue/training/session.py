@@ -113,7 +113,7 @@ def start(args: argparse.Namespace, given: dict, ask: bool, dist: Distributed,
             say(f"note: {note}")
     if not dist.enabled:  # the run's own device (a resumed run's from its checkpoint)
         dist = dist.on_device(pick_device(cfg.device))
-    allocator.keep_freed_memory(dist.device.type)  # a quarter faster on the CPU
+    allocator.keep_freed_memory(dist.device)  # a quarter faster on the CPU
     store = CheckpointStore(model_dir, save_every=cfg.save_every, keep_last=cfg.keep_last,
                             background=True)
     trainer = Trainer(cfg, store, dist, checkpoint, allow_data_change=args.allow_data_change,
