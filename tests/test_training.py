@@ -176,6 +176,28 @@ def test_prompt_without_terminal_resumes(tiny, tmp_path):
     assert load(tmp_path / "models" / "latest_model.pth")["epoch"] == 2
 
 
+def test_an_answer_piped_in_is_taken(tiny, tmp_path):
+    """`echo n | python main.py --mode train` starts a new run; q quits; a line that is no
+    answer stops with one line, changing nothing."""
+    assert train.main(tiny("--epochs", "1")) == 0
+    models = tmp_path / "models"
+    before = {p.name: p.read_bytes() for p in models.iterdir() if p.is_file()}
+    for answer, said in [("q\n", "Nothing done"), ("maybe\n", None)]:
+        out = run_script("main.py", "--mode", "train", *tiny("--epochs", "2"), input=answer)
+        if said:
+            assert out.returncode == 0 and said in out.stdout, out.stdout + out.stderr
+        else:
+            assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+            assert "'maybe', is not one of c (continue), n (new" in out.stderr, out.stderr
+        assert {p.name: p.read_bytes() for p in models.iterdir() if p.is_file()} == before
+    out = run_script("main.py", "--mode", "train", *tiny("--epochs", "2"), input="n\n")
+    assert out.returncode == 0, out.stderr
+    assert "its answer: n" in out.stdout
+    archived = list((models / "archive").glob("*/latest_model.pth"))
+    assert len(archived) == 1 and archived[0].read_bytes() == before["latest_model.pth"]
+    assert load(models / "latest_model.pth")["epoch"] == 2
+
+
 @pytest.mark.parametrize("answer, resumed", [("c", True), ("n", False)])
 def test_prompt_with_terminal(tiny, tmp_path, monkeypatch, capsys, answer, resumed):
     assert train.main(tiny("--epochs", "1")) == 0

@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import select
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TextIO
 
 from config import Config, architecture_diff, build_config, flag_of, given_options, shown
 from fatigue.data.clips import DEFAULT_DATA_DIR, ensure_dataset
@@ -210,10 +211,19 @@ def resume_config(checkpoint: dict, given: dict, model_dir: str) -> tuple[Config
     return wanted, changes
 
 
+# The continue-or-new question's answers: True continues, False starts anew, None quits.
+ANSWERS: dict[str, bool | None] = {
+    **dict.fromkeys(("", "c", "continue", "y", "yes", "r", "resume"), True),
+    **dict.fromkeys(("n", "new"), False), **dict.fromkeys(("q", "quit"), None)}
+ANSWER_HELP = "c (continue), n (new; the old run is archived, not deleted) or q (quit, " \
+    "changing nothing)"
+
+
 def ask_to_continue(store: CheckpointStore, can_ask: bool = True) -> bool | None:
     """The main.py / checkpoint_training.py question: continue the run in the model
-    folder (True), start a new one (False), or quit (None)? Never blocks without a
-    terminal, nor where it `can_ask` nobody (several processes): then it continues."""
+    folder (True), start a new one (False), or quit (None)? Without a terminal, an answer
+    piped in (`echo n | python main.py --mode train`) is taken; none waiting, it continues,
+    as it does where it `can_ask` nobody (several processes). Never blocks."""
     try:
         path, state, damage = store.resumable()  # only reads
         where = (f"epoch {state['epoch']}/{state['config'].get('num_epochs')}, best val acc "
@@ -223,22 +233,49 @@ def ask_to_continue(store: CheckpointStore, can_ask: bool = True) -> bool | None
     except CheckpointError as err:  # nothing intact: continuing would say so and stop
         path, where = store.latest, str(err)
     print(f"Found a run in {store.dir}/: {path.name} ({where}).")
-    if not can_ask or not sys.stdin.isatty():
-        why = ("Standard input is not a terminal" if can_ask else
-               "Nobody is asked under torchrun")
-        print(f"{why}, so continuing that run (pass --force to start a new run instead).")
+    if not can_ask:
+        print("Nobody is asked under torchrun, so continuing that run (pass --force to "
+              "start a new run instead).")
         return True
+    if not sys.stdin.isatty():
+        piped = waiting_line(sys.stdin)
+        if not piped:
+            print("Standard input is not a terminal and holds no answer, so continuing that "
+                  "run (pass --force to start a new run instead).")
+            return True
+        if piped.lower() not in ANSWERS:
+            raise UserError(f"the answer on standard input, {piped!r}, is not one of "
+                            f"{ANSWER_HELP}")
+        print(f"Standard input is not a terminal; its answer: {piped}.")
+        return ANSWERS[piped.lower()]
     while True:
         try:
             answer = input("Continue it or start a new run? [C]ontinue / [n]ew / [q]uit: "
                            ).strip().lower()
         except EOFError:
             answer = ""
-        if answer in ("", "c", "continue", "y", "yes", "r", "resume"):
-            return True
-        if answer in ("n", "new"):
-            return False
-        if answer in ("q", "quit"):
-            return None
-        print("Please answer c (continue), n (new; the old run is archived, not deleted) "
-              "or q (quit, changing nothing).")
+        if answer in ANSWERS:
+            return ANSWERS[answer]
+        print(f"Please answer {ANSWER_HELP}.")
+
+
+def waiting_line(stream: TextIO, wait_s: float = 0.2) -> str:
+    """The first line, stripped, of what a non-terminal `stream` holds now or within
+    `wait_s`; "" when it holds nothing (at its end, or a pipe nobody writes to). Reads only
+    what is there, so it never blocks."""
+    try:
+        text = _waiting_text(stream, wait_s)
+    except (OSError, ValueError):  # a stream that refuses reads (pytest's stand-in)
+        return ""
+    lines = text.splitlines()
+    return lines[0].strip() if lines else ""
+
+
+def _waiting_text(stream: TextIO, wait_s: float) -> str:
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):  # an in-memory stream, which never blocks
+        return stream.readline()
+    if not select.select([fd], [], [], wait_s)[0]:
+        return ""
+    return os.read(fd, 4096).decode(errors="replace")
