@@ -32,9 +32,9 @@ from fatigue.checkpoints.store import write_checkpoint
 from fatigue.data.clip_store import data_fingerprint, load_manifest
 from fatigue.data.augment import to_model_input
 from fatigue.errors import UserError
-from fatigue.inference.alarm import ALARM, OK, WARNING, Alarm, AlarmSettings
+from fatigue.inference.alarm import ALARM, OK, WARNING, Alarm, AlarmSettings, Window
 from fatigue.inference.deployment import alarm_settings, deployment_info
-from fatigue.inference.detection import HIDDEN, Detector
+from fatigue.inference.detection import HIDDEN, Detector, Result, Timing, summary
 from fatigue.inference import outputs
 from fatigue.inference.evaluation import load_model
 
@@ -486,15 +486,36 @@ def test_a_missing_video_is_one_clear_line(face_model, tmp_path):
     # a video's label file was read as one frame ("no window scored", exit 0).
     labels = tmp_path / "s1_night.txt"
     labels.write_text("0" * 300)
+    cv2.imwrite(str(tmp_path / "driver.JPG"), np.full((120, 160, 3), 90, np.uint8))
     for source, said in (("/dev/null", "/dev/null is not a video file or a folder of frame "
                                        "images (a device, a pipe?)"),
                          ("", "--source is empty"),
                          ("rtsp://192.168.1.20:554/stream",
                           "network streams are not read here; record the stream to a file"),
-                         (str(labels), "s1_night.txt is a .txt file, not a video")):
+                         (str(labels), "s1_night.txt is a .txt file, not a video"),
+                         # OpenCV reads an image as a one-frame video: nothing scored, exit 0.
+                         (str(tmp_path / "driver.JPG"), "driver.JPG is a single image, and the "
+                          "model watches the eyes for seconds; give a video file")):
         with pytest.raises(UserError, match=re.escape(said)):
             detect.main(["--model", str(face_model), "--source", source, "--csv",
                          str(tmp_path / "w.csv")])
+
+
+def test_a_face_found_in_few_frames_is_said_with_the_cameras_usual_causes(tmp_path):
+    """A sideways camera: a few false faces (2% of frames) hid the hint to --rotate, which
+    came only when no frame at all had a face."""
+    windows = [Window(3.0 + k, 30 + 10 * k, float("nan"), 0.0, HIDDEN, False, 0.0)
+               for k in range(10)]
+    info = {"frame_rate": 10.0, "input": {"sequence_length": 30}}
+
+    def said(face_found: float) -> str:
+        result = Result(windows, [], 130, 13.0, Timing(frames=130, total=1.0), face_found,
+                        None)
+        return summary(result, "sideways.mp4", info, tmp_path / "w.csv", None)
+    assert ("a face was found in only 2% of frames (windows with too few are 'eyes hidden', "
+            "not scored): check that the camera sees the driver's face, frontal and lit (a "
+            "camera mounted sideways or upside down: --rotate 90, 180 or 270)") in said(0.02)
+    assert "--rotate" not in said(0.9)  # a driver who looks away at times
 
 
 def test_cached_frame_features_give_the_models_own_probability(face_model):

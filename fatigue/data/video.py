@@ -252,6 +252,8 @@ class VideoReader:
         while True:
             start = time.perf_counter()
             grabbed = self._grab(index)
+            # Decoding is timed apart from the yields below, whose consumer's time is its own.
+            grab_seconds = time.perf_counter() - start
             if not grabbed and not (self._is_file() and index < announced - 1
                                     and len(bad) < MAX_BAD_RUN):
                 break
@@ -271,8 +273,9 @@ class VideoReader:
                     yield previous_index, previous
             out += late
             wanted = copies > 0 or bool(timeline and timeline.variable)
+            start = time.perf_counter()
             frame = self._retrieve(index) if wanted and grabbed else None
-            self.decode_seconds += time.perf_counter() - start
+            self.decode_seconds += grab_seconds + time.perf_counter() - start
             if self._is_file() and (not grabbed or (wanted and frame is None)):
                 if len(bad) == MAX_BAD_RUN:
                     break

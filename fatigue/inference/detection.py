@@ -52,6 +52,9 @@ NOT_VIDEOS = (".txt", ".csv", ".json", ".md", ".pth", ".pt", ".onnx", ".npy", ".
 # An alarm's average slower than this (halfway to a new probability) is said: the suite
 # counts a closure caught when the alarm starts within 3 s of the eyes closing.
 SLOW_AVERAGE_SECONDS = 2.0
+# A face in fewer frames than this is said with the camera's usual causes (a few false faces
+# in a sideways video hid them).
+FEW_FACES = 0.5
 
 
 def eyes_visible(crop: np.ndarray, margin: float, region: str = "face") -> bool:
@@ -210,6 +213,10 @@ def open_source(source: str, fps: float, frames_fps: float | None = None, rotate
     if not camera and not (Path(source).is_file() or Path(source).is_dir()):
         raise UserError(f"{source} is not a video file or a folder of frame images (a device, "
                         f"a pipe?); give one of those, or a camera index such as 0")
+    if not camera and Path(source).suffix.lower() in video.IMAGE_EXTENSIONS:
+        raise UserError(f"{source} is a single image, and the model watches the eyes for "
+                        f"seconds; give a video file, a folder of frame images or a camera "
+                        f"index such as 0")
     if not camera and Path(source).suffix.lower() in NOT_VIDEOS:  # OpenCV read one 'frame'
         raise UserError(f"{source} is a {Path(source).suffix.lower()} file, not a video; give "
                         f"a video file, a folder of frame images or a camera index such as 0")
@@ -434,11 +441,13 @@ def summary(result: Result, source: str, info: dict, csv_path: Path,
     if not r.windows:
         lines.append(f"  no window scored: the model needs {info['input']['sequence_length']} "
                      f"frames ({info['input']['sequence_length'] / info['frame_rate']:.1f} s)")
-    elif r.face_found == 0:
-        lines.append("  no face was found in any frame, so the model scored none (the CSV's "
-                     "probability is nan): check that the camera sees the driver's face, "
-                     "frontal and lit (a camera mounted sideways or upside down: --rotate "
-                     "90, 180 or 270)")
+    elif r.face_found < FEW_FACES:
+        found = ("no face was found in any frame, so the model scored none (the CSV's "
+                 "probability is nan)" if r.face_found == 0 else
+                 f"a face was found in only {100 * r.face_found:.0f}% of frames (windows "
+                 f"with too few are '{HIDDEN}', not scored)")
+        lines.append(f"  {found}: check that the camera sees the driver's face, frontal and "
+                     f"lit (a camera mounted sideways or upside down: --rotate 90, 180 or 270)")
     lines.append(f"  alarms: {len(r.alarms)}")
     for k, (start, end) in enumerate(r.alarms, 1):
         lines.append(f"    {k}. {start:.1f} s - " + (f"{end:.1f} s ({end - start:.1f} s)"
