@@ -337,6 +337,32 @@ def test_architecture_change_is_refused_training_change_applied(tiny, tmp_path, 
     assert state["learning_rates"][2] == pytest.approx(0.0005 * lr_factor(2, 3))
 
 
+def test_weights_that_do_not_fit_their_config_are_named_in_one_line(tiny, tmp_path):
+    """A checkpoint whose config and weights disagree (edited, or pieced together from two
+    runs) names what differs; PyTorch's own message was cut to "Error(s) in loading
+    state_dict for FatigueCNNLSTM:"."""
+    assert train.main(tiny("--epochs", "1")) == 0
+    state = load(tmp_path / "models" / "latest_model.pth")
+    state["config"]["cnn_width"] *= 2
+    edited = tmp_path / "edited.pth"
+    checkpoint.write_checkpoint(state, edited)
+    out = run_script("evaluate.py", "--model", str(edited))
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert len(out.stderr.splitlines()) == 1, out.stderr
+    assert "its weights do not fit the model its config describes (backbone small): " in \
+        out.stderr and " of another shape (first: " in out.stderr, out.stderr
+    state["config"]["cnn_width"] //= 2
+    del state["model_state_dict"][next(iter(state["model_state_dict"]))]
+    state["model_state_dict"]["head.extra"] = torch.zeros(2)
+    checkpoint.write_checkpoint(state, edited)
+    out = run_script("export.py", "--model", str(edited), "--format", "onnx", "--output",
+                     str(tmp_path / "m.onnx"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert "1 weight missing (first: " in out.stderr and \
+        "1 weight of no part of it (first: head.extra)" in out.stderr, out.stderr
+    assert not (tmp_path / "m.onnx").exists()
+
+
 def test_changed_data_is_refused_unless_allowed(tiny, tiny_data, tmp_path):
     assert train.main(tiny("--epochs", "1")) == 0
     other = tmp_path / "other_data"
