@@ -337,7 +337,7 @@ def test_architecture_change_is_refused_training_change_applied(tiny, tmp_path, 
     assert state["learning_rates"][2] == pytest.approx(0.0005 * lr_factor(2, 3))
 
 
-def test_weights_that_do_not_fit_their_config_are_named_in_one_line(tiny, tmp_path):
+def test_weights_that_do_not_fit_their_config_are_named_in_one_line(tiny, tiny_data, tmp_path):
     """A checkpoint whose config and weights disagree (edited, or pieced together from two
     runs) names what differs; PyTorch's own message was cut to "Error(s) in loading
     state_dict for FatigueCNNLSTM:"."""
@@ -351,6 +351,16 @@ def test_weights_that_do_not_fit_their_config_are_named_in_one_line(tiny, tmp_pa
     assert len(out.stderr.splitlines()) == 1, out.stderr
     assert "its weights do not fit the model its config describes (backbone small): " in \
         out.stderr and " of another shape (first: " in out.stderr, out.stderr
+    # So does a resume from it, which went on to PyTorch's traceback; nothing is changed.
+    latest = tmp_path / "models" / "latest_model.pth"
+    shutil.copyfile(edited, latest)
+    before = latest.read_bytes()
+    out = run_script("train.py", "--data-dir", str(tiny_data), "--model-dir",
+                     str(tmp_path / "models"), "--resume", "--epochs", "2")
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.splitlines()[-1].startswith("error: the checkpoint: its weights do not "
+                                                   "fit the model its config describes"), out.stderr
+    assert latest.read_bytes() == before
     state["config"]["cnn_width"] //= 2
     del state["model_state_dict"][next(iter(state["model_state_dict"]))]
     state["model_state_dict"]["head.extra"] = torch.zeros(2)

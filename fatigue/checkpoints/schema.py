@@ -37,6 +37,7 @@ import torch
 
 from config import Config
 from fatigue import seeds
+from fatigue.errors import UserError
 from fatigue.training.schedule import rebuild_schedule
 from fatigue.text import counted
 
@@ -120,6 +121,40 @@ def snapshot(parts: Trainables, train: Stateful, run: RunIdentity, rank_sums: li
     }
 
 
+def load_weights(model: torch.nn.Module, weights: dict, backbone: str, what: str) -> None:
+    """Load a checkpoint's `weights` into `model`, built from its config; where they do not
+    fit (a file edited, or pieced together from two runs), a UserError names `what` and
+    what differs, instead of PyTorch's page of mismatches."""
+    misfit = weights_misfit(model.state_dict(), weights)
+    if misfit:
+        raise UserError(f"{what}: its weights do not fit the model its config describes "
+                        f"(backbone {backbone}): {misfit}; was the file edited, or written by "
+                        f"another program?")
+    model.load_state_dict(weights)
+
+
+def weights_misfit(wanted: dict, given: dict) -> str:
+    """How the weights `given` differ from a model's own (`wanted`) in names and shapes;
+    "" when they fit."""
+    def shape(t: torch.Tensor) -> str:
+        return "x".join(map(str, t.shape)) or "a scalar"
+    if not isinstance(given, dict) or not all(isinstance(t, torch.Tensor) for t in given.values()):
+        return "its model_state_dict is not a table of named tensors"
+    missing = [k for k in wanted if k not in given]
+    unknown = [k for k in given if k not in wanted]
+    reshaped = [k for k in wanted if k in given and wanted[k].shape != given[k].shape]
+    said = []
+    if missing:
+        said.append(f"{counted(len(missing), 'weight')} missing (first: {missing[0]})")
+    if unknown:
+        said.append(f"{counted(len(unknown), 'weight')} of no part of it (first: {unknown[0]})")
+    if reshaped:
+        first = reshaped[0]
+        said.append(f"{counted(len(reshaped), 'weight')} of another shape (first: {first}, "
+                    f"{shape(given[first])} in the file, {shape(wanted[first])} in the model)")
+    return "; ".join(said)
+
+
 # ----------------------------------------------------------------------------- restore
 def restore(checkpoint: dict, parts: Trainables, train: Stateful, cfg: Config, rank: int,
             world_size: int, *, fingerprint: str,
@@ -130,7 +165,7 @@ def restore(checkpoint: dict, parts: Trainables, train: Stateful, cfg: Config, r
     differ: --allow-data-change). Returns notes for the user."""
     notes = []
     # 1. model
-    parts.model.load_state_dict(checkpoint["model_state_dict"])
+    load_weights(parts.model, checkpoint["model_state_dict"], cfg.backbone, "the checkpoint")
     # 2. optimizer, its state in its weights' memory layout (NHWC or not)
     parts.optimizer.load_state_dict(checkpoint["optimizer_state_dict"])
     match_layouts(parts.optimizer)

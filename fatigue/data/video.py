@@ -22,7 +22,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import cv2
 import numpy as np
@@ -250,10 +250,7 @@ class VideoReader:
         timeline = _Timeline(self.fps) if self._timestamped() else None
         previous_index = 0
         while True:
-            start = time.perf_counter()
-            grabbed = self._grab(index)
-            # Decoding is timed apart from the yields below, whose consumer's time is its own.
-            grab_seconds = time.perf_counter() - start
+            grabbed = self._decoding(self._grab, index)
             if not grabbed and not (self._is_file() and index < announced - 1
                                     and len(bad) < MAX_BAD_RUN):
                 break
@@ -273,9 +270,7 @@ class VideoReader:
                     yield previous_index, previous
             out += late
             wanted = copies > 0 or bool(timeline and timeline.variable)
-            start = time.perf_counter()
-            frame = self._retrieve(index) if wanted and grabbed else None
-            self.decode_seconds += grab_seconds + time.perf_counter() - start
+            frame = self._decoding(self._retrieve, index) if wanted and grabbed else None
             if self._is_file() and (not grabbed or (wanted and frame is None)):
                 if len(bad) == MAX_BAD_RUN:
                     break
@@ -307,6 +302,15 @@ class VideoReader:
             for _ in range(_outputs_before(out, step, timeline.last + 1)):
                 yield previous_index, previous  # the last frame, shown one frame's time
         self._note_length(index - len(bad), announced)  # frames up to the last good one
+
+    def _decoding(self, read: Callable[[int], Any], index: int) -> Any:
+        """`read(index)`, its time added to decode_seconds: timed apart from the frames
+        __iter__ yields, whose consumer's time (face detection, the model) is its own."""
+        start = time.perf_counter()
+        try:
+            return read(index)
+        finally:
+            self.decode_seconds += time.perf_counter() - start
 
     def _note_length(self, last: int, announced: int) -> None:
         """`ended_early` when a file ended well before the length its container announced

@@ -22,7 +22,7 @@ from fatigue.errors import UserError
 from fatigue.files import MANIFEST_FILE
 from fatigue.data.clips import ClipDataset
 from fatigue.checkpoints.store import CheckpointError, load_checkpoint
-from fatigue.checkpoints.schema import HISTORY_KEYS, other_data
+from fatigue.checkpoints.schema import HISTORY_KEYS, load_weights, other_data
 from fatigue.data.augment import to_model_input
 from fatigue.inference.metrics import classification_report, frame_accuracy
 from fatigue.text import agree, counted, first_few
@@ -61,35 +61,8 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict]:
     state = load_checkpoint(path)
     cfg = Config.from_dict(state["config"])
     model = build_model(cfg)
-    misfit = weights_misfit(model.state_dict(), state["model_state_dict"])
-    if misfit:
-        raise CheckpointError(f"{path}: its weights do not fit the model its config describes "
-                              f"(backbone {cfg.backbone}): {misfit}; was the file edited, or "
-                              f"written by another program?")
-    model.load_state_dict(state["model_state_dict"])
+    load_weights(model, state["model_state_dict"], cfg.backbone, str(path))
     return model.eval(), state
-
-
-def weights_misfit(wanted: dict, given: dict) -> str:
-    """How the weights `given` differ from a model's own (`wanted`) in names and shapes;
-    "" when they fit."""
-    def shape(t: torch.Tensor) -> str:
-        return "x".join(map(str, t.shape)) or "a scalar"
-    if not isinstance(given, dict) or not all(isinstance(t, torch.Tensor) for t in given.values()):
-        return "its model_state_dict is not a table of named tensors"
-    missing = [k for k in wanted if k not in given]
-    unknown = [k for k in given if k not in wanted]
-    reshaped = [k for k in wanted if k in given and wanted[k].shape != given[k].shape]
-    said = []
-    if missing:
-        said.append(f"{counted(len(missing), 'weight')} missing (first: {missing[0]})")
-    if unknown:
-        said.append(f"{counted(len(unknown), 'weight')} of no part of it (first: {unknown[0]})")
-    if reshaped:
-        first = reshaped[0]
-        said.append(f"{counted(len(reshaped), 'weight')} of another shape (first: {first}, "
-                    f"{shape(given[first])} in the file, {shape(wanted[first])} in the model)")
-    return "; ".join(said)
 
 
 def evaluate_checkpoint(path: str | Path, data_dir: str | None = None, device: str = "auto",
