@@ -480,7 +480,9 @@ def test_a_missing_video_is_one_clear_line(face_model, tmp_path):
                         "--csv", str(tmp_path / "w.csv"))
     assert result.returncode == 2
     assert result.stderr.splitlines() == [f"error: cannot read {cut} (OpenCV cannot open "
-                                          f"{cut}); give a video file, a folder of frame "
+                                          f"{cut}) (an MP4 or MOV recording cut short, by a "
+                                          f"crash or a full disk, has lost the index at its "
+                                          f"end); give a video file, a folder of frame "
                                           f"images or a camera index such as 0"]
     # A device said it did not exist; an empty --source read the current folder's images;
     # a video's label file was read as one frame ("no window scored", exit 0).

@@ -49,6 +49,8 @@ DARK_EYES = 0.45
 # OpenCV "reads" some of them as one frame, and the run ends with "no window scored".
 NOT_VIDEOS = (".txt", ".csv", ".json", ".md", ".pth", ".pt", ".onnx", ".npy", ".npz", ".xml",
               ".yaml", ".yml", ".py", ".log", ".jsonl", ".wav", ".mp3")
+# Containers whose index is written when the recording ends: a file cut short cannot be opened.
+INDEXED_AT_END = (".mp4", ".mov", ".m4v", ".3gp")
 # An alarm's average slower than this (halfway to a new probability) is said: the suite
 # counts a closure caught when the alarm starts within 3 s of the eyes closing.
 SLOW_AVERAGE_SECONDS = 2.0
@@ -237,8 +239,10 @@ def open_source(source: str, fps: float, frames_fps: float | None = None, rotate
             raise UserError(f"cannot open camera {source} ({err}); check that it is connected "
                             f"and no other program uses it, or give another index or a video "
                             f"file") from None
-        raise UserError(f"cannot read {source} ({err}); give a video file, a folder of frame "
-                        f"images or a camera index such as 0") from None
+        cut = (" (an MP4 or MOV recording cut short, by a crash or a full disk, has lost the "
+               "index at its end)" if Path(source).suffix.lower() in INDEXED_AT_END else "")
+        raise UserError(f"cannot read {source} ({err}){cut}; give a video file, a folder of "
+                        f"frame images or a camera index such as 0") from None
 
 
 def stops_end_the_run():
