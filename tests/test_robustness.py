@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 import csv
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -9,7 +14,7 @@ import torch
 
 import evaluate
 import train
-from conftest import run_script
+from conftest import ROOT, run_script
 from fatigue.data import faces
 from fatigue.inference import robustness
 from fatigue.inference.detection import HIDDEN, Result, Timing, Window
@@ -188,3 +193,52 @@ def test_conditions_are_run_once_each_and_an_empty_list_is_refused(tiny, tmp_pat
     assert asked == [("dark", "blur")]  # a name twice would run its drives twice
     with pytest.raises(evaluate.UserError, match="--conditions is empty; give one or more"):
         evaluate.main(["--robustness", "--quick", "--model", model, "--conditions", ""])
+
+
+@pytest.mark.parametrize("workers, signum", [("2", signal.SIGINT), ("1", signal.SIGINT),
+                                            ("1", signal.SIGTERM)])
+def test_a_stop_ends_the_suite_at_once_and_leaves_nothing_behind(tiny, tmp_path, workers,
+                                                                  signum):
+    """Ctrl+C (to the whole process group, as a terminal sends it) or SIGTERM ends the suite
+    within seconds, with its workers and drives. Before, the pool waited for every queued
+    drive, and each worker took the Ctrl+C for the end of one drive and went on."""
+    assert train.main(tiny("--epochs", "1")) == 0
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    suite = subprocess.Popen(
+        [sys.executable, str(ROOT / "evaluate.py"), "--robustness", "--quick", "--model",
+         str(tmp_path / "models" / "best_model.pth"), "--workers", workers],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env=dict(os.environ, TMPDIR=str(temp), PYTHONUNBUFFERED="1"))
+    try:
+        printed = []
+        for line in suite.stdout:  # the first drive's row: the suite is under way
+            printed.append(line)
+            if "[1/" in line:
+                break
+        assert list(temp.glob("robustness-*")), "".join(printed)
+        os.killpg(suite.pid, signum)
+        stopped = time.monotonic()
+        out, err = suite.communicate(timeout=60)
+        took = time.monotonic() - stopped
+    finally:
+        if suite.poll() is None:
+            os.killpg(suite.pid, signal.SIGKILL)
+    assert suite.returncode == 130 and err.strip().endswith("interrupted"), err
+    assert "Traceback" not in err and "leaked" not in err, err
+    assert "[10/10]" not in out and took < 15, (took, out)
+    assert not list(temp.iterdir())  # the drives' folder went with the suite
+    assert group_ends(suite.pid)  # and so did every worker
+
+
+def group_ends(pgid: int, within_s: float = 10.0) -> bool:
+    """Whether process group `pgid` is empty within `within_s` seconds (multiprocessing's
+    resource tracker leaves once the process it served has gone)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False

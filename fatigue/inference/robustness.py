@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import multiprocessing
+import signal
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from fatigue.data.faces import DEFAULT_LOOK, LidLook, photos
 from fatigue.inference import detection
 from fatigue.inference.drives import (TEST_SEED_BASE, DriveScript, Motion, render_drive,
                                       script_drive)
+from fatigue.training.stop import signals_raise
 
 CATCH_WITHIN_S, RELEASE_WITHIN_S, LONG_CLOSURE_S = 3.0, 4.0, 3.0
 TARGET_CAUGHT, TARGET_FALSE_PER_MIN = 0.95, 0.2
@@ -196,6 +198,8 @@ def run_job(job: Job, model_path: str, folder: str, alarm: dict | None) -> dict:
         result, _ = detection.run(model_path, str(path), Path(folder) / f"{path.stem}.csv",
                                   alarm_overrides=alarm, device="cpu", progress=False,
                                   say=_ignore)
+    if result.stopped == "interrupted":  # detect ends its own run at a Ctrl+C: the suite too
+        raise KeyboardInterrupt
     path.unlink()
     return {**score(script, result, detection.HIDDEN), "condition": job.condition,
             "severity": job.severity, "face": photo.name, "render_s": rendered,
@@ -208,15 +212,16 @@ def run_suite(model_path: str, settings: SuiteSettings, alarm: dict | None = Non
     (detect's), with `alarm` (AlarmSettings field -> value) changed."""
     todo = jobs(settings)
     done: list[dict] = []
-    with tempfile.TemporaryDirectory(prefix="robustness-") as folder:
+    # Ctrl+C and SIGTERM end the suite (KeyboardInterrupt): the workers are stopped and the
+    # drives' folder removed. Left to the pool, a Ctrl+C waited for every queued drive.
+    with tempfile.TemporaryDirectory(prefix="robustness-") as folder, \
+            signals_raise(lambda signum: KeyboardInterrupt(), (signal.SIGINT, signal.SIGTERM)):
         args = [(job, model_path, folder, alarm) for job in todo]
         if settings.workers <= 1:
             results = (run_job(*a) for a in args)
             pool = None
         else:
-            # One OpenCV thread per worker: the workers already keep every core busy.
-            pool = multiprocessing.get_context("spawn").Pool(settings.workers, cv2.setNumThreads,
-                                                              (1,))
+            pool = multiprocessing.get_context("spawn").Pool(settings.workers, _start_worker)
             results = pool.imap(_run_job_args, args)
         try:
             for k, r in enumerate(results, 1):
@@ -225,11 +230,23 @@ def run_suite(model_path: str, settings: SuiteSettings, alarm: dict | None = Non
                          f"{r['face'].replace('_', ' ')}: "
                          f"{r['caught']}/{r['closures']} closures caught, "
                          f"{r['false_alarms']} false alarms")
+        except BaseException:
+            if pool is not None:
+                pool.terminate()  # the drives still queued or under way are dropped
+            raise
         finally:
             if pool is not None:
                 pool.close()
                 pool.join()
     return rows(done)
+
+
+def _start_worker() -> None:
+    # One OpenCV thread per worker: the workers already keep every core busy. A Ctrl+C
+    # reaches the whole process group: the main process alone decides (detect in a worker
+    # took it for the end of one drive and went on to the next).
+    cv2.setNumThreads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _ignore(*args, **kwargs) -> None:
