@@ -249,6 +249,13 @@ def test_fit_to_clips_follows_the_data_only_where_not_given():
     assert fit_to_clips(cfg, {"channels": 1, "sequence_length": 20}, [40, 3, 64, 64]) == []
     assert (cfg.channels, cfg.sequence_length) == (1, 20)
     assert fit_to_clips(Config(), {}, [30, 1, 32, 32]) == []  # the built-in data: as before
+    # Clips smaller than the default crop are enlarged: said, the size kept (it is the model's).
+    cfg = Config()
+    assert fit_to_clips(cfg, {}, [30, 1, 24, 24]) == [
+        "the data set's clips are 24 px, less than --image-size 32: they are enlarged, which "
+        "adds no detail; --image-size 24 trains at their size"]
+    assert cfg.image_size == 32
+    assert fit_to_clips(Config(image_size=32), {"image_size": 32}, [30, 1, 24, 24]) == []
 
 
 def test_list_and_info(tiny, tmp_path, capsys):

@@ -183,7 +183,8 @@ def fit_to_clips(cfg: Config, given: dict, clip_shape: list[int]) -> list[str]:
     """A new run takes its clip length and channels from the data set's clips ([frames,
     channels, height, width]) where they differ from the defaults and the options were not
     given: clips prepared longer or shorter than 30 frames (a window of 30 would miss the
-    frames a clip's label was read from, or not fit), or in colour. Returns what it took."""
+    frames a clip's label was read from, or not fit), or in colour. Returns what it took,
+    and a note where the clips are smaller than the default --image-size."""
     frames, channels = clip_shape[:2]
     taken = []
     if "sequence_length" not in given and cfg.sequence_length != frames:
@@ -193,6 +194,11 @@ def fit_to_clips(cfg: Config, given: dict, clip_shape: list[int]) -> list[str]:
     if "channels" not in given and cfg.channels != channels:
         taken.append(f"--channels {channels}, as the data set's clips have")
         cfg.channels = channels
+    side = min(clip_shape[2:])
+    if "image_size" not in given and side < cfg.image_size:  # kept: the model's size is a choice
+        taken.append(f"the data set's clips are {side} px, less than --image-size "
+                     f"{cfg.image_size}: they are enlarged, which adds no detail; --image-size "
+                     f"{side} trains at their size")
     return taken
 
 
