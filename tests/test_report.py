@@ -17,6 +17,7 @@ from fatigue.data.clip_store import data_fingerprint
 from fatigue.errors import UserError
 from fatigue.data import synthetic
 from fatigue.inference import metrics
+from fatigue.inference.evaluation import kind_differs
 from fatigue.inference.alarm import Alarm, AlarmSettings
 from fatigue.training import crossval
 import train
@@ -255,6 +256,21 @@ def test_data_made_again_in_the_training_folder_is_flagged(tmp_path, capsys):
     with pytest.raises(UserError, match=r"no data set in .*dta/ \(no manifest.json\): give "
                                         r"--data-dir a folder that dataset.py or prepare wrote"):
         evaluate.main(["--model", best, "--data-dir", str(tmp_path / "dta")])
+    with pytest.raises(UserError, match=r"best_model.pth is a file, not a data set folder: "
+                                        r"give --data-dir a folder that dataset.py or prepare"):
+        evaluate.main(["--model", best, "--data-dir", best])
+
+
+def test_a_drawn_face_model_scored_on_video_crops_is_warned_of_and_the_reverse():
+    drawn, videos = {"data_source": "synthetic"}, {"data_source": "folders"}
+    assert kind_differs(drawn, {"source": "rldd"}, "dv") == (
+        "this model trained on the built-in drawn faces and the clips in dv/ are face crops "
+        "of videos: its figures here say little")
+    assert "trained on face crops of videos and the clips in data/ are the built-in drawn " \
+        "faces" in kind_differs(videos, {"source": "synthetic"}, "data")
+    assert kind_differs(videos, {"source": "nthu"}, "d") is None  # another data set, one kind
+    assert kind_differs(drawn, {"source": "synthetic"}, "d") is None
+    assert kind_differs({"data_source": None}, {"source": "nthu"}, "d") is None  # older file
 
 
 def test_scored_on_data_with_its_training_subjects_or_other_classes_it_says_so(

@@ -80,12 +80,14 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | None = None, device: s
         state = load_checkpoint(path)
         model.load_state_dict(state["model_state_dict"])
     cfg = Config.from_dict(state["config"])
-    if not dataset_exists(data_dir or cfg.data_dir):
+    if data_dir is None and not dataset_exists(cfg.data_dir):
         raise UserError(f"the data set {path} trained on ({cfg.data_dir}/, as its training "
                         f"command named it, from the folder it ran in) is not here; give its "
-                        f"folder with --data-dir" if data_dir is None else
-                        f"no data set in {data_dir}/ (no {MANIFEST_FILE}): give --data-dir "
-                        f"a folder that dataset.py or prepare wrote")
+                        f"folder with --data-dir")
+    if data_dir is not None and not dataset_exists(data_dir):
+        found = (f"{data_dir} is a file, not a data set folder" if Path(data_dir).is_file()
+                 else f"no data set in {data_dir}/ (no {MANIFEST_FILE})")
+        raise UserError(f"{found}: give --data-dir a folder that dataset.py or prepare wrote")
     data_dir = data_dir or cfg.data_dir
     stored = load_manifest(data_dir)["clip_shape"][0]
     if cfg.sequence_length > stored:  # in the model's terms: evaluate has no such option
@@ -129,6 +131,7 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | None = None, device: s
                   data_warning="; ".join(filter(None, (
                       data_rebuilt(state, fingerprint, data_dir, cfg.data_dir),
                       crops_differ(state, data.manifest, data_dir),
+                      kind_differs(state, data.manifest, data_dir),
                       subjects_seen(state, set(data.subjects), split)
                       if same_people(state, fingerprint, cfg.data_dir) else None,
                       classes_renamed(trained, list(classes), data_dir)))) or None,
@@ -192,6 +195,18 @@ def crops_differ(state: dict, manifest: dict, data_dir: str | Path) -> str | Non
               if k in here and here[k] != trained[k]]
     return (f"the clips in {data_dir}/ were cut otherwise than this model's training clips: "
             + ", ".join(differ) + "; detect would crop as in training") if differ else None
+
+
+def kind_differs(state: dict, manifest: dict, data_dir: str | Path) -> str | None:
+    """A warning when the model trained on the built-in drawn faces and is scored on face
+    crops of videos, or the reverse: its figures then say little of either. None when both
+    are of one kind, or the checkpoint does not record its data's source."""
+    trained, here = state["data_source"], manifest.get("source")
+    if not trained or not here or (trained == "synthetic") == (here == "synthetic"):
+        return None
+    kinds = {True: "the built-in drawn faces", False: "face crops of videos"}
+    return (f"this model trained on {kinds[trained == 'synthetic']} and the clips in "
+            f"{data_dir}/ are {kinds[here == 'synthetic']}: its figures here say little")
 
 
 def data_rebuilt(state: dict, now: str, data_dir: str | Path,
