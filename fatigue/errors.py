@@ -19,6 +19,11 @@ class UserError(Exception):
     same_in_every_process = False
 
 
+class SaidInterrupt(KeyboardInterrupt):
+    """A Ctrl+C whose outcome the command has said already ("Interrupted after 9 of 60
+    videos; ..."): run_cli exits 130 without its own "interrupted"."""
+
+
 class OptionError(UserError):
     """A mistake in the options given: every process of a run finds it."""
     same_in_every_process = True
@@ -97,8 +102,9 @@ def run_cli(main: Callable[[list[str] | None], int]) -> None:
         if says_errors() or not err.same_in_every_process:
             print(f"error: {err}", file=sys.stderr)
         code = err.exit_code
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
+    except KeyboardInterrupt as stop:
+        if not isinstance(stop, SaidInterrupt):
+            print("\ninterrupted", file=sys.stderr)
         code = 130
     except BrokenPipeError:  # `... | head`: the reader is gone; nothing more to print
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

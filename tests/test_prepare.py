@@ -2,6 +2,7 @@
 labels, subjects and splits; resume; worker-count independence; training on the result."""
 from __future__ import annotations
 
+import codecs
 import os
 import re
 import shutil
@@ -21,7 +22,7 @@ import train
 from fatigue.data import tracking, video
 from conftest import run_script, tiny_args
 from test_faults import interrupt
-from fatigue.errors import UserError
+from fatigue.errors import SaidInterrupt, UserError, run_cli
 
 # Small and fast: 5 fps, 16 px crops; 3 s at 30 fps (or 15) gives 15 frames per video.
 FAST = ["--fps", "5", "--image-size", "16", "--detect-every", "2", "--workers", "1"]
@@ -738,3 +739,69 @@ def test_rotate_prepares_the_videos_of_a_camera_mounted_sideways(tmp_path, capsy
     assert len(caches) == 1  # the turned crops replaced the unturned ones
     with pytest.raises(SystemExit):
         prepare.main(["--prepare", str(sideways), "--format", "folders", "--rotate", "45"])
+
+
+def test_own_videos_laid_out_by_person_label_files_from_windows_and_copies(tmp_path, capsys):
+    """<person>/<label>/<video> with no '_' in the names: the folders above the labels are
+    the people (each video was a subject of its own, one person's videos dealt to every
+    split). Label files with a byte-order mark (UTF-8, or UTF-16 from PowerShell) are read;
+    a second video of one name in one folder is skipped, not counted twice."""
+    source = tmp_path / "persons"
+    seed = 0
+    for person in ("anna", "ben", "carl", "dora"):
+        for label, name in (("alert", "drive1"), ("drowsy", "drive2")):
+            seed += 1
+            face_video(source / person / label / f"{name}.avi", 3, 30, seed)
+    (source / "anna/drowsy/drive2.txt").write_bytes(codecs.BOM_UTF8 + b"1" * 90)
+    (source / "ben/drowsy/drive2.txt").write_bytes(("0" * 90).encode("utf-16"))
+    shutil.copyfile(source / "carl/alert/drive1.avi", source / "carl/alert/drive1.mp4")
+    m = prepare_dir(source, tmp_path / "data", "folders", "--sequence-length", "8")
+    said = capsys.readouterr().out
+    assert "no video's name carries its subject, so the folders above the label folders are " \
+           "taken as the people (anna, ben, carl ...)" in said
+    clips = by_source(m)
+    assert {c["subject"] for c in m["clips"]} == {"anna", "ben", "carl", "dora"}
+    assert sorted(sum(m["splits"].values(), [])) == ["anna", "ben", "carl", "dora"]
+    assert {c["frame_labels"] for c in clips["anna/drowsy/drive2.avi"]} == {"1" * 8}
+    assert {c["frame_labels"] for c in clips["ben/drowsy/drive2.avi"]} == {"0" * 8}
+    assert {c["label"] for c in clips["ben/drowsy/drive2.avi"]} == {0}  # its file's, not 1
+    assert "carl/alert/drive1.mp4" not in clips
+    assert "carl/alert/drive1.mp4: another video of its name in its folder is taken " \
+           "(carl/alert/drive1.avi)" in said
+
+
+def test_a_stray_folder_or_the_wrong_format_is_refused_before_training(nthu, tmp_path):
+    """A folder inside a label folder became a third label and took every drowsy video's
+    per-frame labels (skipped: they need two labels): no drowsy clip, exit 0, and a model
+    that never saw the class the alarm is for. A public data set given as --format
+    folders read its scenarios as labels."""
+    source = tmp_path / "videos"
+    for k in range(1, 5):
+        face_video(source / "alert" / f"s{k}_a.avi", 3, 30, k)
+        face_video(source / "drowsy" / f"s{k}_b.avi", 3, 30, 10 + k)
+        labels(source / "drowsy" / f"s{k}_b.txt", "1" * 90)
+    (source / "alert" / "old").mkdir()
+    (source / "alert" / "s1_a.avi").rename(source / "alert" / "old" / "s1_a.avi")
+    with pytest.raises(UserError, match=re.escape(
+            "no clip of class drowsy among the 3 (alert, old, drowsy): check the label "
+            "folders, and the videos that were skipped (4; first: drowsy/s1_b.avi: per-frame "
+            "labels (0/1) need exactly two class folders) or gave no clip")):
+        prepare_dir(source, tmp_path / "data", "folders", "--sequence-length", "8")
+    assert not (tmp_path / "data" / "manifest.json").exists()
+    (source / "alert" / "old" / "s1_a.avi").rename(source / "alert" / "s1_a.avi")
+    (source / "alert" / "old").rmdir()
+    with pytest.raises(UserError, match=r"looks like NTHU-DDD \(its folders read as \d labels "
+                                        r"here: .*\): give --format nthu"):
+        prepare_dir(nthu, tmp_path / "data", "folders", "--sequence-length", "8")
+    with pytest.raises(UserError, match="--val-fraction 0 leaves no val split, which training "
+                                        "needs: give a fraction such as 0.15"):
+        prepare_dir(source, tmp_path / "data", "folders", "--sequence-length", "8",
+                    "--val-fraction", "0")  # 3 subjects did for the default 0.15
+
+
+def test_a_stop_said_by_the_command_is_not_said_again(capsys):
+    def stopped(argv):
+        raise SaidInterrupt
+    with pytest.raises(SystemExit) as ended:
+        run_cli(stopped)
+    assert ended.value.code == 130 and "interrupted" not in capsys.readouterr().err

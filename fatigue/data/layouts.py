@@ -6,6 +6,7 @@ decoding.
 from __future__ import annotations
 
 import argparse
+import codecs
 import csv
 import os
 import random
@@ -16,10 +17,12 @@ from typing import Iterator
 
 from fatigue.data import video
 from fatigue.errors import UserError
-from fatigue.text import agree, counted
+from fatigue.text import agree, counted, first_few
 
 FORMATS = ("nthu", "rldd", "folders")
 TEST_FRACTION = 0.2  # share of subjects for test when the layout names no test subjects
+BYTE_ORDER_MARKS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
+                    (codecs.BOM_UTF16_BE, "utf-16"))
 NTHU_SCENARIOS = ("glasses", "noglasses", "sunglasses", "night_noglasses", "nightglasses")
 RECTIFIED = re.compile(r"^re(?:cti|cit)fi?e?d[_\- ]?", re.IGNORECASE)  # incl. 'recitfied'
 RLDD_NAME = re.compile(r"(0|5|10)(?:_(\d+))?")  # 10.mov, 10_1.mp4 (a video split in parts)
@@ -104,8 +107,12 @@ def _is_utf8(name: str) -> bool:
 
 def read_label_digits(path: Path) -> str:
     """A label file: one digit (0 or 1) per frame, as NTHU's one line; spaces, line breaks,
-    commas and semicolons between them (a spreadsheet's export) are left out."""
-    digits = re.sub(r"[\s,;]", "", path.read_text(errors="replace"))
+    commas and semicolons between them (a spreadsheet's export) are left out. Saved by a
+    Windows editor, it may begin with a byte-order mark (UTF-8, or UTF-16 from PowerShell's
+    `>`): read as that encoding."""
+    raw = path.read_bytes()
+    encoding = next((name for mark, name in BYTE_ORDER_MARKS if raw.startswith(mark)), "utf-8")
+    digits = re.sub(r"[\s,;]", "", raw.decode(encoding, errors="replace"))
     if not digits or set(digits) - {"0", "1"}:
         raise ValueError(f"expected one 0/1 digit per frame in {path.name}")
     return digits
@@ -276,6 +283,13 @@ def scan_folders(source: Path, paths: list[str]) -> Scan:
     if any(r[2] for r in rows) and not all(r[2] for r in rows):
         raise UserError("some videos sit under train/val/test folders and some do not; put "
                         "all of them under split folders, or none (then subjects are split)")
+    rows = _one_video_a_name(rows, scan)
+    people = None if table else _people_above_labels(rows)
+    if people:
+        rows = [(rel, Path(rel).parts[-3], split, label) for rel, _, split, label in rows]
+        scan.notes.append(f"no video's name carries its subject, so the folders above the "
+                          f"label folders are taken as the people ({first_few(people)}). "
+                          f"{SUBJECT_RULE}")
     cameras = sorted({r[1] for r in rows if r[1].lower() in CAMERA_PREFIXES})
     if cameras and not table:
         scan.notes.append(f"{counted(len(cameras), 'subject')} ({', '.join(cameras)}) "
@@ -284,6 +298,11 @@ def scan_folders(source: Path, paths: list[str]) -> Scan:
                           f"{agree(len(cameras), 'a person', 'people')}: the splits need "
                           f"people. {SUBJECT_RULE}")
     scan.classes = _class_order({r[3] for r in rows})
+    other_layout = _known_layout(rows) if len(scan.classes) > 2 else None
+    if other_layout:
+        raise UserError(f"{source} looks like {other_layout[1]} (its folders read as "
+                        f"{len(scan.classes)} labels here: {first_few(scan.classes)}): give "
+                        f"--format {other_layout[0]}")
     if len(scan.classes) > 2:  # a folder below a label folder is a label of its own
         scan.notes.append(f"{len(scan.classes)} classes ({', '.join(scan.classes)}): each "
                           f"folder that holds videos is a label; put the videos of one label "
@@ -308,6 +327,51 @@ def scan_folders(source: Path, paths: list[str]) -> Scan:
         scan.videos.append(Video(rel, subject, split, label=scan.classes.index(label),
                                  frame_labels=digits))
     return scan
+
+
+def _one_video_a_name(rows: list[tuple], scan: Scan) -> list[tuple]:
+    """The rows less a second video of one name in one folder (s1_a.avi beside s1_a.mp4: a
+    copy, or at least one label file for two), which is skipped with its reason."""
+    kept: dict[tuple[str, str], str] = {}
+    out = []
+    for row in rows:
+        rel = Path(row[0])
+        key = (str(rel.parent), rel.stem.lower() if rel.suffix else rel.name.lower())
+        if key in kept:
+            scan.skipped.append({"source": row[0], "reason": f"another video of its name in its "
+                                 f"folder is taken ({kept[key]}): one name, one video"})
+            continue
+        kept[key] = row[0]
+        out.append(row)
+    return out
+
+
+def _people_above_labels(rows: list[tuple]) -> list[str]:
+    """The folders above the label folders, when they are what tells people apart: the
+    layout <person>/<label>/<video> with no '_' in any video's name (each video would be
+    a subject of its own, and one person's videos dealt to every split). [] otherwise."""
+    if any("_" in Path(rel).stem or len(Path(rel).parts) < 3 or split
+           for rel, _, split, _ in rows):
+        return []
+    people = sorted({Path(rel).parts[-3] for rel, *_ in rows})
+    return people if len(people) > 1 else []
+
+
+# Names of the public data sets' own videos, to tell a tree given the wrong --format.
+NTHU_VIDEO = re.compile(r"yawning|sleepycombination|nonsleepycombination|slowblinkwithnodding"
+                        r"|[^_]+_.+_mix(?:ing)?", re.IGNORECASE)
+RLDD_VIDEO = re.compile(r"(0|5|10)(?:_\d+)?")
+
+
+def _known_layout(rows: list[tuple]) -> tuple[str, str] | None:
+    """('nthu', 'NTHU-DDD') or ('rldd', 'UTA-RLDD') when every video is named as in that
+    data set's own layout; None otherwise."""
+    stems = [Path(rel).stem for rel, *_ in rows]
+    if all(NTHU_VIDEO.fullmatch(RECTIFIED.sub("", stem)) for stem in stems):
+        return "nthu", "NTHU-DDD"
+    if all(RLDD_VIDEO.fullmatch(stem) for stem in stems):
+        return "rldd", "UTA-RLDD"
+    return None
 
 
 # ----------------------------------------------------------------------------- splits

@@ -36,7 +36,7 @@ from fatigue.data import tracking, video
 from fatigue.data.clip_store import (dataset_exists, interrupted_write, load_manifest,
                                      write_clip_store)
 from fatigue.data.layouts import SUBJECT_RULE, Scan, Video, assign_splits, scan_source
-from fatigue.errors import UserError
+from fatigue.errors import SaidInterrupt, UserError
 from fatigue.text import agree, counted, first_few
 from fatigue.training.stop import StopTraining, signals_raise
 
@@ -285,7 +285,22 @@ def split_subjects_with_clips(scan: Scan, records: list[dict],
         raise UserError(f"every clip is {scan.classes[labels[0]]!r}: a detector needs clips of "
                         f"at least two classes (check the label folders, and the videos that "
                         f"gave no clip)")
+    empty = [c for i, c in enumerate(scan.classes) if not any(r["label"] == i for r in records)]
+    # A label folder without a clip: its output would never be trained (a stray folder read
+    # as a label took the per-frame labels of the others). The public sets' classes are
+    # fixed: there a class without clips is said per split below.
+    if empty and args.format == "folders":
+        raise UserError(f"no clip of {agree(len(empty), 'class', 'classes')} "
+                        f"{', '.join(empty)} among the {len(scan.classes)} "
+                        f"({', '.join(scan.classes)}): check the label folders, and the "
+                        f"videos that were skipped ({len(scan.skipped)}"
+                        + (f"; first: {scan.skipped[0]['source']}: {scan.skipped[0]['reason']}"
+                           if scan.skipped else "") + ") or gave no clip")
     missing = [s for s in ("train", "val") if s not in split_of.values()]
+    if missing == ["val"] and args.val_fraction == 0:
+        raise UserError("--val-fraction 0 leaves no val split, which training needs: give a "
+                        "fraction such as 0.15, or put the val subjects' videos under val/ "
+                        "folders")
     if missing:
         raise UserError(f"the clips come from {counted(len(with_clips), 'subject')} "
                         f"({', '.join(sorted(with_clips))}), too few for a "
@@ -294,6 +309,16 @@ def split_subjects_with_clips(scan: Scan, records: list[dict],
                         f"({counted(len(no_clip(scan, records)), 'video')} gave no clip, "
                         f"{len(scan.skipped)} were skipped)"
                         + (f". {SUBJECT_RULE}" if args.format == "folders" else ""))
+    for split in ("train", "val", "test"):
+        held = {r["label"] for r in records if r["split"] == split}
+        lacking = [c for i, c in enumerate(scan.classes) if i not in held]
+        if held and lacking:
+            scan.notes.append(f"the {split} split holds no clip of {', '.join(lacking)} (its "
+                              f"subjects have none): " + (
+                                  "the model cannot learn it; add videos of it by more people"
+                                  if split == "train" else
+                                  f"its accuracy says nothing of "
+                                  f"{agree(len(lacking), 'that class', 'those classes')}"))
     return split_of
 
 
@@ -407,7 +432,7 @@ def _process(todo: list[dict], workers: int, total_videos: int) -> Counter:
               f"command again to continue from there.", file=sys.stderr)
         if isinstance(stop, StopTraining):
             raise SystemExit(stop.exit_code) from None
-        raise
+        raise SaidInterrupt from None  # said above: run_cli's "interrupted" would repeat it
     except BrokenPipeError:
         raise  # `prepare ... | head`: the reader left; run_cli ends quietly
     except OSError as err:  # disk full, permissions: nothing a skipped video would fix
