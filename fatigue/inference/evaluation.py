@@ -80,15 +80,7 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | None = None, device: s
         state = load_checkpoint(path)
         model.load_state_dict(state["model_state_dict"])
     cfg = Config.from_dict(state["config"])
-    if data_dir is None and not dataset_exists(cfg.data_dir):
-        raise UserError(f"the data set {path} trained on ({cfg.data_dir}/, as its training "
-                        f"command named it, from the folder it ran in) is not here; give its "
-                        f"folder with --data-dir")
-    if data_dir is not None and not dataset_exists(data_dir):
-        found = (f"{data_dir} is a file, not a data set folder" if Path(data_dir).is_file()
-                 else f"no data set in {data_dir}/ (no {MANIFEST_FILE})")
-        raise UserError(f"{found}: give --data-dir a folder that dataset.py or prepare wrote")
-    data_dir = data_dir or cfg.data_dir
+    data_dir = data_to_score(path, cfg, data_dir)
     stored = load_manifest(data_dir)["clip_shape"][0]
     if cfg.sequence_length > stored:  # in the model's terms: evaluate has no such option
         raise UserError(f"{path} sees clips of {cfg.sequence_length} frames and those in "
@@ -138,6 +130,20 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | None = None, device: s
                   labels=labels.tolist(), probabilities=torch.softmax(logits, 1).tolist(),
                   history={k: list(state[k]) for k in HISTORY_KEYS})  # the report's curves
     return report
+
+
+def data_to_score(path: str | Path, cfg: Config, data_dir: str | None) -> str:
+    """The data set folder to score on (`data_dir`, else the one the model trained on);
+    refused in one line when it holds none."""
+    if data_dir is None and not dataset_exists(cfg.data_dir):
+        raise UserError(f"the data set {path} trained on ({cfg.data_dir}/, as its training "
+                        f"command named it, from the folder it ran in) is not here; give its "
+                        f"folder with --data-dir")
+    if data_dir is not None and not dataset_exists(data_dir):
+        found = (f"{data_dir} is a file, not a data set folder" if Path(data_dir).is_file()
+                 else f"no data set in {data_dir}/ (no {MANIFEST_FILE})")
+        raise UserError(f"{found}: give --data-dir a folder that dataset.py or prepare wrote")
+    return data_dir or cfg.data_dir
 
 
 def per_nthu_set(records: list[dict], correct: np.ndarray) -> dict:
