@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+import checkpoint_training
 import crossval as cv_command
 import main
 from config import Config
@@ -70,6 +72,10 @@ def test_deal_is_by_subject_stratified_and_seeded_or_the_data_sets_own():
         crossval.plan_folds(strata, 11, seed=7)
     with pytest.raises(UserError, match="--val-subjects"):
         crossval.plan_folds(strata, 3, seed=7, val_subjects=6)
+    # None at all: fewer folds would not help, as that advice said.
+    with pytest.raises(UserError, match=r"--val-subjects 0: each fold needs at least 1 "
+                                        r"validation subject .* leave the option out"):
+        crossval.plan_folds(strata, 3, seed=7, val_subjects=0)
 
 
 def test_study_writes_the_table(reference, tiny_data):
@@ -178,6 +184,17 @@ def test_train_refuses_a_studys_folder(tmp_path, tiny_data):
     with pytest.raises(UserError, match="is a cross-validation study's folder"):
         command.main(["--data-dir", str(tiny_data), "--model-dir", str(study)])
     assert sorted(p.name for p in study.iterdir()) == ["study.json"]
+    # Nor its folds: a run there was taken over by the study's resume (with the options
+    # given now), and the study's table described that model.
+    fold = study / "fold_2"
+    fold.mkdir()
+    for argv in (["--data-dir", str(tiny_data), "--model-dir", str(fold)],
+                 ["--force", "--model-dir", str(fold)]):
+        with pytest.raises(UserError, match=re.escape(
+                f"{fold}/ is a fold of the cross-validation study in {study}/; give train.py "
+                f"another --model-dir (crossval.py continues the study and trains its folds)")):
+            (command.main if argv[0] != "--force" else checkpoint_training.main)(argv)
+    assert list(fold.iterdir()) == []
 
 
 def test_a_data_set_made_again_in_its_folder_is_said_as_such():
@@ -220,6 +237,9 @@ def test_option_values_that_do_the_same_where_the_study_runs_are_no_difference()
     mean = {**record, "options": {**base, "temporal": "mean"}}
     wanted = {**mean, "options": {**base, "temporal": "mean", "lstm_layers": 3}}
     assert crossval.study_diff(mean, wanted, device=cpu) == []
+    # Another backbone leaves --cnn-width unused: the backbone's line alone, not also
+    # "--cnn-width: 16 in the study, 16 now".
+    assert diff(cpu, backbone="resnet18") == ["--backbone: small in the study, resnet18 now"]
 
 
 def test_changed_options_refused_and_force_archives(tiny_data, tmp_path, monkeypatch):

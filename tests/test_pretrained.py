@@ -101,7 +101,7 @@ def test_offline_without_the_file_one_line_says_what_to_do_and_nothing_is_moved(
     assert "resnet18-f37072fd.pth" in message and str(torch_home / "hub" / "checkpoints") in message
     assert "no network here" in message and "\n" not in message
     said = capfd.readouterr()
-    assert "Downloading" not in said.err  # torch's own line came before the error
+    assert "Downloading" not in said.err + said.out  # torch's own line came before the error
     assert f"downloading torchvision's resnet18 ImageNet weights into " \
            f"{torch_home / 'hub' / 'checkpoints'}/ (once)" in said.out
     assert {p.name: p.read_bytes() for p in models.iterdir() if p.is_file()} == before
@@ -129,6 +129,8 @@ def _one_reshaped():
            "directory"),  # a truncated copy of the right file: its reason cut at a word
     (b"", "weights file: delete it"),  # an empty file, a failed copy: was an EOFError
     (pickle.dumps({"a": 1}, protocol=4), "weights file: delete it"),  # torch warned first
+    # No pickle at all: the unpickler's own errors were tracebacks.
+    (b"hello world this is text", "weights file (KeyError): delete it"),
 ])
 def test_a_wrong_or_damaged_weights_file_is_one_line_before_anything_is_written(
         torch_home, tiny, tmp_path, content, says):

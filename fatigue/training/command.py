@@ -32,6 +32,8 @@ def build_parser(prog: str | None = None, description: str | None = None,
 
 
 def main(argv: list[str] | None = None, ask: bool = False,
-         continue_with: str | None = None) -> int:
-    """Parse train.py's options and run; `ask` and `continue_with`: see session.run."""
-    return session.run(build_parser().parse_args(argv), ask=ask, continue_with=continue_with)
+         continue_with: str | None = None, study_fold: bool = False) -> int:
+    """Parse train.py's options and run; `ask`, `continue_with` and `study_fold`: see
+    session.run."""
+    return session.run(build_parser().parse_args(argv), ask=ask, continue_with=continue_with,
+                       study_fold=study_fold)

@@ -142,7 +142,11 @@ def plan_folds(strata: dict[str, int], folds: int, seed: int, val_subjects: int 
         test = [s for s in ordered if fold_of[s] == k]
         rest = [s for s in ordered if fold_of[s] != k]
         n_val = max(1, int(len(rest) / 5 + 0.5)) if val_subjects is None else val_subjects
-        if not 1 <= n_val < len(rest):
+        if n_val < 1:  # no fold count mends this one
+            raise UserError(f"--val-subjects {n_val}: each fold needs at least 1 validation "
+                            f"subject (its best epoch is chosen on them); leave the option "
+                            f"out for a fifth of each fold's training subjects")
+        if n_val >= len(rest):
             raise UserError(f"fold {k + 1} has {len(rest)} training subjects: --val-subjects "
                             f"must leave at least one for training and take at least one "
                             f"(got {n_val}); use fewer --folds or --val-subjects")
@@ -318,7 +322,7 @@ class Study:
         print(f"fold {k}/{total}: training in {fold_dir}/ (test subjects: "
               f"{', '.join(fold['test'])})", flush=True)
         # A stop inside the fold's training: the study says how to continue (run()).
-        code = command.main(self.train_argv(fold_dir, data), continue_with="")
+        code = command.main(self.train_argv(fold_dir, data), continue_with="", study_fold=True)
         if code:
             return code
         report = evaluate_checkpoint(fold_dir / BEST, str(data), self.cfg.device, "test",
@@ -407,7 +411,11 @@ def study_diff(record: dict, wanted: dict, same_folds: bool = False,
                   what_options_do(now_, device, from_video)) if device is not None
                  else (saved, now_))
     for name in [*now_, *(n for n in saved if n not in now_)]:
-        if name not in RUN_ENVIRONMENT and did.get(name) != does.get(name):
+        # Both: a value that does the same is no difference, nor one that does otherwise
+        # only through another option (--cnn-width unused once --backbone changes), which
+        # has its own line.
+        if name not in RUN_ENVIRONMENT and did.get(name) != does.get(name) \
+                and saved.get(name) != now_.get(name):
             lines.append(f"{flag_of(name) if name in now_ else name}: {shown(saved.get(name))} "
                          f"in the study, {shown(now_.get(name))} now")
     return lines

@@ -51,12 +51,18 @@ def fetch(cfg: Config) -> tuple[dict, str]:
     try:
         # torch's 'Downloading: ...' line and its warning about an old pickle protocol are
         # not for our users: each outcome is said in one line here.
-        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()), \
+                contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             weights = torch.hub.load_state_dict_from_url(url, progress=False,
                                                          map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, EOFError):  # EOFError: an empty file (a failed copy)
         raise UserError(damaged.format("")) from None
+    except (IndexError, KeyError, ValueError, TypeError, AttributeError) as err:
+        # The unpickler's own failures on bytes that are no pickle (random data, text).
+        if not path.is_file():
+            raise
+        raise UserError(damaged.format(f" ({type(err).__name__})")) from None
     except (urllib.error.URLError, OSError, RuntimeError) as err:
         reason = textwrap.shorten(str(getattr(err, "reason", err)).splitlines()[0], 100,
                                   placeholder=" ...")

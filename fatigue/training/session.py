@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import select
 import sys
 from pathlib import Path
@@ -31,17 +32,25 @@ from fatigue.training.pretrained import fetch as fetch_pretrained
 from model import pick_device
 
 
-def run(args: argparse.Namespace, ask: bool = False, continue_with: str | None = None) -> int:
+def run(args: argparse.Namespace, ask: bool = False, continue_with: str | None = None,
+        study_fold: bool = False) -> int:
     """Start or resume a run as the parsed options say; returns the exit code.
     With `ask`, a run found in the model folder prompts: continue it, or start anew.
-    `continue_with`: the command printed after a stop ("": none; see Trainer)."""
+    `continue_with`: the command printed after a stop ("": none; see Trainer).
+    `study_fold`: the run is a cross-validation study's fold, which only the study trains."""
     if args.resume and args.force:
         raise UserError("--resume and --force contradict each other; choose one")
     given = given_options(args)
-    study = Path(given.get("model_dir", Config.model_dir)) / STUDY_FILE
-    if study.is_file():  # its folds live in fold_<k>/: a run here would mix with them
-        raise UserError(f"{study.parent}/ is a cross-validation study's folder ({STUDY_FILE}); "
+    folder = Path(given.get("model_dir", Config.model_dir))
+    if (folder / STUDY_FILE).is_file():  # its folds live in fold_<k>/: a run here would mix
+        raise UserError(f"{folder}/ is a cross-validation study's folder ({STUDY_FILE}); "
                         f"give train.py another --model-dir (crossval.py continues the study)")
+    if not study_fold and is_study_fold(folder):
+        # A run of one's own there would be taken for the fold's by the study's resume, and
+        # its table would describe another model.
+        raise UserError(f"{folder}/ is a fold of the cross-validation study in "
+                        f"{folder.parent}/; give train.py another --model-dir (crossval.py "
+                        f"continues the study and trains its folds)")
     dist = Distributed(pick_device(given.get("device", "auto")))
     try:
         with contextlib.ExitStack() as held:
@@ -53,6 +62,12 @@ def run(args: argparse.Namespace, ask: bool = False, continue_with: str | None =
             return start(args, given, ask, dist, continue_with)
     finally:
         dist.close()
+
+
+def is_study_fold(folder: Path) -> bool:
+    """Whether `folder` is a fold of a cross-validation study (<study>/fold_<k>/)."""
+    return re.fullmatch(r"fold_\d+", folder.name) is not None \
+        and (folder.parent / STUDY_FILE).is_file()
 
 
 def start(args: argparse.Namespace, given: dict, ask: bool, dist: Distributed,
