@@ -304,7 +304,7 @@ def test_resume_after_interruption_gives_the_same_bytes(rldd, tmp_path, monkeypa
         return real(task, ctrl_c)
 
     monkeypatch.setattr(preparation, "process_video", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(SaidInterrupt):  # said once: run_cli adds no "interrupted"
         prepare_dir(rldd, tmp_path / "resumed", "rldd", *args)
     assert not clip_store.dataset_exists(tmp_path / "resumed")
     def counted(task, progress=None):
@@ -742,30 +742,33 @@ def test_rotate_prepares_the_videos_of_a_camera_mounted_sideways(tmp_path, capsy
 
 
 def test_own_videos_laid_out_by_person_label_files_from_windows_and_copies(tmp_path, capsys):
-    """<person>/<label>/<video> with no '_' in the names: the folders above the labels are
-    the people (each video was a subject of its own, one person's videos dealt to every
-    split). Label files with a byte-order mark (UTF-8, or UTF-16 from PowerShell) are read;
-    a second video of one name in one folder is skipped, not counted twice."""
+    """<person>/<label>/<video> with no '_' in the names: each name is a subject (the rule),
+    which one person's videos share with every other person's: said, with what to do
+    (silent, one person's clips went to every split). Label files with a byte-order mark
+    (UTF-8, or UTF-16 from PowerShell) are read; a second copy of a video in one folder is
+    skipped, not counted twice; A.mp4 and a.mp4 are two videos."""
     source = tmp_path / "persons"
     seed = 0
-    for person in ("anna", "ben", "carl", "dora"):
-        for label, name in (("alert", "drive1"), ("drowsy", "drive2")):
+    for person in ("anna", "ben", "carl"):
+        for label, name in (("alert", "drive1"), ("drowsy", "drive2"), ("alert", "drive3"),
+                            ("drowsy", "drive4")):
             seed += 1
             face_video(source / person / label / f"{name}.avi", 3, 30, seed)
     (source / "anna/drowsy/drive2.txt").write_bytes(codecs.BOM_UTF8 + b"1" * 90)
     (source / "ben/drowsy/drive2.txt").write_bytes(("0" * 90).encode("utf-16"))
     shutil.copyfile(source / "carl/alert/drive1.avi", source / "carl/alert/drive1.mp4")
+    shutil.copyfile(source / "carl/alert/drive3.avi", source / "carl/alert/Drive3.avi")
     m = prepare_dir(source, tmp_path / "data", "folders", "--sequence-length", "8")
     said = capsys.readouterr().out
-    assert "no video's name carries its subject, so the folders above the label folders are " \
-           "taken as the people (anna, ben, carl ...)" in said
+    assert "subjects here (drive1, drive2, drive3 ...) are videos' whole names, each found " \
+           "under several of the folders above the label folders (anna, ben, carl): if those " \
+           "folders are the people, one person's videos are dealt to several splits; name " \
+           "the people in subjects.csv" in said
     clips = by_source(m)
-    assert {c["subject"] for c in m["clips"]} == {"anna", "ben", "carl", "dora"}
-    assert sorted(sum(m["splits"].values(), [])) == ["anna", "ben", "carl", "dora"]
     assert {c["frame_labels"] for c in clips["anna/drowsy/drive2.avi"]} == {"1" * 8}
     assert {c["frame_labels"] for c in clips["ben/drowsy/drive2.avi"]} == {"0" * 8}
     assert {c["label"] for c in clips["ben/drowsy/drive2.avi"]} == {0}  # its file's, not 1
-    assert "carl/alert/drive1.mp4" not in clips
+    assert "carl/alert/drive1.mp4" not in clips and "carl/alert/Drive3.avi" in clips
     assert "carl/alert/drive1.mp4: another video of its name in its folder is taken " \
            "(carl/alert/drive1.avi)" in said
 
@@ -783,11 +786,11 @@ def test_a_stray_folder_or_the_wrong_format_is_refused_before_training(nthu, tmp
     (source / "alert" / "old").mkdir()
     (source / "alert" / "s1_a.avi").rename(source / "alert" / "old" / "s1_a.avi")
     with pytest.raises(UserError, match=re.escape(
-            "no clip of class drowsy among the 3 (alert, old, drowsy): check the label "
-            "folders, and the videos that were skipped (4; first: drowsy/s1_b.avi: per-frame "
-            "labels (0/1) need exactly two class folders) or gave no clip")):
+            "no video of label drowsy can be used, among the 3 (alert, old, drowsy): per-frame "
+            "labels (0/1) need exactly two class folders; check the label folders (each folder "
+            "that holds videos is a label)")):
         prepare_dir(source, tmp_path / "data", "folders", "--sequence-length", "8")
-    assert not (tmp_path / "data" / "manifest.json").exists()
+    assert not (tmp_path / "data").exists()  # refused before any video was read
     (source / "alert" / "old" / "s1_a.avi").rename(source / "alert" / "s1_a.avi")
     (source / "alert" / "old").rmdir()
     with pytest.raises(UserError, match=r"looks like NTHU-DDD \(its folders read as \d labels "
@@ -797,6 +800,19 @@ def test_a_stray_folder_or_the_wrong_format_is_refused_before_training(nthu, tmp
                                         "needs: give a fraction such as 0.15"):
         prepare_dir(source, tmp_path / "data", "folders", "--sequence-length", "8",
                     "--val-fraction", "0")  # 3 subjects did for the default 0.15
+
+
+def test_a_tree_of_ones_own_that_borrows_a_public_sets_names_is_read_as_folders():
+    """01/alert/0.mov: RLDD's video names, but label folders of one's own (RLDD's are
+    subject numbers): no advice to give --format rldd, which finds none of them."""
+    own = [(f"{p}/{label}/{n}.mov", n, None, label) for p in ("01", "02")
+           for label, n in (("alert", "0"), ("low_vigilant", "5"), ("drowsy", "10"))]
+    assert layouts._known_layout(own) is None
+    rldd = [(f"Fold1_part1/{p}/{n}.mov", n, None, p) for p in ("01", "02") for n in ("0", "10")]
+    assert layouts._known_layout(rldd) == ("rldd", "UTA-RLDD")
+    nthu = [("Training_Dataset/001/noglasses/yawning.avi", "yawning", None, "noglasses"),
+            ("Evaluation_Dataset/004/004_glasses_mix.mp4", "004", None, "004")]
+    assert layouts._known_layout(nthu) == ("nthu", "NTHU-DDD")
 
 
 def test_a_stop_said_by_the_command_is_not_said_again(capsys):

@@ -23,7 +23,7 @@ import checkpoint_training
 import evaluate
 import main
 import train
-from fatigue.training import loop
+from fatigue.training import loop, session
 from fatigue.training.schedule import lr_factor
 from fatigue.training.session import fit_to_clips
 from fatigue.inference.evaluation import evaluate_checkpoint
@@ -198,6 +198,27 @@ def test_an_answer_piped_in_is_taken(tiny, tmp_path):
     assert load(models / "latest_model.pth")["epoch"] == 2
 
 
+def test_only_a_pipes_first_line_is_taken_for_an_answer(tmp_path):
+    """A pipe's first line is the answer, and nothing after it is read (a loop's next
+    lines stay the loop's); a file on standard input is no answer (`while read r; do
+    python main.py ...; done < runs.txt` took its next line and swallowed the rest)."""
+    read_end, write_end = os.pipe()
+    os.write(write_end, "\ufeffn\nrun2\n".encode())  # a byte-order mark, as Windows' echo
+    with os.fdopen(read_end) as pipe:
+        assert session.waiting_line(pipe) == "n"
+        assert os.read(read_end, 100) == b"run2\n"
+        os.close(write_end)
+        assert session.waiting_line(pipe) == ""  # at its end
+    runs = tmp_path / "runs.txt"
+    runs.write_text("run2\nrun3\n")
+    with open(runs) as file:
+        assert session.waiting_line(file) == "" and file.read() == "run2\nrun3\n"
+    silent_read, silent_write = os.pipe()  # nobody writes: no wait beyond wait_s
+    with os.fdopen(silent_read) as pipe:
+        assert session.waiting_line(pipe, wait_s=0.05) == ""
+    os.close(silent_write)
+
+
 @pytest.mark.parametrize("answer, resumed", [("c", True), ("n", False)])
 def test_prompt_with_terminal(tiny, tmp_path, monkeypatch, capsys, answer, resumed):
     assert train.main(tiny("--epochs", "1")) == 0
@@ -252,8 +273,8 @@ def test_fit_to_clips_follows_the_data_only_where_not_given():
     # Clips smaller than the default crop are enlarged: said, the size kept (it is the model's).
     cfg = Config()
     assert fit_to_clips(cfg, {}, [30, 1, 24, 24]) == [
-        "the data set's clips are 24 px, less than --image-size 32: they are enlarged, which "
-        "adds no detail; --image-size 24 trains at their size"]
+        "the data set's clips are 24x24 px, less than --image-size 32: they are enlarged, "
+        "which adds no detail; --image-size 24 trains at their size"]
     assert cfg.image_size == 32
     assert fit_to_clips(Config(image_size=32), {"image_size": 32}, [30, 1, 24, 24]) == []
 

@@ -121,13 +121,19 @@ def snapshot(parts: Trainables, train: Stateful, run: RunIdentity, rank_sums: li
     }
 
 
+class WeightsMisfit(UserError):
+    """A checkpoint's weights that do not fit its config: every process of a run reads the
+    same file, so process 0 alone says it."""
+    same_in_every_process = True
+
+
 def load_weights(model: torch.nn.Module, weights: dict, backbone: str, what: str) -> None:
     """Load a checkpoint's `weights` into `model`, built from its config; where they do not
     fit (a file edited, or pieced together from two runs), a UserError names `what` and
     what differs, instead of PyTorch's page of mismatches."""
     misfit = weights_misfit(model.state_dict(), weights)
     if misfit:
-        raise UserError(f"{what}: its weights do not fit the model its config describes "
+        raise WeightsMisfit(f"{what}: its weights do not fit the model its config describes "
                         f"(backbone {backbone}): {misfit}; was the file edited, or written by "
                         f"another program?")
     model.load_state_dict(weights)

@@ -258,17 +258,7 @@ CAMERA_PREFIXES = ("img", "vid", "pxl", "dsc", "mov", "gopr", "gx", "dji", "mvi"
 
 
 def scan_folders(source: Path, paths: list[str]) -> Scan:
-    table: dict[str, str] = {}
-    if (source / "subjects.csv").is_file():  # rows: file (path or name), subject
-        # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte-order mark, which would
-        # otherwise stick to the first file name.
-        try:
-            with open(source / "subjects.csv", newline="", encoding="utf-8-sig") as fh:
-                table = {row[0].strip(): row[1].strip() for row in csv.reader(fh)
-                         if len(row) >= 2 and not row[0].startswith("#")}
-        except UnicodeDecodeError as err:
-            raise UserError(f"{source / 'subjects.csv'} is not UTF-8 text ({err.reason} at "
-                            f"byte {err.start}); save it as CSV UTF-8") from None
+    table = _subjects_table(source)
     scan = Scan([], [])
     rows = []
     for rel in paths:
@@ -284,19 +274,8 @@ def scan_folders(source: Path, paths: list[str]) -> Scan:
         raise UserError("some videos sit under train/val/test folders and some do not; put "
                         "all of them under split folders, or none (then subjects are split)")
     rows = _one_video_a_name(rows, scan)
-    people = None if table else _people_above_labels(rows)
-    if people:
-        rows = [(rel, Path(rel).parts[-3], split, label) for rel, _, split, label in rows]
-        scan.notes.append(f"no video's name carries its subject, so the folders above the "
-                          f"label folders are taken as the people ({first_few(people)}). "
-                          f"{SUBJECT_RULE}")
-    cameras = sorted({r[1] for r in rows if r[1].lower() in CAMERA_PREFIXES})
-    if cameras and not table:
-        scan.notes.append(f"{counted(len(cameras), 'subject')} ({', '.join(cameras)}) "
-                          f"{agree(len(cameras), 'is a', 'are')} camera file-name "
-                          f"{agree(len(cameras), 'prefix', 'prefixes')}, not "
-                          f"{agree(len(cameras), 'a person', 'people')}: the splits need "
-                          f"people. {SUBJECT_RULE}")
+    if not table:
+        scan.notes += _subject_notes(rows)
     scan.classes = _class_order({r[3] for r in rows})
     other_layout = _known_layout(rows) if len(scan.classes) > 2 else None
     if other_layout:
@@ -326,7 +305,60 @@ def scan_folders(source: Path, paths: list[str]) -> Scan:
                 continue
         scan.videos.append(Video(rel, subject, split, label=scan.classes.index(label),
                                  frame_labels=digits))
+    _refuse_unused_labels(scan)
     return scan
+
+
+def _subjects_table(source: Path) -> dict[str, str]:
+    """SOURCE/subjects.csv's rows (file, as a path or a name -> subject); {} without it."""
+    if not (source / "subjects.csv").is_file():
+        return {}
+    # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte-order mark, which would
+    # otherwise stick to the first file name.
+    try:
+        with open(source / "subjects.csv", newline="", encoding="utf-8-sig") as fh:
+            return {row[0].strip(): row[1].strip() for row in csv.reader(fh)
+                    if len(row) >= 2 and not row[0].startswith("#")}
+    except UnicodeDecodeError as err:
+        raise UserError(f"{source / 'subjects.csv'} is not UTF-8 text ({err.reason} at "
+                        f"byte {err.start}); save it as CSV UTF-8") from None
+
+
+def _subject_notes(rows: list[tuple]) -> list[str]:
+    """What to say of subjects taken from names that may not be people's."""
+    notes = []
+    spread = _subjects_across_folders(rows)
+    if spread:
+        notes.append(f"subjects here ({first_few(sorted(spread))}) are videos' whole names, "
+                     f"each found under several of the folders above the label folders "
+                     f"({first_few(sorted(set().union(*spread.values())))}): if those folders "
+                     f"are the people, one person's videos are dealt to several splits; name "
+                     f"the people in subjects.csv, or the videos <person>_<name>. "
+                     f"{SUBJECT_RULE}")
+    cameras = sorted({r[1] for r in rows if r[1].lower() in CAMERA_PREFIXES})
+    if cameras:
+        notes.append(f"{counted(len(cameras), 'subject')} ({', '.join(cameras)}) "
+                     f"{agree(len(cameras), 'is a', 'are')} camera file-name "
+                     f"{agree(len(cameras), 'prefix', 'prefixes')}, not "
+                     f"{agree(len(cameras), 'a person', 'people')}: the splits need "
+                     f"people. {SUBJECT_RULE}")
+    return notes
+
+
+def _refuse_unused_labels(scan: Scan) -> None:
+    """A label folder none of whose videos can be used (a stray folder read as a third
+    label took the others' per-frame labels): refused before any decoding, as its output
+    would never be trained."""
+    left = {v.label for v in scan.videos}
+    empty = [c for i, c in enumerate(scan.classes) if i not in left]
+    if not scan.videos or not empty:
+        return
+    reasons = sorted({s["reason"] for s in scan.skipped
+                      if Path(s["source"]).parts[-2:-1] == (empty[0],)})
+    raise UserError(f"no video of {agree(len(empty), 'label', 'labels')} {', '.join(empty)} "
+                    f"can be used, among the {len(scan.classes)} ({', '.join(scan.classes)})"
+                    + (f": {reasons[0]}" if reasons else "")
+                    + "; check the label folders (each folder that holds videos is a label)")
 
 
 def _one_video_a_name(rows: list[tuple], scan: Scan) -> list[tuple]:
@@ -336,7 +368,7 @@ def _one_video_a_name(rows: list[tuple], scan: Scan) -> list[tuple]:
     out = []
     for row in rows:
         rel = Path(row[0])
-        key = (str(rel.parent), rel.stem.lower() if rel.suffix else rel.name.lower())
+        key = (str(rel.parent), rel.stem)  # A.mp4 and a.mp4 are two (their labels too)
         if key in kept:
             scan.skipped.append({"source": row[0], "reason": f"another video of its name in its "
                                  f"folder is taken ({kept[key]}): one name, one video"})
@@ -346,15 +378,18 @@ def _one_video_a_name(rows: list[tuple], scan: Scan) -> list[tuple]:
     return out
 
 
-def _people_above_labels(rows: list[tuple]) -> list[str]:
-    """The folders above the label folders, when they are what tells people apart: the
-    layout <person>/<label>/<video> with no '_' in any video's name (each video would be
-    a subject of its own, and one person's videos dealt to every split). [] otherwise."""
+def _subjects_across_folders(rows: list[tuple]) -> dict[str, set[str]]:
+    """Subject -> the folders above its label folders, where no video's name holds a '_'
+    (each subject is then a whole name: drive1.mp4), for the subjects under two or more of
+    them: the layout <person>/<label>/drive1.mp4, whose people are the folders, or
+    <session>/<label>/<person>.mp4, whose people are the names."""
     if any("_" in Path(rel).stem or len(Path(rel).parts) < 3 or split
            for rel, _, split, _ in rows):
-        return []
-    people = sorted({Path(rel).parts[-3] for rel, *_ in rows})
-    return people if len(people) > 1 else []
+        return {}
+    above: dict[str, set[str]] = {}
+    for rel, subject, _, _ in rows:
+        above.setdefault(subject, set()).add(Path(rel).parts[-3])
+    return {subject: folders for subject, folders in above.items() if len(folders) > 1}
 
 
 # Names of the public data sets' own videos, to tell a tree given the wrong --format.
@@ -364,12 +399,17 @@ RLDD_VIDEO = re.compile(r"(0|5|10)(?:_\d+)?")
 
 
 def _known_layout(rows: list[tuple]) -> tuple[str, str] | None:
-    """('nthu', 'NTHU-DDD') or ('rldd', 'UTA-RLDD') when every video is named as in that
-    data set's own layout; None otherwise."""
+    """('nthu', 'NTHU-DDD') or ('rldd', 'UTA-RLDD') when every video is named, and every
+    folder read as a label is named, as in that data set's own layout (RLDD's subject
+    numbers; NTHU's scenarios, or its subject numbers above the evaluation videos); None
+    otherwise, as for one's own tree that borrows the names (01/alert/0.mov)."""
     stems = [Path(rel).stem for rel, *_ in rows]
-    if all(NTHU_VIDEO.fullmatch(RECTIFIED.sub("", stem)) for stem in stems):
+    labels = {label for *_, label in rows}
+    scenarios = {_norm(name) for name in NTHU_SCENARIOS}
+    if all(NTHU_VIDEO.fullmatch(RECTIFIED.sub("", stem)) for stem in stems) \
+            and all(label.isdigit() or _norm(label) in scenarios for label in labels):
         return "nthu", "NTHU-DDD"
-    if all(RLDD_VIDEO.fullmatch(stem) for stem in stems):
+    if all(RLDD_VIDEO.fullmatch(stem) for stem in stems) and all(map(str.isdigit, labels)):
         return "rldd", "UTA-RLDD"
     return None
 

@@ -448,8 +448,9 @@ def summary(result: Result, source: str, info: dict, csv_path: Path,
     elif r.face_found < FEW_FACES:
         found = ("no face was found in any frame, so the model scored none (the CSV's "
                  "probability is nan)" if r.face_found == 0 else
-                 f"a face was found in only {100 * r.face_found:.0f}% of frames (windows "
-                 f"with too few are '{HIDDEN}', not scored)")
+                 f"a face was found in "
+                 f"{f'only {100 * r.face_found:.0f}%' if r.face_found >= 0.01 else 'under 1%'}"
+                 f" of frames (windows with too few are '{HIDDEN}', not scored)")
         lines.append(f"  {found}: check that the camera sees the driver's face, frontal and "
                      f"lit (a camera mounted sideways or upside down: --rotate 90, 180 or 270)")
     lines.append(f"  alarms: {len(r.alarms)}")

@@ -78,7 +78,7 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | None = None, device: s
         model, state = load_model(path)
     else:
         state = load_checkpoint(path)
-        model.load_state_dict(state["model_state_dict"])
+        load_weights(model, state["model_state_dict"], state["config"].get("backbone"), str(path))
     cfg = Config.from_dict(state["config"])
     data_dir = data_to_score(path, cfg, data_dir)
     stored = load_manifest(data_dir)["clip_shape"][0]

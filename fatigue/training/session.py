@@ -13,6 +13,7 @@ import contextlib
 import os
 import re
 import select
+import stat
 import sys
 from pathlib import Path
 from typing import Callable, TextIO
@@ -66,6 +67,7 @@ def run(args: argparse.Namespace, ask: bool = False, continue_with: str | None =
 
 def is_study_fold(folder: Path) -> bool:
     """Whether `folder` is a fold of a cross-validation study (<study>/fold_<k>/)."""
+    folder = folder.resolve()  # --model-dir . from inside the fold
     return re.fullmatch(r"fold_\d+", folder.name) is not None \
         and (folder.parent / STUDY_FILE).is_file()
 
@@ -209,11 +211,12 @@ def fit_to_clips(cfg: Config, given: dict, clip_shape: list[int]) -> list[str]:
     if "channels" not in given and cfg.channels != channels:
         taken.append(f"--channels {channels}, as the data set's clips have")
         cfg.channels = channels
-    side = min(clip_shape[2:])
-    if "image_size" not in given and side < cfg.image_size:  # kept: the model's size is a choice
-        taken.append(f"the data set's clips are {side} px, less than --image-size "
+    height, width = clip_shape[2:]
+    if "image_size" not in given and min(height, width) < cfg.image_size:
+        # Said, not taken: the model's size is a choice of its own.
+        taken.append(f"the data set's clips are {height}x{width} px, less than --image-size "
                      f"{cfg.image_size}: they are enlarged, which adds no detail; --image-size "
-                     f"{side} trains at their size")
+                     f"{min(height, width)} trains at their size")
     return taken
 
 
@@ -281,22 +284,24 @@ def ask_to_continue(store: CheckpointStore, can_ask: bool = True) -> bool | None
 
 
 def waiting_line(stream: TextIO, wait_s: float = 0.2) -> str:
-    """The first line, stripped, of what a non-terminal `stream` holds now or within
-    `wait_s`; "" when it holds nothing (at its end, or a pipe nobody writes to). Reads only
-    what is there, so it never blocks."""
+    """The first line, stripped, that a pipe on `stream` holds now or within `wait_s`; ""
+    when it holds none (at its end, or a pipe nobody writes to), or `stream` is no pipe (a
+    file a loop reads its lines from: `while read r; do ...; done < runs.txt`). Reads that
+    one line and no further, so it never blocks and leaves the rest to whoever reads next."""
     try:
-        text = _waiting_text(stream, wait_s)
-    except (OSError, ValueError):  # a stream that refuses reads (pytest's stand-in)
+        return _piped_line(stream, wait_s).lstrip("\ufeff").strip()
+    except (OSError, ValueError):  # no file descriptor (pytest's stand-in), or no select
         return ""
-    lines = text.splitlines()
-    return lines[0].strip() if lines else ""
 
 
-def _waiting_text(stream: TextIO, wait_s: float) -> str:
-    try:
-        fd = stream.fileno()
-    except (OSError, ValueError):  # an in-memory stream, which never blocks
-        return stream.readline()
-    if not select.select([fd], [], [], wait_s)[0]:
+def _piped_line(stream: TextIO, wait_s: float) -> str:
+    fd = stream.fileno()
+    if not stat.S_ISFIFO(os.fstat(fd).st_mode):
         return ""
-    return os.read(fd, 4096).decode(errors="replace")
+    line = b""
+    while len(line) < 100 and select.select([fd], [], [], wait_s)[0]:
+        byte = os.read(fd, 1)
+        if byte in (b"", b"\n"):
+            break
+        line += byte
+    return line.decode(errors="replace")
