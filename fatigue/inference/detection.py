@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 from collections import deque
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -308,12 +308,14 @@ def run(model_path: str, source: str, csv_path: Path, output: Path | None = None
         fps: float | None = None, every: int = 5, alarm_overrides: dict | None = None,
         device: str = "auto", show: bool = False, duration: float | None = None,
         progress: bool = True, say=print, sound: AlarmSound | None = None,
-        frames_fps: float | None = None, rotate: int = 0) -> tuple[Result, dict]:
+        frames_fps: float | None = None, rotate: int = 0,
+        finish_outputs: bool = True) -> tuple[Result, dict]:
     """Detect on `source`; says its notes first (`say`), returns the result and the
     deployment info. The alarm is the checkpoint's (alarm_settings) with `alarm_overrides`;
     `sound` (sound.py) sounds while it is on. The caller closes `sound`. `frames_fps`: the
     rate of a folder of frame images (default: the model's frame rate); `rotate`: clockwise
-    degrees each frame is turned."""
+    degrees each frame is turned. `finish_outputs`: a stop while the outputs are written
+    waits for them (stops_wait); off where a stop must end the process (a pool's worker)."""
     model, state = load_model(model_path)
     settings = alarm_settings(state, alarm_overrides)
     settings.check()
@@ -348,7 +350,8 @@ def run(model_path: str, source: str, csv_path: Path, output: Path | None = None
         # What was seen so far is written and summed up.
         seen.stopped, finished = "interrupted", True
     finally:
-        with stops_wait():  # a stop now would leave the outputs half finished
+        # A stop now would leave the outputs half finished: it waits for them.
+        with stops_wait() if finish_outputs else nullcontext():
             if sound is not None:
                 sound.stop()  # an alarm still on at the end (Ctrl+C, q, --duration) falls silent
             bar.close()

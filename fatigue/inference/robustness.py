@@ -197,7 +197,7 @@ def run_job(job: Job, model_path: str, folder: str, alarm: dict | None) -> dict:
     with detection.torch_threads(1):  # one clip at a time; the caller's setting comes back
         result, _ = detection.run(model_path, str(path), Path(folder) / f"{path.stem}.csv",
                                   alarm_overrides=alarm, device="cpu", progress=False,
-                                  say=_ignore)
+                                  say=_ignore, finish_outputs=False)  # its drives are temporary
     if result.stopped == "interrupted":  # detect ends its own run at a Ctrl+C: the suite too
         raise KeyboardInterrupt
     path.unlink()
@@ -244,7 +244,8 @@ def run_suite(model_path: str, settings: SuiteSettings, alarm: dict | None = Non
 def _start_worker() -> None:
     # One OpenCV thread per worker: the workers already keep every core busy. A Ctrl+C
     # reaches the whole process group: the main process alone decides (detect in a worker
-    # took it for the end of one drive and went on to the next).
+    # took it for the end of one drive and went on to the next), and ends the workers with
+    # SIGTERM (run_job's detection never holds it off).
     cv2.setNumThreads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
