@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from config import Config
-from fatigue.errors import UserError
+from fatigue.errors import NodeError, UserError
 from fatigue.resnet import ResNet18
 
 
@@ -214,7 +214,7 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for, but PyTorch sees no CUDA GPU here; "
+        raise NodeError("--device cuda was asked for, but PyTorch sees no CUDA GPU here; "
                         "use --device cpu (or auto)")
     return torch.device(name)
 

@@ -17,11 +17,19 @@ class UserError(Exception):
     # options, or one process 0 found and handed on): process 0 alone says it. Errors one
     # process meets (its GPU, its node's files) are said by that process.
     same_in_every_process = False
+    # True when every process of a node meets it (the node's files, its GPUs): the first
+    # process of each node (LOCAL_RANK 0) says it, so that 8 GPUs do not say it 8 times.
+    same_on_a_node = False
 
 
 class SaidInterrupt(KeyboardInterrupt):
     """A Ctrl+C whose outcome the command has said already ("Interrupted after 9 of 60
     videos; ..."): run_cli exits 130 without its own "interrupted"."""
+
+
+class NodeError(UserError):
+    """What every process of a node meets alike: its data files, its devices."""
+    same_on_a_node = True
 
 
 class OptionError(UserError):
@@ -86,10 +94,16 @@ def install_start_up_handlers() -> None:
     dump_stacks_on_sigusr1()
 
 
-def says_errors() -> bool:
-    """Whether this process says an error that every process of the run meets: under
-    torchrun only process 0 does (the others exit with the same code)."""
-    return int(os.environ.get("WORLD_SIZE", "1")) <= 1 or os.environ.get("RANK", "0") == "0"
+def says_errors(err: UserError | None = None) -> bool:
+    """Whether this process says `err`: one that every process of the run meets (the
+    default) only process 0 does under torchrun, one every process of a node meets the
+    first of each node does, and any other the process that met it (the others exit with
+    the same code)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or os.environ.get("RANK", "0") == "0":
+        return True
+    if err is None or err.same_in_every_process:
+        return False
+    return not err.same_on_a_node or os.environ.get("LOCAL_RANK", "0") == "0"
 
 
 def run_cli(main: Callable[[list[str] | None], int]) -> None:
@@ -99,7 +113,7 @@ def run_cli(main: Callable[[list[str] | None], int]) -> None:
         code = main(None)
         sys.stdout.flush()  # here, not at exit: a reader gone is then the 141 below
     except UserError as err:
-        if says_errors() or not err.same_in_every_process:
+        if says_errors(err):
             print(f"error: {err}", file=sys.stderr)
         code = err.exit_code
     except KeyboardInterrupt as stop:

@@ -14,6 +14,8 @@ import torch
 import checkpoint_training
 import evaluate
 import train
+from fatigue import errors
+from fatigue.errors import NodeError, OptionError, UserError
 from fatigue.training import loop
 from fatigue.training.distributed import PeerStopped, exchange
 from conftest import ROOT, run_script, tiny_args
@@ -166,7 +168,10 @@ def test_a_mistake_is_said_once_and_a_run_found_is_continued_under_torchrun(
     """Every process finds the same mistake; process 0 alone says it. checkpoint_training.py
     (continue or new) asks nobody under torchrun: it continues, as without a terminal."""
     for mistake, says in ((["--epochs", "0"], "error: --epochs must be at least 1"),
-                          (["--augment", "maybe"], "error: argument --augment: expected yes")):
+                          (["--augment", "maybe"], "error: argument --augment: expected yes"),
+                          # Met by each process in the node's files: said by its first.
+                          (["--sequence-length", "99"], "error: --sequence-length 99 is "
+                                                        "longer than the stored clips")):
         code, out = finish(torchrun(*tiny_args(tiny_data, tmp_path / "m", *mistake)))
         assert code != 0 and out.count(says) == 1, out
     models = tmp_path / "models"
@@ -268,3 +273,17 @@ def test_only_a_lost_peer_is_said_as_one():
         with pytest.raises(type(other)):
             with exchange():
                 raise other
+
+
+def test_who_says_an_error_under_torchrun(monkeypatch):
+    """A mistake all processes share: process 0 alone. A node's own (its files, its GPUs):
+    the first process of each node, where only that node may meet it. Any other: the
+    process that met it."""
+    option, node, own = OptionError("o"), NodeError("n"), UserError("u")
+    said = {}
+    for rank, local_rank in ((0, 0), (1, 1), (2, 0), (3, 1)):  # 2 nodes of 2 processes
+        monkeypatch.setenv("WORLD_SIZE", "4")
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("LOCAL_RANK", str(local_rank))
+        said[rank] = [e for e in (option, node, own) if errors.says_errors(e)]
+    assert said == {0: [option, node, own], 1: [own], 2: [node, own], 3: [own]}

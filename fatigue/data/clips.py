@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 from fatigue.claim import FolderClaim
 from fatigue.data import augment as augmentation  # `augment` is ClipDataset's flag
 from fatigue.data import clip_store, synthetic
-from fatigue.errors import UserError
+from fatigue.errors import NodeError, UserError
 from fatigue.text import counted
 
 DEFAULT_DATA_DIR = "data"
@@ -42,10 +42,10 @@ class ClipDataset(Dataset):
         self.subjects = [self.manifest["clips"][i]["subject"] for i in self.rows]
         stored_t, stored_c = self.clips.shape[1], self.clips.shape[2]
         if sequence_length > stored_t:
-            raise UserError(f"--sequence-length {sequence_length} is longer than the stored "
+            raise NodeError(f"--sequence-length {sequence_length} is longer than the stored "
                             f"clips ({stored_t} frames); use at most {stored_t} or rebuild the data")
         if channels != stored_c:
-            raise UserError(f"--channels {channels} does not match the data set "
+            raise NodeError(f"--channels {channels} does not match the data set "
                             f"({counted(stored_c, 'channel')})")
         self.sequence_length, self.image_size = sequence_length, image_size
         self.augment, self.seed, self.raw = augment, seed, raw

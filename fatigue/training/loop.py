@@ -36,7 +36,7 @@ from fatigue.checkpoints.tensorboard_log import TensorBoardLog
 from fatigue.data.clip_store import data_fingerprint, load_manifest
 from fatigue.data.loaders import EpochSampler, make_loader, make_train_loader
 from fatigue.data.video import crop_settings
-from fatigue.errors import UserError
+from fatigue.errors import NodeError, UserError
 from fatigue.inference.evaluation import evaluate_checkpoint, predict
 from fatigue.inference.alarm import AlarmSettings
 from fatigue.inference.metrics import alarm_off_threshold, alarm_threshold, positive_index
@@ -513,7 +513,7 @@ class Trainer:
         change = schema.data_change(checkpoint, fingerprint) if checkpoint else None
         if change:
             if not allow_data_change:
-                raise UserError(f"the data set in {cfg.data_dir}/ is not the one this run was "
+                raise NodeError(f"the data set in {cfg.data_dir}/ is not the one this run was "
                                 f"trained on (fingerprint {fingerprint}, checkpoint "
                                 f"{checkpoint['data_fingerprint']}); resume on the original data, "
                                 f"or add --allow-data-change to continue on this one anyway")
