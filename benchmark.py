@@ -42,7 +42,7 @@ import fatigue  # noqa: F401  first: Ctrl+C while torch loads is one line (fatig
 import numpy as np
 import torch
 
-from config import AMP_MODES, BACKBONES, DEVICES, Config, Parser, yes_no
+from config import AMP_MODES, BACKBONES, DEVICES, Config, Parser, build_config, yes_no
 from dataset import ClipDataset
 from fatigue import allocator, benchmarking, files
 from fatigue.checkpoints import store as checkpoint
@@ -433,16 +433,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """One line naming the option that is wrong, before anything is measured."""
+    small = [f"--{name.replace('_', '-')} {getattr(args, name)}"
+             for name in ("batch_size", "sequence_length", "image_size", "steps", "rounds")
+             if getattr(args, name) < 1]
+    if small:
+        raise UserError(f"{', '.join(small)}: give at least 1")
+    if args.epochs < 3:
+        raise UserError(f"--epochs {args.epochs}: give at least 3 (the first is warm-up, the "
+                        f"second pays one-off costs)")
+    if args.profile < 0:
+        raise UserError(f"--profile {args.profile}: give 0 (off) or a number of rows")
+    # What train.py refuses (an image too small for the backbone...), said as it says it.
+    build_config({"batch_size": args.batch_size, "sequence_length": args.sequence_length,
+                  "image_size": args.image_size, "backbone": args.backbone})
+
+
 def main(argv: list[str] | None = None) -> int:
     """Measure, print the table (and --profile's), write --json."""
     args = build_parser().parse_args(argv)
     # --epochs 3 at least: the first is warm-up, and the second pays once for what a run
     # does once (its first curves drawn: 0.6 s); alone, it measured the loop at 3% of bare.
-    if min(args.batch_size, args.sequence_length, args.image_size, args.steps,
-           args.rounds) < 1 or args.epochs < 3 or args.profile < 0:
-        raise UserError("sizes and --rounds must be at least 1, --epochs at least 3 (the "
-                        "first is warm-up, the second pays one-off costs) and --profile 0 "
-                        "(off) or more rows")
+    check_options(args)
     began = time.perf_counter()
     result = run(args)
     result["benchmark_seconds"] = round(time.perf_counter() - began, 1)

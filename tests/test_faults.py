@@ -80,6 +80,9 @@ def test_signal_anywhere_then_resume_is_bit_identical(tiny, tmp_path, monkeypatc
         assert state["epoch"] == 1 and state["samples_in_epoch"] == 8
     assert not list((tmp_path / "models").glob(".*.tmp"))
     assert train.main(tiny(*EPOCHS, "--resume")) == 0
+    if where.startswith("batch"):  # not "at epoch 1, 8 clips into epoch 2"
+        assert f"Resuming {tmp_path / 'models' / 'latest_model.pth'}, 8 clips into epoch 2\n" \
+            in capsys.readouterr().out
     assert_same_run(reference, load(tmp_path / "models" / "latest_model.pth"))
 
 

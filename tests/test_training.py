@@ -172,7 +172,8 @@ def test_prompt_without_terminal_resumes(tiny, tmp_path):
     assert train.main(tiny("--epochs", "1")) == 0
     out = run_script("main.py", "--mode", "train", *tiny("--epochs", "2"), input="")
     assert out.returncode == 0, out.stderr
-    assert "not a terminal" in out.stdout and "Resuming" in out.stdout
+    assert "not a terminal" in out.stdout
+    assert f"Resuming {tmp_path / 'models' / 'latest_model.pth'}, after epoch 1\n" in out.stdout
     assert load(tmp_path / "models" / "latest_model.pth")["epoch"] == 2
 
 

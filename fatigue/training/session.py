@@ -189,10 +189,12 @@ def resumed(folder: CheckpointStore, given: dict, model_dir: str, dist: Distribu
     if changes and checkpoint["epoch"] < cfg.num_epochs:  # else nothing is trained with them
         dist.say("warning: options given now replace the checkpoint's: " + "; ".join(changes),
                  file=sys.stderr)
-    dist.say(f"Resuming {path} at epoch {checkpoint['epoch']}"
-             + (", " + clips_into_epoch(checkpoint["samples_in_epoch"], checkpoint["epoch"] + 1,
-                                        checkpoint["world_size"])
-                if checkpoint["samples_in_epoch"] else ""))
+    # "after epoch 2", or "40 clips into epoch 3" ("at epoch 0, 40 clips into epoch 1" read
+    # as if the run began anew).
+    dist.say(f"Resuming {path}, "
+             + (clips_into_epoch(checkpoint["samples_in_epoch"], checkpoint["epoch"] + 1,
+                                 checkpoint["world_size"])
+                if checkpoint["samples_in_epoch"] else f"after epoch {checkpoint['epoch']}"))
     return checkpoint, cfg, notes
 
 
