@@ -24,6 +24,11 @@ TEST_FRACTION = 0.2  # share of subjects for test when the layout names no test 
 BYTE_ORDER_MARKS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
                     (codecs.BOM_UTF16_BE, "utf-16"))
 NTHU_SCENARIOS = ("glasses", "noglasses", "sunglasses", "night_noglasses", "nightglasses")
+# NTHU-DDD's training videos' names (<subject>/<scenario>/<name>.avi), and its evaluation and test
+# videos': <subject>_<scenario>_mix.mp4.
+NTHU_TRAINING_VIDEOS = ("nonsleepyCombination", "sleepyCombination", "slowBlinkWithNodding",
+                        "yawning")
+NTHU_MIX = re.compile(r"([^_]+)_(.+)_mix(?:ing)?", re.IGNORECASE)
 RECTIFIED = re.compile(r"^re(?:cti|cit)fi?e?d[_\- ]?", re.IGNORECASE)  # incl. 'recitfied'
 RLDD_NAME = re.compile(r"(0|5|10)(?:_(\d+))?")  # 10.mov, 10_1.mp4 (a video split in parts)
 RLDD_CLASSES = {2: {0: 0, 10: 1}, 3: {0: 0, 5: 1, 10: 2}}
@@ -145,7 +150,7 @@ def scan_nthu(source: Path, paths: list[str]) -> Scan:
         parts = Path(rel).parts
         part = _nthu_set(parts[:-1])
         stem = Path(rel).stem
-        mix = re.fullmatch(r"([^_]+)_(.+)_mix(?:ing)?", stem, re.IGNORECASE)
+        mix = NTHU_MIX.fullmatch(stem)
         if mix:  # evaluation / test: <subject>_<scenario>_mix.mp4
             subject, scenario, name = mix[1], mix[2], "mix"
             key = _norm(f"{subject}{scenario}mixingdrowsiness")
@@ -392,9 +397,7 @@ def _subjects_across_folders(rows: list[tuple]) -> dict[str, set[str]]:
     return {subject: folders for subject, folders in above.items() if len(folders) > 1}
 
 
-# Names of the public data sets' own videos, to tell a tree given the wrong --format.
-NTHU_VIDEO = re.compile(r"yawning|sleepycombination|nonsleepycombination|slowblinkwithnodding"
-                        r"|[^_]+_.+_mix(?:ing)?", re.IGNORECASE)
+# RLDD's own video names, to tell its tree given the wrong --format.
 RLDD_VIDEO = re.compile(r"(0|5|10)(?:_\d+)?")
 
 
@@ -406,7 +409,9 @@ def _known_layout(rows: list[tuple]) -> tuple[str, str] | None:
     stems = [Path(rel).stem for rel, *_ in rows]
     labels = {label for *_, label in rows}
     scenarios = {_norm(name) for name in NTHU_SCENARIOS}
-    if all(NTHU_VIDEO.fullmatch(RECTIFIED.sub("", stem)) for stem in stems) \
+    training = {_norm(name) for name in NTHU_TRAINING_VIDEOS}
+    if all(NTHU_MIX.fullmatch(stem) or _norm(RECTIFIED.sub("", stem)) in training
+           for stem in stems) \
             and all(label.isdigit() or _norm(label) in scenarios for label in labels):
         return "nthu", "NTHU-DDD"
     if all(RLDD_VIDEO.fullmatch(stem) for stem in stems) and all(map(str.isdigit, labels)):

@@ -35,7 +35,6 @@ from fatigue.data.faces import DEFAULT_LOOK, LidLook, photos
 from fatigue.inference import detection
 from fatigue.inference.drives import (TEST_SEED_BASE, DriveScript, Motion, render_drive,
                                       script_drive)
-from fatigue.training.stop import signals_raise
 
 CATCH_WITHIN_S, RELEASE_WITHIN_S, LONG_CLOSURE_S = 3.0, 4.0, 3.0
 TARGET_CAUGHT, TARGET_FALSE_PER_MIN = 0.95, 0.2
@@ -215,7 +214,7 @@ def run_suite(model_path: str, settings: SuiteSettings, alarm: dict | None = Non
     # Ctrl+C and SIGTERM end the suite (KeyboardInterrupt): the workers are stopped and the
     # drives' folder removed. Left to the pool, a Ctrl+C waited for every queued drive.
     with tempfile.TemporaryDirectory(prefix="robustness-") as folder, \
-            signals_raise(lambda signum: KeyboardInterrupt(), (signal.SIGINT, signal.SIGTERM)):
+            detection.stops_end_the_run():
         args = [(job, model_path, folder, alarm) for job in todo]
         if settings.workers <= 1:
             results = (run_job(*a) for a in args)
