@@ -279,10 +279,12 @@ def run(args: argparse.Namespace) -> dict:
     """Every measurement of the module docstring, on a throwaway data set and run folders
     that are deleted after; returns the figures (--json writes them as they are)."""
     device = pick_device(args.device)
-    cfg = Config(batch_size=args.batch_size, sequence_length=args.sequence_length,
-                 image_size=args.image_size, backbone=args.backbone, num_workers=args.num_workers,
-                 device=device.type, amp=args.amp, compile=args.compile,
-                 channels_last=args.channels_last, seed=0)
+    # Checked as train.py checks it (an image too small for the backbone...).
+    cfg = build_config({"batch_size": args.batch_size, "sequence_length": args.sequence_length,
+                        "image_size": args.image_size, "backbone": args.backbone,
+                        "num_workers": args.num_workers, "device": device.type,
+                        "amp": args.amp, "compile": args.compile,
+                        "channels_last": args.channels_last, "seed": 0})
     result = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
               "backbone": args.backbone, "batch_size": args.batch_size,
               "sequence_length": args.sequence_length, "image_size": args.image_size,
@@ -434,7 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_options(args: argparse.Namespace) -> None:
-    """One line naming the option that is wrong, before anything is measured."""
+    """One line naming the option that is wrong, before anything is measured (the model's
+    options are checked as train.py checks them, where run() builds its config)."""
     small = [f"--{name.replace('_', '-')} {getattr(args, name)}"
              for name in ("batch_size", "sequence_length", "image_size", "steps", "rounds")
              if getattr(args, name) < 1]
@@ -445,9 +448,6 @@ def check_options(args: argparse.Namespace) -> None:
                         f"second pays one-off costs)")
     if args.profile < 0:
         raise UserError(f"--profile {args.profile}: give 0 (off) or a number of rows")
-    # What train.py refuses (an image too small for the backbone...), said as it says it.
-    build_config({"batch_size": args.batch_size, "sequence_length": args.sequence_length,
-                  "image_size": args.image_size, "backbone": args.backbone})
 
 
 def main(argv: list[str] | None = None) -> int:
